@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (the main job end to end on the synthetic AG) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEMO_OUT ?= demo_output
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: install test test-fast demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints-cpu.txt torch torchvision
+	$(PIP) install -q -c constraints-cpu.txt -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install
+	$(PY) -m arn_lightning.demo --out $(DEMO_OUT)
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,118 @@
+"""``arn-lightning benchmark data``: frames/s of the training input pipeline (decode + transform + collate).
+
+Generates a synthetic AG with 480x270 PNG frames (Charades' usual size) in a temporary folder, then iterates the
+training DataLoader of :class:`AGDataModule` for each resize setting and reports frames per second per worker
+(one torch thread per worker, so the figure is per CPU core), with the time split into decoding, resizing / flipping
+and padding / normalising.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from arn_lightning.data.collate import ClipCollator
+from arn_lightning.data.datamodule import AGDataModule
+from arn_lightning.data.frames import frame_path, read_frame
+from arn_lightning.data.synth import generate
+
+#: (shorter, longer) resize settings measured by default: the DETR-style default and the demo's small frames.
+DEFAULT_RESIZES: Tuple[Tuple[int, int], ...] = ((600, 1000), (96, 160))
+DEFAULT_SIZE = (480, 270)
+TARGET_FPS_PER_CORE = 100.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's argument parser."""
+    parser = argparse.ArgumentParser(prog="arn-lightning benchmark data", description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=12, help="synthetic videos to generate (default 12)")
+    parser.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
+    parser.add_argument("--clip-len", type=int, default=3, help="frames per clip (default 3)")
+    parser.add_argument("--batch-size", type=int, default=2, help="clips per batch (default 2)")
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per setting (default 20)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: the main process)")
+    parser.add_argument("--resize", action="append", default=None, metavar="SHORTER/LONGER",
+                        help="resize setting, repeatable (default: 600/1000 and 96/160)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _parse_resizes(values: List[str]) -> List[Tuple[int, int]]:
+    """``["600/1000"]`` -> ``[(600, 1000)]``."""
+    resizes = []
+    for value in values:
+        parts = value.split("/")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise SystemExit(f"arn-lightning benchmark data: Expected --resize SHORTER/LONGER but got {value!r}")
+        resizes.append((int(parts[0]), int(parts[1])))
+    return resizes
+
+
+def _stage_times(dm: AGDataModule, clips: int) -> Dict[str, float]:
+    """Milliseconds per frame of decoding, transforming and collating, measured on ``clips`` clips."""
+    dataset = dm.datasets["train"]
+    decode = transform = collate = 0.0
+    frames = 0
+    collator = ClipCollator()
+    for clip in dataset.clips[:clips]:
+        start = time.perf_counter()
+        images = [read_frame(frame_path(dataset.frames_dir, dataset.frames[i].key)) for i in clip.frames]
+        mid = time.perf_counter()
+        boxes = [torch.from_numpy(dataset.frames[i].boxes_xyxy) for i in clip.frames]
+        images, _, _ = dataset.transform(images, boxes)
+        end = time.perf_counter()
+        collator([[{"image": image, "target": {}} for image in images]])
+        decode, transform, collate = decode + mid - start, transform + end - mid, collate + time.perf_counter() - end
+        frames += len(clip.frames)
+    return {"decode_ms": 1e3 * decode / frames, "transform_ms": 1e3 * transform / frames,
+            "collate_ms": 1e3 * collate / frames}
+
+
+def measure(root: Path, shorter: int, longer: int, args: argparse.Namespace) -> Dict[str, Any]:
+    """Frames/s of the training DataLoader for one resize setting."""
+    dm = AGDataModule(str(root), clip_len=args.clip_len, resize_shorter=shorter, resize_longer=longer,
+                      batch_size=args.batch_size, num_workers=args.workers, flip_prob=0.5)
+    dm.setup("fit")
+    loader = iter(dm.train_dataloader())
+    first = next(loader)  # warm-up (and worker start-up)
+    frames, start = 0, time.perf_counter()
+    for _ in range(args.batches):
+        batch = next(loader, None)
+        if batch is None:
+            break
+        frames += len(batch["targets"])
+    seconds = time.perf_counter() - start
+    fps = frames / seconds
+    return {"resize": f"{shorter}/{longer}", "output_hw": list(first["targets"][0]["size"].tolist()),
+            "frames": frames, "seconds": seconds, "frames_per_s": fps,
+            "frames_per_s_per_worker": fps / max(1, args.workers), **_stage_times(dm, clips=8)}
+
+
+def main(argv: List[str]) -> int:
+    """Run the benchmark and print a table (or JSON)."""
+    args = build_parser().parse_args(argv)
+    resizes = _parse_resizes(args.resize) if args.resize else list(DEFAULT_RESIZES)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="arn-bench-data-") as tmp:
+        root = Path(tmp) / "ag"
+        generate(root, videos=args.videos, frames=args.frames, size=DEFAULT_SIZE, seed=0)
+        rows = [measure(root, shorter, longer, args) for shorter, longer in resizes]
+    if args.json:
+        print(json.dumps({"frame_size": list(DEFAULT_SIZE), "workers": args.workers, "clip_len": args.clip_len,
+                          "batch_size": args.batch_size, "results": rows}, indent=2))
+        return 0
+    print(f"Training input pipeline on {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} PNGs (decode + transform + collate), "
+          f"clip_len {args.clip_len}, batch {args.batch_size}, workers {args.workers}, 1 torch thread per worker")
+    print(f"{'resize':>10} {'output':>10} {'frames/s/worker':>16} {'decode ms':>10} {'resize+flip ms':>15} "
+          f"{'collate ms':>11}  target {TARGET_FPS_PER_CORE:g}/core")
+    for r in rows:
+        ok = "met" if r["frames_per_s_per_worker"] >= TARGET_FPS_PER_CORE else "NOT met"
+        print(f"{r['resize']:>10} {r['output_hw'][0]:>4}x{r['output_hw'][1]:<5} {r['frames_per_s_per_worker']:>16.1f} "
+              f"{r['decode_ms']:>10.2f} {r['transform_ms']:>15.2f} {r['collate_ms']:>11.2f}  {ok}")
+    return 0

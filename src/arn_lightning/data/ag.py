@@ -1,0 +1,544 @@
+"""Read an Action Genome root in the release format and apply the standard filtering.
+
+The format and the filtering rules are those of ``shared/docs/ACTION_GENOME.md`` (sections 1 and 2):
+
+1. a frame's split is ``metadata['set']`` of its first object entry;
+2. a frame is kept only if it has a person box and at least one visible object;
+3. its ground truth is the person box (row 0) then every visible object, boxes converted xywh -> xyxy;
+4. a video is kept only if at least ``min_frames`` frames survive;
+5. SGDet/SGCls drop object boxes whose short side is below ``filter_small`` pixels (16), PredCls keeps them.
+
+Nothing here reads a frame image: the frame size comes from ``bbox_size`` of ``person_bbox.pkl``.
+
+Example:
+    >>> ann = load_annotations("data/ag", task="sgdet")          # doctest: +SKIP
+    >>> ann.frames("test")[0].boxes_xyxy.shape                  # doctest: +SKIP
+    (3, 4)
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from arn_lightning import vocab
+
+TASKS = ("sgdet", "sgcls", "predcls")
+SPLITS = ("train", "test")
+#: Split of a frame whose object list is empty and whose video has no other entry (report only).
+UNKNOWN_SPLIT = "unknown"
+DEFAULT_MIN_FRAMES = 3
+#: "filter small": object boxes with a short side below this many pixels are dropped in SGDet/SGCls.
+SMALL_BOX_MIN_SIDE = 16.0
+#: Frame drop reasons, in the order they are tested (a frame counts under the first that applies).
+DROP_REASONS = ("no_visible_object", "no_person", "all_objects_small", "short_video")
+
+ANNOTATION_DIR = "annotations"
+PERSON_FILE = "person_bbox.pkl"
+OBJECT_FILE = "object_bbox_and_relationship.pkl"
+OBJECT_CLASSES_FILE = "object_classes.txt"
+RELATIONSHIP_CLASSES_FILE = "relationship_classes.txt"
+FRAME_LIST_FILE = "frame_list.txt"
+FRAMES_DIR = "frames"
+
+_KEY_PATTERN = re.compile(r"^(?P<video>[^/]+\.mp4)/(?P<number>\d{6})\.png$")
+_OBJECT_FIELDS = ("class", "bbox", "attention_relationship", "spatial_relationship", "contacting_relationship",
+                  "metadata", "visible")
+#: predicate type -> {name: column}
+_COLUMNS: Dict[str, Dict[str, int]] = {
+    kind: {name: i for i, name in enumerate(names)} for kind, names in vocab.TYPE_PREDICATES.items()}
+
+PathLike = Union[str, Path]
+
+
+class AnnotationError(ValueError):
+    """Malformed or missing Action Genome annotation data; the message names the file and the key."""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameAnnotation:
+    """Ground truth of one kept frame after the task's filtering (contract: ARCHITECTURE.md section 1).
+
+    Attributes:
+        key: ``"<VID>.mp4/<NNNNNN>.png"``.
+        video: ``"<VID>.mp4"``.
+        number: the frame number ``NNNNNN``.
+        split: ``"train"`` or ``"test"``.
+        width: original frame width in pixels (``bbox_size[0]``).
+        height: original frame height in pixels (``bbox_size[1]``).
+        boxes_xyxy: ``float32 [N+1, 4]`` original pixels; row 0 is the person, row ``j+1`` object ``j``.
+        labels: ``int64 [N+1]`` AG object index; ``labels[0] == 1`` (person).
+        attention: ``int64 [N, 3]`` per object, the count of each attention label.
+        spatial: ``int64 [N, 6]`` spatial label counts, column = global predicate index - 3.
+        contacting: ``int64 [N, 17]`` contacting label counts, column = global predicate index - 9.
+    """
+
+    key: str
+    video: str
+    number: int
+    split: str
+    width: int
+    height: int
+    boxes_xyxy: np.ndarray
+    labels: np.ndarray
+    attention: np.ndarray
+    spatial: np.ndarray
+    contacting: np.ndarray
+
+    @property
+    def num_objects(self) -> int:
+        """Number ``N`` of annotated objects (the person excluded)."""
+        return int(self.labels.shape[0]) - 1
+
+    def eval_target(self) -> Dict[str, Any]:
+        """Metric ground truth of the frame (ARCHITECTURE.md section 4).
+
+        Returns:
+            ``{"frame": str, "boxes": FloatTensor [N+1, 4] xyxy original pixels, "labels": LongTensor [N+1],
+            "attention": LongTensor [N, 3], "spatial": LongTensor [N, 6], "contacting": LongTensor [N, 17]}``.
+        """
+        import torch  # here, so that the tools that only read annotations (stats, synth) do not load torch
+
+        return {
+            "frame": self.key,
+            "boxes": torch.from_numpy(self.boxes_xyxy.copy()),
+            "labels": torch.from_numpy(self.labels.copy()),
+            "attention": torch.from_numpy(self.attention.copy()),
+            "spatial": torch.from_numpy(self.spatial.copy()),
+            "contacting": torch.from_numpy(self.contacting.copy()),
+        }
+
+
+@dataclass
+class SplitReport:
+    """Counts of one split before and after filtering.
+
+    Attributes:
+        videos_total: videos with at least one frame key in this split.
+        videos_kept: videos with at least ``min_frames`` kept frames.
+        videos_dropped: ``{"no_frames": n, "short": n}``: videos left with no frame, or with 1..min_frames-1.
+        frames_total: frame keys of this split.
+        frames_kept: frames kept.
+        frames_dropped: reason (``DROP_REASONS``) -> frames dropped for it (first applicable reason only).
+        objects_total: object entries of all frames.
+        objects_invisible: entries with ``visible`` False.
+        objects_small: visible objects removed by "filter small" (all frames).
+        objects_kept: objects of the kept frames.
+    """
+
+    videos_total: int = 0
+    videos_kept: int = 0
+    videos_dropped: Dict[str, int] = field(default_factory=lambda: {"no_frames": 0, "short": 0})
+    frames_total: int = 0
+    frames_kept: int = 0
+    frames_dropped: Dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
+    objects_total: int = 0
+    objects_invisible: int = 0
+    objects_small: int = 0
+    objects_kept: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly nested dict (keys documented in ``docs/stats.md``)."""
+        return {
+            "videos": {"total": self.videos_total, "kept": self.videos_kept, "dropped": dict(self.videos_dropped)},
+            "frames": {"total": self.frames_total, "kept": self.frames_kept, "dropped": dict(self.frames_dropped)},
+            "objects": {"total": self.objects_total, "invisible": self.objects_invisible,
+                        "small": self.objects_small, "kept": self.objects_kept},
+        }
+
+
+@dataclass
+class FilterReport:
+    """What the filtering kept and dropped, per split.
+
+    Attributes:
+        task: ``"sgdet"`` / ``"sgcls"`` / ``"predcls"``.
+        min_frames: minimum kept frames per video.
+        filter_small: minimum short side of an object box in pixels (0: no filtering).
+        splits: split name -> :class:`SplitReport`.
+    """
+
+    task: str
+    min_frames: int
+    filter_small: float
+    splits: Dict[str, SplitReport] = field(default_factory=dict)
+
+    def split(self, name: str) -> SplitReport:
+        """The report of ``name``, created empty on first use."""
+        return self.splits.setdefault(name, SplitReport())
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly dict: ``{"task", "min_frames", "filter_small", "splits": {name: SplitReport.to_dict()}}``."""
+        return {"task": self.task, "min_frames": self.min_frames, "filter_small": self.filter_small,
+                "splits": {name: rep.to_dict() for name, rep in sorted(self.splits.items())}}
+
+    def summary(self) -> str:
+        """One line per split, e.g. for a log: ``train: 7584/7842 videos, 166785/... frames kept (...)``."""
+        lines = []
+        for name, rep in sorted(self.splits.items()):
+            dropped = ", ".join(f"{k} {v}" for k, v in rep.frames_dropped.items() if v)
+            lines.append(f"{name}: {rep.videos_kept}/{rep.videos_total} videos, {rep.frames_kept}/"
+                         f"{rep.frames_total} frames kept ({dropped or 'none dropped'})")
+        return "\n".join(lines)
+
+
+@dataclass
+class _RawObject:
+    """One visible object entry, parsed; ``box_xyxy`` in original pixels, label counts as plain lists."""
+
+    label: int
+    box_xyxy: List[float]
+    attention: List[int]
+    spatial: List[int]
+    contacting: List[int]
+
+    @property
+    def short_side(self) -> float:
+        """The shorter side of the box in pixels."""
+        return min(self.box_xyxy[2] - self.box_xyxy[0], self.box_xyxy[3] - self.box_xyxy[1])
+
+
+@dataclass
+class _RawFrame:
+    """One frame key, parsed but not yet filtered; ``person_xyxy`` is None when the detector found nobody."""
+
+    key: str
+    video: str
+    number: int
+    split: Optional[str]
+    width: int
+    height: int
+    person_xyxy: Optional[List[float]]
+    objects: List[_RawObject]
+    num_entries: int
+
+
+def parse_frame_key(key: Any, source: str) -> Tuple[str, int]:
+    """Split a frame key ``"<VID>.mp4/<NNNNNN>.png"`` into ``(video, number)``.
+
+    Args:
+        key: the key to parse.
+        source: where the key comes from (a file name), for the error message.
+
+    Raises:
+        AnnotationError: the key does not have the AG form.
+    """
+    match = _KEY_PATTERN.match(key) if isinstance(key, str) else None
+    if match is None:
+        raise AnnotationError(f"{source}: Expected a frame key like '001YG.mp4/000089.png' but got {key!r}")
+    return match.group("video"), int(match.group("number"))
+
+
+def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[str, str]) -> List[str]:
+    """Read a class file in raw spelling and return the names in pickle spelling.
+
+    Args:
+        path: ``object_classes.txt`` or ``relationship_classes.txt``.
+        expected: the vocabulary in index order (pickle spelling).
+        raw_to_name: raw spelling -> pickle spelling; names already in pickle spelling are accepted too.
+
+    Raises:
+        AnnotationError: missing file, wrong number of lines, an unknown name, or a name out of vocabulary order.
+    """
+    if not path.is_file():
+        raise AnnotationError(f"Expected the class file {path} but it does not exist")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) != len(expected):
+        raise AnnotationError(f"{path}: Expected {len(expected)} non-empty lines but got {len(lines)}")
+    names = []
+    for number, raw in enumerate(lines, start=1):
+        name = raw if raw in expected else raw_to_name.get(raw)
+        if name is None:
+            raise AnnotationError(f"{path} line {number}: Expected a known class name but got {raw!r}")
+        if name != expected[number - 1]:
+            raise AnnotationError(f"{path} line {number}: Expected {expected[number - 1]!r} (vocabulary order of "
+                                  f"ACTION_GENOME.md 1.3) but got {raw!r}")
+        names.append(name)
+    return names
+
+
+def load_pickle(path: Path) -> Dict[str, Any]:
+    """Load one of the two annotation pickles (a dict keyed by frame key).
+
+    Raises:
+        AnnotationError: the file is missing, is not a readable pickle, or does not hold a dict.
+    """
+    if not path.is_file():
+        raise AnnotationError(f"Expected the annotation file {path} but it does not exist")
+    try:
+        with path.open("rb") as handle:
+            data = pickle.load(handle)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as exc:
+        raise AnnotationError(f"{path}: Expected a pickled dict but the file cannot be unpickled ({exc})") from exc
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: Expected a dict keyed by frame key but got {type(data).__name__}")
+    return data
+
+
+def _check_same_keys(person: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
+    """Both pickles must share one key set; name a few keys that differ."""
+    only_person = sorted(set(person) - set(objects))
+    only_objects = sorted(set(objects) - set(person))
+    if only_person or only_objects:
+        raise AnnotationError(
+            f"Expected {PERSON_FILE} and {OBJECT_FILE} to share their keys but {len(only_person)} key(s) are only in "
+            f"{PERSON_FILE} (e.g. {only_person[:3]}) and {len(only_objects)} only in {OBJECT_FILE} "
+            f"(e.g. {only_objects[:3]})")
+
+
+def _parse_person(entry: Any, key: str) -> Tuple[Optional[List[float]], int, int]:
+    """``(person box xyxy [4] or None, width, height)`` of a ``person_bbox.pkl`` entry."""
+    where = f"{PERSON_FILE}[{key!r}]"
+    if not isinstance(entry, dict) or "bbox" not in entry or "bbox_size" not in entry:
+        raise AnnotationError(f"{where}: Expected a dict with 'bbox' and 'bbox_size' but got {entry!r:.200}")
+    try:
+        boxes = np.asarray(entry["bbox"], dtype=np.float32)
+        width, height = (int(v) for v in entry["bbox_size"])
+    except (TypeError, ValueError) as exc:
+        raise AnnotationError(f"{where}: Expected numeric 'bbox' and a (width, height) 'bbox_size' ({exc})") from exc
+    if width <= 0 or height <= 0:
+        raise AnnotationError(f"{where}['bbox_size']: Expected a positive (width, height) but got {(width, height)}")
+    if boxes.size == 0:
+        return None, width, height
+    if boxes.shape != (1, 4):
+        raise AnnotationError(f"{where}['bbox']: Expected an array of shape (0, 4) or (1, 4) but got {boxes.shape}")
+    return boxes[0].tolist(), width, height
+
+
+def _label_counts(names: Any, kind: str, where: str) -> List[int]:
+    """Count list (length ``TYPE_SIZES[kind]``) of a list of predicate names of one type."""
+    if not isinstance(names, (list, tuple)):
+        raise AnnotationError(f"{where}['{kind}_relationship']: Expected a list of predicate names but got "
+                              f"{names!r:.100}")
+    counts = [0] * vocab.TYPE_SIZES[kind]
+    columns = _COLUMNS[kind]
+    for name in names:
+        column = columns.get(name)
+        if column is None:
+            raise AnnotationError(f"{where}['{kind}_relationship']: Expected one of {list(columns)} but got {name!r}")
+        counts[column] += 1
+    return counts
+
+
+def _parse_box_xywh(value: Any, where: str) -> List[float]:
+    """Convert an AG object box ``(x, y, w, h)`` to ``[x1, y1, x2, y2]``."""
+    try:
+        x, y, w, h = (float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise AnnotationError(f"{where}['bbox']: Expected 4 numbers (x, y, w, h) but got {value!r:.100}") from exc
+    if not (w >= 0 and h >= 0):
+        raise AnnotationError(f"{where}['bbox']: Expected a non-negative width and height but got {(w, h)}")
+    return [x, y, x + w, y + h]
+
+
+def _entry_split(entry: Any, where: str) -> str:
+    """``metadata['set']`` of an object entry."""
+    meta = entry.get("metadata") if isinstance(entry, dict) else None
+    split = meta.get("set") if isinstance(meta, dict) else None
+    if split not in SPLITS:
+        raise AnnotationError(f"{where}['metadata']['set']: Expected one of {list(SPLITS)} but got {split!r}")
+    return split
+
+
+def _parse_object(entry: Any, where: str) -> Optional[_RawObject]:
+    """A visible object entry parsed, or None for an invisible one."""
+    if not isinstance(entry, dict) or any(name not in entry for name in _OBJECT_FIELDS):
+        raise AnnotationError(f"{where}: Expected a dict with keys {list(_OBJECT_FIELDS)} but got {entry!r:.200}")
+    if not entry["visible"]:
+        return None
+    label = vocab.OBJECT_INDEX.get(entry["class"])
+    if label is None or label == vocab.PERSON_LABEL:
+        raise AnnotationError(f"{where}['class']: Expected an AG object class but got {entry['class']!r}")
+    if entry["bbox"] is None:
+        raise AnnotationError(f"{where}: Expected a 'bbox' for a visible object but got None")
+    return _RawObject(label=label, box_xyxy=_parse_box_xywh(entry["bbox"], where),
+                      attention=_label_counts(entry["attention_relationship"], "attention", where),
+                      spatial=_label_counts(entry["spatial_relationship"], "spatial", where),
+                      contacting=_label_counts(entry["contacting_relationship"], "contacting", where))
+
+
+def _parse_frame(key: str, person_entry: Any, object_entries: Any) -> _RawFrame:
+    """Parse and validate the two pickle entries of one frame key."""
+    video, number = parse_frame_key(key, PERSON_FILE)
+    person_xyxy, width, height = _parse_person(person_entry, key)
+    if not isinstance(object_entries, list):
+        raise AnnotationError(f"{OBJECT_FILE}[{key!r}]: Expected a list of object dicts but got "
+                              f"{type(object_entries).__name__}")
+    objects, split = [], None
+    for index, entry in enumerate(object_entries):
+        where = f"{OBJECT_FILE}[{key!r}][{index}]"
+        parsed = _parse_object(entry, where)
+        entry_split = _entry_split(entry, where)
+        split = entry_split if split is None else split
+        if parsed is not None:
+            objects.append(parsed)
+    return _RawFrame(key=key, video=video, number=number, split=split, width=width, height=height,
+                     person_xyxy=person_xyxy, objects=objects, num_entries=len(object_entries))
+
+
+def _assign_missing_splits(frames: List[_RawFrame]) -> None:
+    """A frame without object entries takes the split of its video's other frames (rule 1 needs an entry)."""
+    video_split: Dict[str, str] = {}
+    for frame in frames:
+        if frame.split is not None:
+            video_split.setdefault(frame.video, frame.split)
+    for frame in frames:
+        if frame.split is None:
+            frame.split = video_split.get(frame.video, UNKNOWN_SPLIT)
+
+
+def _filter_frame(raw: _RawFrame, min_side: float, rep: SplitReport) -> Optional[FrameAnnotation]:
+    """Rules 2, 3 and 5 for one frame: the annotation, or None after counting the drop reason in ``rep``."""
+    kept = [o for o in raw.objects if o.short_side >= min_side]
+    rep.objects_small += len(raw.objects) - len(kept)
+    reason = ("no_visible_object" if not raw.objects else "no_person" if raw.person_xyxy is None
+              else "all_objects_small" if not kept else None)
+    if reason is not None:
+        rep.frames_dropped[reason] += 1
+        return None
+    assert raw.person_xyxy is not None and raw.split is not None
+    boxes = np.array([raw.person_xyxy] + [o.box_xyxy for o in kept], dtype=np.float32)  # [N+1, 4]
+    labels = np.array([vocab.PERSON_LABEL] + [o.label for o in kept], dtype=np.int64)
+    return FrameAnnotation(key=raw.key, video=raw.video, number=raw.number, split=raw.split, width=raw.width,
+                           height=raw.height, boxes_xyxy=boxes, labels=labels,
+                           attention=np.array([o.attention for o in kept], dtype=np.int64),  # [N, 3]
+                           spatial=np.array([o.spatial for o in kept], dtype=np.int64),  # [N, 6]
+                           contacting=np.array([o.contacting for o in kept], dtype=np.int64))  # [N, 17]
+
+
+def _filter_videos(candidates: Dict[str, List[FrameAnnotation]], min_frames: int,
+                   rep: SplitReport) -> List[FrameAnnotation]:
+    """Rule 4: keep the videos of one split with at least ``min_frames`` frames; frames sorted by number."""
+    kept: List[FrameAnnotation] = []
+    for video in sorted(candidates):
+        frames = sorted(candidates[video], key=lambda f: f.number)
+        if len(frames) >= min_frames:
+            rep.videos_kept += 1
+            kept.extend(frames)
+        else:
+            rep.videos_dropped["no_frames" if not frames else "short"] += 1
+            rep.frames_dropped["short_video"] += len(frames)
+    rep.frames_kept = len(kept)
+    rep.objects_kept = sum(f.num_objects for f in kept)
+    return kept
+
+
+class AGAnnotations:
+    """The filtered ground truth of an AG root (ARCHITECTURE.md section 6); build it with :func:`load_annotations`.
+
+    Attributes:
+        root: the dataset root.
+        task: ``"sgdet"`` / ``"sgcls"`` / ``"predcls"``.
+        report: the :class:`FilterReport` of the filtering.
+    """
+
+    def __init__(self, root: Path, task: str, frames_by_split: Dict[str, List[FrameAnnotation]],
+                 report: FilterReport) -> None:
+        self.root = root
+        self.task = task
+        self.report = report
+        self._frames = frames_by_split
+
+    @property
+    def splits(self) -> List[str]:
+        """Names of the splits that have kept frames, sorted."""
+        return sorted(name for name, frames in self._frames.items() if frames)
+
+    def frames(self, split: str) -> List[FrameAnnotation]:
+        """Kept frames of ``split``, sorted by video then frame number (empty for an unknown split)."""
+        return list(self._frames.get(split, []))
+
+    def videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
+        """``video -> its kept frames sorted by number`` for ``split``, videos in sorted order."""
+        grouped: Dict[str, List[FrameAnnotation]] = {}
+        for frame in self._frames.get(split, []):
+            grouped.setdefault(frame.video, []).append(frame)
+        return grouped
+
+    def triplet_categories(self, split: str = "train") -> Dict[str, List[List[int]]]:
+        """Sorted unique ``[global predicate index, AG object index]`` pairs per predicate type (section 3).
+
+        Returns:
+            ``{"attention": [[p, o], ...], "spatial": [...], "contacting": [...]}``, from ``split`` (train).
+        """
+        found: Dict[str, set] = {kind: set() for kind in vocab.PREDICATE_TYPES}
+        for frame in self._frames.get(split, []):
+            for kind in vocab.PREDICATE_TYPES:
+                rows, cols = np.nonzero(getattr(frame, kind))
+                offset = vocab.TYPE_OFFSETS[kind]
+                found[kind].update((int(c) + offset, int(frame.labels[r + 1])) for r, c in zip(rows, cols))
+        return {kind: [list(pair) for pair in sorted(pairs)] for kind, pairs in found.items()}
+
+
+def default_filter_small(task: str) -> float:
+    """The "filter small" threshold of a task: 16 px for SGDet/SGCls, 0 (off) for PredCls."""
+    return 0.0 if task == "predcls" else SMALL_BOX_MIN_SIDE
+
+
+def _validate_options(task: str, min_frames: int, filter_small: Optional[float]) -> float:
+    """Check the loader options and return the effective "filter small" threshold."""
+    if task not in TASKS:
+        raise ValueError(f"Expected task in {list(TASKS)} but got {task!r}")
+    if min_frames < 1:
+        raise ValueError(f"Expected min_frames >= 1 but got {min_frames}")
+    if filter_small is not None and filter_small < 0:
+        raise ValueError(f"Expected filter_small >= 0 or None but got {filter_small}")
+    return default_filter_small(task) if filter_small is None else float(filter_small)
+
+
+def _read_raw_frames(root: PathLike) -> List[_RawFrame]:
+    """Read and validate both pickles and the class files of ``root`` (no filtering)."""
+    annotations = Path(root) / ANNOTATION_DIR
+    read_class_file(annotations / OBJECT_CLASSES_FILE, vocab.OBJECT_CLASSES, vocab.RAW_OBJECT_NAMES)
+    read_class_file(annotations / RELATIONSHIP_CLASSES_FILE, vocab.PREDICATES, vocab.RAW_PREDICATE_NAMES)
+    person = load_pickle(annotations / PERSON_FILE)
+    objects = load_pickle(annotations / OBJECT_FILE)
+    _check_same_keys(person, objects)
+    frames = [_parse_frame(key, person[key], objects[key]) for key in person]
+    _assign_missing_splits(frames)
+    return frames
+
+
+def load_annotations(root: PathLike, task: str = "sgdet", min_frames: int = DEFAULT_MIN_FRAMES,
+                     filter_small: Optional[float] = None) -> AGAnnotations:
+    """Read an AG root and apply the standard filtering of the task.
+
+    Args:
+        root: dataset root containing ``annotations/`` (see ACTION_GENOME.md section 1).
+        task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
+        min_frames: keep a video only if at least this many frames survive (rule 4).
+        filter_small: minimum short side of object boxes in pixels; None -> the task default (16, PredCls 0).
+
+    Returns:
+        The filtered annotations, frames sorted by video then frame number.
+
+    Raises:
+        AnnotationError: missing or malformed annotation files, naming the file and the key.
+        ValueError: invalid options.
+    """
+    min_side = _validate_options(task, min_frames, filter_small)
+    report = FilterReport(task=task, min_frames=min_frames, filter_small=min_side)
+    candidates: Dict[str, Dict[str, List[FrameAnnotation]]] = defaultdict(lambda: defaultdict(list))
+    videos_seen: Dict[str, set] = defaultdict(set)
+    for raw in _read_raw_frames(root):
+        split = raw.split or UNKNOWN_SPLIT
+        rep = report.split(split)
+        rep.frames_total += 1
+        rep.objects_total += raw.num_entries
+        rep.objects_invisible += raw.num_entries - len(raw.objects)
+        videos_seen[split].add(raw.video)
+        frame = _filter_frame(raw, min_side, rep)
+        candidates[split][raw.video] += [frame] if frame is not None else []
+    frames_by_split = {}
+    for split, videos in sorted(videos_seen.items()):
+        rep = report.split(split)
+        rep.videos_total = len(videos)
+        frames_by_split[split] = _filter_videos({v: candidates[split][v] for v in videos}, min_frames, rep)
+    return AGAnnotations(Path(root), task, frames_by_split, report)

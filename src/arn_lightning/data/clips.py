@@ -1,0 +1,161 @@
+"""Clips of ``T`` annotated frames of one video, for training and for evaluation.
+
+Positions are indices into a video's annotated frames sorted by frame number.
+
+* Training: one clip per annotated frame (its key frame). ``causal`` windows end at the key frame (the key frame and
+  the ``T-1`` previous annotated frames; near the video start the first frame is repeated in front); ``centred``
+  windows put the key frame in the middle (slot ``(T-1)//2``), shifted to stay inside the video at its edges.
+* Evaluation, ``tiled`` (default): non-overlapping windows, the last one shifted to end at the video end, so every
+  frame is scored exactly once with few forward passes; ``keyframe``: the training windows, one clip per frame,
+  only the key frame scored (exact causal context, ``T`` times the compute).
+
+A video shorter than ``T`` repeats its first frame in front. ``evaluate`` is True on exactly one occurrence of each
+frame of a clip (the last one, which has the most context) and, in tiled evaluation, only in the window that
+scores it; repeats are False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+WINDOWS = ("causal", "centred")
+EVAL_SCHEMES = ("tiled", "keyframe")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip: ``frames`` are indices into the dataset's frame list, ``evaluate`` flags the slots to score."""
+
+    frames: Tuple[int, ...]
+    evaluate: Tuple[bool, ...]
+
+
+def _check(clip_len: int, window: str = "causal") -> None:
+    if clip_len < 1:
+        raise ValueError(f"Expected clip_len >= 1 but got {clip_len}")
+    if window not in WINDOWS:
+        raise ValueError(f"Expected window in {list(WINDOWS)} but got {window!r}")
+
+
+def _pad_front(positions: List[int], clip_len: int) -> List[int]:
+    """Repeat the first position in front until the window has ``clip_len`` slots."""
+    return [positions[0]] * (clip_len - len(positions)) + positions
+
+
+def last_occurrence(positions: Sequence[int]) -> Tuple[bool, ...]:
+    """True on the last occurrence of every position, False on earlier repeats: ``[0, 0, 1] -> (F, T, T)``."""
+    return tuple(p not in positions[i + 1:] for i, p in enumerate(positions))
+
+
+def keyframe_window(num_frames: int, key: int, clip_len: int, window: str) -> Tuple[List[int], int]:
+    """Window of the key frame ``key`` in a video of ``num_frames`` frames.
+
+    Returns:
+        ``(positions, key_slot)``: ``clip_len`` positions in the video, and the slot holding the key frame.
+    """
+    _check(clip_len, window)
+    if not 0 <= key < num_frames:
+        raise ValueError(f"Expected a key frame in [0, {num_frames}) but got {key}")
+    if window == "causal":
+        positions = _pad_front(list(range(max(0, key - clip_len + 1), key + 1)), clip_len)
+        return positions, clip_len - 1
+    if num_frames < clip_len:
+        positions = _pad_front(list(range(num_frames)), clip_len)
+    else:
+        start = min(max(key - (clip_len - 1) // 2, 0), num_frames - clip_len)
+        positions = list(range(start, start + clip_len))
+    return positions, len(positions) - 1 - positions[::-1].index(key)
+
+
+def tiled_windows(num_frames: int, clip_len: int) -> List[Tuple[List[int], Tuple[bool, ...]]]:
+    """Non-overlapping windows covering a video, each frame scored exactly once.
+
+    Example: 7 frames, ``clip_len`` 3 -> ``[0, 1, 2]`` (T, T, T), ``[3, 4, 5]`` (T, T, T), ``[4, 5, 6]`` (F, F, T).
+    """
+    _check(clip_len)
+    if num_frames < 1:
+        raise ValueError(f"Expected a video with at least 1 frame but got {num_frames}")
+    if num_frames < clip_len:
+        positions = _pad_front(list(range(num_frames)), clip_len)
+        return [(positions, last_occurrence(positions))]
+    windows = [(list(range(s, s + clip_len)), (True,) * clip_len)
+               for s in range(0, num_frames - clip_len + 1, clip_len)]
+    covered = windows[-1][0][-1] + 1
+    if covered < num_frames:
+        positions = list(range(num_frames - clip_len, num_frames))
+        windows.append((positions, tuple(p >= covered for p in positions)))
+    return windows
+
+
+def training_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str) -> List[Clip]:
+    """One clip per frame of every video (its key frame); ``evaluate`` marks distinct frames (last occurrence).
+
+    Args:
+        videos: per video, the dataset indices of its frames sorted by frame number.
+        clip_len: frames per clip ``T``.
+        window: ``"causal"`` or ``"centred"``.
+    """
+    clips = []
+    for frames in videos:
+        for key in range(len(frames)):
+            positions, _ = keyframe_window(len(frames), key, clip_len, window)
+            clips.append(Clip(tuple(frames[p] for p in positions), last_occurrence(positions)))
+    return clips
+
+
+def evaluation_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str = "causal",
+                     scheme: str = "tiled") -> List[Clip]:
+    """Clips that score every frame of ``videos`` exactly once (see the module docstring).
+
+    Args:
+        videos: per video, the dataset indices of its frames sorted by frame number.
+        clip_len: frames per clip ``T``.
+        window: window of the ``keyframe`` scheme.
+        scheme: ``"tiled"`` or ``"keyframe"``.
+    """
+    if scheme not in EVAL_SCHEMES:
+        raise ValueError(f"Expected scheme in {list(EVAL_SCHEMES)} but got {scheme!r}")
+    clips = []
+    for frames in videos:
+        if scheme == "tiled":
+            clips += [Clip(tuple(frames[p] for p in pos), flags) for pos, flags in tiled_windows(len(frames), clip_len)]
+            continue
+        for key in range(len(frames)):
+            positions, slot = keyframe_window(len(frames), key, clip_len, window)
+            clips.append(Clip(tuple(frames[p] for p in positions), tuple(i == slot for i in range(clip_len))))
+    return clips
+
+
+def subsample_videos(videos: Dict[str, List[int]], max_frames: Optional[int], seed: int = 0) -> Dict[str, List[int]]:
+    """Whole videos in a seeded random order until ``max_frames`` frames, the last one cut; None keeps all.
+
+    Keeping whole videos (rather than scattered frames) keeps the temporal context of the evaluated frames.
+    Returns the kept videos in their original order.
+    """
+    if max_frames is None:
+        return dict(videos)
+    if max_frames < 1:
+        raise ValueError(f"Expected max_frames >= 1 or None but got {max_frames}")
+    names = list(videos)
+    kept: Dict[str, List[int]] = {}
+    left = max_frames
+    for index in np.random.default_rng(seed).permutation(len(names)):
+        if left <= 0:
+            break
+        frames = videos[names[index]][:left]
+        kept[names[index]] = frames
+        left -= len(frames)
+    return {name: kept[name] for name in names if name in kept}
+
+
+def subsample_clips(clips: List[Clip], max_clips: Optional[int], seed: int = 0) -> List[Clip]:
+    """A seeded random subset of at most ``max_clips`` clips, in their original order; None keeps all."""
+    if max_clips is None or max_clips >= len(clips):
+        return list(clips)
+    if max_clips < 1:
+        raise ValueError(f"Expected max_clips >= 1 or None but got {max_clips}")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(clips), size=max_clips, replace=False))
+    return [clips[i] for i in chosen]

@@ -1,0 +1,248 @@
+"""``AGDataModule``: Action Genome (or the synthetic AG) as a LightningDataModule of clips."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from arn_lightning import vocab
+from arn_lightning.data import ag
+from arn_lightning.data.ag import AGAnnotations, FrameAnnotation, load_annotations
+from arn_lightning.data.clips import (EVAL_SCHEMES, WINDOWS, evaluation_clips, subsample_clips, subsample_videos,
+                                      training_clips)
+from arn_lightning.data.collate import ClipCollator
+from arn_lightning.data.dataset import BAD_FRAME_MODES, AGClipDataset
+from arn_lightning.data.frames import FrameError, find_missing_frames
+from arn_lightning.data.transforms import ClipTransform, resized_hw
+
+log = logging.getLogger(__name__)
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+#: How many missing frame names a warning lists.
+LISTED_FRAMES = 5
+
+
+class AGDataModule(L.LightningDataModule):
+    """Clips of an Action Genome root (ACTION_GENOME.md format) for training and evaluation.
+
+    Args:
+        root: dataset root with ``annotations/`` and ``frames/``.
+        task: ``sgdet``, ``sgcls`` or ``predcls`` (sets the "filter small" default).
+        clip_len: frames per clip ``T``.
+        window: ``causal`` (key frame last) or ``centred`` (key frame in the middle) training windows.
+        eval_scheme: ``tiled`` (non-overlapping windows, each frame scored once) or ``keyframe`` (one clip per
+            frame with the training window, only the key frame scored).
+        min_frames: keep a video only if at least this many frames survive the filtering.
+        filter_small: drop object boxes with a short side below this (pixels); None: 16 for SGDet/SGCls, 0 PredCls.
+        resize_shorter: shorter image side after resizing.
+        resize_longer: maximum longer image side after resizing.
+        flip_prob: probability of a horizontal flip of a training clip.
+        batch_size: training clips per batch.
+        eval_batch_size: evaluation clips per batch.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches in page-locked memory.
+        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
+        on_bad_frame: ``error``: a missing or corrupt frame image raises; ``skip``: warn, count, and leave it out.
+        val_split: annotation split used for validation (AG has no separate val split: ``test``).
+        predict_split: annotation split used by ``predict``.
+        max_train_frames: train on at most this many key frames (seeded subset), None for all.
+        max_eval_frames: evaluate at most this many frames (whole videos in a seeded order), None for all.
+        seed: seed of the subsets.
+        frames_dir: folder of the frames (default ``<root>/frames``).
+        synthetic: if ``root`` has no annotations, generate the synthetic AG there first.
+        synthetic_videos: videos of the generated synthetic AG.
+        synthetic_frames: frames per video of the generated synthetic AG.
+    """
+
+    def __init__(self, root: str, task: str = "sgdet", clip_len: int = 3, window: str = "causal",
+                 eval_scheme: str = "tiled", min_frames: int = ag.DEFAULT_MIN_FRAMES,
+                 filter_small: Optional[float] = None, resize_shorter: int = 600, resize_longer: int = 1000,
+                 flip_prob: float = 0.5, batch_size: int = 8, eval_batch_size: int = 8, num_workers: int = 0,
+                 pin_memory: bool = False, persistent_workers: bool = False, on_bad_frame: str = "error",
+                 val_split: str = "test", predict_split: str = "test", max_train_frames: Optional[int] = None,
+                 max_eval_frames: Optional[int] = None, seed: int = 0, frames_dir: Optional[str] = None,
+                 synthetic: bool = False, synthetic_videos: int = 200, synthetic_frames: int = 8) -> None:
+        super().__init__()
+        _validate(task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size)
+        resized_hw(1, 1, resize_shorter, resize_longer)  # raises on an invalid resize setting
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"Expected flip_prob in [0, 1] but got {flip_prob}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.frames_dir = Path(frames_dir) if frames_dir is not None else self.root / ag.FRAMES_DIR
+        self._annotations: Optional[AGAnnotations] = None
+        self._videos: Dict[str, Dict[str, List[FrameAnnotation]]] = {}
+        self.datasets: Dict[str, AGClipDataset] = {}
+        #: split -> frame keys left out because their image is missing (``on_bad_frame="skip"``).
+        self.skipped_frames: Dict[str, List[str]] = {}
+
+    # ----------------------------------------------------------------------------------------------- annotations
+    def _ensure_synthetic(self) -> None:
+        """Generate the synthetic AG at ``root`` when asked to and the root has no annotations.
+
+        The data is written under a private name and renamed, so concurrent ranks never read a partial root; a rank
+        that loses the rename race keeps the (identical, same seed) root of the winner.
+        """
+        marker = self.root / ag.ANNOTATION_DIR / ag.PERSON_FILE
+        if not self.hparams.synthetic or marker.is_file():
+            return
+        from arn_lightning.data.synth import generate
+
+        log.info("Generating the synthetic Action Genome in %s", self.root)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.gen-", dir=self.root.parent))
+        try:
+            generate(staging / "ag", videos=self.hparams.synthetic_videos, frames=self.hparams.synthetic_frames,
+                     seed=self.hparams.seed)
+            try:
+                (staging / "ag").replace(self.root)
+            except OSError:
+                if not marker.is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @property
+    def annotations(self) -> AGAnnotations:
+        """The filtered annotations (read once, on first use)."""
+        if self._annotations is None:
+            self._ensure_synthetic()
+            hp = self.hparams
+            self._annotations = load_annotations(self.root, hp.task, hp.min_frames, hp.filter_small)
+            log.info("Action Genome %s (%s):\n%s", self.root, hp.task, self._annotations.report.summary())
+        return self._annotations
+
+    @property
+    def triplet_categories(self) -> Dict[str, List[List[int]]]:
+        """Sorted unique ``[predicate, object]`` pairs per predicate type in the train split (contract 3).
+
+        Works before :meth:`setup` (LightningCLI links it into the model at instantiation).
+        """
+        return self.annotations.triplet_categories("train")
+
+    @property
+    def vocabulary(self) -> Dict[str, List[str]]:
+        """Class names: ``objects`` (index i is AG object index i, 0 background) and the predicates per type."""
+        names = {"objects": vocab.object_names()}
+        names.update({kind: list(vocab.TYPE_PREDICATES[kind]) for kind in vocab.PREDICATE_TYPES})
+        return names
+
+    def _split_name(self, split: str) -> str:
+        """Annotation split of a dataloader split (``val`` / ``predict`` map to the configured splits)."""
+        return {"val": self.hparams.val_split, "predict": self.hparams.predict_split}.get(split, split)
+
+    def _usable_videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
+        """Videos of an annotation split whose frame images exist (missing ones raise or are skipped)."""
+        if split not in self._videos:
+            if split not in self.annotations.splits:
+                raise ValueError(f"Expected a split of {self.root} in {self.annotations.splits} but got {split!r}")
+            videos = self.annotations.videos(split)
+            keys = [f.key for frames in videos.values() for f in frames]
+            missing = set(find_missing_frames(self.frames_dir, keys))
+            if missing:
+                self._report_missing(split, sorted(missing))
+            self._videos[split] = {v: [f for f in fs if f.key not in missing] for v, fs in videos.items()}
+            self._videos[split] = {v: fs for v, fs in self._videos[split].items() if fs}
+        return self._videos[split]
+
+    def _report_missing(self, split: str, missing: List[str]) -> None:
+        """Raise (``on_bad_frame="error"``) or warn about and record missing frame images."""
+        listed = ", ".join(str(self.frames_dir / k) for k in missing[:LISTED_FRAMES])
+        message = f"{len(missing)} frame image(s) of split {split!r} are missing or empty, e.g. {listed}"
+        if self.hparams.on_bad_frame == "error":
+            raise FrameError(f"Expected every annotated frame under {self.frames_dir} but {message} (run "
+                             f"`arn-lightning dump-frames`, or set on_bad_frame='skip')")
+        warnings.warn(f"Skipping {message}", RuntimeWarning, stacklevel=3)
+        self.skipped_frames[split] = missing
+
+    def _eval_videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
+        """The videos (possibly subsampled by ``max_eval_frames``) evaluated for a dataloader split."""
+        videos = self._usable_videos(self._split_name(split))
+        picked = subsample_videos({v: list(range(len(fs))) for v, fs in videos.items()},
+                                  self.hparams.max_eval_frames, self.hparams.seed)
+        return {v: [videos[v][i] for i in idx] for v, idx in picked.items()}
+
+    def ground_truth(self, split: str) -> List[FrameAnnotation]:
+        """The frames scored in ``split`` (``val``, ``test``, ``predict`` or an annotation split name), in
+        dataloader order: after the frame-image check and ``max_eval_frames``."""
+        return [f for frames in self._eval_videos(split).values() for f in frames]
+
+    # ---------------------------------------------------------------------------------------------- datasets
+    def prepare_data(self) -> None:
+        """Generate the synthetic AG if requested, and fail early on missing annotation files."""
+        self._ensure_synthetic()
+        for name in (ag.PERSON_FILE, ag.OBJECT_FILE, ag.OBJECT_CLASSES_FILE, ag.RELATIONSHIP_CLASSES_FILE):
+            if not (self.root / ag.ANNOTATION_DIR / name).is_file():
+                raise ag.AnnotationError(f"Expected the annotation file {self.root / ag.ANNOTATION_DIR / name} "
+                                         f"but it does not exist")
+
+    def _build(self, split: str) -> AGClipDataset:
+        """The dataset of a dataloader split: ``train`` (key-frame clips) or an evaluation split (tiled)."""
+        hp = self.hparams
+        videos = self._usable_videos("train") if split == "train" else self._eval_videos(split)
+        frames = [f for fs in videos.values() for f in fs]
+        groups, start = [], 0
+        for fs in videos.values():
+            groups.append(list(range(start, start + len(fs))))
+            start += len(fs)
+        if split == "train":
+            clips = subsample_clips(training_clips(groups, hp.clip_len, hp.window), hp.max_train_frames, hp.seed)
+            transform = ClipTransform(hp.resize_shorter, hp.resize_longer, hp.flip_prob)
+        else:
+            clips = evaluation_clips(groups, hp.clip_len, hp.window, hp.eval_scheme)
+            transform = ClipTransform(hp.resize_shorter, hp.resize_longer, 0.0)
+        return AGClipDataset(frames, clips, self.frames_dir, transform, hp.on_bad_frame)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict``; None: all)."""
+        stages = [stage] if stage is not None else list(STAGE_SPLITS)
+        for name in stages:
+            if name not in STAGE_SPLITS:
+                raise ValueError(f"Expected a stage in {list(STAGE_SPLITS)} but got {name!r}")
+            for split in STAGE_SPLITS[name]:
+                if split not in self.datasets:
+                    self.datasets[split] = self._build(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"Expected setup() to have built the {split!r} dataset before its dataloader")
+        hp = self.hparams
+        workers = hp.num_workers
+        return DataLoader(self.datasets[split], batch_size=hp.batch_size if split == "train" else hp.eval_batch_size,
+                          shuffle=shuffle, num_workers=workers, pin_memory=hp.pin_memory,
+                          persistent_workers=hp.persistent_workers and workers > 0, collate_fn=ClipCollator())
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled key-frame clips of the train split."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Tiled clips of ``val_split`` (every frame scored once)."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Tiled clips of the test split."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Tiled clips of ``predict_split``."""
+        return self._loader("predict", shuffle=False)
+
+
+def _validate(task: str, clip_len: int, window: str, eval_scheme: str, on_bad_frame: str, batch_size: int,
+              eval_batch_size: int) -> None:
+    """Check the DataModule's options."""
+    checks = [(task in ag.TASKS, f"task in {list(ag.TASKS)}", task), (clip_len >= 1, "clip_len >= 1", clip_len),
+              (window in WINDOWS, f"window in {list(WINDOWS)}", window),
+              (eval_scheme in EVAL_SCHEMES, f"eval_scheme in {list(EVAL_SCHEMES)}", eval_scheme),
+              (on_bad_frame in BAD_FRAME_MODES, f"on_bad_frame in {list(BAD_FRAME_MODES)}", on_bad_frame),
+              (batch_size >= 1 and eval_batch_size >= 1, "batch sizes >= 1", (batch_size, eval_batch_size))]
+    for ok, expected, got in checks:
+        if not ok:
+            raise ValueError(f"Expected {expected} but got {got!r}")

@@ -1,0 +1,124 @@
+"""The clip dataset: reads the frames of a clip, transforms them, and builds the per-frame targets.
+
+An item is a list of ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}``; the collate
+(:mod:`arn_lightning.data.collate`) pads and normalises them into the batch of ARCHITECTURE.md section 2.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.ops import box_convert, clip_boxes_to_image
+
+from arn_lightning import vocab
+from arn_lightning.data.ag import FrameAnnotation
+from arn_lightning.data.clips import Clip
+from arn_lightning.data.frames import FrameError, frame_path, read_frame
+from arn_lightning.data.transforms import ClipTransform, flip_boxes_xyxy
+
+BAD_FRAME_MODES = ("error", "skip")
+
+
+def build_target(frame: FrameAnnotation, boxes_xyxy: Tensor, size_hw: Sequence[int], flipped: bool,
+                 evaluate: bool) -> Dict[str, Any]:
+    """Target dict of one frame (ARCHITECTURE.md section 2).
+
+    Args:
+        frame: the frame's ground truth.
+        boxes_xyxy: ``[N+1, 4]`` the frame's boxes (person first) in the transformed image's pixels.
+        size_hw: ``(h, w)`` of the transformed image, before padding.
+        flipped: whether the image was flipped (the original-pixel boxes are flipped the same way).
+        evaluate: whether this slot is scored.
+
+    Returns:
+        ``frame`` str, ``orig_size`` / ``size`` LongTensor [2] (h, w), ``evaluate`` bool, ``sub_boxes`` /
+        ``obj_boxes`` FloatTensor [N, 4] normalised cxcywh, ``obj_labels`` LongTensor [N], ``attention`` [N, 3],
+        ``spatial`` [N, 6], ``contacting`` [N, 17] LongTensor counts, ``boxes`` FloatTensor [N+1, 4] xyxy in
+        original pixels, ``labels`` LongTensor [N+1].
+    """
+    h, w = int(size_hw[0]), int(size_hw[1])
+    n = frame.num_objects
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    cxcywh = box_convert(clip_boxes_to_image(boxes_xyxy.float(), (h, w)), "xyxy", "cxcywh") / scale  # [N+1, 4]
+    boxes = torch.from_numpy(frame.boxes_xyxy.copy())
+    if flipped:
+        boxes = flip_boxes_xyxy(boxes, frame.width, frame.height)
+    return {
+        "frame": frame.key,
+        "orig_size": torch.tensor([frame.height, frame.width], dtype=torch.long),
+        "size": torch.tensor([h, w], dtype=torch.long),
+        "evaluate": bool(evaluate),
+        "sub_boxes": cxcywh[:1].expand(n, 4).clone(),
+        "obj_boxes": cxcywh[1:].clone(),
+        "obj_labels": torch.from_numpy(frame.labels[1:].copy()),
+        **{kind: torch.from_numpy(getattr(frame, kind).copy()).reshape(n, vocab.TYPE_SIZES[kind])  # [N, K]
+           for kind in vocab.PREDICATE_TYPES},
+        "boxes": boxes,
+        "labels": torch.from_numpy(frame.labels.copy()),
+    }
+
+
+class AGClipDataset(Dataset):
+    """Clips of AG frames.
+
+    Args:
+        frames: the frame annotations that clip indices point to.
+        clips: the clips (see :mod:`arn_lightning.data.clips`).
+        frames_dir: folder holding ``<VID>.mp4/<NNNNNN>.png``.
+        transform: the clip transform (resize, flip).
+        on_bad_frame: ``"error"`` raises :class:`FrameError` on an unreadable frame; ``"skip"`` warns, counts it in
+            :attr:`bad_frames` (of this process) and fills its slot with another frame of the clip, not scored.
+    """
+
+    def __init__(self, frames: Sequence[FrameAnnotation], clips: Sequence[Clip], frames_dir: Union[str, Path],
+                 transform: ClipTransform, on_bad_frame: str = "error") -> None:
+        if on_bad_frame not in BAD_FRAME_MODES:
+            raise ValueError(f"Expected on_bad_frame in {list(BAD_FRAME_MODES)} but got {on_bad_frame!r}")
+        self.frames = list(frames)
+        self.clips = list(clips)
+        self.frames_dir = Path(frames_dir)
+        self.transform = transform
+        self.on_bad_frame = on_bad_frame
+        self.bad_frames: List[str] = []
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _read(self, index: int) -> Optional[Tensor]:
+        """Decode frame ``index`` (None for a bad frame in "skip" mode)."""
+        frame = self.frames[index]
+        try:
+            return read_frame(frame_path(self.frames_dir, frame.key), (frame.width, frame.height))
+        except FrameError as exc:
+            if self.on_bad_frame == "error":
+                raise
+            self.bad_frames.append(frame.key)
+            warnings.warn(f"Skipping a bad frame: {exc}", RuntimeWarning, stacklevel=2)
+            return None
+
+    def _load_clip(self, clip: Clip) -> tuple:
+        """Images, frame indices and evaluate flags of a clip; a bad frame's slot borrows a good one."""
+        decoded = {index: self._read(index) for index in dict.fromkeys(clip.frames)}
+        good = [index for index in clip.frames if decoded[index] is not None]
+        if not good:
+            keys = [self.frames[i].key for i in clip.frames]
+            raise FrameError(f"Expected at least one readable frame in the clip {keys} but none could be decoded")
+        indices, flags = [], []
+        for slot, index in enumerate(clip.frames):
+            usable = decoded[index] is not None
+            indices.append(index if usable else min(good, key=lambda g: abs(clip.frames.index(g) - slot)))
+            flags.append(clip.evaluate[slot] and usable)
+        return [decoded[i] for i in indices], indices, flags
+
+    def __getitem__(self, item: int) -> List[Dict[str, Any]]:
+        """The ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}`` of clip ``item``."""
+        images, indices, flags = self._load_clip(self.clips[item])
+        boxes = [torch.from_numpy(self.frames[i].boxes_xyxy.copy()) for i in indices]
+        images, boxes, flipped = self.transform(images, boxes)
+        return [{"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
+                for image, box, i, flag in zip(images, boxes, indices, flags)]

@@ -1,0 +1,126 @@
+"""Transforms, targets and collate: resize rule, consistent flips of images and boxes, pixel masks."""
+
+import numpy as np
+import pytest
+import torch
+
+from arn_lightning.data.ag import FrameAnnotation
+from arn_lightning.data.collate import ClipCollator, collate_clips
+from arn_lightning.data.dataset import build_target
+from arn_lightning.data.transforms import ClipTransform, flip_boxes_xyxy, normalize_into, resized_hw
+
+
+@pytest.mark.parametrize("hw, shorter, longer, expected", [
+    ((240, 320), 600, 1000, (600, 800)),   # shorter side rule
+    ((100, 400), 600, 1000, (250, 1000)),  # longer side capped
+    ((48, 64), 24, 100, (24, 32)),         # downscale
+    ((64, 48), 24, 100, (32, 24)),         # portrait
+])
+def test_resized_hw(hw, shorter, longer, expected):
+    assert resized_hw(*hw, shorter, longer) == expected
+
+
+def test_flip_boxes_xyxy():
+    boxes = torch.tensor([[1.0, 0.0, 2.0, 2.0], [0.0, 1.0, 6.0, 3.0]])
+    assert flip_boxes_xyxy(boxes, width=6, height=4).tolist() == [[4, 0, 5, 2], [0, 1, 6, 3]]
+
+
+def _marked_image(height=48, width=64):
+    image = torch.zeros(3, height, width, dtype=torch.uint8)
+    image[0, :, :8] = 255  # a red band on the left
+    return image
+
+
+def test_clip_transform_resizes_and_flips_all_frames_and_boxes():
+    images = [_marked_image(), _marked_image()]
+    boxes = [torch.tensor([[20.0, 10.0, 40.0, 30.0]]), torch.tensor([[0.0, 0.0, 8.0, 48.0]])]
+    transform = ClipTransform(shorter=24, longer=100, flip_prob=1.0)
+    out_images, out_boxes, flipped = transform(images, boxes)
+    assert flipped
+    assert [tuple(i.shape) for i in out_images] == [(3, 24, 32), (3, 24, 32)]
+    assert all(i.dtype == torch.uint8 for i in out_images)
+    assert out_boxes[0].tolist() == [[12.0, 5.0, 22.0, 15.0]]  # scaled by 0.5 then x -> 32 - x
+    assert out_boxes[1].tolist() == [[28.0, 0.0, 32.0, 24.0]]
+    for image in out_images:  # the red band moved to the right edge in every frame
+        assert image[0, :, -3:].float().mean() > 250 and image[0, :, :3].float().mean() < 5
+
+
+def test_clip_transform_without_flip_and_seeded_decisions():
+    images, boxes = [_marked_image()], [torch.tensor([[20.0, 10.0, 40.0, 30.0]])]
+    _, out_boxes, flipped = ClipTransform(48, 100, flip_prob=0.0)(images, boxes)
+    assert not flipped and out_boxes[0].tolist() == [[20.0, 10.0, 40.0, 30.0]]
+    decisions = [ClipTransform(48, 100, 0.5, torch.Generator().manual_seed(3)).draw_flip() for _ in range(2)]
+    assert decisions[0] == decisions[1]
+    gen = torch.Generator().manual_seed(0)
+    draws = [ClipTransform(48, 100, 0.5, gen).draw_flip() for _ in range(200)]
+    assert 60 < sum(draws) < 140
+
+
+def test_normalize_into():
+    image = torch.zeros(3, 2, 2, dtype=torch.uint8)
+    image[0] = 255
+    out = torch.empty(3, 2, 2)
+    normalize_into(out, image)
+    torch.testing.assert_close(out[0], torch.full((2, 2), (1 - 0.485) / 0.229))
+    torch.testing.assert_close(out[2], torch.full((2, 2), -0.406 / 0.225))
+
+
+def _frame(num_objects=1):
+    boxes = np.array([[10, 5, 40, 45]] + [[20, 10, 40, 30]] * num_objects, dtype=np.float32)
+    return FrameAnnotation(key="A.mp4/000001.png", video="A.mp4", number=1, split="train", width=64, height=48,
+                           boxes_xyxy=boxes, labels=np.array([1] + [11] * num_objects),
+                           attention=np.zeros((num_objects, 3), dtype=np.int64),
+                           spatial=np.ones((num_objects, 6), dtype=np.int64),
+                           contacting=np.zeros((num_objects, 17), dtype=np.int64))
+
+
+def test_build_target_normalised_cxcywh_and_flipped_ground_truth():
+    frame = _frame()
+    target = build_target(frame, torch.from_numpy(frame.boxes_xyxy), (48, 64), flipped=False, evaluate=True)
+    torch.testing.assert_close(target["sub_boxes"], torch.tensor([[25 / 64, 25 / 48, 30 / 64, 40 / 48]]))
+    torch.testing.assert_close(target["obj_boxes"], torch.tensor([[30 / 64, 20 / 48, 20 / 64, 20 / 48]]))
+    assert target["orig_size"].tolist() == [48, 64] and target["size"].tolist() == [48, 64]
+    assert target["obj_labels"].tolist() == [11] and target["labels"].tolist() == [1, 11]
+    assert target["evaluate"] is True and target["frame"] == "A.mp4/000001.png"
+    flipped = build_target(frame, torch.from_numpy(frame.boxes_xyxy), (48, 64), flipped=True, evaluate=False)
+    assert flipped["boxes"].tolist() == [[24, 5, 54, 45], [24, 10, 44, 30]]
+
+
+def test_build_target_clips_boxes_to_the_image_and_accepts_no_objects():
+    frame = _frame(0)
+    target = build_target(frame, torch.tensor([[-10.0, 5.0, 40.0, 60.0]]), (48, 64), False, True)
+    assert target["sub_boxes"].shape == (0, 4) and target["obj_boxes"].shape == (0, 4)
+    assert target["attention"].shape == (0, 3) and target["contacting"].shape == (0, 17)
+    frame = _frame()
+    target = build_target(frame, torch.tensor([[-10.0, 5.0, 40.0, 60.0], [0, 0, 8, 8]]), (48, 64), False, True)
+    torch.testing.assert_close(target["sub_boxes"], torch.tensor([[20 / 64, 26.5 / 48, 40 / 64, 43 / 48]]))
+
+
+def _sample(height, width, value, name):
+    return {"image": torch.full((3, height, width), value, dtype=torch.uint8), "target": {"frame": name}}
+
+
+def test_collate_pads_to_largest_frame_with_explicit_mask():
+    clips = [[_sample(4, 6, 255, "a0"), _sample(4, 6, 0, "a1")], [_sample(5, 3, 255, "b0"), _sample(2, 2, 255, "b1")]]
+    batch = collate_clips(clips)
+    assert batch["pixel_values"].shape == (2, 2, 3, 5, 6) and batch["pixel_values"].dtype == torch.float32
+    assert batch["pixel_mask"].shape == (2, 2, 5, 6) and batch["pixel_mask"].dtype == torch.bool
+    assert [t["frame"] for t in batch["targets"]] == ["a0", "a1", "b0", "b1"]  # frame-major
+    mask = batch["pixel_mask"]
+    assert mask[0, 0, :4, :6].all() and not mask[0, 0, 4:].any()
+    assert mask[1, 0, :5, :3].all() and not mask[1, 0, :, 3:].any()
+    assert int(mask[1, 1].sum()) == 4
+    values = batch["pixel_values"]
+    assert (values[~mask.unsqueeze(2).expand_as(values)] == 0).all()  # padding is zero
+    torch.testing.assert_close(values[0, 0, 0, 0, 0], torch.tensor((1 - 0.485) / 0.229))
+    torch.testing.assert_close(values[0, 1, 1, 0, 0], torch.tensor(-0.456 / 0.224))
+
+
+def test_collate_rejects_bad_input():
+    with pytest.raises(ValueError, match="Expected every clip to have 2 > 0 frames but got \\[2, 1\\]"):
+        collate_clips([[_sample(2, 2, 0, "a"), _sample(2, 2, 0, "b")], [_sample(2, 2, 0, "c")]])
+    bad = {"image": torch.zeros(3, 2, 2), "target": {}}
+    with pytest.raises(ValueError, match="Expected sample 0 to hold a uint8"):
+        collate_clips([[bad]])
+    with pytest.raises(ValueError, match="Expected 3 means and 3 positive stds"):
+        ClipCollator(std=(1.0, 0.0, 1.0))

@@ -1,0 +1,133 @@
+"""ResNet backbone with frozen BatchNorm (paper Sec. 3.1, "Backbone"; DETR's recipe).
+
+A torchvision ResNet built with :class:`torchvision.ops.FrozenBatchNorm2d` (batch statistics and affine parameters
+are buffers: with clips of a few frames per GPU, batch statistics would be noise), truncated by
+:class:`torchvision.models._utils.IntermediateLayerGetter` after the stage that gives the requested stride:
+
+- ``stride=32``: the C5 features of ``layer4`` (the paper's setting);
+- ``stride=16``: the C4 features of ``layer3``; ``layer4`` is dropped. This works for every ResNet (torchvision's
+  basic-block ResNets cannot dilate ``layer4``), doubles the token grid for tiny inputs and halves the backbone's
+  parameters; a DETR checkpoint then loads everything up to ``layer3`` (its ``layer4`` and ``input_proj`` are
+  reported as unexpected / shape-mismatched).
+
+The module is named ``body`` so that the parameter names equal DETR's ``backbone.0.body.*`` after one prefix swap.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+
+log = logging.getLogger(__name__)
+
+#: Supported torchvision ResNets.
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+#: Output stride -> the last stage kept.
+STRIDE_STAGES: Dict[int, str] = {32: "layer4", 16: "layer3"}
+#: Stages in order; ``freeze_layers = k`` freezes the first k (the stem is ``conv1`` + ``bn1``).
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _load_imagenet_state(name: str) -> Dict[str, Tensor]:
+    """torchvision's ImageNet weights of ``name`` (its hub cache first, then a download)."""
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as err:  # any download / cache failure gets the same actionable message
+        raise RuntimeError(
+            f"Could not obtain the ImageNet weights of {name} from {weights.url} ({type(err).__name__}: {err}). "
+            f"Without network access, download that file on another machine and set backbone_weights to its "
+            f"local path, or put it into torch's hub cache ({torch.hub.get_dir()}/checkpoints)."
+        ) from err
+
+
+def _load_local_state(path: str) -> Dict[str, Tensor]:
+    """A torchvision-layout ResNet state dict saved with ``torch.save`` (optionally under a ``state_dict`` key)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"Expected backbone_weights to be None, 'imagenet' or an existing file but got {path}")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"Expected a state dict in {path} but got {type(state).__name__}")
+    return state
+
+
+def load_resnet_weights(resnet: nn.Module, name: str, weights: Optional[str]) -> None:
+    """Load ``weights`` (None: keep random, ``"imagenet"``, or a local ``.pth``) into a torchvision ResNet.
+
+    The classifier (``fc.*``) is ignored; any other missing, unexpected or mis-shaped key is an error.
+    """
+    if weights is None:
+        return
+    state = _load_imagenet_state(name) if weights == "imagenet" else _load_local_state(weights)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"Expected a torchvision {name} state dict in {weights} but got missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]} and shape mismatches {mismatched[:5]}"
+        )
+    resnet.load_state_dict(state, strict=False)  # strict apart from the ignored fc.*
+    log.info("loaded %s weights from %s", name, weights)
+
+
+class Backbone(nn.Module):
+    """ResNet trunk returning one feature map and the downsampled pixel mask.
+
+    Args:
+        name: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+        weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1``) or a local state-dict path.
+        stride: output stride, 32 (``layer4``) or 16 (``layer3``).
+        train_backbone: False freezes every backbone parameter.
+        freeze_layers: number of leading stages of :data:`STAGES` frozen (2 = stem + ``layer1``, as DETR).
+    """
+
+    def __init__(
+        self, name: str, weights: Optional[str], stride: int, train_backbone: bool, freeze_layers: int,
+    ) -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"Expected a backbone in {BACKBONES} but got {name!r}")
+        if stride not in STRIDE_STAGES:
+            raise ValueError(f"Expected backbone stride in {tuple(STRIDE_STAGES)} but got {stride}")
+        if not 0 <= freeze_layers <= len(STAGES):
+            raise ValueError(f"Expected freeze_layers in [0, {len(STAGES)}] but got {freeze_layers}")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        load_resnet_weights(resnet, name, weights)
+        last = STRIDE_STAGES[stride]
+        # The channel count of the last kept stage: fc reads layer4; layer3 has half of it.
+        self.num_channels = resnet.fc.in_features // (1 if last == "layer4" else 2)
+        self.stride = stride
+        self.body = IntermediateLayerGetter(resnet, return_layers={last: "features"})
+        frozen = STAGES if not train_backbone else STAGES[:freeze_layers]
+        for param_name, param in self.body.named_parameters():
+            stage = param_name.split(".")[0]
+            param.requires_grad_(("stem" if stage in ("conv1", "bn1") else stage) not in frozen)
+
+    def forward(self, images: Tensor, pixel_mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """Features of a batch of frames.
+
+        Args:
+            images: ``[N, 3, H, W]`` normalised images.
+            pixel_mask: ``[N, H, W]`` bool, True on real pixels.
+
+        Returns:
+            ``(features [N, C, H/stride, W/stride], mask [N, H/stride, W/stride])``, mask True on real cells
+            (nearest-neighbour downsampling of ``pixel_mask``).
+        """
+        features = self.body(images)["features"]
+        mask = F.interpolate(pixel_mask[:, None].float(), size=features.shape[-2:])  # [N, 1, h, w]
+        return features, mask[:, 0].to(torch.bool)

@@ -1,0 +1,273 @@
+"""The project's one transformer layer and the stacks built from it (encoder, decoders, temporal encoder).
+
+:class:`TransformerLayer` is a post-norm layer (self-attention, optional cross-attention, feed-forward), written
+once and reused by the encoder, the entity decoder, the predicate-decoder branches, the temporal encoder and the
+hierarchical attention of :mod:`arn_lightning.models.association`. Its parameters carry DETR's names
+(``self_attn``, ``multihead_attn``, ``linear1``, ``linear2``, ``norm1..3``, ``torch.nn.MultiheadAttention``'s
+``in_proj_weight``) so that a DETR checkpoint maps onto it key for key (see :mod:`.detr_checkpoint`).
+The attention pattern (positions added to queries and keys, not to values, at every layer) is DETR's.
+
+Masks follow ``torch.nn.MultiheadAttention``: a key padding mask is True on padding, an attention mask is True where
+attention is *not* allowed.
+"""
+
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Memory(NamedTuple):
+    """What a decoder cross-attends to.
+
+    Attributes:
+        features: ``[N, S, D]`` values (and keys before ``pos`` is added).
+        pos: ``[N, S, D]`` position added to the keys, or None.
+        padding_mask: ``[N, S]`` bool, True on padding tokens, or None.
+    """
+
+    features: Tensor
+    pos: Optional[Tensor] = None
+    padding_mask: Optional[Tensor] = None
+
+
+def safe_padding_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """Unmask the rows of a key padding mask ``[N, S]`` that mask every key.
+
+    Such rows belong to inputs with nothing real to attend to (a frame without ground-truth pairs in SGCls);
+    their outputs are ignored downstream, but a fully masked softmax would produce NaN that poisons gradients.
+    """
+    if padding_mask is None:
+        return None
+    return padding_mask & ~padding_mask.all(dim=-1, keepdim=True)
+
+
+def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
+    return x if pos is None else x + pos
+
+
+class TransformerLayer(nn.Module):
+    """Post-norm transformer layer: [self-attention] -> [cross-attention] -> feed-forward, each residual + norm.
+
+    Norms and dropouts are numbered in block order (an encoder layer has ``norm1`` after self-attention and
+    ``norm2`` after the feed-forward; a decoder layer ``norm1..3``), as in DETR.
+
+    Args:
+        d_model: width ``D``.
+        nhead: attention heads.
+        dim_feedforward: hidden width of the feed-forward block.
+        dropout: dropout on attention weights, the feed-forward hidden layer and every residual branch.
+        self_attention: include the self-attention block.
+        cross_attention: include the cross-attention block.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
+        dropout: float,
+        self_attention: bool = True,
+        cross_attention: bool = False,
+    ) -> None:
+        super().__init__()
+        if d_model % nhead != 0:
+            raise ValueError(f"Expected d_model divisible by nhead but got d_model={d_model}, nhead={nhead}")
+        if self_attention:
+            self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        if cross_attention:
+            self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        blocks = [name for name, on in (("self", self_attention), ("cross", cross_attention), ("ffn", True)) if on]
+        self._block_index = {block: i for i, block in enumerate(blocks, start=1)}
+        for i in self._block_index.values():
+            self.add_module(f"norm{i}", nn.LayerNorm(d_model))
+            self.add_module(f"dropout{i}", nn.Dropout(dropout))
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    @property
+    def has_self_attention(self) -> bool:
+        """Whether the layer has the self-attention block."""
+        return "self" in self._block_index
+
+    @property
+    def has_cross_attention(self) -> bool:
+        """Whether the layer has the cross-attention block."""
+        return "cross" in self._block_index
+
+    def _residual(self, block: str, x: Tensor, update: Tensor) -> Tensor:
+        i = self._block_index[block]
+        return getattr(self, f"norm{i}")(x + getattr(self, f"dropout{i}")(update))
+
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Optional[Tensor] = None,
+        memory: Optional[Memory] = None,
+        memory_key: Optional[Tensor] = None,
+        self_attn_mask: Optional[Tensor] = None,
+        tgt_padding_mask: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Update ``tgt``.
+
+        Args:
+            tgt: ``[N, L, D]`` queries (content).
+            query_pos: ``[N or 1, L, D]`` position added to the queries (and self-attention keys), or None.
+            memory: cross-attention memory (required with cross-attention); values are ``memory.features``.
+            memory_key: ``[N, S, D]`` keys of the cross-attention when they differ from the values
+                (hierarchical attention, eq. 12); default ``memory.features``. ``memory.pos`` is added to them.
+            self_attn_mask: ``[L, L]`` or ``[N*nhead, L, L]`` bool, True where self-attention is not allowed.
+            tgt_padding_mask: ``[N, L]`` bool, True on padded queries (masked as self-attention keys).
+
+        Returns:
+            ``[N, L, D]`` updated queries.
+        """
+        if self.has_self_attention:
+            q = k = _with_pos(tgt, query_pos)
+            update = self.self_attn(q, k, tgt, attn_mask=self_attn_mask,
+                                    key_padding_mask=safe_padding_mask(tgt_padding_mask), need_weights=False)[0]
+            tgt = self._residual("self", tgt, update)
+        if self.has_cross_attention:
+            if memory is None:
+                raise ValueError("Expected a memory for the cross-attention layer but got None")
+            key = memory.features if memory_key is None else memory_key
+            update = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(key, memory.pos), memory.features,
+                                         key_padding_mask=safe_padding_mask(memory.padding_mask),
+                                         need_weights=False)[0]
+            tgt = self._residual("cross", tgt, update)
+        update = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self._residual("ffn", tgt, update)
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of self-attention :class:`TransformerLayer` (no final norm: post-norm layers end normalised).
+
+    Args:
+        num_layers: number of layers.
+        d_model, nhead, dim_feedforward, dropout: see :class:`TransformerLayer`.
+    """
+
+    def __init__(self, num_layers: int, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(num_layers)
+        )
+
+    def forward(self, src: Tensor, pos: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        """``src`` ``[N, S, D]`` with position ``pos`` ``[N, S, D]`` and padding ``[N, S]`` -> ``[N, S, D]``."""
+        for layer in self.layers:
+            src = layer(src, query_pos=pos, tgt_padding_mask=padding_mask)
+        return src
+
+
+class TransformerDecoder(nn.Module):
+    """A stack of decoder :class:`TransformerLayer` with a shared output norm applied to every layer's output.
+
+    The shared norm is DETR's ``transformer.decoder.norm``; the next layer consumes the un-normalised output.
+
+    Args:
+        num_layers: number of layers (0 allowed: the input is returned unchanged, with no intermediate output).
+        d_model, nhead, dim_feedforward, dropout: see :class:`TransformerLayer`.
+    """
+
+    def __init__(self, num_layers: int, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, nhead, dim_feedforward, dropout, cross_attention=True)
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        memory: Memory,
+        tgt_padding_mask: Optional[Tensor] = None,
+    ) -> Tuple[List[Tensor], Tensor]:
+        """Decode.
+
+        Args:
+            tgt: ``[N, L, D]`` initial query content.
+            query_pos: ``[N or 1, L, D]`` query position, added at every layer.
+            memory: the cross-attention memory.
+            tgt_padding_mask: ``[N, L]`` True on padded queries.
+
+        Returns:
+            ``(outputs, last)``: per layer the normalised output ``[N, L, D]``, and the last layer's raw output
+            ``[N, L, D]`` (what a following layer would consume).
+        """
+        outputs = []
+        for layer in self.layers:
+            tgt = layer(tgt, query_pos=query_pos, memory=memory, tgt_padding_mask=tgt_padding_mask)
+            outputs.append(self.norm(tgt))
+        return outputs, tgt
+
+
+class TemporalEncoder(nn.Module):
+    """Self-attention along time for every spatial token of a clip (paper eq. 3), with a learned frame encoding.
+
+    The frame encoding ``p_t`` (``frame_embed`` ``[T, D]``) is the position of the temporal self-attention, so
+    the attention can tell the frames apart. ``causal`` restricts frame t to frames ``<= t`` (streaming inference).
+    A token that is padding in some frames is not attended to in those frames (a token always sees itself).
+
+    Args:
+        num_layers: number of self-attention layers.
+        num_frames: the largest clip length ``T`` (rows of ``p_t``).
+        causal: causal attention mask.
+        d_model, nhead, dim_feedforward, dropout: see :class:`TransformerLayer`.
+    """
+
+    def __init__(
+        self, num_layers: int, num_frames: int, causal: bool, d_model: int, nhead: int, dim_feedforward: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.frame_embed = nn.Embedding(num_frames, d_model)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(num_layers)
+        )
+        self.causal = causal
+        self.nhead = nhead
+
+    def forward(self, memory: Tensor, padding_mask: Tensor, num_clips: int) -> Tensor:
+        """Mix every spatial token with the same token of the clip's other frames.
+
+        Args:
+            memory: ``[B*T, HW, D]`` per-frame encoder features ``F_vi``, frame-major.
+            padding_mask: ``[B*T, HW]`` True on padding tokens.
+            num_clips: ``B``.
+
+        Returns:
+            ``[B*T, HW, D]`` spatio-temporal features ``F_vit``.
+        """
+        bt, hw, d = memory.shape
+        t = bt // num_clips
+        if t > self.frame_embed.num_embeddings:
+            raise ValueError(f"Expected at most {self.frame_embed.num_embeddings} frames per clip but got {t}")
+        x = memory.view(num_clips, t, hw, d).transpose(1, 2).reshape(num_clips * hw, t, d)  # [B*HW, T, D]
+        padding = padding_mask.view(num_clips, t, hw).transpose(1, 2).reshape(num_clips * hw, t)  # [B*HW, T]
+        attn_mask = self._attention_mask(padding)
+        pos = self.frame_embed.weight[:t].unsqueeze(0)  # [1, T, D]
+        for layer in self.layers:
+            x = layer(x, query_pos=pos, self_attn_mask=attn_mask)
+        return x.view(num_clips, hw, t, d).transpose(1, 2).reshape(bt, hw, d)  # [B*T, HW, D]
+
+    def _attention_mask(self, padding: Tensor) -> Optional[Tensor]:
+        """``[B*HW*nhead, T, T]`` bool (True = blocked) from padding ``[B*HW, T]`` and causality, or None."""
+        t = padding.shape[1]
+        if not self.causal and not bool(padding.any()):
+            return None
+        future = torch.ones(t, t, dtype=torch.bool, device=padding.device).triu(diagonal=1)  # [T, T]
+        blocked = padding.unsqueeze(1).expand(-1, t, -1)  # [B*HW, T, T]: key s padded
+        if self.causal:
+            blocked = blocked | future
+        blocked = blocked & ~torch.eye(t, dtype=torch.bool, device=padding.device)  # always see yourself
+        return blocked.repeat_interleave(self.nhead, dim=0)  # [B*HW*nhead, T, T]

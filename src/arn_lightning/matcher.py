@@ -1,0 +1,234 @@
+"""Hungarian matching of pair queries to ground-truth (person, object) pairs (``ARN_SPEC.md`` section 4).
+
+Also home of the triplet space shared by the matcher, the criterion and the postprocess: which (predicate, object)
+category each classifier column of a branch stands for (:class:`TripletVocabulary`), and the conversion of a frame's
+per-object predicate counts into per-branch multi-hot triplet targets (:func:`triplet_targets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+from torchvision.ops import box_convert, generalized_box_iou
+
+from arn_lightning.models.outputs import ARNOutput
+from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
+
+#: Keeps the QPIC predicate cost finite for a pair with no positive (or no negative) category.
+PREDICATE_COST_EPS = 1e-4
+#: ``triplet_objects`` value of a column that stands for a predicate with any object (``clip_triplets`` off).
+ANY_OBJECT = -1
+
+Indices = List[Tuple[Tensor, Tensor]]
+
+
+@dataclass
+class TripletVocabulary:
+    """The categories behind each branch's classifier columns (the model exposes the same two attributes).
+
+    Attributes:
+        triplet_predicates: per branch ``[K]`` LongTensor, global predicate index of column k.
+        triplet_objects: per branch ``[K]`` LongTensor, AG object index of column k, or ``-1`` (any object) when the
+            columns are plain predicates (``clip_triplets`` off).
+    """
+
+    triplet_predicates: Dict[str, Tensor]
+    triplet_objects: Dict[str, Tensor]
+
+    @classmethod
+    def from_categories(
+        cls, triplet_categories: Optional[Mapping[str, Sequence[Sequence[int]]]], clip_triplets: bool = True
+    ) -> "TripletVocabulary":
+        """Columns of ``triplet_categories`` (``ARCHITECTURE.md`` section 3), or the plain predicates if off."""
+        predicates, objects = {}, {}
+        for kind in PREDICATE_TYPES:
+            if clip_triplets:
+                if triplet_categories is None or kind not in triplet_categories:
+                    raise ValueError(f"Expected triplet categories for {kind!r} but got {triplet_categories}")
+                pairs = torch.as_tensor(triplet_categories[kind], dtype=torch.long).reshape(-1, 2)  # [K, 2]
+                predicates[kind], objects[kind] = pairs[:, 0].clone(), pairs[:, 1].clone()
+            else:
+                predicates[kind] = torch.arange(TYPE_SIZES[kind]) + TYPE_OFFSETS[kind]
+                objects[kind] = torch.full((TYPE_SIZES[kind],), ANY_OBJECT, dtype=torch.long)
+        return cls(predicates, objects)
+
+    @classmethod
+    def of(cls, source: Any) -> "TripletVocabulary":
+        """Copy of the two attributes of any object that has them (a model, or a vocabulary)."""
+        return cls(
+            {kind: source.triplet_predicates[kind].detach().long() for kind in PREDICATE_TYPES},
+            {kind: source.triplet_objects[kind].detach().long() for kind in PREDICATE_TYPES},
+        )
+
+
+def triplet_targets(target: Mapping[str, Any], vocab: TripletVocabulary) -> Dict[str, Tensor]:
+    """Multi-hot triplet targets of one frame's ground-truth pairs, per branch.
+
+    Pair n (object label o, predicates {p} of branch k) is positive for column c of branch k iff
+    ``triplet_predicates[k][c]`` is in {p} and ``triplet_objects[k][c]`` is o or ``-1`` (any object). A ground-truth
+    (p, o) that is not a category of the training split has no positive column.
+
+    Args:
+        target: ``obj_labels`` ``[N]`` (AG index), ``attention`` ``[N, 3]``, ``spatial`` ``[N, 6]``,
+            ``contacting`` ``[N, 17]`` (counts, ``ARCHITECTURE.md`` section 2).
+        vocab: the classifier columns.
+
+    Returns:
+        ``{kind: FloatTensor [N, K_kind]}`` of 0 / 1 on ``obj_labels``' device.
+    """
+    labels = target["obj_labels"]  # [N]
+    if labels.numel() and not bool(((labels >= 1) & (labels <= NUM_OBJECT_CLASSES)).all()):
+        raise ValueError(f"Expected obj_labels in [1, {NUM_OBJECT_CLASSES}] (AG index) but got {labels.tolist()}")
+    result = {}
+    for kind in PREDICATE_TYPES:
+        counts = target[kind]
+        if counts.dim() != 2 or counts.shape != (labels.shape[0], TYPE_SIZES[kind]):
+            raise ValueError(
+                f"Expected {kind} counts of shape {(labels.shape[0], TYPE_SIZES[kind])} but got {tuple(counts.shape)}"
+            )
+        columns = vocab.triplet_predicates[kind].to(labels.device) - TYPE_OFFSETS[kind]  # [K] local index
+        objects = vocab.triplet_objects[kind].to(labels.device)  # [K]
+        has_predicate = counts[:, columns] > 0  # [N, K]
+        object_ok = (objects[None, :] == labels[:, None]) | (objects[None, :] == ANY_OBJECT)  # [N, K]
+        result[kind] = (has_predicate & object_ok).float()
+    return result
+
+
+def class_cost(obj_logits: Tensor, labels: Tensor) -> Tensor:
+    """``-p(class of GT n)`` for every query: ``[Q, N]`` from logits ``[Q, C+1]`` and AG labels ``[N]``."""
+    return -obj_logits.softmax(-1)[:, labels - 1]
+
+
+def box_l1_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
+    """L1 distance ``[Q, N]`` between normalised cxcywh boxes ``[Q, 4]`` and ``[N, 4]``."""
+    return torch.cdist(pred_cxcywh, gt_cxcywh, p=1)
+
+
+def giou_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
+    """``-GIoU`` ``[Q, N]`` between normalised cxcywh boxes."""
+    return -generalized_box_iou(box_convert(pred_cxcywh, "cxcywh", "xyxy"), box_convert(gt_cxcywh, "cxcywh", "xyxy"))
+
+
+def multilabel_cost(probs: Tensor, targets: Tensor) -> Tensor:
+    """QPIC's multi-label cost ``[Q, N]`` from sigmoid scores ``[Q, K]`` and multi-hot targets ``[N, K]``.
+
+    ``-(mean score on the pair's positive columns + mean (1 - score) on its negative columns) / 2``, in [-1, 0].
+    Credit: the cost of QPIC (Tamura et al., CVPR 2021) for HOI verbs.
+    """
+    positives = probs @ targets.T / (targets.sum(dim=1)[None, :] + PREDICATE_COST_EPS)  # [Q, N]
+    negatives = (1 - probs) @ (1 - targets).T / ((1 - targets).sum(dim=1)[None, :] + PREDICATE_COST_EPS)
+    return -(positives + negatives) / 2
+
+
+def predicate_cost(logits: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
+    """Mean over the three branches of :func:`multilabel_cost` on the sigmoid of the branch logits ``[Q, K]``.
+
+    Averaging keeps the predicate term on the same [-1, 0] scale as one branch, so that ``cost_predicate`` weighs
+    all three predicate types together like the single verb cost of QPIC.
+    """
+    costs = [multilabel_cost(logits[kind].sigmoid(), targets[kind]) for kind in PREDICATE_TYPES]
+    return torch.stack(costs).mean(dim=0)
+
+
+def assign(cost: Tensor) -> Tuple[Tensor, Tensor]:
+    """Minimum-cost assignment of a ``[Q, N]`` cost matrix: ``(query_idx, gt_idx)`` LongTensors, query-sorted."""
+    if not torch.isfinite(cost).all():
+        raise ValueError("Expected finite matching costs but got NaN/inf (are the model outputs finite?)")
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
+
+
+def identity_matching(query_mask: Tensor, targets: Sequence[Mapping[str, Any]]) -> Indices:
+    """SGCls / PredCls: query n of a frame is its GT pair n; ``query_mask`` ``[BT, Q]`` marks the real queries."""
+    indices = []
+    for i, target in enumerate(targets):
+        num = int(target["obj_labels"].shape[0])
+        real = query_mask[i]
+        if int(real.sum()) != num or not bool(real[:num].all()):
+            raise ValueError(
+                f"Expected frame {i} to have its {num} GT pairs as the first {num} real queries but query_mask "
+                f"marks {int(real.sum())}"
+            )
+        index = torch.arange(num, dtype=torch.long)
+        indices.append((index, index.clone()))
+    return indices
+
+
+class HungarianMatcher:
+    """Per-frame optimal matching of the Q pair queries to the N ground-truth pairs (stateless).
+
+    Cost of query q and GT pair n (paper Sec. 3.5, ``ARN_SPEC.md`` section 4):
+    ``cost_class * -p_q(obj class of n) + cost_bbox * max(L1 sub, L1 obj) + cost_giou * max(-GIoU sub, -GIoU obj)
+    + cost_predicate * mean over branches of the QPIC multi-label cost`` (boxes normalised cxcywh). Taking the max
+    over subject and object (as QPIC) makes a pair cheap only if both of its boxes fit. Computed in float32 with
+    autocast disabled and without gradients. When ``outputs.query_mask`` is set (SGCls / PredCls) the matching is
+    the identity.
+
+    Args:
+        cost_class: weight of the object-class term.
+        cost_bbox: weight of the L1 box term.
+        cost_giou: weight of the GIoU term.
+        cost_predicate: weight of the predicate (triplet) term.
+    """
+
+    def __init__(
+        self, cost_class: float = 1.0, cost_bbox: float = 2.5, cost_giou: float = 1.0, cost_predicate: float = 2.0
+    ) -> None:
+        weights = {"cost_class": cost_class, "cost_bbox": cost_bbox, "cost_giou": cost_giou,
+                   "cost_predicate": cost_predicate}
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"Expected non-negative matching weights, not all zero, but got {weights}")
+        self.cost_class, self.cost_bbox = cost_class, cost_bbox
+        self.cost_giou, self.cost_predicate = cost_giou, cost_predicate
+
+    def cost_matrix(self, outputs: ARNOutput, frame: int, target: Mapping[str, Any],
+                    branch_targets: Mapping[str, Tensor]) -> Tensor:
+        """Float32 matching cost ``[Q, N]`` of frame ``frame`` (``target`` / ``branch_targets``: its GT).
+
+        Autocast is disabled inside: low-precision costs would make near-ties flip between runs.
+        """
+        with torch.autocast(device_type=outputs.obj_logits.device.type, enabled=False):
+            sub, obj = outputs.sub_boxes[frame].float(), outputs.obj_boxes[frame].float()  # [Q, 4] cxcywh
+            gt_sub, gt_obj = target["sub_boxes"].float(), target["obj_boxes"].float()  # [N, 4] cxcywh
+            cost = self.cost_class * class_cost(outputs.obj_logits[frame].float(), target["obj_labels"])
+            cost = cost + self.cost_bbox * torch.maximum(box_l1_cost(sub, gt_sub), box_l1_cost(obj, gt_obj))
+            cost = cost + self.cost_giou * torch.maximum(giou_cost(sub, gt_sub), giou_cost(obj, gt_obj))
+            logits = {kind: value[frame].float() for kind, value in outputs.predicate_logits().items()}
+            targets = {kind: branch_targets[kind].float() for kind in PREDICATE_TYPES}
+            return cost + self.cost_predicate * predicate_cost(logits, targets)  # [Q, N]
+
+    @torch.no_grad()
+    def __call__(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]],
+                 branch_targets: Sequence[Mapping[str, Tensor]]) -> Indices:
+        """Match every frame.
+
+        Args:
+            outputs: model outputs for ``BT`` frames (``obj_logits`` ``[BT, Q, 37]``, boxes ``[BT, Q, 4]``,
+                branch logits ``[BT, Q, K]``, ``query_mask`` ``[BT, Q]`` or None).
+            targets: ``BT`` frame targets (``sub_boxes`` / ``obj_boxes`` ``[N, 4]`` normalised cxcywh,
+                ``obj_labels`` ``[N]`` AG index).
+            branch_targets: per frame :func:`triplet_targets` (``{kind: [N, K]}``).
+
+        Returns:
+            Per frame ``(query_idx [M], gt_idx [M])`` int64 CPU tensors, ``M = min(Q, N)`` (empty when N = 0).
+        """
+        frames = outputs.obj_logits.shape[0]
+        if len(targets) != frames or len(branch_targets) != frames:
+            raise ValueError(f"Expected {frames} targets but got {len(targets)} (branch: {len(branch_targets)})")
+        if outputs.obj_logits.shape[-1] != NUM_OBJECT_CLASSES + 1:
+            raise ValueError(f"Expected obj_logits [BT, Q, {NUM_OBJECT_CLASSES + 1}] but got "
+                             f"{tuple(outputs.obj_logits.shape)}")
+        if outputs.query_mask is not None:
+            return identity_matching(outputs.query_mask, targets)
+        empty = torch.zeros(0, dtype=torch.long)
+        indices: Indices = []
+        for i, (target, branch) in enumerate(zip(targets, branch_targets)):
+            if target["obj_labels"].numel() == 0:
+                indices.append((empty, empty.clone()))
+                continue
+            indices.append(assign(self.cost_matrix(outputs, i, target, branch)))
+        return indices

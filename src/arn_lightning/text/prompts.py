@@ -1,0 +1,158 @@
+"""Text prompts for the CLIP semantic cues (paper Sec. 3.2, ``ARN_SPEC.md`` section 3).
+
+Four families of prompts become CLIP text embeddings that initialise the cosine classifiers:
+
+* ``objects``: one prompt per AG object class (36, ``person`` included, AG index order), template
+  ``"a photo of person and a {object}"``;
+* ``attention`` / ``spatial`` / ``contacting``: one prompt per triplet category ``(predicate, object)`` of the branch
+  (``ARCHITECTURE.md`` section 3), with the paper's branch templates.
+
+With ``clip_triplets`` off the branch classifiers score predicates, not triplets. Their prompts are the same branch
+templates with the object slot filled by the neutral noun ``PromptConfig.generic_object`` ("object"), e.g.
+``"The person is looking at the object"`` or ``"The object is in front of the person"``: the predicate wording
+stays identical to the triplet prompts, so the two settings differ only in the object-specific part.
+
+Names are rendered readable with :func:`arn_lightning.vocab.readable_predicate` (``looking_at`` -> ``looking``)
+and :func:`arn_lightning.vocab.readable_object` (``cup/glass/bottle`` -> ``cup or glass or bottle``).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Sequence
+
+from arn_lightning.vocab import (
+    OBJECT_CLASSES,
+    PREDICATE_TYPES,
+    PREDICATES,
+    TYPE_OFFSETS,
+    TYPE_PREDICATES,
+    TYPE_SIZES,
+    readable_object,
+    readable_predicate,
+)
+
+#: Keys of a prompt / text-embedding dictionary, in a fixed order.
+PROMPT_KINDS = ("objects", *PREDICATE_TYPES)
+
+
+@dataclass
+class PromptConfig:
+    """Prompt templates (defaults: the paper's exact wording, Sec. 3.2).
+
+    Attributes:
+        objects: object-class template, with an ``{object}`` slot.
+        attention: attention-triplet template, with ``{predicate}`` and ``{object}`` slots.
+        spatial: spatial-triplet template (the object is the sentence's subject: AG annotates spatial relations
+            from the object to the person).
+        contacting: contacting-triplet template.
+        generic_object: the noun put in the ``{object}`` slot of the branch templates when ``clip_triplets`` is off
+            (per-predicate prompts).
+    """
+
+    objects: str = "a photo of person and a {object}"
+    attention: str = "The person is {predicate} at the {object}"
+    spatial: str = "The {object} is {predicate} the person"
+    contacting: str = "a photo of a person maybe {predicate} the {object}"
+    generic_object: str = "object"
+
+    def __post_init__(self) -> None:
+        _check_slots("objects", self.objects, {"object"})
+        for kind in PREDICATE_TYPES:
+            _check_slots(kind, getattr(self, kind), {"predicate", "object"})
+        if not self.generic_object.strip():
+            raise ValueError(f"Expected a non-empty generic_object but got {self.generic_object!r}")
+
+
+def _check_slots(name: str, template: str, expected: set) -> None:
+    """Raise ``ValueError`` unless ``template`` has exactly the named ``{slots}`` of ``expected``."""
+    try:
+        slots = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as error:
+        raise ValueError(f"Expected a valid format string for the {name} template but got {template!r}") from error
+    if slots != expected:
+        raise ValueError(
+            f"Expected the {name} template to have the slots {sorted(expected)} but got {sorted(slots)} "
+            f"in {template!r}"
+        )
+
+
+def object_prompts(config: PromptConfig) -> List[str]:
+    """One prompt per AG object class, in AG index order (``prompts[c]`` is AG index ``c + 1``; 36 prompts)."""
+    return [config.objects.format(object=readable_object(name)) for name in OBJECT_CLASSES]
+
+
+def _check_category(kind: str, predicate: int, obj: int) -> None:
+    offset = TYPE_OFFSETS[kind]
+    if not offset <= predicate < offset + TYPE_SIZES[kind]:
+        raise ValueError(
+            f"Expected {kind} predicates in [{offset}, {offset + TYPE_SIZES[kind]}) but got {predicate}"
+        )
+    if not 1 <= obj <= len(OBJECT_CLASSES):
+        raise ValueError(f"Expected an AG object index in [1, {len(OBJECT_CLASSES)}] but got {obj} ({kind})")
+
+
+def triplet_prompts(config: PromptConfig, kind: str, categories: Sequence[Sequence[int]]) -> List[str]:
+    """Prompts of one branch's triplet categories.
+
+    Args:
+        config: the templates.
+        kind: ``"attention"``, ``"spatial"`` or ``"contacting"``.
+        categories: ``[[global predicate index, AG object index], ...]`` of that branch (``ARCHITECTURE.md`` 3).
+
+    Returns:
+        One prompt per category, in the given order.
+    """
+    if kind not in PREDICATE_TYPES:
+        raise ValueError(f"Expected a predicate type in {PREDICATE_TYPES} but got {kind!r}")
+    prompts = []
+    for category in categories:
+        if len(category) != 2:
+            raise ValueError(f"Expected a [predicate, object] pair in the {kind} categories but got {category}")
+        predicate, obj = int(category[0]), int(category[1])
+        _check_category(kind, predicate, obj)
+        prompts.append(_render(config, kind, PREDICATES[predicate], readable_object(OBJECT_CLASSES[obj - 1])))
+    return prompts
+
+
+def predicate_prompts(config: PromptConfig, kind: str) -> List[str]:
+    """Per-predicate prompts of one branch (``clip_triplets`` off), in the branch's predicate order."""
+    if kind not in PREDICATE_TYPES:
+        raise ValueError(f"Expected a predicate type in {PREDICATE_TYPES} but got {kind!r}")
+    return [_render(config, kind, name, config.generic_object) for name in TYPE_PREDICATES[kind]]
+
+
+def _render(config: PromptConfig, kind: str, predicate_name: str, object_text: str) -> str:
+    return getattr(config, kind).format(predicate=readable_predicate(predicate_name), object=object_text)
+
+
+def build_prompts(
+    config: PromptConfig,
+    triplet_categories: Mapping[str, Sequence[Sequence[int]]],
+    clip_triplets: bool = True,
+) -> Dict[str, List[str]]:
+    """Every prompt the model's classifiers need.
+
+    Args:
+        config: the templates.
+        triplet_categories: per predicate type the ``[predicate, object]`` pairs of the training split (unused when
+            ``clip_triplets`` is off, may then be empty).
+        clip_triplets: triplet prompts (True) or per-predicate prompts (False) for the three branches.
+
+    Returns:
+        ``{"objects": [36 prompts], "attention": [K_A], "spatial": [K_S], "contacting": [K_C]}`` (with
+        ``clip_triplets`` off ``K`` is the branch's number of predicates: 3, 6, 17).
+    """
+    prompts = {"objects": object_prompts(config)}
+    for kind in PREDICATE_TYPES:
+        if not clip_triplets:
+            prompts[kind] = predicate_prompts(config, kind)
+        elif kind not in triplet_categories:
+            raise ValueError(
+                f"Expected triplet categories for {PREDICATE_TYPES} but {kind!r} is missing "
+                f"(got {sorted(triplet_categories)})"
+            )
+        else:
+            prompts[kind] = triplet_prompts(config, kind, triplet_categories[kind])
+    return prompts

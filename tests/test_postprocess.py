@@ -1,0 +1,150 @@
+"""Postprocess: eq. 15, box scaling, rows / pairs layout, SGCls / PredCls, JSON conversion."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from arn_lightning.matcher import TripletVocabulary
+from arn_lightning.models.outputs import ARNOutput
+from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, to_jsonable
+
+TRIPLETS = TripletVocabulary.from_categories(
+    {"attention": [[0, 11], [1, 11]], "spatial": [[5, 11]], "contacting": [[14, 11], [14, 8]]}
+)
+
+
+def logit(p):
+    return math.log(p / (1 - p))
+
+
+def class_logits(rows):
+    probs = torch.full((len(rows), 37), 1e-12)
+    for q, row in enumerate(rows):
+        for c, p in row.items():
+            probs[q, c] = p
+    return probs.log()
+
+
+def sgdet_outputs():
+    """q0: cup (0.8), looking_at 0.6 / not_looking_at 0.2, in_front_of 0.9, holding-cup 0.5 / holding-chair 0.1.
+    q1: chair (0.3), every triplet 0.4, object box over the right edge."""
+    obj_logits = class_logits([{10: 0.8, 36: 0.2}, {7: 0.3, 36: 0.7}])[None]
+    sub = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]]])
+    obj = torch.tensor([[[0.25, 0.25, 0.1, 0.1], [0.95, 0.5, 0.2, 0.2]]])
+    att = torch.tensor([[[logit(0.6), logit(0.2)], [logit(0.4)] * 2]])
+    spa = torch.tensor([[[logit(0.9)], [logit(0.4)]]])
+    con = torch.tensor([[[logit(0.5), logit(0.1)], [logit(0.4)] * 2]])
+    return ARNOutput(obj_logits, sub, obj, att, spa, con)
+
+
+def frame(key="v.mp4/000001.png", evaluate=True, **extra):
+    return {"frame": key, "orig_size": torch.tensor([100, 200]), "evaluate": evaluate, **extra}
+
+
+def test_predicate_scores_take_the_max_over_the_predicates_triplets():
+    probs = torch.tensor([[0.9, 0.3, 0.6]])
+    predicates, objects = torch.tensor([0, 0, 1]), torch.tensor([11, 8, 11])
+    assert predicate_scores(probs, predicates, objects, "attention").tolist() == [[pytest.approx(0.9),
+                                                                                   pytest.approx(0.6), 0.0]]
+    restricted = predicate_scores(probs, predicates, objects, "attention", labels=torch.tensor([8]))
+    assert restricted.tolist() == [[pytest.approx(0.3), 0.0, 0.0]]
+    assert predicate_scores(torch.zeros(2, 0), predicates[:0], objects[:0], "spatial").shape == (2, 6)
+
+
+def test_sgdet_frame_layout_scores_and_boxes():
+    [pred] = PostProcess(PostProcessConfig(), TRIPLETS)(sgdet_outputs(), [frame()])
+    assert pred["frame"] == "v.mp4/000001.png"
+    torch.testing.assert_close(pred["boxes"], torch.tensor(
+        [[80.0, 40.0, 120.0, 60.0], [80.0, 40.0, 120.0, 60.0], [40.0, 20.0, 60.0, 30.0], [170.0, 40.0, 200.0, 60.0]]))
+    assert pred["labels"].tolist() == [1, 1, 11, 8]
+    torch.testing.assert_close(pred["scores"], torch.tensor([1.0, 1.0, 0.8, 0.3]))
+    assert pred["pairs"].tolist() == [[0, 2], [1, 3]]
+    torch.testing.assert_close(pred["attention"], torch.tensor([[0.75, 0.25, 0.0], [0.5, 0.5, 0.0]]))
+    assert pred["spatial"][0].tolist() == pytest.approx([0, 0, 0.9, 0, 0, 0])
+    assert pred["contacting"][0, 5].item() == pytest.approx(0.5)  # max(holding-cup 0.5, holding-chair 0.1)
+    assert pred["contacting"].sum(dim=1).tolist() == pytest.approx([0.5, 0.4])
+
+
+def test_pairs_are_ranked_and_truncated_by_their_best_triplet_score():
+    out = sgdet_outputs()
+    swapped = ARNOutput(*(getattr(out, f).flip(1) for f in ("obj_logits", "sub_boxes", "obj_boxes",
+                                                            "attention_logits", "spatial_logits",
+                                                            "contacting_logits")))
+    [pred] = PostProcess(PostProcessConfig(), TRIPLETS)(swapped, [frame()])
+    assert pred["labels"].tolist() == [1, 1, 11, 8]  # cup pair (0.8 x 0.9) before chair pair (0.3 x 0.5)
+    [top] = PostProcess(PostProcessConfig(top_k_pairs=1), TRIPLETS)(swapped, [frame()])
+    assert top["labels"].tolist() == [1, 11] and top["pairs"].tolist() == [[0, 1]]
+    assert top["scores"].tolist() == pytest.approx([1.0, 0.8])
+
+
+def test_restriction_to_the_predicted_object_class():
+    [pred] = PostProcess(PostProcessConfig(restrict_to_object_class=True), TRIPLETS)(sgdet_outputs(), [frame()])
+    assert pred["attention"][1].tolist() == [0.0, 0.0, 0.0]  # chair: no attention triplet with a chair
+    assert pred["contacting"][1, 5].item() == pytest.approx(0.4)  # holding-chair exists
+    assert pred["spatial"][1].sum().item() == 0.0
+
+
+def test_unclipped_boxes_and_unnormalised_attention():
+    config = PostProcessConfig(clip_boxes=False, normalize_attention=False)
+    [pred] = PostProcess(config, TRIPLETS)(sgdet_outputs(), [frame()])
+    assert pred["boxes"][3].tolist() == pytest.approx([170.0, 40.0, 210.0, 60.0])
+    assert pred["attention"][0].tolist() == pytest.approx([0.6, 0.2, 0.0])
+
+
+def given_outputs():
+    out = sgdet_outputs()
+    pad = lambda t: torch.cat((t, t[:, :1]), dim=1)  # noqa: E731 - a third, padding query
+    return ARNOutput(pad(out.obj_logits), pad(out.sub_boxes), pad(out.obj_boxes), pad(out.attention_logits),
+                     pad(out.spatial_logits), pad(out.contacting_logits),
+                     query_mask=torch.tensor([[True, True, False]]))
+
+
+GT = {"boxes": torch.tensor([[0.0, 0.0, 50.0, 90.0], [10.0, 10.0, 20.0, 20.0], [30.0, 30.0, 60.0, 70.0]]),
+      "labels": torch.tensor([1, 11, 31])}
+
+
+def test_predcls_uses_ground_truth_boxes_and_labels():
+    model = SimpleNamespace(config=SimpleNamespace(task="predcls"), **vars(TRIPLETS))
+    [pred] = PostProcess(PostProcessConfig(restrict_to_object_class=True), model)(given_outputs(), [frame(**GT)])
+    assert torch.equal(pred["boxes"], GT["boxes"])
+    assert pred["labels"].tolist() == [1, 11, 31] and pred["scores"].tolist() == [1.0, 1.0, 1.0]
+    assert pred["pairs"].tolist() == [[0, 1], [0, 2]]
+    assert pred["attention"][0].tolist() == pytest.approx([0.75, 0.25, 0.0])
+    assert pred["contacting"][1].sum().item() == 0.0  # sofa: restricted to sofa triplets, there are none
+
+
+def test_sgcls_predicts_the_object_classes_on_ground_truth_boxes():
+    [pred] = PostProcess(PostProcessConfig(task="sgcls"), TRIPLETS)(given_outputs(), [frame(**GT)])
+    assert pred["labels"].tolist() == [1, 11, 8]
+    assert pred["scores"].tolist() == pytest.approx([1.0, 0.8, 0.3])
+    assert pred["spatial"].shape == (2, 6)
+    with pytest.raises(ValueError, match="sgcls or predcls"):
+        PostProcess(PostProcessConfig(task="sgdet"), TRIPLETS)(given_outputs(), [frame(**GT)])
+
+
+def test_only_evaluated_frames_and_json_conversion():
+    out = sgdet_outputs()
+    both = ARNOutput(*(torch.cat([getattr(out, f)] * 2) for f in ("obj_logits", "sub_boxes", "obj_boxes",
+                                                                  "attention_logits", "spatial_logits",
+                                                                  "contacting_logits")))
+    targets = [frame("a.mp4/000001.png", evaluate=False), frame("a.mp4/000002.png")]
+    post = PostProcess(PostProcessConfig(), TRIPLETS)
+    assert [p["frame"] for p in post(both, targets, only_evaluated=True)] == ["a.mp4/000002.png"]
+    assert len(post(both, targets)) == 2
+    line = json.loads(json.dumps(to_jsonable(post(both, targets)[1])))
+    assert line["labels"] == [1, 1, 11, 8] and line["pairs"] == [[0, 2], [1, 3]]
+    assert len(line["contacting"][0]) == 17 and line["frame"] == "a.mp4/000002.png"
+    with pytest.raises(ValueError, match="one per frame"):
+        post(both, targets[:1])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="top_k_pairs"):
+        PostProcessConfig(top_k_pairs=0)
+    with pytest.raises(ValueError, match="task"):
+        PostProcessConfig(task="detection")
+    with pytest.raises(ValueError, match="TripletVocabulary"):
+        PostProcess(PostProcessConfig(), None)

@@ -1,0 +1,380 @@
+"""Per-frame scene-graph predictions: validation, and the JSON Lines prediction files.
+
+A prediction of one frame follows ``ARCHITECTURE.md`` section 4 (``ACTION_GENOME.md`` section 4 on disk):
+
+========================  ==========================  ===============================================
+key                       in memory                   meaning
+========================  ==========================  ===============================================
+``frame``                 ``str``                     ``"<VID>.mp4/<NNNNNN>.png"``
+``boxes``                 ``float [R, 4]``            xyxy, original pixels (row 0 need not be the person)
+``labels``                ``int [R]``                 AG object index, 1 (person) .. 36
+``scores``                ``float [R]``               object scores in ``[0, 1]``
+``pairs``                 ``int [P, 2]``              (subject row, object row), rows in ``[0, R)``
+``attention``             ``float [P, 3]``            predicate scores in ``[0, 1]``, one row per pair
+``spatial``               ``float [P, 6]``            likewise
+``contacting``            ``float [P, 17]``           likewise
+========================  ==========================  ===============================================
+
+In memory the values are tensors (any device), numpy arrays or nested lists; on disk they are JSON lists, one
+frame a line, with float32 precision: :func:`write_predictions` writes every float as the shortest decimal that
+reads back as the same float32 (``0.1`` rather than ``0.10000000149011612``), atomically; :func:`read_predictions`
+reads and validates a file, returning float32 tensors equal to what was written, and raises
+:class:`PredictionFileError` with the line number on the first bad line. Scoring a file therefore gives exactly
+the numbers of scoring the float32 predictions in memory.
+
+Example:
+    >>> import os, tempfile, torch
+    >>> pred = {"frame": "001YG.mp4/000089.png", "boxes": torch.tensor([[0., 0., 10., 20.], [2., 2., 6., 6.]]),
+    ...         "labels": torch.tensor([1, 11]), "scores": torch.tensor([1.0, 0.5]),
+    ...         "pairs": torch.tensor([[0, 1]]), "attention": torch.full((1, 3), 0.25),
+    ...         "spatial": torch.full((1, 6), 0.5), "contacting": torch.full((1, 17), 0.125)}
+    >>> path = os.path.join(tempfile.mkdtemp(), "preds.jsonl")
+    >>> write_predictions(path, [pred])
+    1
+    >>> [back] = read_predictions(path)
+    >>> back["frame"], back["pairs"].tolist(), back["scores"].tolist()
+    ('001YG.mp4/000089.png', [[0, 1]], [1.0, 0.5])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from arn_lightning import vocab
+from arn_lightning.metrics.batching import Field, check_range, frame_of_row, stack_frames
+
+PathLike = Union[str, Path]
+
+#: Permissions of a written prediction file before the umask (like ``open(path, "w")``).
+_FILE_MODE = 0o666
+#: Significant decimal digits that always identify a float32.
+FLOAT32_DIGITS = 9
+#: Keys of a prediction, in the order they are written.
+PREDICTION_KEYS: Tuple[str, ...] = ("frame", "boxes", "labels", "scores", "pairs", *vocab.PREDICATE_TYPES)
+
+
+#: The prediction's array keys; ``R`` box rows, ``P`` pairs.
+PREDICTION_FIELDS: Dict[str, Field] = {
+    "boxes": Field("float", "R", 4), "labels": Field("int", "R"), "scores": Field("float", "R"),
+    "pairs": Field("int", "P", 2),
+    **{kind: Field("float", "P", vocab.TYPE_SIZES[kind]) for kind in vocab.PREDICATE_TYPES},
+}
+
+
+class PredictionBatch(NamedTuple):
+    """Validated predictions of ``F`` frames, each key concatenated over the frames (``R_f`` rows, ``P_f`` pairs).
+
+    A single frame is a batch with ``F = 1``. Float arrays keep float32 or float64 as given (other numbers
+    become float64).
+    """
+
+    boxes: np.ndarray  #: float [sum R_f, 4] xyxy original pixels
+    labels: np.ndarray  #: int64 [sum R_f]
+    scores: np.ndarray  #: float [sum R_f]
+    pairs: np.ndarray  #: int64 [sum P_f, 2] (subject row, object row), rows counted within the frame
+    attention: np.ndarray  #: float [sum P_f, 3]
+    spatial: np.ndarray  #: float [sum P_f, 6]
+    contacting: np.ndarray  #: float [sum P_f, 17]
+    num_rows: np.ndarray  #: int64 [F] R_f
+    num_pairs: np.ndarray  #: int64 [F] P_f
+
+
+class PredictionFileError(ValueError):
+    """A prediction file that cannot be read; ``path`` and ``line`` (1-based, 0 if none) name the place."""
+
+    def __init__(self, path: PathLike, line: int, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        super().__init__(f"{path} line {line}: {message}" if line else f"{path}: {message}")
+
+
+def _check_values(batch: PredictionBatch, name_of: Callable[[int], str]) -> None:
+    def describe(key: str) -> Callable[[int], str]:
+        return lambda frame: f"{name_of(frame)}[{key!r}]"
+
+    if not np.isfinite(batch.boxes).all():
+        row = int(np.flatnonzero(~np.isfinite(batch.boxes).all(axis=1))[0])
+        raise ValueError(f"Expected finite {describe('boxes')(frame_of_row(row, batch.num_rows))} but got "
+                         f"{batch.boxes[row].tolist()}")
+    check_range(batch.labels, batch.num_rows, vocab.PERSON_LABEL, vocab.NUM_OBJECT_CLASSES, describe("labels"))
+    check_range(batch.scores, batch.num_rows, 0.0, 1.0, describe("scores"))
+    rows_of_pair = np.repeat(batch.num_rows, batch.num_pairs)[:, None]  # [sum P_f, 1]
+    check_range(batch.pairs, batch.num_pairs, 0, rows_of_pair - 1, describe("pairs"))
+    for kind in vocab.PREDICATE_TYPES:
+        check_range(getattr(batch, kind), batch.num_pairs, 0.0, 1.0, describe(kind))
+
+
+def stack_predictions(preds: Sequence[Mapping[str, Any]], name_of: Callable[[int], str] = "preds[{}]".format,
+                      check_values: bool = True) -> PredictionBatch:
+    """Validate the predictions of several frames (module docstring) and concatenate them key by key.
+
+    Args:
+        preds: per-frame predictions; ``frame`` is not needed here.
+        name_of: frame index -> its name in errors.
+        check_values: also check the values (finite boxes, labels in 1..36, scores and predicate scores in
+            ``[0, 1]`` (NaN fails), pair rows in ``[0, R_f)``), not only keys, dtypes and shapes.
+
+    Raises:
+        ValueError: "Expected ... but got ..." naming the frame and the key.
+
+    Example:
+        >>> batch = stack_predictions([{"boxes": [], "labels": [], "scores": [], "pairs": [],
+        ...                             "attention": [], "spatial": [], "contacting": []}])
+        >>> batch.boxes.shape, batch.contacting.shape, batch.num_pairs.tolist()
+        ((0, 4), (0, 17), [0])
+    """
+    arrays, sizes = stack_frames(preds, PREDICTION_FIELDS, name_of)
+    empty = np.zeros(0, dtype=np.int64)
+    batch = PredictionBatch(**arrays, num_rows=sizes.get("R", empty), num_pairs=sizes.get("P", empty))
+    if check_values:
+        _check_values(batch, name_of)
+    return batch
+
+
+def prediction_arrays(pred: Mapping[str, Any], where: str = "prediction", check_values: bool = True
+                      ) -> PredictionBatch:
+    """Validate one frame's prediction and return it as a :class:`PredictionBatch` of one frame.
+
+    Example:
+        >>> prediction_arrays({"boxes": [[0, 0, 2, 2]], "labels": [1], "scores": [0.5], "pairs": [[0, 0]],
+        ...                    "attention": [[1, 0, 0]], "spatial": [[0] * 6], "contacting": [[0] * 17]}).pairs
+        array([[0, 0]])
+    """
+    return stack_predictions([pred], lambda _: where, check_values)
+
+
+def empty_prediction(frame: str) -> Dict[str, Any]:
+    """A prediction with no box and no pair (scores recall 0), e.g. for a frame missing from a file.
+
+    Example:
+        >>> empty_prediction("001YG.mp4/000089.png")["pairs"].shape
+        torch.Size([0, 2])
+    """
+    return {"frame": frame, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+            "scores": torch.zeros(0), "pairs": torch.zeros(0, 2, dtype=torch.long),
+            **{kind: torch.zeros(0, vocab.TYPE_SIZES[kind]) for kind in vocab.PREDICATE_TYPES}}
+
+
+def prediction_from_ground_truth(target: Mapping[str, Any]) -> Dict[str, Any]:
+    """The PredCls-style oracle of a metric ground truth: GT boxes and labels with score 1, one pair
+    ``(0, j + 1)`` per object, predicate score 1 for every annotated label and 0 otherwise.
+
+    Under "no constraint" it recalls every GT triplet once K covers them; under "with" only the first of several
+    spatial (or contacting) labels of an object. Useful as an upper bound and to check a pipeline end to end.
+
+    Args:
+        target: ``{"frame"?, "boxes" [N+1, 4], "labels" [N+1], "attention" [N, 3], "spatial" [N, 6],
+            "contacting" [N, 17]}`` (ARCHITECTURE.md section 4, tensors or arrays).
+
+    Example:
+        >>> import torch
+        >>> oracle = prediction_from_ground_truth({"frame": "a.mp4/000001.png", "boxes": torch.zeros(2, 4),
+        ...     "labels": torch.tensor([1, 8]), "attention": torch.tensor([[0, 1, 0]]),
+        ...     "spatial": torch.tensor([[0, 1, 1, 0, 0, 0]]), "contacting": torch.zeros(1, 17, dtype=torch.long)})
+        >>> oracle["pairs"].tolist(), oracle["spatial"].tolist()
+        ([[0, 1]], [[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
+    """
+    boxes = torch.as_tensor(np.asarray(target["boxes"]), dtype=torch.float32)
+    rows = len(boxes)
+    oracle: Dict[str, Any] = {
+        "boxes": boxes, "labels": torch.as_tensor(np.asarray(target["labels"]), dtype=torch.long),
+        "scores": torch.ones(rows), "pairs": torch.stack([torch.zeros(rows - 1, dtype=torch.long),
+                                                          torch.arange(1, rows)], dim=1)}
+    for kind in vocab.PREDICATE_TYPES:
+        oracle[kind] = (torch.as_tensor(np.asarray(target[kind])) > 0).float()
+    if "frame" in target:
+        oracle["frame"] = target["frame"]
+    return oracle
+
+
+def _frame_key(pred: Mapping[str, Any], where: str) -> str:
+    frame = pred.get("frame")
+    if not isinstance(frame, str) or not frame:
+        raise ValueError(f"Expected {where}['frame'] to be a frame key string but got {frame!r}")
+    return frame
+
+
+def prediction_to_json(pred: Mapping[str, Any], where: str = "prediction") -> Dict[str, Any]:
+    """The JSON object of one prediction (validated; lists of numbers, integers for labels and pairs, floats as
+    the shortest decimals of their float32 values).
+
+    Example:
+        >>> from arn_lightning.metrics.predictions import empty_prediction
+        >>> prediction_to_json(empty_prediction("a.mp4/000001.png"))["pairs"]
+        []
+    """
+    frame = _frame_key(pred, where)
+    arrays = prediction_arrays(pred, where)
+    floats = [key for key, field in PREDICTION_FIELDS.items() if field.kind == "float"]
+    sizes = [getattr(arrays, key).size for key in floats]
+    short = np.split(shortest_float32(np.concatenate([getattr(arrays, key).reshape(-1) for key in floats])),
+                     np.cumsum(sizes)[:-1])  # one call for all float fields
+    values = {key: part.reshape(getattr(arrays, key).shape).tolist() for key, part in zip(floats, short)}
+    return {"frame": frame, **{key: values[key] if key in values else getattr(arrays, key).tolist()
+                               for key in PREDICTION_FIELDS}}
+
+
+def shortest_float32(values: np.ndarray, max_digits: int = FLOAT32_DIGITS) -> np.ndarray:
+    """float64 array: per value, the double nearest to the shortest decimal that rounds to the same float32.
+
+    ``json`` writes a double with the shortest digits that read back as that double, so a float32 ``0.1`` is
+    written ``0.1`` instead of ``0.10000000149011612``; parsing it and rounding to float32 gives the value back.
+    Values are first rounded to float32 (the file's precision).
+
+    Example:
+        >>> shortest_float32(np.array([0.1, 1 / 3, 1234.5, 0.0], dtype=np.float32)).tolist()
+        [0.1, 0.33333334, 1234.5, 0.0]
+    """
+    single = np.asarray(values, dtype=np.float32).reshape(-1)
+    exact = single.astype(np.float64)
+    nonzero = np.isfinite(exact) & (exact != 0)
+    exponent = np.floor(np.log10(np.abs(np.where(nonzero, exact, 1.0))))  # decimal exponent of the leading digit
+    low, high = np.zeros(exact.size), np.full(exact.size, float(max_digits))  # round trip fails / holds
+    best = exact.copy()
+    while (high - low > 1).any():  # binary search: more digits never round-trip worse
+        digits = np.floor((low + high) / 2)
+        candidate = _round_significant(exact, digits, exponent)
+        fits = (candidate.astype(np.float32) == single) & nonzero
+        best = np.where(fits & (high - low > 1), candidate, best)
+        low, high = np.where(fits, low, digits), np.where(fits, digits, high)
+    return best.reshape(np.shape(values))
+
+
+def _round_significant(values: np.ndarray, digits: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant decimal digits (per element), as the nearest doubles."""
+    places = digits - 1 - exponent  # decimals to keep; negative: round to tens, hundreds, ...
+    scale = 10.0 ** np.abs(places)  # an exact power of ten: the quotient / product below is correctly rounded
+    return np.where(places >= 0, np.round(values * scale) / scale, np.round(values / scale) * scale)
+
+
+def _tensors(frame: str, arrays: PredictionBatch) -> Dict[str, Any]:
+    tensors: Dict[str, Any] = {"frame": frame}
+    for key, field in PREDICTION_FIELDS.items():
+        array = getattr(arrays, key)
+        tensors[key] = torch.from_numpy(array if field.kind == "int" else array.astype(np.float32))
+    return tensors
+
+
+def _float32_batch(arrays: PredictionBatch) -> PredictionBatch:
+    """The file's precision: float fields as float32."""
+    return arrays._replace(**{key: getattr(arrays, key).astype(np.float32)
+                              for key, field in PREDICTION_FIELDS.items() if field.kind == "float"})
+
+
+def prediction_from_json(obj: Any, where: str = "prediction") -> Dict[str, Any]:
+    """Validate a decoded JSON prediction and return it as tensors (float32 / int64), the in-memory contract.
+
+    Example:
+        >>> pred = prediction_from_json({"frame": "a.mp4/000001.png", "boxes": [[0, 0, 4, 4]], "labels": [1],
+        ...     "scores": [1], "pairs": [], "attention": [], "spatial": [], "contacting": []})
+        >>> pred["boxes"].dtype, pred["spatial"].shape
+        (torch.float32, torch.Size([0, 6]))
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"Expected {where} to be a JSON object but got {type(obj).__name__}")
+    return _tensors(_frame_key(obj, where), prediction_arrays(obj, where))
+
+
+def iter_predictions(path: PathLike) -> Iterator[Tuple[int, str, PredictionBatch]]:
+    """Read a prediction file lazily, yielding ``(line number, frame, arrays)`` per non-blank line (float fields
+    as float32, the file's precision).
+
+    Every line is validated (JSON, keys, lengths, pair rows, value ranges, NaN) and frames must be unique.
+
+    Raises:
+        PredictionFileError: naming the file and the 1-based line number of the first bad line.
+    """
+    seen: Dict[str, int] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"Expected a JSON object but got {type(obj).__name__}")
+                frame = _frame_key(obj, "the line")
+                arrays = _float32_batch(prediction_arrays(obj, "the line"))
+            except ValueError as error:  # json.JSONDecodeError is a ValueError
+                raise PredictionFileError(path, number, str(error)) from None
+            if frame in seen:
+                raise PredictionFileError(path, number, f"Expected one line per frame but {frame!r} "
+                                                        f"already appeared on line {seen[frame]}")
+            seen[frame] = number
+            yield number, frame, arrays
+
+
+def read_predictions(path: PathLike) -> Iterator[Dict[str, Any]]:
+    """Read a prediction file lazily, yielding each frame's prediction as tensors (float32 / int64).
+
+    Raises:
+        PredictionFileError: see :func:`iter_predictions`.
+    """
+    for _, frame, arrays in iter_predictions(path):
+        yield _tensors(frame, arrays)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _json_line(obj: Dict[str, Any]) -> str:
+    # allow_nan=False: validation already rejected NaN, this keeps the file strict JSON regardless
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def write_predictions(path: PathLike, preds: Iterable[Mapping[str, Any]]) -> int:
+    """Write predictions as JSON Lines, atomically: the file appears complete or not at all.
+
+    Each prediction is validated first (:func:`prediction_arrays`); on any error the target is left untouched.
+    Floats are written with float32 precision, each as its shortest decimal (:func:`shortest_float32`).
+
+    Args:
+        path: the ``.jsonl`` file; its folder is created if needed.
+        preds: per-frame predictions (module docstring), each with a unique ``frame``.
+
+    Returns:
+        The number of lines written.
+
+    Raises:
+        ValueError: a prediction that is invalid (naming its index) or a repeated frame.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count, seen = 0, set()
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            for index, pred in enumerate(preds):
+                obj = prediction_to_json(pred, f"preds[{index}]")
+                if obj["frame"] in seen:
+                    raise ValueError(f"Expected one prediction per frame but preds[{index}] repeats "
+                                     f"{obj['frame']!r}")
+                seen.add(obj["frame"])
+                out.write(_json_line(obj))
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp_name, _FILE_MODE & ~_current_umask())  # mkstemp creates 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return count
+
+
+__all__ = [
+    "PREDICTION_FIELDS", "PREDICTION_KEYS", "PredictionBatch", "PredictionFileError", "empty_prediction",
+    "iter_predictions", "prediction_arrays", "prediction_from_ground_truth", "prediction_from_json",
+    "prediction_to_json", "read_predictions", "shortest_float32",
+    "stack_predictions", "write_predictions",
+]

@@ -1,0 +1,149 @@
+"""``arn-lightning benchmark train``: training throughput (clips/s, frames/s) of full optimisation steps.
+
+A step is what ``fit`` runs: data loading + collate, forward, Hungarian matching, every loss term on every decoder
+layer, backward, gradient clipping and the AdamW update, through a real ``lightning.Trainer`` on frames of the
+synthetic Action Genome rendered at the real AG frame size (480x270) and resized by the data module's settings.
+Warm-up steps are excluded from the timing.
+
+Presets:
+    ``paper``: ResNet-50, D 256, 6 / 3 / 3 layers, Q 100, T 3, resize 600 / 1000, batch 8 clips (ARN_SPEC.md).
+    ``demo``: the synthetic demo configuration (``configs/synthetic_demo.yaml`` sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import lightning as L
+import torch
+
+#: Real Action Genome frames are 480x270 (Charades 480p).
+AG_FRAME_SIZE = (480, 270)
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "paper": {
+        "arch": dict(backbone="resnet50", hidden_dim=256, nheads=8, ffn_dim=2048, enc_layers=6, entity_layers=3,
+                     predicate_layers=3, num_queries=100, clip_embed_dim=512),
+        "clip_model": "ViT-B-32", "clip_len": 3, "resize": (600, 1000), "batch_size": 8,
+    },
+    "demo": {
+        "arch": dict(backbone="resnet18", backbone_stride=16, hidden_dim=128, nheads=4, ffn_dim=512, enc_layers=2,
+                     entity_layers=2, predicate_layers=2, num_queries=8, clip_embed_dim=64, freeze_backbone_layers=0,
+                     distill=False),
+        "clip_model": "arn-tiny-clip", "clip_len": 3, "resize": (96, 128), "batch_size": 8,
+    },
+}
+
+
+class StepTimer(L.Callback):
+    """Wall time of every training step (batch fetch included), synchronised on CUDA."""
+
+    def __init__(self) -> None:
+        self.times: List[float] = []
+        self._last: Optional[float] = None
+
+    def _now(self, pl_module: L.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        now = self._now(pl_module)
+        self.times.append(now - self._last)
+        self._last = now
+
+
+def _parse(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="arn-lightning benchmark train", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--precision", default="32-true", help="32-true | bf16-mixed | 16-mixed")
+    parser.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                        help="include the frozen CLIP image tower and the distillation loss (default: the preset's)")
+    parser.add_argument("--workers", type=int, default=0, help="data loader workers")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
+    return parser.parse_args(argv)
+
+
+def _module(args: argparse.Namespace, preset: Dict[str, Any], triplets: Dict[str, Any]):
+    from arn_lightning.criterion import LossConfig
+    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.models.arn import ARNConfig
+    from arn_lightning.text.clip import ClipConfig, register_tiny_clip
+
+    if preset["clip_model"] == "arn-tiny-clip":
+        register_tiny_clip()
+    arch = dict(preset["arch"], num_frames=preset["clip_len"])
+    if args.distill is not None:
+        arch["distill"] = args.distill
+    distill = arch.get("distill", True)
+    return ARNLitModule(
+        arch=ARNConfig(**arch), loss=LossConfig(distill=distill),
+        clip=ClipConfig(clip_model=preset["clip_model"], clip_pretrained=None),
+        triplet_categories=triplets, init_text_classifiers=False,
+    )
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Time ``args.steps`` training steps after ``args.warmup``; returns the figures."""
+    from arn_lightning.data.datamodule import AGDataModule
+    from arn_lightning.data.synth import generate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = PRESETS[args.preset]
+    batch_size = args.batch_size or preset["batch_size"]
+    steps = args.warmup + args.steps
+    with tempfile.TemporaryDirectory(prefix="arn_bench_train_") as tmp:
+        videos = max(4, (batch_size * steps) // 6 + 2)
+        generate(Path(tmp) / "ag", videos=videos, frames=8, size=AG_FRAME_SIZE, seed=0, test_fraction=0.2)
+        shorter, longer = preset["resize"]
+        data = AGDataModule(str(Path(tmp) / "ag"), clip_len=preset["clip_len"], resize_shorter=shorter,
+                            resize_longer=longer, batch_size=batch_size, num_workers=args.workers)
+        module = _module(args, preset, data.triplet_categories)
+        timer = StepTimer()
+        trainer = L.Trainer(
+            accelerator=args.device, devices=1, precision=args.precision, max_steps=steps, limit_val_batches=0,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            gradient_clip_val=0.1, callbacks=[timer], default_root_dir=tmp,
+        )
+        trainer.fit(module, datamodule=data)
+    timed = timer.times[args.warmup:]
+    step_s = statistics.median(timed)
+    frames = batch_size * preset["clip_len"]
+    return {
+        "preset": args.preset, "device": str(args.device), "precision": args.precision, "batch_clips": batch_size,
+        "frames_per_clip": preset["clip_len"], "resize": list(preset["resize"]), "frame_size": list(AG_FRAME_SIZE),
+        "distill": bool(module.hparams.arch.distill), "steps_timed": len(timed), "step_s_median": step_s,
+        "clips_per_s": batch_size / step_s, "frames_per_s": frames / step_s, "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else None,
+    }
+
+
+def main(argv: List[str]) -> int:
+    """Print (and optionally save) the training throughput."""
+    args = _parse(argv)
+    if args.steps < 1 or args.warmup < 0:
+        raise SystemExit(f"Expected --steps >= 1 and --warmup >= 0 but got {args.steps}, {args.warmup}")
+    result = run(args)
+    print(f"train [{result['preset']}] {result['device']} {result['precision']}: batch {result['batch_clips']} clips x "
+          f"{result['frames_per_clip']} frames, step {result['step_s_median']:.3f} s (median of "
+          f"{result['steps_timed']}) -> {result['clips_per_s']:.2f} clips/s, {result['frames_per_s']:.2f} frames/s")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0

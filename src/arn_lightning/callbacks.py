@@ -1,0 +1,177 @@
+"""Lightning callbacks of the project: scene-graph images and per-predicate recall reports for the loggers.
+
+Whatever the logger, the report also lands as files in the run directory (``reports/``): PNG frames with predicted
+vs ground-truth graphs, and per-predicate recall as CSV + a head-to-tail bar chart. On W&B the same go to the run
+as images, a ``wandb.Table`` and a bar chart; on TensorBoard as images.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+from torch import Tensor
+
+from arn_lightning.inference.draw import annotate_frame
+from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.vocab import PREDICATE_TYPES, PREDICATES, predicate_type
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def denormalise(image: Tensor, size: Tensor, orig_size: Tensor) -> Image.Image:
+    """A PIL image of the original size from an ImageNet-normalised, padded ``[3, H, W]`` tensor."""
+    h, w = (int(v) for v in size)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    pixels = (image[:, :h, :w].float().cpu() * std + mean).clamp(0, 1)  # [3, h, w]
+    array = (pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    oh, ow = (int(v) for v in orig_size)
+    return Image.fromarray(array).resize((ow, oh), Image.BILINEAR)
+
+
+def ground_truth_prediction(target: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ground truth of a frame written as a prediction (score 1, one-hot predicates), for drawing."""
+    num_objects = int(target["labels"].shape[0]) - 1
+    pairs = torch.stack([torch.zeros(num_objects, dtype=torch.long), torch.arange(1, num_objects + 1)], dim=1)
+    return {
+        "frame": target["frame"], "boxes": target["boxes"].float().cpu(), "labels": target["labels"].long().cpu(),
+        "scores": torch.ones(num_objects + 1), "pairs": pairs,
+        **{kind: (target[kind] > 0).float().cpu() for kind in PREDICATE_TYPES},
+    }
+
+
+def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Image.Image:
+    """Prediction (left) and ground truth (right) of one frame, each with its triplet panel."""
+    target = example["target"]
+    frame = denormalise(example["image"], example["size"], target["orig_size"])
+    gt = ground_truth_prediction(target)
+    pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
+    halves = [
+        annotate_frame(frame, FrameGraph(0, 0, 0.0, p, rank_triplets(p, top_k=k, threshold=t)))
+        for p, k, t in ((pred, top_k, threshold), (gt, len(PREDICATES) * len(gt["pairs"]), 0.5))
+    ]
+    canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")
+    canvas.paste(halves[0], (0, 0))
+    canvas.paste(halves[1], (halves[0].width, 0))
+    return canvas
+
+
+def per_predicate_rows(metrics: Mapping[str, float], constraint: str, k: int) -> List[Dict[str, Any]]:
+    """Per-predicate recall rows ordered head to tail (by ground-truth count, then index)."""
+    rows = []
+    for index, name in enumerate(PREDICATES):
+        rows.append({
+            "predicate": name, "type": predicate_type(index),
+            "gt_count": int(metrics.get(f"per_predicate/count/{name}", 0)),
+            "recall": float(metrics.get(f"per_predicate/{constraint}/R@{k}/{name}", 0.0)),
+        })
+    return sorted(rows, key=lambda r: (-r["gt_count"], PREDICATES.index(r["predicate"])))
+
+
+def save_recall_report(rows: Sequence[Mapping[str, Any]], directory: Path, title: str) -> Path:
+    """Write ``rows`` as CSV and a bar chart PNG into ``directory``; returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = title.replace("/", "_").replace("@", "")
+    with open(directory / f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    colors = {"attention": "tab:blue", "spatial": "tab:orange", "contacting": "tab:green"}
+    ax.bar([r["predicate"] for r in rows], [r["recall"] for r in rows], color=[colors[r["type"]] for r in rows])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall")
+    ax.set_title(f"{title} (head to tail)")
+    ax.tick_params(axis="x", rotation=75, labelsize=7)
+    fig.tight_layout()
+    png = directory / f"{stem}.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+class SceneGraphReport(L.Callback):
+    """Logs example frames (predicted vs ground-truth graphs) after validation and per-predicate recall.
+
+    Args:
+        num_images: validation frames drawn per epoch (0 disables the images).
+        top_k: predicted triplets drawn per frame.
+        threshold: lowest predicted triplet score drawn.
+        recall_constraint: constraint of the per-predicate recall report (``with`` / ``semi`` / ``no``).
+        recall_k: K of the per-predicate recall report.
+    """
+
+    def __init__(
+        self, num_images: int = 4, top_k: int = 6, threshold: float = 0.05, recall_constraint: str = "no",
+        recall_k: int = 20,
+    ) -> None:
+        super().__init__()
+        if recall_constraint not in ("with", "semi", "no"):
+            raise ValueError(f"Expected recall_constraint in with/semi/no but got {recall_constraint!r}")
+        self.num_images, self.top_k, self.threshold = num_images, top_k, threshold
+        self.recall_constraint, self.recall_k = recall_constraint, recall_k
+
+    def _directory(self, trainer: "L.Trainer") -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir) / "reports"
+
+    def on_validation_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        examples = getattr(pl_module, "last_val_examples", [])[: self.num_images]
+        if examples:
+            images = [comparison_image(e, self.top_k, self.threshold) for e in examples]
+            captions = [e["target"]["frame"] for e in examples]
+            self._log_images(trainer, images, captions)
+        self._report_recall(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        if trainer.is_global_zero:
+            self._report_recall(trainer, pl_module, "test")
+
+    def _log_images(self, trainer: "L.Trainer", images: List[Image.Image], captions: List[str]) -> None:
+        directory = self._directory(trainer) / f"val_epoch{trainer.current_epoch:03d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            image.save(directory / f"frame{i}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/scene_graphs", images=images, caption=captions, step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                for i, image in enumerate(images):
+                    array = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+                    logger.experiment.add_image(f"val/scene_graph_{i}", array, trainer.global_step)
+
+    def _report_recall(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+        metrics: Optional[Mapping[str, float]] = getattr(pl_module, "last_metrics", None)
+        if not metrics:
+            return
+        rows = per_predicate_rows(metrics, self.recall_constraint, self.recall_k)
+        title = f"{stage}/per_predicate/{self.recall_constraint}/R@{self.recall_k}"
+        png = save_recall_report(rows, self._directory(trainer), title)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+                logger.experiment.log({
+                    f"{title}/table": table,
+                    f"{title}/bar": wandb.plot.bar(table, "predicate", "recall", title=title),
+                    "trainer/global_step": trainer.global_step,
+                })
+        log.info("per-predicate recall report: %s", png)

@@ -1,0 +1,342 @@
+"""Scene graphs for any video from Python: load a checkpoint, predict frame by frame.
+
+Example::
+
+    from arn_lightning.inference.api import load_model, predict_video
+
+    predictor = load_model("last.ckpt", device="cpu")
+    graphs = predict_video("my_video.mp4", predictor, fps=2.0, top_k=10, threshold=0.1)
+    for graph in graphs:
+        print(f"{graph.timestamp:6.2f} s", [t.text() for t in graph.triplets[:3]])
+
+Frames go through exactly the evaluation path of the data layer: the checkpoint's transform settings (resize to the
+shorter / longer side, no flip) with :class:`~arn_lightning.data.transforms.ClipTransform`, then
+:class:`~arn_lightning.data.collate.ClipCollator` (normalisation, padding, pixel mask), the model in clips of its
+``T`` frames (see :mod:`arn_lightning.inference.clips` for the windowed and causal schedules), and the checkpoint's
+:class:`~arn_lightning.postprocess.PostProcess`. The model runs under ``torch.no_grad`` and, on a GPU, bf16 autocast.
+
+Only load checkpoints you trust: besides tensors, a Lightning checkpoint holds the module's hyperparameters,
+which are unpickled (restricted to the project's configuration classes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ContextManager, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from arn_lightning.data.collate import ClipCollator
+from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
+from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K, FrameGraph, rank_triplets
+from arn_lightning.inference.video import DEFAULT_FPS, VideoFrame, open_frames
+
+PathLike = Union[str, Path]
+PRECISIONS = ("auto", "fp32", "bf16")
+#: Key that ``ARNLitModule.on_save_checkpoint`` writes into every checkpoint of this project.
+CHECKPOINT_MARKER = "arn_lightning"
+#: Keys of every Lightning checkpoint.
+LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
+#: The data module's transform settings replayed at inference, with the data layer's defaults.
+TRANSFORM_DEFAULTS: Dict[str, Any] = {
+    "resize_shorter": DEFAULT_SHORTER, "resize_longer": DEFAULT_LONGER, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+}
+#: Settings a stored ``data_settings`` must hold.
+REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for inference (the message names the file)."""
+
+
+@dataclass
+class PreparedFrame:
+    """A sampled frame ready for the model (built once, shared by every clip that uses it).
+
+    Attributes:
+        frame: the sampled frame.
+        image: ``uint8 [3, h, w]`` after the evaluation transform (resized, not normalised).
+        target: the frame's target for the postprocess: ``frame`` (key), ``orig_size`` and ``size`` ``(h, w)``.
+    """
+
+    frame: VideoFrame
+    image: Tensor
+    target: Dict[str, Any]
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device``; raises ``ValueError`` for a CUDA device on a machine without one."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"Expected a device such as 'cpu', 'cuda' or 'cuda:1' but got {device!r}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Expected a CUDA device for device={device!r} but torch finds no GPU on this machine")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``precision`` on ``device`` (``None``: float32, no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Expected precision in {PRECISIONS} but got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def transform_settings(settings: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The frame settings to replay: the checkpoint's ``data_settings`` (the data module's ``resize_shorter``,
+    ``resize_longer`` and optionally ``mean`` / ``std``), or the data layer's defaults when it stores none (a
+    module built in Python without the CLI, which the data module then fed with those defaults).
+
+    Raises:
+        CheckpointError: ``data_settings`` is stored but lacks the resize sizes.
+    """
+    if settings is None:
+        return dict(TRANSFORM_DEFAULTS)
+    missing = [key for key in REQUIRED_SETTINGS if key not in settings]
+    if missing:
+        raise CheckpointError(
+            f"Expected data_settings with {list(REQUIRED_SETTINGS)} but {missing} are missing (got {sorted(settings)})"
+        )
+    return {key: settings.get(key, default) for key, default in TRANSFORM_DEFAULTS.items()}
+
+
+def pil_to_uint8(image: Image.Image) -> Tensor:
+    """An RGB PIL image as ``uint8 [3, H, W]`` (the layout the data layer decodes frames to)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def _hparam_classes() -> List[type]:
+    """The configuration dataclasses that ``ARNLitModule`` keeps in its hyperparameters (safe to unpickle)."""
+    from lightning.fabric.utilities.data import AttributeDict
+
+    from arn_lightning.lit_module import ARNLitModule
+
+    parameters = inspect.signature(ARNLitModule.__init__).parameters.values()
+    return [AttributeDict, *(type(p.default) for p in parameters if dataclasses.is_dataclass(p.default))]
+
+
+def _torch_load(path: Path) -> Dict[str, Any]:
+    """Unpickle ``path`` restricted to tensors, containers and the project's hparam classes; the tensors are
+    memory-mapped, not read (``torch.save``'s zip format, which every Lightning checkpoint uses)."""
+    try:
+        with torch.serialization.safe_globals(_hparam_classes()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
+        raise CheckpointError(
+            f"Expected a PyTorch checkpoint file but {path} cannot be loaded: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"Expected a Lightning checkpoint (a dict) in {path} but got a {type(checkpoint).__name__}"
+        )
+    return checkpoint
+
+
+def check_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Load ``path`` (tensors memory-mapped) and check that it is an ARN Lightning checkpoint.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: the path is not a file, not a PyTorch file, not a Lightning checkpoint, or a Lightning
+            checkpoint of another model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        state = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"Expected a checkpoint file but {path} {state}")
+    checkpoint = _torch_load(path)
+    missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"Expected a Lightning checkpoint in {path} but it lacks {missing} "
+            f"(keys: {sorted(map(str, checkpoint))[:8]})"
+        )
+    if CHECKPOINT_MARKER not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise CheckpointError(
+            f"Expected a Lightning checkpoint of ARNLitModule but {path} is one of another model "
+            f"(no {CHECKPOINT_MARKER!r} entry; hyperparameters: {sorted(checkpoint.get('hyper_parameters', {}))[:8]})"
+        )
+    return checkpoint
+
+
+def _offline_overrides(hparams: Mapping[str, Any]) -> Dict[str, Any]:
+    """Constructor overrides so that rebuilding the module loads no pretrained backbone weights (the checkpoint's
+    weights replace them anyway, and they may not be available on this machine)."""
+    arch = hparams.get("arch")
+    if dataclasses.is_dataclass(arch) and getattr(arch, "backbone_weights", None) is not None:
+        return {"arch": dataclasses.replace(arch, backbone_weights=None)}
+    if isinstance(arch, Mapping) and arch.get("backbone_weights") is not None:
+        return {"arch": {**arch, "backbone_weights": None}}
+    return {}
+
+
+def load_module(path: PathLike) -> "ARNLitModule":  # noqa: F821 - imported lazily
+    """``ARNLitModule.load_from_checkpoint`` on the CPU, after :func:`check_checkpoint`, in eval mode.
+
+    Raises:
+        CheckpointError: see :func:`check_checkpoint`; also when the weights do not fit the stored
+            hyperparameters.
+    """
+    from arn_lightning.lit_module import ARNLitModule
+
+    checkpoint = check_checkpoint(path)
+    overrides = _offline_overrides(checkpoint["hyper_parameters"])
+    del checkpoint
+    try:
+        with torch.serialization.safe_globals(_hparam_classes()):
+            module = ARNLitModule.load_from_checkpoint(
+                str(path), map_location="cpu", weights_only=True, **overrides
+            )
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"Expected ARNLitModule weights in {path} but loading failed: {error}") from error
+    return module.eval()
+
+
+# ----------------------------------------------------------------------------------------------- prediction
+class SceneGraphPredictor:
+    """An ARN model ready for inference on frames: preprocessing, clip scheduling, model, postprocess, ranking.
+
+    Build it with :func:`load_model` (from a checkpoint) or directly from an ``ARNLitModule``.
+
+    Args:
+        module: the Lightning module (its ``model``, ``postprocess`` and ``hparams.data_settings`` are used).
+        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        precision: ``"auto"`` (bf16 autocast on GPU, float32 on CPU), ``"fp32"`` or ``"bf16"``.
+
+    Raises:
+        CheckpointError: the module is not trained for SGDet (the other tasks need ground-truth boxes).
+        ValueError: an unavailable device or an unknown precision.
+    """
+
+    def __init__(self, module: Any, device: Union[str, torch.device] = "cpu", precision: str = "auto") -> None:
+        task = module.model.config.task
+        if task != "sgdet":
+            raise CheckpointError(
+                f"Expected a model trained for SGDet (it must find the boxes itself) but got one for task {task!r}"
+            )
+        self.device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.module = module.eval().to(self.device)
+        self.model = self.module.model
+        self.postprocess = self.module.postprocess
+        self.settings = transform_settings(module.hparams.get("data_settings"))
+        self.transform = ClipTransform(self.settings["resize_shorter"], self.settings["resize_longer"], 0.0)
+        self.collate = ClipCollator(self.settings["mean"], self.settings["std"])
+
+    @property
+    def clip_length(self) -> int:
+        """``T``: frames per clip of the model."""
+        return int(self.model.config.num_frames)
+
+    def prepare(self, frame: VideoFrame) -> PreparedFrame:
+        """Transform one frame as evaluation does (resize, no flip) and build its target."""
+        [image], _, _ = self.transform([pil_to_uint8(frame.image)], [torch.zeros(0, 4)], flip=False)
+        target = {
+            "frame": frame.key,
+            "orig_size": torch.tensor([frame.image.height, frame.image.width]),
+            "size": torch.tensor(image.shape[-2:]),
+        }
+        return PreparedFrame(frame, image, target)
+
+    def _autocast(self) -> ContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _batch(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> Dict[str, Any]:
+        """Collate clips; a frame's target says ``evaluate`` where its prediction is kept."""
+        clips = [
+            [{"image": p.image, "target": {**p.target, "evaluate": i in job.emit}} for i, p in enumerate(job.frames)]
+            for job in jobs
+        ]
+        return self.collate(clips)
+
+    @torch.no_grad()
+    def predict_clips(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> List[Tuple[PreparedFrame, Dict[str, Any]]]:
+        """Run a batch of clips; returns the emitted frames with their predictions (CPU tensors), in order."""
+        batch = self._batch(jobs)
+        with self._autocast():
+            outputs = self.model(batch["pixel_values"].to(self.device), batch["pixel_mask"].to(self.device))
+        predictions = self.postprocess(outputs, batch["targets"], only_evaluated=True)
+        emitted = [job.frames[i] for job in jobs for i in job.emit]
+        assert len(emitted) == len(predictions), "postprocess must return one prediction per emitted frame"
+        cpu = [{k: v.cpu() if isinstance(v, Tensor) else v for k, v in p.items()} for p in predictions]
+        return list(zip(emitted, cpu))
+
+    def stream(
+        self, frames: Iterable[VideoFrame], causal: bool = False, batch_size: int = 1,
+        top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
+    ) -> Iterator[Tuple[VideoFrame, FrameGraph]]:
+        """Predict a stream of sampled frames lazily, yielding ``(frame, graph)`` in frame order.
+
+        Args:
+            frames: sampled frames in time order (e.g. :func:`~arn_lightning.inference.video.open_frames`).
+            causal: each frame is the last of its clip (see :mod:`arn_lightning.inference.clips`).
+            batch_size: clips per forward pass.
+            top_k: triplets kept per frame.
+            threshold: lowest triplet score kept.
+        """
+        jobs = schedule_clips((self.prepare(frame) for frame in frames), self.clip_length, causal)
+        for group in batched(jobs, batch_size):
+            for prepared, prediction in self.predict_clips(group):
+                frame = prepared.frame
+                triplets = rank_triplets(prediction, top_k=top_k, threshold=threshold)
+                yield frame, FrameGraph(frame.index, frame.source_index, frame.timestamp, prediction, triplets)
+
+
+def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu",
+               precision: str = "auto") -> SceneGraphPredictor:
+    """A :class:`SceneGraphPredictor` from an ARN Lightning checkpoint.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, not a Lightning checkpoint, of another model, or not SGDet.
+        ValueError: an unavailable device or an unknown precision.
+    """
+    device = resolve_device(device)
+    resolve_precision(precision, device)
+    try:
+        return SceneGraphPredictor(load_module(checkpoint), device=device, precision=precision)
+    except CheckpointError as error:
+        if str(checkpoint) in str(error):
+            raise
+        raise CheckpointError(f"{checkpoint}: {error}") from error
+
+
+def predict_video(
+    path: PathLike, model: Union[SceneGraphPredictor, PathLike], fps: float = DEFAULT_FPS, causal: bool = False,
+    batch_size: int = 1, top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD, progress: bool = False,
+) -> List[FrameGraph]:
+    """Scene graphs of every sampled frame of a video file or image folder.
+
+    Args:
+        path: video file or folder of images (see :func:`~arn_lightning.inference.video.open_frames`).
+        model: a predictor, or a checkpoint path (loaded on the CPU).
+        fps: sampling rate of a video; the frame rate of a folder's images.
+        causal: each frame is predicted from itself and the previous frames only.
+        batch_size: clips per forward pass.
+        top_k: triplets kept per frame.
+        threshold: lowest triplet score kept.
+        progress: show a progress bar.
+
+    Raises:
+        VideoError: the input cannot be read, or holds no frame.
+        CheckpointError: see :func:`load_model`.
+    """
+    source = open_frames(path, fps)
+    predictor = model if isinstance(model, SceneGraphPredictor) else load_model(model)
+    stream = predictor.stream(source, causal=causal, batch_size=batch_size, top_k=top_k, threshold=threshold)
+    return [graph for _, graph in tqdm(stream, total=source.estimated_count, unit="frame", disable=not progress)]

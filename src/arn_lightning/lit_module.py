@@ -1,0 +1,292 @@
+"""ARNLitModule: the Lightning wrapper around the pure ARN model, its criterion, postprocess and metrics.
+
+Everything Lightning-specific about training lives here (and in :mod:`arn_lightning.lightning_cli` /
+:mod:`arn_lightning.callbacks`); the model, criterion, matcher, postprocess and metrics are plain modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from arn_lightning.criterion import LossConfig, SetCriterion
+from arn_lightning.metrics.predictions import write_predictions
+from arn_lightning.metrics.recall import SceneGraphRecall
+from arn_lightning.models.arn import ARN, ARNConfig
+from arn_lightning.postprocess import PostProcess, PostProcessConfig
+from arn_lightning.text.clip import ClipConfig, FrozenClipImageEncoder, text_embeddings
+from arn_lightning.text.prompts import PromptConfig
+
+log = logging.getLogger(__name__)
+
+#: Name of the prediction file that ``test`` and ``predict`` write into the run directory.
+PREDICTIONS_FILE = {"test": "predictions_test.jsonl", "predict": "predictions_predict.jsonl"}
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with three learning rates and a step decay (ARN_SPEC.md section 4).
+
+    Attributes:
+        lr: learning rate of the transformer and the heads.
+        lr_backbone: learning rate of the CNN backbone.
+        lr_text: learning rate of the CLIP-initialised classifier embeddings.
+        weight_decay: AdamW weight decay.
+        lr_drop_epoch: epoch after which every learning rate is multiplied by ``lr_drop_gamma``.
+        lr_drop_gamma: the step decay factor.
+        betas: AdamW betas.
+    """
+
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    lr_text: float = 1e-5
+    weight_decay: float = 1e-4
+    lr_drop_epoch: int = 15
+    lr_drop_gamma: float = 0.1
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class EvalConfig:
+    """How validation / test score scene graphs.
+
+    Attributes:
+        ks: the K of Recall@K.
+        iou: ``"continuous"`` (torchvision) or ``"legacy"`` (+1 pixel) box IoU.
+        iou_threshold: IoU needed on both the subject and the object box.
+        semi_threshold: score above which "semi" keeps a spatial / contacting predicate.
+        no_constraint_top: candidates kept per frame under "no constraint".
+        save_predictions: write the prediction file in ``test`` / ``predict``.
+    """
+
+    ks: List[int] = field(default_factory=lambda: [10, 20, 50, 100])
+    iou: str = "continuous"
+    iou_threshold: float = 0.5
+    semi_threshold: float = 0.9
+    no_constraint_top: int = 100
+    save_predictions: bool = True
+
+
+class ARNLitModule(L.LightningModule):
+    """Trains, validates, tests and predicts with ARN.
+
+    Args:
+        arch: the model's hyperparameters.
+        loss: loss weights and the predicate-loss variant.
+        clip: the CLIP text / image towers (classifier initialisation and distillation).
+        prompts: prompt templates for the CLIP triplet cues.
+        optim: optimiser and learning-rate schedule.
+        evaluation: metric settings.
+        post: how raw outputs become per-frame predictions.
+        triplet_categories: per predicate type the (predicate, object) pairs of the training split; linked from the
+            data module by the CLI (stored with the checkpoint so that it reloads alone).
+        data_settings: the data module's frame transform settings (linked by the CLI; inference replays them).
+        init_text_classifiers: initialise the cosine classifiers from CLIP text embeddings at the start of ``fit``.
+        detr_checkpoint: optional local DETR-R50 COCO ``.pth`` loaded into backbone / encoder / entity decoder.
+        predictions_dir: where ``test`` / ``predict`` write prediction files (default: the run's log directory).
+    """
+
+    def __init__(
+        self,
+        arch: ARNConfig = ARNConfig(),
+        loss: LossConfig = LossConfig(),
+        clip: ClipConfig = ClipConfig(),
+        prompts: PromptConfig = PromptConfig(),
+        optim: OptimConfig = OptimConfig(),
+        evaluation: EvalConfig = EvalConfig(),
+        post: PostProcessConfig = PostProcessConfig(),
+        triplet_categories: Optional[Dict[str, List[List[int]]]] = None,
+        data_settings: Optional[Dict[str, Any]] = None,
+        init_text_classifiers: bool = True,
+        detr_checkpoint: Optional[str] = None,
+        predictions_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if triplet_categories is None:
+            raise ValueError(
+                "Expected triplet_categories (per predicate type the (predicate, object) pairs of the training split) "
+                "but got None; the CLI links them from the data module, in Python pass "
+                "AGDataModule(...).triplet_categories"
+            )
+        self.save_hyperparameters()
+        self.model = ARN(arch, triplet_categories)
+        self.criterion = SetCriterion(loss, self.model)
+        self.postprocess = PostProcess(post, self.model)
+        # Frozen, eval-only and absent from checkpoints; built lazily on the first training step that needs it.
+        self._clip_image: Optional[FrozenClipImageEncoder] = None
+        metric_kwargs = dict(
+            k_values=tuple(evaluation.ks), iou_convention=evaluation.iou, iou_threshold=evaluation.iou_threshold,
+            semi_threshold=evaluation.semi_threshold, no_constraint_top=evaluation.no_constraint_top,
+        )
+        self.val_metrics = SceneGraphRecall(**metric_kwargs)
+        self.test_metrics = SceneGraphRecall(**metric_kwargs)
+        self._predictions: List[Dict[str, Any]] = []
+        self.last_val_examples: List[Dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Initialise from CLIP text embeddings and DETR weights at the start of a fresh ``fit``."""
+        if stage != "fit" or getattr(self.trainer, "ckpt_path", None):
+            return
+        hp = self.hparams
+        if hp.detr_checkpoint:
+            from arn_lightning.models.detr_checkpoint import load_detr_checkpoint
+
+            load_detr_checkpoint(self.model, hp.detr_checkpoint)
+        if hp.init_text_classifiers and hp.arch.clip_triplets:
+            embeds = text_embeddings(hp.clip, hp.prompts, hp.triplet_categories)
+            self.model.init_text_classifiers(embeds)
+
+    def _clip_image_embeds(self, batch: Dict[str, Any]) -> Optional[Tensor]:
+        """CLIP image embeddings ``[BT, E]`` of the batch's frames, or None when distillation is off."""
+        if not (self.hparams.arch.distill and self.hparams.loss.distill):
+            return None
+        if self._clip_image is None:
+            self._clip_image = FrozenClipImageEncoder(self.hparams.clip).to(self.device)
+        pixel_values = batch["pixel_values"].flatten(0, 1)  # [BT, 3, H, W]
+        pixel_mask = batch["pixel_mask"].flatten(0, 1)  # [BT, H, W]
+        keys = [t["frame"] for t in batch["targets"]]
+        return self._clip_image.embed(pixel_values, pixel_mask, keys)
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, batch: Dict[str, Any]):  # noqa: D401 - Lightning hook
+        """Raw model outputs (:class:`~arn_lightning.models.outputs.ARNOutput`) for a collated batch."""
+        return self.model(batch["pixel_values"], batch["pixel_mask"], batch["targets"])
+
+    def _losses(self, batch: Dict[str, Any], outputs) -> Dict[str, Tensor]:
+        losses = self.criterion(outputs, batch["targets"], self._clip_image_embeds(batch))
+        losses["loss"] = self.criterion.weighted_total(losses)
+        return losses
+
+    def _log_losses(self, stage: str, losses: Dict[str, Tensor], batch_size: int) -> None:
+        main_terms = {k: v for k, v in losses.items() if not k[-1].isdigit()}  # aux terms (`_0`, `_1`) stay out
+        on_step = stage == "train"
+        for name, value in main_terms.items():
+            self.log(
+                f"{stage}/{name}", value.detach(), on_step=on_step, on_epoch=True, batch_size=batch_size,
+                prog_bar=name == "loss", sync_dist=not on_step,
+            )
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Tensor:
+        outputs = self(batch)
+        losses = self._losses(batch, outputs)
+        self._log_losses("train", losses, batch["pixel_values"].shape[0])
+        return losses["loss"]
+
+    def _evaluate(self, batch: Dict[str, Any], metric: SceneGraphRecall) -> List[Dict[str, Any]]:
+        outputs = self(batch)
+        preds = self.postprocess(outputs, batch["targets"], only_evaluated=True)
+        gts = [t for t in batch["targets"] if t["evaluate"]]
+        metric.update(preds, gts)
+        return preds, outputs
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        preds, outputs = self._evaluate(batch, self.val_metrics)
+        self._log_losses("val", self._losses(batch, outputs), batch["pixel_values"].shape[0])
+        if batch_idx == 0:
+            self.last_val_examples = self._examples(batch, preds)
+
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        preds, _ = self._evaluate(batch, self.test_metrics)
+        if self.hparams.evaluation.save_predictions:
+            self._predictions.extend(preds)
+
+    def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
+        preds = self.postprocess(self(batch), batch["targets"], only_evaluated=True)
+        if self.hparams.evaluation.save_predictions:
+            self._predictions.extend(preds)
+        return preds
+
+    def _examples(self, batch: Dict[str, Any], preds: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Frames kept for the visualisation callback: the image as fed, prediction and ground truth."""
+        evaluated = [i for i, t in enumerate(batch["targets"]) if t["evaluate"]]
+        images = batch["pixel_values"].flatten(0, 1)  # [BT, 3, H, W]
+        return [
+            {"image": images[i].detach().cpu(), "size": batch["targets"][i]["size"].cpu(),
+             "target": batch["targets"][i], "prediction": pred}
+            for i, pred in zip(evaluated, preds)
+        ]
+
+    # ------------------------------------------------------------------ epoch ends
+    def _log_metrics(self, stage: str, metric: SceneGraphRecall) -> Dict[str, Tensor]:
+        values = metric.compute()
+        scalars = {f"{stage}/{k}": v for k, v in values.items() if not k.startswith("per_predicate/")}
+        self.log_dict(scalars, sync_dist=False)  # the metric already reduced its sum states
+        self.last_metrics = {k: float(v) for k, v in values.items()}
+        metric.reset()
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+        self._flush_predictions("test")
+
+    def on_predict_epoch_end(self) -> None:
+        self._flush_predictions("predict")
+
+    def on_test_epoch_start(self) -> None:
+        self._predictions = []
+
+    def on_predict_epoch_start(self) -> None:
+        self._predictions = []
+
+    def predictions_path(self, stage: str) -> Path:
+        """Where ``stage`` (``test`` / ``predict``) writes its prediction file."""
+        base = self.hparams.predictions_dir or (self.trainer.log_dir if self._trainer else None) or os.getcwd()
+        return Path(base) / PREDICTIONS_FILE[stage]
+
+    def _flush_predictions(self, stage: str) -> None:
+        """Write this stage's predictions: one shard per rank, merged by rank 0 (frames ordered by key)."""
+        if not self.hparams.evaluation.save_predictions:
+            return
+        path = self.predictions_path(stage)
+        rank, world = self.global_rank, self.trainer.world_size
+        shard = path.with_name(f"{path.stem}.rank{rank}{path.suffix}") if world > 1 else path
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        write_predictions(shard, sorted(self._predictions, key=lambda p: p["frame"]))
+        self._predictions = []
+        if world == 1:
+            log.info("wrote %s", path)
+            return
+        self.trainer.strategy.barrier("arn_predictions")
+        if rank == 0:
+            _merge_shards(path, world)
+        self.trainer.strategy.barrier("arn_predictions_merged")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        """AdamW over three parameter groups (backbone, CLIP-initialised embeddings, the rest) and a step decay."""
+        optim: OptimConfig = self.hparams.optim
+        groups = self.model.param_groups()
+        lrs = {"backbone": optim.lr_backbone, "text": optim.lr_text, "rest": optim.lr}
+        param_groups = [
+            {"params": params, "lr": lrs[name], "name": name} for name, params in groups.items() if params
+        ]
+        optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay, betas=tuple(optim.betas))
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_drop_epoch, gamma=optim.lr_drop_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}
+
+
+def _merge_shards(path: Path, world: int) -> None:
+    """Merge per-rank prediction shards into ``path`` (sorted by frame key) and delete the shards."""
+    from arn_lightning.metrics.predictions import read_predictions
+
+    shards = [path.with_name(f"{path.stem}.rank{r}{path.suffix}") for r in range(world)]
+    merged: List[Dict[str, Any]] = []
+    for shard in shards:
+        merged.extend(read_predictions(shard))
+    write_predictions(path, sorted(merged, key=lambda p: p["frame"]))
+    for shard in shards:
+        shard.unlink()

@@ -1,0 +1,171 @@
+"""Reading sampled frames from videos and image folders, writing mp4s (arn_lightning.inference.video)."""
+
+from __future__ import annotations
+
+import struct
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from arn_lightning.inference.video import DEFAULT_FPS, VideoError, VideoWriter, open_frames
+from infer_fixtures import FRAME_SIZE, decode_all, headers_only_mkv, moving_box_frames, write_video
+
+NATIVE_FPS = 10
+NUM_FRAMES = 25
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    return write_video(path, moving_box_frames(NUM_FRAMES), NATIVE_FPS)
+
+
+def test_sampling_keeps_one_frame_per_slot(video: Path) -> None:
+    source = open_frames(video, fps=4)
+    frames = list(source)
+    # 2.5 s at 4 fps: slots of 0.25 s; frame n is at n / 10 s, the first frame of each slot is kept.
+    assert [f.index for f in frames] == list(range(10))
+    kept = [0, 3, 5, 8, 10, 13, 15, 18, 20, 23]
+    assert [f.source_index for f in frames] == kept
+    assert [f.timestamp for f in frames] == pytest.approx([n / NATIVE_FPS for n in kept])
+    assert frames[1].key == "clip.mp4/000003.png"
+    assert source.estimated_count == len(frames)
+    assert frames[0].image.mode == "RGB"
+    assert frames[0].image.size == (FRAME_SIZE[0] - 1, FRAME_SIZE[1] - 1)
+
+
+def test_rate_above_the_native_rate_keeps_every_frame(video: Path) -> None:
+    frames = list(open_frames(video, fps=100))
+    assert [f.source_index for f in frames] == list(range(NUM_FRAMES))
+    reference = decode_all(video)
+    assert np.array_equal(np.asarray(frames[7].image), np.asarray(reference[7]))
+
+
+def test_iterating_twice_gives_the_same_frames(video: Path) -> None:
+    source = open_frames(video, fps=DEFAULT_FPS)
+    assert [f.key for f in source] == [f.key for f in source] == ["clip.mp4/000000.png", "clip.mp4/000005.png",
+                                                                   "clip.mp4/000010.png", "clip.mp4/000015.png",
+                                                                   "clip.mp4/000020.png"]
+
+
+def test_folder_frames_in_natural_order(tmp_path: Path) -> None:
+    folder = tmp_path / "001YG.mp4"
+    folder.mkdir()
+    for number, image in zip([10, 2, 1], moving_box_frames(3)):
+        image.save(folder / f"{number}.png")
+    (folder / "notes.txt").write_text("not an image")
+    frames = list(open_frames(folder, fps=4))
+    assert [f.key for f in frames] == ["001YG.mp4/1.png", "001YG.mp4/2.png", "001YG.mp4/10.png"]
+    assert [f.timestamp for f in frames] == [0.0, 0.25, 0.5]
+    assert [f.source_index for f in frames] == [0, 1, 2]
+
+
+def test_folder_without_images_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(VideoError, match=f"image files .* in the frame folder {tmp_path}"):
+        open_frames(tmp_path)
+
+
+def test_corrupt_image_in_folder_names_the_file(tmp_path: Path) -> None:
+    moving_box_frames(1)[0].save(tmp_path / "000001.png")
+    (tmp_path / "000002.png").write_bytes(b"not a png")
+    frames = iter(open_frames(tmp_path))
+    assert next(frames).key.endswith("000001.png")
+    with pytest.raises(VideoError, match="000002.png"):
+        next(frames)
+
+
+@pytest.mark.parametrize("content", [b"", np.random.default_rng(0).bytes(4096)], ids=["zero-bytes", "random-bytes"])
+def test_unreadable_file_is_an_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoError, match="broken.mp4"):
+        open_frames(path)
+
+
+def test_missing_path_and_bad_rate(tmp_path: Path, video: Path) -> None:
+    with pytest.raises(VideoError, match="missing.mp4 does not exist"):
+        open_frames(tmp_path / "missing.mp4")
+    with pytest.raises(ValueError, match="positive frame rate"):
+        open_frames(video, fps=0)
+
+
+def test_audio_only_file_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "sound.wav"
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(b"\0\0" * 800)
+    with pytest.raises(VideoError, match="sound.wav but found only audio streams"):
+        open_frames(path)
+
+
+def test_mp4_without_frames_is_an_empty_video(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=NATIVE_FPS)
+        stream.width, stream.height = 32, 32
+        container.start_encoding()
+    with pytest.raises(VideoError, match="empty.mp4 but found no stream at all"):
+        open_frames(path)
+
+
+def test_video_stream_without_decodable_frames_is_an_empty_video(tmp_path: Path) -> None:
+    source = open_frames(headers_only_mkv(tmp_path / "headers_only.mkv"))
+    with pytest.raises(VideoError, match="headers_only.mkv but found none"):
+        list(source)
+
+
+def test_writer_pads_odd_sizes_and_resizes_later_frames(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    frames = moving_box_frames(6)
+    with VideoWriter(path, fps=2.5) as writer:
+        for image in frames[:5]:
+            writer.write(image)
+        writer.write(frames[5].resize((40, 30)))
+    assert writer.frames_written == 6
+    decoded = decode_all(path)
+    assert len(decoded) == 6
+    assert decoded[0].size == (FRAME_SIZE[0] + 1, FRAME_SIZE[1] + 1)
+    padding = np.asarray(decoded[0])[:, -1].astype(int)  # the added column is black
+    assert padding.mean() < 20
+    with av.open(str(path)) as container:
+        assert float(container.streams.video[0].average_rate) == pytest.approx(2.5)
+
+
+def test_writer_with_no_frame_creates_no_file(tmp_path: Path) -> None:
+    with VideoWriter(tmp_path / "none.mp4", fps=2):
+        pass
+    assert not (tmp_path / "none.mp4").exists()
+
+
+def test_written_video_reads_back_through_open_frames(tmp_path: Path) -> None:
+    path = tmp_path / "round.mp4"
+    with VideoWriter(path, fps=5) as writer:
+        for image in moving_box_frames(4, size=(64, 48)):
+            writer.write(image)
+    frames = list(open_frames(path, fps=5))
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    assert frames[0].image.size == (64, 48)
+    white = np.asarray(frames[0].image)[12:18, 2:8]
+    assert white.min() > 200 and isinstance(frames[0].image, Image.Image)
+
+
+def test_portrait_phone_video_is_turned_upright(tmp_path: Path) -> None:
+    landscape = np.zeros((32, 64, 3), dtype=np.uint8)
+    landscape[:8, :8] = 255  # a white corner, top left as stored
+    path = write_video(tmp_path / "phone.mp4", [Image.fromarray(landscape)] * 2, NATIVE_FPS, codec="libx264")
+    # The track header's display matrix of a portrait phone recording: turn 90 degrees clockwise to show.
+    data = path.read_bytes()
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    start = data.index(identity, data.index(b"tkhd"))
+    portrait = struct.pack(">9I", 0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(data[:start] + portrait + data[start + len(identity):])
+    image = np.asarray(next(iter(open_frames(path))).image)
+    assert image.shape == (64, 32, 3)
+    assert image[:6, -6:].min() > 200 and image[:6, :6].max() < 50  # the corner went to the top right

@@ -13,7 +13,6 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints-cpu.txt torch torchvision
 	$(PIP) install -q -c constraints-cpu.txt -e '.[test]'
 	touch $@

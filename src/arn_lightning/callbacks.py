@@ -127,25 +127,34 @@ class SceneGraphReport(L.Callback):
         self.num_images, self.top_k, self.threshold = num_images, top_k, threshold
         self.recall_constraint, self.recall_k = recall_constraint, recall_k
 
-    def _directory(self, trainer: "L.Trainer") -> Path:
+    @staticmethod
+    def _directory(trainer: "L.Trainer") -> Path:
+        # trainer.log_dir broadcasts from rank 0: every process must ask for it, never rank 0 alone
         return Path(trainer.log_dir or trainer.default_root_dir) / "reports"
 
-    def on_validation_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        # after the module's on_validation_epoch_end, which computes the metrics this reports
+        if trainer.sanity_checking:
+            return
+        directory = self._directory(trainer)
+        if not trainer.is_global_zero:
             return
         examples = getattr(pl_module, "last_val_examples", [])[: self.num_images]
         if examples:
             images = [comparison_image(e, self.top_k, self.threshold) for e in examples]
             captions = [e["target"]["frame"] for e in examples]
-            self._log_images(trainer, images, captions)
-        self._report_recall(trainer, pl_module, "val")
+            self._log_images(trainer, directory, images, captions)
+        self._report_recall(trainer, pl_module, directory, "val")
 
-    def on_test_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        directory = self._directory(trainer)
         if trainer.is_global_zero:
-            self._report_recall(trainer, pl_module, "test")
+            self._report_recall(trainer, pl_module, directory, "test")
 
-    def _log_images(self, trainer: "L.Trainer", images: List[Image.Image], captions: List[str]) -> None:
-        directory = self._directory(trainer) / f"val_epoch{trainer.current_epoch:03d}"
+    def _log_images(
+        self, trainer: "L.Trainer", reports: Path, images: List[Image.Image], captions: List[str]
+    ) -> None:
+        directory = reports / f"val_epoch{trainer.current_epoch:03d}"
         directory.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
             image.save(directory / f"frame{i}.png")
@@ -157,13 +166,15 @@ class SceneGraphReport(L.Callback):
                     array = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
                     logger.experiment.add_image(f"val/scene_graph_{i}", array, trainer.global_step)
 
-    def _report_recall(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+    def _report_recall(
+        self, trainer: "L.Trainer", pl_module: "L.LightningModule", directory: Path, stage: str
+    ) -> None:
         metrics: Optional[Mapping[str, float]] = getattr(pl_module, "last_metrics", None)
         if not metrics:
             return
         rows = per_predicate_rows(metrics, self.recall_constraint, self.recall_k)
         title = f"{stage}/per_predicate/{self.recall_constraint}/R@{self.recall_k}"
-        png = save_recall_report(rows, self._directory(trainer), title)
+        png = save_recall_report(rows, directory, title)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb

@@ -38,7 +38,11 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
 def _cli(args: List[str]):
     from arn_lightning.lightning_cli import build_cli
 
-    return build_cli(args)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the demo's own flags are not LightningCLI arguments
+    try:
+        return build_cli(args)
+    finally:
+        sys.argv = argv
 
 
 def _test_metrics(config: Path, root: Path, out: Path, ckpt: Optional[Path], extra: List[str]) -> Dict[str, float]:
@@ -99,16 +103,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     untrained = _test_metrics(args.config, root, out / "untrained", None, [])
     print("[demo] training (LightningCLI fit)")
     fit = _cli(["fit", "--config", str(args.config), f"--data.root={root}", f"--trainer.default_root_dir={out}/train",
-                *extra])
-    best = Path(fit.trainer.checkpoint_callback.best_model_path or fit.trainer.checkpoint_callback.last_model_path)
+                f"--trainer.logger.init_args.save_dir={out}/train", *extra])
+    best = Path(fit.trainer.checkpoint_callback.best_model_path or Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt")
     saved_config = Path(fit.trainer.log_dir) / "config.yaml"
     print(f"[demo] testing {best.name} (LightningCLI test from {saved_config})")
     trained = _test_metrics(saved_config, root, out, best, [])
     predictions = out / "predictions_test.jsonl"
 
-    from arn_lightning.commands.evaluate import evaluate_file
+    from arn_lightning.commands.evaluate import evaluate
 
-    offline = evaluate_file(root, predictions, split="test", task="sgdet")
+    offline = evaluate(str(root), str(predictions), split="test", task="sgdet")
     frames = _render_frames(root, predictions, out / "frames")
     _print_table("untrained model (synthetic test split, SGDet)", untrained)
     _print_table("trained model (synthetic test split, SGDet)", trained)

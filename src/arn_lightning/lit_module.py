@@ -6,13 +6,17 @@ Everything Lightning-specific about training lives here (and in :mod:`arn_lightn
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+import random
+import warnings
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,11 +27,18 @@ from arn_lightning.models.arn import ARN, ARNConfig
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
 from arn_lightning.text.clip import ClipConfig, FrozenClipImageEncoder, text_embeddings
 from arn_lightning.text.prompts import PromptConfig
+from arn_lightning.vocab import PREDICATES
 
 log = logging.getLogger(__name__)
+# The epoch metrics are logged after the metric itself reduced its sum states over the processes.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=UserWarning)
 
 #: Name of the prediction file that ``test`` and ``predict`` write into the run directory.
 PREDICTIONS_FILE = {"test": "predictions_test.jsonl", "predict": "predictions_predict.jsonl"}
+#: The test metrics (all processes reduced) written next to the test prediction file.
+METRICS_FILE = "metrics_test.json"
+#: Constructor arguments that are configuration dataclasses (kept as plain dicts in the hyperparameters).
+CONFIG_ARGS = ("arch", "loss", "clip", "prompts", "optim", "evaluation", "post")
 
 
 @dataclass
@@ -115,10 +126,23 @@ class ARNLitModule(L.LightningModule):
                 "but got None; the CLI links them from the data module, in Python pass "
                 "AGDataModule(...).triplet_categories"
             )
+        # The LightningCLI and load_from_checkpoint may hand the configs over as dicts: one typed copy of each.
+        self.arch_config: ARNConfig = _as_config(ARNConfig, arch, "arch")
+        # arch.distill is the one switch of the distillation (the criterion follows it).
+        self.loss_config: LossConfig = replace(_as_config(LossConfig, loss, "loss"), distill=self.arch_config.distill)
+        self.clip_config: ClipConfig = _as_config(ClipConfig, clip, "clip")
+        self.prompt_config: PromptConfig = _as_config(PromptConfig, prompts, "prompts")
+        self.optim_config: OptimConfig = _as_config(OptimConfig, optim, "optim")
+        self.eval_config: EvalConfig = _as_config(EvalConfig, evaluation, "evaluation")
+        self.post_config: PostProcessConfig = _as_config(PostProcessConfig, post, "post")
         self.save_hyperparameters()
-        self.model = ARN(arch, triplet_categories)
-        self.criterion = SetCriterion(loss, self.model)
-        self.postprocess = PostProcess(post, self.model)
+        for name in CONFIG_ARGS:  # plain dicts in the checkpoint: loadable with weights_only=True, no pickled classes
+            if is_dataclass(self.hparams[name]):
+                self.hparams[name] = asdict(self.hparams[name])
+        self.model = ARN(self.arch_config, triplet_categories)
+        self.criterion = SetCriterion(self.loss_config, self.model)
+        self.postprocess = PostProcess(self.post_config, self.model)
+        evaluation = self.eval_config
         # Frozen, eval-only and absent from checkpoints; built lazily on the first training step that needs it.
         self._clip_image: Optional[FrozenClipImageEncoder] = None
         metric_kwargs = dict(
@@ -140,16 +164,16 @@ class ARNLitModule(L.LightningModule):
             from arn_lightning.models.detr_checkpoint import load_detr_checkpoint
 
             load_detr_checkpoint(self.model, hp.detr_checkpoint)
-        if hp.init_text_classifiers and hp.arch.clip_triplets:
-            embeds = text_embeddings(hp.clip, hp.prompts, hp.triplet_categories)
+        if hp.init_text_classifiers and self.arch_config.clip_triplets:
+            embeds = text_embeddings(self.clip_config, self.prompt_config, hp.triplet_categories)
             self.model.init_text_classifiers(embeds)
 
     def _clip_image_embeds(self, batch: Dict[str, Any]) -> Optional[Tensor]:
         """CLIP image embeddings ``[BT, E]`` of the batch's frames, or None when distillation is off."""
-        if not (self.hparams.arch.distill and self.hparams.loss.distill):
+        if not self.arch_config.distill:
             return None
         if self._clip_image is None:
-            self._clip_image = FrozenClipImageEncoder(self.hparams.clip).to(self.device)
+            self._clip_image = FrozenClipImageEncoder(self.clip_config).to(self.device)
         pixel_values = batch["pixel_values"].flatten(0, 1)  # [BT, 3, H, W]
         pixel_mask = batch["pixel_mask"].flatten(0, 1)  # [BT, H, W]
         keys = [t["frame"] for t in batch["targets"]]
@@ -195,12 +219,12 @@ class ARNLitModule(L.LightningModule):
 
     def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         preds, _ = self._evaluate(batch, self.test_metrics)
-        if self.hparams.evaluation.save_predictions:
+        if self.eval_config.save_predictions:
             self._predictions.extend(preds)
 
     def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
         preds = self.postprocess(self(batch), batch["targets"], only_evaluated=True)
-        if self.hparams.evaluation.save_predictions:
+        if self.eval_config.save_predictions:
             self._predictions.extend(preds)
         return preds
 
@@ -220,6 +244,9 @@ class ARNLitModule(L.LightningModule):
         scalars = {f"{stage}/{k}": v for k, v in values.items() if not k.startswith("per_predicate/")}
         self.log_dict(scalars, sync_dist=False)  # the metric already reduced its sum states
         self.last_metrics = {k: float(v) for k, v in values.items()}
+        with metric.sync_context(should_unsync=True):  # the ground-truth count per predicate over all processes
+            counts = metric.gt_counts.tolist()
+        self.last_metrics.update({f"per_predicate/count/{name}": float(c) for name, c in zip(PREDICATES, counts)})
         metric.reset()
         return values
 
@@ -228,6 +255,11 @@ class ARNLitModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
+        if self.eval_config.save_predictions:
+            path = self.predictions_path("test").with_name(METRICS_FILE)  # on every rank: log_dir broadcasts
+        if self.eval_config.save_predictions and self.global_rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.last_metrics, indent=1, sort_keys=True))
         self._flush_predictions("test")
 
     def on_predict_epoch_end(self) -> None:
@@ -246,7 +278,7 @@ class ARNLitModule(L.LightningModule):
 
     def _flush_predictions(self, stage: str) -> None:
         """Write this stage's predictions: one shard per rank, merged by rank 0 (frames ordered by key)."""
-        if not self.hparams.evaluation.save_predictions:
+        if not self.eval_config.save_predictions:
             return
         path = self.predictions_path(stage)
         rank, world = self.global_rank, self.trainer.world_size
@@ -265,7 +297,7 @@ class ARNLitModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         """AdamW over three parameter groups (backbone, CLIP-initialised embeddings, the rest) and a step decay."""
-        optim: OptimConfig = self.hparams.optim
+        optim = self.optim_config
         groups = self.model.param_groups()
         lrs = {"backbone": optim.lr_backbone, "text": optim.lr_text, "rest": optim.lr}
         param_groups = [
@@ -277,6 +309,57 @@ class ARNLitModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}
+        # The random streams (dropout, ...) at this point, restored before the next training step on resume.
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._pending_rng_states = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """On the first step after a resume, continue the random streams where the checkpoint left them."""
+        states = getattr(self, "_pending_rng_states", None)
+        if states is not None:
+            restore_rng_states(states)
+            self._pending_rng_states = None
+
+
+def collect_rng_states() -> Dict[str, Any]:
+    """The global random states of torch (CPU and CUDA), numpy and Python, as tensors and plain Python values only
+    (a checkpoint holding them still loads with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+    }
+
+
+def restore_rng_states(states: Mapping[str, Any]) -> None:
+    """Set the global random states saved by :func:`collect_rng_states` (CUDA ones only where CUDA is present)."""
+    torch.set_rng_state(states["torch"])
+    if states.get("torch.cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    state = states["numpy"]
+    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+
+
+def _as_config(cls: type, value: Any, name: str) -> Any:
+    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (unknown keys are an error)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"Expected {name} keys among {sorted(known)} but got unknown {unknown}")
+        return cls(**value)
+    raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")
 
 
 def _merge_shards(path: Path, world: int) -> None:

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return {
         "preset": args.preset, "device": str(args.device), "precision": args.precision, "batch_clips": batch_size,
         "frames_per_clip": preset["clip_len"], "resize": list(preset["resize"]), "frame_size": list(AG_FRAME_SIZE),
-        "distill": bool(module.hparams.arch.distill), "steps_timed": len(timed), "step_s_median": step_s,
+        "distill": bool(module.arch_config.distill), "steps_timed": len(timed), "step_s_median": step_s,
         "clips_per_s": batch_size / step_s, "frames_per_s": frames / step_s, "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else None,

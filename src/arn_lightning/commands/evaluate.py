@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", required=True, help="prediction file (.jsonl), one frame a line")
     parser.add_argument("--split", choices=SPLITS, default="test", help="split to score (default: test)")
     parser.add_argument("--task", choices=TASKS, default="sgdet", help="task filtering (default: sgdet)")
+    parser.add_argument("--iou-threshold", type=float, default=0.5,
+                        help="IoU needed on both the subject and the object box (default: 0.5, the standard)")
     parser.add_argument("--iou", choices=IOU_CONVENTIONS, default="continuous",
                         help="IoU convention: continuous (torchvision) or legacy (+1 pixel) (default: continuous)")
     parser.add_argument("--min-frames", type=int, default=DEFAULT_MIN_FRAMES,
@@ -90,7 +92,7 @@ def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> Dict
 
 
 def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgdet", iou: str = "continuous",
-             min_frames: int = DEFAULT_MIN_FRAMES) -> Dict[str, Any]:
+             min_frames: int = DEFAULT_MIN_FRAMES, iou_threshold: float = 0.5) -> Dict[str, Any]:
     """Score ``predictions`` against the ``split`` frames of ``root``; returns the JSON report (module docstring).
 
     Raises:
@@ -99,7 +101,7 @@ def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgde
     """
     frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
     targets = {frame.key: frame for frame in frames}
-    metric = SceneGraphRecall(iou_convention=iou)
+    metric = SceneGraphRecall(iou_convention=iou, iou_threshold=iou_threshold)
     seen = set()
     for preds, chunk_targets in _scored_chunks(Path(predictions), targets, split, task):
         metric.update(preds, chunk_targets)
@@ -108,7 +110,8 @@ def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgde
     for start in range(0, len(missing), CHUNK_FRAMES):
         keys = missing[start:start + CHUNK_FRAMES]
         metric.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
-    report: Dict[str, Any] = {"task": task, "split": split, "iou": iou, "frames": len(frames),
+    report: Dict[str, Any] = {"task": task, "split": split, "iou": iou, "iou_threshold": iou_threshold,
+                              "frames": len(frames),
                               "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]}}
     report.update(_nest(metric.compute(), metric.gt_counts.tolist()))
     return report
@@ -118,7 +121,7 @@ def format_table(report: Mapping[str, Any]) -> str:
     """The report as text tables in percent, like the papers (rows with / semi / no)."""
     missing = report["missing_frames"]
     lines = [f"{report['task']} / {report['split']}: {report['frames']} frames, {missing['count']} without "
-             f"prediction (scored 0), IoU {report['iou']}"]
+             f"prediction (scored 0), IoU {report['iou']} >= {report.get('iou_threshold', 0.5)}"]
     if missing["count"]:
         lines.append("  missing: " + ", ".join(missing["first"]) + (" ..." if missing["count"] > len(missing["first"])
                                                                     else ""))
@@ -135,7 +138,8 @@ def main(argv: List[str]) -> int:
     """Print the scores; exit code 2 with the error on stderr for a malformed file or annotations."""
     args = build_parser().parse_args(argv)
     try:
-        report = evaluate(args.root, args.predictions, args.split, args.task, args.iou, args.min_frames)
+        report = evaluate(args.root, args.predictions, args.split, args.task, args.iou, args.min_frames,
+                          args.iou_threshold)
     except (PredictionFileError, AnnotationError, OSError, ValueError) as error:
         print(f"arn-lightning evaluate: error: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -20,6 +20,7 @@ from arn_lightning.data.clips import (EVAL_SCHEMES, WINDOWS, evaluation_clips, s
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.dataset import BAD_FRAME_MODES, AGClipDataset
 from arn_lightning.data.frames import FrameError, find_missing_frames
+from arn_lightning.data.samplers import EpochSampler, ResumableLoader, UnpaddedSampler
 from arn_lightning.data.transforms import ClipTransform, resized_hw
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,17 @@ class AGDataModule(L.LightningDataModule):
         return self.annotations.triplet_categories("train")
 
     @property
+    def transform_settings(self) -> Dict[str, Any]:
+        """The frame settings a model trained on this data module must replay at inference (stored in checkpoints).
+
+        ``resize_shorter`` / ``resize_longer`` of the evaluation transform and the clip shape (``clip_len``,
+        ``window``); the normalisation is the collate's ImageNet mean / std.
+        """
+        hp = self.hparams
+        return {"resize_shorter": hp.resize_shorter, "resize_longer": hp.resize_longer, "clip_len": hp.clip_len,
+                "window": hp.window}
+
+    @property
     def vocabulary(self) -> Dict[str, List[str]]:
         """Class names: ``objects`` (index i is AG object index i, 0 background) and the predicates per type."""
         names = {"objects": vocab.object_names()}
@@ -209,17 +221,41 @@ class AGDataModule(L.LightningDataModule):
                 if split not in self.datasets:
                     self.datasets[split] = self._build(split)
 
+    def _world(self) -> Tuple[int, int]:
+        """``(rank, world size)`` of the attached trainer (``(0, 1)`` without one)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _batches_done(self) -> int:
+        """Training batches the attached trainer finished in the current epoch (the resume position)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        # An epoch cut short (limit_train_batches) is finished too: save a position past its end.
+        return done if done < trainer.num_training_batches else len(self.datasets["train"])
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"Expected setup() to have built the {split!r} dataset before its dataloader")
         hp = self.hparams
-        workers = hp.num_workers
-        return DataLoader(self.datasets[split], batch_size=hp.batch_size if split == "train" else hp.eval_batch_size,
-                          shuffle=shuffle, num_workers=workers, pin_memory=hp.pin_memory,
-                          persistent_workers=hp.persistent_workers and workers > 0, collate_fn=ClipCollator())
+        rank, world = self._world()
+        dataset = self.datasets[split]
+        common = dict(num_workers=hp.num_workers, pin_memory=hp.pin_memory,
+                      persistent_workers=hp.persistent_workers and hp.num_workers > 0, collate_fn=ClipCollator())
+        if split == "train":
+            sampler = EpochSampler(len(dataset), num_replicas=world, rank=rank, seed=hp.seed, shuffle=shuffle)
+            return ResumableLoader(dataset, batch_size=hp.batch_size, sampler=sampler,
+                                   batches_done=self._batches_done, generator_seed=hp.seed, **common)
+        # Evaluation: every frame exactly once over the processes (no DistributedSampler padding).
+        return DataLoader(dataset, batch_size=hp.eval_batch_size, shuffle=False,
+                          sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank), **common)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled key-frame clips of the train split."""
+        """Key-frame clips of the train split in a ``(seed, epoch)``-seeded order (resumable, see
+        :mod:`arn_lightning.data.samplers`)."""
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

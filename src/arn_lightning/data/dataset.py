@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -115,10 +115,15 @@ class AGClipDataset(Dataset):
             flags.append(clip.evaluate[slot] and usable)
         return [decoded[i] for i in indices], indices, flags
 
-    def __getitem__(self, item: int) -> List[Dict[str, Any]]:
-        """The ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}`` of clip ``item``."""
-        images, indices, flags = self._load_clip(self.clips[item])
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> List[Dict[str, Any]]:
+        """The ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}`` of a clip.
+
+        ``item`` is a clip index, or a training draw ``(clip index, augmentation seed)``
+        (:class:`~arn_lightning.data.samplers.EpochSampler`) whose seed alone decides the random augmentation.
+        """
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        images, indices, flags = self._load_clip(self.clips[index])
         boxes = [torch.from_numpy(self.frames[i].boxes_xyxy.copy()) for i in indices]
-        images, boxes, flipped = self.transform(images, boxes)
+        images, boxes, flipped = self.transform(images, boxes, flip=self.transform.draw_flip(seed))
         return [{"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
                 for image, box, i, flag in zip(images, boxes, indices, flags)]

@@ -57,11 +57,12 @@ class ClipTransform:
         self.shorter, self.longer, self.flip_prob = shorter, longer, flip_prob
         self.generator = generator
 
-    def draw_flip(self) -> bool:
-        """Decide whether the next clip is flipped."""
+    def draw_flip(self, seed: Optional[int] = None) -> bool:
+        """Decide whether the next clip is flipped (``seed``: decide from this seed alone, reproducibly)."""
         if self.flip_prob <= 0.0:
             return False
-        return bool(torch.rand(1, generator=self.generator).item() < self.flip_prob)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else self.generator
+        return bool(torch.rand(1, generator=generator).item() < self.flip_prob)
 
     def __call__(self, images: Sequence[Tensor], boxes_xyxy: Sequence[Tensor],
                  flip: Optional[bool] = None) -> Tuple[List[Tensor], List[Tensor], bool]:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from arn_lightning.models.association import FUSION_MODES
-from arn_lightning.models.backbone import BACKBONES, STAGES, STRIDE_STAGES, Backbone
+from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGES, Backbone
 from arn_lightning.models.entity import EntityDecoder, EntityOutputs
 from arn_lightning.models.heads import CosineClassifier
 from arn_lightning.models.outputs import BRANCHES, ARNOutput
@@ -50,6 +50,8 @@ class ARNConfig:
             when it can be neither found in torch's hub cache nor downloaded) or a local state-dict path.
         backbone_stride: 32 (``layer4``, the paper) or 16 (``layer3`` output; for tiny inputs).
         train_backbone: False freezes the whole backbone.
+        backbone_norm: ``"frozen"`` BatchNorm (DETR, the paper: pretrained trunks) or ``"batch"`` (trainable, for a
+            trunk trained from random weights, e.g. the synthetic demo).
         freeze_backbone_layers: leading backbone stages frozen (stem, layer1, ..., layer4); 2 = stem + layer1.
         hidden_dim: transformer width ``D``.
         nheads: attention heads.
@@ -78,6 +80,9 @@ class ARNConfig:
         position_temperature: temperature of the sine position encoding.
         logit_scale_init: initial log logit scale of the cosine classifiers (``log(1/0.07)``).
         logit_scale_max: upper bound of the cosine classifiers' logit scale.
+        triplet_prior: when set, the triplet classifiers get a learnable logit bias initialised so that every class
+            starts at this probability (the focal-loss prior of RetinaNet, e.g. 0.01); speeds up short trainings from
+            random text embeddings. None (the paper): no bias on the cosine logits.
     """
 
     backbone: str = "resnet50"
@@ -85,6 +90,7 @@ class ARNConfig:
     backbone_stride: int = 32
     train_backbone: bool = True
     freeze_backbone_layers: int = 2
+    backbone_norm: str = "frozen"
     hidden_dim: int = 256
     nheads: int = 8
     ffn_dim: int = 2048
@@ -111,6 +117,7 @@ class ARNConfig:
     position_temperature: float = 10000.0
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = 100.0
+    triplet_prior: Optional[float] = None
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -119,6 +126,8 @@ class ARNConfig:
             raise ValueError("Expected pap=True with ha=True (HA runs inside the PAP layer) but got pap=False")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Expected dropout in [0, 1) but got {self.dropout}")
+        if self.triplet_prior is not None and not 0.0 < self.triplet_prior < 1.0:
+            raise ValueError(f"Expected triplet_prior in (0, 1) or None but got {self.triplet_prior}")
         if not math.isfinite(self.logit_scale_init) or self.logit_scale_max <= 1.0:
             raise ValueError(
                 f"Expected a finite logit_scale_init and logit_scale_max > 1 but got "
@@ -126,7 +135,7 @@ class ARNConfig:
             )
 
     def _check_choices(self) -> None:
-        choices = {"backbone": BACKBONES, "task": TASKS, "entity_fusion": FUSION_MODES,
+        choices = {"backbone": BACKBONES, "task": TASKS, "entity_fusion": FUSION_MODES, "backbone_norm": tuple(NORMS),
                    "backbone_stride": tuple(STRIDE_STAGES)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -189,7 +198,7 @@ class ARN(nn.Module):
         d = config.hidden_dim
         layer = dict(d_model=d, nhead=config.nheads, dim_feedforward=config.ffn_dim, dropout=config.dropout)
         self.backbone = Backbone(config.backbone, config.backbone_weights, config.backbone_stride,
-                                 config.train_backbone, config.freeze_backbone_layers)
+                                 config.train_backbone, config.freeze_backbone_layers, config.backbone_norm)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
         self.position = SinePositionEncoding(d, config.position_temperature)
         self.encoder = TransformerEncoder(config.enc_layers, **layer)
@@ -207,10 +216,15 @@ class ARN(nn.Module):
     def _branch_classifier(self, kind: str) -> nn.Module:
         c = self.config
         k = self.triplet_index(kind)[0].numel()
+        # RetinaNet-style prior (Lin et al. 2017): start every class at probability triplet_prior.
+        bias = None if c.triplet_prior is None else -math.log((1.0 - c.triplet_prior) / c.triplet_prior)
         if c.clip_triplets:
             return CosineClassifier(c.hidden_dim, c.clip_embed_dim, k, logit_scale_init=c.logit_scale_init,
-                                    logit_scale_max=c.logit_scale_max)
-        return nn.Linear(c.hidden_dim, k)
+                                    logit_scale_max=c.logit_scale_max, bias_init=bias)
+        linear = nn.Linear(c.hidden_dim, k)
+        if bias is not None:
+            nn.init.constant_(linear.bias, bias)
+        return linear
 
     # ------------------------------------------------------------------ triplet classes
     def triplet_index(self, kind: str) -> Tuple[Tensor, Tensor]:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Supported torchvision ResNets.
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+#: Normalisation layers of the trunk: DETR's frozen BatchNorm (pretrained trunks) or trainable BatchNorm (from scratch).
+NORMS = {"frozen": FrozenBatchNorm2d, "batch": nn.BatchNorm2d}
 #: Output stride -> the last stage kept.
 STRIDE_STAGES: Dict[int, str] = {32: "layer4", 16: "layer3"}
 #: Stages in order; ``freeze_layers = k`` freezes the first k (the stem is ``conv1`` + ``bn1``).
@@ -93,10 +95,14 @@ class Backbone(nn.Module):
         stride: output stride, 32 (``layer4``) or 16 (``layer3``).
         train_backbone: False freezes every backbone parameter.
         freeze_layers: number of leading stages of :data:`STAGES` frozen (2 = stem + ``layer1``, as DETR).
+        norm: ``"frozen"`` (DETR: BatchNorm statistics and affine fixed, for pretrained weights) or ``"batch"``
+            (trainable BatchNorm, for a trunk trained from random weights, where frozen BatchNorm is the identity
+            and the residual activations grow unnormalised).
     """
 
     def __init__(
         self, name: str, weights: Optional[str], stride: int, train_backbone: bool, freeze_layers: int,
+        norm: str = "frozen",
     ) -> None:
         super().__init__()
         if name not in BACKBONES:
@@ -105,7 +111,9 @@ class Backbone(nn.Module):
             raise ValueError(f"Expected backbone stride in {tuple(STRIDE_STAGES)} but got {stride}")
         if not 0 <= freeze_layers <= len(STAGES):
             raise ValueError(f"Expected freeze_layers in [0, {len(STAGES)}] but got {freeze_layers}")
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        if norm not in NORMS:
+            raise ValueError(f"Expected backbone norm in {tuple(NORMS)} but got {norm!r}")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=NORMS[norm])
         load_resnet_weights(resnet, name, weights)
         last = STRIDE_STAGES[stride]
         # The channel count of the last kept stage: fc reads layer4; layer3 has half of it.

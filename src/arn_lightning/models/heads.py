@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,8 @@ class CosineClassifier(nn.Module):
         num_extra: number of extra learned classes appended after the ``K`` classes.
         logit_scale_init: initial value of the log logit scale.
         logit_scale_max: upper bound of the (exponentiated) logit scale.
+        bias_init: when set, a learnable per-class logit bias starting at this value (a focal-loss prior:
+            ``-log((1 - p) / p)`` for a prior probability ``p``); None: no bias (plain cosine logits).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class CosineClassifier(nn.Module):
         num_extra: int = 0,
         logit_scale_init: float = math.log(1 / 0.07),
         logit_scale_max: float = 100.0,
+        bias_init: Optional[float] = None,
     ) -> None:
         super().__init__()
         if num_classes < 1 or num_extra < 0:
@@ -73,6 +77,8 @@ class CosineClassifier(nn.Module):
         self.extra_embeds = nn.Parameter(torch.randn(num_extra, embed_dim)) if num_extra else None
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self.log_scale_max = math.log(logit_scale_max)
+        self.bias = nn.Parameter(torch.full((num_classes + num_extra,), float(bias_init))) if bias_init is not None \
+            else None
 
     @property
     def num_outputs(self) -> int:
@@ -88,7 +94,8 @@ class CosineClassifier(nn.Module):
         """``x`` ``[..., D]`` -> logits ``[..., K + num_extra]``."""
         feats = F.normalize(self.proj(x), dim=-1)  # [..., E]
         scale = self.logit_scale.clamp(max=self.log_scale_max).exp()
-        return scale * feats @ self.embeddings().t()
+        logits = scale * feats @ self.embeddings().t()
+        return logits if self.bias is None else logits + self.bias
 
     @torch.no_grad()
     def load_text_embeddings(self, embeds: Tensor, name: str) -> None:

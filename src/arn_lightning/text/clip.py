@@ -103,7 +103,11 @@ class ClipConfig:
 
 
 # --------------------------------------------------------------------------------------------------- tiny CLIP
-def register_tiny_clip(name: str = "arn-tiny-clip") -> str:
+#: Name under which :func:`register_tiny_clip` registers the tiny tower by default.
+TINY_CLIP_NAME = "arn-tiny-clip"
+
+
+def register_tiny_clip(name: str = TINY_CLIP_NAME) -> str:
     """Register :data:`TINY_CLIP_CONFIG` with open_clip under ``name`` (idempotent) and return ``name``.
 
     Use it with ``ClipConfig(clip_model=name, clip_pretrained=None)``: no download, a few MB, milliseconds per call.
@@ -139,6 +143,8 @@ class ResolvedWeights:
 
 
 def _check_model_name(config: ClipConfig) -> None:
+    if config.clip_model == TINY_CLIP_NAME:
+        register_tiny_clip()  # a config naming the tiny tower works without a Python call first
     if open_clip.get_model_config(config.clip_model) is None:
         raise ValueError(
             f"Expected clip_model to be an open_clip architecture ({', '.join(open_clip.list_models()[:8])}, ...; "

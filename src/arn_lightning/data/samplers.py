@@ -1,0 +1,140 @@
+"""Samplers and the resumable training loader.
+
+Training resumes exactly (``--ckpt_path``): the clip order of an epoch is a permutation seeded by ``(seed, epoch)``,
+each drawn clip carries its own augmentation seed (so a flip never depends on a worker's RNG), and the training
+loader saves its position (epoch, batches done) in the checkpoint through Lightning's ``state_dict`` /
+``load_state_dict`` protocol for stateful loaders. Evaluation loaders are split across processes without padding, so
+that every frame is scored exactly once under DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+#: One training draw: ``(clip index, augmentation seed)``.
+Draw = Tuple[int, int]
+
+
+class _Length:
+    """A sized stand-in for a dataset (DistributedSampler only needs ``len``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class EpochSampler(DistributedSampler):
+    """Training draws: a ``(seed, epoch)``-seeded permutation, split across ``num_replicas`` processes.
+
+    A subclass of ``DistributedSampler`` so that Lightning keeps it under DDP instead of wrapping it (Lightning calls
+    :meth:`set_epoch` at every epoch start). Like ``DistributedSampler`` it pads the permutation with its first
+    draws so that every process takes the same number of steps (training only; the evaluation samplers never pad).
+
+    Args:
+        size: number of clips.
+        num_replicas: processes (the world size).
+        rank: this process.
+        seed: base seed of the order and of the augmentation seeds.
+        shuffle: permute the clips (False: in order, for debugging).
+    """
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True) -> None:
+        if size < 1:
+            raise ValueError(f"Expected at least one training clip but got {size}")
+        super().__init__(_Length(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.size = size
+        self._skip = 0  # draws of the current epoch already consumed before a resume
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` (a resume position of another epoch is dropped)."""
+        if epoch != self.epoch:
+            self._skip = 0
+        super().set_epoch(epoch)
+
+    def resume(self, epoch: int, draws_done: int) -> None:
+        """Continue ``epoch`` after its first ``draws_done`` draws of this process (the rest of the epoch follows)."""
+        if draws_done >= self.num_samples:  # the epoch was finished: the next one starts from its beginning
+            epoch, draws_done = epoch + 1, 0
+        self.epoch, self._skip = epoch, max(0, draws_done)
+
+    def draws(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(clip indices, augmentation seeds)`` of this process for ``epoch``, ``num_samples`` each."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        seeds = rng.integers(0, 2**62, size=self.size)  # tied to the clip's position in the epoch
+        pad = self.total_size - self.size
+        if pad:
+            order = np.concatenate([order, np.resize(order, pad)])
+            seeds = np.concatenate([seeds, np.resize(seeds, pad) + 1])
+        return order[self.rank:self.total_size:self.num_replicas], seeds[self.rank:self.total_size:self.num_replicas]
+
+    def __iter__(self) -> Iterator[Draw]:
+        order, seeds = self.draws(self.epoch)
+        start, self._skip = self._skip, 0
+        for index, seed in zip(order[start:].tolist(), seeds[start:].tolist()):
+            yield int(index), int(seed)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class UnpaddedSampler(DistributedSampler):
+    """Evaluation order split across processes without padding: process ``r`` takes items ``r, r + W, ...``.
+
+    Every item is seen exactly once over all processes (``DistributedSampler`` would repeat some to even the
+    processes out, which double-counts frames in a recall metric). Processes may take one step more than others;
+    the metrics reduce sums, so this is harmless.
+    """
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(_Length(size), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.size = size
+        self.num_samples = len(range(rank, size, num_replicas))
+        self.total_size = size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ResumableLoader(DataLoader):
+    """The training ``DataLoader`` whose position is saved in Lightning checkpoints.
+
+    Its ``sampler`` must be an :class:`EpochSampler`. ``batches_done`` is a callable giving the number of batches
+    the training loop has finished in the current epoch (the data module reads it from the trainer): the loader
+    itself cannot count them, since Lightning fetches one batch ahead.
+    """
+
+    def __init__(self, *args: Any, batches_done: Optional[Callable[[], int]] = None,
+                 generator_seed: int = 0, **kwargs: Any) -> None:
+        # Worker seeds come from this generator, never from the global RNG (whose state the checkpoint restores).
+        kwargs.setdefault("generator", torch.Generator().manual_seed(generator_seed))
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochSampler):
+            raise TypeError(f"Expected an EpochSampler but got {type(self.sampler).__name__}")
+        self.batches_done = batches_done
+
+    def state_dict(self) -> Dict[str, int]:
+        """``{"epoch", "batches_done", "batch_size"}`` of the training loop's position."""
+        done = int(self.batches_done()) if self.batches_done is not None else 0
+        return {"epoch": int(self.sampler.epoch), "batches_done": done, "batch_size": int(self.batch_size or 1)}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continue after the saved position (the next epoch when the saved one was finished)."""
+        missing = {"epoch", "batches_done", "batch_size"} - set(state)
+        if missing:
+            raise KeyError(f"Expected a training loader state with {sorted(missing)} but got {sorted(state)}")
+        if int(state["batch_size"]) != self.batch_size:
+            raise ValueError(
+                f"Expected to resume with the checkpoint's batch size {state['batch_size']} but the data module "
+                f"has batch_size={self.batch_size}; resuming exactly needs the same batch size"
+            )
+        self.sampler.resume(int(state["epoch"]), int(state["batches_done"]) * int(state["batch_size"]))

@@ -18,7 +18,9 @@ import yaml
 
 from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.lit_module import ARNLitModule
-from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, train_root, write_config  # noqa: F401
+from train_fixtures import (  # noqa: F401 - train_root is a fixture
+    REPO, assert_same_state, model_state, run_cli, tiny_config, train_root, write_config,
+)
 
 CONSTRAINTS = ("with", "semi", "no")
 KS = (10, 20, 50, 100)
@@ -31,7 +33,8 @@ def fitted(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[s
     config = tiny_config(train_root, work, max_steps=-1, max_epochs=2, limit_train_batches=2)
     cli = run_cli(["fit", "--config", str(write_config(config, work / "tiny.yaml"))])
     callback = cli.trainer.checkpoint_callback
-    return {"cli": cli, "work": work, "best": Path(callback.best_model_path), "last": Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt",
+    return {"cli": cli, "work": work, "best": Path(callback.best_model_path),
+            "last": Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt",
             "log_dir": Path(cli.trainer.log_dir), "state": model_state(cli.model)}
 
 
@@ -83,7 +86,8 @@ def test_predcls_fit_test_evaluate_agree_on_non_zero_recall(train_root: Path, tm
     fit = run_cli(["fit", "--config", str(write_config(config, tmp_path / "predcls.yaml"))])
     saved = Path(fit.trainer.log_dir) / "config.yaml"
     out = tmp_path / "test"
-    cli = run_cli(["test", "--config", str(saved), f"--ckpt_path={Path(fit.trainer.log_dir) / 'checkpoints' / 'last.ckpt'}",
+    last = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    cli = run_cli(["test", "--config", str(saved), f"--ckpt_path={last}",
                    f"--model.predictions_dir={out}", "--trainer.logger=false"])
     metrics = cli.model.last_metrics
     # (semi keeps spatial / contacting scores above 0.9 only, which a briefly trained model does not reach)

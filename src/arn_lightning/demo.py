@@ -104,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("[demo] training (LightningCLI fit)")
     fit = _cli(["fit", "--config", str(args.config), f"--data.root={root}", f"--trainer.default_root_dir={out}/train",
                 f"--trainer.logger.init_args.save_dir={out}/train", *extra])
-    best = Path(fit.trainer.checkpoint_callback.best_model_path or Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    last = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"  # when no validation ran before max_time
+    best = Path(fit.trainer.checkpoint_callback.best_model_path or last)
     saved_config = Path(fit.trainer.log_dir) / "config.yaml"
     print(f"[demo] testing {best.name} (LightningCLI test from {saved_config})")
     trained = _test_metrics(saved_config, root, out, best, [])

@@ -7,7 +7,8 @@ Warm-up steps are excluded from the timing.
 
 Presets:
     ``paper``: ResNet-50, D 256, 6 / 3 / 3 layers, Q 100, T 3, resize 600 / 1000, batch 8 clips (ARN_SPEC.md).
-    ``demo``: the synthetic demo configuration (``configs/synthetic_demo.yaml`` sizes).
+    ``demo``: the synthetic demo configuration (``configs/synthetic_demo.yaml`` sizes: ResNet-18 to stride 16, D 128,
+    2 / 2 / 2 layers, Q 10, T 2, resize 96 / 128, batch 8 clips).
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "clip_model": "ViT-B-32", "clip_len": 3, "resize": (600, 1000), "batch_size": 8,
     },
     "demo": {
-        "arch": dict(backbone="resnet18", backbone_stride=16, hidden_dim=128, nheads=4, ffn_dim=512, enc_layers=2,
-                     entity_layers=2, predicate_layers=2, num_queries=8, clip_embed_dim=64, freeze_backbone_layers=0,
-                     distill=False),
-        "clip_model": "arn-tiny-clip", "clip_len": 3, "resize": (96, 128), "batch_size": 8,
+        "arch": dict(backbone="resnet18", backbone_stride=16, backbone_norm="batch", hidden_dim=128, nheads=4,
+                     ffn_dim=512, dropout=0.0, enc_layers=2, entity_layers=2, predicate_layers=2, num_queries=10,
+                     clip_embed_dim=16, freeze_backbone_layers=0, distill=False, triplet_prior=0.01),
+        "clip_model": "arn-tiny-clip", "clip_len": 2, "resize": (96, 128), "batch_size": 8,
     },
 }
 

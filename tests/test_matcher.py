@@ -13,6 +13,7 @@ from arn_lightning.matcher import (
     triplet_targets,
 )
 from arn_lightning.models.outputs import ARNOutput
+from output_fixtures import class_logits
 
 S = [0.5, 0.5, 0.2, 0.2]  # person box, normalised cxcywh
 A = [0.25, 0.25, 0.1, 0.1]
@@ -33,15 +34,6 @@ def target(labels, attention, spatial=None, contacting=None, sub=None, obj=None)
         "spatial": torch.tensor(spatial or [[0] * 6] * n, dtype=torch.long).reshape(n, 6),
         "contacting": torch.tensor(contacting or [[0] * 17] * n, dtype=torch.long).reshape(n, 17),
     }
-
-
-def class_logits(rows):
-    """Logits [Q, 37] whose softmax is the given {class: prob} per query (0 elsewhere)."""
-    probs = torch.full((len(rows), 37), 1e-12)
-    for q, row in enumerate(rows):
-        for c, p in row.items():
-            probs[q, c] = p
-    return probs.log()
 
 
 def outputs(obj_logits, sub, obj, branch_probs=None, sizes=(3, 6, 17), query_mask=None):

@@ -18,15 +18,6 @@ CATEGORIES = {
 E = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads stall badly on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_config(**overrides) -> ARNConfig:
     base = dict(backbone="resnet18", hidden_dim=32, nheads=2, ffn_dim=64, enc_layers=1, entity_layers=2,
                 predicate_layers=2, num_queries=4, num_frames=3, clip_embed_dim=E)

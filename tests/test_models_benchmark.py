@@ -2,21 +2,9 @@
 
 import re
 
-import pytest
-import torch
-
 from arn_lightning.benchmarks import model as bench
 from arn_lightning.cli import main as cli_main
 from arn_lightning.models.arn import ARN
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads stall badly on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_all_triplet_categories():

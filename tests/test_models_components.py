@@ -21,15 +21,6 @@ from arn_lightning.models.transformer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads stall badly on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------- position encoding
 def test_sine_encoding_values_and_padding_invariance():
     enc = SinePositionEncoding(8)

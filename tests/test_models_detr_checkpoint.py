@@ -41,15 +41,6 @@ INVERSE_PREFIXES = {
 DETR_DECODER_LAYERS = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads stall badly on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def r50_config(**overrides) -> ARNConfig:
     """DETR-R50 widths with the paper's 6 encoder / 3 entity layers; small predicate side to stay fast."""
     base = dict(predicate_layers=1, pap=False, ha=False, ffn_dim=2048, clip_embed_dim=16, temporal_layers=0)

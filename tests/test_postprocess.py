@@ -10,6 +10,7 @@ import torch
 from arn_lightning.matcher import TripletVocabulary
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, to_jsonable
+from output_fixtures import class_logits
 
 TRIPLETS = TripletVocabulary.from_categories(
     {"attention": [[0, 11], [1, 11]], "spatial": [[5, 11]], "contacting": [[14, 11], [14, 8]]}
@@ -18,14 +19,6 @@ TRIPLETS = TripletVocabulary.from_categories(
 
 def logit(p):
     return math.log(p / (1 - p))
-
-
-def class_logits(rows):
-    probs = torch.full((len(rows), 37), 1e-12)
-    for q, row in enumerate(rows):
-        for c, p in row.items():
-            probs[q, c] = p
-    return probs.log()
 
 
 def sgdet_outputs():

@@ -118,7 +118,8 @@ def test_load_from_checkpoint_in_plain_python_round_trips(fitted: Dict[str, Any]
 
 
 def _resume_config(root: Path, work: Path, max_steps: int) -> Dict[str, Any]:
-    config = tiny_config(root, work, max_steps=max_steps, max_epochs=-1, limit_train_batches=5, limit_val_batches=1)
+    config = tiny_config(root, work, max_steps=max_steps, max_epochs=-1, limit_train_batches=5, limit_val_batches=1,
+                         deterministic=True)  # the deterministic mode runs too
     config["model"]["optim"]["lr_drop_epoch"] = 1  # the step decay happens inside the compared window
     config["trainer"]["callbacks"] = [{
         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",

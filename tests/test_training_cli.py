@@ -242,3 +242,16 @@ def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.Ca
     assert summary["frames"] and all(Path(p).is_file() for p in summary["frames"])
     printed = capsys.readouterr().out
     assert "untrained model" in printed and "trained model" in printed and "semi" in printed
+
+
+@pytest.mark.parametrize("trainer", sorted(p.name for p in (REPO / "configs" / "trainer").glob("*.yaml")))
+def test_every_trainer_override_parses_onto_the_paper_config(trainer: str, capsys: pytest.CaptureFixture) -> None:
+    layer = yaml.safe_load((REPO / "configs" / "trainer" / trainer).read_text())
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(REPO / "configs" / "ag_sgdet.yaml"), "--config",
+                 str(REPO / "configs" / "trainer" / trainer), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for key, value in layer.get("trainer", {}).items():
+        if not isinstance(value, (dict, list)):
+            assert printed["trainer"][key] == value, (trainer, key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -20,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from arn_lightning.inference.draw import annotate_frame
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.inference.graph import FrameGraph, frame_number, rank_triplets
 from arn_lightning.vocab import PREDICATE_TYPES, PREDICATES, predicate_type
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
     gt = ground_truth_prediction(target)
     pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
     halves = [
-        annotate_frame(frame, FrameGraph(0, 0, 0.0, p, rank_triplets(p, top_k=k, threshold=t)))
+        annotate_frame(frame, FrameGraph(0, frame_number(target["frame"]), math.nan, p,
+                                         rank_triplets(p, top_k=k, threshold=t)))
         for p, k, t in ((pred, top_k, threshold), (gt, len(PREDICATES) * len(gt["pairs"]), 0.5))
     ]
     canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")

@@ -9,6 +9,7 @@ fit are counted in a last ``+ n more`` line.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
@@ -98,7 +99,10 @@ def draw_boxes(image: Image.Image, graph: FrameGraph) -> Image.Image:
 def panel_lines(graph: FrameGraph, height: int) -> List[Tuple[str, Optional[str]]]:
     """The panel's text lines with the colour of their marker (``None``: no marker), as many as fit ``height``."""
     capacity = max(0, (height - _margin(height)) // _line_step(height))
-    lines: List[Tuple[str, Optional[str]]] = [(f"t = {graph.timestamp:.2f} s   frame {graph.source_index}", None)]
+    head = f"frame {graph.source_index}"  # a dataset frame without a known time (NaN) shows its number alone
+    if math.isfinite(graph.timestamp):
+        head = f"t = {graph.timestamp:.2f} s   {head}"
+    lines: List[Tuple[str, Optional[str]]] = [(head, None)]
     triplets = graph.triplets
     if not triplets:
         lines.append(("no triplet above the threshold", None))

@@ -24,6 +24,13 @@ from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES, predicate_type
 DEFAULT_TOP_K = 10
 #: Default minimum triplet score (subject x object x predicate).
 DEFAULT_THRESHOLD = 0.1
+def frame_number(key: str) -> int:
+    """The frame number of an AG frame key ``<VID>.mp4/<NNNNNN>.png`` (its 0-based index in the video); -1 for a key
+    without one."""
+    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    return int(stem) if stem.isdigit() else -1
+
+
 #: Digits kept for the timestamps and triplet scores written to JSON.
 JSON_FLOAT_DIGITS = 6
 
@@ -115,7 +122,8 @@ class FrameGraph:
     Attributes:
         index: position among the sampled frames.
         source_index: frame number in the source video (position in an image folder).
-        timestamp: seconds from the start of the video.
+        timestamp: seconds from the start of the video (NaN for a dataset frame whose time is unknown; drawn
+            without it).
         prediction: the per-frame prediction (ARCHITECTURE.md section 4) on the CPU; ``prediction["frame"]`` is
             the frame key.
         triplets: the ranked triplets (:func:`rank_triplets`).

@@ -86,13 +86,10 @@ def test_font_scales_with_the_frame(height: int, expected: int) -> None:
     assert font_size(height) == expected
 
 
-def test_a_dataset_frame_without_a_time_shows_its_number_from_the_key() -> None:
+def test_a_dataset_frame_without_a_time_shows_its_number_alone() -> None:
     import dataclasses
     import math
 
-    from arn_lightning.inference.graph import frame_number
-
     graph = _graph()
-    assert frame_number(graph.prediction["frame"]) == 3 and frame_number("odd/name") == -1
     untimed = dataclasses.replace(graph, timestamp=math.nan)
     assert panel_lines(untimed, HEIGHT)[0] == ("frame 3", None)

@@ -21,7 +21,8 @@ from PIL import Image
 from torch import Tensor
 
 from arn_lightning.inference.draw import annotate_frame
-from arn_lightning.inference.graph import FrameGraph, frame_number, rank_triplets
+from arn_lightning.data.ag import parse_frame_key
+from arn_lightning.inference.graph import FrameGraph, rank_triplets
 from arn_lightning.vocab import PREDICATE_TYPES, PREDICATES, predicate_type
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
     frame = denormalise(example["image"], example["size"], target["orig_size"])
     gt = ground_truth_prediction(target)
     pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
+    number = parse_frame_key(target["frame"], "the validation batch")[1]
     halves = [
-        annotate_frame(frame, FrameGraph(0, frame_number(target["frame"]), math.nan, p,
-                                         rank_triplets(p, top_k=k, threshold=t)))
+        annotate_frame(frame, FrameGraph(0, number, math.nan, p, rank_triplets(p, top_k=k, threshold=t)))
         for p, k, t in ((pred, top_k, threshold), (gt, len(PREDICATES) * len(gt["pairs"]), 0.5))
     ]
     canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")

@@ -61,7 +61,8 @@ def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> 
     from PIL import Image
 
     from arn_lightning.inference.draw import annotate_frame
-    from arn_lightning.inference.graph import FrameGraph, frame_number, rank_triplets
+    from arn_lightning.data.ag import parse_frame_key
+    from arn_lightning.inference.graph import FrameGraph, rank_triplets
     from arn_lightning.metrics.predictions import read_predictions
 
     out.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,8 @@ def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> 
         if i == count:
             break
         image = Image.open(root / "frames" / pred["frame"]).convert("RGB")
-        graph = FrameGraph(i, frame_number(pred["frame"]), math.nan, pred, rank_triplets(pred, top_k=6, threshold=0.05))
+        number = parse_frame_key(pred["frame"], str(predictions))[1]
+        graph = FrameGraph(i, number, math.nan, pred, rank_triplets(pred, top_k=6, threshold=0.05))
         path = out / (pred["frame"].replace("/", "_"))
         annotate_frame(image, graph).save(path)
         paths.append(path)

@@ -257,9 +257,9 @@ class ARNLitModule(L.LightningModule):
         self._log_metrics("test", self.test_metrics)
         if self.eval_config.save_predictions:
             path = self.predictions_path("test").with_name(METRICS_FILE)  # on every rank: log_dir broadcasts
-        if self.eval_config.save_predictions and self.global_rank == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self.last_metrics, indent=1, sort_keys=True))
+            if self.global_rank == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self.last_metrics, indent=1, sort_keys=True))
         self._flush_predictions("test")
 
     def on_predict_epoch_end(self) -> None:

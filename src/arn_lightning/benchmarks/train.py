@@ -83,10 +83,8 @@ def _module(args: argparse.Namespace, preset: Dict[str, Any], triplets: Dict[str
     from arn_lightning.criterion import LossConfig
     from arn_lightning.lit_module import ARNLitModule
     from arn_lightning.models.arn import ARNConfig
-    from arn_lightning.text.clip import ClipConfig, register_tiny_clip
+    from arn_lightning.text.clip import ClipConfig
 
-    if preset["clip_model"] == "arn-tiny-clip":
-        register_tiny_clip()
     arch = dict(preset["arch"], num_frames=preset["clip_len"])
     if args.distill is not None:
         arch["distill"] = args.distill

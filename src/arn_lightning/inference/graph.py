@@ -24,13 +24,6 @@ from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES, predicate_type
 DEFAULT_TOP_K = 10
 #: Default minimum triplet score (subject x object x predicate).
 DEFAULT_THRESHOLD = 0.1
-def frame_number(key: str) -> int:
-    """The frame number of an AG frame key ``<VID>.mp4/<NNNNNN>.png`` (its 0-based index in the video); -1 for a key
-    without one."""
-    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
-    return int(stem) if stem.isdigit() else -1
-
-
 #: Digits kept for the timestamps and triplet scores written to JSON.
 JSON_FLOAT_DIGITS = 6
 

@@ -255,3 +255,16 @@ def test_every_trainer_override_parses_onto_the_paper_config(trainer: str, capsy
     for key, value in layer.get("trainer", {}).items():
         if not isinstance(value, (dict, list)):
             assert printed["trainer"][key] == value, (trainer, key)
+
+
+def test_tensorboard_fallback_gets_the_scalars_and_the_validation_frames(train_root: Path, tmp_path: Path) -> None:
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                   "init_args": {"save_dir": str(tmp_path / "tb"), "name": "tiny"}}
+    cli = run_cli(["fit", "--config", str(write_config(config, tmp_path / "tb.yaml"))])
+    events = event_accumulator.EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert "val/with/R@20" in events.Tags()["scalars"] and "train/loss_step" in events.Tags()["scalars"]
+    assert {"val/scene_graph_0", "val/scene_graph_1"} <= set(events.Tags()["images"])
+    assert (Path(cli.trainer.log_dir) / "reports" / "val_per_predicate_no_R20.csv").is_file()

@@ -259,7 +259,9 @@ class ARNLitModule(L.LightningModule):
             path = self.predictions_path("test").with_name(METRICS_FILE)  # on every rank: log_dir broadcasts
             if self.global_rank == 0:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(self.last_metrics, indent=1, sort_keys=True))
+                tmp = path.with_name(path.name + ".tmp")  # complete or absent, like the prediction file
+                tmp.write_text(json.dumps(self.last_metrics, indent=1, sort_keys=True))
+                os.replace(tmp, path)
         self._flush_predictions("test")
 
     def on_predict_epoch_end(self) -> None:

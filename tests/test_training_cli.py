@@ -258,7 +258,8 @@ def test_every_trainer_override_parses_onto_the_paper_config(trainer: str, capsy
 
 
 def test_tensorboard_fallback_gets_the_scalars_and_the_validation_frames(train_root: Path, tmp_path: Path) -> None:
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.backend.event_processing import event_accumulator  # a test dependency (pyproject "test")
+
     config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                    "init_args": {"save_dir": str(tmp_path / "tb"), "name": "tiny"}}

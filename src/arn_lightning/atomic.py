@@ -1,0 +1,108 @@
+"""Atomic file writes: every file the project writes is complete or absent, never half written.
+
+A file is written to a temporary file in the destination's own folder (same file system), flushed to disk, and
+renamed over the destination (``os.replace``, atomic on POSIX and Windows). A crash, a kill or a full disk while
+writing leaves the previous version of the destination intact and no partial file under its name; the temporary
+file is removed when the write fails with an exception.
+
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> atomic_write_text(folder / "a.txt", "hello")
+>>> (folder / "a.txt").read_text()
+'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator, Union
+
+PathLike = Union[str, Path]
+#: Permission bits of a new file before the umask (what ``open(path, "w")`` would give; ``mkstemp`` gives 0600).
+FILE_MODE = 0o666
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_path(path: PathLike) -> Path:
+    """A new, empty temporary file beside ``path`` (hidden, ``.<name>.<random>.tmp``); the caller renames it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def commit(tmp: PathLike, path: PathLike) -> None:
+    """Flush ``tmp`` to disk, give it the permissions of a normally created file and rename it to ``path``."""
+    tmp = Path(tmp)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, FILE_MODE & ~_umask())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``path`` through (for libraries that take a file name: ``torch.save``,
+    ``PIL.Image.save``, a video encoder); on a clean exit it replaces ``path``, on an exception it is removed.
+
+    Raises:
+        OSError: the folder cannot be created or written (a full disk while writing, for one).
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO[Any]]:
+    """``open(path, mode)`` through a temporary file (``mode`` ``"w"`` or ``"wb"``), renamed on a clean exit."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"Expected mode 'w' or 'wb' for an atomic write but got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w", encoding=encoding) as handle:
+        handle.write(text)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_json(path: PathLike, obj: Any, **dumps_kwargs: Any) -> None:
+    """Write ``json.dumps(obj, **dumps_kwargs)`` to ``path`` atomically (``indent=1, sort_keys=True`` by default)."""
+    dumps_kwargs.setdefault("indent", 1)
+    dumps_kwargs.setdefault("sort_keys", True)
+    atomic_write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+def atomic_save(writer: Callable[[Path], Any], path: PathLike) -> None:
+    """Call ``writer(tmp)`` to produce the file, then rename ``tmp`` to ``path`` (e.g.
+    ``atomic_save(lambda p: torch.save(obj, p), path)``)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+__all__ = ["FILE_MODE", "atomic_open", "atomic_path", "atomic_save", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "commit", "temporary_path"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, List, Sequence
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
 
 import av
 import numpy as np
@@ -46,6 +48,166 @@ def write_video(path: Path, frames: Sequence[Image.Image], fps: int, codec: str 
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return path
+
+
+def grey_frames(count: int, size: Sequence[int] = (64, 48), step: int = 20) -> List[np.ndarray]:
+    """``count`` flat RGB frames ``uint8 [H, W, 3]``; frame i has grey level ``step * i``."""
+    width, height = size
+    return [np.full((height, width, 3), step * i, dtype=np.uint8) for i in range(count)]
+
+
+def corner_frames(count: int, size: Sequence[int] = (64, 48)) -> List[np.ndarray]:
+    """``count`` grey RGB frames ``uint8 [H, W, 3]`` with a white 8x8 square in the stored top-left corner (so a
+    rotation shows), and frame i's grey level ``10 * i`` elsewhere (so frames differ)."""
+    frames = grey_frames(count, size, step=10)
+    for pixels in frames:
+        pixels[:8, :8] = 255
+    return frames
+
+
+def write_lossless_video(path: Path, frames: Sequence[np.ndarray], fps: int = 10,
+                         times_ms: Optional[Sequence[int]] = None) -> Path:
+    """Encode RGB frames ``uint8 [H, W, 3]`` losslessly (libx264rgb, qp 0: decoded pixels equal the input) with
+    plain PyAV, independent of the code under test.
+
+    Args:
+        path: the file (its suffix picks the container, mp4 for ``.mp4``).
+        frames: the frames, all of one size.
+        fps: the stream's nominal frame rate.
+        times_ms: presentation time of each frame in milliseconds (a variable frame rate), default ``i / fps``.
+    """
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264rgb", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24"
+        stream.options = {"qp": "0"}
+        if times_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            if times_ms is not None:
+                frame.pts, frame.time_base = int(times_ms[i]), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def write_video_with_audio(path: Path, frames: Sequence[np.ndarray], fps: int = 10, video_start_ms: int = 0,
+                           audio_seconds: float = 1.0) -> Path:
+    """A lossless video (see :func:`write_lossless_video`) plus a silent AAC track from time 0; the first video frame
+    is at ``video_start_ms`` (a recording whose picture starts after its sound)."""
+    height, width = frames[0].shape[:2]
+    rate = 8000
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("libx264rgb", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "rgb24"
+        video.options = {"qp": "0"}
+        video.codec_context.time_base = Fraction(1, 1000)
+        audio = container.add_stream("aac", rate=rate)
+        audio.layout = "mono"
+        for start in range(0, int(audio_seconds * rate), 1024):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = rate, start, Fraction(1, rate)
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = video_start_ms + round(1000 * i / fps), Fraction(1, 1000)
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+    return path
+
+
+#: Track-header display matrices (16.16 fixed point a, b, c, d) that show the stored frame turned clockwise.
+_CLOCKWISE = {0: (1, 0, 0, 1), 90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, -1, 1, 0)}
+
+
+def set_display_rotation(path: Path, clockwise: int) -> Path:
+    """Patch the mp4 track header's display matrix of ``path`` in place so that players turn the frames
+    ``clockwise`` degrees (90: a portrait phone recording). Independent of PyAV's writer options."""
+    def matrix(a: int, b: int, c: int, d: int) -> bytes:
+        fixed = [(v * 0x10000) & 0xFFFFFFFF for v in (a, b, c, d)]
+        return struct.pack(">9I", fixed[0], fixed[1], 0, fixed[2], fixed[3], 0, 0, 0, 0x40000000)
+
+    data = path.read_bytes()
+    identity = matrix(*_CLOCKWISE[0])
+    start = data.index(identity, data.index(b"tkhd"))
+    path.write_bytes(data[:start] + matrix(*_CLOCKWISE[clockwise]) + data[start + len(identity):])
+    return path
+
+
+def faststart_video(path: Path, frames: Sequence[np.ndarray], fps: int = 10) -> Path:
+    """A lossless mp4 with its index (moov) before the frame data, so that a truncated copy still opens."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264rgb", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24"
+        stream.options = {"qp": "0"}
+        for pixels in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def _packets(path: Path) -> List[tuple]:
+    """``(position, size)`` in the file of each video packet with data, in file order."""
+    with av.open(str(path)) as container:
+        return sorted((packet.pos, packet.size) for packet in container.demux(video=0) if packet.size)
+
+
+def cut_video(path: Path, frames: int) -> Path:
+    """Cut a :func:`faststart_video` in place right after the data of its first ``frames`` frames (0 keeps only
+    the headers): a download that stopped between two frames."""
+    packets = _packets(path)
+    end = packets[frames - 1][0] + packets[frames - 1][1] if frames else packets[0][0]
+    path.write_bytes(path.read_bytes()[:end])
+    return path
+
+
+def corrupt_frame(path: Path, frame: int) -> Path:
+    """Zero the data of frame ``frame`` (0-based, file order) of a :func:`faststart_video` in place: the decoder
+    fails there."""
+    position, size = _packets(path)[frame]
+    data = bytearray(path.read_bytes())
+    data[position : position + size] = bytes(size)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def noisy_frames(count: int, size: Sequence[int] = (64, 48), seed: int = 0) -> List[np.ndarray]:
+    """``count`` random RGB frames (incompressible: a truncated file loses whole frames)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def mp4_without_streams(path: Path) -> Path:
+    """An mp4 whose header declares no stream at all (a recording stopped before its first frame)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height = 32, 32
+        container.start_encoding()
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    """A WAV file (one audio stream, no video) at ``path``, whatever its suffix."""
+    import wave
+
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(b"\0\0" * 800)
     return path
 
 

@@ -62,9 +62,12 @@ def test_json_lines_one_per_sampled_frame_with_fields(run_dir: Path, assets: Inf
     records = _records(run_dir)
     count = _expected_frames(assets)
     assert [r["index"] for r in records] == list(range(count))
-    assert [r["frame_index"] for r in records] == list(range(0, assets.num_video_frames, VIDEO_FPS // SAMPLE_FPS))
+    # 1-based decode order, as the Action Genome toolkit's ffmpeg numbers frames: every second frame is sampled
+    numbers = list(range(1, assets.num_video_frames + 1, VIDEO_FPS // SAMPLE_FPS))
+    assert [r["frame_index"] for r in records] == numbers
+    assert [r["frame"] for r in records] == [f"synthetic.mp4/{n:06d}.png" for n in numbers]
+    assert records[0]["frame"] == "synthetic.mp4/000001.png" and records[1]["frame"] == "synthetic.mp4/000003.png"
     assert [r["timestamp"] for r in records] == pytest.approx([i / SAMPLE_FPS for i in range(count)])
-    assert records[1]["frame"] == "synthetic.mp4/000002.png"
     expected = {"index", "frame_index", "timestamp", "frame", "boxes", "labels", "label_names", "scores", "pairs",
                 "attention", "spatial", "contacting", "triplets", "triplet_rows"}
     assert all(set(r) == expected for r in records)
@@ -169,7 +172,9 @@ def test_frame_folder_input_keeps_action_genome_keys(assets: InferAssets, tmp_pa
     assert infer_main(["--checkpoint", str(assets.checkpoint), "--input", str(folder), "--out", str(out),
                        "--fps", "1", "--causal", "--quiet"]) == 0
     records = _records(out)
-    assert [r["frame"] for r in records] == [f"{folder.name}/{p.name}" for p in sorted(folder.glob("*.png"))]
+    files = sorted(folder.glob("*.png"))
+    assert [r["frame"] for r in records] == [f"{folder.name}/{p.name}" for p in files]
+    assert [r["frame_index"] for r in records] == [int(p.stem) for p in files]  # the AG frame numbers
     assert [r["timestamp"] for r in records] == [float(i) for i in range(len(records))]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+import os
 import wave
 from pathlib import Path
 
@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from arn_lightning.data.decode import rotate_upright
+from arn_lightning.data.frames import dump_frames
 from arn_lightning.inference.video import DEFAULT_FPS, VideoError, VideoWriter, open_frames
-from infer_fixtures import FRAME_SIZE, decode_all, headers_only_mkv, moving_box_frames, write_video
+from infer_fixtures import (FRAME_SIZE, corner_frames, decode_all, headers_only_mkv, moving_box_frames,
+                            set_display_rotation, write_lossless_video, write_video)
 
 NATIVE_FPS = 10
 NUM_FRAMES = 25
@@ -27,12 +30,12 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sampling_keeps_one_frame_per_slot(video: Path) -> None:
     source = open_frames(video, fps=4)
     frames = list(source)
-    # 2.5 s at 4 fps: slots of 0.25 s; frame n is at n / 10 s, the first frame of each slot is kept.
+    # 2.5 s at 4 fps: slots of 0.25 s; frame n (1-based) is at (n - 1) / 10 s, the first frame of each slot is kept.
     assert [f.index for f in frames] == list(range(10))
-    kept = [0, 3, 5, 8, 10, 13, 15, 18, 20, 23]
+    kept = [1, 4, 6, 9, 11, 14, 16, 19, 21, 24]
     assert [f.source_index for f in frames] == kept
-    assert [f.timestamp for f in frames] == pytest.approx([n / NATIVE_FPS for n in kept])
-    assert frames[1].key == "clip.mp4/000003.png"
+    assert [f.timestamp for f in frames] == pytest.approx([(n - 1) / NATIVE_FPS for n in kept])
+    assert frames[1].key == "clip.mp4/000004.png"
     assert source.estimated_count == len(frames)
     assert frames[0].image.mode == "RGB"
     assert frames[0].image.size == (FRAME_SIZE[0] - 1, FRAME_SIZE[1] - 1)
@@ -40,16 +43,17 @@ def test_sampling_keeps_one_frame_per_slot(video: Path) -> None:
 
 def test_rate_above_the_native_rate_keeps_every_frame(video: Path) -> None:
     frames = list(open_frames(video, fps=100))
-    assert [f.source_index for f in frames] == list(range(NUM_FRAMES))
+    assert [f.source_index for f in frames] == list(range(1, NUM_FRAMES + 1))
+    assert frames[0].key == "clip.mp4/000001.png" and frames[-1].key == f"clip.mp4/{NUM_FRAMES:06d}.png"
     reference = decode_all(video)
-    assert np.array_equal(np.asarray(frames[7].image), np.asarray(reference[7]))
+    assert np.array_equal(np.asarray(frames[7].image), np.asarray(reference[7]))  # frame 8 is decode position 7
 
 
 def test_iterating_twice_gives_the_same_frames(video: Path) -> None:
     source = open_frames(video, fps=DEFAULT_FPS)
-    assert [f.key for f in source] == [f.key for f in source] == ["clip.mp4/000000.png", "clip.mp4/000005.png",
-                                                                   "clip.mp4/000010.png", "clip.mp4/000015.png",
-                                                                   "clip.mp4/000020.png"]
+    assert [f.key for f in source] == [f.key for f in source] == ["clip.mp4/000001.png", "clip.mp4/000006.png",
+                                                                   "clip.mp4/000011.png", "clip.mp4/000016.png",
+                                                                   "clip.mp4/000021.png"]
 
 
 def test_folder_frames_in_natural_order(tmp_path: Path) -> None:
@@ -61,7 +65,15 @@ def test_folder_frames_in_natural_order(tmp_path: Path) -> None:
     frames = list(open_frames(folder, fps=4))
     assert [f.key for f in frames] == ["001YG.mp4/1.png", "001YG.mp4/2.png", "001YG.mp4/10.png"]
     assert [f.timestamp for f in frames] == [0.0, 0.25, 0.5]
-    assert [f.source_index for f in frames] == [0, 1, 2]
+    assert [f.source_index for f in frames] == [1, 2, 10]  # every name is a number: the frame numbers
+
+
+def test_folder_frames_without_numbered_names_count_from_one(tmp_path: Path) -> None:
+    for name, image in zip(["b.png", "a.jpg", "7.png"], moving_box_frames(3)):
+        image.save(tmp_path / name)
+    frames = list(open_frames(tmp_path, fps=1))
+    assert [f.key.split("/")[1] for f in frames] == ["7.png", "a.jpg", "b.png"]
+    assert [f.source_index for f in frames] == [1, 2, 3]
 
 
 def test_folder_without_images_is_an_error(tmp_path: Path) -> None:
@@ -156,16 +168,52 @@ def test_written_video_reads_back_through_open_frames(tmp_path: Path) -> None:
     assert white.min() > 200 and isinstance(frames[0].image, Image.Image)
 
 
-def test_portrait_phone_video_is_turned_upright(tmp_path: Path) -> None:
-    landscape = np.zeros((32, 64, 3), dtype=np.uint8)
-    landscape[:8, :8] = 255  # a white corner, top left as stored
-    path = write_video(tmp_path / "phone.mp4", [Image.fromarray(landscape)] * 2, NATIVE_FPS, codec="libx264")
-    # The track header's display matrix of a portrait phone recording: turn 90 degrees clockwise to show.
-    data = path.read_bytes()
-    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-    start = data.index(identity, data.index(b"tkhd"))
-    portrait = struct.pack(">9I", 0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)
-    path.write_bytes(data[:start] + portrait + data[start + len(identity):])
-    image = np.asarray(next(iter(open_frames(path))).image)
-    assert image.shape == (64, 32, 3)
-    assert image[:6, -6:].min() > 200 and image[:6, :6].max() < 50  # the corner went to the top right
+@pytest.mark.parametrize("clockwise, corner, size", [
+    (90, "top right", (48, 64)), (180, "bottom right", (64, 48)), (270, "bottom left", (48, 64)),
+])
+def test_rotated_phone_video_is_turned_upright(tmp_path: Path, clockwise: int, corner: str, size: tuple) -> None:
+    path = set_display_rotation(write_lossless_video(tmp_path / "phone.mp4", corner_frames(2)), clockwise)
+    with av.open(str(path)) as container:  # the helper's matrix reads back as that rotation (counterclockwise)
+        assert next(container.decode(video=0)).rotation % 360 == (-clockwise) % 360
+    image = next(iter(open_frames(path))).image
+    assert image.size == size
+    pixels = np.asarray(image)
+    white = {"top right": pixels[:6, -6:], "bottom right": pixels[-6:, -6:], "bottom left": pixels[-6:, :6]}
+    assert white[corner].min() > 250 and pixels[:6, :6].max() < 5  # the white corner moved from the top left
+
+
+def test_odd_angles_rotate_like_ffmpeg_within_the_frame() -> None:
+    image = Image.fromarray(np.full((48, 64, 3), 200, dtype=np.uint8))
+    assert rotate_upright(image, 0.4) is image  # below one degree: untouched
+    assert rotate_upright(image, -89.5).size == (48, 64)  # within one degree of 90: a transpose
+    turned = rotate_upright(image, -30)
+    assert turned.size == (64, 48)  # ffmpeg's rotate filter keeps the size and fills the corners black
+    assert np.asarray(turned)[0, 0].max() == 0 and np.asarray(turned)[24, 32].min() == 200
+
+
+def test_infer_and_dump_frames_give_a_frame_the_same_key_and_pixels(tmp_path: Path) -> None:
+    """One decoding path: every frame of a rotated video, sampled by infer and dumped by dump-frames."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    path = set_display_rotation(write_lossless_video(videos / "SAME1.mp4", corner_frames(6)), 90)
+    frames = list(open_frames(path, fps=100))
+    report = dump_frames(videos, tmp_path / "ag", [f.key for f in frames], progress=False)
+    assert (report.written, report.failures) == (6, {})
+    assert [f.key for f in frames] == [f"SAME1.mp4/{n:06d}.png" for n in range(1, 7)]
+    for frame in frames:
+        with Image.open(tmp_path / "ag" / "frames" / frame.key) as dumped:
+            assert np.array_equal(np.asarray(dumped.convert("RGB")), np.asarray(frame.image)), frame.key
+
+
+def test_writer_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"previous")
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        with VideoWriter(path, fps=2) as writer:
+            writer.write(moving_box_frames(1)[0])
+            assert os.listdir(tmp_path) != ["out.mp4"]  # the frames go to a temporary file beside it
+            raise RuntimeError("drawing failed")
+    assert os.listdir(tmp_path) == ["out.mp4"] and path.read_bytes() == b"previous"
+    with VideoWriter(path, fps=2) as writer:
+        writer.write(moving_box_frames(1)[0])
+    assert os.listdir(tmp_path) == ["out.mp4"] and len(decode_all(path)) == 1

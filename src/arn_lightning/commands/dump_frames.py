@@ -1,4 +1,9 @@
-"""``arn-lightning dump-frames --videos DIR --root DIR [--keys frame_list.txt]``: annotated frames to PNG."""
+"""``arn-lightning dump-frames --videos DIR --root DIR [--keys frame_list.txt]``: annotated frames to PNG.
+
+Frames are numbered like the Action Genome toolkit's ``ffmpeg -i <video> <dir>/%06d.png``: 1-based decode order,
+turned upright by the display rotation (see ``docs/frames.md``). Exit codes: 0 every frame is on disk, 1 a video
+failed (each listed with its reason on stderr) or the keys / annotations are unusable, 2 bad arguments.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,22 @@ import sys
 from typing import List
 
 from arn_lightning.data.ag import AnnotationError
-from arn_lightning.data.frames import DEFAULT_PNG_LEVEL, dump_frames, load_frame_keys
+from arn_lightning.data.frames import DEFAULT_PNG_LEVEL, dump_frames, load_annotated_frames
+
+PROG = "arn-lightning dump-frames"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
-        prog="arn-lightning dump-frames",
+        prog=PROG,
         description="Decode the annotated frames of the Charades videos (PyAV) into "
-                    "<root>/frames/<VID>.mp4/<NNNNNN>.png, NNNNNN being the 0-based decoded frame index. Resumable: "
-                    "frames already written are skipped. Exits with status 1 and lists the videos that failed.")
+                    "<root>/frames/<VID>.mp4/<NNNNNN>.png with the Action Genome toolkit's numbering: NNNNNN is the "
+                    "1-based position in decode order (000001.png is the first frame, as ffmpeg's %06d.png names "
+                    "it) and frames are turned upright by the video's display rotation. Frames whose size differs "
+                    "from bbox_size in annotations/person_bbox.pkl are reported and not written. Resumable: frames "
+                    "already written are skipped. Exits with status 1 and lists the videos that failed, with the "
+                    "reason; a failed video leaves no empty folder. See docs/frames.md.")
     parser.add_argument("--videos", required=True, help="folder with the <VID>.mp4 files")
     parser.add_argument("--root", required=True, help="dataset root (frames go to <root>/frames)")
     parser.add_argument("--keys", default=None,
@@ -33,14 +44,16 @@ def main(argv: List[str]) -> int:
     """Dump the frames; exit code 1 when a video failed or the keys are unusable."""
     args = build_parser().parse_args(argv)
     try:
-        keys = load_frame_keys(args.root, args.keys)
+        keys, sizes = load_annotated_frames(args.root, args.keys)
+        report = dump_frames(args.videos, args.root, keys, workers=args.workers, png_level=args.png_level,
+                             progress=not args.no_progress, sizes=sizes)
     except (FileNotFoundError, AnnotationError) as exc:
-        print(f"arn-lightning dump-frames: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    report = dump_frames(args.videos, args.root, keys, workers=args.workers, png_level=args.png_level,
-                         progress=not args.no_progress)
     print(f"{report.written} frame(s) written, {report.skipped} already present, "
-          f"{len(report.failures)} video(s) failed")
+          f"{len(report.failures)} video(s) failed, {len(report.warnings)} warning(s)")
+    for video, note in sorted(report.warnings.items()):
+        print(f"  WARNING {video}: {note}", file=sys.stderr)
     for video, reason in sorted(report.failures.items()):
         print(f"  FAILED {video}: {reason}", file=sys.stderr)
     return 1 if report.failures else 0

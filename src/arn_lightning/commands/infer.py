@@ -7,6 +7,11 @@ Example::
 writes ``my_graphs/scene_graphs.jsonl`` (one line per sampled frame), ``my_graphs/annotated.mp4`` and
 ``my_graphs/timeline.png`` (plus ``my_graphs/frames/*.png`` with ``--save-frames``), all or nothing. Exit codes:
 0 done, 1 an unreadable input, checkpoint or output folder (the message names the file), 2 bad arguments.
+
+Each line's ``frame`` key is ``<video file name>/<NNNNNN>.png`` with the frame's 1-based number in decode order and
+``frame_index`` that number, exactly as ``arn-lightning dump-frames`` and the Action Genome toolkit number frames
+(``docs/frames.md``), so the predictions of an AG video carry AG keys; for a folder the key is
+``<folder name>/<file name>``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from arn_lightning.inference.video import DEFAULT_FPS, open_frames
 
 PROG = "arn-lightning infer"
 DESCRIPTION = ("Scene graphs for any video or frame folder: one JSON line per sampled frame, an annotated video "
-               "and a relation timeline, written all or nothing.")
+               "and a relation timeline, written all or nothing. Frame keys are <video>/<NNNNNN>.png with the 1-based "
+               "frame number in decode order (as dump-frames and the Action Genome toolkit number them), or "
+               "<folder>/<file name> for a folder.")
 EXIT_ERROR = 1
 
 

@@ -332,6 +332,11 @@ def predict_video(
         threshold: lowest triplet score kept.
         progress: show a progress bar.
 
+    Returns:
+        One graph per sampled frame; ``graph.frame`` is ``"<video>/<NNNNNN>.png"`` with the 1-based frame number in
+        decode order (the Action Genome numbering, ``docs/frames.md``) and ``graph.source_index`` that number, or
+        ``"<folder>/<file name>"`` for a folder.
+
     Raises:
         VideoError: the input cannot be read, or holds no frame.
         CheckpointError: see :func:`load_model`.

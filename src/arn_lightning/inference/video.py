@@ -1,13 +1,18 @@
 """Reading frames from a video file or an image folder, and writing an mp4, with PyAV.
 
+Decoding: a video goes through :func:`arn_lightning.data.decode.decode_video`, the decoding path of
+``arn-lightning dump-frames`` too, so both give a frame the same number and image: frames are numbered from 1 in
+decode order (``000001.png`` is the first frame, as the Action Genome toolkit's ``ffmpeg -i <video> %06d.png``
+names it) and turned upright by the container's display rotation (portrait phone videos); see ``docs/frames.md``.
+
 Sampling: a video is decoded in full and one frame is kept per ``1 / fps`` seconds of presentation time (the first
 frame whose timestamp falls into each slot ``floor((t - t0) * fps)``), so ``fps`` at or above the video's own rate
-keeps every frame; frames are turned upright by the container's display rotation (portrait phone videos). An image
-folder is taken as already sampled: every image (natural sort order: ``2.png`` before
+keeps every frame. An image folder is taken as already sampled: every image (natural sort order: ``2.png`` before
 ``10.png``) is a frame, and ``fps`` only gives their timestamps ``i / fps``.
 
-Each sampled frame gets an Action Genome style key ``"<video name>/<NNNNNN>.png"`` (the source frame number, or the
-image's file name in a folder), so that the predictions of a frame folder dumped from AG keep the AG keys.
+Each sampled frame gets an Action Genome style key: ``"<video name>/<NNNNNN>.png"`` with its 1-based frame number for
+a video (so the predictions of an AG video carry AG keys), ``"<folder name>/<file name>"`` for a folder (so the
+predictions of a frame folder dumped from AG keep the AG keys).
 """
 
 from __future__ import annotations
@@ -18,31 +23,32 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import ContextManager, Iterator, List, Optional, Tuple, Union
 
 import av
 import av.error
 from PIL import Image, UnidentifiedImageError
+
+from arn_lightning.atomic import atomic_path
+from arn_lightning.data.decode import (FIRST_FRAME_NUMBER, FRAME_NUMBER_DIGITS, VideoError, decode_video,
+                                       frame_file_name, probe_video, upright_image)
 
 #: Default sampling rate (frames per second): Action Genome annotates videos at about 1-2 frames per second, so the
 #: model sees frames as far apart as in training, and a minute of video costs 120 frames.
 DEFAULT_FPS = 2.0
 #: File suffixes read from an image folder (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-#: Digits of the frame number in a frame key (``000089.png``), as in Action Genome.
-FRAME_NUMBER_DIGITS = 6
 #: Slack of the sampling slot computation, so that a timestamp of exactly ``k / fps`` lands in slot ``k``.
 _SLOT_EPSILON = 1e-6
 #: Encoders tried in order for the annotated video (the first one PyAV's FFmpeg build offers is used).
 PREFERRED_CODECS = ("libx264", "h264", "mpeg4")
 #: Largest denominator of the output frame rate as a fraction (NTSC rates are n/1001).
 _MAX_RATE_DENOMINATOR = 1001
+#: FFmpeg muxer of an output file suffix (the temporary file of an atomic write has another suffix).
+_CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
+                      ".avi": "avi"}
 
 PathLike = Union[str, Path]
-
-
-class VideoError(ValueError):
-    """An input video or image folder that cannot be read (the message names the file)."""
 
 
 @dataclass
@@ -51,10 +57,12 @@ class VideoFrame:
 
     Attributes:
         index: position among the sampled frames (0, 1, 2, ...).
-        source_index: frame number in the source video (decode order), or position of the image in its folder.
+        source_index: 1-based frame number: in a video, the position in decode order (the ``NNNNNN`` of its key,
+            1 for the first frame); in a folder, the number in the image's file name when every image is named by
+            a plain number (an AG or ffmpeg dump: ``000089.png`` is 89), else the image's 1-based position.
         timestamp: seconds from the first frame of the video.
         key: Action Genome style frame key ``"<video name>/<NNNNNN>.png"`` (folder: ``"<folder>/<file>"``).
-        image: the frame, RGB, original size.
+        image: the frame, RGB, upright, original size.
     """
 
     index: int
@@ -101,7 +109,11 @@ class FrameSource(ABC):
 
 
 class FolderFrames(FrameSource):
-    """Every image of a folder, in natural sort order, as frames ``1 / fps`` seconds apart."""
+    """Every image of a folder, in natural sort order, as frames ``1 / fps`` seconds apart.
+
+    Frame numbers (``VideoFrame.source_index``) are the numbers in the file names when every image is named by a
+    plain number (``000089.png``), else the 1-based positions.
+    """
 
     def __init__(self, path: Path, fps: float) -> None:
         super().__init__(path, fps)
@@ -113,6 +125,8 @@ class FolderFrames(FrameSource):
             raise VideoError(
                 f"Expected image files ({', '.join(IMAGE_SUFFIXES)}) in the frame folder {path} but found none"
             )
+        named = all(p.stem.isdecimal() for p in self.files)
+        self.numbers = [int(p.stem) if named else FIRST_FRAME_NUMBER + i for i, p in enumerate(self.files)]
 
     @property
     def estimated_count(self) -> Optional[int]:
@@ -120,44 +134,28 @@ class FolderFrames(FrameSource):
         return len(self.files)
 
     def __iter__(self) -> Iterator[VideoFrame]:
-        for i, file in enumerate(self.files):
+        for i, (file, number) in enumerate(zip(self.files, self.numbers)):
             try:
                 with Image.open(file) as image:
                     rgb = image.convert("RGB")
             except (OSError, UnidentifiedImageError) as error:
                 raise VideoError(f"Expected a readable image but could not decode {file}: {error}") from error
-            yield VideoFrame(i, i, i / self.fps, f"{self.name}/{file.name}", rgb)
+            yield VideoFrame(i, number, i / self.fps, f"{self.name}/{file.name}", rgb)
 
 
 class VideoFileFrames(FrameSource):
-    """The frames of a video file sampled at ``fps`` (see the module docstring), decoded with PyAV."""
+    """The frames of a video file sampled at ``fps`` (see the module docstring), decoded with
+    :func:`~arn_lightning.data.decode.decode_video`.
+
+    Raises:
+        VideoError: (construction) the file cannot be opened or has no video stream.
+    """
 
     def __init__(self, path: Path, fps: float) -> None:
         super().__init__(path, fps)
-        with self._open() as container:
-            stream = container.streams.video[0]
-            self.native_fps = float(stream.average_rate) if stream.average_rate else None
-            self.duration = self._duration(container, stream)
-
-    def _open(self) -> "av.container.InputContainer":
-        try:
-            container = av.open(str(self.path), mode="r")
-        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise VideoError(f"Expected a readable video file but could not open {self.path}: {error}") from error
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams})
-            container.close()
-            found = f"only {', '.join(kinds)} streams (unsupported)" if kinds else "no stream at all (empty video)"
-            raise VideoError(f"Expected a video stream in {self.path} but found {found}")
-        return container
-
-    @staticmethod
-    def _duration(container: "av.container.InputContainer", stream: "av.video.stream.VideoStream") -> Optional[float]:
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-        return None
+        info = probe_video(path)
+        self.native_fps = info.average_rate
+        self.duration = info.duration
 
     @property
     def estimated_count(self) -> Optional[int]:
@@ -168,43 +166,21 @@ class VideoFileFrames(FrameSource):
         return max(1, math.ceil(self.duration * rate - _SLOT_EPSILON))
 
     def __iter__(self) -> Iterator[VideoFrame]:
-        count = 0
-        with self._open() as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            try:
-                for frame in self._sample(container.decode(stream)):
-                    yield frame
-                    count += 1
-            except av.error.FFmpegError as error:
-                raise VideoError(f"Expected a decodable video but decoding {self.path} failed: {error}") from error
-        if count == 0:
-            raise VideoError(f"Expected at least one decodable video frame in {self.path} but found none (empty video)")
+        """Decode and sample.
 
-    def _sample(self, frames: Iterator["av.VideoFrame"]) -> Iterator[VideoFrame]:
-        """Keep the first decoded frame of each ``1 / fps`` slot of presentation time."""
-        fallback_rate = self.native_fps or self.fps
-        start: Optional[float] = None
+        Raises:
+            VideoError: decoding fails, or the video holds no decodable frame.
+        """
         last_slot = -1
         index = 0
-        for number, frame in enumerate(frames):
-            time = frame.time if frame.time is not None else number / fallback_rate
-            start = time if start is None else start
-            slot = math.floor((time - start) * self.fps + _SLOT_EPSILON)
+        for decoded in decode_video(self.path):
+            slot = math.floor(decoded.timestamp * self.fps + _SLOT_EPSILON)  # first frame of each slot
             if slot <= last_slot:
                 continue
             last_slot = slot
-            key = f"{self.name}/{number:0{FRAME_NUMBER_DIGITS}d}.png"
-            yield VideoFrame(index, number, time - start, key, upright_image(frame))
+            key = f"{self.name}/{frame_file_name(decoded.number)}"
+            yield VideoFrame(index, decoded.number, decoded.timestamp, key, decoded.image)
             index += 1
-
-
-def upright_image(frame: "av.VideoFrame") -> Image.Image:
-    """The frame as an RGB image the way players show it: turned by the container's display matrix (phones
-    record portrait video as landscape frames plus a rotation), as FFmpeg's ``-autorotate`` does."""
-    image = frame.to_image()
-    rotation = (getattr(frame, "rotation", 0) or 0) % 360  # counterclockwise degrees; PyAV < 13 has no rotation
-    return image.rotate(rotation, expand=True) if rotation else image  # PIL transposes exactly for 90, 180, 270
 
 
 def open_frames(path: PathLike, fps: float = DEFAULT_FPS) -> FrameSource:
@@ -226,8 +202,6 @@ def open_frames(path: PathLike, fps: float = DEFAULT_FPS) -> FrameSource:
     if path.is_dir():
         return FolderFrames(path, fps)
     if path.is_file():
-        if path.stat().st_size == 0:
-            raise VideoError(f"Expected a video file but {path} is empty (0 bytes)")
         return VideoFileFrames(path, fps)
     raise VideoError(f"Expected a video file or a folder of images but {path} does not exist")
 
@@ -247,10 +221,13 @@ class VideoWriter:
     """Encode RGB images into an mp4 (H.264 where available, yuv420p) with PyAV.
 
     The frame size is fixed by the first image, rounded up to even numbers (yuv420p needs even sizes) by padding
-    black; a later image of another size is resized to the first one's size. Use as a context manager.
+    black; a later image of another size is resized to the first one's size. Use as a context manager. The file is
+    written atomically (:func:`arn_lightning.atomic.atomic_path`): it appears complete on :meth:`close`, and a
+    block left by an exception leaves no file (nor the previous one damaged).
 
     Args:
-        path: the mp4 to write.
+        path: the video to write (the container format follows the suffix: mp4, mov, mkv, webm or avi; mp4 for
+            any other).
         fps: frames per second of the output.
     """
 
@@ -262,11 +239,20 @@ class VideoWriter:
         self.frames_written = 0
         self._container: Optional["av.container.OutputContainer"] = None
         self._stream: Optional["av.video.stream.VideoStream"] = None
+        self._atomic: Optional[ContextManager[Path]] = None
 
     def _start(self, size: Tuple[int, int]) -> None:
         width, height = (value + value % 2 for value in size)
         self.frame_size, self.size = size, (width, height)
-        self._container = av.open(str(self.path), mode="w")
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        container_format = _CONTAINER_FORMATS.get(self.path.suffix.lower(), "mp4")  # tmp's suffix is not the format
+        try:
+            self._container = av.open(str(tmp), mode="w", format=container_format)
+        except BaseException as error:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            self._atomic = None
+            raise
         self._stream = self._container.add_stream(_pick_codec(), rate=self.rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
@@ -291,16 +277,40 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder and close the file (an mp4 with no frame is never created)."""
+        """Flush the encoder, close the file and move it to ``path`` (a video with no frame is never created)."""
         if self._container is None:
             return
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        container, atomic = self._container, self._atomic
+        self._container = self._atomic = None
+        try:
+            for packet in self._stream.encode(None):
+                container.mux(packet)
+            container.close()
+        except BaseException as error:
+            container.close()
+            atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
+            raise
+        atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Stop without creating ``path`` (the temporary file is removed)."""
+        if self._container is None:
+            return
+        container, atomic = self._container, self._atomic
+        self._container = self._atomic = None
+        container.close()
+        error = RuntimeError(f"writing {self.path} aborted")
+        atomic.__exit__(RuntimeError, error, None)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Optional[type], *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+__all__ = ["DEFAULT_FPS", "FRAME_NUMBER_DIGITS", "IMAGE_SUFFIXES", "FolderFrames", "FrameSource", "VideoError",
+           "VideoFileFrames", "VideoFrame", "VideoWriter", "open_frames", "upright_image"]

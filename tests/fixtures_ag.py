@@ -167,3 +167,26 @@ EXPECTED_SGDET_TRAIN_KEYS = ["A0001.mp4/000002.png", "A0001.mp4/000004.png", "A0
 #: Triplet categories of the standard root in SGDet (train split), by hand: cup 11, chair 8.
 EXPECTED_SGDET_TRIPLETS = {"attention": [[0, 11], [1, 8]], "spatial": [[4, 8], [4, 11], [5, 11], [6, 8]],
                            "contacting": [[14, 11], [19, 8], [21, 11]]}
+
+
+#: The test video of :func:`write_degenerate_root`: a book with an ordinary box, a book of width 0 and a book of width
+#: and height 0 (both valid under the box rule of ``docs/boxes.md``), one frame each. Scoring the ground truth as the
+#: prediction gave R@K = 1/3 before degenerate boxes had IoU 1 with themselves (0/0 was NaN, which never hits).
+DEGENERATE_KEYS = ["E0005.mp4/000001.png", "E0005.mp4/000002.png", "E0005.mp4/000003.png"]
+#: Object boxes (x, y, w, h) of :data:`DEGENERATE_KEYS`, in order; the person box is :data:`PERSON_XYXY`.
+DEGENERATE_OBJECTS = [(5.0, 5.0, 20.0, 20.0), (5.0, 5.0, 0.0, 20.0), (12.0, 8.0, 0.0, 0.0)]
+
+
+def degenerate_entries() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The two pickle dicts of :func:`write_degenerate_root`: one test video of 3 frames, one book each
+    (looking_at, in_front_of, holding: 3 GT triplets a frame)."""
+    person = {key: person_entry() for key in DEGENERATE_KEYS}
+    objects = {key: [object_entry("book", box, key, "test")] for key, box in zip(DEGENERATE_KEYS, DEGENERATE_OBJECTS)}
+    return person, objects
+
+
+def write_degenerate_root(root: Path, frames: bool = False) -> Path:
+    """An AG root whose only frames are :data:`DEGENERATE_KEYS` (test split); PredCls keeps all three, SGDet drops
+    the two degenerate ones ("filter small") and then the video (one frame left, ``short_video``)."""
+    person, objects = degenerate_entries()
+    return write_root(root, person, objects, frames=frames)

@@ -64,6 +64,19 @@ def test_loss_boxes_by_hand():
     assert {k: v.item() for k, v in losses.items()} == pytest.approx(expected, abs=1e-5)
 
 
+def test_giou_loss_of_degenerate_boxes_is_finite_with_finite_gradients():
+    """A zero-area box equal to its target costs 0 (torchvision's eps formula said 1); no NaN value or gradient."""
+    point, line = [0.4, 0.3, 0.0, 0.0], [0.4, 0.3, 0.0, 0.2]
+    criterion = SetCriterion(LossConfig(), TRIPLETS)
+    for pred_box, gt_box, expected in ((point, point, 0.0), (line, line, 0.0), (point, line, 1.0),
+                                       ([0.4, 0.8, 0.0, 0.2], line, 1.0)):  # on one line, apart: hull area 0
+        obj = torch.tensor([pred_box, [0.3, 0.3, 0.2, 0.2]])[None].requires_grad_(True)
+        losses = criterion.loss_boxes(make_outputs(obj_boxes=obj), [frame_target(obj=gt_box)], FIRST, num_pairs=1.0)
+        assert losses["loss_obj_giou"].item() == pytest.approx(expected, abs=1e-6), (pred_box, gt_box)
+        (losses["loss_obj_giou"] + losses["loss_obj_bbox"]).backward()
+        assert torch.isfinite(obj.grad).all()
+
+
 def test_loss_predicate_focal_by_hand():
     criterion = SetCriterion(LossConfig(focal_alpha=0.25, focal_gamma=2.0), TRIPLETS)
     branch = [triplet_targets(frame_target(), TRIPLETS)]  # attention [1, 0], spatial [1], contacting [0]

@@ -1,14 +1,27 @@
 """Reading and filtering the Action Genome format (arn_lightning.data.ag) on hand-written fixtures."""
 
+import copy
+import json
+import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 from arn_lightning import vocab
-from arn_lightning.data.ag import AnnotationError, load_annotations, read_class_file
-from fixtures_ag import (EXPECTED, EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS, object_entry,
-                               person_entry, standard_entries, write_root, write_standard_root)
+from arn_lightning.commands import stats as stats_command
+from arn_lightning.data.ag import AnnotationError, load_annotations, load_pickle, read_class_file
+from fixtures_ag import (DEGENERATE_KEYS, EXPECTED, EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS, object_entry,
+                         person_entry, standard_entries, write_degenerate_root, write_root, write_standard_root)
+
+NO_INVALID_BOXES = {"invalid_ignored": 0}
+
+
+def expected_splits(task, **invalid_ignored):
+    """``EXPECTED[task]`` with the report's ``boxes`` section (``invalid_ignored`` per split, default 0)."""
+    return {name: {**copy.deepcopy(split), "boxes": {"invalid_ignored": invalid_ignored.get(name, 0)}}
+            for name, split in EXPECTED[task].items()}  # a copy: EXPECTED is shared with other test modules
 
 
 @pytest.fixture()
@@ -19,12 +32,12 @@ def root(tmp_path):
 @pytest.mark.parametrize("task", ["sgdet", "predcls"])
 def test_filter_counts_match_hand_counts(root, task):
     ann = load_annotations(root, task=task)
-    assert ann.report.to_dict()["splits"] == EXPECTED[task]
+    assert ann.report.to_dict()["splits"] == expected_splits(task)
     assert ann.report.filter_small == (16.0 if task == "sgdet" else 0.0)
 
 
 def test_sgcls_uses_the_small_box_filter(root):
-    assert load_annotations(root, task="sgcls").report.to_dict()["splits"] == EXPECTED["sgdet"]
+    assert load_annotations(root, task="sgcls").report.to_dict()["splits"] == expected_splits("sgdet")
 
 
 def test_frames_sorted_by_number_not_key_order(root):
@@ -192,3 +205,177 @@ def test_bad_options(root):
         load_annotations(root, task="detect")
     with pytest.raises(ValueError, match="Expected min_frames >= 1"):
         load_annotations(root, min_frames=0)
+
+
+# ------------------------------------------------------------------------------------------- the box rule
+KEPT_KEY, NO_OBJECT_KEY, NO_PERSON_KEY = "A0001.mp4/000002.png", "A0001.mp4/000010.png", "A0001.mp4/000030.png"
+
+
+@pytest.mark.parametrize("box, shown, reason", [
+    ((np.nan, 5, 40, 45), r"\[nan, 5.0, 40.0, 45.0\]", "a non-finite coordinate"),
+    ((10, 5, np.inf, 45), r"\[10.0, 5.0, inf, 45.0\]", "a non-finite coordinate"),
+    ((40, 5, 10, 45), r"\[40.0, 5.0, 10.0, 45.0\]", "x2 < x1"),
+    ((10, 45, 40, 5), r"\[10.0, 45.0, 40.0, 5.0\]", "y2 < y1"),
+])
+def test_invalid_person_box_names_the_file_and_the_key(tmp_path, box, shown, reason):
+    """A NaN person box used to load and stop `fit` at the first batch blaming the model; the loader names it."""
+    root = _broken_root(tmp_path, person={KEPT_KEY: person_entry(box)})
+    for task in ("sgdet", "predcls"):
+        with pytest.raises(AnnotationError, match=rf"person_bbox.pkl\['{KEPT_KEY}'\]\['bbox'\]: Expected an xyxy box "
+                                                  rf"with finite coordinates, x2 >= x1 and y2 >= y1 .* but got "
+                                                  rf"{shown} \({reason}\)"):
+            load_annotations(root, task=task)
+
+
+@pytest.mark.parametrize("box_xywh, reason", [
+    ((np.nan, 5, 20, 20), "a non-finite coordinate"),
+    ((5, 5, np.inf, 20), "a non-finite coordinate"),
+    ((5, 5, 1e39, 20), "a non-finite coordinate"),  # finite in float64, inf as the float32 the loader keeps
+    ((5, 5, -3, 20), "x2 < x1"),
+    ((5, 5, 20, -0.5), "y2 < y1"),
+])
+def test_invalid_object_box_names_the_file_key_and_index(tmp_path, box_xywh, reason):
+    key = "C0003.mp4/000200.png"
+    entries = [object_entry("chair", None, key, "test"), object_entry("book", box_xywh, key, "test")]
+    with pytest.raises(AnnotationError, match=rf"object_bbox_and_relationship.pkl\['{key}'\]\[1\]\['bbox'\]: "
+                                              rf"Expected \(x, y, w, h\) with finite values and w, h >= 0.* "
+                                              rf"but got xyxy .*{reason}"):
+        load_annotations(_broken_root(tmp_path, objects={key: entries}), task="predcls")
+
+
+def test_invalid_boxes_of_frames_dropped_anyway_are_counted_not_raised(tmp_path, capsys):
+    """Rule 2 drops a frame without visible object (its person box is unused) and a frame without person box (its
+    objects are unused): a box breaking the rule there is counted under boxes.invalid_ignored."""
+    no_person_objects = [object_entry("cup/glass/bottle", (np.nan, 10, 20, 20), NO_PERSON_KEY),
+                         object_entry("chair", (30, 20, -1, 28), NO_PERSON_KEY)]
+    root = _broken_root(tmp_path, person={NO_OBJECT_KEY: person_entry((np.inf, 5, 40, 45))},
+                        objects={NO_PERSON_KEY: no_person_objects})
+    for task in ("sgdet", "predcls"):
+        report = load_annotations(root, task=task).report
+        expected = expected_splits(task, train=3)
+        expected["train"]["objects"]["total"] += 1  # the extra chair entry
+        assert report.to_dict()["splits"] == expected
+    assert stats_command.main(["--root", str(root), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["splits"]["train"]["boxes"] == {"invalid_ignored": 3}
+    assert stats["splits"]["test"]["boxes"] == NO_INVALID_BOXES
+    assert stats_command.main(["--root", str(root)]) == 0
+    assert "3 invalid boxes in dropped frames (ignored)" in capsys.readouterr().out
+
+
+def test_degenerate_boxes_are_valid_kept_by_predcls_and_small_for_sgdet(tmp_path):
+    root = write_degenerate_root(tmp_path / "ag")
+    frames = load_annotations(root, task="predcls").frames("test")
+    assert [f.key for f in frames] == DEGENERATE_KEYS
+    assert [f.boxes_xyxy[1].tolist() for f in frames] == [[5, 5, 25, 25], [5, 5, 5, 25], [12, 8, 12, 8]]
+    report = load_annotations(root, task="sgdet").report.splits["test"]
+    assert report.frames_dropped == {"no_visible_object": 0, "no_person": 0, "all_objects_small": 2, "short_video": 1}
+    assert report.objects_small == 2 and report.boxes_invalid_ignored == 0
+
+
+def test_degenerate_person_box_is_valid(tmp_path):
+    key = "C0003.mp4/000200.png"
+    frame = load_annotations(_broken_root(tmp_path, person={key: person_entry((10, 5, 10, 5))})).videos("test")
+    assert frame["C0003.mp4"][1].boxes_xyxy[0].tolist() == [10, 5, 10, 5]
+
+
+def test_boxes_beyond_the_frame_are_kept_unclipped(tmp_path):
+    """Coordinates are not bounded by the frame (64 x 48): the release's boxes are scored as they are."""
+    key = "C0003.mp4/000200.png"
+    root = _broken_root(tmp_path, person={key: person_entry((-4, -2, 70, 50))},
+                        objects={key: [object_entry("book", (50, 30, 30, 40), key, "test")]})
+    frame = load_annotations(root).videos("test")["C0003.mp4"][1]
+    assert frame.boxes_xyxy.tolist() == [[-4, -2, 70, 50], [50, 30, 80, 70]]
+
+
+# --------------------------------------------------------------------------------- the restricted unpickler
+class _Payload:
+    """Unpickling this runs ``function(*args)``: what a crafted annotation file would do."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize("make_payload, refused", [
+    (lambda marker: _Payload(os.system, f"touch {marker}"), r"'(posix|nt|os)\.system'"),
+    (lambda marker: _Payload(open, str(marker), "w"), r"'io\.open'"),
+    (lambda marker: _Payload(eval, f"open({str(marker)!r}, 'w')"), r"'builtins\.eval'"),
+    (lambda marker: _Payload(np.save, str(marker), np.zeros(1)), r"'numpy[\w.]*\.save'"),  # numpy, not an array
+])
+def test_a_pickle_that_would_run_code_is_refused(root, tmp_path, make_payload, refused):
+    marker = tmp_path / "marker"
+    person, _ = standard_entries()
+    person[KEPT_KEY] = {**person[KEPT_KEY], "bbox_mode": make_payload(marker)}
+    with (root / "annotations" / "person_bbox.pkl").open("wb") as handle:
+        pickle.dump(person, handle)
+    with pytest.raises(AnnotationError, match=r"person_bbox.pkl: Expected only plain data .* but got a reference to "
+                                              r"the global " + refused):
+        load_annotations(root)
+    assert not marker.exists()
+
+
+def test_a_pickle_with_any_other_class_is_refused(tmp_path):
+    import collections
+
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps({"a": collections.OrderedDict(b=1)}))
+    with pytest.raises(AnnotationError, match=r"x.pkl: .*the global 'collections.OrderedDict'"):
+        load_pickle(path)
+
+
+def _numpy_payload():
+    return {"bbox": np.array([[1.5, 2.0, 3.25, 4.0]], dtype=np.float32), "score": np.float32(0.75),
+            "size": (640, 480), "count": np.int64(3), "mode": "xyxy", "flags": [True, None],
+            "ids": {1, 2}, "empty": np.zeros((0, 4), dtype=np.float32), "doubles": np.arange(3.0)}
+
+
+def _assert_numpy_payload(data):
+    expected = _numpy_payload()
+    assert set(data) == set(expected)
+    for key in ("bbox", "empty", "doubles"):
+        assert data[key].dtype == expected[key].dtype and np.array_equal(data[key], expected[key])
+    assert data["score"] == np.float32(0.75) and data["score"].dtype == np.float32
+    assert data["count"] == 3 and isinstance(data["count"], np.int64)
+    assert (data["size"], data["mode"], data["flags"], data["ids"]) == ((640, 480), "xyxy", [True, None], {1, 2})
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_arrays_and_scalars_load_with_every_protocol(tmp_path, protocol):
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(_numpy_payload(), protocol=protocol))
+    _assert_numpy_payload(load_pickle(path))
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_numpy_1_module_paths_load(tmp_path, protocol):
+    """The release pickles were written by numpy 1.x: they name numpy.core.multiarray, not numpy._core."""
+    data = pickle.dumps(_numpy_payload(), protocol=protocol)
+    old = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray\n_reconstruct" in old and b"numpy.core.multiarray\nscalar" in old
+    path = tmp_path / "old.pkl"
+    path.write_bytes(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy.core deprecation warning either
+        _assert_numpy_payload(load_pickle(path))
+
+
+def test_numpy_1_frombuffer_path_loads(tmp_path):
+    """Protocol 5 pickles rebuild arrays with numeric._frombuffer; hand-craft the numpy 1.x path of it."""
+    array = np.array([[1.5, 2.0, 3.25, 4.0]], dtype=np.float32)
+    args = pickle.dumps((array.tobytes(), array.dtype, array.shape, "C"), protocol=3)
+    assert args[:2] == b"\x80\x03" and args[-1:] == b"."
+    path = tmp_path / "frombuffer.pkl"
+    path.write_bytes(b"\x80\x03cnumpy.core.numeric\n_frombuffer\n" + args[2:-1] + b"R.")
+    with pytest.raises(AnnotationError, match="Expected a dict keyed by frame key but got ndarray"):
+        load_pickle(path)  # it loads (an array, not a dict)
+    path.write_bytes(b"\x80\x03}X\x01\x00\x00\x00acnumpy.core.numeric\n_frombuffer\n" + args[2:-1] + b"Rs.")
+    loaded = load_pickle(path)["a"]
+    assert loaded.dtype == np.float32 and np.array_equal(loaded, array)
+
+
+def test_standard_root_pickles_load_through_the_restricted_unpickler(root):
+    person = load_pickle(root / "annotations" / "person_bbox.pkl")
+    assert person[KEPT_KEY]["bbox"].dtype == np.float32 and person[KEPT_KEY]["bbox_size"] == (64, 48)

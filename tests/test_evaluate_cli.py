@@ -19,7 +19,7 @@ from arn_lightning.cli import main as cli_main
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.metrics.predictions import prediction_from_ground_truth, prediction_to_json, write_predictions
 from arn_lightning.metrics.recall import SceneGraphRecall
-from fixtures_ag import write_standard_root
+from fixtures_ag import DEGENERATE_KEYS, write_degenerate_root, write_standard_root
 
 TEST_KEYS = ["C0003.mp4/000100.png", "C0003.mp4/000200.png", "C0003.mp4/000300.png",
              "D0004.mp4/000001.png", "D0004.mp4/000002.png", "D0004.mp4/000004.png"]
@@ -150,6 +150,11 @@ def _nan(line: str) -> str:
      "line 3: .*'contacting' is missing"),
     (lambda line: json.dumps({**json.loads(line), "labels": [1]}), "line 3: .*'labels'\\] of shape \\[2\\]"),
     (lambda line: json.dumps({**json.loads(line), "spatial": [[2.0] * 6]}), "line 3: .*'spatial'\\] in \\[0, 1\\]"),
+    (lambda line: json.dumps({**json.loads(line), "boxes": [[40.0, 5.0, 10.0, 45.0], [5.0, 5.0, 25.0, 25.0]]}),
+     "line 3: Expected the line\\['boxes'\\]\\[0\\] to be an xyxy box with finite coordinates, x2 >= x1 and "
+     "y2 >= y1 but got \\[40.0, 5.0, 10.0, 45.0\\] \\(x2 < x1\\)"),
+    (lambda line: json.dumps({**json.loads(line), "boxes": [[10.0, 5.0, 40.0, 45.0], [5.0, 5.0, 25.0, None]]}),
+     "line 3: Expected the line\\['boxes'\\] to hold real numbers"),
 ])
 def test_malformed_line_exits_2_naming_the_line(root: Path, tmp_path: Path, capsys, make_bad, message) -> None:
     lines = lines_of(root)
@@ -189,3 +194,19 @@ def test_min_frames_and_task_options_reach_the_filtering(root: Path, tmp_path: P
     assert code == 2 and "line 1: Expected a frame of the test split (sgdet filtering)" in err
     report = run_json(capsys, root, path, "--task", "predcls")
     assert report["task"] == "predcls" and report["frames"] == 6 and report["no"]["R@10"] == 1.0
+
+
+@pytest.mark.parametrize("iou", ["continuous", "legacy"])
+def test_ground_truth_with_degenerate_boxes_scores_one(tmp_path: Path, capsys, iou: str) -> None:
+    """PredCls keeps object boxes of width 0, and of width and height 0: the ground truth scored as the prediction
+    recalls everything (it scored 1/3 under the continuous IoU when 0/0 was NaN)."""
+    root = write_degenerate_root(tmp_path / "degenerate")
+    frames = load_annotations(root, task="predcls").frames("test")
+    assert [frame.key for frame in frames] == DEGENERATE_KEYS
+    assert [frame.boxes_xyxy[1].tolist() for frame in frames] == [[5, 5, 25, 25], [5, 5, 5, 25], [12, 8, 12, 8]]
+    path = tmp_path / "oracle.jsonl"
+    write_predictions(path, [prediction_from_ground_truth(frame.eval_target()) for frame in frames])
+    report = run_json(capsys, root, path, "--task", "predcls", "--iou", iou)
+    assert report["frames"] == 3 and report["missing_frames"]["count"] == 0
+    for constraint in ("with", "semi", "no"):
+        assert {k: report[constraint][f"R@{k}"] for k in (10, 20, 50, 100)} == {10: 1.0, 20: 1.0, 50: 1.0, 100: 1.0}

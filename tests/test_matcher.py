@@ -8,6 +8,7 @@ import torch
 from arn_lightning.matcher import (
     HungarianMatcher,
     TripletVocabulary,
+    giou_cost,
     identity_matching,
     multilabel_cost,
     triplet_targets,
@@ -115,6 +116,30 @@ def test_predicate_cost_decides_a_3x2_matching():
     torch.testing.assert_close(matcher.cost_matrix(out, 0, gt, branch), expected, atol=1e-3, rtol=0)
     [(queries, gts)] = matcher(out, [gt], [branch])
     assert queries.tolist() == [0, 2] and gts.tolist() == [0, 1]
+
+
+#: Degenerate normalised cxcywh boxes: a point, a vertical line, and a line on the same x as it but apart.
+POINT, LINE, LINE_APART = [0.25, 0.25, 0.0, 0.0], [0.75, 0.5, 0.0, 0.2], [0.75, 0.9, 0.0, 0.1]
+
+
+def test_giou_cost_of_degenerate_boxes_is_finite():
+    """torchvision's GIoU is 0/0 = NaN for equal zero-area boxes (and for boxes on one line): the matcher stopped
+    with "Expected finite matching costs" on such a ground-truth box."""
+    pred = torch.tensor([POINT, LINE, LINE_APART, A])
+    cost = giou_cost(pred, torch.tensor([POINT, LINE]))  # [4, 2]
+    assert torch.isfinite(cost).all()
+    assert cost[0, 0].item() == -1.0 and cost[1, 1].item() == -1.0  # equal boxes: GIoU 1
+    assert cost[2, 1].item() == 0.0  # apart on one line: IoU 0, hull area 0
+    assert cost[3, 0].item() == 0.0  # the point is A's centre: IoU 0 / 0.01, hull = A: GIoU 0
+    hull = 0.55 * 0.4  # A = [0.2, 0.2, 0.3, 0.3] and LINE = [0.75, 0.4, 0.75, 0.6]: disjoint, IoU 0
+    assert cost[3, 1].item() == pytest.approx((hull - 0.01) / hull)
+
+
+def test_matching_succeeds_with_degenerate_ground_truth_and_predictions():
+    gt = target([11, 8], [[1, 0, 0], [0, 1, 0]], sub=[S, S], obj=[POINT, LINE])
+    out = outputs(class_logits([{10: 0.6, 36: 0.4}, {7: 0.6, 36: 0.4}]), [S, S], [LINE, POINT])
+    [(queries, gts)] = HungarianMatcher()(out, [gt], [triplet_targets(gt, PLAIN)])
+    assert queries.tolist() == [0, 1] and gts.tolist() == [1, 0]  # each degenerate box matched to its equal
 
 
 def test_frames_without_ground_truth_get_empty_indices():

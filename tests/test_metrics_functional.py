@@ -10,9 +10,12 @@ import torch
 
 from arn_lightning import vocab
 from arn_lightning.benchmarks.metrics import random_prediction, random_target
+from arn_lightning.boxes import InvalidBoxError
 from arn_lightning.metrics.functional import (
-    RecallConfig, frame_hits, paired_box_iou, ranked_triplets, scene_graph_recall,
+    CONSTRAINTS, IOU_CONVENTIONS, K_VALUES, RecallConfig, frame_hits, paired_box_iou, ranked_triplets,
+    scene_graph_recall,
 )
+from arn_lightning.metrics.predictions import prediction_from_ground_truth
 
 PERSON, BOOK, CHAIR, CUP = 1, 5, 8, 11
 IDX = vocab.PREDICATE_INDEX
@@ -210,6 +213,34 @@ def test_iou_conventions_at_the_boundary() -> None:
     assert recall(pred, target, iou_threshold=0.51)["with/R@10"] == 0.0
 
 
+#: PredCls ground truth (no small-box filter): an ordinary book box, a book of width 0, a book of width and height 0.
+DEGENERATE_OBJECT_BOXES = [[5.0, 5.0, 25.0, 25.0], [5.0, 5.0, 5.0, 25.0], [12.0, 8.0, 12.0, 8.0]]
+
+
+@pytest.mark.parametrize("convention", IOU_CONVENTIONS)
+def test_ground_truth_as_prediction_recalls_degenerate_boxes(convention: str) -> None:
+    """Equal zero-area boxes have IoU 1 (0/0 was NaN: R@K was 1/3 here under the continuous IoU)."""
+    targets = [make_target([[10.0, 5.0, 40.0, 45.0], box], [PERSON, BOOK], [["looking_at", "in_front_of", "holding"]])
+               for box in DEGENERATE_OBJECT_BOXES]
+    preds = [prediction_from_ground_truth(target) for target in targets]
+    results = scene_graph_recall(preds, targets, RecallConfig(iou_convention=convention), per_predicate=False)
+    recalls = {(c, k): results[f"{c}/R@{k}"].item() for c in CONSTRAINTS for k in K_VALUES}
+    assert recalls == {(c, k): 1.0 for c in CONSTRAINTS for k in K_VALUES}  # 3 constraints x K = 10, 20, 50, 100
+
+
+@pytest.mark.parametrize("convention", IOU_CONVENTIONS)
+def test_degenerate_person_and_object_boxes_match_only_themselves(convention: str) -> None:
+    point, line = [12.0, 8.0, 12.0, 8.0], [10.0, 5.0, 10.0, 45.0]
+    target = make_target([line, point], [PERSON, CUP], [["looking_at"]])
+    hit = make_pred([line, point], [PERSON, CUP], [(0, 1)], {(0, "looking_at"): 0.9})
+    assert recall(hit, target, iou_convention=convention)["with/R@10"] == 1.0
+    moved = make_pred([line, [13.0, 8.0, 13.0, 8.0]], [PERSON, CUP], [(0, 1)], {(0, "looking_at"): 0.9})
+    assert recall(moved, target)["with/R@10"] == 0.0  # another point: union 0, IoU 0 (not NaN, not 1)
+    near = [12.5, 8.0, 12.5, 8.0]  # legacy: two 1 x 1 pixels overlapping by half
+    iou = paired_box_iou(np.array([point, point, line]), np.array([point, near, line]), convention)
+    assert iou.tolist() == ([1.0, 0.0, 1.0] if convention == "continuous" else [1.0, 1 / 3, 1.0])
+
+
 def test_mean_recall_definitions_differ_on_three_frames() -> None:
     cups = [[10.0 + 30 * i, 10.0, 30.0 + 30 * i, 40.0] for i in range(3)]
     frame1 = make_target([PERSON_BOX, cups[0]], [PERSON, CUP], [["holding"]])
@@ -260,6 +291,21 @@ def test_input_errors_name_the_frame() -> None:
         frame_hits([pred, pred], [target, {**target, "labels": torch.tensor([1, 0, 8])}])
     with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\] to hold integers"):
         frame_hits([pred], [{**target, "labels": torch.tensor([1.0, 11.0, 8.0])}])
+
+
+@pytest.mark.parametrize("bad_box, reason", [([float("nan"), 10.0, 40.0, 40.0], "a non-finite coordinate"),
+                                             ([10.0, 10.0, float("inf"), 40.0], "a non-finite coordinate"),
+                                             ([40.0, 10.0, 10.0, 40.0], "x2 < x1"),
+                                             ([10.0, 40.0, 40.0, 10.0], "y2 < y1")])
+def test_boxes_breaking_the_rule_name_the_frame_and_row(bad_box: List[float], reason: str) -> None:
+    pred, target = worked_example()
+    bad_pred = {**pred, "boxes": torch.tensor([PERSON_BOX, bad_box, CHAIR_BOX])}
+    with pytest.raises(InvalidBoxError, match=rf"Expected preds\[1\]\['boxes'\]\[1\] to be an xyxy box .*\({reason}\)"):
+        frame_hits([pred, bad_pred], [target, target])
+    bad_target = {**target, "boxes": torch.tensor([PERSON_BOX, CUP_BOX, bad_box])}
+    with pytest.raises(InvalidBoxError, match=rf"Expected targets\[1\]\['boxes'\]\[2\] to be .*\({reason}\)"):
+        frame_hits([pred, pred], [target, bad_target])
+    frame_hits([pred, bad_pred], [target, bad_target], validate_args=False)  # no value checks: no error
     with pytest.raises(ValueError, match="frame"):
         frame_hits([{**pred, "frame": "a.mp4/000001.png"}], [{**target, "frame": "b.mp4/000001.png"}])
     with pytest.raises(ValueError, match="as many targets"):

@@ -7,9 +7,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from arn_lightning.boxes import invalid_box_mask
 from arn_lightning.matcher import TripletVocabulary
+from arn_lightning.metrics.predictions import write_predictions
 from arn_lightning.models.outputs import ARNOutput
-from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, to_jsonable
+from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, scale_boxes, to_jsonable
 from output_fixtures import class_logits
 
 TRIPLETS = TripletVocabulary.from_categories(
@@ -141,3 +143,78 @@ def test_config_validation():
         PostProcessConfig(task="detection")
     with pytest.raises(ValueError, match="TripletVocabulary"):
         PostProcess(PostProcessConfig(), None)
+
+
+# ------------------------------------------------------------------------------- valid boxes, finite outputs
+FIELDS = ("obj_logits", "sub_boxes", "obj_boxes", "attention_logits", "spatial_logits", "contacting_logits")
+
+
+def two_frames(**changes):
+    """``sgdet_outputs`` twice (frames a.mp4/000001 and 000002); ``changes``: field -> (frame, query, value)."""
+    out = sgdet_outputs()
+    values = {f: torch.cat([getattr(out, f)] * 2).clone() for f in FIELDS}
+    for field, (frame_index, query, value) in changes.items():
+        values[field][frame_index, query] = value
+    return ARNOutput(*(values[f] for f in FIELDS)), [frame("a.mp4/000001.png"), frame("a.mp4/000002.png")]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("sub_boxes", float("nan"), r"Expected sub_boxes of frame 'a.mp4/000002.png' to give an xyxy box .* but got "
+                                r"\[nan, .*\(a non-finite coordinate\) at query 1, from the model's normalised cxcywh"),
+    ("obj_boxes", float("inf"), r"Expected obj_boxes of frame 'a.mp4/000002.png' .*\(a non-finite coordinate\)"),
+    ("obj_logits", float("nan"), r"Expected finite model outputs for frame 'a.mp4/000002.png' but got non-finite "
+                                 r"obj_logits"),
+    ("spatial_logits", float("-inf"), r"frame 'a.mp4/000002.png' but got non-finite spatial_logits"),
+])
+def test_non_finite_model_outputs_raise_naming_the_frame(field, value, message, tmp_path):
+    outputs, targets = two_frames(**{field: (1, 1, value)})
+    post = PostProcess(PostProcessConfig(), TRIPLETS)
+    with pytest.raises(ValueError, match=message):
+        post(outputs, targets)
+    path = tmp_path / "p.jsonl"
+    with pytest.raises(ValueError):  # nothing reaches a prediction file
+        write_predictions(path, post(outputs, targets))
+    assert not path.exists()
+    assert [p["frame"] for p in post(outputs, targets[:1] + [{**targets[1], "evaluate": False}],
+                                     only_evaluated=True)] == ["a.mp4/000001.png"]  # a skipped frame is not checked
+
+
+def test_negative_box_size_from_the_model_raises():
+    outputs, targets = two_frames(obj_boxes=(0, 0, torch.tensor([0.5, 0.5, -0.1, 0.2])))
+    with pytest.raises(ValueError, match=r"obj_boxes of frame 'a.mp4/000001.png' .*\(x2 < x1\) at query 0, "
+                                         r"from the model's normalised cxcywh \[0.5, 0.5, -0.1"):
+        PostProcess(PostProcessConfig(clip_boxes=False), TRIPLETS)(outputs, targets)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_sigmoid_boxes_always_obey_the_box_rule(clip):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 50, 4, generator=generator) * 30  # many saturate to exactly 0 or 1
+    boxes = scale_boxes(logits.sigmoid(), torch.tensor([[480, 640]] * 4), clip)  # [4, 50, 4] xyxy px
+    assert not invalid_box_mask(boxes).any()
+    assert ((boxes[..., 2] - boxes[..., 0]) == 0).any()  # degenerate (width 0) boxes occur, and are valid
+    torch.testing.assert_close(boxes[1], scale_boxes(logits[1].sigmoid(), torch.tensor([480, 640]), clip))
+
+
+def test_unused_padding_queries_are_not_checked_but_ground_truth_boxes_are():
+    outputs = given_outputs()
+    outputs.spatial_logits[0, 2] = float("nan")  # the padding query (query_mask False)
+    [pred] = PostProcess(PostProcessConfig(task="sgcls"), TRIPLETS)(outputs, [frame(**GT)])
+    assert torch.isfinite(pred["spatial"]).all()
+    outputs.spatial_logits[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite spatial_logits"):
+        PostProcess(PostProcessConfig(task="sgcls"), TRIPLETS)(outputs, [frame(**GT)])
+    inverted = {**GT, "boxes": GT["boxes"].clone()}
+    inverted["boxes"][2] = torch.tensor([60.0, 30.0, 30.0, 70.0])
+    with pytest.raises(ValueError, match=r"ground-truth boxes of frame 'v.mp4/000001.png' .* but got row 2 "
+                                         r"\[60.0, 30.0, 30.0, 70.0\] \(x2 < x1\)"):
+        PostProcess(PostProcessConfig(task="predcls"), TRIPLETS)(given_outputs(), [frame(**inverted)])
+    one = given_outputs()
+    two = ARNOutput(*(torch.cat([getattr(one, f)] * 2) for f in FIELDS), query_mask=one.query_mask.repeat(2, 1))
+    nan_row = {**GT, "boxes": GT["boxes"].clone()}
+    nan_row["boxes"][1, 0] = float("nan")
+    targets = [frame("v.mp4/000001.png", **GT), frame("v.mp4/000002.png", **nan_row)]
+    with pytest.raises(ValueError, match=r"frame 'v.mp4/000002.png' .* got row 1 \[nan, 10.0, 20.0, 20.0\]"):
+        PostProcess(PostProcessConfig(task="predcls"), TRIPLETS)(two, targets)
+    targets[1]["evaluate"] = False
+    assert len(PostProcess(PostProcessConfig(task="predcls"), TRIPLETS)(two, targets, only_evaluated=True)) == 1

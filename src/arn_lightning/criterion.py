@@ -34,8 +34,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_convert, sigmoid_focal_loss
 
+from arn_lightning.boxes import paired_generalized_box_iou
 from arn_lightning.matcher import HungarianMatcher, Indices, TripletVocabulary, triplet_targets
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES
@@ -173,17 +174,19 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], indices: Indices,
                    num_pairs: float) -> Dict[str, Tensor]:
-        """``loss_{sub,obj}_bbox`` (L1) and ``loss_{sub,obj}_giou`` (1 - GIoU) of matched pairs, per pair."""
+        """``loss_{sub,obj}_bbox`` (L1) and ``loss_{sub,obj}_giou`` (1 - GIoU) of matched pairs, per pair.
+
+        The GIoU is :func:`arn_lightning.boxes.paired_generalized_box_iou` (exact, no epsilon): finite with finite
+        gradients for degenerate (zero-area) boxes too, and 1 for a box equal to its target.
+        """
         position = matched_positions(indices, outputs.sub_boxes.device)
         losses = {}
         for role in ("sub", "obj"):
             pred = getattr(outputs, f"{role}_boxes")[position].float()  # [M, 4] cxcywh
             gt = gather_targets([t[f"{role}_boxes"] for t in targets], indices).to(pred)  # [M, 4] cxcywh
             losses[f"loss_{role}_bbox"] = F.l1_loss(pred, gt, reduction="sum") / num_pairs
-            giou = generalized_box_iou_loss(
-                box_convert(pred, "cxcywh", "xyxy"), box_convert(gt, "cxcywh", "xyxy"), reduction="sum"
-            )
-            losses[f"loss_{role}_giou"] = giou / num_pairs
+            giou = paired_generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(gt, "cxcywh", "xyxy"))
+            losses[f"loss_{role}_giou"] = (1 - giou).sum() / num_pairs  # [M] -> scalar
         return losses
 
     def _branch_loss(self, kind: str, logits: Tensor, target: Tensor, matched: Tensor) -> Tensor:

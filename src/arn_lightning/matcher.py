@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
-from torchvision.ops import box_convert, generalized_box_iou
+from torchvision.ops import box_convert
 
+from arn_lightning.boxes import generalized_box_iou
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
 
@@ -109,7 +110,8 @@ def box_l1_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
 
 
 def giou_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
-    """``-GIoU`` ``[Q, N]`` between normalised cxcywh boxes."""
+    """``-GIoU`` ``[Q, N]`` between normalised cxcywh boxes ``[Q, 4]`` and ``[N, 4]``, never NaN: degenerate
+    (zero-area) boxes follow :mod:`arn_lightning.boxes` (equal boxes cost -1), where torchvision's would give 0/0."""
     return -generalized_box_iou(box_convert(pred_cxcywh, "cxcywh", "xyxy"), box_convert(gt_cxcywh, "cxcywh", "xyxy"))
 
 

@@ -11,6 +11,11 @@ Per frame and pair query (SGDet):
 * boxes: normalised cxcywh w.r.t. the unpadded resized frame, which has the original aspect ratio, so they are
   multiplied by the original ``(w, h)`` and clipped to the frame.
 
+Validity (``docs/boxes.md``): every box of a prediction obeys the box rule of :mod:`arn_lightning.boxes` (finite,
+``x2 >= x1``, ``y2 >= y1``). A sigmoid ``w, h >= 0`` gives that by construction; a non-finite model output (boxes,
+object or predicate logits of a used query) or a negative size raises a ``ValueError`` naming the frame, instead of
+writing NaN into a prediction file. In SGCls / PredCls the ground-truth boxes are checked the same way.
+
 Rows: the P subject boxes first, then the P object boxes; pair n is ``(n, P + n)``. Subject boxes are not merged
 across pairs: each query predicts its own person box, and merging near-duplicates would change the IoU test of
 the metrics. ``top_k_pairs`` keeps the pairs with the best achievable triplet score (object score x best predicate
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
+from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
 from arn_lightning.matcher import ANY_OBJECT, TripletVocabulary
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.vocab import PERSON_LABEL, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
@@ -89,10 +95,13 @@ def predicate_scores(probs: Tensor, predicates: Tensor, objects: Tensor, kind: s
 
 
 def scale_boxes(boxes_cxcywh: Tensor, orig_size: Tensor, clip: bool) -> Tensor:
-    """Normalised cxcywh ``[Q, 4]`` -> xyxy in original pixels, ``orig_size`` = ``(h, w)``."""
-    height, width = orig_size.to(boxes_cxcywh).unbind()
-    scale = torch.stack((width, height, width, height))
-    boxes = box_convert(boxes_cxcywh.float(), "cxcywh", "xyxy") * scale  # [Q, 4]
+    """Normalised cxcywh ``[Q, 4]`` -> float32 xyxy in original pixels, ``orig_size`` = ``(h, w)`` ``[2]``; or
+    a batch: ``[BT, Q, 4]`` with ``orig_size`` ``[BT, 2]``. With ``w, h >= 0`` the result has ``x2 >= x1`` and
+    ``y2 >= y1`` (clipping keeps the order)."""
+    sizes = orig_size.to(boxes_cxcywh)
+    scale = torch.stack((sizes[..., 1], sizes[..., 0], sizes[..., 1], sizes[..., 0]), dim=-1)  # (w, h, w, h)
+    scale = scale.unsqueeze(-2) if sizes.dim() > 1 else scale  # [BT, 1, 4] against [BT, Q, 4]
+    boxes = box_convert(boxes_cxcywh.float(), "cxcywh", "xyxy") * scale  # [..., Q, 4]
     if clip:
         boxes = torch.minimum(boxes.clamp(min=0), scale)
     return boxes
@@ -148,15 +157,13 @@ class PostProcess(nn.Module):
         scores, classes = obj_logits.float().softmax(-1)[:, :-1].max(dim=-1)
         return scores, classes + 1
 
-    def _detected(self, outputs: ARNOutput, frame: int, target: Mapping[str, Any]) -> Dict[str, Any]:
-        """SGDet prediction of one frame."""
+    def _detected(self, outputs: ARNOutput, frame: int, boxes: Tuple[Tensor, Tensor]) -> Dict[str, Any]:
+        """SGDet prediction of one frame; ``boxes``: the batch's (subject, object) xyxy pixels ``[BT, Q, 4]``."""
         obj_scores, labels = self._object_classes(outputs.obj_logits[frame])  # [Q]
         scores = self._pair_scores(outputs, frame, labels)
         best = torch.cat(list(scores.values()), dim=1).amax(dim=1) * obj_scores  # [Q] best triplet score
         keep = best.argsort(descending=True, stable=True)[: self.config.top_k_pairs]  # [P]
-        size, clip = target["orig_size"], self.config.clip_boxes
-        sub = scale_boxes(outputs.sub_boxes[frame][keep], size, clip)  # [P, 4] xyxy px
-        obj = scale_boxes(outputs.obj_boxes[frame][keep], size, clip)
+        sub, obj = boxes[0][frame][keep], boxes[1][frame][keep]  # [P, 4] xyxy px
         rows = torch.arange(keep.numel(), device=keep.device)
         return {
             "boxes": torch.cat((sub, obj)),  # [2P, 4]
@@ -197,17 +204,86 @@ class PostProcess(nn.Module):
 
         Returns:
             Per frame ``{"frame": str, "boxes": [R, 4] xyxy px, "labels": [R], "scores": [R], "pairs": [P, 2],
-            "attention": [P, 3], "spatial": [P, 6], "contacting": [P, 17]}`` on the outputs' device.
+            "attention": [P, 3], "spatial": [P, 6], "contacting": [P, 17]}`` on the outputs' device; every box obeys
+            the box rule of :mod:`arn_lightning.boxes`.
+
+        Raises:
+            ValueError: a target count that is not ``BT``; a query mask in SGDet; for a returned frame, a non-finite
+                used model output, a box breaking the box rule (SGDet: model boxes, e.g. a negative size; SGCls /
+                PredCls: the targets' boxes), naming the frame key and the output.
         """
         if len(targets) != outputs.obj_logits.shape[0]:
             raise ValueError(f"Expected {outputs.obj_logits.shape[0]} targets (one per frame) but got {len(targets)}")
         given = outputs.query_mask is not None
         if given and self.task == "sgdet":
             raise ValueError("Expected task sgcls or predcls for outputs with a query_mask but got sgdet")
+        frames = [i for i, target in enumerate(targets) if target["evaluate"] or not only_evaluated]
+        boxes = None if given else self._batch_boxes(outputs, targets)
+        self._check_outputs(outputs, targets, frames, boxes)
         predictions = []
-        for i, target in enumerate(targets):
-            if only_evaluated and not target["evaluate"]:
-                continue
-            body = self._given_boxes(outputs, i, target) if given else self._detected(outputs, i, target)
-            predictions.append({"frame": target["frame"], **body})
+        for i in frames:
+            body = self._given_boxes(outputs, i, targets[i]) if boxes is None else self._detected(outputs, i, boxes)
+            predictions.append({"frame": targets[i]["frame"], **body})
         return predictions
+
+    def _batch_boxes(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]]) -> Tuple[Tensor, Tensor]:
+        """SGDet: the (subject, object) boxes of every query in original pixels, xyxy ``[BT, Q, 4]`` each."""
+        sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(outputs.sub_boxes.device)  # [BT, 2]
+        return (scale_boxes(outputs.sub_boxes, sizes, self.config.clip_boxes),
+                scale_boxes(outputs.obj_boxes, sizes, self.config.clip_boxes))
+
+    def _check_outputs(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], frames: List[int],
+                       boxes: Optional[Tuple[Tensor, Tensor]]) -> None:
+        """Raise naming the first of ``frames`` whose used outputs are not finite, or whose boxes (SGDet: the
+        scaled model boxes; SGCls / PredCls: the targets' ``boxes``) break the box rule; one device sync."""
+        used = outputs.query_mask  # [BT, Q] or None: every query is used
+        checks = {"obj_logits": outputs.obj_logits, **{f"{k}_logits": v for k, v in outputs.predicate_logits().items()}}
+        bad = {}
+        for name, value in checks.items():
+            nonfinite = ~torch.isfinite(value).all(dim=-1)  # [BT, Q]
+            bad[name] = (nonfinite & used if used is not None else nonfinite).any(dim=-1)  # [BT]
+        if boxes is not None:
+            for name, value in zip(("sub_boxes", "obj_boxes"), boxes):
+                bad[name] = invalid_box_mask(value).any(dim=-1)  # [BT]
+        selected = torch.zeros(len(targets), dtype=torch.bool, device=outputs.obj_logits.device)
+        selected[frames] = True
+        table = torch.stack(list(bad.values())) & selected  # [checks, BT]
+        if bool(table.any()):
+            frame = int(table.any(dim=0).nonzero()[0, 0])
+            name = list(bad)[int(table[:, frame].nonzero()[0, 0])]
+            raise self._output_error(outputs, targets[frame], frame, name, boxes)
+        if boxes is None:
+            self._check_given_boxes(targets, frames)
+
+    @staticmethod
+    def _output_error(outputs: ARNOutput, target: Mapping[str, Any], frame: int, name: str,
+                      boxes: Optional[Tuple[Tensor, Tensor]]) -> ValueError:
+        key = target.get("frame", frame)
+        if name.endswith("_logits"):
+            return ValueError(f"Expected finite model outputs for frame {key!r} but got non-finite {name} (a NaN or "
+                              f"inf would be written into the prediction file; are the weights or inputs finite?)")
+        assert boxes is not None
+        scaled = boxes[0 if name == "sub_boxes" else 1][frame]  # [Q, 4] xyxy px
+        query = int(invalid_box_mask(scaled).nonzero()[0, 0])
+        raw = getattr(outputs, name)[frame, query].tolist()
+        return ValueError(f"Expected {name} of frame {key!r} to give {BOX_RULE} but got {scaled[query].tolist()} "
+                          f"({box_violation(scaled[query].tolist())}) at query {query}, from the model's normalised "
+                          f"cxcywh {raw}")
+
+    @staticmethod
+    def _check_given_boxes(targets: Sequence[Mapping[str, Any]], frames: List[int]) -> None:
+        """SGCls / PredCls: the targets' ``boxes`` ``[N+1, 4]`` of ``frames`` obey the box rule (one check)."""
+        if not frames:
+            return
+        parts = [torch.as_tensor(targets[i]["boxes"]).reshape(-1, 4) for i in frames]  # [N_i + 1, 4] each
+        stacked = torch.cat(parts)
+        invalid = invalid_box_mask(stacked)
+        if not bool(invalid.any()):
+            return
+        row = int(invalid.nonzero()[0, 0])
+        ends = torch.tensor([len(part) for part in parts]).cumsum(0)  # [F] end row of each frame
+        position = int(torch.searchsorted(ends, torch.tensor(row), right=True))
+        local = row - (int(ends[position - 1]) if position else 0)
+        key = targets[frames[position]].get("frame", frames[position])
+        raise ValueError(f"Expected the ground-truth boxes of frame {key!r} to be {BOX_RULE} but got row {local} "
+                         f"{stacked[row].tolist()} ({box_violation(stacked[row].tolist())})")

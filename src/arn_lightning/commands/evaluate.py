@@ -3,7 +3,9 @@
 The ground truth is read with the task's standard filtering (:func:`arn_lightning.data.ag.load_annotations`).
 Every line of the prediction file must be a frame of the chosen split, once; a frame of the split without a line
 scores recall 0 and is reported under ``missing_frames``. Any malformed line is an error naming its line number
-(exit code 2, message on stderr).
+(exit code 2, message on stderr), a box that breaks the box rule of ``docs/boxes.md`` (non-finite, ``x2 < x1`` or
+``y2 < y1``) included; a ground-truth box breaking it stops the annotation loader, naming the pickle, the frame key and
+the object. Degenerate boxes (zero width or height) are valid and match themselves (IoU 1) under both conventions.
 
 Output: a table in percent (rows with / semi / no, columns R@K and mR@K), or with ``--json`` one object with
 fractions in ``[0, 1]``::
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iou-threshold", type=float, default=0.5,
                         help="IoU needed on both the subject and the object box (default: 0.5, the standard)")
     parser.add_argument("--iou", choices=IOU_CONVENTIONS, default="continuous",
-                        help="IoU convention: continuous (torchvision) or legacy (+1 pixel) (default: continuous)")
+                        help="IoU convention: continuous (torchvision) or legacy (+1 pixel) (default: continuous); "
+                             "either way two equal boxes have IoU 1, zero-area ones included (docs/boxes.md)")
     parser.add_argument("--min-frames", type=int, default=DEFAULT_MIN_FRAMES,
                         help=f"minimum kept frames per video (default: {DEFAULT_MIN_FRAMES})")
     parser.add_argument("--json", action="store_true", help="print one JSON object (fractions) instead of a table")
@@ -96,8 +99,9 @@ def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgde
     """Score ``predictions`` against the ``split`` frames of ``root``; returns the JSON report (module docstring).
 
     Raises:
-        PredictionFileError: a malformed line, a frame outside the split or a repeated frame (with line number).
-        AnnotationError: unreadable annotations.
+        PredictionFileError: a malformed line (a box breaking the box rule included), a frame outside the split or a
+            repeated frame (with line number).
+        AnnotationError: unreadable annotations (a pickle referencing code, a used box breaking the box rule).
     """
     frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
     targets = {frame.key: frame for frame in frames}

@@ -1,4 +1,9 @@
-"""``arn-lightning stats --root DIR [--task sgdet|sgcls|predcls] [--json]``: statistics of an AG-format root."""
+"""``arn-lightning stats --root DIR [--task sgdet|sgcls|predcls] [--json]``: statistics of an AG-format root.
+
+The pickles are read without running code (a restricted unpickler); a used box breaking the box rule of
+``docs/boxes.md`` is an error naming the file, the frame key and the object, one in a frame dropped anyway is counted
+under ``boxes.invalid_ignored`` (``docs/stats.md``).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arn-lightning stats",
         description="Videos and frames per split, kept and dropped by reason, objects per class and predicate "
-                    "counts (head to tail) of an Action Genome root after the task's standard filtering. "
-                    "The JSON keys are described in docs/stats.md.")
+                    "counts (head to tail) of an Action Genome root after the task's standard filtering, and the "
+                    "invalid boxes of dropped frames (docs/boxes.md). The JSON keys are described in docs/stats.md.")
     parser.add_argument("--root", required=True, help="dataset root (with annotations/)")
     parser.add_argument("--task", choices=TASKS, default="sgdet", help="filtering of this task (default: sgdet)")
     parser.add_argument("--min-frames", type=int, default=DEFAULT_MIN_FRAMES,

@@ -8,6 +8,17 @@ The format and the filtering rules are those of ``shared/docs/ACTION_GENOME.md``
 4. a video is kept only if at least ``min_frames`` frames survive;
 5. SGDet/SGCls drop object boxes whose short side is below ``filter_small`` pixels (16), PredCls keeps them.
 
+Boxes (``docs/boxes.md``): every box a kept-by-rule-2 frame contributes (its person box, its visible objects' boxes)
+must obey the box rule of :mod:`arn_lightning.boxes` (finite, ``x2 >= x1``, ``y2 >= y1`` in float32 xyxy; zero width
+or height allowed, coordinates beyond the frame allowed and never clipped), else :class:`AnnotationError` names the
+file, the frame key and the object index. A box breaking the rule in a frame that rule 2 drops anyway (the person box
+of a frame without visible object, the objects of a frame without person box) is not used: it is counted under
+``boxes_invalid_ignored`` of the split's report instead. Whether a root loads therefore does not depend on the task
+or ``min_frames``.
+
+The pickles are read with a restricted unpickler (:func:`load_pickle`) that admits only the plain data types of the
+release (builtins, numpy arrays, dtypes and scalars), so a crafted annotation file cannot run code.
+
 Nothing here reads a frame image: the frame size comes from ``bbox_size`` of ``person_bbox.pkl``.
 
 Example:
@@ -18,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import re
 from collections import defaultdict
@@ -28,6 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from arn_lightning import vocab
+from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
 
 TASKS = ("sgdet", "sgcls", "predcls")
 SPLITS = ("train", "test")
@@ -130,6 +143,9 @@ class SplitReport:
         objects_invisible: entries with ``visible`` False.
         objects_small: visible objects removed by "filter small" (all frames).
         objects_kept: objects of the kept frames.
+        boxes_invalid_ignored: boxes breaking the box rule in frames that rule 2 drops anyway (the person box of a
+            ``no_visible_object`` frame, the object boxes of a ``no_person`` frame); never scored. Such a box in any
+            other frame is an :class:`AnnotationError`.
     """
 
     videos_total: int = 0
@@ -142,6 +158,7 @@ class SplitReport:
     objects_invisible: int = 0
     objects_small: int = 0
     objects_kept: int = 0
+    boxes_invalid_ignored: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-friendly nested dict (keys documented in ``docs/stats.md``)."""
@@ -150,6 +167,7 @@ class SplitReport:
             "frames": {"total": self.frames_total, "kept": self.frames_kept, "dropped": dict(self.frames_dropped)},
             "objects": {"total": self.objects_total, "invisible": self.objects_invisible,
                         "small": self.objects_small, "kept": self.objects_kept},
+            "boxes": {"invalid_ignored": self.boxes_invalid_ignored},
         }
 
 
@@ -190,13 +208,17 @@ class FilterReport:
 
 @dataclass
 class _RawObject:
-    """One visible object entry, parsed; ``box_xyxy`` in original pixels, label counts as plain lists."""
+    """One visible object entry, parsed; ``box_xyxy`` in original pixels, ``valid`` False once :func:`_check_boxes`
+    found that it breaks the box rule (only in a frame that rule 2 drops), ``index`` its position in the frame's
+    entry list, label counts as plain lists."""
 
+    index: int
     label: int
     box_xyxy: List[float]
     attention: List[int]
     spatial: List[int]
     contacting: List[int]
+    valid: bool = True
 
     @property
     def short_side(self) -> float:
@@ -217,6 +239,7 @@ class _RawFrame:
     person_xyxy: Optional[List[float]]
     objects: List[_RawObject]
     num_entries: int
+    invalid_boxes: int = 0
 
 
 def parse_frame_key(key: Any, source: str) -> Tuple[str, int]:
@@ -264,18 +287,75 @@ def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[st
     return names
 
 
+#: Builtin types an annotation pickle may build (Python 2 pickles name the module ``__builtin__``).
+_PICKLE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
+                              "complex", "bool"})
+#: numpy internals that rebuild arrays and scalars: (submodule of ``numpy._core`` / numpy 1.x ``numpy.core``, name).
+_PICKLE_NUMPY_CORE = frozenset({("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")})
+_PICKLE_MODULE_ALIASES = {"__builtin__": "builtins"}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle referenced a global outside the annotation allow-list; ``name`` is ``module.name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"refused global {name}")
+
+
+def _numpy_core(submodule: str, name: str) -> Any:
+    """``numpy._core.<submodule>.<name>`` (numpy 2), or ``numpy.core.<submodule>.<name>`` (numpy 1.x): a pickle
+    written by either numpy names one of the two paths, and both resolve to the running numpy's function."""
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{submodule}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise _RefusedGlobal(f"numpy.core.{submodule}.{name}")
+
+
+class _AnnotationUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the AG release pickles contain: builtin containers, strings and numbers,
+    numpy arrays, dtypes and scalars (old and new numpy module paths). Any other global (``os.system``,
+    ``builtins.eval``, a class, ...) raises :class:`_RefusedGlobal` before anything is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        module = _PICKLE_MODULE_ALIASES.get(module, module)
+        if module == "builtins" and name in _PICKLE_BUILTINS:
+            return getattr(importlib.import_module("builtins"), name)
+        if (module, name) == ("_codecs", "encode"):  # bytes in a protocol 0-2 pickle written by Python 3
+            return importlib.import_module("_codecs").encode
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        package, _, submodule = module.rpartition(".")
+        if package in ("numpy.core", "numpy._core") and (submodule, name) in _PICKLE_NUMPY_CORE:
+            return _numpy_core(submodule, name)
+        raise _RefusedGlobal(f"{module}.{name}")
+
+
 def load_pickle(path: Path) -> Dict[str, Any]:
-    """Load one of the two annotation pickles (a dict keyed by frame key).
+    """Load one of the two annotation pickles (a dict keyed by frame key) without running any code.
+
+    The restricted unpickler admits the builtin containers, strings and numbers, ``_codecs.encode`` (bytes in old
+    protocols) and numpy arrays, dtypes and scalars (``numpy.ndarray``, ``numpy.dtype``,
+    ``numpy[._]core.multiarray._reconstruct`` / ``scalar``, ``numpy[._]core.numeric._frombuffer``); the release
+    files, written by numpy 1.x, need nothing else.
 
     Raises:
-        AnnotationError: the file is missing, is not a readable pickle, or does not hold a dict.
+        AnnotationError: the file is missing, is not a readable pickle, references any other global (named as
+            ``module.name``; nothing is called), or does not hold a dict.
     """
     if not path.is_file():
         raise AnnotationError(f"Expected the annotation file {path} but it does not exist")
     try:
         with path.open("rb") as handle:
-            data = pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as exc:
+            data = _AnnotationUnpickler(handle).load()
+    except _RefusedGlobal as exc:
+        raise AnnotationError(f"{path}: Expected only plain data (dicts, lists, strings, numbers, numpy arrays) but "
+                              f"got a reference to the global {exc.name!r}, refused (unpickling it could run "
+                              f"code)") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError, TypeError,
+            ValueError, OverflowError) as exc:
         raise AnnotationError(f"{path}: Expected a pickled dict but the file cannot be unpickled ({exc})") from exc
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: Expected a dict keyed by frame key but got {type(data).__name__}")
@@ -294,7 +374,8 @@ def _check_same_keys(person: Mapping[str, Any], objects: Mapping[str, Any]) -> N
 
 
 def _parse_person(entry: Any, key: str) -> Tuple[Optional[List[float]], int, int]:
-    """``(person box xyxy [4] or None, width, height)`` of a ``person_bbox.pkl`` entry."""
+    """``(person box xyxy [4] or None, width, height)`` of a ``person_bbox.pkl`` entry (the box is float32-rounded
+    and checked against the box rule later, by :func:`_check_boxes`)."""
     where = f"{PERSON_FILE}[{key!r}]"
     if not isinstance(entry, dict) or "bbox" not in entry or "bbox_size" not in entry:
         raise AnnotationError(f"{where}: Expected a dict with 'bbox' and 'bbox_size' but got {entry!r:.200}")
@@ -328,13 +409,12 @@ def _label_counts(names: Any, kind: str, where: str) -> List[int]:
 
 
 def _parse_box_xywh(value: Any, where: str) -> List[float]:
-    """Convert an AG object box ``(x, y, w, h)`` to ``[x1, y1, x2, y2]``."""
+    """Convert an AG object box ``(x, y, w, h)`` to ``[x1, y1, x2, y2]`` (checked against the box rule later, by
+    :func:`_check_boxes`: a negative ``w`` or ``h`` gives ``x2 < x1`` or ``y2 < y1``)."""
     try:
         x, y, w, h = (float(v) for v in value)
     except (TypeError, ValueError) as exc:
         raise AnnotationError(f"{where}['bbox']: Expected 4 numbers (x, y, w, h) but got {value!r:.100}") from exc
-    if not (w >= 0 and h >= 0):
-        raise AnnotationError(f"{where}['bbox']: Expected a non-negative width and height but got {(w, h)}")
     return [x, y, x + w, y + h]
 
 
@@ -347,8 +427,8 @@ def _entry_split(entry: Any, where: str) -> str:
     return split
 
 
-def _parse_object(entry: Any, where: str) -> Optional[_RawObject]:
-    """A visible object entry parsed, or None for an invisible one."""
+def _parse_object(entry: Any, index: int, where: str) -> Optional[_RawObject]:
+    """A visible object entry (number ``index`` of its frame) parsed, or None for an invisible one."""
     if not isinstance(entry, dict) or any(name not in entry for name in _OBJECT_FIELDS):
         raise AnnotationError(f"{where}: Expected a dict with keys {list(_OBJECT_FIELDS)} but got {entry!r:.200}")
     if not entry["visible"]:
@@ -358,7 +438,7 @@ def _parse_object(entry: Any, where: str) -> Optional[_RawObject]:
         raise AnnotationError(f"{where}['class']: Expected an AG object class but got {entry['class']!r}")
     if entry["bbox"] is None:
         raise AnnotationError(f"{where}: Expected a 'bbox' for a visible object but got None")
-    return _RawObject(label=label, box_xyxy=_parse_box_xywh(entry["bbox"], where),
+    return _RawObject(index=index, label=label, box_xyxy=_parse_box_xywh(entry["bbox"], where),
                       attention=_label_counts(entry["attention_relationship"], "attention", where),
                       spatial=_label_counts(entry["spatial_relationship"], "spatial", where),
                       contacting=_label_counts(entry["contacting_relationship"], "contacting", where))
@@ -374,13 +454,51 @@ def _parse_frame(key: str, person_entry: Any, object_entries: Any) -> _RawFrame:
     objects, split = [], None
     for index, entry in enumerate(object_entries):
         where = f"{OBJECT_FILE}[{key!r}][{index}]"
-        parsed = _parse_object(entry, where)
+        parsed = _parse_object(entry, index, where)
         entry_split = _entry_split(entry, where)
         split = entry_split if split is None else split
         if parsed is not None:
             objects.append(parsed)
     return _RawFrame(key=key, video=video, number=number, split=split, width=width, height=height,
                      person_xyxy=person_xyxy, objects=objects, num_entries=len(object_entries))
+
+
+def _invalid_box_error(frame: _RawFrame, index: int, box_xyxy: List[float]) -> AnnotationError:
+    """The error of a box breaking the rule: the person box (``index`` -1) or object entry ``index`` of ``frame``."""
+    with np.errstate(over="ignore"):
+        shown = [float(v) for v in np.asarray(box_xyxy, dtype=np.float32)]
+    reason = box_violation(shown)
+    if index < 0:
+        return AnnotationError(f"{PERSON_FILE}[{frame.key!r}]['bbox']: Expected {BOX_RULE} (docs/boxes.md) but got "
+                               f"{shown} ({reason})")
+    x1, y1, x2, y2 = shown
+    return AnnotationError(f"{OBJECT_FILE}[{frame.key!r}][{index}]['bbox']: Expected (x, y, w, h) with finite values "
+                           f"and w, h >= 0, i.e. {BOX_RULE} (docs/boxes.md), but got xyxy {shown} (w = {x2 - x1}, "
+                           f"h = {y2 - y1}: {reason})")
+
+
+def _check_boxes(frames: List[_RawFrame]) -> None:
+    """Apply the box rule to every person and visible object box of ``frames`` at once (float32, as they are
+    kept). A box breaking it raises if its frame passes rule 2 (it would be trained on and scored), else it is
+    counted in the frame's ``invalid_boxes`` (the frame is dropped as ``no_visible_object`` or ``no_person``)."""
+    rows: List[List[float]] = []
+    owners: List[Tuple[int, int]] = []  # (frame position, object entry index or -1 for the person)
+    for position, frame in enumerate(frames):
+        if frame.person_xyxy is not None:
+            rows.append(frame.person_xyxy)
+            owners.append((position, -1))
+        rows.extend(o.box_xyxy for o in frame.objects)
+        owners.extend((position, o.index) for o in frame.objects)
+    with np.errstate(over="ignore", invalid="ignore"):  # a float64 value beyond float32 becomes inf: invalid
+        invalid = invalid_box_mask(np.asarray(rows, dtype=np.float32).reshape(-1, 4))
+    for row in np.flatnonzero(invalid):  # usually none
+        position, index = owners[row]
+        frame = frames[position]
+        if frame.person_xyxy is not None and frame.objects:
+            raise _invalid_box_error(frame, index, rows[row])
+        frame.invalid_boxes += 1
+        for obj in frame.objects:
+            obj.valid = obj.valid and obj.index != index  # not counted as "small" either
 
 
 def _assign_missing_splits(frames: List[_RawFrame]) -> None:
@@ -396,8 +514,9 @@ def _assign_missing_splits(frames: List[_RawFrame]) -> None:
 
 def _filter_frame(raw: _RawFrame, min_side: float, rep: SplitReport) -> Optional[FrameAnnotation]:
     """Rules 2, 3 and 5 for one frame: the annotation, or None after counting the drop reason in ``rep``."""
-    kept = [o for o in raw.objects if o.short_side >= min_side]
-    rep.objects_small += len(raw.objects) - len(kept)
+    valid = [o for o in raw.objects if o.valid]  # all of them unless the frame has no person box
+    kept = [o for o in valid if o.short_side >= min_side]
+    rep.objects_small += len(valid) - len(kept)
     reason = ("no_visible_object" if not raw.objects else "no_person" if raw.person_xyxy is None
               else "all_objects_small" if not kept else None)
     if reason is not None:
@@ -502,6 +621,7 @@ def _read_raw_frames(root: PathLike) -> List[_RawFrame]:
     objects = load_pickle(annotations / OBJECT_FILE)
     _check_same_keys(person, objects)
     frames = [_parse_frame(key, person[key], objects[key]) for key in person]
+    _check_boxes(frames)
     _assign_missing_splits(frames)
     return frames
 
@@ -520,7 +640,9 @@ def load_annotations(root: PathLike, task: str = "sgdet", min_frames: int = DEFA
         The filtered annotations, frames sorted by video then frame number.
 
     Raises:
-        AnnotationError: missing or malformed annotation files, naming the file and the key.
+        AnnotationError: missing or malformed annotation files, naming the file and the key (and the object index);
+            a pickle referencing anything but plain data (:func:`load_pickle`); a used box breaking the box rule
+            (module docstring).
         ValueError: invalid options.
     """
     min_side = _validate_options(task, min_frames, filter_small)
@@ -533,6 +655,7 @@ def load_annotations(root: PathLike, task: str = "sgdet", min_frames: int = DEFA
         rep.frames_total += 1
         rep.objects_total += raw.num_entries
         rep.objects_invisible += raw.num_entries - len(raw.objects)
+        rep.boxes_invalid_ignored += raw.invalid_boxes
         videos_seen[split].add(raw.video)
         frame = _filter_frame(raw, min_side, rep)
         candidates[split][raw.video] += [frame] if frame is not None else []

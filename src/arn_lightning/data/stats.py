@@ -67,6 +67,8 @@ def format_stats(stats: Dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v:,}" for k, v in frames["dropped"].items()) + ")")
         lines.append(f"    objects {objects['kept']:,} kept of {objects['total']:,} entries ({objects['invisible']:,} "
                      f"invisible, {objects['small']:,} small); {split['relationships']:,} relationship labels")
+        if split["boxes"]["invalid_ignored"]:  # docs/boxes.md: boxes breaking the rule in frames dropped anyway
+            lines.append(f"    {split['boxes']['invalid_ignored']:,} invalid boxes in dropped frames (ignored)")
         lines += _table(split["objects_per_class"], "objects per class")
         lines += _table(split["predicates"], "predicates, head to tail")
     return "\n".join(lines)

@@ -23,8 +23,9 @@ several GT triplets. Then
 ``mR_per_frame@K`` the mean over the 26 predicates of the mean, over the frames containing ``c``, of
 ``hits_c / count_c``; a predicate that never occurs counts 0 in both. ``hmean@K = 2 R mR / (R + mR)``.
 The IoU is torchvision's (``continuous``) or the two-stage papers' ``+1`` pixel one (``legacy``: both boxes get
-``x2 + 1, y2 + 1``). The task (SGDet / SGCls / PredCls) only changes the input: in PredCls the predicted boxes and
-labels are the ground truth with score 1. A frame without any GT triplet has no ``R_f`` and is skipped (the standard
+``x2 + 1, y2 + 1``); it is never NaN: where the union of two degenerate (zero-area) boxes is empty it is 1 for equal
+boxes and 0 otherwise (``docs/boxes.md``), so a prediction equal to the ground truth hits it. The task (SGDet /
+SGCls / PredCls) only changes the input: in PredCls the predicted boxes and labels are the ground truth with score 1. A frame without any GT triplet has no ``R_f`` and is skipped (the standard
 filtering never keeps one).
 
 Implementation. Reversing the spatial direction on both sides means that a spatial candidate of pair ``(a, b)``
@@ -45,7 +46,9 @@ Input contract, per frame (``ARCHITECTURE.md`` section 4; tensors on any device,
   ``scores [R]``, ``pairs [P, 2]``, ``attention [P, 3]``, ``spatial [P, 6]``, ``contacting [P, 17]``);
 - target: ``boxes`` float ``[N+1, 4]`` xyxy original pixels (row 0 the person), ``labels`` int ``[N+1]``,
   ``attention`` int ``[N, 3]``, ``spatial`` int ``[N, 6]``, ``contacting`` int ``[N, 17]`` (label counts);
-  an optional ``frame`` key must then equal the prediction's.
+  an optional ``frame`` key must then equal the prediction's;
+- every box of both obeys the box rule of :mod:`arn_lightning.boxes` (finite, ``x2 >= x1``, ``y2 >= y1``; zero
+  width or height allowed), checked with ``validate_args``.
 
 Example (one object, the prediction is the ground truth):
     >>> import torch
@@ -69,9 +72,9 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
 
 from arn_lightning import vocab
+from arn_lightning.boxes import InvalidBoxError, first_invalid_box, paired_iou
 from arn_lightning.metrics.batching import Field, check_range, frame_of_row, stack_frames
 from arn_lightning.metrics.predictions import PredictionBatch, prediction_arrays, stack_predictions
 
@@ -91,8 +94,6 @@ _FIXED_ONE = 1 << FIXED_POINT_BITS
 _SPATIAL = vocab.PREDICATE_TYPES.index("spatial")
 #: Type index (attention 0, spatial 1, contacting 2) of each global predicate.
 _TYPE = np.array([vocab.PREDICATE_TYPES.index(vocab.predicate_type(c)) for c in range(NUM_PREDICATES)])
-#: IoU of aligned box pairs ([M, 1, 4] x [M, 1, 4] -> [M, 1, 1]) with torchvision's box_iou, one call per batch.
-_PAIRED_BOX_IOU = torch.vmap(box_iou)
 
 
 @dataclass(frozen=True)
@@ -186,10 +187,11 @@ def stack_ground_truth(targets: Sequence[Mapping[str, Any]], name_of: Callable[[
     arrays, sizes = stack_frames(targets, GROUND_TRUTH_FIELDS, name_of, derived={"N": ("N+1", -1)})
     counts = np.concatenate([arrays[kind] for kind in vocab.PREDICATE_TYPES], axis=1)  # [sum N_f, 26]
     batch = GroundTruthBatch(arrays["boxes"], arrays["labels"], counts, sizes.get("N", np.zeros(0, np.int64)))
-    if check_values and not np.isfinite(batch.boxes).all():
-        row = int(np.flatnonzero(~np.isfinite(batch.boxes).all(axis=1))[0])
+    row = first_invalid_box(batch.boxes) if check_values else -1
+    if row >= 0:  # the box rule of arn_lightning.boxes
         frame = frame_of_row(row, batch.num_objects + 1)
-        raise ValueError(f"Expected finite {name_of(frame)}['boxes'] but got {batch.boxes[row].tolist()}")
+        local = row - int((batch.num_objects[:frame] + 1).sum())
+        raise InvalidBoxError(f"{name_of(frame)}['boxes'][{local}]", batch.boxes[row].tolist())
     if check_values:
         check_range(batch.labels, batch.num_objects + 1, vocab.PERSON_LABEL, vocab.NUM_OBJECT_CLASSES,
                     lambda frame: f"{name_of(frame)}['labels']")
@@ -200,24 +202,29 @@ def stack_ground_truth(targets: Sequence[Mapping[str, Any]], name_of: Callable[[
 
 
 def paired_box_iou(boxes1: np.ndarray, boxes2: np.ndarray, convention: str = "continuous") -> np.ndarray:
-    """IoU of ``boxes1[i]`` with ``boxes2[i]`` (xyxy, ``[M, 4]`` each) -> float64 ``[M]``, by torchvision.
+    """IoU of ``boxes1[i]`` with ``boxes2[i]`` (xyxy, ``[M, 4]`` each) -> float64 ``[M]`` in ``[0, 1]``, never NaN.
 
-    ``legacy`` is the +1-pixel IoU of the two-stage papers (width ``x2 - x1 + 1``), i.e. the continuous IoU of
-    the boxes with ``x2 + 1, y2 + 1``.
+    ``continuous`` is torchvision's ``box_iou`` (the same numbers, in float64); ``legacy`` is the +1-pixel IoU of
+    the two-stage papers (width ``x2 - x1 + 1``), i.e. the continuous IoU of the boxes with ``x2 + 1, y2 + 1``.
+    Degenerate boxes (zero width or height, valid under the box rule of :mod:`arn_lightning.boxes`): where the
+    union has zero area the IoU is 1 for two equal boxes and 0 otherwise, so a box always matches itself.
 
     Example:
         >>> a, b = np.array([[0., 0., 9., 9.]]), np.array([[0., 0., 9., 4.]])
         >>> paired_box_iou(a, b).round(4).tolist(), paired_box_iou(a, b, "legacy").tolist()
         ([0.4444], [0.5])
+        >>> line = np.array([[5., 5., 5., 30.]])  # width 0: IoU 1 with itself under both conventions
+        >>> paired_box_iou(line, line).tolist(), paired_box_iou(line, line, "legacy").tolist()
+        ([1.0], [1.0])
     """
     if len(boxes1) == 0:
         return np.zeros(0)
-    first = torch.from_numpy(np.asarray(boxes1, dtype=np.float64))
-    second = torch.from_numpy(np.asarray(boxes2, dtype=np.float64))
+    first = np.asarray(boxes1, dtype=np.float64)
+    second = np.asarray(boxes2, dtype=np.float64)
     if convention == "legacy":
-        shift = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+        shift = np.array([0.0, 0.0, 1.0, 1.0])
         first, second = first + shift, second + shift
-    return _PAIRED_BOX_IOU(first[:, None], second[:, None])[:, 0, 0].numpy()
+    return paired_iou(first, second)
 
 
 def _ragged(lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

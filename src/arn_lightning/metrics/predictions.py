@@ -15,7 +15,9 @@ key                       in memory                   meaning
 ``contacting``            ``float [P, 17]``           likewise
 ========================  ==========================  ===============================================
 
-In memory the values are tensors (any device), numpy arrays or nested lists; on disk they are JSON lists, one
+Every box obeys the box rule of :mod:`arn_lightning.boxes` (finite coordinates, ``x2 >= x1``, ``y2 >= y1``; zero
+width or height and coordinates beyond the frame allowed). In memory the values are tensors (any device), numpy
+arrays or nested lists; on disk they are JSON lists, one
 frame a line, with float32 precision: :func:`write_predictions` writes every float as the shortest decimal that
 reads back as the same float32 (``0.1`` rather than ``0.10000000149011612``), atomically; :func:`read_predictions`
 reads and validates a file, returning float32 tensors equal to what was written, and raises
@@ -39,8 +41,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Sequence, Tuple, Union
 
@@ -48,12 +48,12 @@ import numpy as np
 import torch
 
 from arn_lightning import vocab
+from arn_lightning.atomic import atomic_open
+from arn_lightning.boxes import InvalidBoxError, first_invalid_box
 from arn_lightning.metrics.batching import Field, check_range, frame_of_row, stack_frames
 
 PathLike = Union[str, Path]
 
-#: Permissions of a written prediction file before the umask (like ``open(path, "w")``).
-_FILE_MODE = 0o666
 #: Significant decimal digits that always identify a float32.
 FLOAT32_DIGITS = 9
 #: Keys of a prediction, in the order they are written.
@@ -99,10 +99,11 @@ def _check_values(batch: PredictionBatch, name_of: Callable[[int], str]) -> None
     def describe(key: str) -> Callable[[int], str]:
         return lambda frame: f"{name_of(frame)}[{key!r}]"
 
-    if not np.isfinite(batch.boxes).all():
-        row = int(np.flatnonzero(~np.isfinite(batch.boxes).all(axis=1))[0])
-        raise ValueError(f"Expected finite {describe('boxes')(frame_of_row(row, batch.num_rows))} but got "
-                         f"{batch.boxes[row].tolist()}")
+    row = first_invalid_box(batch.boxes)
+    if row >= 0:  # the box rule of arn_lightning.boxes
+        frame = frame_of_row(row, batch.num_rows)
+        local = row - int(batch.num_rows[:frame].sum())
+        raise InvalidBoxError(f"{describe('boxes')(frame)}[{local}]", batch.boxes[row].tolist())
     check_range(batch.labels, batch.num_rows, vocab.PERSON_LABEL, vocab.NUM_OBJECT_CLASSES, describe("labels"))
     check_range(batch.scores, batch.num_rows, 0.0, 1.0, describe("scores"))
     rows_of_pair = np.repeat(batch.num_rows, batch.num_pairs)[:, None]  # [sum P_f, 1]
@@ -118,11 +119,13 @@ def stack_predictions(preds: Sequence[Mapping[str, Any]], name_of: Callable[[int
     Args:
         preds: per-frame predictions; ``frame`` is not needed here.
         name_of: frame index -> its name in errors.
-        check_values: also check the values (finite boxes, labels in 1..36, scores and predicate scores in
-            ``[0, 1]`` (NaN fails), pair rows in ``[0, R_f)``), not only keys, dtypes and shapes.
+        check_values: also check the values (boxes obeying the box rule of :mod:`arn_lightning.boxes`, labels in
+            1..36, scores and predicate scores in ``[0, 1]`` (NaN fails), pair rows in ``[0, R_f)``), not only
+            keys, dtypes and shapes.
 
     Raises:
-        ValueError: "Expected ... but got ..." naming the frame and the key.
+        ValueError: "Expected ... but got ..." naming the frame and the key (a box breaking the rule:
+            :class:`~arn_lightning.boxes.InvalidBoxError`, naming the frame, the key and the row).
 
     Example:
         >>> batch = stack_predictions([{"boxes": [], "labels": [], "scores": [], "pairs": [],
@@ -286,7 +289,8 @@ def iter_predictions(path: PathLike) -> Iterator[Tuple[int, str, PredictionBatch
     """Read a prediction file lazily, yielding ``(line number, frame, arrays)`` per non-blank line (float fields
     as float32, the file's precision).
 
-    Every line is validated (JSON, keys, lengths, pair rows, value ranges, NaN) and frames must be unique.
+    Every line is validated (JSON, keys, lengths, pair rows, value ranges, NaN, the box rule) and frames must be
+    unique.
 
     Raises:
         PredictionFileError: naming the file and the 1-based line number of the first bad line.
@@ -321,12 +325,6 @@ def read_predictions(path: PathLike) -> Iterator[Dict[str, Any]]:
         yield _tensors(frame, arrays)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _json_line(obj: Dict[str, Any]) -> str:
     # allow_nan=False: validation already rejected NaN, this keeps the file strict JSON regardless
     return json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n"
@@ -339,7 +337,8 @@ def write_predictions(path: PathLike, preds: Iterable[Mapping[str, Any]]) -> int
     Floats are written with float32 precision, each as its shortest decimal (:func:`shortest_float32`).
 
     Args:
-        path: the ``.jsonl`` file; its folder is created if needed.
+        path: the ``.jsonl`` file; its folder is created if needed. Written through
+            :func:`arn_lightning.atomic.atomic_open` (flushed to disk, then renamed over ``path``).
         preds: per-frame predictions (module docstring), each with a unique ``frame``.
 
     Returns:
@@ -348,27 +347,15 @@ def write_predictions(path: PathLike, preds: Iterable[Mapping[str, Any]]) -> int
     Raises:
         ValueError: a prediction that is invalid (naming its index) or a repeated frame.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count, seen = 0, set()
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for index, pred in enumerate(preds):
-                obj = prediction_to_json(pred, f"preds[{index}]")
-                if obj["frame"] in seen:
-                    raise ValueError(f"Expected one prediction per frame but preds[{index}] repeats "
-                                     f"{obj['frame']!r}")
-                seen.add(obj["frame"])
-                out.write(_json_line(obj))
-                count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, _FILE_MODE & ~_current_umask())  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as out:  # fsync, the mode of open(path, "w"), rename; removed on an error
+        for index, pred in enumerate(preds):
+            obj = prediction_to_json(pred, f"preds[{index}]")
+            if obj["frame"] in seen:
+                raise ValueError(f"Expected one prediction per frame but preds[{index}] repeats {obj['frame']!r}")
+            seen.add(obj["frame"])
+            out.write(_json_line(obj))
+            count += 1
     return count
 
 

@@ -2,12 +2,14 @@
 backbone."""
 
 import math
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 
+from arn_lightning.download import WeightsUnavailable
 from arn_lightning.models.association import AssociationLayer, CueAttention, EntityFusion
 from arn_lightning.models.backbone import Backbone
 from arn_lightning.models.heads import MLP, CosineClassifier
@@ -229,14 +231,42 @@ def test_backbone_local_weights(tmp_path):
         Backbone("resnet18", str(tmp_path / "absent.pth"), 32, True, 2)
 
 
-def test_backbone_imagenet_failure_is_explained(monkeypatch):
-    weights_enum = type(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """torch's hub cache in tmp_path; offline (as conftest sets HF_HUB_OFFLINE=1, repeated for clarity)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "torch" / "hub" / "checkpoints"
 
-    def offline(self, *args, **kwargs):
-        raise OSError("network unreachable")
 
-    monkeypatch.setattr(weights_enum, "get_state_dict", offline)
-    with pytest.raises(RuntimeError, match="local path"):
+def test_backbone_imagenet_file_in_the_hub_cache_loads_without_network(torch_home, monkeypatch):
+    monkeypatch.setenv("ARN_OFFLINE", "1")  # any download attempt would fail
+    reference = torchvision.models.resnet18()  # random weights standing in for the ImageNet file
+    torch_home.mkdir(parents=True)
+    torch.save(reference.state_dict(), torch_home / "resnet18-f37072fd.pth")
+    net = Backbone("resnet18", "imagenet", 32, True, 2)
+    assert torch.equal(net.body.layer2[1].conv2.weight, reference.layer2[1].conv2.weight)
+    assert torch.equal(net.body.bn1.running_mean, reference.bn1.running_mean)
+
+
+def test_backbone_imagenet_offline_failure_names_the_file_and_folder(torch_home):
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailable) as info:
+        Backbone("resnet50", "imagenet", 32, True, 2)
+    assert time.monotonic() - start < 30.0  # at once: no connection is attempted
+    message = str(info.value)
+    assert message.startswith(f"Expected the ImageNet weights of resnet50 in {torch_home / 'resnet50-0676ba61.pth'}")
+    assert "HF_HUB_OFFLINE is set" in message
+    assert f"place it in the folder {torch_home} under the file name resnet50-0676ba61.pth" in message
+    assert "set backbone_weights to a local torchvision state-dict file" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_backbone_imagenet_file_that_is_not_a_torch_file_is_explained(torch_home):
+    torch_home.mkdir(parents=True)
+    (torch_home / "resnet18-f37072fd.pth").write_bytes(b"truncated download")
+    with pytest.raises(ValueError, match="Expected a torchvision resnet18 state dict in .*resnet18-f37072fd.pth but "
+                                         "it cannot be read"):
         Backbone("resnet18", "imagenet", 32, True, 2)
 
 

@@ -124,5 +124,8 @@ def test_rejects_files_that_are_not_detr(tmp_path):
     torch.save({"model": {"conv.weight": torch.zeros(1)}}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="Expected a DETR checkpoint"):
         read_detr_state_dict(tmp_path / "other.pth")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="absent.pth") as info:
         read_detr_state_dict(tmp_path / "absent.pth")
+    # no download is attempted: the message says which file to fetch by hand and from where
+    assert "detr-r50-e632da11.pth" in str(info.value)
+    assert "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth" in str(info.value)

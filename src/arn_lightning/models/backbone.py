@@ -16,6 +16,7 @@ The module is named ``body`` so that the parameter names equal DETR's ``backbone
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -25,6 +26,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
+
+from arn_lightning.download import fetch_weights
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +41,38 @@ STRIDE_STAGES: Dict[int, str] = {32: "layer4", 16: "layer3"}
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
-def _load_imagenet_state(name: str) -> Dict[str, Tensor]:
-    """torchvision's ImageNet weights of ``name`` (its hub cache first, then a download)."""
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+def imagenet_weights_file(name: str) -> Tuple[str, Path]:
+    """``(url, local path)`` of torchvision's ``IMAGENET1K_V1`` weights of ``name``.
+
+    The local path is where torchvision itself caches them, ``torch.hub.get_dir()/checkpoints/<file name>``
+    (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), e.g. ``resnet50-0676ba61.pth``
+    for ``resnet50``. A file placed there by hand is used without any network access.
+    """
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _load_imagenet_state(name: str, timeout_s: Optional[float] = None) -> Dict[str, Tensor]:
+    """torchvision's ImageNet weights of ``name``: the hub-cache file, downloaded first if absent.
+
+    The download honours ``ARN_OFFLINE`` / ``HF_HUB_OFFLINE``, ``ARN_DOWNLOAD_TIMEOUT`` and ``ARN_WEIGHTS_URL``
+    (:func:`arn_lightning.download.fetch_weights`) and checks the sha256 prefix of the file name.
+
+    Raises:
+        WeightsUnavailable: the file is absent and cannot be downloaded (offline, no answer in time, bad hash).
+        ValueError: the file on disk is not a readable torch file.
+    """
+    url, path = imagenet_weights_file(name)
+    file = fetch_weights(
+        url, path.parent, path.name, what=f"the ImageNet weights of {name}", timeout_s=timeout_s,
+        hint=", or set backbone_weights to a local torchvision state-dict file",
+    )
     try:
-        return weights.get_state_dict(progress=False)
-    except Exception as err:  # any download / cache failure gets the same actionable message
-        raise RuntimeError(
-            f"Could not obtain the ImageNet weights of {name} from {weights.url} ({type(err).__name__}: {err}). "
-            f"Without network access, download that file on another machine and set backbone_weights to its "
-            f"local path, or put it into torch's hub cache ({torch.hub.get_dir()}/checkpoints)."
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file under the expected name
+        raise ValueError(
+            f"Expected a torchvision {name} state dict in {file} but it cannot be read ({type(err).__name__}: "
+            f"{err}); delete it to download it again, or replace it with the file from {url}"
         ) from err
 
 
@@ -68,6 +93,12 @@ def load_resnet_weights(resnet: nn.Module, name: str, weights: Optional[str]) ->
     """Load ``weights`` (None: keep random, ``"imagenet"``, or a local ``.pth``) into a torchvision ResNet.
 
     The classifier (``fc.*``) is ignored; any other missing, unexpected or mis-shaped key is an error.
+
+    Raises:
+        WeightsUnavailable: ``"imagenet"`` whose file (:func:`imagenet_weights_file`) is absent and cannot be
+            downloaded; the message names the file and the folder to place it in.
+        FileNotFoundError: a local path that does not exist.
+        ValueError: a file that is not a state dict of ``name`` (missing / unexpected / mis-shaped keys).
     """
     if weights is None:
         return
@@ -91,7 +122,9 @@ class Backbone(nn.Module):
 
     Args:
         name: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
-        weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1``) or a local state-dict path.
+        weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1`` from torch's hub cache, downloaded
+            there when absent and online: see :func:`imagenet_weights_file`, ``docs/weights.md``) or a local
+            state-dict path.
         stride: output stride, 32 (``layer4``) or 16 (``layer3``).
         train_backbone: False freezes every backbone parameter.
         freeze_layers: number of leading stages of :data:`STAGES` frozen (2 = stem + ``layer1``, as DETR).

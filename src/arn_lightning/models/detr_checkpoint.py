@@ -36,6 +36,10 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
+#: The official DETR-R50 COCO checkpoint (paper Sec. 4.1); the project reads it from a local path only, never
+#: downloading it (``docs/weights.md``).
+DETR_R50_FILE = "detr-r50-e632da11.pth"
+DETR_R50_URL = f"https://dl.fbaipublicfiles.com/detr/{DETR_R50_FILE}"
 #: (DETR key pattern, ARN key templates filled with the pattern's groups).
 DETR_KEY_RULES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     (r"backbone\.0\.body\.(.+)", ("backbone.body.{0}",)),
@@ -88,10 +92,19 @@ class DetrLoadReport:
 
 
 def read_detr_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
-    """The model state dict of a DETR ``.pth`` (``{"model": ...}`` as released, or a bare state dict)."""
+    """The model state dict of a DETR ``.pth`` (``{"model": ...}`` as released, or a bare state dict).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names the official file and its URL).
+        ValueError: the file holds no DETR state dict.
+    """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"Expected a DETR checkpoint file but {file} does not exist")
+        raise FileNotFoundError(
+            f"Expected a DETR checkpoint file at {file} (detr_checkpoint) but it does not exist. It is never "
+            f"downloaded: fetch {DETR_R50_FILE} from {DETR_R50_URL} on a machine with network, place it anywhere "
+            f"(e.g. {file.parent}) and set detr_checkpoint to its path"
+        )
     # Training checkpoints of the DETR repository also pickle their argparse Namespace.
     with torch.serialization.safe_globals([argparse.Namespace]):
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)

@@ -4,9 +4,12 @@
   tower and caches the L2-normalised float32 result on disk, keyed by a hash of everything that determines it.
 * :class:`FrozenClipImageEncoder` embeds the frames of a batch for the distillation loss; it is invisible to
   ``state_dict()``, ``parameters()`` and the optimizer, and stays in eval mode.
+* Every rendered prompt is checked against the text tower's context length and for classes that tokenize
+  identically (:func:`check_clip_prompts`) before any model is built and before the cache is read or written.
 * Weights never hang on the network: a pretrained tag is looked up in the local open_clip / Hugging Face caches
-  first; if it is not there and the machine is offline (``HF_HUB_OFFLINE``) or the hub is unreachable within
-  ``ClipConfig.network_timeout_s``, :class:`ClipWeightsUnavailable` is raised at once, naming the remedies.
+  first; if it is not there and the machine is offline (``ARN_OFFLINE`` or ``HF_HUB_OFFLINE``), or the hub (or the
+  configured proxy) does not answer within ``ClipConfig.network_timeout_s``, :class:`ClipWeightsUnavailable` is
+  raised at once, naming the remedies (``docs/weights.md``).
 * :func:`register_tiny_clip` registers a tiny random CLIP architecture with open_clip for tests and the demo.
 """
 
@@ -19,6 +22,7 @@ import os
 import socket
 import tempfile
 import threading
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -30,7 +34,9 @@ import torch.nn.functional as F
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, IMAGENET_MEAN, IMAGENET_STD
 from torch import Tensor, nn
 
-from arn_lightning.text.prompts import PROMPT_KINDS, PromptConfig, build_prompts
+from arn_lightning import atomic
+from arn_lightning.download import WeightsUnavailable, fetch_weights, offline_reason
+from arn_lightning.text.prompts import PROMPT_KINDS, PromptConfig, build_prompts, check_prompts, prompt_classes
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +46,10 @@ CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = "~/.cache/arn_lightning/clip"
 #: Where open_clip itself keeps weights downloaded from a URL (``open_clip.pretrained``'s default).
 OPEN_CLIP_URL_CACHE = "~/.cache/clip"
-#: Host probed before a download when ``HF_HUB_OFFLINE`` is not set (``HF_ENDPOINT`` overrides it).
+#: Host probed before a download when offline mode is off (``HF_ENDPOINT`` overrides it, read at call time).
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 HTTPS_PORT = 443
-_TRUTHY = {"1", "on", "yes", "true"}
+HTTP_PORT = 80
 
 #: The tiny CLIP of :func:`register_tiny_clip`: a 1-layer text tower (width 32) and a 1-layer ViT on 32x32 images,
 #: 16-d embeddings; real tokenizer (vocabulary 49408, context 77).
@@ -55,7 +61,7 @@ TINY_CLIP_CONFIG: Dict[str, Any] = {
 _IMAGE_RESIZE_MODES = ("center_crop", "squash")
 
 
-class ClipWeightsUnavailable(FileNotFoundError):
+class ClipWeightsUnavailable(WeightsUnavailable):
     """Pretrained CLIP weights are neither cached locally nor downloadable (offline / unreachable hub)."""
 
 
@@ -79,7 +85,8 @@ class ClipConfig:
             preprocessing: shorter side to the input size, then a centre crop) or ``"squash"`` (resize to the input
             size, aspect ratio not kept, nothing cut off).
         text_batch_size: prompts encoded per forward pass of the text tower.
-        network_timeout_s: seconds allowed to reach the hub before declaring it unreachable.
+        network_timeout_s: seconds allowed to reach the hub (or the proxy) and for each answer of a download
+            before declaring it unreachable.
     """
 
     clip_model: str = "ViT-B-32"
@@ -107,13 +114,27 @@ class ClipConfig:
 TINY_CLIP_NAME = "arn-tiny-clip"
 
 
-def register_tiny_clip(name: str = TINY_CLIP_NAME) -> str:
-    """Register :data:`TINY_CLIP_CONFIG` with open_clip under ``name`` (idempotent) and return ``name``.
+def tiny_clip_config(context_length: int = 77) -> Dict[str, Any]:
+    """A copy of :data:`TINY_CLIP_CONFIG` whose text tower reads ``context_length`` tokens."""
+    if context_length < 2:
+        raise ValueError(f"Expected a context_length >= 2 (start and end tokens) but got {context_length}")
+    config = json.loads(json.dumps(TINY_CLIP_CONFIG))
+    config["text_cfg"]["context_length"] = context_length
+    return config
+
+
+def register_tiny_clip(name: str = TINY_CLIP_NAME, context_length: int = 77) -> str:
+    """Register the tiny CLIP (:data:`TINY_CLIP_CONFIG`, text context ``context_length`` tokens) with open_clip under
+    ``name`` (idempotent) and return ``name``.
 
     Use it with ``ClipConfig(clip_model=name, clip_pretrained=None)``: no download, a few MB, milliseconds per call.
+
+    Raises:
+        ValueError: ``name`` is already registered with another config.
     """
+    config = tiny_clip_config(context_length)
     existing = open_clip.get_model_config(name)
-    if existing == TINY_CLIP_CONFIG:
+    if existing == config:
         return name
     if existing is not None:
         raise ValueError(
@@ -121,7 +142,7 @@ def register_tiny_clip(name: str = TINY_CLIP_NAME) -> str:
         )
     with tempfile.TemporaryDirectory(prefix="arn_tiny_clip_") as directory:
         path = Path(directory) / f"{name}.json"
-        path.write_text(json.dumps(TINY_CLIP_CONFIG))
+        path.write_text(json.dumps(config))
         open_clip.add_model_config(path)  # read at once; later rescans skip the deleted file, the entry stays
     return name
 
@@ -202,14 +223,29 @@ def locate_cached_weights(tag_cfg: Mapping[str, Any], weights_dir: Optional[str]
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks for no network access (read at call time)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
+    """True when ``ARN_OFFLINE`` or ``HF_HUB_OFFLINE`` asks for no network access (read at call time)."""
+    return offline_reason() is not None
+
+
+def _probe_address(url: str) -> Tuple[Optional[str], int]:
+    """``(host, port)`` a request to ``url`` connects to first: the proxy of the environment for that URL
+    (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, unless ``NO_PROXY`` bypasses the host), else the host itself."""
+    parsed = urlparse(url)
+    default_port = HTTP_PORT if parsed.scheme == "http" else HTTPS_PORT
+    if parsed.hostname and not urllib.request.proxy_bypass(parsed.hostname):
+        proxies = urllib.request.getproxies()
+        proxy = proxies.get(parsed.scheme or "https") or proxies.get("all")
+        if proxy:
+            proxy_url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+            return proxy_url.hostname, proxy_url.port or (HTTPS_PORT if proxy_url.scheme == "https" else HTTP_PORT)
+    return parsed.hostname, parsed.port or default_port
 
 
 def host_reachable(url: str, timeout_s: float) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout_s`` (name resolution included)."""
-    parsed = urlparse(url)
-    host, port = parsed.hostname, parsed.port or HTTPS_PORT
+    """Whether a TCP connection to ``url``'s host (or to the proxy that would carry the request) opens within
+    ``timeout_s`` seconds, name resolution included. An open connection says nothing about an answer: a silent
+    server is caught by the request timeouts of :func:`_download`."""
+    host, port = _probe_address(url)
     if not host:
         return False
     result: List[bool] = []
@@ -238,14 +274,77 @@ def _unavailable(config: ClipConfig, reason: str) -> ClipWeightsUnavailable:
     )
 
 
+def _url_sha256(url: str) -> Optional[str]:
+    """The sha256 (prefix) open_clip expects of a URL download: OpenAI URLs carry it as their folder name."""
+    if "openaipublic" in url:
+        return url.split("/")[-2]
+    if "mlfoundations" in url:
+        return os.path.splitext(os.path.basename(url))[0].split("-")[-1]
+    return None
+
+
+def _is_timeout(error: BaseException) -> bool:
+    """Whether ``error`` or one of its causes is a timeout (``TimeoutError``, httpx's ``ReadTimeout``, ...)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, TimeoutError) or type(error).__name__.endswith("Timeout"):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _download_from_hub(config: ClipConfig, hf_hub: str, endpoint: str) -> str:
+    """Download the first existing candidate file of an ``hf_hub`` entry, each request bounded by the timeout.
+
+    huggingface_hub retries an unanswered request for a minute or more; a metadata request without retries (timeout
+    ``network_timeout_s``) must answer first, so that a silent server fails in seconds.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+
+    timeout = config.network_timeout_s
+    for repo, name in _hub_candidates(hf_hub):
+        url = hf_hub_url(repo, name, endpoint=endpoint)
+        try:
+            get_hf_file_metadata(url, timeout=timeout, endpoint=endpoint, retry_on_errors=False)
+        except EntryNotFoundError:
+            continue  # e.g. no safetensors variant: try the next name, as open_clip does
+        except Exception as error:
+            if _is_timeout(error):
+                raise _unavailable(config, f"{url} gave no answer within {timeout:g} s") from error
+            raise _unavailable(config, f"the request for {url} failed ({type(error).__name__}: {error})") from error
+        try:
+            return hf_hub_download(repo, name, cache_dir=config.weights_dir, endpoint=endpoint, etag_timeout=timeout)
+        except Exception as error:
+            raise _unavailable(config, f"the download of {url} failed ({type(error).__name__}: {error})") from error
+    raise _unavailable(config, f"{endpoint} has none of {[n for _, n in _hub_candidates(hf_hub)]} in {hf_hub}")
+
+
 def _download(config: ClipConfig, tag_cfg: Mapping[str, Any]) -> str:
-    if hub_offline():
-        raise _unavailable(config, "HF_HUB_OFFLINE is set")
+    reason = offline_reason()
+    if reason:
+        raise _unavailable(config, reason)
     # open_clip prefers the hub when a tag has both a hub entry and a URL
-    endpoint = os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT) if tag_cfg.get("hf_hub") else tag_cfg.get("url", "")
+    hf_hub = tag_cfg.get("hf_hub")
+    if hf_hub:
+        from huggingface_hub import constants as hf_constants
+
+        if hf_constants.is_offline_mode():  # frozen when huggingface_hub was imported
+            raise _unavailable(config, "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
+                                       "was set when it was imported)")
+    endpoint = os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/") if hf_hub else tag_cfg.get("url", "")
     if not host_reachable(endpoint, config.network_timeout_s):
         raise _unavailable(config, f"{endpoint} is unreachable within {config.network_timeout_s} s")
-    return open_clip.download_pretrained(dict(tag_cfg), cache_dir=config.weights_dir)
+    if hf_hub:
+        return _download_from_hub(config, hf_hub, endpoint)
+    url = tag_cfg["url"]
+    folder = Path(config.weights_dir or OPEN_CLIP_URL_CACHE).expanduser()
+    try:
+        return str(fetch_weights(url, folder, what=f"the CLIP weights {config.clip_model}/{config.clip_pretrained}",
+                                 timeout_s=config.network_timeout_s, sha256_prefix=_url_sha256(url)))
+    except WeightsUnavailable as error:
+        raise _unavailable(config, f"the download failed: {error}") from error
 
 
 def resolve_weights(config: ClipConfig) -> ResolvedWeights:
@@ -310,24 +409,104 @@ def cache_root(config: ClipConfig, cache_dir: Optional[str] = None) -> Path:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s directory, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save(obj)`` to ``path`` through :func:`arn_lightning.atomic.atomic_save` (a temporary file beside it,
+    flushed and renamed): readers never see half a file, and a failed write leaves no temporary file behind."""
+    atomic.atomic_save(lambda tmp: torch.save(obj, tmp), path)
 
 
 # --------------------------------------------------------------------------------------------------- text
+def prompt_token_ids(tokenizer: Any, text: str) -> List[int]:
+    """The full token ids of ``text`` that ``tokenizer`` would feed the text tower before cutting it to its context:
+    start and end tokens included, no padding, no truncation.
+
+    Supports open_clip's ``SimpleTokenizer`` (every CLIP architecture: ``[sot] + encode(text) + [eot]``) and
+    tokenizers wrapping a Hugging Face tokenizer as ``.tokenizer`` (``HFTokenizer``, ``SigLipTokenizer``: its own
+    special tokens; ``tokenizer_mode="clips"`` adds start, end and class tokens).
+
+    Raises:
+        TypeError: another tokenizer type, whose untruncated length cannot be read.
+    """
+    if isinstance(tokenizer, open_clip.SimpleTokenizer):
+        return [tokenizer.sot_token_id, *tokenizer.encode(text), tokenizer.eot_token_id]
+    hf = getattr(tokenizer, "tokenizer", None)
+    if callable(hf):
+        clean = getattr(tokenizer, "clean_fn", None)
+        text = clean(text) if callable(clean) else text
+        if getattr(tokenizer, "tokenizer_mode", "") == "clips":  # bos + tokens + eos + class token
+            ids = list(hf(text, add_special_tokens=False, truncation=False)["input_ids"])
+            return [hf.bos_token_id, *ids, hf.eos_token_id, hf.cls_token_id]
+        return list(hf(text, add_special_tokens=True, truncation=False)["input_ids"])
+    raise TypeError(
+        f"Expected an open_clip SimpleTokenizer or a tokenizer wrapping a Hugging Face tokenizer but got "
+        f"{type(tokenizer).__name__}: its untruncated prompt length cannot be checked"
+    )
+
+
+def text_context_length(config: ClipConfig, tokenizer: Any) -> int:
+    """Tokens the text tower of ``config`` reads: the smaller of the tokenizer's ``context_length`` and the model
+    config's ``text_cfg.context_length`` (77 for the CLIP models)."""
+    _check_model_name(config)
+    lengths = [getattr(tokenizer, "context_length", None),
+               (open_clip.get_model_config(config.clip_model) or {}).get("text_cfg", {}).get("context_length")]
+    lengths = [int(n) for n in lengths if n]
+    if not lengths:
+        raise ValueError(f"Expected {config.clip_model!r} or its tokenizer to declare a context_length but got none")
+    return min(lengths)
+
+
+def check_clip_prompts(
+    clip_cfg: ClipConfig,
+    prompt_cfg: PromptConfig,
+    prompts: Mapping[str, Sequence[str]],
+    triplet_categories: Optional[Mapping[str, Sequence[Sequence[int]]]] = None,
+    clip_triplets: bool = True,
+    tokenizer: Any = None,
+) -> Any:
+    """Check rendered prompts against the text tower of ``clip_cfg`` (no weights loaded, no cache touched).
+
+    Args:
+        clip_cfg: which CLIP (only its tokenizer and model config are read).
+        prompt_cfg: the templates (named in the errors).
+        prompts: ``{kind: [prompt, ...]}`` of :func:`arn_lightning.text.prompts.build_prompts`.
+        triplet_categories: the categories that rendered the branch prompts (for the class names of the errors).
+        clip_triplets: triplet prompts (True) or per-predicate prompts (False).
+        tokenizer: the open_clip tokenizer of ``clip_cfg.clip_model`` (``None``: created).
+
+    Returns:
+        The tokenizer, for reuse.
+
+    Raises:
+        ValueError: a prompt longer than the context length (start / end tokens included), or two classes of one
+            family with identical tokens (:func:`arn_lightning.text.prompts.check_prompts`).
+    """
+    _check_model_name(clip_cfg)
+    tokenizer = tokenizer if tokenizer is not None else open_clip.get_tokenizer(clip_cfg.clip_model)
+    classes = prompt_classes(triplet_categories or {}, clip_triplets)
+    check_prompts(prompt_cfg, prompts, classes, lambda text: prompt_token_ids(tokenizer, text),
+                  text_context_length(clip_cfg, tokenizer), clip_triplets)
+    return tokenizer
+
+
 @torch.no_grad()
 def encode_prompts(model: nn.Module, tokenizer: Any, prompts: Sequence[str], batch_size: int) -> Tensor:
-    """L2-normalised float32 text embeddings ``[len(prompts), E]`` (``prompts`` must not be empty)."""
+    """L2-normalised float32 text embeddings ``[len(prompts), E]``.
+
+    Raises:
+        ValueError: ``prompts`` is empty, or a prompt has more tokens (start / end included) than the model's
+            ``context_length`` (the tokenizer would cut it silently).
+        TypeError: a tokenizer whose untruncated length cannot be read (:func:`prompt_token_ids`).
+    """
     if not prompts:
         raise ValueError("Expected at least one prompt but got none")
+    limits = [int(n) for n in (getattr(model, "context_length", None), getattr(tokenizer, "context_length", None)) if n]
+    for i, text in enumerate(prompts):
+        count = len(prompt_token_ids(tokenizer, text))
+        if limits and count > min(limits):
+            limit = min(limits)
+            raise ValueError(
+                f"Expected at most {limit} tokens (the text tower's context, start and end tokens included) per "
+                f"prompt but got {count} tokens for prompt {i}: {text!r}"
+            )
     device = next(model.parameters()).device
     chunks = [
         model.encode_text(tokenizer(list(prompts[i:i + batch_size])).to(device)).float()
@@ -336,9 +515,11 @@ def encode_prompts(model: nn.Module, tokenizer: Any, prompts: Sequence[str], bat
     return F.normalize(torch.cat(chunks), dim=-1).cpu()  # [len, E]
 
 
-def _compute_text_embeddings(config: ClipConfig, prompts: Mapping[str, List[str]], device: str) -> Dict[str, Tensor]:
+def _compute_text_embeddings(
+    config: ClipConfig, prompts: Mapping[str, List[str]], device: str, tokenizer: Any = None
+) -> Dict[str, Tensor]:
     model = create_clip(config).to(device)
-    tokenizer = open_clip.get_tokenizer(config.clip_model)
+    tokenizer = tokenizer if tokenizer is not None else open_clip.get_tokenizer(config.clip_model)
     flat = [p for kind in PROMPT_KINDS for p in prompts[kind]]
     embeds = encode_prompts(model, tokenizer, flat, config.text_batch_size)  # [sum K, E]
     sizes = [len(prompts[kind]) for kind in PROMPT_KINDS]
@@ -361,6 +542,18 @@ def _read_text_cache(path: Path, prompts: Mapping[str, List[str]]) -> Optional[D
     return embeds if valid else None
 
 
+def text_cache_path(
+    clip_cfg: ClipConfig,
+    prompt_cfg: PromptConfig,
+    prompts: Mapping[str, Sequence[str]],
+    cache_dir: Optional[str] = None,
+) -> Path:
+    """The cache file of :func:`text_embeddings`: ``<cache root>/text/<sha256>.pt``, the hash of the CLIP identity
+    (:func:`model_identity`, text context length included), the templates and the rendered prompts."""
+    key = stable_hash({"clip": model_identity(clip_cfg), "templates": asdict(prompt_cfg), "prompts": dict(prompts)})
+    return cache_root(clip_cfg, cache_dir) / "text" / f"{key}.pt"
+
+
 def text_embeddings(
     clip_cfg: ClipConfig,
     prompt_cfg: Optional[PromptConfig] = None,
@@ -374,7 +567,8 @@ def text_embeddings(
     The cache file ``<cache_dir>/text/<sha256>.pt`` is named by a hash of the CLIP identity (architecture and its
     config, pretrained tag or checkpoint path + size + mtime, QuickGELU, random-init seed), the templates and the
     rendered prompts (hence the class lists and the triplet categories). A change of any of them gives a new file;
-    a hit needs neither the weights nor the network.
+    a hit needs neither the weights nor the network. Every prompt is checked first (:func:`check_clip_prompts`),
+    before the cache is read or written and before any weights are loaded.
 
     Args:
         clip_cfg: which CLIP.
@@ -388,18 +582,23 @@ def text_embeddings(
     Returns:
         ``{"objects": [36, E], "attention": [K_A, E], "spatial": [K_S, E], "contacting": [K_C, E]}``, float32,
         L2-normalised rows, on the CPU (``K`` = number of triplet categories, or 3 / 6 / 17 predicates).
+
+    Raises:
+        ValueError: a prompt longer than the text tower's context, two classes of one family with identical tokens
+            (the message names the template setting), bad categories or templates.
+        ClipWeightsUnavailable: a cache miss whose pretrained weights are not cached and cannot be downloaded.
     """
     prompt_cfg = prompt_cfg or PromptConfig()
     if clip_triplets and triplet_categories is None:
         raise ValueError("Expected triplet_categories when clip_triplets is on but got None")
     prompts = build_prompts(prompt_cfg, triplet_categories or {}, clip_triplets)
-    key = stable_hash({"clip": model_identity(clip_cfg), "templates": asdict(prompt_cfg), "prompts": prompts})
-    path = cache_root(clip_cfg, cache_dir) / "text" / f"{key}.pt"
+    tokenizer = check_clip_prompts(clip_cfg, prompt_cfg, prompts, triplet_categories, clip_triplets)
+    path = text_cache_path(clip_cfg, prompt_cfg, prompts, cache_dir)
     cached = _read_text_cache(path, prompts)
     if cached is not None:
         log.debug("text embeddings: cache hit %s", path)
         return cached
-    embeds = _compute_text_embeddings(clip_cfg, prompts, device)
+    embeds = _compute_text_embeddings(clip_cfg, prompts, device, tokenizer)
     atomic_save({"format": CACHE_FORMAT_VERSION, "prompts": prompts, "embeddings": embeds}, path)
     log.info("text embeddings: cached %d prompts in %s", sum(len(p) for p in prompts.values()), path)
     return embeds

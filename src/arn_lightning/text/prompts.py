@@ -14,13 +14,19 @@ stays identical to the triplet prompts, so the two settings differ only in the o
 
 Names are rendered readable with :func:`arn_lightning.vocab.readable_predicate` (``looking_at`` -> ``looking``)
 and :func:`arn_lightning.vocab.readable_object` (``cup/glass/bottle`` -> ``cup or glass or bottle``).
+
+A text tower reads a fixed number of tokens (77 for the CLIP models, start and end tokens included) and its tokenizer
+cuts longer prompts silently: a template whose ``{object}`` slot lies past the limit gives every class the same
+embedding. :func:`check_prompts` (called by :func:`arn_lightning.text.clip.text_embeddings` before any encoding or
+cache access) rejects every prompt longer than the limit and any two classes of one family whose prompts tokenize
+identically.
 """
 
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence
+from typing import Callable, Dict, List, Mapping, Sequence
 
 from arn_lightning.vocab import (
     OBJECT_CLASSES,
@@ -156,3 +162,85 @@ def build_prompts(
         else:
             prompts[kind] = triplet_prompts(config, kind, triplet_categories[kind])
     return prompts
+
+
+def prompt_classes(
+    triplet_categories: Mapping[str, Sequence[Sequence[int]]], clip_triplets: bool = True
+) -> Dict[str, List[str]]:
+    """Class names of the prompts of :func:`build_prompts`, same keys and order (for error messages).
+
+    Returns:
+        ``{"objects": ["person", ...] (36), "attention": ["(looking_at, cup/glass/bottle)", ...], ...}`` with triplet
+        categories, or the branch's predicate names (``"looking_at"``, ...) with ``clip_triplets`` off.
+    """
+    classes = {"objects": list(OBJECT_CLASSES)}
+    for kind in PREDICATE_TYPES:
+        if not clip_triplets:
+            classes[kind] = list(TYPE_PREDICATES[kind])
+        else:
+            classes[kind] = [
+                f"({PREDICATES[int(p)]}, {OBJECT_CLASSES[int(o) - 1]})" for p, o in triplet_categories.get(kind, [])
+            ]
+    return classes
+
+
+def prompt_setting(config: PromptConfig, kind: str, clip_triplets: bool = True) -> str:
+    """The setting that renders the ``kind`` prompts, for messages: ``"prompts.objects = 'a photo of ...'"``
+    (with ``clip_triplets`` off, the branch template filled with ``prompts.generic_object``)."""
+    text = f"prompts.{kind} = {getattr(config, kind)!r}"
+    if kind != "objects" and not clip_triplets:
+        text += f" (per-predicate prompts, prompts.generic_object = {config.generic_object!r})"
+    return text
+
+
+def check_prompts(
+    config: PromptConfig,
+    prompts: Mapping[str, Sequence[str]],
+    classes: Mapping[str, Sequence[str]],
+    token_ids: Callable[[str], Sequence[int]],
+    context_length: int,
+    clip_triplets: bool = True,
+) -> None:
+    """Check that a text tower reads every prompt whole and tells the classes of each family apart.
+
+    Args:
+        config: the templates that rendered ``prompts`` (named in the errors).
+        prompts: ``{kind: [prompt per class]}`` of :func:`build_prompts`.
+        classes: ``{kind: [class name per prompt]}`` of :func:`prompt_classes` (same lengths).
+        token_ids: the tokenizer's full, untruncated token ids of one prompt, start and end tokens included
+            (:func:`arn_lightning.text.clip.prompt_token_ids`).
+        context_length: tokens the text tower reads (the model's / tokenizer's ``context_length``, 77 for CLIP).
+        clip_triplets: whether the branch prompts are triplet prompts (only changes the messages).
+
+    Raises:
+        ValueError: a prompt has more than ``context_length`` tokens (the tokenizer would cut its end; the message
+            names the template setting, the prompt, its token count and the limit), or two classes of one family
+            (two objects, or two categories of one branch) render to identical token sequences (the message names
+            both classes, their prompts and the template setting). Lengths are checked first, family by family.
+    """
+    if context_length < 1:
+        raise ValueError(f"Expected a text-tower context_length >= 1 but got {context_length}")
+    tokens: Dict[str, List[tuple]] = {}
+    for kind in PROMPT_KINDS:
+        texts, names = list(prompts.get(kind, [])), list(classes.get(kind, []))
+        if len(texts) != len(names):
+            raise ValueError(f"Expected one class name per {kind} prompt ({len(texts)}) but got {len(names)}")
+        tokens[kind] = [tuple(int(t) for t in token_ids(text)) for text in texts]
+        for text, name, ids in zip(texts, names, tokens[kind]):
+            if len(ids) > context_length:
+                raise ValueError(
+                    f"Expected every prompt of {prompt_setting(config, kind, clip_triplets)} to fit the text "
+                    f"tower's context of {context_length} tokens (start and end tokens included) but got "
+                    f"{len(ids)} tokens for {name}: {text!r} (the tokenizer would cut its end silently; shorten the "
+                    f"template)"
+                )
+    for kind in PROMPT_KINDS:
+        first: Dict[tuple, int] = {}
+        setting = prompt_setting(config, kind, clip_triplets)
+        for i, ids in enumerate(tokens[kind]):
+            j = first.setdefault(ids, i)
+            if j != i:
+                raise ValueError(
+                    f"Expected distinct prompts for the {kind} classes of {setting} but got identical tokens for {classes[kind][j]} ({prompts[kind][j]!r}) and {classes[kind][i]} "
+                    f"({prompts[kind][i]!r}): the classifier could not tell them apart"
+                )

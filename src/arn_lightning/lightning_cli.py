@@ -2,21 +2,31 @@
 
 Links the data module's derived values into the model (triplet categories, transform settings, clip length, task)
 so that a config names each value once, and adds the project's callbacks: the best checkpoint on ``val/with/R@20``
-(``checkpoint.*``), the latest one as ``last.ckpt`` (``last_checkpoint.*``), the scene-graph report (``report.*``) and
-a rich progress bar.
+(``checkpoint.*``), the latest one as ``last.ckpt`` (``last_checkpoint.*``, also saved wherever a run stops early),
+the scene-graph report (``report.*``) and a rich progress bar. Checkpoints are written atomically and verified when
+loaded (:mod:`arn_lightning.checkpoints`).
+
+With ``--ckpt_path``, the model is the checkpoint's: ``validate`` / ``test`` / ``predict`` build it from the
+checkpoint's hyperparameters and triplet categories whatever the data root's train split holds; a resumed ``fit``
+must train on the same triplet categories, task and clip length (else one error names both sides).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import sys
-from typing import Any, Dict, List, Optional
+import warnings
+from typing import Any, Dict, List, Mapping, Optional
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from arn_lightning.callbacks import SceneGraphReport
+from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code, load_checkpoint_file
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.lit_module import ARNLitModule
 
@@ -33,7 +43,7 @@ class ARNLightningCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # Lightning (>= 2.5) refreshes a save_last checkpoint only when a top-k one was saved at the same step, so
         # "last" is a checkpoint of its own: the latest state every epoch, what --ckpt_path resumes from.
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(SceneGraphReport, "report")
         parser.set_defaults(
             {
@@ -54,22 +64,66 @@ class ARNLightningCLI(LightningCLI):
         parser.link_arguments("data.transform_settings", "model.data_settings", apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning replaces the model's settings by the checkpoint's hyperparameters when ``--ckpt_path`` is given;
-        keep this run's values of the run-time settings (:data:`RUNTIME_MODEL_KEYS`: where predictions go and how
-        they are scored), which are not part of what the checkpoint trained."""
+        """Verify the ``--ckpt_path`` file (its name in every failure), then let Lightning replace the model's
+        settings by the checkpoint's hyperparameters, keeping this run's values of the run-time settings
+        (:data:`RUNTIME_MODEL_KEYS`: where predictions go and how they are scored), which are not part of what the
+        checkpoint trained."""
+        self.checkpoint_hparams: Optional[Dict[str, Any]] = None
         subcommand = self.config.get("subcommand")
-        kept = {}
-        if subcommand:
-            kept = {key: copy.deepcopy(self.config.get(f"{subcommand}.model.{key}")) for key in RUNTIME_MODEL_KEYS}
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path and "://" not in str(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
+            checkpoint = load_checkpoint_file(ckpt_path)  # verified: torch never meets a damaged file unnamed
+            self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
+            del checkpoint
+        kept = {key: copy.deepcopy(self.config.get(f"{subcommand}.model.{key}")) for key in RUNTIME_MODEL_KEYS}
         super()._parse_ckpt_path()
         for key, value in kept.items():
             self.config[f"{subcommand}.model.{key}"] = value
+
+    def instantiate_classes(self) -> None:
+        """Instantiate as LightningCLI does; with ``--ckpt_path``, make the model the checkpoint's (module
+        docstring): the links from the data module must not change what the weights were trained for."""
+        super().instantiate_classes()
+        if self.checkpoint_hparams and "triplet_categories" in self.checkpoint_hparams:
+            self.model = self._checkpoint_model(self.checkpoint_hparams)
+
+    def _checkpoint_model(self, stored: Mapping[str, Any]) -> ARNLitModule:
+        """The model of the checkpoint's hyperparameters (this run's :data:`RUNTIME_MODEL_KEYS`), checked against
+        the data module; the instantiated model is kept when it already matches."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        accepted = inspect.signature(ARNLitModule.__init__).parameters
+        hparams = {key: value for key, value in stored.items() if key in accepted}
+        hparams.update({key: self.model.hparams[key] for key in RUNTIME_MODEL_KEYS})
+        data = self.datamodule
+        differs = _checkpoint_differences(stored, self.model.hparams)
+        if self.subcommand == "fit" and "triplet_categories" in differs:
+            raise CheckpointError(
+                f"{ckpt_path}: Expected to resume training on the checkpoint's triplet categories "
+                f"({_count(stored['triplet_categories'])}) but the train split of data.root={data.hparams.root} has "
+                f"others ({_count(self.model.hparams['triplet_categories'])}; {differs['triplet_categories']}); resume "
+                f"on the data root the run was trained on, or start a new fit")
+        arch = stored.get("arch") or {}
+        if arch.get("task") not in (None, data.hparams.task):
+            raise CheckpointError(f"{ckpt_path}: Expected data.task={arch.get('task')!r}, the task the checkpoint "
+                                  f"was trained for, but got data.task={data.hparams.task!r}")
+        if arch.get("num_frames") is not None and data.hparams.clip_len > arch["num_frames"]:
+            raise CheckpointError(f"{ckpt_path}: Expected data.clip_len <= {arch['num_frames']} (the checkpoint's "
+                                  f"model.arch.num_frames) but got data.clip_len={data.hparams.clip_len}")
+        if "data_settings" in differs:
+            warnings.warn(f"{ckpt_path} was trained with the frame settings {stored.get('data_settings')} but the data "
+                          f"module feeds {self.model.hparams.get('data_settings')}", UserWarning, stacklevel=2)
+        if not differs:
+            return self.model
+        return ARNLitModule(**hparams)
 
     def _instantiate_trainer(self, config: Dict[str, Any], callbacks: List[Callback]) -> Trainer:
         """Honour ``trainer.enable_checkpointing=false`` / ``enable_progress_bar=false`` (drop the project's
         checkpoint callback / do not add the rich progress bar), and add the rich bar unless one is configured."""
         if config.get("enable_checkpointing") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        config = {**config, "plugins": _with_atomic_checkpoints(config.get("plugins"))}
         configured = [*(config.get("callbacks") or []), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks = [*callbacks, RichProgressBar(leave=True)]
@@ -89,8 +143,59 @@ def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ARNLightnin
     )
 
 
+def _with_atomic_checkpoints(plugins: Any) -> List[Any]:
+    """The trainer's plugins with :class:`AtomicCheckpointIO` added, unless a checkpoint I/O plugin is configured."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def _count(categories: Mapping[str, Any]) -> str:
+    return ", ".join(f"{kind} {len(pairs)}" for kind, pairs in categories.items())
+
+
+def _checkpoint_differences(stored: Mapping[str, Any], built: Mapping[str, Any]) -> Dict[str, str]:
+    """Model settings that differ between a checkpoint's hyperparameters and the instantiated model's
+    (``name -> description``); the run-time settings do not count."""
+    differs = {}
+    for key in sorted(set(stored) | set(built)):
+        if key in RUNTIME_MODEL_KEYS or key.startswith("_"):
+            continue
+        a, b = stored.get(key), built.get(key)
+        if key == "triplet_categories" and a is not None and b is not None:
+            pairs = {kind: ({tuple(p) for p in a.get(kind, [])}, {tuple(p) for p in b.get(kind, [])}) for kind in a}
+            diff = {kind: (len(x - y), len(y - x)) for kind, (x, y) in pairs.items() if x != y}
+            if diff:
+                differs[key] = "; ".join(f"{kind}: {m} only in the checkpoint, {n} only in the data"
+                                         for kind, (m, n) in diff.items())
+        elif _plain(a) != _plain(b):
+            differs[key] = f"{_plain(a)!r} != {_plain(b)!r}"
+    return differs
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses as dicts (the checkpoint stores plain dicts), everything else as it is."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
 def run_lightning_cli(args: List[str]) -> int:
-    """Entry point used by ``arn-lightning fit|validate|test|predict``."""
-    # From the shell the arguments are sys.argv itself: let LightningCLI read them (it warns when given both).
-    build_cli(None if list(args) == sys.argv[1:] else args)
+    """Entry point used by ``arn-lightning fit|validate|test|predict``.
+
+    Returns:
+        0, or :data:`arn_lightning.checkpoints.EXIT_CODES` of the signal that stopped a run after it saved
+        ``last.ckpt`` (130 for SIGINT, 143 for SIGTERM).
+    """
+    try:
+        # From the shell the arguments are sys.argv itself: let LightningCLI read them (it warns when given both).
+        build_cli(None if list(args) == sys.argv[1:] else args)
+    except SystemExit as stop:
+        code = exit_code(stop)
+        if code is None:
+            raise
+        print(f"arn-lightning: training stopped by a signal; exit status {code}", file=sys.stderr)
+        return code
+    except CheckpointError as error:
+        print(f"arn-lightning: error: {error}", file=sys.stderr)
+        return 2
     return 0

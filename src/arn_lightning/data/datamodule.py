@@ -237,6 +237,11 @@ class AGDataModule(L.LightningDataModule):
         # An epoch cut short (limit_train_batches) is finished too: save a position past its end.
         return done if done < trainer.num_training_batches else len(self.datasets["train"])
 
+    def _current_epoch(self) -> int:
+        """The epoch the attached trainer trains (0 without one)."""
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.current_epoch) if trainer is not None else 0
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"Expected setup() to have built the {split!r} dataset before its dataloader")
@@ -248,7 +253,8 @@ class AGDataModule(L.LightningDataModule):
         if split == "train":
             sampler = EpochSampler(len(dataset), num_replicas=world, rank=rank, seed=hp.seed, shuffle=shuffle)
             return ResumableLoader(dataset, batch_size=hp.batch_size, sampler=sampler,
-                                   batches_done=self._batches_done, generator_seed=hp.seed, **common)
+                                   batches_done=self._batches_done, current_epoch=self._current_epoch,
+                                   generator_seed=hp.seed, **common)
         # Evaluation: every frame exactly once over the processes (no DistributedSampler padding).
         return DataLoader(dataset, batch_size=hp.eval_batch_size, shuffle=False,
                           sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank), **common)

@@ -3,7 +3,10 @@
 Training resumes exactly (``--ckpt_path``): the clip order of an epoch is a permutation seeded by ``(seed, epoch)``,
 each drawn clip carries its own augmentation seed (so a flip never depends on a worker's RNG), and the training
 loader saves its position (epoch, batches done) in the checkpoint through Lightning's ``state_dict`` /
-``load_state_dict`` protocol for stateful loaders. Evaluation loaders are split across processes without padding, so
+``load_state_dict`` protocol for stateful loaders. The epoch whose order is drawn is the trainer's
+``current_epoch`` when the loader is iterated, not the number Lightning passes to ``set_epoch`` (after a resume from
+an end-of-epoch checkpoint Lightning 2.6 calls ``set_epoch`` with a number one ahead of the epoch it trains, which
+drew the order of the wrong epoch and made such resumes inexact). Evaluation loaders are split across processes without padding, so
 that every frame is scored exactly once under DDP.
 """
 
@@ -49,19 +52,16 @@ class EpochSampler(DistributedSampler):
             raise ValueError(f"Expected at least one training clip but got {size}")
         super().__init__(_Length(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.size = size
-        self._skip = 0  # draws of the current epoch already consumed before a resume
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` (a resume position of another epoch is dropped)."""
-        if epoch != self.epoch:
-            self._skip = 0
-        super().set_epoch(epoch)
+        self._skip = 0  # draws of the epoch ``_skip_epoch`` already consumed before a resume
+        self._skip_epoch = 0
+        #: When set (by :class:`ResumableLoader`), the epoch to draw is read from it at each iteration.
+        self.epoch_source: Optional[Callable[[], int]] = None
 
     def resume(self, epoch: int, draws_done: int) -> None:
         """Continue ``epoch`` after its first ``draws_done`` draws of this process (the rest of the epoch follows)."""
         if draws_done >= self.num_samples:  # the epoch was finished: the next one starts from its beginning
             epoch, draws_done = epoch + 1, 0
-        self.epoch, self._skip = epoch, max(0, draws_done)
+        self.epoch, self._skip_epoch, self._skip = epoch, epoch, max(0, draws_done)
 
     def draws(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(clip indices, augmentation seeds)`` of this process for ``epoch``, ``num_samples`` each."""
@@ -75,8 +75,11 @@ class EpochSampler(DistributedSampler):
         return order[self.rank:self.total_size:self.num_replicas], seeds[self.rank:self.total_size:self.num_replicas]
 
     def __iter__(self) -> Iterator[Draw]:
+        if self.epoch_source is not None:
+            self.epoch = int(self.epoch_source())
         order, seeds = self.draws(self.epoch)
-        start, self._skip = self._skip, 0
+        start = self._skip if self.epoch == self._skip_epoch else 0  # a resume position of another epoch is dropped
+        self._skip = 0
         for index, seed in zip(order[start:].tolist(), seeds[start:].tolist()):
             yield int(index), int(seed)
 
@@ -110,22 +113,25 @@ class ResumableLoader(DataLoader):
 
     Its ``sampler`` must be an :class:`EpochSampler`. ``batches_done`` is a callable giving the number of batches
     the training loop has finished in the current epoch (the data module reads it from the trainer): the loader
-    itself cannot count them, since Lightning fetches one batch ahead.
+    itself cannot count them, since Lightning fetches one batch ahead. ``current_epoch`` gives the epoch being
+    trained (the trainer's ``current_epoch``); without it the sampler follows ``set_epoch``.
     """
 
     def __init__(self, *args: Any, batches_done: Optional[Callable[[], int]] = None,
-                 generator_seed: int = 0, **kwargs: Any) -> None:
+                 current_epoch: Optional[Callable[[], int]] = None, generator_seed: int = 0, **kwargs: Any) -> None:
         # Worker seeds come from this generator, never from the global RNG (whose state the checkpoint restores).
         kwargs.setdefault("generator", torch.Generator().manual_seed(generator_seed))
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, EpochSampler):
             raise TypeError(f"Expected an EpochSampler but got {type(self.sampler).__name__}")
         self.batches_done = batches_done
+        self.sampler.epoch_source = current_epoch
 
     def state_dict(self) -> Dict[str, int]:
         """``{"epoch", "batches_done", "batch_size"}`` of the training loop's position."""
         done = int(self.batches_done()) if self.batches_done is not None else 0
-        return {"epoch": int(self.sampler.epoch), "batches_done": done, "batch_size": int(self.batch_size or 1)}
+        epoch = self.sampler.epoch_source() if self.sampler.epoch_source is not None else self.sampler.epoch
+        return {"epoch": int(epoch), "batches_done": done, "batch_size": int(self.batch_size or 1)}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         """Continue after the saved position (the next epoch when the saved one was finished)."""

@@ -1,0 +1,241 @@
+"""Checkpoints that survive crashes, full disks and interruptions, and that are checked before they are trusted.
+
+* :class:`AtomicCheckpointIO`: Lightning's checkpoint I/O, writing through a temporary file in the checkpoint's own
+  folder that is renamed into place, so a crash, a kill or a full disk leaves the previous ``last.ckpt`` intact
+  (Lightning's own writer serialises to memory and then writes the destination in place: a full disk truncates it).
+  Loading verifies the file first (:func:`verify_checkpoint`).
+* :func:`verify_checkpoint`: a Lightning checkpoint is a zip archive (``torch.save``'s format) whose members carry
+  CRC-32 checksums; torch does not check them, so a flipped weight byte loads silently. Every member is read and
+  checked, and a truncated or altered file is refused with its name.
+* :class:`LastCheckpoint`: the run's latest state as ``last.ckpt``, saved at the end of every epoch and, whatever
+  stops a run early (``max_steps``, ``max_time``, ``trainer.should_stop``, SIGTERM, SIGINT), at the training-batch
+  boundary where it stops, so that ``--ckpt_path last.ckpt`` continues the same epoch at the same draw. A run stopped
+  by a signal exits non-zero (:data:`EXIT_CODES`) after saving, so a scheduler tells a pre-empted run from a finished
+  one. The rules are in ``docs/runs.md``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from arn_lightning.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+#: Exit status of a run stopped by a signal after saving its checkpoint (the shell's 128 + signal number).
+EXIT_CODES = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+#: Bytes read at a time while checking the archive's checksums.
+_CHUNK = 1 << 22
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated, altered or not a checkpoint of this project (names the file)."""
+
+
+class RunInterrupted(SystemExit):
+    """Raised after a signal stopped training and the resumable checkpoint was saved; its ``code`` is the exit
+    status (:data:`EXIT_CODES`) and ``signal_name`` the signal."""
+
+    def __init__(self, signal_name: str, checkpoint: Optional[str]) -> None:
+        super().__init__(EXIT_CODES[signal_name])
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+
+
+def _is_local(path: PathLike) -> bool:
+    return "://" not in str(path)
+
+
+def verify_checkpoint(path: PathLike) -> Path:
+    """Check that ``path`` is a complete, unaltered ``torch.save`` zip archive (every member's CRC-32).
+
+    Reads the whole file once (about 0.1 s per 100 MB); remote (fsspec URL) paths are returned unchecked.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CheckpointError: the path is missing or a folder, the file is not a zip archive (truncated, or not a
+            checkpoint), or a member's bytes do not match its checksum (the file was altered or damaged).
+    """
+    path = Path(path)
+    if not _is_local(path):
+        return path
+    if not path.is_file():
+        state = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"Expected a checkpoint file but {path} {state}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as stream:
+                    while stream.read(_CHUNK):
+                        pass
+    except zipfile.BadZipFile as error:
+        if "CRC" in str(error) or "Bad magic" in str(error):
+            raise CheckpointError(f"{path}: Expected an intact checkpoint but its contents do not match their "
+                                  f"checksums ({error}); the file was altered or damaged: use another copy") from error
+        raise CheckpointError(f"{path}: Expected a PyTorch checkpoint (a zip archive) but the file is truncated or "
+                              f"not a checkpoint ({error}; {path.stat().st_size} bytes)") from error
+    except (OSError, EOFError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path}: Expected a readable checkpoint but reading it failed: {error}") from error
+    return path
+
+
+def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", **load_kwargs: Any) -> Dict[str, Any]:
+    """:func:`verify_checkpoint`, then ``torch.load(path, weights_only=True)``; every failure names the file.
+
+    Raises:
+        CheckpointError: see :func:`verify_checkpoint`; also when torch cannot unpickle it or it is not a dict.
+    """
+    path = verify_checkpoint(path)
+    load_kwargs.setdefault("weights_only", True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, **load_kwargs)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
+        raise CheckpointError(f"{path}: Expected a PyTorch checkpoint but loading failed: "
+                              f"{type(error).__name__}: {error}") from error
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: Expected a Lightning checkpoint (a dict) but got a "
+                              f"{type(checkpoint).__name__}")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that writes atomically and verifies on load (module docstring).
+
+    Remote (fsspec) paths fall back to Lightning's own writer and reader.
+    """
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike,
+                        storage_options: Optional[Any] = None) -> None:
+        """Write ``checkpoint`` to a temporary file beside ``path``, flush it, and rename it to ``path``.
+
+        Raises:
+            OSError: the write failed (a full disk, for one); ``path`` keeps its previous contents.
+        """
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except (OSError, RuntimeError) as error:  # torch's C++ writer reports a full disk as a RuntimeError
+            raise OSError(getattr(error, "errno", None) or errno.EIO,
+                          f"{path}: Expected to write the checkpoint but writing failed ({error}); the previous "
+                          f"version of the file, if any, is unchanged") from error
+
+    def load_checkpoint(self, path: PathLike, map_location: Optional[Callable] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """:func:`verify_checkpoint`, then Lightning's loader (errors name the file).
+
+        Raises:
+            CheckpointError: see :func:`verify_checkpoint`, or the file does not unpickle.
+        """
+        verify_checkpoint(path)
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except (RuntimeError, EOFError, ValueError) as error:
+            raise CheckpointError(f"{path}: Expected a Lightning checkpoint but loading failed: {error}") from error
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the latest state, saved every epoch and wherever a run stops early (module docstring).
+
+    Takes ``ModelCheckpoint``'s arguments; the CLI configures it as ``last_checkpoint.*`` (``filename: last``, no
+    monitor). During ``fit`` it handles SIGINT: the first Ctrl-C stops training after the current batch (saving
+    ``last.ckpt`` and exiting with status 130), a second one stops at once. SIGTERM is caught by Lightning; this
+    callback then saves ``last.ckpt`` and exits with status 143.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interrupt: Optional[str] = None
+        self._previous_sigint: Any = None
+
+    # ----------------------------------------------------------------------------------------------- signals
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after Lightning took its snapshot of the signal handlers (restored at its teardown)
+        self.interrupt = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupt is not None:  # a second Ctrl-C: stop at once, like Python's default
+            self._restore_sigint()
+            raise KeyboardInterrupt
+        self.interrupt = "SIGINT"
+        log.warning("SIGINT: stopping after the current training batch and saving last.ckpt (Ctrl-C again to stop "
+                    "at once, without a checkpoint)")
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+        self._previous_sigint = None
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_sigint()
+
+    def _signal(self, trainer: Trainer) -> Optional[str]:
+        if self.interrupt is not None:
+            return self.interrupt
+        return "SIGTERM" if trainer.received_sigterm else None
+
+    # ------------------------------------------------------------------------------------------------ saving
+    def _stops_mid_epoch(self, trainer: Trainer, batch_idx: int) -> bool:
+        """Whether training ends after this batch although the epoch has batches left."""
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return False
+        return trainer.should_stop or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
+
+    def _save_now(self, trainer: Trainer) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved = trainer.global_step
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """Save at this batch boundary when the run stops here (an epoch-end save would mark the unfinished epoch as
+        done, and resuming would skip its remaining draws); then raise :class:`RunInterrupted` on a signal."""
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        signal_name = self._signal(trainer)
+        if signal_name is not None or self._stops_mid_epoch(trainer, batch_idx):
+            self._save_now(trainer)
+        if signal_name is not None:
+            trainer.strategy.barrier("arn_last_checkpoint")
+            log.warning("%s: stopped at step %d after saving %s (resume with --ckpt_path %s)", signal_name,
+                        trainer.global_step, self.best_model_path, self.best_model_path)
+            raise RunInterrupted(signal_name, self.best_model_path or None)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """SIGTERM outside a training batch (during validation): save the state, single-process runs only (under
+        DDP every process must take part in a save, and the others may not have stopped)."""
+        self._restore_sigint()  # Lightning calls no teardown hook after an exception
+        if isinstance(exception, SIGTERMException) and trainer.world_size == 1:
+            self._save_now(trainer)
+
+
+def exit_code(error: SystemExit) -> Optional[int]:
+    """The exit status of a run stopped by :class:`RunInterrupted` or Lightning's ``SIGTERMException`` (whose own
+    code is None, i.e. success); None for any other ``SystemExit``."""
+    if isinstance(error, RunInterrupted):
+        return int(error.code)
+    if isinstance(error, SIGTERMException):
+        return EXIT_CODES["SIGTERM"]
+    return None
+
+
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "EXIT_CODES", "LastCheckpoint", "RunInterrupted", "exit_code",
+           "load_checkpoint_file", "verify_checkpoint"]

@@ -90,8 +90,12 @@ def test_missing_frame_skipped_with_warning(root):
         dm.setup("test")
     assert dm.skipped_frames == {"test": ["D0004.mp4/000002.png"]}
     expected = [k for k in TEST_KEYS if k != "D0004.mp4/000002.png"]
-    assert sorted(_evaluated(dm.test_dataloader())) == expected
-    assert [f.key for f in dm.ground_truth("test")] == expected
+    with pytest.warns(RuntimeWarning, match="Skipping a bad frame"):
+        assert sorted(_evaluated(dm.test_dataloader())) == expected
+    # the missing frame is still part of the scored split (recall 0), as `arn-lightning evaluate` counts it
+    assert [f.key for f in dm.ground_truth("test")] == TEST_KEYS
+    unreadable = [t["unreadable"] for b in dm.test_dataloader() for t in b["targets"] if "unreadable" in t]
+    assert [u["ground_truth"]["frame"] for u in unreadable] == ["D0004.mp4/000002.png"]
 
 
 def test_corrupt_frame_error_names_the_file(root):
@@ -133,7 +137,7 @@ def test_bad_options(root):
     with pytest.raises(ValueError, match="Expected 1 <= shorter <= longer"):
         _dm(root, resize_shorter=100, resize_longer=50)
     dm = _dm(root, val_split="val")
-    with pytest.raises(ValueError, match=r"Expected a split of .* in \['test', 'train'\] but got 'val'"):
+    with pytest.raises(ValueError, match=r"Expected the split 'val' in data.root=.*, which has the splits \['test', 'train'\]"):
         dm.setup("validate")
     with pytest.raises(RuntimeError, match="Expected setup"):
         _dm(root).test_dataloader()

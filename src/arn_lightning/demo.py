@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from arn_lightning.atomic import atomic_write_json
 
 #: The learning check of the demo: SGDet no-constraint R@20 on the synthetic test split.
 CHECK_KEY = "no/R@20"
@@ -31,7 +32,6 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=240, help="synthetic videos (train + test)")
     parser.add_argument("--frames", type=int, default=8, help="annotated frames per synthetic video")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
-    parser.add_argument("--max-time", default=None, help="override trainer.max_time, e.g. 00:00:08:00")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even if the learning check fails")
     return parser.parse_args(argv)
 
@@ -100,15 +100,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (root / "annotations" / "object_bbox_and_relationship.pkl").exists():
         print(f"[demo] generating the synthetic Action Genome into {root}")
         generate(root, videos=args.videos, frames=args.frames, seed=args.seed)
-    extra = [f"--trainer.max_time={args.max_time}"] if args.max_time else []
 
     print("[demo] scoring the untrained model")
     untrained = _test_metrics(args.config, root, out / "untrained", None, [])
     print("[demo] training (LightningCLI fit)")
     fit = _cli(["fit", "--config", str(args.config), f"--data.root={root}", f"--trainer.default_root_dir={out}/train",
-                f"--trainer.logger.init_args.save_dir={out}/train", *extra])
-    last = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"  # when no validation ran before max_time
-    best = Path(fit.trainer.checkpoint_callback.best_model_path or last)
+                f"--trainer.logger.init_args.save_dir={out}/train"])
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
     saved_config = Path(fit.trainer.log_dir) / "config.yaml"
     print(f"[demo] testing {best.name} (LightningCLI test from {saved_config})")
     trained = _test_metrics(saved_config, root, out, best, [])
@@ -127,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "offline_evaluate_agrees": agree, "wall_time_s": round(wall, 1), "checkpoint": str(best),
         "predictions": str(predictions), "frames": [str(p) for p in frames], "metrics": trained,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "summary.json", summary, indent=2, sort_keys=False)
     passed = trained[CHECK_KEY] >= TRAINED_MIN and untrained[CHECK_KEY] <= UNTRAINED_MAX and agree
     print(f"\n[demo] SGDet no-constraint R@20: untrained {untrained[CHECK_KEY]:.3f} (must be <= {UNTRAINED_MAX}), "
           f"trained {trained[CHECK_KEY]:.3f} (must be >= {TRAINED_MIN}); offline evaluate agrees: {agree}")

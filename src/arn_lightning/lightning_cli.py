@@ -36,6 +36,10 @@ RUNTIME_MODEL_KEYS = ("predictions_dir", "evaluation")
 MONITOR = "val/with/R@20"
 
 
+class ConfigError(ValueError):
+    """A setting or input that the run cannot start with; the message names the setting, file or key."""
+
+
 class ARNLightningCLI(LightningCLI):
     """LightningCLI with the project's argument links and forced checkpoint callback."""
 
@@ -85,7 +89,10 @@ class ARNLightningCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Instantiate as LightningCLI does; with ``--ckpt_path``, make the model the checkpoint's (module
         docstring): the links from the data module must not change what the weights were trained for."""
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError) as error:  # a setting's value, a data root: no traceback
+            raise ConfigError(f"{error}") from error
         if self.checkpoint_hparams and "triplet_categories" in self.checkpoint_hparams:
             self.model = self._checkpoint_model(self.checkpoint_hparams)
 
@@ -195,7 +202,7 @@ def run_lightning_cli(args: List[str]) -> int:
             raise
         print(f"arn-lightning: training stopped by a signal; exit status {code}", file=sys.stderr)
         return code
-    except CheckpointError as error:
+    except (CheckpointError, ConfigError) as error:
         print(f"arn-lightning: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -6,8 +6,8 @@ Everything Lightning-specific about training lives here (and in :mod:`arn_lightn
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import random
 import warnings
@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from arn_lightning.atomic import atomic_write_json
 from arn_lightning.criterion import LossConfig, SetCriterion
-from arn_lightning.metrics.predictions import write_predictions
+from arn_lightning.metrics.predictions import empty_prediction, write_predictions
+from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.recall import SceneGraphRecall
 from arn_lightning.models.arn import ARN, ARNConfig
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
@@ -63,6 +65,18 @@ class OptimConfig:
     lr_drop_gamma: float = 0.1
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
+    def __post_init__(self) -> None:
+        for name in ("lr", "lr_backbone", "lr_text", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"Expected {name} to be a finite number >= 0 but got {value!r}")
+        if not (isinstance(self.lr_drop_epoch, int) and self.lr_drop_epoch >= 1):
+            raise ValueError(f"Expected lr_drop_epoch to be an int >= 1 but got {self.lr_drop_epoch!r}")
+        if not 0.0 < self.lr_drop_gamma <= 1.0:
+            raise ValueError(f"Expected lr_drop_gamma in (0, 1] but got {self.lr_drop_gamma!r}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"Expected betas as two numbers in [0, 1) but got {self.betas!r}")
+
 
 @dataclass
 class EvalConfig:
@@ -83,6 +97,13 @@ class EvalConfig:
     semi_threshold: float = 0.9
     no_constraint_top: int = 100
     save_predictions: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.ks or list(self.ks) != sorted(set(self.ks)) or self.ks[0] < 1:
+            raise ValueError(f"Expected ks to be strictly increasing positive ints (the K of R@K) but got {self.ks!r}")
+        # The metric's own settings object checks iou, the thresholds and no_constraint_top.
+        RecallConfig(k_values=tuple(self.ks), iou_threshold=self.iou_threshold, iou_convention=self.iou,
+                     semi_threshold=self.semi_threshold, no_constraint_top=self.no_constraint_top)
 
 
 class ARNLitModule(L.LightningModule):
@@ -153,6 +174,8 @@ class ARNLitModule(L.LightningModule):
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
         self._predictions: List[Dict[str, Any]] = []
         self.last_val_examples: List[Dict[str, Any]] = []
+        self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
+        self._unreadable: List[Dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -208,7 +231,12 @@ class ARNLitModule(L.LightningModule):
         outputs = self(batch)
         preds = self.postprocess(outputs, batch["targets"], only_evaluated=True)
         gts = [t for t in batch["targets"] if t["evaluate"]]
-        metric.update(preds, gts)
+        # A frame that should be scored but could not be read counts with recall 0, as in `arn-lightning evaluate`.
+        unreadable = [t["unreadable"] for t in batch["targets"] if "unreadable" in t]
+        metric.update(preds + [empty_prediction(u["ground_truth"]["frame"]) for u in unreadable],
+                      gts + [u["ground_truth"] for u in unreadable])
+        self._frames_scored += len(preds)
+        self._unreadable.extend({"frame": u["ground_truth"]["frame"], "reason": u["reason"]} for u in unreadable)
         return preds, outputs
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
@@ -248,7 +276,25 @@ class ARNLitModule(L.LightningModule):
             counts = metric.gt_counts.tolist()
         self.last_metrics.update({f"per_predicate/count/{name}": float(c) for name, c in zip(PREDICATES, counts)})
         metric.reset()
+        self.last_metrics.update(self._frame_accounting())
         return values
+
+    def _frame_accounting(self) -> Dict[str, float]:
+        """``frames/predicted`` and ``frames/unreadable`` over all processes (their sum is every frame scored), and
+        :attr:`last_unreadable` (frame and reason of each unreadable one); resets the counts."""
+        unreadable: List[Dict[str, str]] = list(self._unreadable)
+        predicted = self._frames_scored
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: List[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (predicted, unreadable))
+            predicted = sum(count for count, _ in gathered)
+            unreadable = [item for _, items in gathered for item in items]
+        self._frames_scored, self._unreadable = 0, []
+        self.last_unreadable = sorted(unreadable, key=lambda item: item["frame"])
+        if unreadable:
+            log.warning("%d evaluated frame(s) could not be read and count as recall 0, e.g. %s", len(unreadable),
+                        self.last_unreadable[0])
+        return {"frames/predicted": float(predicted), "frames/unreadable": float(len(unreadable))}
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
@@ -258,10 +304,7 @@ class ARNLitModule(L.LightningModule):
         if self.eval_config.save_predictions:
             path = self.predictions_path("test").with_name(METRICS_FILE)  # on every rank: log_dir broadcasts
             if self.global_rank == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")  # complete or absent, like the prediction file
-                tmp.write_text(json.dumps(self.last_metrics, indent=1, sort_keys=True))
-                os.replace(tmp, path)
+                atomic_write_json(path, {**self.last_metrics, "unreadable_frames": self.last_unreadable})
         self._flush_predictions("test")
 
     def on_predict_epoch_end(self) -> None:
@@ -360,7 +403,10 @@ def _as_config(cls: type, value: Any, name: str) -> Any:
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"Expected {name} keys among {sorted(known)} but got unknown {unknown}")
-        return cls(**value)
+        try:
+            return cls(**value)
+        except (ValueError, TypeError) as error:  # name the setting: the message itself names the field
+            raise ValueError(f"model.{name}: {error}") from error
     raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")
 
 

@@ -153,7 +153,11 @@ class AGDataModule(L.LightningDataModule):
         """Videos of an annotation split whose frame images exist (missing ones raise or are skipped)."""
         if split not in self._videos:
             if split not in self.annotations.splits:
-                raise ValueError(f"Expected a split of {self.root} in {self.annotations.splits} but got {split!r}")
+                hp = self.hparams
+                raise ValueError(f"Expected the split {split!r} in data.root={self.root}, which has the splits "
+                                 f"{self.annotations.splits} after the {hp.task} filtering (min_frames "
+                                 f"{hp.min_frames}, filter_small {hp.filter_small}); check data.val_split / "
+                                 f"data.predict_split, and `arn-lightning stats --root {self.root}`")
             videos = self.annotations.videos(split)
             keys = [f.key for frames in videos.values() for f in frames]
             missing = set(find_missing_frames(self.frames_dir, keys))
@@ -174,8 +178,13 @@ class AGDataModule(L.LightningDataModule):
         self.skipped_frames[split] = missing
 
     def _eval_videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
-        """The videos (possibly subsampled by ``max_eval_frames``) evaluated for a dataloader split."""
-        videos = self._usable_videos(self._split_name(split))
+        """The videos (possibly subsampled by ``max_eval_frames``) evaluated for a dataloader split.
+
+        With ``on_bad_frame="skip"`` a frame whose image is missing stays in the split: it is scored as a frame with
+        no prediction (recall 0), as ``arn-lightning evaluate`` scores a frame missing from a prediction file."""
+        videos = self._usable_videos(self._split_name(split))  # raises on missing images unless skipping
+        if self.hparams.on_bad_frame == "skip":
+            videos = self.annotations.videos(self._split_name(split))
         picked = subsample_videos({v: list(range(len(fs))) for v, fs in videos.items()},
                                   self.hparams.max_eval_frames, self.hparams.seed)
         return {v: [videos[v][i] for i in idx] for v, idx in picked.items()}
@@ -209,7 +218,11 @@ class AGDataModule(L.LightningDataModule):
         else:
             clips = evaluation_clips(groups, hp.clip_len, hp.window, hp.eval_scheme)
             transform = ClipTransform(hp.resize_shorter, hp.resize_longer, 0.0)
-        return AGClipDataset(frames, clips, self.frames_dir, transform, hp.on_bad_frame)
+        if not clips:
+            raise ValueError(f"Expected at least one {split} clip in split {self._split_name(split)!r} of "
+                             f"data.root={self.root} but got none: no frame image of the split is under "
+                             f"{self.frames_dir} (run `arn-lightning dump-frames`)")
+        return AGClipDataset(frames, clips, self.frames_dir, transform, hp.on_bad_frame, train=split == "train")
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict``; None: all)."""

@@ -2,6 +2,14 @@
 
 An item is a list of ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}``; the collate
 (:mod:`arn_lightning.data.collate`) pads and normalises them into the batch of ARCHITECTURE.md section 2.
+
+Unreadable frames with ``on_bad_frame="skip"`` (docs/runs.md): a slot whose frame cannot be read borrows the
+nearest readable frame of its clip, is not trained on as itself and is not scored as itself. A training clip with no
+readable frame at all is replaced by the next readable clip. In an evaluation split, a frame that should have been
+scored but could not be read still counts, as a frame with no prediction (recall 0), exactly as ``arn-lightning
+evaluate`` counts a frame missing from a prediction file: its slot's target carries ``"unreadable": {"reason": str,
+"ground_truth": dict}`` (the metric ground truth of the frame); a clip with no readable frame is fed as black frames
+of the annotated size, every slot unscored.
 """
 
 from __future__ import annotations
@@ -72,11 +80,13 @@ class AGClipDataset(Dataset):
         frames_dir: folder holding ``<VID>.mp4/<NNNNNN>.png``.
         transform: the clip transform (resize, flip).
         on_bad_frame: ``"error"`` raises :class:`FrameError` on an unreadable frame; ``"skip"`` warns, counts it in
-            :attr:`bad_frames` (of this process) and fills its slot with another frame of the clip, not scored.
+            :attr:`bad_frames` (of this process) and handles it as the module docstring says.
+        train: a training split (a clip with no readable frame is replaced by another clip instead of being fed as
+            black frames).
     """
 
     def __init__(self, frames: Sequence[FrameAnnotation], clips: Sequence[Clip], frames_dir: Union[str, Path],
-                 transform: ClipTransform, on_bad_frame: str = "error") -> None:
+                 transform: ClipTransform, on_bad_frame: str = "error", train: bool = False) -> None:
         if on_bad_frame not in BAD_FRAME_MODES:
             raise ValueError(f"Expected on_bad_frame in {list(BAD_FRAME_MODES)} but got {on_bad_frame!r}")
         self.frames = list(frames)
@@ -84,7 +94,9 @@ class AGClipDataset(Dataset):
         self.frames_dir = Path(frames_dir)
         self.transform = transform
         self.on_bad_frame = on_bad_frame
+        self.train = train
         self.bad_frames: List[str] = []
+        self._reasons: Dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -97,23 +109,52 @@ class AGClipDataset(Dataset):
         except FrameError as exc:
             if self.on_bad_frame == "error":
                 raise
-            self.bad_frames.append(frame.key)
-            warnings.warn(f"Skipping a bad frame: {exc}", RuntimeWarning, stacklevel=2)
+            if index not in self._reasons:
+                self.bad_frames.append(frame.key)
+                warnings.warn(f"Skipping a bad frame: {exc}", RuntimeWarning, stacklevel=2)
+            self._reasons[index] = str(exc)
             return None
 
-    def _load_clip(self, clip: Clip) -> tuple:
-        """Images, frame indices and evaluate flags of a clip; a bad frame's slot borrows a good one."""
+    def _load_clip(self, clip: Clip) -> Optional[tuple]:
+        """Images, frame indices, evaluate flags and unreadable scored slots of a clip (a bad frame's slot borrows
+        the nearest good one); None when no frame of the clip is readable."""
         decoded = {index: self._read(index) for index in dict.fromkeys(clip.frames)}
-        good = [index for index in clip.frames if decoded[index] is not None]
+        good = [slot for slot, index in enumerate(clip.frames) if decoded[index] is not None]
         if not good:
-            keys = [self.frames[i].key for i in clip.frames]
-            raise FrameError(f"Expected at least one readable frame in the clip {keys} but none could be decoded")
-        indices, flags = [], []
+            return None
+        indices, flags, unreadable = [], [], {}
         for slot, index in enumerate(clip.frames):
             usable = decoded[index] is not None
-            indices.append(index if usable else min(good, key=lambda g: abs(clip.frames.index(g) - slot)))
+            indices.append(index if usable else clip.frames[min(good, key=lambda g: abs(g - slot))])
             flags.append(clip.evaluate[slot] and usable)
-        return [decoded[i] for i in indices], indices, flags
+            if clip.evaluate[slot] and not usable:
+                unreadable[slot] = index
+        return [decoded[i] for i in indices], indices, flags, unreadable
+
+    def _blank_clip(self, clip: Clip) -> tuple:
+        """An evaluation clip none of whose frames is readable: black frames of the annotated size, none scored."""
+        images = [torch.zeros(3, self.frames[i].height, self.frames[i].width, dtype=torch.uint8) for i in clip.frames]
+        unreadable = {slot: index for slot, index in enumerate(clip.frames) if clip.evaluate[slot]}
+        return images, list(clip.frames), [False] * len(clip.frames), unreadable
+
+    def _readable_clip(self, index: int) -> tuple:
+        """The loaded clip ``index``; in a training split a clip with no readable frame is replaced by the next
+        readable one (in clip order, wrapping), in an evaluation split fed as :meth:`_blank_clip`.
+
+        Raises:
+            FrameError: a training split none of whose clips has a readable frame.
+        """
+        loaded = self._load_clip(self.clips[index])
+        if loaded is not None:
+            return loaded
+        if not self.train:
+            return self._blank_clip(self.clips[index])
+        for offset in range(1, len(self.clips)):
+            loaded = self._load_clip(self.clips[(index + offset) % len(self.clips)])
+            if loaded is not None:
+                return loaded
+        raise FrameError(f"Expected at least one readable frame among the {len(self.clips)} training clips under "
+                         f"{self.frames_dir} but none could be decoded (first: {self.bad_frames[:3]})")
 
     def __getitem__(self, item: Union[int, Tuple[int, int]]) -> List[Dict[str, Any]]:
         """The ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}`` of a clip.
@@ -122,8 +163,13 @@ class AGClipDataset(Dataset):
         (:class:`~arn_lightning.data.samplers.EpochSampler`) whose seed alone decides the random augmentation.
         """
         index, seed = item if isinstance(item, tuple) else (item, None)
-        images, indices, flags = self._load_clip(self.clips[index])
+        images, indices, flags, unreadable = self._readable_clip(index)
         boxes = [torch.from_numpy(self.frames[i].boxes_xyxy.copy()) for i in indices]
         images, boxes, flipped = self.transform(images, boxes, flip=self.transform.draw_flip(seed))
-        return [{"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
-                for image, box, i, flag in zip(images, boxes, indices, flags)]
+        samples = [{"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
+                   for image, box, i, flag in zip(images, boxes, indices, flags)]
+        for slot, frame_index in ({} if self.train else unreadable).items():
+            samples[slot]["target"]["unreadable"] = {
+                "reason": self._reasons.get(frame_index, "no readable frame in its clip"),
+                "ground_truth": self.frames[frame_index].eval_target()}
+        return samples

@@ -153,3 +153,19 @@ def test_an_empty_split_names_the_split_the_root_and_the_settings(train_root: Pa
             ValueError, match=rf"Expected at least one train clip in split 'train' of data.root={root} but got none: "
                               rf"no frame image of the split is under {root / 'frames'}"):
         _datamodule(root)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--model.optim.lr=-1", "model.optim: Expected lr to be a finite number >= 0 but got -1.0"),
+    ("--model.evaluation.ks=[]", "model.evaluation: Expected ks to be strictly increasing positive ints"),
+    ("--model.evaluation.iou=exact", "model.evaluation: Expected iou_convention in"),
+    ("--model.arch.hidden_dim=6", "model.arch: Expected hidden_dim to be a multiple of 4"),
+    ("--data.task=bogus", "data: Expected task in ['sgdet', 'sgcls', 'predcls'] but got 'bogus'"),
+    ("--data.clip_len=0", "data: Expected clip_len >= 1 but got 0"),
+])
+def test_a_meaningless_setting_stops_the_cli_naming_it(override: str, message: str, train_root: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    config = write_config(tiny_config(train_root, tmp_path), tmp_path / "config.yaml")
+    assert run_lightning_cli(["fit", "--config", str(config), override]) == 2
+    assert f"arn-lightning: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()  # stopped before anything was written

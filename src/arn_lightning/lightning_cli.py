@@ -27,7 +27,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from arn_lightning.callbacks import SceneGraphReport
 from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code, load_checkpoint_file
-from arn_lightning.data.datamodule import AGDataModule
+from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.lit_module import ARNLitModule
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
@@ -89,12 +89,36 @@ class ARNLightningCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Instantiate as LightningCLI does; with ``--ckpt_path``, make the model the checkpoint's (module
         docstring): the links from the data module must not change what the weights were trained for."""
+        self._check_settings()
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, FileNotFoundError) as error:  # a setting's value, a data root: no traceback
             raise ConfigError(f"{error}") from error
         if self.checkpoint_hparams and "triplet_categories" in self.checkpoint_hparams:
             self.model = self._checkpoint_model(self.checkpoint_hparams)
+
+    def _check_settings(self) -> None:
+        """Check the model's setting groups (``model.arch``, ``model.optim``, ...) and the data options before
+        anything is built, so that a meaningless value is reported with the setting's name."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        data = config.get("data")
+        if data is not None:
+            try:
+                validate_data_options(**{key: data.get(key) for key in inspect.signature(validate_data_options)
+                                         .parameters if data.get(key) is not None})
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"data: {error}") from error
+        model = config.get("model")
+        defaults = inspect.signature(ARNLitModule.__init__).parameters
+        for name, parameter in defaults.items():
+            value = model.get(name) if model is not None else None
+            if not dataclasses.is_dataclass(parameter.default) or value is None or dataclasses.is_dataclass(value):
+                continue
+            values = value.as_dict() if hasattr(value, "as_dict") else dict(value)
+            try:
+                type(parameter.default)(**values)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"model.{name}: {error}") from error
 
     def _checkpoint_model(self, stored: Mapping[str, Any]) -> ARNLitModule:
         """The model of the checkpoint's hyperparameters (this run's :data:`RUNTIME_MODEL_KEYS`), checked against

@@ -70,7 +70,7 @@ class AGDataModule(L.LightningDataModule):
                  max_eval_frames: Optional[int] = None, seed: int = 0, frames_dir: Optional[str] = None,
                  synthetic: bool = False, synthetic_videos: int = 200, synthetic_frames: int = 8) -> None:
         super().__init__()
-        _validate(task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size)
+        validate_data_options(task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size)
         resized_hw(1, 1, resize_shorter, resize_longer)  # raises on an invalid resize setting
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"Expected flip_prob in [0, 1] but got {flip_prob}")
@@ -290,9 +290,13 @@ class AGDataModule(L.LightningDataModule):
         return self._loader("predict", shuffle=False)
 
 
-def _validate(task: str, clip_len: int, window: str, eval_scheme: str, on_bad_frame: str, batch_size: int,
-              eval_batch_size: int) -> None:
-    """Check the DataModule's options."""
+def validate_data_options(task: str = "sgdet", clip_len: int = 3, window: str = "causal", eval_scheme: str = "tiled",
+                          on_bad_frame: str = "error", batch_size: int = 8, eval_batch_size: int = 8) -> None:
+    """Check the DataModule's options (the CLI calls it on the parsed config before building anything).
+
+    Raises:
+        ValueError: an option outside its allowed values, naming it.
+    """
     checks = [(task in ag.TASKS, f"task in {list(ag.TASKS)}", task), (clip_len >= 1, "clip_len >= 1", clip_len),
               (window in WINDOWS, f"window in {list(WINDOWS)}", window),
               (eval_scheme in EVAL_SCHEMES, f"eval_scheme in {list(EVAL_SCHEMES)}", eval_scheme),

@@ -251,7 +251,7 @@ def _other_lightning_checkpoint(path: Path) -> Path:
 @pytest.mark.parametrize("kind, message", [
     ("missing", "does not exist"),
     ("directory", "is a directory"),
-    ("random", "Expected a PyTorch checkpoint file but"),
+    ("random", "Expected a PyTorch checkpoint (a zip archive) but"),
     ("state_dict", "Expected a Lightning checkpoint in"),
     ("other_model", "Expected a Lightning checkpoint of ARNLitModule but"),
 ])

@@ -174,3 +174,16 @@ def test_the_cli_refuses_a_damaged_checkpoint_with_its_name(train_root: Path, tm
                               f"--ckpt_path={altered}"])
     assert code == 2
     assert f"{altered}: Expected an intact checkpoint" in capsys.readouterr().err
+
+
+def test_load_from_checkpoint_and_infer_refuse_an_altered_checkpoint(train_root: Path, tmp_path: Path) -> None:
+    from arn_lightning.inference.api import load_module
+    from arn_lightning.lit_module import ARNLitModule
+
+    run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 2))])
+    altered = _altered_copy(_last(tmp_path / "a"), tmp_path / "altered.ckpt")
+    with pytest.raises(CheckpointError, match=r"altered\.ckpt: Expected an intact checkpoint"):
+        ARNLitModule.load_from_checkpoint(str(altered), weights_only=True)
+    with pytest.raises(CheckpointError, match=r"altered\.ckpt: Expected an intact checkpoint"):
+        load_module(altered)
+    assert isinstance(ARNLitModule.load_from_checkpoint(str(_last(tmp_path / "a")), weights_only=True), ARNLitModule)

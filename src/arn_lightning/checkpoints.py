@@ -4,9 +4,8 @@
   folder that is renamed into place, so a crash, a kill or a full disk leaves the previous ``last.ckpt`` intact
   (Lightning's own writer serialises to memory and then writes the destination in place: a full disk truncates it).
   Loading verifies the file first (:func:`verify_checkpoint`).
-* :func:`verify_checkpoint`: a Lightning checkpoint is a zip archive (``torch.save``'s format) whose members carry
-  CRC-32 checksums; torch does not check them, so a flipped weight byte loads silently. Every member is read and
-  checked, and a truncated or altered file is refused with its name.
+* :func:`verify_checkpoint` (from :mod:`arn_lightning.checkpoint_file`): every member's CRC-32 checked, a truncated
+  or altered file refused with its name.
 * :class:`LastCheckpoint`: the run's latest state as ``last.ckpt``, saved at the end of every epoch and, whatever
   stops a run early (``max_steps``, ``max_time``, ``trainer.should_stop``, SIGTERM, SIGINT), at the training-batch
   boundary where it stops, so that ``--ckpt_path last.ckpt`` continues the same epoch at the same draw. A run stopped
@@ -20,7 +19,6 @@ import errno
 import logging
 import signal
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -31,17 +29,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from arn_lightning.atomic import atomic_path
+from arn_lightning.checkpoint_file import CheckpointError, _is_local, load_checkpoint_file, verify_checkpoint
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 #: Exit status of a run stopped by a signal after saving its checkpoint (the shell's 128 + signal number).
 EXIT_CODES = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-#: Bytes read at a time while checking the archive's checksums.
-_CHUNK = 1 << 22
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, truncated, altered or not a checkpoint of this project (names the file)."""
 
 
 class RunInterrupted(SystemExit):
@@ -52,64 +45,6 @@ class RunInterrupted(SystemExit):
         super().__init__(EXIT_CODES[signal_name])
         self.signal_name = signal_name
         self.checkpoint = checkpoint
-
-
-def _is_local(path: PathLike) -> bool:
-    return "://" not in str(path)
-
-
-def verify_checkpoint(path: PathLike) -> Path:
-    """Check that ``path`` is a complete, unaltered ``torch.save`` zip archive (every member's CRC-32).
-
-    Reads the whole file once (about 0.1 s per 100 MB); remote (fsspec URL) paths are returned unchecked.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        CheckpointError: the path is missing or a folder, the file is not a zip archive (truncated, or not a
-            checkpoint), or a member's bytes do not match its checksum (the file was altered or damaged).
-    """
-    path = Path(path)
-    if not _is_local(path):
-        return path
-    if not path.is_file():
-        state = "is a directory" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"Expected a checkpoint file but {path} {state}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
-                with archive.open(member) as stream:
-                    while stream.read(_CHUNK):
-                        pass
-    except zipfile.BadZipFile as error:
-        if "CRC" in str(error) or "Bad magic" in str(error):
-            raise CheckpointError(f"{path}: Expected an intact checkpoint but its contents do not match their "
-                                  f"checksums ({error}); the file was altered or damaged: use another copy") from error
-        raise CheckpointError(f"{path}: Expected a PyTorch checkpoint (a zip archive) but the file is truncated or "
-                              f"not a checkpoint ({error}; {path.stat().st_size} bytes)") from error
-    except (OSError, EOFError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{path}: Expected a readable checkpoint but reading it failed: {error}") from error
-    return path
-
-
-def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", **load_kwargs: Any) -> Dict[str, Any]:
-    """:func:`verify_checkpoint`, then ``torch.load(path, weights_only=True)``; every failure names the file.
-
-    Raises:
-        CheckpointError: see :func:`verify_checkpoint`; also when torch cannot unpickle it or it is not a dict.
-    """
-    path = verify_checkpoint(path)
-    load_kwargs.setdefault("weights_only", True)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, **load_kwargs)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
-        raise CheckpointError(f"{path}: Expected a PyTorch checkpoint but loading failed: "
-                              f"{type(error).__name__}: {error}") from error
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: Expected a Lightning checkpoint (a dict) but got a "
-                              f"{type(checkpoint).__name__}")
-    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

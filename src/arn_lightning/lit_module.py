@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from arn_lightning.atomic import atomic_write_json
+from arn_lightning.checkpoint_file import verify_checkpoint
 from arn_lightning.criterion import LossConfig, SetCriterion
 from arn_lightning.metrics.predictions import empty_prediction, write_predictions
 from arn_lightning.metrics.functional import RecallConfig
@@ -176,6 +177,18 @@ class ARNLitModule(L.LightningModule):
         self.last_val_examples: List[Dict[str, Any]] = []
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
         self._unreadable: List[Dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "ARNLitModule":
+        """Lightning's ``load_from_checkpoint``, after :func:`~arn_lightning.checkpoint_file.verify_checkpoint` of a
+        local file (a truncated or altered checkpoint is refused with its name).
+
+        Raises:
+            CheckpointError: the file is missing, truncated or altered.
+        """
+        if isinstance(checkpoint_path, (str, Path)):
+            verify_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:

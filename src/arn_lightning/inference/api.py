@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from arn_lightning.checkpoint_file import CheckpointError, verify_checkpoint
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
@@ -52,10 +53,6 @@ TRANSFORM_DEFAULTS: Dict[str, Any] = {
 }
 #: Settings a stored ``data_settings`` must hold.
 REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for inference (the message names the file)."""
 
 
 @dataclass
@@ -154,10 +151,7 @@ def check_checkpoint(path: PathLike) -> Dict[str, Any]:
         CheckpointError: the path is not a file, not a PyTorch file, not a Lightning checkpoint, or a Lightning
             checkpoint of another model.
     """
-    path = Path(path)
-    if not path.is_file():
-        state = "is a directory" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"Expected a checkpoint file but {path} {state}")
+    path = verify_checkpoint(path)  # missing, truncated or altered: refused with the file's name
     checkpoint = _torch_load(path)
     missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
     if missing:

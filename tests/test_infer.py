@@ -102,7 +102,9 @@ def test_annotated_video_frame_count_and_size(run_dir: Path, assets: InferAssets
     assert frames[0].size == (width + panel_width(height), height)  # even already: no padding
     assert rate == pytest.approx(SAMPLE_FPS)
     pngs = sorted((run_dir / "frames").iterdir())
-    assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(len(frames))]
+    # named by the number of each frame's key (1-based source frame number), as in the JSON lines
+    assert [p.name for p in pngs] == [r["frame"].rsplit("/", 1)[1] for r in _records(run_dir)]
+    assert len(pngs) == len(frames) and pngs[0].name == "000001.png"
     assert Image.open(pngs[0]).size == frames[0].size
 
 
@@ -114,8 +116,8 @@ def test_timeline_is_a_png_of_the_expected_size(run_dir: Path) -> None:
 
 
 def test_output_folder_holds_only_the_results(run_dir: Path) -> None:
-    assert sorted(p.name for p in run_dir.iterdir()) == ["annotated.mp4", "frames", "scene_graphs.jsonl",
-                                                         "timeline.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".arn-lightning-output", "annotated.mp4", "frames",
+                                                         "scene_graphs.jsonl", "timeline.png"]
     assert [p.name for p in run_dir.parent.iterdir()] == ["graphs"]  # no staging folder left
 
 
@@ -188,9 +190,15 @@ def test_default_out_and_overwrite(assets: InferAssets, tmp_path: Path, capsys: 
     assert infer_main(args) == 1
     assert "not empty (pass --overwrite)" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert infer_main([*args, "--overwrite"]) == 0
+    assert infer_main([*args, "--overwrite"]) == 0  # an earlier output of infer: replaced
     assert not (out / "keep.txt").exists() and (out / "timeline.png").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip_scene_graphs"]
+    user = tmp_path / "user_folder"  # never replaced, --overwrite or not
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    assert infer_main([*args, "--out", str(user), "--overwrite"]) == 1
+    assert f"{user} holds other files; it is left as it is" in capsys.readouterr().err
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip_scene_graphs", "user_folder"]
 
 
 # ----------------------------------------------------------------------------------------------- errors

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arn_lightning.inference.output import FOLDER_MODE, OutputExistsError, staged_directory
+from arn_lightning.inference.output import FOLDER_MODE, MARKER_FILE, OutputExistsError, staged_directory
 
 
 def test_success_renames_the_staging_folder(tmp_path: Path) -> None:
@@ -27,8 +27,8 @@ def test_error_leaves_nothing_and_keeps_an_existing_folder(tmp_path: Path) -> No
             (staging / "half.txt").write_text("half")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with staged_directory(out) as staging:  # an earlier output, which --overwrite may replace
+        (staging / "old.txt").write_text("old")
     with pytest.raises(KeyboardInterrupt):
         with staged_directory(out, overwrite=True) as staging:
             raise KeyboardInterrupt
@@ -37,15 +37,26 @@ def test_error_leaves_nothing_and_keeps_an_existing_folder(tmp_path: Path) -> No
 
 def test_overwrite_replaces_and_refusal_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with staged_directory(out) as staging:
+        (staging / "old.txt").write_text("old")
     with pytest.raises(OutputExistsError, match=f"{out} is not empty"):
         with staged_directory(out):
             raise AssertionError("not reached")
     with staged_directory(out, overwrite=True) as staging:
         (staging / "new.txt").write_text("new")
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_overwrite_never_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputExistsError, match=f"{out} holds other files; it is left as it is"):
+        with staged_directory(out, overwrite=True):
+            raise AssertionError("not reached")
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"] and (out / "thesis.tex").read_text() == "years of work"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
 
 
 def test_empty_existing_folder_is_used_and_a_file_is_refused(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ Files (names in :data:`OUTPUT_FILES`):
 - ``scene_graphs.jsonl``: one line per sampled frame, see :meth:`arn_lightning.inference.graph.FrameGraph.to_json`;
 - ``annotated.mp4``: each sampled frame with its boxes and triplet panel, at the sampling rate;
 - ``timeline.png``: the relation timeline (:mod:`arn_lightning.inference.timeline`);
-- ``frames/<NNNNNN>.png``: the annotated frames as images (optional), named by sampled-frame index.
+- ``frames/<NNNNNN>.png``: the annotated frames as images (optional), named by the frame's number in its source (the
+  number of its key, 1-based, see docs/frames.md);
+- ``.arn-lightning-output``: marks the folder as written by this command; ``--overwrite`` replaces only a folder that
+  holds it, never a folder of the user's own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 OUTPUT_FILES = {
     "graphs": "scene_graphs.jsonl", "video": "annotated.mp4", "timeline": "timeline.png", "frames": "frames",
 }
+#: The file that marks an output folder as this project's (the only kind ``overwrite`` replaces).
+MARKER_FILE = ".arn-lightning-output"
 
 
 #: Permissions of the output folder (``mkdtemp`` makes it private).
@@ -53,20 +58,29 @@ def staged_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
         out: the final folder.
         overwrite: replace an existing, non-empty ``out`` (removed only after the new one is complete).
 
+    The new folder holds :data:`MARKER_FILE`; ``overwrite`` replaces only a folder that holds it (an earlier output),
+    so no folder of the user's own is ever deleted.
+
     Raises:
-        OutputExistsError: ``out`` exists, is not empty, and ``overwrite`` is off (checked before anything is
-            written).
+        OutputExistsError: ``out`` exists and is not empty, and ``overwrite`` is off or ``out`` is not an earlier
+            output (no :data:`MARKER_FILE`); checked before anything is written.
         NotADirectoryError: ``out`` exists and is a file.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"Expected an output folder but {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"Expected a new or empty output folder but {out} is not empty (pass --overwrite)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"Expected a new or empty output folder but {out} is not empty (pass --overwrite)")
+        if not (out / MARKER_FILE).is_file():
+            raise OutputExistsError(f"Expected --overwrite to replace an earlier output (a folder holding "
+                                    f"{MARKER_FILE}) but {out} holds other files; it is left as it is: choose "
+                                    f"another output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         staging.chmod(FOLDER_MODE)
+        (staging / MARKER_FILE).write_text("written by arn-lightning; --overwrite may replace this folder\n")
         yield staging
         _replace(staging, out)
     except BaseException:
@@ -120,7 +134,8 @@ class OutputWriter:
         annotated = annotate_frame(frame.image, graph)
         self._video.write(annotated)
         if self.save_frames:
-            annotated.save(self.folder / OUTPUT_FILES["frames"] / f"{frame.index:0{FRAME_NUMBER_DIGITS}d}.png")
+            name = f"{frame.source_index:0{FRAME_NUMBER_DIGITS}d}.png"  # the number of the frame's key
+            annotated.save(self.folder / OUTPUT_FILES["frames"] / name)
         self.graphs.append(graph)
 
     def __exit__(

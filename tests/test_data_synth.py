@@ -53,6 +53,13 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
         generate(tmp_path / "r", videos=1, frames=1, size=(160, 120))
     generate(tmp_path / "r", videos=2, frames=1, size=(160, 120), overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["r"]  # no temporary folder left behind
+    real = tmp_path / "real_ag"  # a dataset the user made: overwrite never replaces it
+    (real / "annotations").mkdir(parents=True)
+    (real / "annotations" / "person_bbox.pkl").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=f"{real} is something else; it is left as it is"):
+        generate(real, videos=1, frames=1, size=(160, 120), overwrite=True)
+    assert (real / "annotations" / "person_bbox.pkl").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "real_ag"]
     with pytest.raises(ValueError, match="Expected size"):
         generate(tmp_path / "s", size=(10, 10))
 

@@ -192,15 +192,24 @@ def _write_annotations(tmp: Path, person: Dict[str, Any], objects: Dict[str, Any
     (annotations / ag.FRAME_LIST_FILE).write_text("".join(k + "\n" for k in keys), encoding="utf-8")
 
 
+#: Marks a root as written by :func:`generate`: ``overwrite`` replaces only such a root, never a real dataset.
+MARKER_FILE = ".arn-lightning-synthetic"
+
+
 def _move_into_place(tmp: Path, root: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder onto ``root`` (an existing empty folder is replaced)."""
-    if root.exists() and overwrite:
-        shutil.rmtree(root)
+    """Rename the finished temporary folder onto ``root`` (an existing empty folder, or with ``overwrite`` an
+    earlier synthetic root, is replaced; the old one is moved aside first and removed last)."""
+    old = None
+    if root.exists() and overwrite and any(root.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+        os.replace(root, old / "root")
     try:
         os.replace(tmp, root)
     except OSError as exc:
         raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True to replace it) but "
                               f"it holds {sorted(p.name for p in root.iterdir())[:5]}") from exc
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def generate(root: PathLike, videos: int = DEFAULT_VIDEOS, frames: int = DEFAULT_FRAMES,
@@ -225,13 +234,18 @@ def generate(root: PathLike, videos: int = DEFAULT_VIDEOS, frames: int = DEFAULT
     """
     _check_args(videos, frames, size, test_fraction)
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True) but it is not")
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True) but it is not")
+        if not (root / MARKER_FILE).is_file():
+            raise FileExistsError(f"Expected overwrite to replace an earlier synthetic root (holding {MARKER_FILE}) "
+                                  f"but {root} is something else; it is left as it is")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     tmp.chmod(FOLDER_MODE)
     try:
         result = _write_dataset(tmp, videos, frames, tuple(size), seed, test_fraction)
+        (tmp / MARKER_FILE).write_text("synthetic Action Genome written by arn-lightning synth\n", encoding="utf-8")
         _move_into_place(tmp, root, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

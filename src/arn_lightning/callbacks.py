@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import Tensor
 
+from arn_lightning.atomic import atomic_open, atomic_path
 from arn_lightning.inference.draw import annotate_frame
 from arn_lightning.data.ag import parse_frame_key
 from arn_lightning.inference.graph import FrameGraph, rank_triplets
@@ -91,7 +92,7 @@ def save_recall_report(rows: Sequence[Mapping[str, Any]], directory: Path, title
 
     directory.mkdir(parents=True, exist_ok=True)
     stem = title.replace("/", "_").replace("@", "")
-    with open(directory / f"{stem}.csv", "w", newline="") as handle:
+    with atomic_open(directory / f"{stem}.csv", "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -104,7 +105,8 @@ def save_recall_report(rows: Sequence[Mapping[str, Any]], directory: Path, title
     ax.tick_params(axis="x", rotation=75, labelsize=7)
     fig.tight_layout()
     png = directory / f"{stem}.png"
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return png
 
@@ -160,7 +162,8 @@ class SceneGraphReport(L.Callback):
         directory = reports / f"val_epoch{trainer.current_epoch:03d}"
         directory.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
-            image.save(directory / f"frame{i}.png")
+            with atomic_path(directory / f"frame{i}.png") as tmp:
+                image.save(tmp, format="PNG")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="val/scene_graphs", images=images, caption=captions, step=trainer.global_step)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from arn_lightning.atomic import atomic_write_json
+from arn_lightning.atomic import atomic_path, atomic_write_json
 
 #: The learning check of the demo: SGDet no-constraint R@20 on the synthetic test split.
 CHECK_KEY = "no/R@20"
@@ -74,7 +74,8 @@ def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> 
         number = parse_frame_key(pred["frame"], str(predictions))[1]
         graph = FrameGraph(i, number, math.nan, pred, rank_triplets(pred, top_k=6, threshold=0.05))
         path = out / (pred["frame"].replace("/", "_"))
-        annotate_frame(image, graph).save(path)
+        with atomic_path(path) as tmp:
+            annotate_frame(image, graph).save(tmp, format="PNG")
         paths.append(path)
     return paths
 

@@ -16,7 +16,6 @@ measures the GPU; CUDA work is synchronised before every clock reading.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from arn_lightning.atomic import atomic_write_json
 from arn_lightning.benchmarks.model import CONFIGS, all_triplet_categories
 from arn_lightning.inference.api import SceneGraphPredictor, resolve_device
 from arn_lightning.inference.clips import batched, schedule_clips
@@ -137,6 +137,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results.append({"model": size, "clip_length": predictor.clip_length, **rates})
             print(f"{size:<8}{predictor.clip_length:>3}{rates['model_fps']:>13.2f}{rates['end_to_end_fps']:>13.2f}")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"environment": environment, "results": results}, indent=2) + "\n")
+        atomic_write_json(args.out, {"environment": environment, "results": results}, indent=2, sort_keys=False)
     return 0

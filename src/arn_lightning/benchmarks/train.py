@@ -14,7 +14,6 @@ Presets:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -23,6 +22,8 @@ from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
+
+from arn_lightning.atomic import atomic_write_json
 
 #: Real Action Genome frames are 480x270 (Charades 480p).
 AG_FRAME_SIZE = (480, 270)
@@ -143,6 +144,5 @@ def main(argv: List[str]) -> int:
           f"{result['frames_per_clip']} frames, step {result['step_s_median']:.3f} s (median of "
           f"{result['steps_timed']}) -> {result['clips_per_s']:.2f} clips/s, {result['frames_per_s']:.2f} frames/s")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        atomic_write_json(args.out, result, indent=2, sort_keys=False)
     return 0

@@ -99,18 +99,31 @@ def test_a_signal_saves_last_ckpt_exits_non_zero_and_resumes_exactly(
     assert_same_state(model_state(_resume(train_root, tmp_path / "b", ckpt).model), reference)
 
 
-def test_after_kill_9_the_last_epoch_checkpoint_resumes_exactly(train_root: Path, tmp_path: Path,
-                                                                reference: Dict[str, torch.Tensor]) -> None:
-    config = _config(train_root, tmp_path / "a", 50, [_callback("SendSignal", step=6, signal_name="SIGKILL")])
+def _fit_in_a_process(config: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1",  # the reference ran on one thread (conftest): same float sums
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "arn_lightning", "fit", "--config", str(config)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "arn_lightning", "fit", "--config", str(config)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def test_after_kill_9_the_last_epoch_checkpoint_resumes_exactly(train_root: Path, tmp_path: Path,
+                                                                reference: Dict[str, torch.Tensor]) -> None:
+    done = _fit_in_a_process(_config(train_root, tmp_path / "a", 50,
+                                     [_callback("SendSignal", step=6, signal_name="SIGKILL")]))
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     ckpt = _last(tmp_path / "a")
     assert _stored_step(ckpt) == 5  # the end of epoch 0: the last state written before the kill
     assert not list(ckpt.parent.glob(".*.tmp"))
     assert_same_state(model_state(_resume(train_root, tmp_path / "b", ckpt).model), reference)
+
+
+def test_a_sigterm_process_exits_143_after_saving(train_root: Path, tmp_path: Path) -> None:
+    # what a scheduler sees: the process itself (not only the in-process CLI) exits non-zero after the save
+    done = _fit_in_a_process(_config(train_root, tmp_path / "a", 50,
+                                     [_callback("SendSignal", step=3, signal_name="SIGTERM")]))
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "training stopped by a signal; exit status 143" in done.stderr
+    assert _stored_step(_last(tmp_path / "a")) == 3
 
 
 # ------------------------------------------------------------------------------------------- atomic and verified

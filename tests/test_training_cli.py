@@ -281,3 +281,19 @@ def test_the_demo_is_defined_by_its_work_not_by_a_clock(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         demo._parse(["--max-time", "00:00:01:00"])
     assert "unrecognized arguments: --max-time" in capsys.readouterr().err
+
+
+def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: Dict[str, Any]) -> None:
+    from arn_lightning.callbacks import RunSummary
+
+    trainer = fitted["cli"].trainer
+    (summary,) = [c for c in trainer.callbacks if isinstance(c, RunSummary)]
+    assert [h["epoch"] for h in summary.history] == [0, 1]  # one entry per validation
+    text = summary.summary(trainer)
+    assert f"run folder {fitted['log_dir']}" in text
+    assert f"best checkpoint {fitted['best']}: val with/R@20" in text
+    assert f"last checkpoint {fitted['last']}: val with/R@20" in text
+    assert f"--ckpt_path {fitted['last']}" in text and f"test --config {fitted['log_dir'] / 'config.yaml'}" in text
+    # 4 steps of a tiny model: recall is an untrained model's, and the summary says so
+    assert "still at an untrained model's level" in text
+    assert {"val/with/R@20", "val/no/R@20"} <= set(trainer.progress_bar_metrics)

@@ -3,7 +3,8 @@
 Links the data module's derived values into the model (triplet categories, transform settings, clip length, task)
 so that a config names each value once, and adds the project's callbacks: the best checkpoint on ``val/with/R@20``
 (``checkpoint.*``), the latest one as ``last.ckpt`` (``last_checkpoint.*``, also saved wherever a run stops early),
-the scene-graph report (``report.*``) and a rich progress bar. Checkpoints are written atomically and verified when
+the scene-graph report (``report.*``), a rich progress bar showing the headline recalls, and the end-of-fit summary
+(:class:`~arn_lightning.callbacks.RunSummary`). Checkpoints are written atomically and verified when
 loaded (:mod:`arn_lightning.checkpoints`).
 
 With ``--ckpt_path``, the model is the checkpoint's: ``validate`` / ``test`` / ``predict`` build it from the
@@ -25,7 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from arn_lightning.callbacks import SceneGraphReport
+from arn_lightning.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code, load_checkpoint_file
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.lit_module import ARNLitModule
@@ -158,6 +159,8 @@ class ARNLightningCLI(LightningCLI):
         configured = [*(config.get("callbacks") or []), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks = [*callbacks, RichProgressBar(leave=True)]
+        if not any(isinstance(c, RunSummary) for c in configured):
+            callbacks = [*callbacks, RunSummary()]
         return super()._instantiate_trainer(config, callbacks)
 
 

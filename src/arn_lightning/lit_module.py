@@ -40,6 +40,8 @@ warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\
 PREDICTIONS_FILE = {"test": "predictions_test.jsonl", "predict": "predictions_predict.jsonl"}
 #: The test metrics (all processes reduced) written next to the test prediction file.
 METRICS_FILE = "metrics_test.json"
+#: The recalls shown on the progress bar after each validation (and named in the end-of-fit summary).
+HEADLINE_METRICS = ("with/R@20", "no/R@20")
 #: Constructor arguments that are configuration dataclasses (kept as plain dicts in the hyperparameters).
 CONFIG_ARGS = ("arch", "loss", "clip", "prompts", "optim", "evaluation", "post")
 
@@ -283,7 +285,9 @@ class ARNLitModule(L.LightningModule):
     def _log_metrics(self, stage: str, metric: SceneGraphRecall) -> Dict[str, Tensor]:
         values = metric.compute()
         scalars = {f"{stage}/{k}": v for k, v in values.items() if not k.startswith("per_predicate/")}
+        headline = {key: scalars.pop(key) for key in [f"{stage}/{name}" for name in HEADLINE_METRICS] if key in scalars}
         self.log_dict(scalars, sync_dist=False)  # the metric already reduced its sum states
+        self.log_dict(headline, sync_dist=False, prog_bar=True)  # shown on the progress bar each epoch
         self.last_metrics = {k: float(v) for k, v in values.items()}
         with metric.sync_context(should_unsync=True):  # the ground-truth count per predicate over all processes
             counts = metric.gt_counts.tolist()

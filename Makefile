@@ -13,7 +13,9 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints-cpu.txt torch torchvision
+	@echo "Installing torch 2.14.1 + torchvision 0.29.1 (PyPI's CUDA build: about 6.2 GB of disk with its libraries)"
+	$(PIP) install --progress-bar on -c constraints-cpu.txt torch torchvision
+	@echo "Installing arn-lightning (editable) with its test extras"
 	$(PIP) install -q -c constraints-cpu.txt -e '.[test]'
 	touch $@
 

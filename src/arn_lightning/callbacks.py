@@ -171,7 +171,7 @@ class SceneGraphReport(L.Callback):
                 logger.log_image(key="val/scene_graphs", images=images, caption=captions, step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
                 for i, image in enumerate(images):
-                    array = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+                    array = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
                     logger.experiment.add_image(f"val/scene_graph_{i}", array, trainer.global_step)
 
     def _report_recall(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import threading
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import open_clip
@@ -368,13 +369,41 @@ def resolve_weights(config: ClipConfig) -> ResolvedWeights:
 def create_clip(config: ClipConfig) -> nn.Module:
     """The open_clip model of ``config`` on the CPU, in eval mode, with ``requires_grad`` False everywhere."""
     resolved = resolve_weights(config)
-    with torch.random.fork_rng(devices=[]):  # reproducible random weights, global RNG untouched
-        torch.manual_seed(config.random_init_seed)
+    with torch.random.fork_rng(devices=[]), _open_clip_random_weights_notice(config, resolved.path is None):
+        torch.manual_seed(config.random_init_seed)  # reproducible random weights, global RNG untouched
         model = open_clip.create_model(
             config.clip_model, pretrained=resolved.path, force_quick_gelu=resolved.quick_gelu,
             force_preprocess_cfg=resolved.preprocess or None, cache_dir=config.weights_dir,
         )
     return model.eval().requires_grad_(False)
+
+
+class _DropRandomWeightsWarning(logging.Filter):
+    """Drops open_clip's root-logger warning that no pretrained weights were loaded (said once, our way, instead)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _open_clip_random_weights_notice(config: ClipConfig, random: bool) -> Iterator[None]:
+    """Random weights asked for (``clip_pretrained: null``): open_clip's generic warning is replaced by one line that
+    says whether that is expected (the project's tiny test tower, the demo) or worth a look (a real architecture)."""
+    if not random:
+        yield
+        return
+    if config.clip_model.startswith(TINY_CLIP_NAME):
+        log.info("CLIP %s: random weights, as configured (the tiny tower of the demo and the tests)", config.clip_model)
+    else:
+        log.warning("CLIP %s has random weights (clip.clip_pretrained is null): the classifier initialisation and the "
+                    "distillation target carry no language knowledge; name a pretrained tag or file for real "
+                    "training (docs/weights.md)", config.clip_model)
+    drop = _DropRandomWeightsWarning()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
 
 
 # --------------------------------------------------------------------------------------------------- caching

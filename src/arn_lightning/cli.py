@@ -24,9 +24,58 @@ TOOLS: Dict[str, tuple] = {
 }
 
 
+#: The options most runs set, shown by ``arn-lightning fit|validate|test|predict --help`` (printed without importing
+#: Lightning, in well under a second); ``--help-all`` prints LightningCLI's complete list (about 1,300 lines).
+COMMON_OPTIONS = (
+    ("--config PATH", "a YAML config, repeatable, later ones win: configs/ag_sgdet.yaml, configs/synthetic_demo.yaml, "
+                      "configs/trainer/*.yaml, or a run's own <run>/config.yaml"),
+    ("--ckpt_path PATH", "fit: resume exactly from <run>/checkpoints/last.ckpt; validate / test / predict: the "
+                         "checkpoint to evaluate (its own model is used)"),
+    ("--data.root DIR", "the Action Genome root (annotations/, frames/)"),
+    ("--data.task NAME", "sgdet | sgcls | predcls"),
+    ("--data.batch_size N", "training clips per batch and device"),
+    ("--data.clip_len T", "frames per clip"),
+    ("--data.on_bad_frame MODE", "error | skip: what an unreadable frame does (docs/runs.md)"),
+    ("--trainer.max_epochs N", "epochs to train"),
+    ("--trainer.accelerator NAME", "cpu | gpu | auto"),
+    ("--trainer.devices N", "devices (add --config configs/trainer/ddp.yaml for several GPUs)"),
+    ("--trainer.precision P", "32-true | bf16-mixed | 16-mixed"),
+    ("--trainer.logger CLASS", "CSVLogger (default) | WandbLogger | TensorBoardLogger | false"),
+    ("--trainer.default_root_dir DIR", "where runs go when the logger does not say"),
+    ("--model.arch.backbone NAME", "resnet18 | resnet34 | resnet50"),
+    ("--model.optim.lr LR", "learning rate of the transformer and heads"),
+    ("--model.predictions_dir DIR", "test / predict: where the prediction file and metrics_test.json go"),
+    ("--seed_everything N", "the run's seed"),
+    ("--print_config", "print the complete config of this command line and exit (it reruns the experiment)"),
+)
+#: The option groups of the complete list.
+OPTION_GROUPS = ("--model.arch.*", "--model.loss.*", "--model.clip.*", "--model.prompts.*", "--model.optim.*",
+                 "--model.evaluation.*", "--model.post.*", "--data.*", "--trainer.*", "--checkpoint.*",
+                 "--last_checkpoint.*", "--report.*")
+LIGHTNING_PURPOSE = {
+    "fit": "train ARN (and validate each epoch)", "validate": "score a checkpoint on the validation split",
+    "test": "score a checkpoint on the test split and write its prediction file and metrics_test.json",
+    "predict": "write the prediction file of a split",
+}
+
+
+def lightning_help(command: str) -> str:
+    """The short ``--help`` of a LightningCLI subcommand (:data:`COMMON_OPTIONS`)."""
+    width = max(len(option) for option, _ in COMMON_OPTIONS) + 2
+    lines = [f"usage: arn-lightning {command} [--config CONFIG.yaml ...] [--section.key=value ...] [--ckpt_path CKPT]",
+             "", f"{command}: {LIGHTNING_PURPOSE[command]} (LightningCLI). Settings come from YAML configs and "
+             "--key=value overrides, later ones winning.", "", "Most used options:"]
+    lines += [f"  {option:<{width}}{text}" for option, text in COMMON_OPTIONS]
+    lines += ["", "Every option, in groups: " + ", ".join(OPTION_GROUPS) + ".",
+              f"`arn-lightning {command} --help-all` lists them all (about 1,300 lines, a few seconds); the README's "
+              "'Using it' and docs/runs.md show whole runs."]
+    return "\n".join(lines)
+
+
 def _usage() -> str:
-    lines = ["usage: arn-lightning <command> [options]", "", "Lightning commands (see --help of each):"]
-    lines += [f"  {name:<12} LightningCLI {name}" for name in LIGHTNING_SUBCOMMANDS]
+    lines = ["usage: arn-lightning <command> [options]", "", "Lightning commands (--help: the usual options, "
+             "--help-all: every option):"]
+    lines += [f"  {name:<12} {LIGHTNING_PURPOSE[name]}" for name in LIGHTNING_SUBCOMMANDS]
     lines += ["", "Tools:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in TOOLS.items()]
     return "\n".join(lines)
@@ -45,9 +94,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command in LIGHTNING_SUBCOMMANDS:
+        if rest in (["-h"], ["--help"]):
+            print(lightning_help(command))
+            return 0
         from arn_lightning.lightning_cli import run_lightning_cli
 
-        return run_lightning_cli([command, *rest])
+        return run_lightning_cli([command, *["--help" if a == "--help-all" else a for a in rest]])
     if command not in TOOLS:
         print(f"arn-lightning: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2

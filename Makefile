@@ -7,7 +7,7 @@ DEMO_OUT ?= demo_output
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo notebook clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test-fast: install
 
 demo: install
 	$(PY) -m arn_lightning.demo --out $(DEMO_OUT)
+
+# An executed copy of the notebook on the newest `make demo` run: notebooks/explore_checkpoint_executed.ipynb (no dot
+# in the --output name: nbclient replaces the last suffix, and "x.executed" would overwrite the notebook itself).
+notebook: install
+	$(VENV)/bin/jupyter execute notebooks/explore_checkpoint.ipynb --output=explore_checkpoint_executed
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

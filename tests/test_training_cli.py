@@ -242,6 +242,12 @@ def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.Ca
     assert summary["offline_evaluate_agrees"] is True
     assert Path(summary["checkpoint"]).is_file() and Path(summary["predictions"]).is_file()
     assert summary["frames"] and all(Path(p).is_file() for p in summary["frames"])
+    # the notebook opens the newest demo run by default: it must find this run's last.ckpt where the demo writes it
+    from arn_lightning.runs import DEMO_RUNS, latest_checkpoint
+
+    assert DEMO_RUNS.parts[0] == "demo_output"  # the Makefile's DEMO_OUT
+    assert latest_checkpoint(tmp_path / "out" / DEMO_RUNS.relative_to("demo_output")).parent.parent == Path(
+        summary["checkpoint"]).parent.parent
     printed = capsys.readouterr().out
     assert "untrained model" in printed and "trained model" in printed and "semi" in printed
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import logging
 import sys
 import warnings
 from typing import Any, Dict, List, Mapping, Optional
@@ -31,17 +30,6 @@ from arn_lightning.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code, load_checkpoint_file
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.lit_module import ARNLitModule
-
-class _DropAdvertisement(logging.Filter):
-    """Lightning >= 2.6 advertises a cloud logger on every Trainer; nothing a user of this project can act on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
-# Lightning 2.6's own use of a torch API that torch 2.14 deprecated: fixed upstream, nothing to act on here.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
 RUNTIME_MODEL_KEYS = ("predictions_dir", "evaluation")

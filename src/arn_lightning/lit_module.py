@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 # The epoch metrics are logged after the metric itself reduced its sum states over the processes.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=UserWarning)
 
+
+class _DropAdvertisement(logging.Filter):
+    """Lightning >= 2.6 advertises a cloud logger on every Trainer; nothing a user of this project can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
+# Lightning 2.6's own use of a torch API that torch 2.14 deprecated: fixed upstream, nothing to act on here.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+
 #: Name of the prediction file that ``test`` and ``predict`` write into the run directory.
 PREDICTIONS_FILE = {"test": "predictions_test.jsonl", "predict": "predictions_predict.jsonl"}
 #: The test metrics (all processes reduced) written next to the test prediction file.

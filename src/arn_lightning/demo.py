@@ -23,6 +23,8 @@ from arn_lightning.atomic import atomic_path, atomic_write_json
 CHECK_KEY = "no/R@20"
 TRAINED_MIN = 0.5
 UNTRAINED_MAX = 0.1
+#: The K of the printed tables (and of the README's demo table).
+TABLE_KS = (10, 20, 50, 100)
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -81,13 +83,38 @@ def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> 
 
 
 def _print_table(title: str, metrics: Dict[str, float]) -> None:
-    ks = (10, 20, 50, 100)
+    ks = TABLE_KS
     head = "".join(f"{'R@' + str(k):>8}" for k in ks) + "".join(f"{'mR@' + str(k):>8}" for k in ks)
     print(f"\n{title}\n{'':<6}{head}")
     for constraint in ("with", "semi", "no"):
         cells = [metrics.get(f"{constraint}/R@{k}", float('nan')) for k in ks]
         cells += [metrics.get(f"{constraint}/mR@{k}", float('nan')) for k in ks]
         print(f"{constraint:<6}" + "".join(f"{100 * v:8.1f}" for v in cells))
+
+
+def readme_differences(metrics: Dict[str, float], readme: Path) -> Optional[List[str]]:
+    """The cells of the README's demo table (rows ``| trained | <constraint> | R@10 ... mR@100 |``, in %) that this
+    run's ``metrics`` do not reproduce to the printed 0.1; None when ``readme`` has no such table.
+
+    Keeps the README's figures honest: every ``make demo`` says whether it reproduces them.
+    """
+    if not readme.is_file():
+        return None
+    names = [f"R@{k}" for k in TABLE_KS] + [f"mR@{k}" for k in TABLE_KS]
+    rows = {}
+    for line in readme.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 + len(names) and cells[0] == "trained" and cells[1] in ("with", "semi", "no"):
+            rows[cells[1]] = cells[2:]
+    if not rows:
+        return None
+    differences = []
+    for constraint, stated in rows.items():
+        for name, text in zip(names, stated):
+            measured = 100 * metrics.get(f"{constraint}/{name}", math.nan)
+            if f"{measured:.1f}" != text:
+                differences.append(f"{constraint}/{name}: README {text}, this run {measured:.1f}")
+    return differences
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -121,9 +148,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     _print_table("trained model (synthetic test split, SGDet)", trained)
     agree = abs(offline["no"]["R@20"] - trained[CHECK_KEY]) < 1e-6
     wall = time.time() - start
+    differences = readme_differences(trained, Path(__file__).resolve().parents[2] / "README.md")
+    if differences is not None:
+        print(f"[demo] README Results: {'reproduced' if not differences else 'NOT reproduced: ' + '; '.join(differences)}")
     summary = {
         "untrained_" + CHECK_KEY: untrained[CHECK_KEY], "trained_" + CHECK_KEY: trained[CHECK_KEY],
-        "offline_evaluate_agrees": agree, "wall_time_s": round(wall, 1), "checkpoint": str(best),
+        "offline_evaluate_agrees": agree, "readme_reproduced": None if differences is None else not differences,
+        "wall_time_s": round(wall, 1), "checkpoint": str(best),
         "predictions": str(predictions), "frames": [str(p) for p in frames], "metrics": trained,
     }
     atomic_write_json(out / "summary.json", summary, indent=2, sort_keys=False)

@@ -1,0 +1,30 @@
+"""Every ``make demo`` says whether it reproduces the README's demo table (demo.readme_differences)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from arn_lightning.demo import TABLE_KS, readme_differences
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _table(text: str) -> dict:
+    """The README's trained rows as metrics (fractions), read independently of the function under test."""
+    metrics = {}
+    for line in text.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0] == "trained":
+            names = [f"R@{k}" for k in TABLE_KS] + [f"mR@{k}" for k in TABLE_KS]
+            metrics.update({f"{cells[1]}/{n}": float(v) / 100 for n, v in zip(names, cells[2:])})
+    return metrics
+
+
+def test_the_readme_table_is_read_and_compared_cell_by_cell(tmp_path: Path) -> None:
+    stated = _table(README.read_text(encoding="utf-8"))
+    assert {key.split("/")[0] for key in stated} == {"with", "semi", "no"} and len(stated) == 24
+    assert readme_differences(stated, README) == []
+    changed = {**stated, "no/R@20": stated["no/R@20"] - 0.05}
+    assert readme_differences(changed, README) == [
+        f"no/R@20: README {100 * stated['no/R@20']:.1f}, this run {100 * changed['no/R@20']:.1f}"]
+    assert readme_differences(stated, tmp_path / "missing.md") is None

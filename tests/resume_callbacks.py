@@ -43,3 +43,17 @@ class SlowStep(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             time.sleep(self.seconds)
+
+
+class SendSignalAtBatch(Callback):
+    """Send ``signal_name`` once, after training batch ``batch`` of epoch 0 (inside an accumulation window, say)."""
+
+    def __init__(self, batch: int, signal_name: str) -> None:
+        self.batch = batch
+        self.signum = getattr(signal, signal_name)
+        self.sent = False
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not self.sent and trainer.current_epoch == 0 and batch_idx == self.batch:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

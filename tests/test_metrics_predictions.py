@@ -123,3 +123,17 @@ def test_json_conversions_and_batches() -> None:
     assert batch.num_rows.tolist() == [2, 0, 2] and batch.num_pairs.tolist() == [1, 0, 1]
     assert batch.boxes.dtype == np.float32 and batch.pairs.tolist() == [[0, 1], [0, 1]]  # float32 kept
     assert stack_predictions([json.loads(good_line())]).scores.dtype == np.float64  # JSON numbers
+
+
+def test_a_value_beyond_float32_range_names_the_file_and_line(tmp_path) -> None:
+    import json
+
+    from arn_lightning.metrics.predictions import PredictionFileError, read_predictions
+
+    line = {"frame": "a.mp4/000001.png", "boxes": [[0, 0, 4, 4], [0, 0, 1e300, 3]], "labels": [1, 2],
+            "scores": [1, 1], "pairs": [[0, 1]], "attention": [[1, 0, 0]], "spatial": [[0] * 6],
+            "contacting": [[0] * 17]}
+    path = tmp_path / "preds.jsonl"
+    path.write_text("\n" + json.dumps(line) + "\n")
+    with pytest.raises(PredictionFileError, match=rf"{path} line 2: Expected boxes within float32's range .* 1e\+300"):
+        list(read_predictions(path))

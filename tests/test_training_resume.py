@@ -200,3 +200,59 @@ def test_load_from_checkpoint_and_infer_refuse_an_altered_checkpoint(train_root:
     with pytest.raises(CheckpointError, match=r"altered\.ckpt: Expected an intact checkpoint"):
         load_module(altered)
     assert isinstance(ARNLitModule.load_from_checkpoint(str(_last(tmp_path / "a")), weights_only=True), ARNLitModule)
+
+
+def test_a_member_flagged_as_a_directory_is_refused(tmp_path: Path) -> None:
+    # One bit of a member's external attributes in the zip central directory: every CRC still matches for Python's
+    # zipfile, but torch's reader then takes the member for a directory and loads other bytes (found by fault
+    # injection: the only single-byte flip that loaded silently).
+    import struct
+
+    path = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}}, path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        target = max((m for m in archive.infolist() if "/data/" in m.filename), key=lambda m: m.file_size)
+    entry = data.index(b"PK\x01\x02")  # the first central-directory entry
+    while True:
+        name_length, extra_length, comment_length = struct.unpack("<HHH", data[entry + 28:entry + 34])
+        if bytes(data[entry + 46:entry + 46 + name_length]) == target.filename.encode():
+            break
+        entry = data.index(b"PK\x01\x02", entry + 46 + name_length + extra_length + comment_length)
+    data[entry + 38] ^= 0x10  # the MS-DOS directory attribute
+    flagged = tmp_path / "flagged.ckpt"
+    flagged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flagged\.ckpt: Expected an intact checkpoint.*flagged as a directory"):
+        verify_checkpoint(flagged)
+
+
+def test_an_epoch_without_validation_still_ends_with_a_resumable_last_ckpt(
+        train_root: Path, tmp_path: Path, reference: Dict[str, torch.Tensor]) -> None:
+    # validation every 2nd epoch: ModelCheckpoint alone saved nothing at the end of epoch 0 (found by fault injection)
+    every_2nd = {"check_val_every_n_epoch": 2}
+    every_epoch = reference
+    reference = model_state(run_cli(["fit", "--config", str(_config(train_root, tmp_path / "r", TOTAL_STEPS,
+                                                                    **every_2nd))]).model)
+    # validation draws nothing from the global random streams: the schedule does not change the trained weights
+    assert_same_state(reference, every_epoch)
+    run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 5, **every_2nd))])  # stops at epoch 0's end
+    ckpt = _last(tmp_path / "a")
+    assert _stored_step(ckpt) == 5
+    resumed = run_cli(["fit", "--config", str(_config(train_root, tmp_path / "b", TOTAL_STEPS, **every_2nd)),
+                       f"--ckpt_path={ckpt}"])
+    assert_same_state(model_state(resumed.model), reference)
+
+
+def test_a_sigterm_inside_an_accumulation_window_stops_at_its_end(train_root: Path, tmp_path: Path) -> None:
+    # the partial gradients of a window are in no checkpoint: stopping inside one made the resume inexact
+    accumulate = {"accumulate_grad_batches": 2}
+    reference = model_state(run_cli(["fit", "--config", str(_config(train_root, tmp_path / "r", 3,
+                                                                    **accumulate))]).model)
+    signal_in_window = [_callback("SendSignalAtBatch", batch=2, signal_name="SIGTERM")]  # batches 2-3: one window
+    config = _config(train_root, tmp_path / "a", 50, signal_in_window, **accumulate)
+    assert run_lightning_cli(["fit", "--config", str(config)]) == 143
+    ckpt = _last(tmp_path / "a")
+    assert _stored_step(ckpt) == 2  # after the window's second batch, not in its middle
+    resumed = run_cli(["fit", "--config", str(_config(train_root, tmp_path / "b", 3, **accumulate)),
+                       f"--ckpt_path={ckpt}"])
+    assert_same_state(model_state(resumed.model), reference)

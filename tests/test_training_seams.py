@@ -162,6 +162,10 @@ def test_an_empty_split_names_the_split_the_root_and_the_settings(train_root: Pa
     ("--model.arch.hidden_dim=6", "model.arch: Expected hidden_dim to be a multiple of 4"),
     ("--data.task=bogus", "data: Expected task in ['sgdet', 'sgcls', 'predcls'] but got 'bogus'"),
     ("--data.clip_len=0", "data: Expected clip_len >= 1 but got 0"),
+    ("--data.num_workers=-1", "data: Expected num_workers >= 0 but got -1"),
+    ("--trainer.accumulate_grad_batches=0", "trainer: Expected accumulate_grad_batches >= 1 but got 0"),
+    ("--trainer.max_steps=-5", "trainer: Expected max_steps >= -1 (-1: no limit) but got -5"),
+    ("--trainer.gradient_clip_val=-1", "trainer: Expected gradient_clip_val a finite number >= 0 or null but got -1"),
 ])
 def test_a_meaningless_setting_stops_the_cli_naming_it(override: str, message: str, train_root: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:

@@ -9,6 +9,7 @@ truncated or altered file is refused with its name.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -17,6 +18,8 @@ import torch
 PathLike = Union[str, Path]
 #: Bytes read at a time while checking the archive's checksums.
 _CHUNK = 1 << 22
+#: MS-DOS attribute bit of a directory in a zip member's external attributes (miniz reads such a member as one).
+_DIRECTORY_ATTRIBUTE = 0x10
 
 
 class CheckpointError(ValueError):
@@ -27,10 +30,31 @@ def _is_local(path: PathLike) -> bool:
     return "://" not in str(path)
 
 
+def _check_as_torch_reads_it(path: Path, members: list) -> None:
+    """Every record as torch's own archive reader returns it must carry the checksum the archive states for it:
+    Python's ``zipfile`` and torch's reader (miniz) do not interpret every header field alike (a member flagged as a
+    directory, say, passes ``zipfile``'s checks but torch then reads other bytes for it).
+
+    Raises:
+        zipfile.BadZipFile: a member torch would not read as a plain file, or whose bytes as torch reads them do not
+            match its CRC-32.
+    """
+    for member in members:
+        if member.is_dir() or member.external_attr & _DIRECTORY_ATTRIBUTE:
+            raise zipfile.BadZipFile(f"CRC check impossible: member {member.filename!r} is flagged as a directory, "
+                                     f"which torch never writes")
+    reader = torch._C.PyTorchFileReader(str(path))
+    for member in members:
+        record = member.filename.split("/", 1)[1] if "/" in member.filename else member.filename
+        if zlib.crc32(reader.get_record(record)) & 0xFFFFFFFF != member.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for {member.filename!r} as torch reads it")
+
+
 def verify_checkpoint(path: PathLike) -> Path:
     """Check that ``path`` is a complete, unaltered ``torch.save`` zip archive (every member's CRC-32).
 
-    Reads the whole file once (about 0.1 s per 100 MB); remote (fsspec URL) paths are returned unchecked.
+    Reads the whole file twice, once through Python's ``zipfile`` and once through torch's own reader (about 0.2 s
+    per 100 MB); remote (fsspec URL) paths are returned unchecked.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -47,10 +71,12 @@ def verify_checkpoint(path: PathLike) -> Path:
         raise CheckpointError(f"Expected a checkpoint file but {path} {state}")
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
+            members = archive.infolist()
+            for member in members:
                 with archive.open(member) as stream:
                     while stream.read(_CHUNK):
                         pass
+        _check_as_torch_reads_it(path, members)
     except zipfile.BadZipFile as error:
         if "CRC" in str(error) or "Bad magic" in str(error):
             raise CheckpointError(f"{path}: Expected an intact checkpoint but its contents do not match their "

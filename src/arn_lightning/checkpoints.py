@@ -128,11 +128,24 @@ class LastCheckpoint(ModelCheckpoint):
         return "SIGTERM" if trainer.received_sigterm else None
 
     # ------------------------------------------------------------------------------------------------ saving
+    @staticmethod
+    def _at_step_boundary(trainer: Trainer, batch_idx: int) -> bool:
+        """Whether the optimizer has just stepped (not in the middle of a gradient accumulation window, whose partial
+        gradients no checkpoint holds)."""
+        return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or batch_idx + 1 >= trainer.num_training_batches
+
     def _stops_mid_epoch(self, trainer: Trainer, batch_idx: int) -> bool:
         """Whether training ends after this batch although the epoch has batches left."""
         if batch_idx + 1 >= trainer.num_training_batches:
             return False
         return trainer.should_stop or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
+
+    @staticmethod
+    def _ends_epoch(trainer: Trainer, batch_idx: int) -> bool:
+        """The last batch of an epoch: saved here, whatever the validation schedule (``ModelCheckpoint`` alone saves
+        an epoch's end only after a validation that ends it), and in the state that Lightning resumes exactly (a
+        save in ``on_train_epoch_end`` is restored with the epoch's learning-rate step applied twice)."""
+        return batch_idx + 1 >= trainer.num_training_batches
 
     def _save_now(self, trainer: Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):
@@ -143,10 +156,16 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Save at this batch boundary when the run stops here (an epoch-end save would mark the unfinished epoch as
-        done, and resuming would skip its remaining draws); then raise :class:`RunInterrupted` on a signal."""
+        done, and resuming would skip its remaining draws); then raise :class:`RunInterrupted` on a signal. A signal
+        in the middle of a gradient accumulation window stops at the window's end."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         signal_name = self._signal(trainer)
-        if signal_name is not None or self._stops_mid_epoch(trainer, batch_idx):
+        if not self._at_step_boundary(trainer, batch_idx):
+            if signal_name == "SIGTERM" and trainer.received_sigterm:  # Lightning would stop right after this batch
+                trainer._signal_connector.received_sigterm = False
+                self.interrupt = "SIGTERM"
+            return
+        if signal_name is not None or self._stops_mid_epoch(trainer, batch_idx) or self._ends_epoch(trainer, batch_idx):
             self._save_now(trainer)
         if signal_name is not None:
             trainer.strategy.barrier("arn_last_checkpoint")

@@ -109,6 +109,12 @@ class ARNLightningCLI(LightningCLI):
                                          .parameters if data.get(key) is not None})
             except (ValueError, TypeError) as error:
                 raise ConfigError(f"data: {error}") from error
+        trainer = config.get("trainer")
+        if trainer is not None:
+            try:
+                validate_trainer_options(**{key: trainer.get(key) for key in TRAINER_CHECKS})
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"trainer: {error}") from error
         model = config.get("model")
         defaults = inspect.signature(ARNLitModule.__init__).parameters
         for name, parameter in defaults.items():
@@ -175,6 +181,40 @@ def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ARNLightnin
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
+
+
+#: Trainer settings checked before anything is built (Lightning accepts some meaningless values and fails later).
+TRAINER_CHECKS = ("accumulate_grad_batches", "max_steps", "max_epochs", "check_val_every_n_epoch",
+                  "gradient_clip_val", "log_every_n_steps")
+
+
+def validate_trainer_options(accumulate_grad_batches: Any = 1, max_steps: Any = -1, max_epochs: Any = None,
+                             check_val_every_n_epoch: Any = 1, gradient_clip_val: Any = None,
+                             log_every_n_steps: Any = None) -> None:
+    """Check the trainer settings that Lightning would take and fail on later (a division by zero, say).
+
+    Raises:
+        ValueError: a setting outside its meaningful values, naming it.
+    """
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    checks = [
+        (accumulate_grad_batches is None or (is_int(accumulate_grad_batches) and accumulate_grad_batches >= 1),
+         "accumulate_grad_batches >= 1", accumulate_grad_batches),
+        (max_steps is None or (is_int(max_steps) and max_steps >= -1), "max_steps >= -1 (-1: no limit)", max_steps),
+        (max_epochs is None or (is_int(max_epochs) and max_epochs >= -1), "max_epochs >= -1 or null", max_epochs),
+        (check_val_every_n_epoch is None or (is_int(check_val_every_n_epoch) and check_val_every_n_epoch >= 1),
+         "check_val_every_n_epoch >= 1 or null", check_val_every_n_epoch),
+        (gradient_clip_val is None
+         or (isinstance(gradient_clip_val, (int, float)) and 0 <= gradient_clip_val < float("inf")),
+         "gradient_clip_val a finite number >= 0 or null", gradient_clip_val),
+        (log_every_n_steps is None or (is_int(log_every_n_steps) and log_every_n_steps >= 1),
+         "log_every_n_steps >= 1", log_every_n_steps),
+    ]
+    for ok, expected, got in checks:
+        if not ok:
+            raise ValueError(f"Expected {expected} but got {got!r}")
 
 
 def _with_atomic_checkpoints(plugins: Any) -> List[Any]:

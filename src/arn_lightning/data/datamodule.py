@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from arn_lightning import vocab
@@ -70,7 +71,8 @@ class AGDataModule(L.LightningDataModule):
                  max_eval_frames: Optional[int] = None, seed: int = 0, frames_dir: Optional[str] = None,
                  synthetic: bool = False, synthetic_videos: int = 200, synthetic_frames: int = 8) -> None:
         super().__init__()
-        validate_data_options(task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size)
+        validate_data_options(task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size,
+                              num_workers)
         resized_hw(1, 1, resize_shorter, resize_longer)  # raises on an invalid resize setting
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"Expected flip_prob in [0, 1] but got {flip_prob}")
@@ -268,9 +270,12 @@ class AGDataModule(L.LightningDataModule):
             return ResumableLoader(dataset, batch_size=hp.batch_size, sampler=sampler,
                                    batches_done=self._batches_done, current_epoch=self._current_epoch,
                                    generator_seed=hp.seed, **common)
-        # Evaluation: every frame exactly once over the processes (no DistributedSampler padding).
+        # Evaluation: every frame exactly once over the processes (no DistributedSampler padding). Its own generator:
+        # a loader without one draws its worker seed from the global RNG, so validating would shift the training's
+        # random streams (dropout), and a run's weights would depend on the validation schedule and resume point.
         return DataLoader(dataset, batch_size=hp.eval_batch_size, shuffle=False,
-                          sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank), **common)
+                          sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank),
+                          generator=torch.Generator().manual_seed(hp.seed), **common)
 
     def train_dataloader(self) -> DataLoader:
         """Key-frame clips of the train split in a ``(seed, epoch)``-seeded order (resumable, see
@@ -291,7 +296,8 @@ class AGDataModule(L.LightningDataModule):
 
 
 def validate_data_options(task: str = "sgdet", clip_len: int = 3, window: str = "causal", eval_scheme: str = "tiled",
-                          on_bad_frame: str = "error", batch_size: int = 8, eval_batch_size: int = 8) -> None:
+                          on_bad_frame: str = "error", batch_size: int = 8, eval_batch_size: int = 8,
+                          num_workers: int = 0) -> None:
     """Check the DataModule's options (the CLI calls it on the parsed config before building anything).
 
     Raises:
@@ -301,7 +307,8 @@ def validate_data_options(task: str = "sgdet", clip_len: int = 3, window: str = 
               (window in WINDOWS, f"window in {list(WINDOWS)}", window),
               (eval_scheme in EVAL_SCHEMES, f"eval_scheme in {list(EVAL_SCHEMES)}", eval_scheme),
               (on_bad_frame in BAD_FRAME_MODES, f"on_bad_frame in {list(BAD_FRAME_MODES)}", on_bad_frame),
-              (batch_size >= 1 and eval_batch_size >= 1, "batch sizes >= 1", (batch_size, eval_batch_size))]
+              (batch_size >= 1 and eval_batch_size >= 1, "batch sizes >= 1", (batch_size, eval_batch_size)),
+              (isinstance(num_workers, int) and num_workers >= 0, "num_workers >= 0", num_workers)]
     for ok, expected, got in checks:
         if not ok:
             raise ValueError(f"Expected {expected} but got {got!r}")

@@ -266,9 +266,24 @@ def _tensors(frame: str, arrays: PredictionBatch) -> Dict[str, Any]:
 
 
 def _float32_batch(arrays: PredictionBatch) -> PredictionBatch:
-    """The file's precision: float fields as float32."""
-    return arrays._replace(**{key: getattr(arrays, key).astype(np.float32)
-                              for key, field in PREDICTION_FIELDS.items() if field.kind == "float"})
+    """The file's precision: float fields as float32.
+
+    Raises:
+        ValueError: a value that is finite in the file but beyond float32's range (it would become infinite).
+    """
+    floats = {}
+    for key, field in PREDICTION_FIELDS.items():
+        if field.kind != "float":
+            continue
+        wide = getattr(arrays, key)
+        with np.errstate(over="ignore"):  # an overflow is reported below, naming the value
+            narrow = wide.astype(np.float32)
+        overflow = np.isfinite(wide) & ~np.isfinite(narrow)
+        if overflow.any():
+            raise ValueError(f"Expected {key} within float32's range (|x| <= {np.finfo(np.float32).max:.4g}) but got "
+                             f"{float(wide[overflow].reshape(-1)[0])!r}")
+        floats[key] = narrow
+    return arrays._replace(**floats)
 
 
 def prediction_from_json(obj: Any, where: str = "prediction") -> Dict[str, Any]:

@@ -26,6 +26,7 @@ from arn_lightning.atomic import atomic_open, atomic_path
 from arn_lightning.inference.draw import annotate_frame
 from arn_lightning.data.ag import parse_frame_key
 from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.runs import run_folder
 from arn_lightning.vocab import PREDICATE_TYPES, PREDICATES, predicate_type
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,8 @@ class SceneGraphReport(L.Callback):
 
     @staticmethod
     def _directory(trainer: "L.Trainer") -> Path:
-        # trainer.log_dir broadcasts from rank 0: every process must ask for it, never rank 0 alone
-        return Path(trainer.log_dir or trainer.default_root_dir) / "reports"
+        # run_folder broadcasts from rank 0: every process must ask for it, never rank 0 alone
+        return run_folder(trainer) / "reports"
 
     def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         # after the module's on_validation_epoch_end, which computes the metrics this reports
@@ -225,7 +226,7 @@ class RunSummary(L.Callback):
 
     def summary(self, trainer: "L.Trainer") -> str:
         """The summary text (see the class docstring)."""
-        run = Path(trainer.log_dir or trainer.default_root_dir)
+        run = run_folder(trainer)
         minutes = (time.monotonic() - self._start) / 60
         lines = [f"fit finished after {trainer.current_epoch} epoch(s), {trainer.global_step} steps, "
                  f"{minutes:.1f} min: run folder {run}"]
@@ -246,6 +247,8 @@ class RunSummary(L.Callback):
         if last_paths:
             lines.append(f"  last checkpoint {last_paths[0]}: {recall(last)}")
         config = run / "config.yaml"
+        if not config.is_file() and (run.parent / "config.yaml").is_file():  # a resume writes into <run>/resume/
+            config = run.parent / "config.yaml"
         if last_paths and config.is_file():
             lines.append(f"  resume: arn-lightning fit --config {config} --ckpt_path {last_paths[0]}")
         if best_path and config.is_file():

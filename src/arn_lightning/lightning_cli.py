@@ -19,17 +19,23 @@ import dataclasses
 import inspect
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+import lightning as L
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from arn_lightning.atomic import atomic_write_json, atomic_write_text
 from arn_lightning.callbacks import RunSummary, SceneGraphReport
-from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code, load_checkpoint_file
+from arn_lightning.checkpoints import (AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code,
+                                       load_checkpoint_file)
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.lit_module import ARNLitModule
+from arn_lightning.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
 RUNTIME_MODEL_KEYS = ("predictions_dir", "evaluation")
@@ -39,6 +45,30 @@ MONITOR = "val/with/R@20"
 
 class ConfigError(ValueError):
     """A setting or input that the run cannot start with; the message names the setting, file or key."""
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the run's complete config as ``config.yaml`` in its run folder (:func:`arn_lightning.runs.run_folder`,
+    not the shared ``save_dir`` of a W&B logger), atomically; with W&B it also links the two: ``wandb_run.json`` in
+    the folder names the W&B run, and the W&B run's config names the folder."""
+
+    def setup(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+        if self.already_saved:
+            return
+        folder = run_folder(trainer)  # every process: it broadcasts
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / self.config_filename
+            if path.exists() and not self.overwrite:
+                raise RuntimeError(f"Expected {path} not to exist (a run folder is never reused) but it does")
+            atomic_write_text(path, self.parser.dump(self.config, skip_none=False))
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    run = logger.experiment
+                    atomic_write_json(folder / WANDB_LINK_FILE, {"id": run.id, "name": run.name,
+                                                                 "project": run.project, "dir": str(run.dir)})
+                    run.config.update({"run_folder": str(folder)}, allow_val_change=True)
+        self.already_saved = trainer.strategy.broadcast(True)
 
 
 class ARNLightningCLI(LightningCLI):
@@ -86,6 +116,34 @@ class ARNLightningCLI(LightningCLI):
         super()._parse_ckpt_path()
         for key, value in kept.items():
             self.config[f"{subcommand}.model.{key}"] = value
+
+    def before_instantiate_classes(self) -> None:
+        """A command given one of a run's checkpoints (``<run>/checkpoints/*.ckpt``) writes into a new sub-folder of
+        that run (``<run>/test/``, ``<run>/resume/``, ``<run>/test-1/``, ...): config, metrics, reports and
+        prediction files; a resumed ``fit`` keeps saving its checkpoints in ``<run>/checkpoints/``. Not when the
+        user names another place for the outputs (``model.predictions_dir``)."""
+        self.planned_run_folder: Optional[Path] = None
+        subcommand = self.subcommand
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        run = checkpoint_run(ckpt_path) if ckpt_path and "://" not in str(ckpt_path) else None
+        if run is None or config.get("model.predictions_dir"):
+            return
+        folder = next_free_folder(run, STAGE_FOLDERS[subcommand])
+        self.planned_run_folder = folder
+        logger = config.get("trainer.logger")
+        loggers = logger if isinstance(logger, list) else [logger]
+        for item in loggers:
+            class_path = str(getattr(item, "class_path", "") or "")
+            if class_path.endswith(("CSVLogger", "TensorBoardLogger")):
+                item.init_args.save_dir, item.init_args.name, item.init_args.version = str(run), folder.name, ""
+            elif class_path.endswith("WandbLogger"):
+                item.init_args.save_dir = str(folder)
+        if not any(getattr(item, "class_path", None) for item in loggers):
+            config["trainer.default_root_dir"] = str(folder)
+        if subcommand == "fit":
+            for name in ("checkpoint", "last_checkpoint"):
+                config[f"{name}.dirpath"] = str(run / "checkpoints")
 
     def instantiate_classes(self) -> None:
         """Instantiate as LightningCLI does; with ``--ckpt_path``, make the model the checkpoint's (module
@@ -167,7 +225,9 @@ class ARNLightningCLI(LightningCLI):
             callbacks = [*callbacks, RichProgressBar(leave=True)]
         if not any(isinstance(c, RunSummary) for c in configured):
             callbacks = [*callbacks, RunSummary()]
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        trainer.arn_run_folder = getattr(self, "planned_run_folder", None)  # see runs.run_folder
+        return trainer
 
 
 def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ARNLightningCLI:
@@ -178,6 +238,7 @@ def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ARNLightnin
         args=args,
         run=run,
         seed_everything_default=0,
+        save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )

@@ -28,6 +28,7 @@ from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.recall import SceneGraphRecall
 from arn_lightning.models.arn import ARN, ARNConfig
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
+from arn_lightning.runs import run_folder
 from arn_lightning.text.clip import ClipConfig, FrozenClipImageEncoder, text_embeddings
 from arn_lightning.text.prompts import PromptConfig
 from arn_lightning.vocab import PREDICATES
@@ -347,7 +348,7 @@ class ARNLitModule(L.LightningModule):
 
     def predictions_path(self, stage: str) -> Path:
         """Where ``stage`` (``test`` / ``predict``) writes its prediction file."""
-        base = self.hparams.predictions_dir or (self.trainer.log_dir if self._trainer else None) or os.getcwd()
+        base = self.hparams.predictions_dir or (run_folder(self.trainer) if self._trainer else None) or os.getcwd()
         return Path(base) / PREDICTIONS_FILE[stage]
 
     def _flush_predictions(self, stage: str) -> None:

@@ -1,10 +1,17 @@
-"""Finding runs and their checkpoints on disk: the newest ``last.ckpt`` under a folder (what the notebook opens by
-default after ``make demo``) and paths given relative to the repository root."""
+"""Runs on disk: one folder per run, the newest ``last.ckpt`` under a folder (what the notebook opens by default
+after ``make demo``), and paths given relative to the repository root.
+
+A run folder holds its ``config.yaml``, ``checkpoints/``, metrics and ``reports/``. With CSV and TensorBoard loggers
+it is the logger's version folder. With W&B it is ``<save_dir>/<project>/<run id>`` (where Lightning puts the
+checkpoints), not the shared ``save_dir``, so two W&B runs never write the same file. ``validate`` / ``test`` /
+``predict`` and a resumed ``fit`` of a run's checkpoint write into a sub-folder of that run (``test/``,
+``resume/``, ``test-1/``, ...; docs/runs.md).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 PathLike = Union[str, Path]
 #: The demo's run folder, relative to the repository root (``make demo`` writes ``demo_output/train/...``).
@@ -54,4 +61,50 @@ def latest_checkpoint(folder: PathLike, name: str = LAST_CHECKPOINT) -> Path:
     return found[-1]
 
 
-__all__ = ["DEMO_RUNS", "LAST_CHECKPOINT", "latest_checkpoint", "repository_root", "resolve_from_repository"]
+#: The sub-folder of a run that each command writes into when it is given one of the run's checkpoints.
+STAGE_FOLDERS = {"fit": "resume", "validate": "validate", "test": "test", "predict": "predict"}
+#: The file, in a W&B run's folder, that names the W&B run (and the W&B run's config names the folder).
+WANDB_LINK_FILE = "wandb_run.json"
+
+
+def checkpoint_run(ckpt_path: PathLike) -> Optional[Path]:
+    """The run folder of a checkpoint ``<run>/checkpoints/<name>.ckpt`` whose ``<run>`` holds a ``config.yaml``, else
+    None."""
+    path = Path(ckpt_path)
+    run = path.parent.parent
+    if path.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return run
+    return None
+
+
+def next_free_folder(parent: PathLike, stem: str) -> Path:
+    """``parent/stem`` if it does not exist, else the first free ``parent/stem-1``, ``stem-2``, ... (an earlier
+    output is never reused)."""
+    parent = Path(parent)
+    candidate, number = parent / stem, 0
+    while candidate.exists():
+        number += 1
+        candidate = parent / f"{stem}-{number}"
+    return candidate
+
+
+def run_folder(trainer: Any) -> Path:
+    """The folder of the trainer's run (module docstring): set by the CLI for a run of another run's checkpoint,
+    else ``<save_dir>/<project>/<run id>`` with a W&B logger, else ``trainer.log_dir`` (broadcast from rank 0, so
+    every process must call it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    planned = getattr(trainer, "arn_run_folder", None)
+    if planned is not None:
+        return Path(planned)
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        folder = None
+        if trainer.is_global_zero:
+            folder = str(Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / str(logger.version))
+        return Path(trainer.strategy.broadcast(folder))
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+__all__ = ["DEMO_RUNS", "LAST_CHECKPOINT", "STAGE_FOLDERS", "WANDB_LINK_FILE", "checkpoint_run", "latest_checkpoint",
+           "next_free_folder", "repository_root", "resolve_from_repository", "run_folder"]

@@ -1,0 +1,84 @@
+"""A run is one folder: a tested or resumed checkpoint writes into its run, and W&B runs keep their own files
+(arn_lightning.runs, docs/runs.md)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+import torch
+import wandb
+import yaml
+
+from train_fixtures import run_cli, tiny_config, train_root, write_config  # noqa: F401 - train_root is a fixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=["CSVLogger", "TensorBoardLogger"])
+def run(request: pytest.FixtureRequest, train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    """A tiny fit of 2 steps (one epoch) with the CSV or the TensorBoard logger; its run folder."""
+    work = tmp_path_factory.mktemp("run")
+    config = tiny_config(train_root, work, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    config["trainer"]["logger"]["class_path"] = f"lightning.pytorch.loggers.{request.param}"
+    cli = run_cli(["fit", "--config", str(write_config(config, work / "tiny.yaml"))])
+    folder = Path(cli.trainer.log_dir)
+    metrics = "metrics.csv" if request.param == "CSVLogger" else "events.out.tfevents.*"
+    return {"work": work, "folder": folder, "last": folder / "checkpoints" / "last.ckpt", "metrics": metrics}
+
+
+def test_testing_a_run_checkpoint_writes_into_the_run(run: Dict[str, Any]) -> None:
+    folder = run["folder"]
+    args = ["test", "--config", str(folder / "config.yaml"), f"--ckpt_path={run['last']}"]
+    run_cli(args)
+    test = folder / "test"
+    for name in ("config.yaml", "metrics_test.json", "predictions_test.jsonl", run["metrics"]):
+        assert list(test.glob(name)), f"{name} not in {test}: {sorted(p.name for p in test.iterdir())}"
+    assert list((test / "reports").glob("test_per_predicate_*.csv"))
+    run_cli(args)  # a second test never reuses the first one's folder
+    assert (folder / "test-1" / "metrics_test.json").is_file()
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no new version folder beside the run
+
+
+def test_a_resumed_fit_writes_into_the_run_and_keeps_its_checkpoints(run: Dict[str, Any], train_root: Path) -> None:
+    folder = run["folder"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = run_cli(["fit", "--config", str(folder / "config.yaml"), "--trainer.max_steps=3",
+                       "--trainer.max_epochs=2", f"--ckpt_path={run['last']}"])
+    assert cli.trainer.global_step == 3
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    resume = folder / "resume"
+    assert (resume / "config.yaml").is_file() and list(resume.glob(run["metrics"]))
+    assert torch.load(run["last"], map_location="cpu", weights_only=True)["global_step"] == 3  # the run's last.ckpt
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
+
+def test_two_wandb_runs_in_one_save_dir_keep_their_own_folders(train_root: Path, tmp_path: Path) -> None:
+    folders = []
+    for lr in (1e-3, 2e-3):
+        config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2,
+                             limit_val_batches=1)
+        config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.WandbLogger",
+                                       "init_args": {"offline": True, "save_dir": str(tmp_path / "wandb_runs"),
+                                                     "project": "arn-tests"}}
+        config["model"]["optim"]["lr"] = lr
+        cli = run_cli(["fit", "--config", str(write_config(config, tmp_path / f"wandb_{lr}.yaml"))])
+        folder = tmp_path / "wandb_runs" / "arn-tests" / cli.trainer.logger.version
+        folders.append(folder)
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        assert saved["model"]["optim"]["lr"] == lr  # its own config, not the other run's
+        assert (folder / "checkpoints" / "last.ckpt").is_file() and list((folder / "reports").glob("*.csv"))
+        link = json.loads((folder / "wandb_run.json").read_text())
+        assert link["id"] == cli.trainer.logger.version and link["project"] == "arn-tests"
+        wandb.finish()  # as the end of the process would: the next fit is a new W&B run
+    # testing a W&B run's checkpoint writes into that run's folder too
+    run_cli(["test", "--config", str(folders[0] / "config.yaml"),
+             f"--ckpt_path={folders[0] / 'checkpoints' / 'last.ckpt'}"])
+    wandb.finish()
+    assert (folders[0] / "test" / "metrics_test.json").is_file() and (folders[0] / "test" / "config.yaml").is_file()
+    assert folders[0] != folders[1]
+    assert not (tmp_path / "wandb_runs" / "config.yaml").exists() and not (tmp_path / "wandb_runs" / "reports").exists()

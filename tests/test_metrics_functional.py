@@ -1,4 +1,4 @@
-"""Hand-computed cases of the R@K / mR@K protocol (ACTION_GENOME.md section 3) on the functional core."""
+"""Hand-computed cases of the R@K / mR@K protocol (docs/action_genome.md section 3) on the functional core."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ARN training losses (paper Sec. 3.5, eq. 7 and 14; ``ARN_SPEC.md`` section 4).
+"""The ARN training losses (paper Sec. 3.5, eq. 7 and 14; ``docs/model.md`` section 4).
 
 :class:`SetCriterion` matches the pair queries of every decoder layer to the ground truth
 (:class:`~arn_lightning.matcher.HungarianMatcher`, or the identity in SGCls / PredCls) and returns the *unweighted*

@@ -61,7 +61,7 @@ CONFIG_ARGS = ("arch", "loss", "clip", "prompts", "optim", "evaluation", "post")
 
 @dataclass
 class OptimConfig:
-    """AdamW with three learning rates and a step decay (ARN_SPEC.md section 4).
+    """AdamW with three learning rates and a step decay (docs/model.md section 4).
 
     Attributes:
         lr: learning rate of the transformer and the heads.

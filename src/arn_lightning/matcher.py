@@ -1,4 +1,4 @@
-"""Hungarian matching of pair queries to ground-truth (person, object) pairs (``ARN_SPEC.md`` section 4).
+"""Hungarian matching of pair queries to ground-truth (person, object) pairs (``docs/model.md`` section 4).
 
 Also home of the triplet space shared by the matcher, the criterion and the postprocess: which (predicate, object)
 category each classifier column of a branch stands for (:class:`TripletVocabulary`), and the conversion of a frame's
@@ -163,7 +163,7 @@ def identity_matching(query_mask: Tensor, targets: Sequence[Mapping[str, Any]]) 
 class HungarianMatcher:
     """Per-frame optimal matching of the Q pair queries to the N ground-truth pairs (stateless).
 
-    Cost of query q and GT pair n (paper Sec. 3.5, ``ARN_SPEC.md`` section 4):
+    Cost of query q and GT pair n (paper Sec. 3.5, ``docs/model.md`` section 4):
     ``cost_class * -p_q(obj class of n) + cost_bbox * max(L1 sub, L1 obj) + cost_giou * max(-GIoU sub, -GIoU obj)
     + cost_predicate * mean over branches of the QPIC multi-label cost`` (boxes normalised cxcywh). Taking the max
     over subject and object (as QPIC) makes a pair cheap only if both of its boxes fit. Computed in float32 with

@@ -7,7 +7,7 @@ Per frame and pair query (SGDet):
 * predicate scores (eq. 15): the score of predicate j is the maximum sigmoid score over the branch's triplet
   categories whose predicate is j; a predicate without any category scores 0. ``restrict_to_object_class``
   (default off, the paper's literal eq. 15) keeps only the categories whose object is the pair's predicted class;
-* attention scores are divided by their sum (a distribution over the 3 attention predicates, ``ARN_SPEC.md`` 3);
+* attention scores are divided by their sum (a distribution over the 3 attention predicates, ``docs/model.md`` section 6);
 * boxes: normalised cxcywh w.r.t. the unpadded resized frame, which has the original aspect ratio, so they are
   multiplied by the original ``(w, h)`` and clipped to the frame.
 

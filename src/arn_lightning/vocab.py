@@ -1,6 +1,6 @@
 """Action Genome vocabularies: object classes, predicates, their raw spellings and readable names.
 
-Indices follow ``shared/docs/ACTION_GENOME.md`` section 1.3: object index 0 is background, 1 is ``person``;
+Indices follow ``docs/action_genome.md`` section 1.3: object index 0 is background, 1 is ``person``;
 predicates use one global index 0..25 (attention 0-2, spatial 3-8, contacting 9-25).
 """
 

@@ -6,7 +6,7 @@ synthetic Action Genome rendered at the real AG frame size (480x270) and resized
 Warm-up steps are excluded from the timing.
 
 Presets:
-    ``paper``: ResNet-50, D 256, 6 / 3 / 3 layers, Q 100, T 3, resize 600 / 1000, batch 8 clips (ARN_SPEC.md).
+    ``paper``: ResNet-50, D 256, 6 / 3 / 3 layers, Q 100, T 3, resize 600 / 1000, batch 8 clips (docs/model.md).
     ``demo``: the synthetic demo configuration (``configs/synthetic_demo.yaml`` sizes: ResNet-18 to stride 16, D 128,
     2 / 2 / 2 layers, Q 10, T 2, resize 96 / 128, batch 8 clips).
 """

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
         prog="arn-lightning evaluate",
-        description="Score a JSON Lines prediction file (ACTION_GENOME.md section 4) against the annotations of an "
+        description="Score a JSON Lines prediction file (docs/action_genome.md section 4) against the annotations of an "
                     "Action Genome root: R@K and mR@K for with / semi / no constraint.")
     parser.add_argument("--root", required=True, help="dataset root (with annotations/)")
     parser.add_argument("--predictions", required=True, help="prediction file (.jsonl), one frame a line")

@@ -1,6 +1,6 @@
 """Read an Action Genome root in the release format and apply the standard filtering.
 
-The format and the filtering rules are those of ``shared/docs/ACTION_GENOME.md`` (sections 1 and 2):
+The format and the filtering rules are those of ``docs/action_genome.md`` (sections 1 and 2):
 
 1. a frame's split is ``metadata['set']`` of its first object entry;
 2. a frame is kept only if it has a person box and at least one visible object;
@@ -282,7 +282,7 @@ def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[st
             raise AnnotationError(f"{path} line {number}: Expected a known class name but got {raw!r}")
         if name != expected[number - 1]:
             raise AnnotationError(f"{path} line {number}: Expected {expected[number - 1]!r} (vocabulary order of "
-                                  f"ACTION_GENOME.md 1.3) but got {raw!r}")
+                                  f"docs/action_genome.md 1.3) but got {raw!r}")
         names.append(name)
     return names
 
@@ -631,7 +631,7 @@ def load_annotations(root: PathLike, task: str = "sgdet", min_frames: int = DEFA
     """Read an AG root and apply the standard filtering of the task.
 
     Args:
-        root: dataset root containing ``annotations/`` (see ACTION_GENOME.md section 1).
+        root: dataset root containing ``annotations/`` (see docs/action_genome.md section 1).
         task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
         min_frames: keep a video only if at least this many frames survive (rule 4).
         filter_small: minimum short side of object boxes in pixels; None -> the task default (16, PredCls 0).

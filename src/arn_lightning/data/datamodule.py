@@ -31,7 +31,7 @@ LISTED_FRAMES = 5
 
 
 class AGDataModule(L.LightningDataModule):
-    """Clips of an Action Genome root (ACTION_GENOME.md format) for training and evaluation.
+    """Clips of an Action Genome root (docs/action_genome.md format) for training and evaluation.
 
     Args:
         root: dataset root with ``annotations/`` and ``frames/``.

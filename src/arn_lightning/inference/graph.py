@@ -1,6 +1,6 @@
 """Readable scene graphs of single frames: ranked triplets from a per-frame prediction (ARCHITECTURE.md section 4).
 
-Triplets follow the "no constraint" protocol of ``ACTION_GENOME.md`` section 3: every (pair, predicate) cell of the
+Triplets follow the "no constraint" protocol of ``docs/action_genome.md`` section 3: every (pair, predicate) cell of the
 26 predicates is a candidate scored ``subject score x object score x predicate score``; candidates are sorted by
 score exactly as the metric sorts them, the best ``top_k`` kept and, of those, the ones at or above a threshold.
 

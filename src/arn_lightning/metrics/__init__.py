@@ -1,4 +1,4 @@
-"""Evaluation of dynamic scene graphs on Action Genome (``shared/docs/ACTION_GENOME.md`` sections 3 and 4).
+"""Evaluation of dynamic scene graphs on Action Genome (``docs/action_genome.md`` sections 3 and 4).
 
 - :mod:`~arn_lightning.metrics.functional`: the protocol as a pure, batched core (``scene_graph_recall``,
   ``frame_hits``, ``ranked_triplets``, ``RecallConfig``) and the fixed-size integer states it accumulates;

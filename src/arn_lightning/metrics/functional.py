@@ -1,6 +1,6 @@
 r"""Scene-graph recall on Action Genome (R@K, mR@K): the pure functional core.
 
-Definition (``shared/docs/ACTION_GENOME.md`` section 3). Per frame ``f`` with ``N`` annotated objects (box row
+Definition (``docs/action_genome.md`` section 3). Per frame ``f`` with ``N`` annotated objects (box row
 ``j+1``; row 0 is the person), the ground-truth triplets are, for every object ``j``: ``(person, j, a)`` for each
 attention label, ``(j, person, s)`` for each spatial label (**direction reversed**), ``(person, j, c)`` for each
 contacting label; a label annotated twice is two triplets. Each predicted pair ``(sub, obj)`` yields candidates:

@@ -1,6 +1,6 @@
 """Per-frame scene-graph predictions: validation, and the JSON Lines prediction files.
 
-A prediction of one frame follows ``ARCHITECTURE.md`` section 4 (``ACTION_GENOME.md`` section 4 on disk):
+A prediction of one frame follows ``ARCHITECTURE.md`` section 4 (``docs/action_genome.md`` section 4 on disk):
 
 ========================  ==========================  ===============================================
 key                       in memory                   meaning

@@ -17,7 +17,7 @@ from arn_lightning.metrics.functional import (
 class SceneGraphRecall(Metric):
     r"""Recall@K and mean Recall@K of dynamic scene graphs on Action Genome, for with / semi / no constraint.
 
-    Definition (``shared/docs/ACTION_GENOME.md`` section 3, details in :mod:`arn_lightning.metrics.functional`):
+    Definition (``docs/action_genome.md`` section 3, details in :mod:`arn_lightning.metrics.functional`):
     per frame, ``R_f@K`` is the fraction of GT triplets (``(person, j, attention)``, ``(j, person, spatial)``,
     ``(person, j, contacting)``) hit by the first K ranked candidates, a hit needing equal classes and predicate
     and IoU ``>= iou_threshold`` on both boxes; ``R@K`` is the mean of ``R_f@K`` over frames; ``mR@K`` the mean over

@@ -1,4 +1,4 @@
-"""ARN: the Association Reasoning Network (paper Sec. 3, ``shared/docs/ARN_SPEC.md`` Sec. 1-4) as a pure nn.Module.
+"""ARN: the Association Reasoning Network (paper Sec. 3, ``docs/model.md`` sections 1-4) as a pure nn.Module.
 
 Pipeline per clip of T frames (``BT = B*T`` frames, frame-major):
 

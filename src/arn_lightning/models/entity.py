@@ -6,7 +6,7 @@ positions; as in DETR the positions are added to queries and keys at every layer
 queries, cross-attention over the frame's encoder features ``F_vi``. Heads: subject / object box MLPs (sigmoid,
 normalised cxcywh) and the object classifier over the AG classes plus a trailing "no object" class.
 
-SGCls / PredCls (ARN_SPEC.md Sec. 4 "Tasks"): one pair query per ground-truth pair of the frame, padded to the
+SGCls / PredCls (docs/model.md section 1): one pair query per ground-truth pair of the frame, padded to the
 largest frame of the batch (``query_mask`` False on padding). The pair position comes from the GT boxes,
 ``[e^s_n, e^o_n] = MLP(concat[sub_cxcywh_n, obj_cxcywh_n])`` (so both queries know both boxes), and in PredCls a
 learned embedding of the GT object label is added to ``e^o_n`` (``e^o`` also positions the predicate queries, so

@@ -1,4 +1,4 @@
-"""open_clip loading, cached CLIP text embeddings and the frozen CLIP image tower (``ARN_SPEC.md`` sections 3-4).
+"""open_clip loading, cached CLIP text embeddings and the frozen CLIP image tower (``docs/model.md`` sections 3-4).
 
 * :func:`text_embeddings` renders the prompts of :mod:`arn_lightning.text.prompts`, encodes them with the CLIP text
   tower and caches the L2-normalised float32 result on disk, keyed by a hash of everything that determines it.
@@ -657,7 +657,7 @@ def _fit(image: Tensor, size: Tuple[int, int], mode: str) -> Tensor:
 
 
 class FrozenClipImageEncoder(nn.Module):
-    """The CLIP image tower, frozen, for the distillation target (``ARN_SPEC.md`` section 4).
+    """The CLIP image tower, frozen, for the distillation target (``docs/model.md`` section 4).
 
     The tower is held outside PyTorch's module registry: it has no entry in ``state_dict()`` (so Lightning
     checkpoints of a parent module neither contain nor expect it), in ``parameters()`` (so no optimizer sees it) or

@@ -1,4 +1,4 @@
-"""Text prompts for the CLIP semantic cues (paper Sec. 3.2, ``ARN_SPEC.md`` section 3).
+"""Text prompts for the CLIP semantic cues (paper Sec. 3.2, ``docs/model.md`` section 3).
 
 Four families of prompts become CLIP text embeddings that initialise the cosine classifiers:
 

@@ -26,7 +26,8 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated, altered or not a checkpoint of this project (names the file)."""
 
 
-def _is_local(path: PathLike) -> bool:
+def is_local_path(path: PathLike) -> bool:
+    """Whether ``path`` is a local file path rather than an fsspec URL (``s3://...``)."""
     return "://" not in str(path)
 
 
@@ -64,7 +65,7 @@ def verify_checkpoint(path: PathLike) -> Path:
             checkpoint), or a member's bytes do not match its checksum (the file was altered or damaged).
     """
     path = Path(path)
-    if not _is_local(path):
+    if not is_local_path(path):
         return path
     if not path.is_file():
         state = "is a directory" if path.is_dir() else "does not exist"
@@ -107,4 +108,4 @@ def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", **load_kwarg
     return checkpoint
 
 
-__all__ = ["CheckpointError", "load_checkpoint_file", "verify_checkpoint"]
+__all__ = ["CheckpointError", "is_local_path", "load_checkpoint_file", "verify_checkpoint"]

@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from arn_lightning.atomic import atomic_path
-from arn_lightning.checkpoint_file import CheckpointError, _is_local, load_checkpoint_file, verify_checkpoint
+from arn_lightning.checkpoint_file import CheckpointError, is_local_path, load_checkpoint_file, verify_checkpoint
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -60,7 +60,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         Raises:
             OSError: the write failed (a full disk, for one); ``path`` keeps its previous contents.
         """
-        if storage_options is not None or not _is_local(path):
+        if storage_options is not None or not is_local_path(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         try:
@@ -134,18 +134,16 @@ class LastCheckpoint(ModelCheckpoint):
         gradients no checkpoint holds)."""
         return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or batch_idx + 1 >= trainer.num_training_batches
 
-    def _stops_mid_epoch(self, trainer: Trainer, batch_idx: int) -> bool:
-        """Whether training ends after this batch although the epoch has batches left."""
-        if batch_idx + 1 >= trainer.num_training_batches:
-            return False
-        return trainer.should_stop or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
-
     @staticmethod
-    def _ends_epoch(trainer: Trainer, batch_idx: int) -> bool:
-        """The last batch of an epoch: saved here, whatever the validation schedule (``ModelCheckpoint`` alone saves
-        an epoch's end only after a validation that ends it), and in the state that Lightning resumes exactly (a
-        save in ``on_train_epoch_end`` is restored with the epoch's learning-rate step applied twice)."""
-        return batch_idx + 1 >= trainer.num_training_batches
+    def _stops_here(trainer: Trainer, batch_idx: int) -> bool:
+        """Whether the epoch or the run ends after this batch (``max_steps`` reached, ``trainer.should_stop`` set
+        by ``max_time`` or early stopping). Every epoch's end is saved here, whatever the validation schedule
+        (``ModelCheckpoint`` alone saves an epoch's end only after a validation that ends it), and in the state that
+        Lightning resumes exactly: a save in ``on_train_epoch_end`` marks the epoch as done (a run cut short would
+        skip its remaining draws) and is restored with the epoch's learning-rate step applied twice."""
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return True
+        return trainer.should_stop or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
 
     def _save_now(self, trainer: Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):
@@ -155,9 +153,9 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        """Save at this batch boundary when the run stops here (an epoch-end save would mark the unfinished epoch as
-        done, and resuming would skip its remaining draws); then raise :class:`RunInterrupted` on a signal. A signal
-        in the middle of a gradient accumulation window stops at the window's end."""
+        """Save at this batch boundary when the epoch or the run ends here (:meth:`_stops_here`) or a signal came;
+        then raise :class:`RunInterrupted` on a signal. A signal in the middle of a gradient accumulation window
+        stops at the window's end."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         signal_name = self._signal(trainer)
         if not self._at_step_boundary(trainer, batch_idx):
@@ -165,7 +163,7 @@ class LastCheckpoint(ModelCheckpoint):
                 trainer._signal_connector.received_sigterm = False
                 self.interrupt = "SIGTERM"
             return
-        if signal_name is not None or self._stops_mid_epoch(trainer, batch_idx) or self._ends_epoch(trainer, batch_idx):
+        if signal_name is not None or self._stops_here(trainer, batch_idx):
             self._save_now(trainer)
         if signal_name is not None:
             trainer.strategy.barrier("arn_last_checkpoint")

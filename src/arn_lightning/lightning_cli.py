@@ -31,8 +31,8 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
 from arn_lightning.callbacks import RunSummary, SceneGraphReport
-from arn_lightning.checkpoints import (AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code,
-                                       load_checkpoint_file)
+from arn_lightning.checkpoint_file import is_local_path, load_checkpoint_file
+from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.lit_module import ARNLitModule
 from arn_lightning.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
@@ -108,8 +108,9 @@ class ARNLightningCLI(LightningCLI):
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
-        if ckpt_path and "://" not in str(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
-            checkpoint = load_checkpoint_file(ckpt_path)  # verified: torch never meets a damaged file unnamed
+        if ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
+            # verified: torch never meets a damaged file unnamed; memory-mapped: only the hyperparameters are read
+            checkpoint = load_checkpoint_file(ckpt_path, mmap=True)
             self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
             del checkpoint
         kept = {key: copy.deepcopy(self.config.get(f"{subcommand}.model.{key}")) for key in RUNTIME_MODEL_KEYS}
@@ -126,7 +127,7 @@ class ARNLightningCLI(LightningCLI):
         subcommand = self.subcommand
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        run = checkpoint_run(ckpt_path) if ckpt_path and "://" not in str(ckpt_path) else None
+        run = checkpoint_run(ckpt_path) if ckpt_path and is_local_path(ckpt_path) else None
         if run is None or config.get("model.predictions_dir"):
             return
         folder = next_free_folder(run, STAGE_FOLDERS[subcommand])

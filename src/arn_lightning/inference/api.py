@@ -34,7 +34,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from arn_lightning.checkpoint_file import CheckpointError, verify_checkpoint
+from arn_lightning.checkpoint_file import CheckpointError, load_checkpoint_file
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
@@ -124,23 +124,6 @@ def _hparam_classes() -> List[type]:
     return [AttributeDict, *(type(p.default) for p in parameters if dataclasses.is_dataclass(p.default))]
 
 
-def _torch_load(path: Path) -> Dict[str, Any]:
-    """Unpickle ``path`` restricted to tensors, containers and the project's hparam classes; the tensors are
-    memory-mapped, not read (``torch.save``'s zip format, which every Lightning checkpoint uses)."""
-    try:
-        with torch.serialization.safe_globals(_hparam_classes()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
-        raise CheckpointError(
-            f"Expected a PyTorch checkpoint file but {path} cannot be loaded: {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(
-            f"Expected a Lightning checkpoint (a dict) in {path} but got a {type(checkpoint).__name__}"
-        )
-    return checkpoint
-
-
 def check_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Load ``path`` (tensors memory-mapped) and check that it is an ARN Lightning checkpoint.
 
@@ -151,8 +134,11 @@ def check_checkpoint(path: PathLike) -> Dict[str, Any]:
         CheckpointError: the path is not a file, not a PyTorch file, not a Lightning checkpoint, or a Lightning
             checkpoint of another model.
     """
-    path = verify_checkpoint(path)  # missing, truncated or altered: refused with the file's name
-    checkpoint = _torch_load(path)
+    path = Path(path)
+    # verified (missing, truncated or altered files are refused with their name), then unpickled restricted to
+    # tensors, containers and the project's hparam classes; the tensors are memory-mapped, not read
+    with torch.serialization.safe_globals(_hparam_classes()):
+        checkpoint = load_checkpoint_file(path, mmap=True)
     missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(

@@ -38,6 +38,14 @@ TYPE_PREDICATES: Dict[str, Tuple[str, ...]] = {
     "attention": ATTENTION_PREDICATES, "spatial": SPATIAL_PREDICATES, "contacting": CONTACTING_PREDICATES,
 }
 
+#: The three Action Genome tasks (``docs/action_genome.md`` sections 2-3): boxes and labels predicted (SGDet), labels
+#: predicted on ground-truth boxes (SGCls), only predicates predicted (PredCls).
+TASKS: Tuple[str, ...] = ("sgdet", "sgcls", "predcls")
+#: The three graph constraints of the protocol (``docs/action_genome.md`` section 3): one predicate per pair per type
+#: ("with"), the top attention predicate plus every spatial / contacting one above a threshold ("semi"), any
+#: number ("no").
+CONSTRAINTS: Tuple[str, ...] = ("with", "semi", "no")
+
 OBJECT_INDEX: Dict[str, int] = {name: i + 1 for i, name in enumerate(OBJECT_CLASSES)}
 PREDICATE_INDEX: Dict[str, int] = {name: i for i, name in enumerate(PREDICATES)}
 

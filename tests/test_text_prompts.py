@@ -3,7 +3,7 @@
 import open_clip
 import pytest
 
-from arn_lightning.text.clip import prompt_token_ids
+from arn_lightning.text.embeddings import prompt_token_ids
 from arn_lightning.text.prompts import (
     PromptConfig,
     build_prompts,

@@ -17,7 +17,7 @@ and :func:`arn_lightning.vocab.readable_object` (``cup/glass/bottle`` -> ``cup o
 
 A text tower reads a fixed number of tokens (77 for the CLIP models, start and end tokens included) and its tokenizer
 cuts longer prompts silently: a template whose ``{object}`` slot lies past the limit gives every class the same
-embedding. :func:`check_prompts` (called by :func:`arn_lightning.text.clip.text_embeddings` before any encoding or
+embedding. :func:`check_prompts` (called by :func:`arn_lightning.text.embeddings.text_embeddings` before any encoding or
 cache access) rejects every prompt longer than the limit and any two classes of one family whose prompts tokenize
 identically.
 """
@@ -208,7 +208,7 @@ def check_prompts(
         prompts: ``{kind: [prompt per class]}`` of :func:`build_prompts`.
         classes: ``{kind: [class name per prompt]}`` of :func:`prompt_classes` (same lengths).
         token_ids: the tokenizer's full, untruncated token ids of one prompt, start and end tokens included
-            (:func:`arn_lightning.text.clip.prompt_token_ids`).
+            (:func:`arn_lightning.text.embeddings.prompt_token_ids`).
         context_length: tokens the text tower reads (the model's / tokenizer's ``context_length``, 77 for CLIP).
         clip_triplets: whether the branch prompts are triplet prompts (only changes the messages).
 

@@ -1,4 +1,5 @@
-"""Helpers for the inference tests: hand-made predictions, videos written with PyAV, image folders."""
+"""Helpers for the inference tests: hand-made predictions, videos written with PyAV, image folders, and the shared
+inference assets (built by the ``assets`` fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
 
 import av
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from torch import Tensor
@@ -296,7 +296,7 @@ VIDEO_FPS = 8
 
 @dataclass(frozen=True)
 class InferAssets:
-    """Files shared by the inference and notebook tests (built once per session)."""
+    """Files shared by the inference and notebook tests (built once per session by ``conftest.assets``)."""
 
     data_root: Path  #: synthetic Action Genome root
     checkpoint: Path  #: Lightning checkpoint of a tiny ARNLitModule (random weights)
@@ -347,18 +347,3 @@ def _build(data_root: Path, checkpoint: Path, video: Path) -> None:
         save_checkpoint(tiny_module(categories), checkpoint)
     if not video.exists():
         write_video(video, [Image.open(f).convert("RGB") for f in frames], VIDEO_FPS, codec="libx264")
-
-
-# ----------------------------------------------------------------------------------------------- fixtures
-# Imported by the test modules that use them; ``assets`` builds once per session (on disk, see build_assets).
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> InferAssets:
-    """The shared synthetic AG root, tiny checkpoint and mp4."""
-    return build_assets(tmp_path_factory.getbasetemp() / "infer_assets")
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Torch on one CPU thread for the test (see :func:`torch_threads`)."""
-    with torch_threads(1):
-        yield

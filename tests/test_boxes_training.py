@@ -9,7 +9,7 @@ import pytest
 
 from arn_lightning.data.ag import AnnotationError
 from arn_lightning.data.datamodule import AGDataModule
-from fixtures_ag import person_entry, standard_entries, write_root
+from ag_fixtures import person_entry, standard_entries, write_root
 
 KEY = "A0001.mp4/000004.png"  # a kept train frame of the standard root
 

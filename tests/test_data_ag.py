@@ -12,8 +12,8 @@ import pytest
 from arn_lightning import vocab
 from arn_lightning.commands import stats as stats_command
 from arn_lightning.data.ag import AnnotationError, load_annotations, load_pickle, read_class_file
-from fixtures_ag import (DEGENERATE_KEYS, EXPECTED, EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS, object_entry,
-                         person_entry, standard_entries, write_degenerate_root, write_root, write_standard_root)
+from ag_fixtures import (DEGENERATE_KEYS, EXPECTED, EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS, object_entry,
+                         person_entry, standard_entries, write_degenerate_root, write_root)
 
 NO_INVALID_BOXES = {"invalid_ignored": 0}
 
@@ -24,39 +24,34 @@ def expected_splits(task, **invalid_ignored):
             for name, split in EXPECTED[task].items()}  # a copy: EXPECTED is shared with other test modules
 
 
-@pytest.fixture()
-def root(tmp_path):
-    return write_standard_root(tmp_path / "ag", frames=False)
-
-
 @pytest.mark.parametrize("task", ["sgdet", "predcls"])
-def test_filter_counts_match_hand_counts(root, task):
-    ann = load_annotations(root, task=task)
+def test_filter_counts_match_hand_counts(standard_root, task):
+    ann = load_annotations(standard_root, task=task)
     assert ann.report.to_dict()["splits"] == expected_splits(task)
     assert ann.report.filter_small == (16.0 if task == "sgdet" else 0.0)
 
 
-def test_sgcls_uses_the_small_box_filter(root):
-    assert load_annotations(root, task="sgcls").report.to_dict()["splits"] == expected_splits("sgdet")
+def test_sgcls_uses_the_small_box_filter(standard_root):
+    assert load_annotations(standard_root, task="sgcls").report.to_dict()["splits"] == expected_splits("sgdet")
 
 
-def test_frames_sorted_by_number_not_key_order(root):
-    ann = load_annotations(root)
+def test_frames_sorted_by_number_not_key_order(standard_root):
+    ann = load_annotations(standard_root)
     assert [f.key for f in ann.frames("train")] == EXPECTED_SGDET_TRAIN_KEYS
     assert [f.number for f in ann.frames("test")] == [100, 200, 300, 1, 2, 4]
     assert list(ann.videos("test")) == ["C0003.mp4", "D0004.mp4"]
 
 
-def test_boxes_converted_xywh_to_xyxy_and_labels(root):
-    frame = load_annotations(root).frames("train")[1]  # A0001 000004: cup (20, 10, 20, 20) xywh
+def test_boxes_converted_xywh_to_xyxy_and_labels(standard_root):
+    frame = load_annotations(standard_root).frames("train")[1]  # A0001 000004: cup (20, 10, 20, 20) xywh
     np.testing.assert_array_equal(frame.boxes_xyxy, [[10, 5, 40, 45], [20, 10, 40, 30]])
     assert frame.boxes_xyxy.dtype == np.float32
     np.testing.assert_array_equal(frame.labels, [1, 11])
     assert (frame.width, frame.height, frame.split, frame.video, frame.number) == (64, 48, "train", "A0001.mp4", 4)
 
 
-def test_predicate_counts_per_object(root):
-    ann = load_annotations(root)
+def test_predicate_counts_per_object(standard_root):
+    ann = load_annotations(standard_root)
     a4 = ann.frames("train")[1]
     np.testing.assert_array_equal(a4.attention, [[1, 0, 0]])
     np.testing.assert_array_equal(a4.spatial, [[0, 1, 1, 0, 0, 0]])  # beneath, in_front_of
@@ -67,21 +62,21 @@ def test_predicate_counts_per_object(root):
     assert d2.number == 2 and d2.contacting[0, 14 - 9] == 2  # duplicates are kept as counts
 
 
-def test_small_filter_and_min_frames_options(root):
-    sgdet = load_annotations(root).frames("train")[2]  # A0001 000050: the 10 px cup is dropped
+def test_small_filter_and_min_frames_options(standard_root):
+    sgdet = load_annotations(standard_root).frames("train")[2]  # A0001 000050: the 10 px cup is dropped
     np.testing.assert_array_equal(sgdet.labels, [1, 8])
-    kept_small = load_annotations(root, filter_small=0).frames("train")[2]
+    kept_small = load_annotations(standard_root, filter_small=0).frames("train")[2]
     np.testing.assert_array_equal(kept_small.labels, [1, 11, 8])
-    assert len(load_annotations(root, min_frames=2).frames("train")) == 5  # B0002 (2 frames) now kept
-    assert load_annotations(root, min_frames=4).report.splits["train"].videos_dropped["short"] == 2
+    assert len(load_annotations(standard_root, min_frames=2).frames("train")) == 5  # B0002 (2 frames) now kept
+    assert load_annotations(standard_root, min_frames=4).report.splits["train"].videos_dropped["short"] == 2
 
 
-def test_triplet_categories(root):
-    assert load_annotations(root).triplet_categories() == EXPECTED_SGDET_TRIPLETS
+def test_triplet_categories(standard_root):
+    assert load_annotations(standard_root).triplet_categories() == EXPECTED_SGDET_TRIPLETS
 
 
-def test_eval_target(root):
-    target = load_annotations(root).frames("train")[0].eval_target()
+def test_eval_target(standard_root):
+    target = load_annotations(standard_root).frames("train")[0].eval_target()
     assert target["frame"] == "A0001.mp4/000002.png"
     assert target["boxes"].tolist() == [[10, 5, 40, 45], [20, 10, 40, 30]]
     assert target["labels"].tolist() == [1, 11]
@@ -106,10 +101,10 @@ def _broken_root(tmp_path, person=None, objects=None, **class_lines):
     return write_root(tmp_path / "bad", p, o, frames=False, **class_lines)
 
 
-def test_missing_annotation_file(root):
-    (root / "annotations" / "object_bbox_and_relationship.pkl").unlink()
+def test_missing_annotation_file(standard_root):
+    (standard_root / "annotations" / "object_bbox_and_relationship.pkl").unlink()
     with pytest.raises(AnnotationError, match="object_bbox_and_relationship.pkl but it does not exist"):
-        load_annotations(root)
+        load_annotations(standard_root)
 
 
 def test_class_file_wrong_line_count(tmp_path):
@@ -190,21 +185,21 @@ def test_malformed_key(tmp_path):
         load_annotations(write_root(tmp_path / "bad", p, o, frames=False))
 
 
-def test_unreadable_pickle(root):
-    (root / "annotations" / "person_bbox.pkl").write_bytes(b"not a pickle")
+def test_unreadable_pickle(standard_root):
+    (standard_root / "annotations" / "person_bbox.pkl").write_bytes(b"not a pickle")
     with pytest.raises(AnnotationError, match=r"person_bbox.pkl: Expected a pickled dict"):
-        load_annotations(root)
-    with (root / "annotations" / "person_bbox.pkl").open("wb") as handle:
+        load_annotations(standard_root)
+    with (standard_root / "annotations" / "person_bbox.pkl").open("wb") as handle:
         pickle.dump([1, 2], handle)
     with pytest.raises(AnnotationError, match=r"person_bbox.pkl: Expected a dict keyed by frame key but got list"):
-        load_annotations(root)
+        load_annotations(standard_root)
 
 
-def test_bad_options(root):
+def test_bad_options(standard_root):
     with pytest.raises(ValueError, match="Expected task in"):
-        load_annotations(root, task="detect")
+        load_annotations(standard_root, task="detect")
     with pytest.raises(ValueError, match="Expected min_frames >= 1"):
-        load_annotations(root, min_frames=0)
+        load_annotations(standard_root, min_frames=0)
 
 
 # ------------------------------------------------------------------------------------------- the box rule
@@ -305,15 +300,15 @@ class _Payload:
     (lambda marker: _Payload(eval, f"open({str(marker)!r}, 'w')"), r"'builtins\.eval'"),
     (lambda marker: _Payload(np.save, str(marker), np.zeros(1)), r"'numpy[\w.]*\.save'"),  # numpy, not an array
 ])
-def test_a_pickle_that_would_run_code_is_refused(root, tmp_path, make_payload, refused):
+def test_a_pickle_that_would_run_code_is_refused(standard_root, tmp_path, make_payload, refused):
     marker = tmp_path / "marker"
     person, _ = standard_entries()
     person[KEPT_KEY] = {**person[KEPT_KEY], "bbox_mode": make_payload(marker)}
-    with (root / "annotations" / "person_bbox.pkl").open("wb") as handle:
+    with (standard_root / "annotations" / "person_bbox.pkl").open("wb") as handle:
         pickle.dump(person, handle)
     with pytest.raises(AnnotationError, match=r"person_bbox.pkl: Expected only plain data .* but got a reference to "
                                               r"the global " + refused):
-        load_annotations(root)
+        load_annotations(standard_root)
     assert not marker.exists()
 
 
@@ -376,6 +371,6 @@ def test_numpy_1_frombuffer_path_loads(tmp_path):
     assert loaded.dtype == np.float32 and np.array_equal(loaded, array)
 
 
-def test_standard_root_pickles_load_through_the_restricted_unpickler(root):
-    person = load_pickle(root / "annotations" / "person_bbox.pkl")
+def test_standard_root_pickles_load_through_the_restricted_unpickler(standard_root):
+    person = load_pickle(standard_root / "annotations" / "person_bbox.pkl")
     assert person[KEPT_KEY]["bbox"].dtype == np.float32 and person[KEPT_KEY]["bbox_size"] == (64, 48)

@@ -50,7 +50,7 @@ def test_every_frame_evaluated_exactly_once(scheme, window):
         videos.append(list(range(start, start + length)))
         start += length
     clips = evaluation_clips(videos, 3, window, scheme)
-    counts = Counter(f for c in clips for f, e in zip(c.frames, c.evaluate) if e)
+    counts = Counter(f for c in clips for f, e in zip(c.frames, c.evaluate, strict=True) if e)
     assert counts == Counter(range(start))
     assert all(len(c.frames) == 3 and len(c.evaluate) == 3 for c in clips)
     assert len(clips) == (1 + 1 + 1 + 2 + 2 + 3 + 3 if scheme == "tiled" else start)

@@ -3,12 +3,11 @@
 import json
 
 from arn_lightning.cli import main as cli_main
-from fixtures_ag import EXPECTED, write_standard_root
+from ag_fixtures import EXPECTED
 
 
-def test_stats_json_matches_hand_counts(tmp_path, capsys):
-    root = write_standard_root(tmp_path / "ag", frames=False)
-    assert cli_main(["stats", "--root", str(root), "--task", "predcls", "--json"]) == 0
+def test_stats_json_matches_hand_counts(standard_root, capsys):
+    assert cli_main(["stats", "--root", str(standard_root), "--task", "predcls", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert (stats["task"], stats["min_frames"], stats["filter_small"]) == ("predcls", 3, 0.0)
     train = stats["splits"]["train"]
@@ -25,13 +24,12 @@ def test_stats_json_matches_hand_counts(tmp_path, capsys):
     assert train["relationships"] == 5 + 7 + 6  # attention + spatial + contacting labels of the 5 kept objects
 
 
-def test_stats_text_and_errors(tmp_path, capsys):
-    root = write_standard_root(tmp_path / "ag", frames=False)
-    assert cli_main(["stats", "--root", str(root)]) == 0
+def test_stats_text_and_errors(standard_root, capsys):
+    assert cli_main(["stats", "--root", str(standard_root)]) == 0
     out = capsys.readouterr().out
     assert "train: 1 / 2 videos kept" in out and "all_objects_small 1" in out and "head to tail" in out
-    (root / "annotations" / "relationship_classes.txt").write_text("lookingat\n")
-    assert cli_main(["stats", "--root", str(root)]) == 1
+    (standard_root / "annotations" / "relationship_classes.txt").write_text("lookingat\n")
+    assert cli_main(["stats", "--root", str(standard_root)]) == 1
     assert "relationship_classes.txt: Expected 26 non-empty lines but got 1" in capsys.readouterr().err
 
 

@@ -7,15 +7,10 @@ import torch
 
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.data.frames import FrameError
-from fixtures_ag import EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS, write_standard_root
+from ag_fixtures import EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS
 
 TEST_KEYS = ["C0003.mp4/000100.png", "C0003.mp4/000200.png", "C0003.mp4/000300.png", "D0004.mp4/000001.png",
              "D0004.mp4/000002.png", "D0004.mp4/000004.png"]
-
-
-@pytest.fixture()
-def root(tmp_path):
-    return write_standard_root(tmp_path / "ag")
 
 
 def _dm(root, **kwargs):
@@ -28,15 +23,15 @@ def _evaluated(loader):
     return [t["frame"] for batch in loader for t in batch["targets"] if t["evaluate"]]
 
 
-def test_triplet_categories_without_setup(root):
-    dm = _dm(root)
+def test_triplet_categories_without_setup(standard_root_with_frames):
+    dm = _dm(standard_root_with_frames)
     assert dm.triplet_categories == EXPECTED_SGDET_TRIPLETS
     assert dm.datasets == {}
     assert dm.vocabulary["objects"][11] == "cup/glass/bottle" and len(dm.vocabulary["contacting"]) == 17
 
 
-def test_training_batches_follow_the_contract(root):
-    dm = _dm(root)
+def test_training_batches_follow_the_contract(standard_root_with_frames):
+    dm = _dm(standard_root_with_frames)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 3  # one clip per kept train frame
@@ -53,8 +48,8 @@ def test_training_batches_follow_the_contract(root):
         assert target["size"].tolist() == [24, 32] and target["orig_size"].tolist() == [48, 64]
 
 
-def test_every_test_frame_evaluated_once_in_ground_truth_order(root):
-    dm = _dm(root)
+def test_every_test_frame_evaluated_once_in_ground_truth_order(standard_root_with_frames):
+    dm = _dm(standard_root_with_frames)
     dm.setup("test")
     evaluated = _evaluated(dm.test_dataloader())
     assert sorted(evaluated) == TEST_KEYS and len(set(evaluated)) == len(evaluated)
@@ -63,29 +58,29 @@ def test_every_test_frame_evaluated_once_in_ground_truth_order(root):
     assert sorted(_evaluated(dm.val_dataloader())) == TEST_KEYS
 
 
-def test_subsampling(root):
-    dm = _dm(root, max_eval_frames=4, max_train_frames=2)
+def test_subsampling(standard_root_with_frames):
+    dm = _dm(standard_root_with_frames, max_eval_frames=4, max_train_frames=2)
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 2
     evaluated = _evaluated(dm.val_dataloader())
     assert len(evaluated) == 4 and sorted(evaluated) == sorted(f.key for f in dm.ground_truth("val"))
 
 
-def test_worker_processes_give_the_same_batches(root):
-    dm = _dm(root, num_workers=1, persistent_workers=True)
+def test_worker_processes_give_the_same_batches(standard_root_with_frames):
+    dm = _dm(standard_root_with_frames, num_workers=1, persistent_workers=True)
     dm.setup("test")
     assert sorted(_evaluated(dm.test_dataloader())) == TEST_KEYS
 
 
-def test_missing_frame_error_names_the_file(root):
-    (root / "frames" / "D0004.mp4" / "000002.png").unlink()
+def test_missing_frame_error_names_the_file(standard_root_with_frames):
+    (standard_root_with_frames / "frames" / "D0004.mp4" / "000002.png").unlink()
     with pytest.raises(FrameError, match=r"1 frame image\(s\) of split 'test' are missing .*D0004.mp4/000002.png"):
-        _dm(root).setup("test")
+        _dm(standard_root_with_frames).setup("test")
 
 
-def test_missing_frame_skipped_with_warning(root):
-    (root / "frames" / "D0004.mp4" / "000002.png").unlink()
-    dm = _dm(root, on_bad_frame="skip")
+def test_missing_frame_skipped_with_warning(standard_root_with_frames):
+    (standard_root_with_frames / "frames" / "D0004.mp4" / "000002.png").unlink()
+    dm = _dm(standard_root_with_frames, on_bad_frame="skip")
     with pytest.warns(RuntimeWarning, match="Skipping 1 frame image"):
         dm.setup("test")
     assert dm.skipped_frames == {"test": ["D0004.mp4/000002.png"]}
@@ -98,17 +93,17 @@ def test_missing_frame_skipped_with_warning(root):
     assert [u["ground_truth"]["frame"] for u in unreadable] == ["D0004.mp4/000002.png"]
 
 
-def test_corrupt_frame_error_names_the_file(root):
-    (root / "frames" / "C0003.mp4" / "000200.png").write_bytes(b"\x89PNG garbage")
-    dm = _dm(root)
+def test_corrupt_frame_error_names_the_file(standard_root_with_frames):
+    (standard_root_with_frames / "frames" / "C0003.mp4" / "000200.png").write_bytes(b"\x89PNG garbage")
+    dm = _dm(standard_root_with_frames)
     dm.setup("test")
     with pytest.raises(FrameError, match=r"C0003.mp4/000200.png: Expected a readable frame image"):
         list(dm.test_dataloader())
 
 
-def test_corrupt_frame_skipped_and_counted(root):
-    (root / "frames" / "C0003.mp4" / "000200.png").write_bytes(b"\x89PNG garbage")
-    dm = _dm(root, on_bad_frame="skip")
+def test_corrupt_frame_skipped_and_counted(standard_root_with_frames):
+    (standard_root_with_frames / "frames" / "C0003.mp4" / "000200.png").write_bytes(b"\x89PNG garbage")
+    dm = _dm(standard_root_with_frames, on_bad_frame="skip")
     dm.setup("test")
     with pytest.warns(RuntimeWarning, match="Skipping a bad frame: .*C0003.mp4/000200.png"):
         clip = dm.datasets["test"][0]
@@ -118,29 +113,29 @@ def test_corrupt_frame_skipped_and_counted(root):
     assert dm.datasets["test"].bad_frames == ["C0003.mp4/000200.png"]
 
 
-def test_frame_of_wrong_size(root):
+def test_frame_of_wrong_size(standard_root_with_frames):
     from PIL import Image
 
-    Image.new("RGB", (32, 32)).save(root / "frames" / "C0003.mp4" / "000100.png")
-    dm = _dm(root)
+    Image.new("RGB", (32, 32)).save(standard_root_with_frames / "frames" / "C0003.mp4" / "000100.png")
+    dm = _dm(standard_root_with_frames)
     dm.setup("test")
     with pytest.raises(FrameError, match=r"000100.png: Expected a 64x48 frame \(bbox_size of person_bbox.pkl\) but "
                                          r"got 32x32"):
         dm.datasets["test"][0]
 
 
-def test_bad_options(root):
+def test_bad_options(standard_root_with_frames):
     with pytest.raises(ValueError, match="Expected window in"):
-        _dm(root, window="future")
+        _dm(standard_root_with_frames, window="future")
     with pytest.raises(ValueError, match="Expected on_bad_frame in"):
-        _dm(root, on_bad_frame="ignore")
+        _dm(standard_root_with_frames, on_bad_frame="ignore")
     with pytest.raises(ValueError, match="Expected 1 <= shorter <= longer"):
-        _dm(root, resize_shorter=100, resize_longer=50)
-    dm = _dm(root, val_split="val")
+        _dm(standard_root_with_frames, resize_shorter=100, resize_longer=50)
+    dm = _dm(standard_root_with_frames, val_split="val")
     with pytest.raises(ValueError, match=r"Expected the split 'val' in data.root=.*, which has the splits \['test', 'train'\]"):
         dm.setup("validate")
     with pytest.raises(RuntimeError, match="Expected setup"):
-        _dm(root).test_dataloader()
+        _dm(standard_root_with_frames).test_dataloader()
 
 
 def test_missing_annotations_fail_in_prepare_data(tmp_path):

@@ -13,7 +13,7 @@ from arn_lightning.data import ag
 from arn_lightning.data.decode import VideoError, decode_video, frame_file_name, off_grid, probe_video
 from arn_lightning.data.frames import (FrameError, dump_frames, dump_video, find_missing_frames, load_annotated_frames,
                                        load_frame_keys, read_frame)
-from fixtures_ag import person_entry, write_frame, write_root, write_standard_root
+from ag_fixtures import person_entry, write_frame, write_root
 from infer_fixtures import (audio_only, corner_frames, corrupt_frame, cut_video, faststart_video, grey_frames,
                             headers_only_mkv, mp4_without_streams, noisy_frames, set_display_rotation,
                             write_lossless_video, write_video_with_audio)
@@ -165,19 +165,18 @@ def test_frame_of_another_size_than_bbox_size_is_reported_at_dump_time(videos, t
     assert _files(root / "frames" / "V0001.mp4") == ["000002.png"]
 
 
-def test_load_annotated_frames_reads_bbox_sizes(tmp_path):
-    root = write_standard_root(tmp_path / "ag", frames=False)
-    keys, sizes = load_annotated_frames(root)
-    assert keys == load_frame_keys(root) and len(keys) == 15
+def test_load_annotated_frames_reads_bbox_sizes(standard_root, tmp_path):
+    keys, sizes = load_annotated_frames(standard_root)
+    assert keys == load_frame_keys(standard_root) and len(keys) == 15
     assert set(sizes) == set(keys) and set(sizes.values()) == {(64, 48)}
     keys_file = _write_keys(tmp_path / "keys.txt", "X.mp4/000003.png")
-    assert load_annotated_frames(root, keys_file) == (["X.mp4/000003.png"], sizes)
+    assert load_annotated_frames(standard_root, keys_file) == (["X.mp4/000003.png"], sizes)
     person = {"A.mp4/000001.png": {"bbox": np.zeros((0, 4)), "bbox_size": (0, 48)}}
-    with open(root / "annotations" / "person_bbox.pkl", "wb") as handle:
+    with open(standard_root / "annotations" / "person_bbox.pkl", "wb") as handle:
         pickle.dump(person, handle)
     with pytest.raises(ag.AnnotationError, match=r"person_bbox.pkl\['A.mp4/000001.png'\]\['bbox_size'\]: Expected "
                                                  r"a positive \(width, height\) pair but got \(0, 48\)"):
-        load_annotated_frames(root)
+        load_annotated_frames(standard_root)
 
 
 # ----------------------------------------------------------------------------------------------- unusable videos
@@ -270,18 +269,18 @@ def test_dump_frames_resumes(videos, tmp_path):
     assert _grey(tmp_path / "ag" / "frames" / keys[1]) == pytest.approx(40, abs=2)
 
 
-def test_dump_frames_command(videos, tmp_path, capsys):
-    root = write_standard_root(tmp_path / "ag", frames=False)  # keys from the pickles: videos A/B/C/D are absent
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--no-progress"]) == 1
+def test_dump_frames_command(videos, standard_root, tmp_path, capsys):
+    # keys from the pickles: videos A/B/C/D are absent
+    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(standard_root), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "FAILED A0001.mp4" in err and "FAILED D0004.mp4" in err and "A0001.mp4 does not exist" in err
-    assert not (root / "frames").exists()
+    assert not (standard_root / "frames").exists()
     keys = _write_keys(tmp_path / "keys.txt", "V0001.mp4/000007.png", "", "V0001.mp4/000001.png")
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys),
+    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(standard_root), "--keys", str(keys),
                      "--no-progress", "--workers", "2"]) == 0
     assert "2 frame(s) written" in capsys.readouterr().out
     keys.write_text("V0001.mp4/7.png\n")
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys)]) == 1
+    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(standard_root), "--keys", str(keys)]) == 1
     assert "keys.txt line 1: Expected a frame key" in capsys.readouterr().err
 
 
@@ -292,15 +291,14 @@ def test_dump_frames_help_states_the_numbering(capsys):
     assert "1-based position in decode order (000001.png is the first frame" in text and "0-based" not in text
 
 
-def test_load_frame_keys_sources(tmp_path):
-    root = write_standard_root(tmp_path / "ag", frames=False)
-    assert len(load_frame_keys(root)) == 15 and load_frame_keys(root)[0] == "A0001.mp4/000002.png"
-    (root / "annotations" / "person_bbox.pkl").unlink()
+def test_load_frame_keys_sources(standard_root):
+    assert len(load_frame_keys(standard_root)) == 15 and load_frame_keys(standard_root)[0] == "A0001.mp4/000002.png"
+    (standard_root / "annotations" / "person_bbox.pkl").unlink()
     with pytest.raises(FileNotFoundError, match="frame_list.txt"):
-        load_frame_keys(root)
-    (root / "annotations" / "frame_list.txt").write_text("X.mp4/000003.png\nX.mp4/000001.png\n")
-    assert load_frame_keys(root) == ["X.mp4/000001.png", "X.mp4/000003.png"]
-    assert load_annotated_frames(root)[1] == {}
+        load_frame_keys(standard_root)
+    (standard_root / "annotations" / "frame_list.txt").write_text("X.mp4/000003.png\nX.mp4/000001.png\n")
+    assert load_frame_keys(standard_root) == ["X.mp4/000001.png", "X.mp4/000003.png"]
+    assert load_annotated_frames(standard_root)[1] == {}
 
 
 def test_read_frame_and_missing_frames(tmp_path):

@@ -1,7 +1,7 @@
 """Weight downloads: offline switches, timeouts against a server that never answers, atomic files, hash checks.
 
-Everything runs against servers on 127.0.0.1 (``net_fixtures``); the times measured are generous bounds that prove
-the absence of a hang, not performance assertions.
+Everything runs against servers on 127.0.0.1 (``net_fixtures``, and the ``silent`` fixture of ``conftest.py``); the
+times measured are generous bounds that prove the absence of a hang, not performance assertions.
 """
 
 import hashlib
@@ -23,7 +23,7 @@ from arn_lightning.download import (
     weights_url,
 )
 from arn_lightning.models.backbone import Backbone, imagenet_weights_file
-from net_fixtures import PROXY_VARS, FileServer, SilentServer
+from net_fixtures import PROXY_VARS, FileServer
 
 #: A hang would last minutes; failing within this bound proves there is none.
 NO_HANG_S = 30.0
@@ -36,12 +36,6 @@ def online(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-
-@pytest.fixture
-def silent():
-    with SilentServer() as server:
-        yield server
 
 
 def _hashed_file(folder, stem, payload: bytes):

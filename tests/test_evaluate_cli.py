@@ -1,4 +1,4 @@
-"""``arn-lightning evaluate`` on the hand-written AG root of ``tests/fixtures_ag.py``.
+"""``arn-lightning evaluate`` on the hand-written AG root of ``tests/ag_fixtures.py``.
 
 Its SGDet test split has 6 frames: C0003 000100/200/300 (book: unsure, above, not_contacting) and D0004
 000001/2/4 (book: looking_at, in_front_of, holding; 000002 has holding twice): 21 GT triplets.
@@ -19,7 +19,7 @@ from arn_lightning.cli import main as cli_main
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.metrics.predictions import prediction_from_ground_truth, prediction_to_json, write_predictions
 from arn_lightning.metrics.recall import SceneGraphRecall
-from fixtures_ag import DEGENERATE_KEYS, write_degenerate_root, write_standard_root
+from ag_fixtures import DEGENERATE_KEYS, write_degenerate_root, write_standard_root
 
 TEST_KEYS = ["C0003.mp4/000100.png", "C0003.mp4/000200.png", "C0003.mp4/000300.png",
              "D0004.mp4/000001.png", "D0004.mp4/000002.png", "D0004.mp4/000004.png"]

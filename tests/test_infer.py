@@ -23,19 +23,13 @@ from arn_lightning.inference.timeline import MAX_ROWS, timeline_size
 from arn_lightning.inference.video import open_frames
 from arn_lightning.metrics.predictions import read_predictions
 from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES
-from infer_fixtures import assets, one_thread  # noqa: F401 - fixtures
-from infer_fixtures import (SYNTH_SIZE, TEST_DATA_SETTINGS, VIDEO_FPS, InferAssets, headers_only_mkv, save_checkpoint,
-                            tiny_module, torch_threads)
+from infer_fixtures import (SYNTH_SIZE, TEST_DATA_SETTINGS, VIDEO_FPS, InferAssets, headers_only_mkv,
+                            mp4_without_streams, save_checkpoint, tiny_module, torch_threads)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # a tiny model: seconds per test
 
 SAMPLE_FPS = VIDEO_FPS // 2
 TOP_K = 5
-
-
-@pytest.fixture(scope="module")
-def predictor(assets: InferAssets) -> SceneGraphPredictor:
-    return load_model(assets.checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +68,17 @@ def test_json_lines_one_per_sampled_frame_with_fields(run_dir: Path, assets: Inf
 
 
 def test_json_names_come_from_the_vocabulary_and_triplets_are_sorted(run_dir: Path) -> None:
-    for record in _records(run_dir):
+    records = _records(run_dir)
+    assert records
+    for record in records:
         assert record["label_names"] == [OBJECT_CLASSES[label - 1] for label in record["labels"]]
         triplets = record["triplets"]
         assert len(triplets) == TOP_K  # threshold 0: every frame has 4 pairs x 26 candidates
         scores = [t[3] for t in triplets]
         assert scores == sorted(scores, reverse=True)
-        for (subject, predicate, obj, _), (sub_row, pred_index, obj_row) in zip(triplets, record["triplet_rows"]):
+        assert len(record["triplet_rows"]) == len(triplets)
+        for (subject, predicate, obj, _), (sub_row, pred_index, obj_row) in zip(triplets, record["triplet_rows"],
+                                                                                strict=True):
             assert predicate == PREDICATES[pred_index]
             assert subject == record["label_names"][sub_row] and obj == record["label_names"][obj_row]
             assert subject in OBJECT_CLASSES and obj in OBJECT_CLASSES
@@ -131,7 +129,8 @@ def test_api_gives_the_cli_triplets(run_dir: Path, assets: InferAssets, predicto
 def test_batching_does_not_change_predictions(assets: InferAssets, predictor: SceneGraphPredictor) -> None:
     one = predict_video(assets.video, predictor, fps=SAMPLE_FPS, batch_size=1, threshold=0.0)
     three = predict_video(assets.video, predictor, fps=SAMPLE_FPS, batch_size=3, threshold=0.0)
-    for a, b in zip(one, three):
+    assert len(one) == len(three) == _expected_frames(assets) > 0
+    for a, b in zip(one, three, strict=True):
         torch.testing.assert_close(a.prediction["contacting"], b.prediction["contacting"])
         torch.testing.assert_close(a.prediction["boxes"], b.prediction["boxes"])
 
@@ -150,7 +149,7 @@ def test_each_frame_is_predicted_with_its_scheduled_context(assets: InferAssets,
         jobs = [ClipJob((prepared[0], prepared[1]), (0, 1)), ClipJob((prepared[1], prepared[2]), (1,))]
     direct = [prediction for job in jobs for _, prediction in predictor.predict_clips([job])]
     assert len(streamed) == len(direct) == 3
-    for got, want in zip(streamed, direct):
+    for got, want in zip(streamed, direct, strict=True):
         assert got["frame"] == want["frame"]
         torch.testing.assert_close(got["spatial"], want["spatial"])
     assert not torch.allclose(streamed[0]["spatial"], streamed[1]["spatial"])
@@ -218,11 +217,7 @@ def test_corrupt_video_is_an_error(assets: InferAssets, tmp_path: Path, capsys: 
 
 
 def test_empty_videos_are_errors(assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    empty = tmp_path / "empty.mp4"
-    with av.open(str(empty), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=VIDEO_FPS)
-        stream.width, stream.height = 32, 32
-        container.start_encoding()
+    empty = mp4_without_streams(tmp_path / "empty.mp4")
     _fails(["--checkpoint", str(assets.checkpoint), "--input", str(empty)], tmp_path / "out", capsys,
            f"{empty} but found no stream at all (empty video)")
     # A stream whose frames are all missing fails only while decoding, after the model was loaded.

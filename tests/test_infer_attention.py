@@ -10,7 +10,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from arn_lightning.inference.api import SceneGraphPredictor, load_model
+from arn_lightning.inference.api import SceneGraphPredictor
 from arn_lightning.inference.attention import (EntityAttention, FrameAttention, attention_figure, entity_attention,
                                                overlay_attention, pair_queries)
 from arn_lightning.inference.clips import ClipJob
@@ -18,18 +18,12 @@ from arn_lightning.inference.evaluation import evaluate_module
 from arn_lightning.inference.video import open_frames
 from arn_lightning.postprocess import scale_boxes
 from arn_lightning.vocab import PREDICATES
-from infer_fixtures import assets, one_thread  # noqa: F401 - fixtures
 from infer_fixtures import TEST_DATA_SETTINGS, InferAssets, torch_threads
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # a tiny model: seconds per test
 
 NUM_QUERIES = 4
 BACKBONE_STRIDE = 32
-
-
-@pytest.fixture(scope="module")
-def predictor(assets: InferAssets) -> SceneGraphPredictor:
-    return load_model(assets.checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +46,7 @@ def test_pairs_map_to_the_queries_whose_boxes_they_are(assets: InferAssets, pred
     job = ClipJob(tuple(predictor.prepare(f) for f in frames), (0, 1))
     with EntityAttention(predictor.model) as recorder:
         predicted = predictor.predict_clips([job])
+    assert len(predicted) == len(frames) == 2
     for i, (prepared, prediction) in enumerate(predicted):
         size = prepared.target["orig_size"]
         queries = pair_queries(recorder.outputs, i, prediction, size)
@@ -68,7 +63,8 @@ def test_recording_changes_no_prediction_and_removes_its_hooks(assets: InferAsse
     frames = list(open_frames(assets.video, 4))[:2]
     plain = [graph.prediction for _, graph in predictor.stream(frames)]
     recorded = [item.graph.prediction for item in entity_attention(predictor, frames)]
-    for a, b in zip(plain, recorded):
+    assert len(plain) == len(recorded) == len(frames) == 2
+    for a, b in zip(plain, recorded, strict=True):
         torch.testing.assert_close(a["contacting"], b["contacting"])
     attention = predictor.model.entity.decoder.layers[-1].multihead_attn
     assert not attention._forward_pre_hooks and not attention._forward_hooks

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from arn_lightning.commands.benchmark import main as benchmark_main
-from infer_fixtures import one_thread  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # a tiny model: seconds per test
 

@@ -384,7 +384,7 @@ def test_batched_core_equals_naive_reference(num_pairs: int, options) -> None:
     config = RecallConfig(**options)
     preds, targets = tied_random_frames(40, seed=len(options), num_pairs=num_pairs)
     result = frame_hits(preds, targets, config)
-    expected = np.stack([naive_hits(p, t, config) for p, t in zip(preds, targets)])
+    expected = np.stack([naive_hits(p, t, config) for p, t in zip(preds, targets, strict=True)])
     assert result.hits.sum() > 0 and (expected == result.hits).all()
     assert (result.gt_counts == np.stack([torch.cat([t[k] for k in vocab.PREDICATE_TYPES], 1).sum(0).numpy()
                                           for t in targets])).all()

@@ -30,7 +30,7 @@ def test_round_trip_is_lossless(tmp_path: Path) -> None:
     assert write_predictions(path, preds) == 6
     back = list(read_predictions(path))
     assert [p["frame"] for p in back] == [p["frame"] for p in preds]
-    for original, read in zip(preds, back):
+    for original, read in zip(preds, back, strict=True):
         for key in PREDICTION_KEYS[1:]:
             assert read[key].dtype == (torch.long if key in ("labels", "pairs") else torch.float32)
             assert torch.equal(read[key], original[key].to(read[key].dtype)), key

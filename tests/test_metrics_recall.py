@@ -51,7 +51,7 @@ def test_states_are_fixed_size_int64_sums(frames) -> None:
         assert metric._reductions[name] is dim_zero_sum  # dist_reduce_fx="sum"
     # R@K from the fixed-point state: within 2**-33 per frame of the float mean
     exact = np.mean([scene_graph_recall([p], [t], RecallConfig(("with", "no"), (5, 50)))["with/R@5"].item()
-                     for p, t in zip(preds, targets)])
+                     for p, t in zip(preds, targets, strict=True)])
     assert abs(metric.compute()["with/R@5"].item() - exact) <= 2.0 ** -(FIXED_POINT_BITS + 1)
 
 

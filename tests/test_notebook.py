@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from infer_fixtures import InferAssets, assets  # noqa: F401 - fixture
+from infer_fixtures import InferAssets
 
 pytestmark = pytest.mark.slow  # a tiny model end to end: seconds per test
 

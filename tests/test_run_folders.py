@@ -13,7 +13,7 @@ import torch
 import wandb
 import yaml
 
-from train_fixtures import run_cli, tiny_config, train_root, write_config  # noqa: F401 - train_root is a fixture
+from train_fixtures import run_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 

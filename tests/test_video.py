@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import wave
 from pathlib import Path
 
 import av
@@ -14,8 +13,8 @@ from PIL import Image
 from arn_lightning.data.decode import rotate_upright
 from arn_lightning.data.frames import dump_frames
 from arn_lightning.inference.video import DEFAULT_FPS, VideoError, VideoWriter, open_frames
-from infer_fixtures import (FRAME_SIZE, corner_frames, decode_all, headers_only_mkv, moving_box_frames,
-                            set_display_rotation, write_lossless_video, write_video)
+from infer_fixtures import (FRAME_SIZE, audio_only, corner_frames, decode_all, headers_only_mkv, moving_box_frames,
+                            mp4_without_streams, set_display_rotation, write_lossless_video, write_video)
 
 NATIVE_FPS = 10
 NUM_FRAMES = 25
@@ -59,7 +58,7 @@ def test_iterating_twice_gives_the_same_frames(video: Path) -> None:
 def test_folder_frames_in_natural_order(tmp_path: Path) -> None:
     folder = tmp_path / "001YG.mp4"
     folder.mkdir()
-    for number, image in zip([10, 2, 1], moving_box_frames(3)):
+    for number, image in zip([10, 2, 1], moving_box_frames(3), strict=True):
         image.save(folder / f"{number}.png")
     (folder / "notes.txt").write_text("not an image")
     frames = list(open_frames(folder, fps=4))
@@ -69,7 +68,7 @@ def test_folder_frames_in_natural_order(tmp_path: Path) -> None:
 
 
 def test_folder_frames_without_numbered_names_count_from_one(tmp_path: Path) -> None:
-    for name, image in zip(["b.png", "a.jpg", "7.png"], moving_box_frames(3)):
+    for name, image in zip(["b.png", "a.jpg", "7.png"], moving_box_frames(3), strict=True):
         image.save(tmp_path / name)
     frames = list(open_frames(tmp_path, fps=1))
     assert [f.key.split("/")[1] for f in frames] == ["7.png", "a.jpg", "b.png"]
@@ -107,22 +106,13 @@ def test_missing_path_and_bad_rate(tmp_path: Path, video: Path) -> None:
 
 
 def test_audio_only_file_is_unsupported(tmp_path: Path) -> None:
-    path = tmp_path / "sound.wav"
-    with wave.open(str(path), "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(8000)
-        audio.writeframes(b"\0\0" * 800)
+    path = audio_only(tmp_path / "sound.wav")
     with pytest.raises(VideoError, match="sound.wav but found only audio streams"):
         open_frames(path)
 
 
 def test_mp4_without_frames_is_an_empty_video(tmp_path: Path) -> None:
-    path = tmp_path / "empty.mp4"
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=NATIVE_FPS)
-        stream.width, stream.height = 32, 32
-        container.start_encoding()
+    path = mp4_without_streams(tmp_path / "empty.mp4")
     with pytest.raises(VideoError, match="empty.mp4 but found no stream at all"):
         open_frames(path)
 

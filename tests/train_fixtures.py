@@ -1,11 +1,11 @@
-"""Helpers for the training-system tests: a tiny synthetic AG and a tiny LightningCLI config around it."""
+"""Helpers for the training-system tests: a tiny LightningCLI config around the synthetic AG of the ``train_root``
+fixture (``conftest.py``), and state-dict comparisons."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-import pytest
 import torch
 import yaml
 
@@ -68,19 +68,3 @@ def assert_same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], at
             assert torch.equal(a[key], b[key]), f"{key} differs (max {float((a[key] - b[key]).abs().max()):.3g})"
         else:
             torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=f"{key} differs")
-
-
-@pytest.fixture(scope="session")
-def train_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic Action Genome (8 videos x 4 frames, 160x120), generated once per session."""
-    from arn_lightning.data.synth import generate
-
-    root = tmp_path_factory.getbasetemp() / "train_ag"
-    if not root.exists():
-        generate(root, videos=8, frames=4, size=(160, 120), seed=3)
-    return root
-
-
-def metric_values(report: Dict[str, Any], constraint: str, name: str) -> Optional[float]:
-    """``report[constraint][name]`` of an ``arn-lightning evaluate`` report (None when absent)."""
-    return report.get(constraint, {}).get(name)

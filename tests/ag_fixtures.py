@@ -1,8 +1,8 @@
 """Hand-written Action Genome fixtures in the release format, with their hand-counted expectations.
 
 Other tests import this module: :func:`write_standard_root` writes a tiny AG root whose filtering outcome is
-spelled out in :data:`EXPECTED`; the lower-level writers build any variant (a broken pickle entry, a class file
-with a wrong line, ...).
+spelled out in :data:`EXPECTED` (the ``standard_root`` fixtures of ``conftest.py`` write it per test); the lower-level
+writers build any variant (a broken pickle entry, a class file with a wrong line, ...).
 
 The standard root (frames 64x48, person box ``[10, 5, 40, 45]`` xyxy; keys inserted out of frame order):
 

@@ -1,5 +1,5 @@
 """Callbacks that stop a training run the way the outside world does, for the resume tests (importable by a
-subprocess: ``tests/`` is put on its ``PYTHONPATH``)."""
+subprocess: ``tests/`` is put on its ``PYTHONPATH``, and a config names them as ``resume_fixtures.<class>``)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pytest
 
 from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.metrics.predictions import read_predictions
-from train_fixtures import tiny_config, train_root, write_config  # noqa: F401
+from train_fixtures import tiny_config, write_config
 
 
 def _free_port() -> int:

@@ -16,7 +16,7 @@ import torch
 
 from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, verify_checkpoint
 from arn_lightning.lightning_cli import run_lightning_cli
-from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, train_root, write_config  # noqa: F401
+from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -34,7 +34,7 @@ def _config(root: Path, work: Path, max_steps: int, callbacks: List[Dict[str, An
 
 
 def _callback(name: str, **init_args: Any) -> Dict[str, Any]:
-    return {"class_path": f"resume_callbacks.{name}", "init_args": init_args}
+    return {"class_path": f"resume_fixtures.{name}", "init_args": init_args}
 
 
 def _last(work: Path) -> Path:

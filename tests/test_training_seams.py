@@ -15,7 +15,7 @@ from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.lightning_cli import run_lightning_cli
-from train_fixtures import run_cli, tiny_config, train_root, write_config  # noqa: F401 - train_root is a fixture
+from train_fixtures import run_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 KS = (10, 20, 50, 100)
@@ -135,10 +135,12 @@ def test_an_evaluation_clip_with_no_readable_frame_is_scored_as_recall_zero(trai
         _corrupt(root, key)
     with pytest.warns(RuntimeWarning, match="Skipping a bad frame"):
         samples = dataset[0]
+    assert len(samples) == len(keys) > 0
     assert all(int(s["image"].max()) == 0 for s in samples)  # black frames, of the annotated size
     assert not any(s["target"]["evaluate"] for s in samples)
     marked = [s["target"]["unreadable"] for s in samples if "unreadable" in s["target"]]
-    assert [m["ground_truth"]["frame"] for m in marked] == [k for k, e in zip(keys, clip.evaluate) if e]
+    assert marked, "no evaluation frame marked unreadable"
+    assert [m["ground_truth"]["frame"] for m in marked] == [k for k, e in zip(keys, clip.evaluate, strict=True) if e]
     assert all("Expected a readable frame image" in m["reason"] for m in marked)
 
 

@@ -25,14 +25,13 @@ from torch import Tensor
 from arn_lightning.atomic import atomic_open, atomic_path
 from arn_lightning.inference.draw import annotate_frame
 from arn_lightning.data.ag import parse_frame_key
+from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.metrics.predictions import prediction_from_ground_truth
 from arn_lightning.runs import run_folder
-from arn_lightning.vocab import PREDICATE_TYPES, PREDICATES, predicate_type
+from arn_lightning.vocab import CONSTRAINTS, PREDICATES, predicate_type
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def denormalise(image: Tensor, size: Tensor, orig_size: Tensor) -> Image.Image:
@@ -46,22 +45,32 @@ def denormalise(image: Tensor, size: Tensor, orig_size: Tensor) -> Image.Image:
     return Image.fromarray(array).resize((ow, oh), Image.BILINEAR)
 
 
-def ground_truth_prediction(target: Mapping[str, Any]) -> Dict[str, Any]:
-    """The ground truth of a frame written as a prediction (score 1, one-hot predicates), for drawing."""
-    num_objects = int(target["labels"].shape[0]) - 1
-    pairs = torch.stack([torch.zeros(num_objects, dtype=torch.long), torch.arange(1, num_objects + 1)], dim=1)
-    return {
-        "frame": target["frame"], "boxes": target["boxes"].float().cpu(), "labels": target["labels"].long().cpu(),
-        "scores": torch.ones(num_objects + 1), "pairs": pairs,
-        **{kind: (target[kind] > 0).float().cpu() for kind in PREDICATE_TYPES},
-    }
+def validation_examples(batch: Mapping[str, Any], preds: Sequence[Mapping[str, Any]],
+                        limit: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The first ``limit`` (all if None) evaluated frames of a validation batch, as :func:`comparison_image` draws
+    them: ``{"image": [3, H, W] as fed (CPU), "size": [2] (h, w) before padding, "target": the frame's target,
+    "prediction": its prediction}``.
+
+    Args:
+        batch: the collated batch (ARCHITECTURE.md section 2).
+        preds: the per-frame predictions of the batch's evaluated frames, in batch order (what
+            ``ARNLitModule.validation_step`` returns).
+    """
+    evaluated = [i for i, t in enumerate(batch["targets"]) if t["evaluate"]]
+    images = batch["pixel_values"].flatten(0, 1)  # [BT, 3, H, W]
+    pairs = list(zip(evaluated, preds))[:limit]
+    return [
+        {"image": images[i].detach().cpu(), "size": batch["targets"][i]["size"].cpu(),
+         "target": batch["targets"][i], "prediction": pred}
+        for i, pred in pairs
+    ]
 
 
 def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Image.Image:
     """Prediction (left) and ground truth (right) of one frame, each with its triplet panel."""
     target = example["target"]
     frame = denormalise(example["image"], example["size"], target["orig_size"])
-    gt = ground_truth_prediction(target)
+    gt = prediction_from_ground_truth(target)
     pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
     number = parse_frame_key(target["frame"], "the validation batch")[1]
     halves = [
@@ -130,10 +139,19 @@ class SceneGraphReport(L.Callback):
         recall_k: int = 20,
     ) -> None:
         super().__init__()
-        if recall_constraint not in ("with", "semi", "no"):
-            raise ValueError(f"Expected recall_constraint in with/semi/no but got {recall_constraint!r}")
+        if recall_constraint not in CONSTRAINTS:
+            raise ValueError(f"Expected recall_constraint in {'/'.join(CONSTRAINTS)} but got {recall_constraint!r}")
         self.num_images, self.top_k, self.threshold = num_images, top_k, threshold
         self.recall_constraint, self.recall_k = recall_constraint, recall_k
+        self._examples: List[Dict[str, Any]] = []  # the frames drawn after the current validation
+
+    def on_validation_batch_end(
+        self, trainer: "L.Trainer", pl_module: "L.LightningModule", outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        # the frames of the first batch: ``outputs`` are its per-frame predictions (validation_step's return)
+        if batch_idx == 0 and trainer.is_global_zero and not trainer.sanity_checking:
+            self._examples = validation_examples(batch, outputs, self.num_images)
 
     @staticmethod
     def _directory(trainer: "L.Trainer") -> Path:
@@ -147,7 +165,7 @@ class SceneGraphReport(L.Callback):
         directory = self._directory(trainer)
         if not trainer.is_global_zero:
             return
-        examples = getattr(pl_module, "last_val_examples", [])[: self.num_images]
+        examples, self._examples = self._examples[: self.num_images], []
         if examples:
             images = [comparison_image(e, self.top_k, self.threshold) for e in examples]
             captions = [e["target"]["frame"] for e in examples]

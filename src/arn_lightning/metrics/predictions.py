@@ -170,11 +170,16 @@ def prediction_from_ground_truth(target: Mapping[str, Any]) -> Dict[str, Any]:
     ``(0, j + 1)`` per object, predicate score 1 for every annotated label and 0 otherwise.
 
     Under "no constraint" it recalls every GT triplet once K covers them; under "with" only the first of several
-    spatial (or contacting) labels of an object. Useful as an upper bound and to check a pipeline end to end.
+    spatial (or contacting) labels of an object. Useful as an upper bound, to check a pipeline end to end, and to draw
+    the ground truth of a frame (the validation report).
 
     Args:
         target: ``{"frame"?, "boxes" [N+1, 4], "labels" [N+1], "attention" [N, 3], "spatial" [N, 6],
-            "contacting" [N, 17]}`` (ARCHITECTURE.md section 4, tensors or arrays).
+            "contacting" [N, 17]}`` (ARCHITECTURE.md section 4, tensors on any device, arrays or lists); a batch
+            target (section 2) has these keys too.
+
+    Returns:
+        The prediction as CPU tensors (section 4); ``"frame"`` only if the target has one.
 
     Example:
         >>> import torch
@@ -184,14 +189,17 @@ def prediction_from_ground_truth(target: Mapping[str, Any]) -> Dict[str, Any]:
         >>> oracle["pairs"].tolist(), oracle["spatial"].tolist()
         ([[0, 1]], [[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
     """
-    boxes = torch.as_tensor(np.asarray(target["boxes"]), dtype=torch.float32)
+    def cpu(value: Any) -> torch.Tensor:  # a batch target may live on the GPU, where numpy cannot read it
+        return value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+    boxes = cpu(target["boxes"]).to(torch.float32)
     rows = len(boxes)
     oracle: Dict[str, Any] = {
-        "boxes": boxes, "labels": torch.as_tensor(np.asarray(target["labels"]), dtype=torch.long),
+        "boxes": boxes, "labels": cpu(target["labels"]).to(torch.long),
         "scores": torch.ones(rows), "pairs": torch.stack([torch.zeros(rows - 1, dtype=torch.long),
                                                           torch.arange(1, rows)], dim=1)}
     for kind in vocab.PREDICATE_TYPES:
-        oracle[kind] = (torch.as_tensor(np.asarray(target[kind])) > 0).float()
+        oracle[kind] = (cpu(target[kind]) > 0).float()
     if "frame" in target:
         oracle["frame"] = target["frame"]
     return oracle

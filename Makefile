@@ -7,7 +7,7 @@ DEMO_OUT ?= demo_output
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast demo notebook clean
+.PHONY: install test test-fast lint format demo notebook clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,15 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Ruff (settings in pyproject.toml): lint and the formatting check; `make format` applies both.
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
 
 demo: install
 	$(PY) -m arn_lightning.demo --out $(DEMO_OUT)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arn_lightning.criterion import LossConfig, SetCriterion, world_mean_count
-from arn_lightning.matcher import TripletVocabulary, triplet_targets
+from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from arn_lightning.models.outputs import ARNOutput
 
 S = [0.5, 0.5, 0.2, 0.2]
@@ -116,7 +116,7 @@ def test_loss_distill_by_hand_and_skipped_without_inputs():
     assert criterion.loss_distill(out, clip)["loss_distill"].item() == pytest.approx(1.5 / 4)
     assert criterion.loss_distill(out, None) == {}
     assert criterion.loss_distill(make_outputs(), clip) == {}
-    assert SetCriterion(LossConfig(distill=False), TRIPLETS).loss_distill(out, clip) == {}
+    assert SetCriterion(LossConfig(), TRIPLETS, distill=False).loss_distill(out, clip) == {}
     with pytest.raises(ValueError, match="CLIP image embeddings of shape \\(2, 2\\)"):
         criterion.loss_distill(out, clip[:1])
 

@@ -5,14 +5,8 @@ import math
 import pytest
 import torch
 
-from arn_lightning.matcher import (
-    HungarianMatcher,
-    TripletVocabulary,
-    giou_cost,
-    identity_matching,
-    multilabel_cost,
-    triplet_targets,
-)
+from arn_lightning.matcher import HungarianMatcher, giou_cost, identity_matching, multilabel_cost
+from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from arn_lightning.models.outputs import ARNOutput
 from output_fixtures import class_logits
 

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from arn_lightning.models.arn import ARN, ARNConfig
-from arn_lightning.models.heads import CosineClassifier
+from arn_lightning.models.arn import ARN
+from arn_lightning.models.config import ARNConfig
+from arn_lightning.models.heads import LOGIT_SCALE_INIT, CosineClassifier
 from arn_lightning.models.outputs import BRANCHES, ARNOutput
 
 CATEGORIES = {
@@ -223,7 +224,7 @@ def test_paper_defaults():
     assert (cfg.backbone, cfg.hidden_dim, cfg.nheads, cfg.ffn_dim, cfg.enc_layers, cfg.entity_layers,
             cfg.predicate_layers, cfg.num_queries, cfg.num_frames) == ("resnet50", 256, 8, 2048, 6, 3, 3, 100, 3)
     assert cfg.pap and cfg.ha and cfg.clip_triplets and cfg.entity_fusion == "conditional"
-    assert math.isclose(cfg.logit_scale_init, math.log(1 / 0.07))
+    assert math.isclose(LOGIT_SCALE_INIT, math.log(1 / 0.07))
     assert all(isinstance(v, (int, float, str, bool, type(None))) for v in dataclasses.asdict(cfg).values())
 
 

@@ -11,7 +11,10 @@ from torchvision.ops import box_convert, box_iou
 from arn_lightning.criterion import LossConfig, SetCriterion
 from arn_lightning.models.arn import ARN, ARNConfig
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
-from arn_lightning.text.clip import ClipConfig, FrozenClipImageEncoder, register_tiny_clip, text_embeddings
+from arn_lightning.text.clip import register_tiny_clip
+from arn_lightning.text.config import ClipConfig
+from arn_lightning.text.embeddings import text_embeddings
+from arn_lightning.text.image_tower import FrozenClipImageEncoder
 from arn_lightning.text.prompts import PromptConfig
 
 SIZE = 64  # resized frame (h = w), no padding
@@ -104,23 +107,13 @@ def mismatches(prediction, target):
     return problems
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: thread synchronisation costs more than it saves (8x slower with 2 threads on a busy 2-core
-    machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_tiny_arn_overfits_one_clip(tmp_path, one_thread):
     clip_cfg = ClipConfig(clip_model=register_tiny_clip(), clip_pretrained=None, cache_dir=str(tmp_path))
     model, batch = tiny_arn(clip_cfg, tmp_path), make_batch()
     frames = batch["pixel_values"].flatten(0, 1), batch["pixel_mask"].flatten(0, 1)  # [BT, 3, H, W], [BT, H, W]
     clip_embeds = FrozenClipImageEncoder(clip_cfg).embed(*frames, [t["frame"] for t in batch["targets"]])
-    criterion, postprocess = SetCriterion(LossConfig(), model), PostProcess(PostProcessConfig(), model)
+    criterion, postprocess = SetCriterion(LossConfig(), model.vocabulary), PostProcess(PostProcessConfig(), model.vocabulary)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     first = problems = None
     for step in range(1, MAX_STEPS + 1):
@@ -132,7 +125,7 @@ def test_tiny_arn_overfits_one_clip(tmp_path, one_thread):
         first = first or loss.item()
         if step % CHECK_EVERY == 0:
             predictions = predict(model, postprocess, batch)
-            problems = [p for pred, t in zip(predictions, batch["targets"]) for p in mismatches(pred, t)]
+            problems = [p for pred, t in zip(predictions, batch["targets"], strict=True) for p in mismatches(pred, t)]
             if loss.item() < 0.1 * first and not problems:
                 break
     assert loss.item() < 0.1 * first, f"loss {first:.3f} -> {loss.item():.3f} in {step} steps"

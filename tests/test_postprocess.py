@@ -2,13 +2,12 @@
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from arn_lightning.boxes import invalid_box_mask
-from arn_lightning.matcher import TripletVocabulary
+from arn_lightning.triplets import TripletVocabulary
 from arn_lightning.metrics.predictions import write_predictions
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, scale_boxes, to_jsonable
@@ -102,8 +101,8 @@ GT = {"boxes": torch.tensor([[0.0, 0.0, 50.0, 90.0], [10.0, 10.0, 20.0, 20.0], [
 
 
 def test_predcls_uses_ground_truth_boxes_and_labels():
-    model = SimpleNamespace(config=SimpleNamespace(task="predcls"), **vars(TRIPLETS))
-    [pred] = PostProcess(PostProcessConfig(restrict_to_object_class=True), model)(given_outputs(), [frame(**GT)])
+    post = PostProcess(PostProcessConfig(restrict_to_object_class=True), TRIPLETS, task="predcls")
+    [pred] = post(given_outputs(), [frame(**GT)])
     assert torch.equal(pred["boxes"], GT["boxes"])
     assert pred["labels"].tolist() == [1, 11, 31] and pred["scores"].tolist() == [1.0, 1.0, 1.0]
     assert pred["pairs"].tolist() == [[0, 1], [0, 2]]
@@ -112,12 +111,12 @@ def test_predcls_uses_ground_truth_boxes_and_labels():
 
 
 def test_sgcls_predicts_the_object_classes_on_ground_truth_boxes():
-    [pred] = PostProcess(PostProcessConfig(task="sgcls"), TRIPLETS)(given_outputs(), [frame(**GT)])
+    [pred] = PostProcess(PostProcessConfig(), TRIPLETS, task="sgcls")(given_outputs(), [frame(**GT)])
     assert pred["labels"].tolist() == [1, 11, 8]
     assert pred["scores"].tolist() == pytest.approx([1.0, 0.8, 0.3])
     assert pred["spatial"].shape == (2, 6)
     with pytest.raises(ValueError, match="sgcls or predcls"):
-        PostProcess(PostProcessConfig(task="sgdet"), TRIPLETS)(given_outputs(), [frame(**GT)])
+        PostProcess(PostProcessConfig(), TRIPLETS, task="sgdet")(given_outputs(), [frame(**GT)])
 
 
 def test_only_evaluated_frames_and_json_conversion():
@@ -140,7 +139,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="top_k_pairs"):
         PostProcessConfig(top_k_pairs=0)
     with pytest.raises(ValueError, match="task"):
-        PostProcessConfig(task="detection")
+        PostProcess(PostProcessConfig(), TRIPLETS, task="detection")
     with pytest.raises(ValueError, match="TripletVocabulary"):
         PostProcess(PostProcessConfig(), None)
 
@@ -199,22 +198,22 @@ def test_sigmoid_boxes_always_obey_the_box_rule(clip):
 def test_unused_padding_queries_are_not_checked_but_ground_truth_boxes_are():
     outputs = given_outputs()
     outputs.spatial_logits[0, 2] = float("nan")  # the padding query (query_mask False)
-    [pred] = PostProcess(PostProcessConfig(task="sgcls"), TRIPLETS)(outputs, [frame(**GT)])
+    [pred] = PostProcess(PostProcessConfig(), TRIPLETS, task="sgcls")(outputs, [frame(**GT)])
     assert torch.isfinite(pred["spatial"]).all()
     outputs.spatial_logits[0, 1] = float("nan")
     with pytest.raises(ValueError, match="non-finite spatial_logits"):
-        PostProcess(PostProcessConfig(task="sgcls"), TRIPLETS)(outputs, [frame(**GT)])
+        PostProcess(PostProcessConfig(), TRIPLETS, task="sgcls")(outputs, [frame(**GT)])
     inverted = {**GT, "boxes": GT["boxes"].clone()}
     inverted["boxes"][2] = torch.tensor([60.0, 30.0, 30.0, 70.0])
     with pytest.raises(ValueError, match=r"ground-truth boxes of frame 'v.mp4/000001.png' .* but got row 2 "
                                          r"\[60.0, 30.0, 30.0, 70.0\] \(x2 < x1\)"):
-        PostProcess(PostProcessConfig(task="predcls"), TRIPLETS)(given_outputs(), [frame(**inverted)])
+        PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(given_outputs(), [frame(**inverted)])
     one = given_outputs()
     two = ARNOutput(*(torch.cat([getattr(one, f)] * 2) for f in FIELDS), query_mask=one.query_mask.repeat(2, 1))
     nan_row = {**GT, "boxes": GT["boxes"].clone()}
     nan_row["boxes"][1, 0] = float("nan")
     targets = [frame("v.mp4/000001.png", **GT), frame("v.mp4/000002.png", **nan_row)]
     with pytest.raises(ValueError, match=r"frame 'v.mp4/000002.png' .* got row 1 \[nan, 10.0, 20.0, 20.0\]"):
-        PostProcess(PostProcessConfig(task="predcls"), TRIPLETS)(two, targets)
+        PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(two, targets)
     targets[1]["evaluate"] = False
-    assert len(PostProcess(PostProcessConfig(task="predcls"), TRIPLETS)(two, targets, only_evaluated=True)) == 1
+    assert len(PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(two, targets, only_evaluated=True)) == 1

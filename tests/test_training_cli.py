@@ -18,9 +18,7 @@ import yaml
 
 from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.lit_module import ARNLitModule
-from train_fixtures import (  # noqa: F401 - train_root is a fixture
-    REPO, assert_same_state, model_state, run_cli, tiny_config, train_root, write_config,
-)
+from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 
 CONSTRAINTS = ("with", "semi", "no")
 KS = (10, 20, 50, 100)
@@ -195,7 +193,7 @@ def test_every_ablation_config_parses_and_runs_a_step(ablation: str, train_root:
         assert getattr(cli.model.arch_config, key) == value, key
     for key, value in layer["model"].get("loss", {}).items():
         assert getattr(cli.model.loss_config, key) == value, key
-    assert cli.model.loss_config.distill == cli.model.arch_config.distill
+    assert cli.model.criterion.distill == cli.model.arch_config.distill  # the one switch, handed over
 
 
 @pytest.mark.parametrize("task", ["sgdet", "sgcls", "predcls"])
@@ -303,3 +301,28 @@ def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: Dict[str, An
     # 4 steps of a tiny model: recall is an untrained model's, and the summary says so
     assert "still at an untrained model's level" in text
     assert {"val/with/R@20", "val/no/R@20"} <= set(trainer.progress_bar_metrics)
+
+
+def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: Dict[str, Any], tmp_path: Path) -> None:
+    from arn_lightning.checkpoints import CheckpointError
+    from arn_lightning.models.config import RETIRED_SETTINGS
+
+    checkpoint = torch.load(fitted["last"], map_location="cpu", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["arch"].update(RETIRED_SETTINGS)  # what an earlier version stored
+    hparams["loss"]["distill"] = hparams["arch"]["distill"]
+    hparams["post"]["task"] = None
+    hparams["optim"].update(lr_drop_gamma=0.1, betas=[0.9, 0.999])
+    earlier = tmp_path / "earlier.ckpt"
+    torch.save(checkpoint, earlier)
+    config = str(fitted["log_dir"] / "config.yaml")
+    cli = run_cli(["test", "--config", config, f"--ckpt_path={earlier}", f"--model.predictions_dir={tmp_path}",
+                   "--trainer.logger=false"])
+    assert_same_state(model_state(cli.model), fitted["state"])
+    assert "num_object_classes" not in cli.model.hparams["arch"] and "distill" not in cli.model.hparams["loss"]
+    assert (tmp_path / "predictions_test.jsonl").is_file()
+    hparams["arch"]["box_mlp_layers"] = 4  # a model this version cannot build
+    torch.save(checkpoint, earlier)
+    with pytest.raises(CheckpointError, match=r"earlier\.ckpt: model\.arch\.box_mlp_layers=4 is no longer a setting"):
+        run_cli(["test", "--config", config, f"--ckpt_path={earlier}", f"--model.predictions_dir={tmp_path / 'b'}",
+                 "--trainer.logger=false"])

@@ -37,8 +37,9 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, sigmoid_focal_loss
 
 from arn_lightning.boxes import paired_generalized_box_iou
-from arn_lightning.matcher import HungarianMatcher, Indices, TripletVocabulary, triplet_targets
+from arn_lightning.matcher import HungarianMatcher, Indices
 from arn_lightning.models.outputs import ARNOutput
+from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES
 
 PREDICATE_LOSSES = ("focal", "ce")
@@ -67,7 +68,9 @@ class LossConfig:
         focal_alpha: focal-loss weight of positives (negatives get ``1 - alpha``; negative: no weighting).
         focal_gamma: focal-loss focusing exponent.
         predicate_loss: ``"focal"`` (ARN) or ``"ce"`` (the cross-entropy baseline, see the module docstring).
-        distill: compute the distillation term (needs ``predicate_embeds`` and CLIP image embeddings).
+
+    Whether the distillation term is computed is the model's switch (``ARNConfig.distill``), handed to
+    :class:`SetCriterion`.
     """
 
     weight_obj_ce: float = 1.0
@@ -83,7 +86,6 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     predicate_loss: str = "focal"
-    distill: bool = True
 
     def __post_init__(self) -> None:
         if self.predicate_loss not in PREDICATE_LOSSES:
@@ -131,16 +133,24 @@ class SetCriterion(nn.Module):
 
     Args:
         config: weights, matching costs, variants.
-        triplets: anything with ``triplet_predicates`` / ``triplet_objects`` per branch (the ARN model, or a
-            :class:`~arn_lightning.matcher.TripletVocabulary`); copied into non-persistent buffers, so that they
+        vocabulary: the classifier columns of each branch (the model's
+            :class:`~arn_lightning.triplets.TripletVocabulary`); copied into non-persistent buffers, so that they
             follow ``.to(device)`` and stay out of checkpoints.
+        distill: compute the distillation term (the model's ``ARNConfig.distill``: it needs ``predicate_embeds``
+            and CLIP image embeddings).
+
+    Raises:
+        TypeError: ``vocabulary`` is not a :class:`~arn_lightning.triplets.TripletVocabulary`.
     """
 
-    def __init__(self, config: LossConfig, triplets: Any) -> None:
+    def __init__(self, config: LossConfig, vocabulary: TripletVocabulary, distill: bool = True) -> None:
         super().__init__()
+        if not isinstance(vocabulary, TripletVocabulary):
+            raise TypeError(f"Expected a TripletVocabulary but got {type(vocabulary).__name__}")
         self.config = config
+        self.distill = bool(distill)
         self.matcher = HungarianMatcher(config.cost_class, config.cost_bbox, config.cost_giou, config.cost_predicate)
-        vocab = TripletVocabulary.of(triplets)
+        vocab = vocabulary
         for kind in PREDICATE_TYPES:
             self.register_buffer(f"_predicates_{kind}", vocab.triplet_predicates[kind].clone(), persistent=False)
             self.register_buffer(f"_objects_{kind}", vocab.triplet_objects[kind].clone(), persistent=False)
@@ -221,7 +231,7 @@ class SetCriterion(nn.Module):
 
         Skipped (no key) when distillation is off or either side is None.
         """
-        if not self.config.distill or outputs.predicate_embeds is None or clip_image_embeds is None:
+        if not self.distill or outputs.predicate_embeds is None or clip_image_embeds is None:
             return {}
         pred = outputs.predicate_embeds.float()
         if pred.shape != clip_image_embeds.shape:

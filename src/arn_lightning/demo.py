@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from arn_lightning.atomic import atomic_path, atomic_write_json
+from arn_lightning.vocab import CONSTRAINTS
 
 #: The learning check of the demo: SGDet no-constraint R@20 on the synthetic test split.
 CHECK_KEY = "no/R@20"
@@ -86,7 +87,7 @@ def _print_table(title: str, metrics: Dict[str, float]) -> None:
     ks = TABLE_KS
     head = "".join(f"{'R@' + str(k):>8}" for k in ks) + "".join(f"{'mR@' + str(k):>8}" for k in ks)
     print(f"\n{title}\n{'':<6}{head}")
-    for constraint in ("with", "semi", "no"):
+    for constraint in CONSTRAINTS:
         cells = [metrics.get(f"{constraint}/R@{k}", float('nan')) for k in ks]
         cells += [metrics.get(f"{constraint}/mR@{k}", float('nan')) for k in ks]
         print(f"{constraint:<6}" + "".join(f"{100 * v:8.1f}" for v in cells))
@@ -104,7 +105,7 @@ def readme_differences(metrics: Dict[str, float], readme: Path) -> Optional[List
     rows = {}
     for line in readme.read_text(encoding="utf-8").splitlines():
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 + len(names) and cells[0] == "trained" and cells[1] in ("with", "semi", "no"):
+        if len(cells) == 2 + len(names) and cells[0] == "trained" and cells[1] in CONSTRAINTS:
             rows[cells[1]] = cells[2:]
     if not rows:
         return None

@@ -34,7 +34,7 @@ from arn_lightning.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.checkpoint_file import is_local_path, load_checkpoint_file
 from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
-from arn_lightning.lit_module import ARNLitModule
+from arn_lightning.lit_module import ARNLitModule, drop_retired_hparams
 from arn_lightning.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
@@ -93,7 +93,6 @@ class ARNLightningCLI(LightningCLI):
             }
         )
         parser.link_arguments("data.clip_len", "model.arch.num_frames")
-        parser.link_arguments("model.arch.distill", "model.loss.distill")  # one switch for the distillation
         parser.link_arguments("data.task", "model.arch.task")
         parser.link_arguments("data.triplet_categories", "model.triplet_categories", apply_on="instantiate")
         parser.link_arguments("data.transform_settings", "model.data_settings", apply_on="instantiate")
@@ -114,9 +113,29 @@ class ARNLightningCLI(LightningCLI):
             self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
             del checkpoint
         kept = {key: copy.deepcopy(self.config.get(f"{subcommand}.model.{key}")) for key in RUNTIME_MODEL_KEYS}
-        super()._parse_ckpt_path()
+        self._apply_checkpoint_hparams(subcommand, ckpt_path)
         for key, value in kept.items():
             self.config[f"{subcommand}.model.{key}"] = value
+
+    def _apply_checkpoint_hparams(self, subcommand: str, ckpt_path: str) -> None:
+        """Lightning's own ``_parse_ckpt_path`` on the hyperparameters read above (the file is not loaded twice),
+        without the settings an earlier version stored and this one fixes
+        (:func:`~arn_lightning.lit_module.drop_retired_hparams`)."""
+        hparams = dict(self.checkpoint_hparams or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        try:
+            hparams = drop_retired_hparams(hparams)
+        except ValueError as error:
+            raise CheckpointError(f"{ckpt_path}: {error}") from error
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"Parsing of the hyperparameters of --ckpt_path {ckpt_path} failed\n")
+            raise
 
     def before_instantiate_classes(self) -> None:
         """A command given one of a run's checkpoints (``<run>/checkpoints/*.ckpt``) writes into a new sub-folder of

@@ -1,36 +1,40 @@
 """ARNLitModule: the Lightning wrapper around the pure ARN model, its criterion, postprocess and metrics.
 
-Everything Lightning-specific about training lives here (and in :mod:`arn_lightning.lightning_cli` /
-:mod:`arn_lightning.callbacks`); the model, criterion, matcher, postprocess and metrics are plain modules.
+The module holds the steps, the optimiser and the metrics. The rest of what is Lightning-specific lives in callbacks:
+the prediction and metrics files (:mod:`arn_lightning.prediction_writer`) and the random states of a checkpoint
+(:mod:`arn_lightning.rng`), both attached by :meth:`ARNLitModule.configure_callbacks`; the reports
+(:mod:`arn_lightning.callbacks`); the CLI (:mod:`arn_lightning.lightning_cli`). The model, criterion, matcher,
+postprocess and metrics are plain modules.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import warnings
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 
-from arn_lightning.atomic import atomic_write_json
 from arn_lightning.checkpoint_file import verify_checkpoint
 from arn_lightning.criterion import LossConfig, SetCriterion
-from arn_lightning.metrics.predictions import empty_prediction, write_predictions
+from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.recall import SceneGraphRecall
-from arn_lightning.models.arn import ARN, ARNConfig
+from arn_lightning.models.arn import ARN
+from arn_lightning.models.config import ANY_VALUE, RETIRED_SETTINGS, ARNConfig, drop_retired_settings
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
-from arn_lightning.runs import run_folder
-from arn_lightning.text.clip import ClipConfig, FrozenClipImageEncoder, text_embeddings
+from arn_lightning.prediction_writer import PredictionWriter
+from arn_lightning.rng import RandomStateCheckpoint
+from arn_lightning.text.config import ClipConfig
+from arn_lightning.text.embeddings import text_embeddings
+from arn_lightning.text.image_tower import FrozenClipImageEncoder
 from arn_lightning.text.prompts import PromptConfig
+from arn_lightning.triplets import TripletVocabulary
 from arn_lightning.vocab import PREDICATES
 
 log = logging.getLogger(__name__)
@@ -49,12 +53,19 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert
 # Lightning 2.6's own use of a torch API that torch 2.14 deprecated: fixed upstream, nothing to act on here.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
 
-#: Name of the prediction file that ``test`` and ``predict`` write into the run directory.
-PREDICTIONS_FILE = {"test": "predictions_test.jsonl", "predict": "predictions_predict.jsonl"}
-#: The test metrics (all processes reduced) written next to the test prediction file.
-METRICS_FILE = "metrics_test.json"
 #: The recalls shown on the progress bar after each validation (and named in the end-of-fit summary).
 HEADLINE_METRICS = ("with/R@20", "no/R@20")
+#: AdamW's betas (torch's and DETR's defaults).
+ADAMW_BETAS = (0.9, 0.999)
+#: Factor of the step decay of every learning rate after ``optim.lr_drop_epoch`` (DETR's).
+LR_DROP_GAMMA = 0.1
+#: Settings of earlier versions that are now constants or stored once (config name -> key -> the value it may hold).
+RETIRED_HPARAMS: Dict[str, Dict[str, Any]] = {
+    "arch": RETIRED_SETTINGS,
+    "loss": {"distill": ANY_VALUE},  # followed arch.distill
+    "post": {"task": ANY_VALUE},  # None, or arch.task
+    "optim": {"lr_drop_gamma": LR_DROP_GAMMA, "betas": list(ADAMW_BETAS)},
+}
 #: Constructor arguments that are configuration dataclasses (kept as plain dicts in the hyperparameters).
 CONFIG_ARGS = ("arch", "loss", "clip", "prompts", "optim", "evaluation", "post")
 
@@ -68,9 +79,9 @@ class OptimConfig:
         lr_backbone: learning rate of the CNN backbone.
         lr_text: learning rate of the CLIP-initialised classifier embeddings.
         weight_decay: AdamW weight decay.
-        lr_drop_epoch: epoch after which every learning rate is multiplied by ``lr_drop_gamma``.
-        lr_drop_gamma: the step decay factor.
-        betas: AdamW betas.
+        lr_drop_epoch: epoch after which every learning rate is multiplied by :data:`LR_DROP_GAMMA`.
+
+    AdamW's betas are :data:`ADAMW_BETAS`.
     """
 
     lr: float = 1e-4
@@ -78,8 +89,6 @@ class OptimConfig:
     lr_text: float = 1e-5
     weight_decay: float = 1e-4
     lr_drop_epoch: int = 15
-    lr_drop_gamma: float = 0.1
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
     def __post_init__(self) -> None:
         for name in ("lr", "lr_backbone", "lr_text", "weight_decay"):
@@ -88,10 +97,6 @@ class OptimConfig:
                 raise ValueError(f"Expected {name} to be a finite number >= 0 but got {value!r}")
         if not (isinstance(self.lr_drop_epoch, int) and self.lr_drop_epoch >= 1):
             raise ValueError(f"Expected lr_drop_epoch to be an int >= 1 but got {self.lr_drop_epoch!r}")
-        if not 0.0 < self.lr_drop_gamma <= 1.0:
-            raise ValueError(f"Expected lr_drop_gamma in (0, 1] but got {self.lr_drop_gamma!r}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"Expected betas as two numbers in [0, 1) but got {self.betas!r}")
 
 
 @dataclass
@@ -165,8 +170,7 @@ class ARNLitModule(L.LightningModule):
             )
         # The LightningCLI and load_from_checkpoint may hand the configs over as dicts: one typed copy of each.
         self.arch_config: ARNConfig = _as_config(ARNConfig, arch, "arch")
-        # arch.distill is the one switch of the distillation (the criterion follows it).
-        self.loss_config: LossConfig = replace(_as_config(LossConfig, loss, "loss"), distill=self.arch_config.distill)
+        self.loss_config: LossConfig = _as_config(LossConfig, loss, "loss")
         self.clip_config: ClipConfig = _as_config(ClipConfig, clip, "clip")
         self.prompt_config: PromptConfig = _as_config(PromptConfig, prompts, "prompts")
         self.optim_config: OptimConfig = _as_config(OptimConfig, optim, "optim")
@@ -176,9 +180,14 @@ class ARNLitModule(L.LightningModule):
         for name in CONFIG_ARGS:  # plain dicts in the checkpoint: loadable with weights_only=True, no pickled classes
             if is_dataclass(self.hparams[name]):
                 self.hparams[name] = asdict(self.hparams[name])
-        self.model = ARN(self.arch_config, triplet_categories)
-        self.criterion = SetCriterion(self.loss_config, self.model)
-        self.postprocess = PostProcess(self.post_config, self.model)
+            elif name in RETIRED_HPARAMS and isinstance(self.hparams[name], Mapping):  # an earlier checkpoint's
+                self.hparams[name] = drop_retired_settings(self.hparams[name], RETIRED_HPARAMS[name], name)
+        # One vocabulary of triplet classes for the model, the criterion and the postprocess.
+        vocabulary = TripletVocabulary.from_categories(triplet_categories, self.arch_config.clip_triplets)
+        self.model = ARN(self.arch_config, vocabulary)
+        # arch.distill and arch.task are the one switch of the distillation and the one task of the module.
+        self.criterion = SetCriterion(self.loss_config, vocabulary, distill=self.arch_config.distill)
+        self.postprocess = PostProcess(self.post_config, vocabulary, task=self.arch_config.task)
         evaluation = self.eval_config
         # Frozen, eval-only and absent from checkpoints; built lazily on the first training step that needs it.
         self._clip_image: Optional[FrozenClipImageEncoder] = None
@@ -188,8 +197,6 @@ class ARNLitModule(L.LightningModule):
         )
         self.val_metrics = SceneGraphRecall(**metric_kwargs)
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
-        self._predictions: List[Dict[str, Any]] = []
-        self.last_val_examples: List[Dict[str, Any]] = []
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
         self._unreadable: List[Dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
 
@@ -255,7 +262,7 @@ class ARNLitModule(L.LightningModule):
         self._log_losses("train", losses, batch["pixel_values"].shape[0])
         return losses["loss"]
 
-    def _evaluate(self, batch: Dict[str, Any], metric: SceneGraphRecall) -> List[Dict[str, Any]]:
+    def _evaluate(self, batch: Dict[str, Any], metric: SceneGraphRecall) -> tuple[List[Dict[str, Any]], Any]:
         outputs = self(batch)
         preds = self.postprocess(outputs, batch["targets"], only_evaluated=True)
         gts = [t for t in batch["targets"] if t["evaluate"]]
@@ -267,32 +274,21 @@ class ARNLitModule(L.LightningModule):
         self._unreadable.extend({"frame": u["ground_truth"]["frame"], "reason": u["reason"]} for u in unreadable)
         return preds, outputs
 
-    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:
+        """Scores the batch; returns the per-frame predictions of its evaluated frames, in batch order (the
+        report callback draws some of them from ``on_validation_batch_end``)."""
         preds, outputs = self._evaluate(batch, self.val_metrics)
         self._log_losses("val", self._losses(batch, outputs), batch["pixel_values"].shape[0])
-        if batch_idx == 0:
-            self.last_val_examples = self._examples(batch, preds)
-
-    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
-        preds, _ = self._evaluate(batch, self.test_metrics)
-        if self.eval_config.save_predictions:
-            self._predictions.extend(preds)
-
-    def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
-        preds = self.postprocess(self(batch), batch["targets"], only_evaluated=True)
-        if self.eval_config.save_predictions:
-            self._predictions.extend(preds)
         return preds
 
-    def _examples(self, batch: Dict[str, Any], preds: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """Frames kept for the visualisation callback: the image as fed, prediction and ground truth."""
-        evaluated = [i for i, t in enumerate(batch["targets"]) if t["evaluate"]]
-        images = batch["pixel_values"].flatten(0, 1)  # [BT, 3, H, W]
-        return [
-            {"image": images[i].detach().cpu(), "size": batch["targets"][i]["size"].cpu(),
-             "target": batch["targets"][i], "prediction": pred}
-            for i, pred in zip(evaluated, preds)
-        ]
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:
+        """Scores the batch; returns the per-frame predictions of its evaluated frames (for the prediction file)."""
+        preds, _ = self._evaluate(batch, self.test_metrics)
+        return preds
+
+    def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
+        """The per-frame predictions of the batch's evaluated frames (for the prediction file)."""
+        return self.postprocess(self(batch), batch["targets"], only_evaluated=True)
 
     # ------------------------------------------------------------------ epoch ends
     def _log_metrics(self, stage: str, metric: SceneGraphRecall) -> Dict[str, Tensor]:
@@ -330,44 +326,7 @@ class ARNLitModule(L.LightningModule):
         self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-        if self.eval_config.save_predictions:
-            path = self.predictions_path("test").with_name(METRICS_FILE)  # on every rank: log_dir broadcasts
-            if self.global_rank == 0:
-                atomic_write_json(path, {**self.last_metrics, "unreadable_frames": self.last_unreadable})
-        self._flush_predictions("test")
-
-    def on_predict_epoch_end(self) -> None:
-        self._flush_predictions("predict")
-
-    def on_test_epoch_start(self) -> None:
-        self._predictions = []
-
-    def on_predict_epoch_start(self) -> None:
-        self._predictions = []
-
-    def predictions_path(self, stage: str) -> Path:
-        """Where ``stage`` (``test`` / ``predict``) writes its prediction file."""
-        base = self.hparams.predictions_dir or (run_folder(self.trainer) if self._trainer else None) or os.getcwd()
-        return Path(base) / PREDICTIONS_FILE[stage]
-
-    def _flush_predictions(self, stage: str) -> None:
-        """Write this stage's predictions: one shard per rank, merged by rank 0 (frames ordered by key)."""
-        if not self.eval_config.save_predictions:
-            return
-        path = self.predictions_path(stage)
-        rank, world = self.global_rank, self.trainer.world_size
-        shard = path.with_name(f"{path.stem}.rank{rank}{path.suffix}") if world > 1 else path
-        shard.parent.mkdir(parents=True, exist_ok=True)
-        write_predictions(shard, sorted(self._predictions, key=lambda p: p["frame"]))
-        self._predictions = []
-        if world == 1:
-            log.info("wrote %s", path)
-            return
-        self.trainer.strategy.barrier("arn_predictions")
-        if rank == 0:
-            _merge_shards(path, world)
-        self.trainer.strategy.barrier("arn_predictions_merged")
+        self._log_metrics("test", self.test_metrics)  # the PredictionWriter writes them in on_test_end
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -378,57 +337,42 @@ class ARNLitModule(L.LightningModule):
         param_groups = [
             {"params": params, "lr": lrs[name], "name": name} for name, params in groups.items() if params
         ]
-        optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay, betas=tuple(optim.betas))
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_drop_epoch, gamma=optim.lr_drop_gamma)
+        optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay, betas=ADAMW_BETAS)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_drop_epoch, gamma=LR_DROP_GAMMA)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}
-        # The random streams (dropout, ...) at this point, restored before the next training step on resume.
-        checkpoint["rng_states"] = collect_rng_states()
 
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self._pending_rng_states = checkpoint.get("rng_states")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """On the first step after a resume, continue the random streams where the checkpoint left them."""
-        states = getattr(self, "_pending_rng_states", None)
-        if states is not None:
-            restore_rng_states(states)
-            self._pending_rng_states = None
+    def configure_callbacks(self) -> List[L.Callback]:
+        """The callbacks every run of this module needs, with the CLI or a plain ``lightning.Trainer``: the
+        :class:`~arn_lightning.prediction_writer.PredictionWriter` (prediction and metrics files) and the
+        :class:`~arn_lightning.rng.RandomStateCheckpoint` (``checkpoint["rng_states"]``, exact resume). One the
+        trainer already has (passed by the user, or attached by an earlier run of the same trainer) is kept and not
+        added again. Lightning attaches these before it restores callbacks from a ``ckpt_path``."""
+        present = self._trainer.callbacks if self._trainer is not None else []
+        needed = (PredictionWriter, RandomStateCheckpoint)
+        return [kind() for kind in needed if not any(isinstance(callback, kind) for callback in present)]
 
 
-def collect_rng_states() -> Dict[str, Any]:
-    """The global random states of torch (CPU and CUDA), numpy and Python, as tensors and plain Python values only
-    (a checkpoint holding them still loads with ``torch.load(weights_only=True)``)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-    }
-
-
-def restore_rng_states(states: Mapping[str, Any]) -> None:
-    """Set the global random states saved by :func:`collect_rng_states` (CUDA ones only where CUDA is present)."""
-    torch.set_rng_state(states["torch"])
-    if states.get("torch.cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["torch.cuda"])
-    state = states["numpy"]
-    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
-                         state["cached_gaussian"]))
-    python = states["python"]
-    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+def drop_retired_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
+    """A module's hyperparameters (e.g. a checkpoint's) without the settings an earlier version stored and this one
+    fixes (:data:`RETIRED_HPARAMS`); raises ``ValueError`` naming ``model.<config>.<key>`` where a retired key holds
+    a value this version cannot reproduce."""
+    result = dict(hparams)
+    for name, retired in RETIRED_HPARAMS.items():
+        if isinstance(result.get(name), Mapping):
+            result[name] = drop_retired_settings(result[name], retired, f"model.{name}")
+    return result
 
 
 def _as_config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (unknown keys are an error)."""
+    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (unknown keys are an error; keys
+    an earlier version stored are dropped, :func:`drop_retired_hparams`)."""
     if isinstance(value, cls):
         return value
     if isinstance(value, Mapping):
+        value = drop_retired_settings(value, RETIRED_HPARAMS.get(name, {}), f"model.{name}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:
@@ -438,16 +382,3 @@ def _as_config(cls: type, value: Any, name: str) -> Any:
         except (ValueError, TypeError) as error:  # name the setting: the message itself names the field
             raise ValueError(f"model.{name}: {error}") from error
     raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")
-
-
-def _merge_shards(path: Path, world: int) -> None:
-    """Merge per-rank prediction shards into ``path`` (sorted by frame key) and delete the shards."""
-    from arn_lightning.metrics.predictions import read_predictions
-
-    shards = [path.with_name(f"{path.stem}.rank{r}{path.suffix}") for r in range(world)]
-    merged: List[Dict[str, Any]] = []
-    for shard in shards:
-        merged.extend(read_predictions(shard))
-    write_predictions(path, sorted(merged, key=lambda p: p["frame"]))
-    for shard in shards:
-        shard.unlink()

@@ -1,14 +1,12 @@
 """Hungarian matching of pair queries to ground-truth (person, object) pairs (``docs/model.md`` section 4).
 
-Also home of the triplet space shared by the matcher, the criterion and the postprocess: which (predicate, object)
-category each classifier column of a branch stands for (:class:`TripletVocabulary`), and the conversion of a frame's
-per-object predicate counts into per-branch multi-hot triplet targets (:func:`triplet_targets`).
+The predicate cost compares sigmoid scores with the multi-hot triplet targets of
+:func:`arn_lightning.triplets.triplet_targets`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -17,86 +15,12 @@ from torchvision.ops import box_convert
 
 from arn_lightning.boxes import generalized_box_iou
 from arn_lightning.models.outputs import ARNOutput
-from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
+from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES
 
 #: Keeps the QPIC predicate cost finite for a pair with no positive (or no negative) category.
 PREDICATE_COST_EPS = 1e-4
-#: ``triplet_objects`` value of a column that stands for a predicate with any object (``clip_triplets`` off).
-ANY_OBJECT = -1
-
+#: Per frame ``(query indices [M], ground-truth pair indices [M])`` of the matched pairs.
 Indices = List[Tuple[Tensor, Tensor]]
-
-
-@dataclass
-class TripletVocabulary:
-    """The categories behind each branch's classifier columns (the model exposes the same two attributes).
-
-    Attributes:
-        triplet_predicates: per branch ``[K]`` LongTensor, global predicate index of column k.
-        triplet_objects: per branch ``[K]`` LongTensor, AG object index of column k, or ``-1`` (any object) when the
-            columns are plain predicates (``clip_triplets`` off).
-    """
-
-    triplet_predicates: Dict[str, Tensor]
-    triplet_objects: Dict[str, Tensor]
-
-    @classmethod
-    def from_categories(
-        cls, triplet_categories: Optional[Mapping[str, Sequence[Sequence[int]]]], clip_triplets: bool = True
-    ) -> "TripletVocabulary":
-        """Columns of ``triplet_categories`` (``ARCHITECTURE.md`` section 3), or the plain predicates if off."""
-        predicates, objects = {}, {}
-        for kind in PREDICATE_TYPES:
-            if clip_triplets:
-                if triplet_categories is None or kind not in triplet_categories:
-                    raise ValueError(f"Expected triplet categories for {kind!r} but got {triplet_categories}")
-                pairs = torch.as_tensor(triplet_categories[kind], dtype=torch.long).reshape(-1, 2)  # [K, 2]
-                predicates[kind], objects[kind] = pairs[:, 0].clone(), pairs[:, 1].clone()
-            else:
-                predicates[kind] = torch.arange(TYPE_SIZES[kind]) + TYPE_OFFSETS[kind]
-                objects[kind] = torch.full((TYPE_SIZES[kind],), ANY_OBJECT, dtype=torch.long)
-        return cls(predicates, objects)
-
-    @classmethod
-    def of(cls, source: Any) -> "TripletVocabulary":
-        """Copy of the two attributes of any object that has them (a model, or a vocabulary)."""
-        return cls(
-            {kind: source.triplet_predicates[kind].detach().long() for kind in PREDICATE_TYPES},
-            {kind: source.triplet_objects[kind].detach().long() for kind in PREDICATE_TYPES},
-        )
-
-
-def triplet_targets(target: Mapping[str, Any], vocab: TripletVocabulary) -> Dict[str, Tensor]:
-    """Multi-hot triplet targets of one frame's ground-truth pairs, per branch.
-
-    Pair n (object label o, predicates {p} of branch k) is positive for column c of branch k iff
-    ``triplet_predicates[k][c]`` is in {p} and ``triplet_objects[k][c]`` is o or ``-1`` (any object). A ground-truth
-    (p, o) that is not a category of the training split has no positive column.
-
-    Args:
-        target: ``obj_labels`` ``[N]`` (AG index), ``attention`` ``[N, 3]``, ``spatial`` ``[N, 6]``,
-            ``contacting`` ``[N, 17]`` (counts, ``ARCHITECTURE.md`` section 2).
-        vocab: the classifier columns.
-
-    Returns:
-        ``{kind: FloatTensor [N, K_kind]}`` of 0 / 1 on ``obj_labels``' device.
-    """
-    labels = target["obj_labels"]  # [N]
-    if labels.numel() and not bool(((labels >= 1) & (labels <= NUM_OBJECT_CLASSES)).all()):
-        raise ValueError(f"Expected obj_labels in [1, {NUM_OBJECT_CLASSES}] (AG index) but got {labels.tolist()}")
-    result = {}
-    for kind in PREDICATE_TYPES:
-        counts = target[kind]
-        if counts.dim() != 2 or counts.shape != (labels.shape[0], TYPE_SIZES[kind]):
-            raise ValueError(
-                f"Expected {kind} counts of shape {(labels.shape[0], TYPE_SIZES[kind])} but got {tuple(counts.shape)}"
-            )
-        columns = vocab.triplet_predicates[kind].to(labels.device) - TYPE_OFFSETS[kind]  # [K] local index
-        objects = vocab.triplet_objects[kind].to(labels.device)  # [K]
-        has_predicate = counts[:, columns] > 0  # [N, K]
-        object_ok = (objects[None, :] == labels[:, None]) | (objects[None, :] == ANY_OBJECT)  # [N, K]
-        result[kind] = (has_predicate & object_ok).float()
-    return result
 
 
 def class_cost(obj_logits: Tensor, labels: Tensor) -> Tensor:

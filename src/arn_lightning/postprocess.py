@@ -37,11 +37,10 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
-from arn_lightning.matcher import ANY_OBJECT, TripletVocabulary
 from arn_lightning.models.outputs import ARNOutput
-from arn_lightning.vocab import PERSON_LABEL, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
+from arn_lightning.triplets import ANY_OBJECT, TripletVocabulary
+from arn_lightning.vocab import PERSON_LABEL, PREDICATE_TYPES, TASKS, TYPE_OFFSETS, TYPE_SIZES
 
-TASKS = ("sgdet", "sgcls", "predcls")
 #: Floor of the attention-score sum when normalising to a distribution (all-zero rows stay zero).
 ATTENTION_SUM_EPS = 1e-12
 
@@ -56,21 +55,18 @@ class PostProcessConfig:
             all categories of the predicate, as the paper writes it).
         normalize_attention: divide the 3 attention scores by their sum.
         clip_boxes: clip SGDet boxes to the original frame.
-        task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``; ``None`` takes ``config.task`` of the model passed to
-            :class:`PostProcess` (``"sgdet"`` if it has none).
+
+    The task is the model's (``ARNConfig.task``), handed to :class:`PostProcess`.
     """
 
     top_k_pairs: Optional[int] = None
     restrict_to_object_class: bool = False
     normalize_attention: bool = True
     clip_boxes: bool = True
-    task: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.top_k_pairs is not None and self.top_k_pairs < 1:
             raise ValueError(f"Expected top_k_pairs >= 1 or None but got {self.top_k_pairs}")
-        if self.task is not None and self.task not in TASKS:
-            raise ValueError(f"Expected task in {TASKS} or None but got {self.task!r}")
 
 
 def predicate_scores(probs: Tensor, predicates: Tensor, objects: Tensor, kind: str,
@@ -113,27 +109,29 @@ def to_jsonable(prediction: Mapping[str, Any]) -> Dict[str, Any]:
             for key, value in prediction.items()}
 
 
-def _model_task(source: Any) -> str:
-    task = getattr(getattr(source, "config", None), "task", None)
-    return task if task in TASKS else "sgdet"
-
-
 class PostProcess(nn.Module):
     """Turns :class:`~arn_lightning.models.outputs.ARNOutput` into per-frame predictions (see the module doc).
 
     Args:
         config: options.
-        triplets: anything with ``triplet_predicates`` / ``triplet_objects`` per branch (the ARN model or a
-            :class:`~arn_lightning.matcher.TripletVocabulary`), copied into non-persistent buffers.
+        vocabulary: the classifier columns of each branch (the model's
+            :class:`~arn_lightning.triplets.TripletVocabulary`), copied into non-persistent buffers.
+        task: the model's task (``ARNConfig.task``): ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
+
+    Raises:
+        ValueError: no vocabulary, or an unknown task.
     """
 
-    def __init__(self, config: Optional[PostProcessConfig] = None, triplets: Any = None) -> None:
+    def __init__(self, config: Optional[PostProcessConfig] = None, vocabulary: Optional[TripletVocabulary] = None,
+                 task: str = "sgdet") -> None:
         super().__init__()
         self.config = config or PostProcessConfig()
-        if triplets is None:
-            raise ValueError("Expected the model (or a TripletVocabulary) for the triplet columns but got None")
-        self.task = self.config.task or _model_task(triplets)
-        vocab = TripletVocabulary.of(triplets)
+        if not isinstance(vocabulary, TripletVocabulary):
+            raise ValueError(f"Expected a TripletVocabulary for the triplet columns but got {vocabulary!r:.60}")
+        if task not in TASKS:
+            raise ValueError(f"Expected task in {TASKS} but got {task!r}")
+        self.task = task
+        vocab = vocabulary
         for kind in PREDICATE_TYPES:
             self.register_buffer(f"_predicates_{kind}", vocab.triplet_predicates[kind].clone(), persistent=False)
             self.register_buffer(f"_objects_{kind}", vocab.triplet_objects[kind].clone(), persistent=False)

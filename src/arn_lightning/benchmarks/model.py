@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from arn_lightning.models.arn import ARN, ARNConfig
+from arn_lightning.models.arn import ARN
+from arn_lightning.models.config import ARNConfig
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PERSON_LABEL, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
 
 #: Parameter count reported by the paper (Table 2) for ResNet-50, D=256, 6 encoder / 3 decoder layers.
@@ -102,7 +103,7 @@ def _print_parameters(model: ARN, config_name: str) -> None:
     print(f"{'total':<34}{total:>14,}  = {total / 1e6:.2f} M")
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     print(f"frozen backbone parameters: {frozen:,}; triplet classes: "
-          + ", ".join(f"{k} {model.triplet_index(k)[0].numel()}" for k in PREDICATE_TYPES))
+          + ", ".join(f"{k} {model.vocabulary.num_classes(k)}" for k in PREDICATE_TYPES))
     if config_name == "paper":
         deviation = total / 1e6 / PAPER_PARAMS_M - 1
         verdict = "within" if abs(deviation) <= PARAM_TOLERANCE else "OUTSIDE"

@@ -83,15 +83,14 @@ def _parse(argv: List[str]) -> argparse.Namespace:
 def _module(args: argparse.Namespace, preset: Dict[str, Any], triplets: Dict[str, Any]):
     from arn_lightning.criterion import LossConfig
     from arn_lightning.lit_module import ARNLitModule
-    from arn_lightning.models.arn import ARNConfig
-    from arn_lightning.text.clip import ClipConfig
+    from arn_lightning.models.config import ARNConfig
+    from arn_lightning.text.config import ClipConfig
 
     arch = dict(preset["arch"], num_frames=preset["clip_len"])
     if args.distill is not None:
         arch["distill"] = args.distill
-    distill = arch.get("distill", True)
     return ARNLitModule(
-        arch=ARNConfig(**arch), loss=LossConfig(distill=distill),
+        arch=ARNConfig(**arch), loss=LossConfig(),
         clip=ClipConfig(clip_model=preset["clip_model"], clip_pretrained=None),
         triplet_categories=triplets, init_text_classifiers=False,
     )

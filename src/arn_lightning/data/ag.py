@@ -41,8 +41,8 @@ import numpy as np
 
 from arn_lightning import vocab
 from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
+from arn_lightning.vocab import TASKS
 
-TASKS = ("sgdet", "sgcls", "predcls")
 SPLITS = ("train", "test")
 #: Split of a frame whose object list is empty and whose video has no other entry (report only).
 UNKNOWN_SPLIT = "unknown"

@@ -77,8 +77,8 @@ from arn_lightning import vocab
 from arn_lightning.boxes import InvalidBoxError, first_invalid_box, paired_iou
 from arn_lightning.metrics.batching import Field, check_range, frame_of_row, stack_frames
 from arn_lightning.metrics.predictions import PredictionBatch, prediction_arrays, stack_predictions
+from arn_lightning.vocab import CONSTRAINTS
 
-CONSTRAINTS: Tuple[str, ...] = ("with", "semi", "no")
 K_VALUES: Tuple[int, ...] = (10, 20, 50, 100)
 #: "semi": spatial and contacting predicates scoring strictly above this become candidates.
 SEMI_THRESHOLD = 0.9

@@ -21,206 +21,73 @@ Auxiliary outputs pair the decoder layers from the end: with ``L_e`` entity and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from arn_lightning.models.association import FUSION_MODES
-from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGES, Backbone
+from arn_lightning.models.backbone import Backbone
+from arn_lightning.models.config import ARNConfig
 from arn_lightning.models.entity import EntityDecoder, EntityOutputs
 from arn_lightning.models.heads import CosineClassifier
 from arn_lightning.models.outputs import BRANCHES, ARNOutput
-from arn_lightning.models.position import SinePositionEncoding
+from arn_lightning.models.position import TEMPERATURE, SinePositionEncoding
 from arn_lightning.models.predicate import PredicateDecoder
 from arn_lightning.models.transformer import Memory, TemporalEncoder, TransformerEncoder
-from arn_lightning.vocab import TYPE_OFFSETS, TYPE_SIZES
+from arn_lightning.triplets import TripletCategories, TripletVocabulary
+from arn_lightning.vocab import NUM_OBJECT_CLASSES
 
-TASKS = ("sgdet", "sgcls", "predcls")
-
-
-@dataclass
-class ARNConfig:
-    """Hyperparameters of :class:`ARN` (defaults: the paper's model).
-
-    Attributes:
-        backbone: torchvision ResNet, ``"resnet50"`` | ``"resnet34"`` | ``"resnet18"``.
-        backbone_weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1``; fails with a clear message
-            when it can be neither found in torch's hub cache nor downloaded) or a local state-dict path.
-        backbone_stride: 32 (``layer4``, the paper) or 16 (``layer3`` output; for tiny inputs).
-        train_backbone: False freezes the whole backbone.
-        backbone_norm: ``"frozen"`` BatchNorm (DETR, the paper: pretrained trunks) or ``"batch"`` (trainable, for a
-            trunk trained from random weights, e.g. the synthetic demo).
-        freeze_backbone_layers: leading backbone stages frozen (stem, layer1, ..., layer4); 2 = stem + layer1.
-        hidden_dim: transformer width ``D``.
-        nheads: attention heads.
-        ffn_dim: feed-forward hidden width.
-        dropout: transformer dropout.
-        enc_layers: encoder layers.
-        entity_layers: entity decoder layers.
-        predicate_layers: predicate decoder layers per branch (the last one is PAP + HA when ``pap``).
-        num_queries: pair queries ``Q`` (also the largest number of GT pairs per frame in SGCls / PredCls).
-        num_frames: largest clip length ``T`` (rows of the frame encoding ``p_t``); shorter clips are accepted.
-        temporal_causal: frame t attends only to frames ``<= t`` in the temporal self-attention.
-        temporal_layers: temporal self-attention layers (0: ``F_vit = F_vi``).
-        pap: Predicate Association Parsing in the last predicate layer.
-        ha: Hierarchical Attention (requires ``pap``).
-        entity_fusion: ``"add"`` (Model I), ``"mlp"`` (Model II) or ``"conditional"`` (paper Table 4).
-        fusion_layers: layers of the entity-fusion MLP.
-        clip_triplets: CLIP-initialised cosine triplet / object classifiers; off: linear predicate and object
-            classifiers (the DETR baseline).
-        clip_embed_dim: CLIP embedding width ``E``.
-        distill: output ``predicate_embeds`` for the CLIP image-embedding distillation.
-        task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
-        aux_loss: return the outputs of the earlier decoder layers.
-        num_object_classes: AG object classes (person included).
-        box_mlp_layers: layers of the subject / object box MLPs.
-        gt_embed_layers: layers of the GT pair-box embedding MLP (SGCls / PredCls).
-        position_temperature: temperature of the sine position encoding.
-        logit_scale_init: initial log logit scale of the cosine classifiers (``log(1/0.07)``).
-        logit_scale_max: upper bound of the cosine classifiers' logit scale.
-        triplet_prior: when set, the triplet classifiers get a learnable logit bias initialised so that every class
-            starts at this probability (the focal-loss prior of RetinaNet, e.g. 0.01); speeds up short trainings from
-            random text embeddings. None (the paper): no bias on the cosine logits.
-    """
-
-    backbone: str = "resnet50"
-    backbone_weights: Optional[str] = None
-    backbone_stride: int = 32
-    train_backbone: bool = True
-    freeze_backbone_layers: int = 2
-    backbone_norm: str = "frozen"
-    hidden_dim: int = 256
-    nheads: int = 8
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    enc_layers: int = 6
-    entity_layers: int = 3
-    predicate_layers: int = 3
-    num_queries: int = 100
-    num_frames: int = 3
-    temporal_causal: bool = False
-    temporal_layers: int = 1
-    pap: bool = True
-    ha: bool = True
-    entity_fusion: str = "conditional"
-    fusion_layers: int = 2
-    clip_triplets: bool = True
-    clip_embed_dim: int = 512
-    distill: bool = True
-    task: str = "sgdet"
-    aux_loss: bool = True
-    num_object_classes: int = 36
-    box_mlp_layers: int = 3
-    gt_embed_layers: int = 2
-    position_temperature: float = 10000.0
-    logit_scale_init: float = math.log(1 / 0.07)
-    logit_scale_max: float = 100.0
-    triplet_prior: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        self._check_choices()
-        self._check_sizes()
-        if self.ha and not self.pap:
-            raise ValueError("Expected pap=True with ha=True (HA runs inside the PAP layer) but got pap=False")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"Expected dropout in [0, 1) but got {self.dropout}")
-        if self.triplet_prior is not None and not 0.0 < self.triplet_prior < 1.0:
-            raise ValueError(f"Expected triplet_prior in (0, 1) or None but got {self.triplet_prior}")
-        if not math.isfinite(self.logit_scale_init) or self.logit_scale_max <= 1.0:
-            raise ValueError(
-                f"Expected a finite logit_scale_init and logit_scale_max > 1 but got "
-                f"{self.logit_scale_init}, {self.logit_scale_max}"
-            )
-
-    def _check_choices(self) -> None:
-        choices = {"backbone": BACKBONES, "task": TASKS, "entity_fusion": FUSION_MODES, "backbone_norm": tuple(NORMS),
-                   "backbone_stride": tuple(STRIDE_STAGES)}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Expected {name} in {allowed} but got {getattr(self, name)!r}")
-
-    def _check_sizes(self) -> None:
-        minimum = {"hidden_dim": 4, "nheads": 1, "ffn_dim": 1, "entity_layers": 1, "predicate_layers": 1,
-                   "num_queries": 1, "num_frames": 1, "fusion_layers": 1, "clip_embed_dim": 1,
-                   "num_object_classes": 1, "box_mlp_layers": 1, "gt_embed_layers": 1,
-                   "enc_layers": 0, "temporal_layers": 0, "freeze_backbone_layers": 0}
-        for name, low in minimum.items():
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
-                raise ValueError(f"Expected {name} to be an int >= {low} but got {getattr(self, name)!r}")
-        if self.freeze_backbone_layers > len(STAGES):
-            raise ValueError(f"Expected freeze_backbone_layers <= {len(STAGES)} but got {self.freeze_backbone_layers}")
-        # Sine encoding: D/2 channels per axis in sin/cos pairs; PAP: two D/2 cue halves split over the heads.
-        divisor = 2 * self.nheads if self.pap else self.nheads
-        if self.hidden_dim % 4 != 0 or self.hidden_dim % divisor != 0:
-            raise ValueError(
-                f"Expected hidden_dim to be a multiple of 4 and of {divisor} (nheads={self.nheads}, pap={self.pap}) "
-                f"but got {self.hidden_dim}"
-            )
-
-
-def _branch_triplets(
-    kind: str, categories: Optional[Mapping[str, Sequence[Sequence[int]]]], config: ARNConfig,
-) -> Tuple[Tensor, Tensor]:
-    """Global predicate and AG object index ``[K]`` of branch ``kind``'s classes (contract sections 3 and 5)."""
-    low, size = TYPE_OFFSETS[kind], TYPE_SIZES[kind]
-    if not config.clip_triplets:
-        return torch.arange(low, low + size), torch.full((size,), -1, dtype=torch.long)
-    if categories is None or kind not in categories:
-        raise ValueError(f"Expected triplet_categories with a {kind!r} list but got {categories!r:.80}")
-    pairs = [tuple(int(v) for v in pair) for pair in categories[kind]]
-    bad = [p for p in pairs
-           if len(p) != 2 or not low <= p[0] < low + size or not 1 <= p[1] <= config.num_object_classes]
-    if not pairs or bad or len(set(pairs)) != len(pairs):
-        raise ValueError(
-            f"Expected a non-empty list of unique [predicate in [{low}, {low + size}), object in "
-            f"[1, {config.num_object_classes}]] pairs for {kind!r} but got {len(pairs)} pairs, invalid: {bad[:5]}"
-        )
-    table = torch.tensor(pairs, dtype=torch.long)  # [K, 2]
-    return table[:, 0].contiguous(), table[:, 1].contiguous()
-
+__all__ = ["ARN", "ARNConfig"]
 
 class ARN(nn.Module):
     """End-to-end dynamic scene graph generation model (see the module docstring for the pipeline).
 
     Args:
         config: hyperparameters.
-        triplet_categories: per predicate type the ``[global predicate index, AG object index]`` pairs that form
-            its triplet classes (contract section 3); may be None with ``clip_triplets`` off.
+        vocabulary: the triplet classes of each branch (:class:`~arn_lightning.triplets.TripletVocabulary`), or
+            the ``triplet_categories`` to build it from (``docs/ARCHITECTURE.md`` section 3; may be None with
+            ``clip_triplets`` off).
+
+    Raises:
+        ValueError: invalid triplet categories, or a branch without any (it would have no classifier column).
     """
 
     def __init__(
-        self, config: ARNConfig, triplet_categories: Optional[Mapping[str, Sequence[Sequence[int]]]],
+        self, config: ARNConfig, vocabulary: TripletVocabulary | TripletCategories | None,
     ) -> None:
         super().__init__()
         self.config = config
+        if not isinstance(vocabulary, TripletVocabulary):
+            vocabulary = TripletVocabulary.from_categories(vocabulary, config.clip_triplets)
+        empty = [kind for kind in BRANCHES if vocabulary.num_classes(kind) == 0]
+        if empty:
+            raise ValueError(f"Expected at least one triplet category per branch but got none for {empty}")
+        #: The triplet classes (CPU tensors); the same indices are the checkpointed buffers ``triplet_*_<branch>``.
+        self.vocabulary = vocabulary
         d = config.hidden_dim
         layer = dict(d_model=d, nhead=config.nheads, dim_feedforward=config.ffn_dim, dropout=config.dropout)
         self.backbone = Backbone(config.backbone, config.backbone_weights, config.backbone_stride,
                                  config.train_backbone, config.freeze_backbone_layers, config.backbone_norm)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
-        self.position = SinePositionEncoding(d, config.position_temperature)
+        self.position = SinePositionEncoding(d, TEMPERATURE)
         self.encoder = TransformerEncoder(config.enc_layers, **layer)
         self.entity = EntityDecoder(config)
         self.temporal = (TemporalEncoder(config.temporal_layers, config.num_frames, config.temporal_causal, **layer)
                          if config.temporal_layers else None)
         self.predicate = PredicateDecoder(config)
-        for kind in BRANCHES:
-            predicates, objects = _branch_triplets(kind, triplet_categories, config)
-            self.register_buffer(f"triplet_predicates_{kind}", predicates)
-            self.register_buffer(f"triplet_objects_{kind}", objects)
+        for kind in BRANCHES:  # persistent: a checkpoint names its classes
+            self.register_buffer(f"triplet_predicates_{kind}", vocabulary.triplet_predicates[kind].clone())
+            self.register_buffer(f"triplet_objects_{kind}", vocabulary.triplet_objects[kind].clone())
         self.classifiers = nn.ModuleDict({kind: self._branch_classifier(kind) for kind in BRANCHES})
         self.distill_proj = nn.Linear(d, config.clip_embed_dim) if config.distill else None
 
     def _branch_classifier(self, kind: str) -> nn.Module:
         c = self.config
-        k = self.triplet_index(kind)[0].numel()
+        k = self.vocabulary.num_classes(kind)
         # RetinaNet-style prior (Lin et al. 2017): start every class at probability triplet_prior.
         bias = None if c.triplet_prior is None else -math.log((1.0 - c.triplet_prior) / c.triplet_prior)
         if c.clip_triplets:
-            return CosineClassifier(c.hidden_dim, c.clip_embed_dim, k, logit_scale_init=c.logit_scale_init,
-                                    logit_scale_max=c.logit_scale_max, bias_init=bias)
+            return CosineClassifier(c.hidden_dim, c.clip_embed_dim, k, bias_init=bias)
         linear = nn.Linear(c.hidden_dim, k)
         if bias is not None:
             nn.init.constant_(linear.bias, bias)
@@ -259,7 +126,7 @@ class ARN(nn.Module):
         expected = ("objects", *BRANCHES)
         if set(embeds) != set(expected):
             raise ValueError(f"Expected text embeddings for exactly {expected} but got {sorted(embeds)}")
-        shape = (self.config.num_object_classes, self.config.clip_embed_dim)
+        shape = (NUM_OBJECT_CLASSES, self.config.clip_embed_dim)
         if tuple(embeds["objects"].shape) != shape:
             raise ValueError(
                 f"Expected objects text embeddings of shape {shape} but got {tuple(embeds['objects'].shape)}"

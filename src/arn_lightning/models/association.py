@@ -44,6 +44,8 @@ from arn_lightning.models.transformer import Memory, TransformerLayer, safe_padd
 
 #: Entity-fusion variants (paper Table 4): Model I, Model II, ours.
 FUSION_MODES = ("add", "mlp", "conditional")
+#: Layers of the entity-fusion MLP of eq. 10 (``3D -> D -> D``; ``docs/model.md`` section 2).
+FUSION_LAYERS = 2
 #: Number of complementary branches feeding a branch's cue (the two other predicate types).
 NUM_COMPLEMENTARY = 2
 

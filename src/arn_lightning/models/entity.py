@@ -23,7 +23,7 @@ with ``clip_triplets`` off it is a plain linear layer over 37 outputs (the DETR 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,13 +31,17 @@ from torch import Tensor, nn
 from arn_lightning.models.heads import MLP, CosineClassifier
 from arn_lightning.models.transformer import Memory, TransformerDecoder
 
-if TYPE_CHECKING:
-    from arn_lightning.models.arn import ARNConfig
+from arn_lightning.models.config import ARNConfig
+from arn_lightning.vocab import NUM_OBJECT_CLASSES
 
 #: Normalised cxcywh box written into padded pair rows (the whole image: finite IoU / GIoU).
 PAD_BOX_CXCYWH = (0.5, 0.5, 1.0, 1.0)
 #: Box coordinates of one pair fed to the GT pair embedding: subject cxcywh + object cxcywh.
 PAIR_BOX_DIM = 8
+#: Layers of the subject / object box MLPs (DETR's 3-layer box head).
+BOX_MLP_LAYERS = 3
+#: Layers of the GT pair-box embedding MLP (SGCls / PredCls; ``docs/model.md`` section 2).
+GT_EMBED_LAYERS = 2
 
 
 class GroundTruthPairs(NamedTuple):
@@ -129,25 +133,25 @@ class EntityDecoder(nn.Module):
     """Entity queries, the entity decoder and the entity heads of one task (see the module docstring).
 
     Args:
-        config: the model configuration (:class:`~arn_lightning.models.arn.ARNConfig`).
+        config: the model configuration (:class:`~arn_lightning.models.config.ARNConfig`).
     """
 
-    def __init__(self, config: "ARNConfig") -> None:
+    def __init__(self, config: ARNConfig) -> None:
         super().__init__()
         d, q = config.hidden_dim, config.num_queries
         self.task = config.task
-        self.num_classes = config.num_object_classes
+        self.num_classes = NUM_OBJECT_CLASSES
         self.num_queries = q
         self.aux = config.aux_loss
         if config.task == "sgdet":
             self.subject_pos = nn.Embedding(q, d)  # e^s
             self.object_pos = nn.Embedding(q, d)  # e^o
-            self.sub_box_head = MLP(d, d, 4, config.box_mlp_layers)
-            self.obj_box_head = MLP(d, d, 4, config.box_mlp_layers)
+            self.sub_box_head = MLP(d, d, 4, BOX_MLP_LAYERS)
+            self.obj_box_head = MLP(d, d, 4, BOX_MLP_LAYERS)
         else:
-            self.pair_box_embed = MLP(PAIR_BOX_DIM, d, 2 * d, config.gt_embed_layers)
+            self.pair_box_embed = MLP(PAIR_BOX_DIM, d, 2 * d, GT_EMBED_LAYERS)
         if config.task == "predcls":
-            self.label_embed = nn.Embedding(config.num_object_classes + 1, d)  # row 0: padding
+            self.label_embed = nn.Embedding(NUM_OBJECT_CLASSES + 1, d)  # row 0: padding
         self.decoder: Optional[TransformerDecoder] = None
         if config.task != "predcls" or config.pap:
             self.subject_queries = nn.Embedding(q, d)  # Q^s
@@ -156,9 +160,8 @@ class EntityDecoder(nn.Module):
         self.classifier: Optional[nn.Module] = None
         if config.task != "predcls":
             self.classifier = (
-                CosineClassifier(d, config.clip_embed_dim, config.num_object_classes, num_extra=1,
-                                 logit_scale_init=config.logit_scale_init, logit_scale_max=config.logit_scale_max)
-                if config.clip_triplets else nn.Linear(d, config.num_object_classes + 1)
+                CosineClassifier(d, config.clip_embed_dim, NUM_OBJECT_CLASSES, num_extra=1)
+                if config.clip_triplets else nn.Linear(d, NUM_OBJECT_CLASSES + 1)
             )
 
     def forward(self, memory: Memory, targets: Optional[Sequence[Dict[str, Any]]] = None) -> EntityOutputs:

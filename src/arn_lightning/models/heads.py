@@ -10,6 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+#: Initial log logit scale of the cosine classifiers: CLIP's temperature 0.07 (``docs/model.md`` section 3).
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+#: Upper bound of the exponentiated logit scale (CLIP's clamp).
+LOGIT_SCALE_MAX = 100.0
+
 class MLP(nn.Module):
     """``num_layers`` linear layers with ReLU in between (no activation after the last).
 
@@ -65,8 +70,8 @@ class CosineClassifier(nn.Module):
         embed_dim: int,
         num_classes: int,
         num_extra: int = 0,
-        logit_scale_init: float = math.log(1 / 0.07),
-        logit_scale_max: float = 100.0,
+        logit_scale_init: float = LOGIT_SCALE_INIT,
+        logit_scale_max: float = LOGIT_SCALE_MAX,
         bias_init: Optional[float] = None,
     ) -> None:
         super().__init__()

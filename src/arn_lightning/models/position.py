@@ -17,6 +17,9 @@ from torch import Tensor, nn
 _EPS = 1e-6
 
 
+#: Temperature of the sine encoding (DETR's value; the paper does not change it).
+TEMPERATURE = 10000.0
+
 class SinePositionEncoding(nn.Module):
     """2-D sine / cosine position encoding of width ``hidden_dim`` (half for y, half for x).
 
@@ -26,7 +29,7 @@ class SinePositionEncoding(nn.Module):
         normalize: rescale coordinates to ``[0, 2*pi]`` inside the real region of each image.
     """
 
-    def __init__(self, hidden_dim: int, temperature: float = 10000.0, normalize: bool = True) -> None:
+    def __init__(self, hidden_dim: int, temperature: float = TEMPERATURE, normalize: bool = True) -> None:
         super().__init__()
         if hidden_dim <= 0 or hidden_dim % 4 != 0:
             raise ValueError(f"Expected hidden_dim to be a positive multiple of 4 but got {hidden_dim}")

@@ -11,26 +11,25 @@ previous-layer outputs and the entity features; with ``pap`` off all ``predicate
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from torch import Tensor, nn
 
-from arn_lightning.models.association import AssociationLayer
+from arn_lightning.models.association import FUSION_LAYERS, AssociationLayer
 from arn_lightning.models.outputs import BRANCHES
 from arn_lightning.models.transformer import Memory, TransformerDecoder
 
-if TYPE_CHECKING:
-    from arn_lightning.models.arn import ARNConfig
+from arn_lightning.models.config import ARNConfig
 
 
 class PredicateDecoder(nn.Module):
     """Three predicate branches; each returns one normalised feature map per layer.
 
     Args:
-        config: the model configuration (:class:`~arn_lightning.models.arn.ARNConfig`).
+        config: the model configuration (:class:`~arn_lightning.models.config.ARNConfig`).
     """
 
-    def __init__(self, config: "ARNConfig") -> None:
+    def __init__(self, config: ARNConfig) -> None:
         super().__init__()
         d, q = config.hidden_dim, config.num_queries
         standard_layers = config.predicate_layers - (1 if config.pap else 0)
@@ -44,7 +43,7 @@ class PredicateDecoder(nn.Module):
         if config.pap:
             self.association = nn.ModuleDict({
                 kind: AssociationLayer(d, config.nheads, config.ffn_dim, config.dropout, config.entity_fusion,
-                                       config.fusion_layers, hierarchical=config.ha)
+                                       FUSION_LAYERS, hierarchical=config.ha)
                 for kind in BRANCHES
             })
 

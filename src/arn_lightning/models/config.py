@@ -1,0 +1,163 @@
+"""The hyperparameters of ARN (:class:`ARNConfig`), apart from the model so that every part of ``models/`` can import
+them without a circle.
+
+Settings that no config ever changed are module constants of the module that uses them (``docs/model.md``
+section 6 lists them); :data:`RETIRED_SETTINGS` names them, with the one value earlier checkpoints may hold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+from arn_lightning.models.association import FUSION_MODES
+from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGES
+from arn_lightning.vocab import NUM_OBJECT_CLASSES, TASKS
+
+#: Marks a retired setting that may hold any value (it only mirrored another setting).
+ANY_VALUE = object()
+#: Former ``ARNConfig`` fields, now constants (the value every earlier checkpoint holds; another value is refused).
+RETIRED_SETTINGS: Dict[str, Any] = {
+    "num_object_classes": NUM_OBJECT_CLASSES,  # the Action Genome vocabulary (arn_lightning.vocab)
+    "box_mlp_layers": 3,  # models.entity.BOX_MLP_LAYERS
+    "gt_embed_layers": 2,  # models.entity.GT_EMBED_LAYERS
+    "fusion_layers": 2,  # models.association.FUSION_LAYERS
+    "position_temperature": 10000.0,  # models.position.TEMPERATURE
+    "logit_scale_init": math.log(1 / 0.07),  # models.heads.LOGIT_SCALE_INIT
+    "logit_scale_max": 100.0,  # models.heads.LOGIT_SCALE_MAX
+}
+
+
+@dataclass
+class ARNConfig:
+    """Hyperparameters of :class:`ARN` (defaults: the paper's model).
+
+    Attributes:
+        backbone: torchvision ResNet, ``"resnet50"`` | ``"resnet34"`` | ``"resnet18"``.
+        backbone_weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1``; fails with a clear message
+            when it can be neither found in torch's hub cache nor downloaded) or a local state-dict path.
+        backbone_stride: 32 (``layer4``, the paper) or 16 (``layer3`` output; for tiny inputs).
+        train_backbone: False freezes the whole backbone.
+        backbone_norm: ``"frozen"`` BatchNorm (DETR, the paper: pretrained trunks) or ``"batch"`` (trainable, for a
+            trunk trained from random weights, e.g. the synthetic demo).
+        freeze_backbone_layers: leading backbone stages frozen (stem, layer1, ..., layer4); 2 = stem + layer1.
+        hidden_dim: transformer width ``D``.
+        nheads: attention heads.
+        ffn_dim: feed-forward hidden width.
+        dropout: transformer dropout.
+        enc_layers: encoder layers.
+        entity_layers: entity decoder layers.
+        predicate_layers: predicate decoder layers per branch (the last one is PAP + HA when ``pap``).
+        num_queries: pair queries ``Q`` (also the largest number of GT pairs per frame in SGCls / PredCls).
+        num_frames: largest clip length ``T`` (rows of the frame encoding ``p_t``); shorter clips are accepted.
+        temporal_causal: frame t attends only to frames ``<= t`` in the temporal self-attention.
+        temporal_layers: temporal self-attention layers (0: ``F_vit = F_vi``).
+        pap: Predicate Association Parsing in the last predicate layer.
+        ha: Hierarchical Attention (requires ``pap``).
+        entity_fusion: ``"add"`` (Model I), ``"mlp"`` (Model II) or ``"conditional"`` (paper Table 4).
+        clip_triplets: CLIP-initialised cosine triplet / object classifiers; off: linear predicate and object
+            classifiers (the DETR baseline).
+        clip_embed_dim: CLIP embedding width ``E``.
+        distill: output ``predicate_embeds`` for the CLIP image-embedding distillation.
+        task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
+        aux_loss: return the outputs of the earlier decoder layers.
+        triplet_prior: when set, the triplet classifiers get a learnable logit bias initialised so that every class
+            starts at this probability (the focal-loss prior of RetinaNet, e.g. 0.01); speeds up short trainings from
+            random text embeddings. None (the paper): no bias on the cosine logits.
+    """
+
+    backbone: str = "resnet50"
+    backbone_weights: Optional[str] = None
+    backbone_stride: int = 32
+    train_backbone: bool = True
+    freeze_backbone_layers: int = 2
+    backbone_norm: str = "frozen"
+    hidden_dim: int = 256
+    nheads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    enc_layers: int = 6
+    entity_layers: int = 3
+    predicate_layers: int = 3
+    num_queries: int = 100
+    num_frames: int = 3
+    temporal_causal: bool = False
+    temporal_layers: int = 1
+    pap: bool = True
+    ha: bool = True
+    entity_fusion: str = "conditional"
+    clip_triplets: bool = True
+    clip_embed_dim: int = 512
+    distill: bool = True
+    task: str = "sgdet"
+    aux_loss: bool = True
+    triplet_prior: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_sizes()
+        if self.ha and not self.pap:
+            raise ValueError("Expected pap=True with ha=True (HA runs inside the PAP layer) but got pap=False")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Expected dropout in [0, 1) but got {self.dropout}")
+        if self.triplet_prior is not None and not 0.0 < self.triplet_prior < 1.0:
+            raise ValueError(f"Expected triplet_prior in (0, 1) or None but got {self.triplet_prior}")
+
+    def _check_choices(self) -> None:
+        choices = {"backbone": BACKBONES, "task": TASKS, "entity_fusion": FUSION_MODES, "backbone_norm": tuple(NORMS),
+                   "backbone_stride": tuple(STRIDE_STAGES)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Expected {name} in {allowed} but got {getattr(self, name)!r}")
+
+    def _check_sizes(self) -> None:
+        minimum = {"hidden_dim": 4, "nheads": 1, "ffn_dim": 1, "entity_layers": 1, "predicate_layers": 1,
+                   "num_queries": 1, "num_frames": 1, "clip_embed_dim": 1, "enc_layers": 0, "temporal_layers": 0, "freeze_backbone_layers": 0}
+        for name, low in minimum.items():
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise ValueError(f"Expected {name} to be an int >= {low} but got {getattr(self, name)!r}")
+        if self.freeze_backbone_layers > len(STAGES):
+            raise ValueError(f"Expected freeze_backbone_layers <= {len(STAGES)} but got {self.freeze_backbone_layers}")
+        # Sine encoding: D/2 channels per axis in sin/cos pairs; PAP: two D/2 cue halves split over the heads.
+        divisor = 2 * self.nheads if self.pap else self.nheads
+        if self.hidden_dim % 4 != 0 or self.hidden_dim % divisor != 0:
+            raise ValueError(
+                f"Expected hidden_dim to be a multiple of 4 and of {divisor} (nheads={self.nheads}, pap={self.pap}) "
+                f"but got {self.hidden_dim}"
+            )
+
+
+def drop_retired_settings(
+    values: Mapping[str, Any], retired: Mapping[str, Any] = RETIRED_SETTINGS, where: str = "model.arch"
+) -> Dict[str, Any]:
+    """``values`` (a config as a mapping, e.g. from a checkpoint's hyperparameters) without the ``retired`` keys,
+    which an earlier version stored; by default :data:`RETIRED_SETTINGS` of ``ARNConfig``.
+
+    Args:
+        values: the stored settings.
+        retired: retired key -> the one value it may hold (numbers compared to 1e-12, sequences element-wise), or
+            :data:`ANY_VALUE` for a key that only mirrored another setting.
+        where: the settings' name in messages, e.g. ``model.arch``.
+
+    Raises:
+        ValueError: a retired key holds another value than its constant (a model this version cannot build); the
+            message names ``where``, the key and both values.
+    """
+    kept = dict(values)
+    for key, value in retired.items():
+        if key in kept:
+            held = kept.pop(key)
+            if value is not ANY_VALUE and not _same(held, value):
+                raise ValueError(f"{where}.{key}={held!r} is no longer a setting: this version always uses "
+                                 f"{key}={value!r}")
+    return kept
+
+
+def _same(held: Any, value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return isinstance(held, (list, tuple)) and len(held) == len(value) and all(map(_same, held, value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (isinstance(held, (int, float)) and not isinstance(held, bool)
+                and math.isclose(float(held), float(value), rel_tol=1e-12))
+    return held == value

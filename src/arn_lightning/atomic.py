@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Union
@@ -104,5 +105,28 @@ def atomic_save(writer: Callable[[Path], Any], path: PathLike) -> None:
         writer(tmp)
 
 
+def replace_folder(staging: PathLike, dest: PathLike, replace_existing: bool) -> None:
+    """Rename the finished folder ``staging`` onto ``dest`` (same parent folder): the folder-level twin of the file
+    writes above. An absent or empty ``dest`` is replaced by the rename itself; with ``replace_existing`` a non-empty
+    ``dest`` is first moved aside (a hidden ``.<name>.<random>.old`` beside it), and deleted only once ``staging``
+    is in its place, so that at every moment one complete version exists under a known name.
+
+    Raises:
+        FileExistsError: ``dest`` holds files and ``replace_existing`` is False (nothing is moved).
+    """
+    staging, dest = Path(staging), Path(dest)
+    old = None
+    if dest.is_dir() and any(dest.iterdir()):
+        if not replace_existing:
+            raise FileExistsError(f"Expected {dest} to be absent or empty but it holds "
+                                  f"{sorted(p.name for p in dest.iterdir())[:5]}")
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, old / dest.name)
+    os.replace(staging, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 __all__ = ["FILE_MODE", "atomic_open", "atomic_path", "atomic_save", "atomic_write_bytes", "atomic_write_json",
+           "replace_folder",
            "atomic_write_text", "commit", "temporary_path"]

@@ -16,7 +16,6 @@ The output is a deterministic function of the arguments: the same seed gives bit
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from arn_lightning import vocab
+from arn_lightning.atomic import replace_folder
 from arn_lightning.data import ag
 from arn_lightning.data.synth_plans import VideoPlan, frame_scene, make_plan
 from arn_lightning.data.synth_render import render_frame
@@ -198,18 +198,11 @@ MARKER_FILE = ".arn-lightning-synthetic"
 
 def _move_into_place(tmp: Path, root: Path, overwrite: bool) -> None:
     """Rename the finished temporary folder onto ``root`` (an existing empty folder, or with ``overwrite`` an
-    earlier synthetic root, is replaced; the old one is moved aside first and removed last)."""
-    old = None
-    if root.exists() and overwrite and any(root.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        os.replace(root, old / "root")
+    earlier synthetic root, is replaced; :func:`arn_lightning.atomic.replace_folder`)."""
     try:
-        os.replace(tmp, root)
-    except OSError as exc:
-        raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True to replace it) but "
-                              f"it holds {sorted(p.name for p in root.iterdir())[:5]}") from exc
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, root, replace_existing=overwrite)
+    except FileExistsError as exc:
+        raise FileExistsError(f"{exc} (pass overwrite=True to replace it)") from exc
 
 
 def generate(root: PathLike, videos: int = DEFAULT_VIDEOS, frames: int = DEFAULT_FRAMES,

@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Type
 
 from tqdm import tqdm
 
+from arn_lightning.atomic import replace_folder
 from arn_lightning.inference.draw import annotate_frame
 from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K, FrameGraph
 from arn_lightning.inference.timeline import save_timeline
@@ -82,21 +83,10 @@ def staged_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
         staging.chmod(FOLDER_MODE)
         (staging / MARKER_FILE).write_text("written by arn-lightning; --overwrite may replace this folder\n")
         yield staging
-        _replace(staging, out)
+        replace_folder(staging, out, replace_existing=True)  # checked above: empty, or an earlier output
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _replace(staging: Path, out: Path) -> None:
-    if not out.exists():
-        staging.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    old.rmdir()
-    out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class OutputWriter:

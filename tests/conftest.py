@@ -40,16 +40,17 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Iterator  # noqa: E402
+from typing import TYPE_CHECKING
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 if TYPE_CHECKING:
     from arn_lightning.inference.api import SceneGraphPredictor
-    from infer_fixtures import InferAssets
     from arn_lightning.text.config import ClipConfig
+    from infer_fixtures import InferAssets
     from net_fixtures import SilentServer
 
 # One thread: the tiny test models are dominated by threading overhead, and CI shares its two cores.

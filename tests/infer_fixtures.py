@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 FRAME_SIZE = (97, 61)
 
 
-def moving_box_frames(count: int, size: Sequence[int] = FRAME_SIZE) -> List[Image.Image]:
+def moving_box_frames(count: int, size: Sequence[int] = FRAME_SIZE) -> list[Image.Image]:
     """``count`` RGB frames of a white square moving right over a grey background (frame i differs from i+1)."""
     width, height = size
     frames = []
@@ -51,13 +52,13 @@ def write_video(path: Path, frames: Sequence[Image.Image], fps: int, codec: str 
     return path
 
 
-def grey_frames(count: int, size: Sequence[int] = (64, 48), step: int = 20) -> List[np.ndarray]:
+def grey_frames(count: int, size: Sequence[int] = (64, 48), step: int = 20) -> list[np.ndarray]:
     """``count`` flat RGB frames ``uint8 [H, W, 3]``; frame i has grey level ``step * i``."""
     width, height = size
     return [np.full((height, width, 3), step * i, dtype=np.uint8) for i in range(count)]
 
 
-def corner_frames(count: int, size: Sequence[int] = (64, 48)) -> List[np.ndarray]:
+def corner_frames(count: int, size: Sequence[int] = (64, 48)) -> list[np.ndarray]:
     """``count`` grey RGB frames ``uint8 [H, W, 3]`` with a white 8x8 square in the stored top-left corner (so a
     rotation shows), and frame i's grey level ``10 * i`` elsewhere (so frames differ)."""
     frames = grey_frames(count, size, step=10)
@@ -66,8 +67,9 @@ def corner_frames(count: int, size: Sequence[int] = (64, 48)) -> List[np.ndarray
     return frames
 
 
-def write_lossless_video(path: Path, frames: Sequence[np.ndarray], fps: int = 10,
-                         times_ms: Optional[Sequence[int]] = None) -> Path:
+def write_lossless_video(
+    path: Path, frames: Sequence[np.ndarray], fps: int = 10, times_ms: Sequence[int] | None = None
+) -> Path:
     """Encode RGB frames ``uint8 [H, W, 3]`` losslessly (libx264rgb, qp 0: decoded pixels equal the input) with
     plain PyAV, independent of the code under test.
 
@@ -95,8 +97,9 @@ def write_lossless_video(path: Path, frames: Sequence[np.ndarray], fps: int = 10
     return path
 
 
-def write_video_with_audio(path: Path, frames: Sequence[np.ndarray], fps: int = 10, video_start_ms: int = 0,
-                           audio_seconds: float = 1.0) -> Path:
+def write_video_with_audio(
+    path: Path, frames: Sequence[np.ndarray], fps: int = 10, video_start_ms: int = 0, audio_seconds: float = 1.0
+) -> Path:
     """A lossless video (see :func:`write_lossless_video`) plus a silent AAC track from time 0; the first video frame
     is at ``video_start_ms`` (a recording whose picture starts after its sound)."""
     height, width = frames[0].shape[:2]
@@ -132,6 +135,7 @@ _CLOCKWISE = {0: (1, 0, 0, 1), 90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, 
 def set_display_rotation(path: Path, clockwise: int) -> Path:
     """Patch the mp4 track header's display matrix of ``path`` in place so that players turn the frames
     ``clockwise`` degrees (90: a portrait phone recording). Independent of PyAV's writer options."""
+
     def matrix(a: int, b: int, c: int, d: int) -> bytes:
         fixed = [(v * 0x10000) & 0xFFFFFFFF for v in (a, b, c, d)]
         return struct.pack(">9I", fixed[0], fixed[1], 0, fixed[2], fixed[3], 0, 0, 0, 0x40000000)
@@ -139,7 +143,7 @@ def set_display_rotation(path: Path, clockwise: int) -> Path:
     data = path.read_bytes()
     identity = matrix(*_CLOCKWISE[0])
     start = data.index(identity, data.index(b"tkhd"))
-    path.write_bytes(data[:start] + matrix(*_CLOCKWISE[clockwise]) + data[start + len(identity):])
+    path.write_bytes(data[:start] + matrix(*_CLOCKWISE[clockwise]) + data[start + len(identity) :])
     return path
 
 
@@ -158,7 +162,7 @@ def faststart_video(path: Path, frames: Sequence[np.ndarray], fps: int = 10) -> 
     return path
 
 
-def _packets(path: Path) -> List[tuple]:
+def _packets(path: Path) -> list[tuple]:
     """``(position, size)`` in the file of each video packet with data, in file order."""
     with av.open(str(path)) as container:
         return sorted((packet.pos, packet.size) for packet in container.demux(video=0) if packet.size)
@@ -183,7 +187,7 @@ def corrupt_frame(path: Path, frame: int) -> Path:
     return path
 
 
-def noisy_frames(count: int, size: Sequence[int] = (64, 48), seed: int = 0) -> List[np.ndarray]:
+def noisy_frames(count: int, size: Sequence[int] = (64, 48), seed: int = 0) -> list[np.ndarray]:
     """``count`` random RGB frames (incompressible: a truncated file loses whole frames)."""
     width, height = size
     rng = np.random.default_rng(seed)
@@ -221,7 +225,7 @@ def headers_only_mkv(path: Path) -> Path:
     return path
 
 
-def decode_all(path: Path) -> List[Image.Image]:
+def decode_all(path: Path) -> list[Image.Image]:
     """Every frame of a video, decoded with plain PyAV."""
     with av.open(str(path)) as container:
         return [frame.to_image() for frame in container.decode(video=0)]
@@ -233,8 +237,8 @@ def prediction(
     labels: Sequence[int],
     scores: Sequence[float],
     pairs: Sequence[Sequence[int]],
-    predicate_scores: Dict[int, float] | None = None,
-) -> Dict[str, Tensor]:
+    predicate_scores: dict[int, float] | None = None,
+) -> dict[str, Tensor]:
     """A per-frame prediction (ARCHITECTURE.md section 4) whose predicate scores are 0 except ``predicate_scores``.
 
     ``predicate_scores`` maps ``pair * 26 + global predicate index`` to a score.
@@ -254,7 +258,7 @@ def prediction(
     }
 
 
-def random_prediction(frame: str, rows: int, pairs: int, generator: torch.Generator) -> Dict[str, Tensor]:
+def random_prediction(frame: str, rows: int, pairs: int, generator: torch.Generator) -> dict[str, Tensor]:
     """A random, well-formed prediction: ``rows`` boxes inside :data:`FRAME_SIZE`, person rows first."""
     width, height = FRAME_SIZE
     corners = torch.rand(rows, 2, 2, generator=generator) * torch.tensor([width, height])
@@ -304,23 +308,44 @@ class InferAssets:
     num_video_frames: int
 
 
-def tiny_module(triplet_categories: Dict[str, list], num_frames: int = 2, task: str = "sgdet") -> "L.LightningModule":
+def tiny_module(triplet_categories: dict[str, list], num_frames: int = 2, task: str = "sgdet") -> L.LightningModule:
     """A tiny ``ARNLitModule`` (random weights) with the test's resize settings."""
     from arn_lightning.lit_module import ARNLitModule
     from arn_lightning.models.arn import ARNConfig
 
-    arch = ARNConfig(backbone="resnet18", hidden_dim=16, nheads=2, ffn_dim=32, enc_layers=1, entity_layers=1,
-                     predicate_layers=1, num_queries=4, num_frames=num_frames, clip_embed_dim=16, task=task)
-    return ARNLitModule(arch=arch, triplet_categories=triplet_categories, data_settings=dict(TEST_DATA_SETTINGS),
-                        init_text_classifiers=False)
+    arch = ARNConfig(
+        backbone="resnet18",
+        hidden_dim=16,
+        nheads=2,
+        ffn_dim=32,
+        enc_layers=1,
+        entity_layers=1,
+        predicate_layers=1,
+        num_queries=4,
+        num_frames=num_frames,
+        clip_embed_dim=16,
+        task=task,
+    )
+    return ARNLitModule(
+        arch=arch,
+        triplet_categories=triplet_categories,
+        data_settings=dict(TEST_DATA_SETTINGS),
+        init_text_classifiers=False,
+    )
 
 
-def save_checkpoint(module: "L.LightningModule", path: Path) -> Path:
+def save_checkpoint(module: L.LightningModule, path: Path) -> Path:
     """Write ``module`` as a Lightning checkpoint without training it."""
     import lightning as L
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     return path

@@ -13,11 +13,18 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 #: Proxy variables that would route a request to 127.0.0.1 elsewhere; the tests clear them.
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
-              "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+PROXY_VARS = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
 
 
 class SilentServer:
@@ -32,7 +39,7 @@ class SilentServer:
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.connections = 0
-        self._held: List[socket.socket] = []
+        self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self._deadline = time.monotonic() + lifetime_s
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -59,7 +66,7 @@ class SilentServer:
             connection.close()
         self._socket.close()
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -78,8 +85,7 @@ class FileServer:
         handler = functools.partial(_QuietHandler, directory=str(folder))
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -87,7 +93,7 @@ class FileServer:
         self._server.server_close()
         self._thread.join(5.0)
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -101,9 +107,9 @@ class FakeHub(FileServer):
 
     COMMIT = "a" * 40
 
-    def __init__(self, files: Dict[str, bytes]) -> None:
+    def __init__(self, files: dict[str, bytes]) -> None:
         hub = self
-        self.requests: List[Tuple[str, str]] = []
+        self.requests: list[tuple[str, str]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
@@ -134,8 +140,7 @@ class FakeHub(FileServer):
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -11,7 +11,7 @@ from torch import Tensor
 NUM_LOGITS = 37
 
 
-def class_logits(rows: Sequence[Dict[int, float]]) -> Tensor:
+def class_logits(rows: Sequence[dict[int, float]]) -> Tensor:
     """Logits ``[Q, 37]`` whose softmax is the given ``{class: prob}`` per query (about 0 elsewhere)."""
     probs = torch.full((len(rows), NUM_LOGITS), 1e-12)
     for q, row in enumerate(rows):

@@ -9,8 +9,14 @@ from torchvision.ops import box_iou
 from torchvision.ops import generalized_box_iou as torchvision_giou
 
 from arn_lightning.boxes import (
-    InvalidBoxError, box_violation, check_boxes_xyxy, first_invalid_box, generalized_box_iou, invalid_box_mask,
-    paired_generalized_box_iou, paired_iou,
+    InvalidBoxError,
+    box_violation,
+    check_boxes_xyxy,
+    first_invalid_box,
+    generalized_box_iou,
+    invalid_box_mask,
+    paired_generalized_box_iou,
+    paired_iou,
 )
 
 NAN, INF = float("nan"), float("inf")
@@ -52,7 +58,8 @@ def test_invalid_box_mask_numpy_lists_and_tensors_agree():
 
 def test_violation_text_and_first_invalid_row():
     assert [box_violation(box) for box, _ in CASES] == (
-        ["valid"] * 4 + ["a non-finite coordinate"] * 3 + ["x2 < x1", "y2 < y1"])
+        ["valid"] * 4 + ["a non-finite coordinate"] * 3 + ["x2 < x1", "y2 < y1"]
+    )
     assert box_violation([3.0, 3.0, 1.0, 1.0]) == "x2 < x1 and y2 < y1"
     assert first_invalid_box(np.array([box for box, _ in CASES])) == 4
     assert first_invalid_box(torch.tensor([box for box, _ in CASES][:4])) == -1
@@ -61,9 +68,12 @@ def test_violation_text_and_first_invalid_row():
 
 def test_check_boxes_names_the_row():
     check_boxes_xyxy(torch.tensor([box for box, valid in CASES if valid]), "preds[0]['boxes']")
-    with pytest.raises(InvalidBoxError, match=r"^Expected preds\[0\]\['boxes'\]\[2\] to be an xyxy box with finite "
-                                              r"coordinates, x2 >= x1 and y2 >= y1 but got \[0.0, 4.0, 1.0, 3.0\] "
-                                              r"\(y2 < y1\)$") as error:
+    with pytest.raises(
+        InvalidBoxError,
+        match=r"^Expected preds\[0\]\['boxes'\]\[2\] to be an xyxy box with finite "
+        r"coordinates, x2 >= x1 and y2 >= y1 but got \[0.0, 4.0, 1.0, 3.0\] "
+        r"\(y2 < y1\)$",
+    ) as error:
         check_boxes_xyxy(np.array([CASES[0][0], CASES[1][0], CASES[8][0]]), "preds[0]['boxes']")
     assert isinstance(error.value, ValueError) and error.value.where == "preds[0]['boxes'][2]"
     assert error.value.box == [0.0, 4.0, 1.0, 3.0]
@@ -85,9 +95,12 @@ def test_paired_iou_equals_torchvision_bit_for_bit_on_ordinary_boxes():
 def test_degenerate_boxes_iou_is_one_when_equal_and_never_nan():
     point, line = [5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 30.0]
     pairs = [
-        (point, point, 1.0), (line, line, 1.0),  # equal degenerate boxes: 0/0 -> 1
-        (point, [6.0, 5.0, 6.0, 5.0], 0.0), (line, [5.0, 10.0, 5.0, 40.0], 0.0),  # different, empty union: 0
-        (line, [0.0, 0.0, 10.0, 40.0], 0.0), (point, [0.0, 0.0, 10.0, 10.0], 0.0),  # inside a box: area 0 / area
+        (point, point, 1.0),
+        (line, line, 1.0),  # equal degenerate boxes: 0/0 -> 1
+        (point, [6.0, 5.0, 6.0, 5.0], 0.0),
+        (line, [5.0, 10.0, 5.0, 40.0], 0.0),  # different, empty union: 0
+        (line, [0.0, 0.0, 10.0, 40.0], 0.0),
+        (point, [0.0, 0.0, 10.0, 10.0], 0.0),  # inside a box: area 0 / area
         ([0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], 1.0),
     ]
     got = paired_iou(np.array([a for a, _, _ in pairs]), np.array([b for _, b, _ in pairs]))
@@ -110,18 +123,26 @@ def test_generalized_iou_equals_torchvision_on_ordinary_boxes():
     generator = torch.Generator().manual_seed(1)
     first, second = random_boxes(generator, 40, 1.0).float(), random_boxes(generator, 30, 1.0).float()
     torch.testing.assert_close(generalized_box_iou(first, second), torchvision_giou(first, second), rtol=0, atol=0)
-    torch.testing.assert_close(paired_generalized_box_iou(first[:30], second),
-                               torchvision_giou(first[:30], second).diagonal(), rtol=0, atol=0)
+    torch.testing.assert_close(
+        paired_generalized_box_iou(first[:30], second), torchvision_giou(first[:30], second).diagonal(), rtol=0, atol=0
+    )
 
 
 def test_generalized_iou_of_degenerate_boxes_is_finite_with_finite_gradients():
-    boxes1 = torch.tensor([[0.5, 0.5, 0.5, 0.5],  # a point, equal to its partner: GIoU 1
-                           [0.2, 0.1, 0.2, 0.6],  # a vertical line, equal: 1
-                           [0.2, 0.1, 0.2, 0.3],  # on one line with its partner, apart: hull area 0 -> IoU 0
-                           [0.1, 0.1, 0.1, 0.1],  # a point and a box around it
-                           [0.0, 0.0, 0.0, 0.0]], requires_grad=True)  # two points: hull 0.2 x 0.2, GIoU -1
-    boxes2 = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.2, 0.1, 0.2, 0.6], [0.2, 0.5, 0.2, 0.7],
-                           [0.0, 0.0, 0.4, 0.4], [0.2, 0.2, 0.2, 0.2]], requires_grad=True)
+    boxes1 = torch.tensor(
+        [
+            [0.5, 0.5, 0.5, 0.5],  # a point, equal to its partner: GIoU 1
+            [0.2, 0.1, 0.2, 0.6],  # a vertical line, equal: 1
+            [0.2, 0.1, 0.2, 0.3],  # on one line with its partner, apart: hull area 0 -> IoU 0
+            [0.1, 0.1, 0.1, 0.1],  # a point and a box around it
+            [0.0, 0.0, 0.0, 0.0],
+        ],
+        requires_grad=True,
+    )  # two points: hull 0.2 x 0.2, GIoU -1
+    boxes2 = torch.tensor(
+        [[0.5, 0.5, 0.5, 0.5], [0.2, 0.1, 0.2, 0.6], [0.2, 0.5, 0.2, 0.7], [0.0, 0.0, 0.4, 0.4], [0.2, 0.2, 0.2, 0.2]],
+        requires_grad=True,
+    )
     paired = paired_generalized_box_iou(boxes1, boxes2)
     torch.testing.assert_close(paired, torch.tensor([1.0, 1.0, 0.0, 0.0, -1.0]))
     (1 - paired).sum().backward()

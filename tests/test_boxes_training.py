@@ -7,16 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ag_fixtures import person_entry, standard_entries, write_root
 from arn_lightning.data.ag import AnnotationError
 from arn_lightning.data.datamodule import AGDataModule
-from ag_fixtures import person_entry, standard_entries, write_root
 
 KEY = "A0001.mp4/000004.png"  # a kept train frame of the standard root
 
 
-@pytest.mark.parametrize("box, reason", [((10.0, np.nan, 40.0, 45.0), "a non-finite coordinate"),
-                                         ((10.0, 5.0, -np.inf, 45.0), "a non-finite coordinate"),
-                                         ((10.0, 45.0, 40.0, 5.0), "y2 < y1")])
+@pytest.mark.parametrize(
+    "box, reason",
+    [
+        ((10.0, np.nan, 40.0, 45.0), "a non-finite coordinate"),
+        ((10.0, 5.0, -np.inf, 45.0), "a non-finite coordinate"),
+        ((10.0, 45.0, 40.0, 5.0), "y2 < y1"),
+    ],
+)
 def test_broken_person_box_is_reported_by_the_data_module_before_training(tmp_path, box, reason):
     person, objects = standard_entries()
     person[KEY] = person_entry(box)

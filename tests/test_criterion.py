@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from arn_lightning.criterion import LossConfig, SetCriterion, world_mean_count
-from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from arn_lightning.models.outputs import ARNOutput
+from arn_lightning.triplets import TripletVocabulary, triplet_targets
 
 S = [0.5, 0.5, 0.2, 0.2]
 TRIPLETS = TripletVocabulary.from_categories(
@@ -20,7 +20,8 @@ def frame_target(n=1, obj=(0.4, 0.3, 0.2, 0.2)):
     """n pairs (person, cup): looking_at, in_front_of, no contacting."""
     return {
         "obj_labels": torch.full((n,), 11, dtype=torch.long),
-        "sub_boxes": torch.tensor([S] * n).reshape(n, 4), "obj_boxes": torch.tensor([list(obj)] * n).reshape(n, 4),
+        "sub_boxes": torch.tensor([S] * n).reshape(n, 4),
+        "obj_boxes": torch.tensor([list(obj)] * n).reshape(n, 4),
         "attention": torch.tensor([[1, 0, 0]] * n).reshape(n, 3),
         "spatial": torch.tensor([[0, 0, 1, 0, 0, 0]] * n).reshape(n, 6),
         "contacting": torch.zeros(n, 17, dtype=torch.long),
@@ -68,8 +69,12 @@ def test_giou_loss_of_degenerate_boxes_is_finite_with_finite_gradients():
     """A zero-area box equal to its target costs 0 (torchvision's eps formula said 1); no NaN value or gradient."""
     point, line = [0.4, 0.3, 0.0, 0.0], [0.4, 0.3, 0.0, 0.2]
     criterion = SetCriterion(LossConfig(), TRIPLETS)
-    for pred_box, gt_box, expected in ((point, point, 0.0), (line, line, 0.0), (point, line, 1.0),
-                                       ([0.4, 0.8, 0.0, 0.2], line, 1.0)):  # on one line, apart: hull area 0
+    for pred_box, gt_box, expected in (
+        (point, point, 0.0),
+        (line, line, 0.0),
+        (point, line, 1.0),
+        ([0.4, 0.8, 0.0, 0.2], line, 1.0),
+    ):  # on one line, apart: hull area 0
         obj = torch.tensor([pred_box, [0.3, 0.3, 0.2, 0.2]])[None].requires_grad_(True)
         losses = criterion.loss_boxes(make_outputs(obj_boxes=obj), [frame_target(obj=gt_box)], FIRST, num_pairs=1.0)
         assert losses["loss_obj_giou"].item() == pytest.approx(expected, abs=1e-6), (pred_box, gt_box)
@@ -99,14 +104,17 @@ def test_loss_predicate_ce_baseline_by_hand():
 
 
 def test_focal_without_modulation_equals_the_bce_of_the_ce_variant():
-    vocab = TripletVocabulary.from_categories({"attention": [], "spatial": [[5, 11], [3, 11]],
-                                               "contacting": [[14, 11]]})
+    vocab = TripletVocabulary.from_categories(
+        {"attention": [], "spatial": [[5, 11], [3, 11]], "contacting": [[14, 11]]}
+    )
     out = make_outputs(sizes=(0, 2, 1), spatial_logits=torch.randn(1, 2, 2), contacting_logits=torch.randn(1, 2, 1))
     branch = [triplet_targets(frame_target(), vocab)]
     plain = SetCriterion(LossConfig(predicate_loss="focal", focal_gamma=0.0, focal_alpha=-1.0), vocab)
     ce = SetCriterion(LossConfig(predicate_loss="ce"), vocab)
-    torch.testing.assert_close(plain.loss_predicate(out, branch, FIRST, 1.0)["loss_predicate"],
-                               ce.loss_predicate(out, branch, FIRST, 1.0)["loss_predicate"])
+    torch.testing.assert_close(
+        plain.loss_predicate(out, branch, FIRST, 1.0)["loss_predicate"],
+        ce.loss_predicate(out, branch, FIRST, 1.0)["loss_predicate"],
+    )
 
 
 def test_loss_distill_by_hand_and_skipped_without_inputs():
@@ -148,10 +156,15 @@ def test_batch_without_any_ground_truth_is_normalised_by_one():
 
 
 def test_weighted_total_applies_the_weights_in_one_place():
-    criterion = SetCriterion(LossConfig(weight_obj_ce=1.0, weight_bbox=2.5, weight_predicate=2.0,
-                                        weight_distill=20.0), TRIPLETS)
-    losses = {"loss_obj_ce": torch.tensor(1.0), "loss_sub_bbox": torch.tensor(2.0),
-              "loss_predicate_0": torch.tensor(3.0), "loss_distill": torch.tensor(0.5)}
+    criterion = SetCriterion(
+        LossConfig(weight_obj_ce=1.0, weight_bbox=2.5, weight_predicate=2.0, weight_distill=20.0), TRIPLETS
+    )
+    losses = {
+        "loss_obj_ce": torch.tensor(1.0),
+        "loss_sub_bbox": torch.tensor(2.0),
+        "loss_predicate_0": torch.tensor(3.0),
+        "loss_distill": torch.tensor(0.5),
+    }
     assert criterion.weighted_total(losses).item() == pytest.approx(1.0 + 5.0 + 6.0 + 10.0)
     with pytest.raises(ValueError, match="'loss_class_error'"):
         criterion.weighted_total({"loss_class_error": torch.tensor(1.0)})

@@ -9,19 +9,30 @@ import warnings
 import numpy as np
 import pytest
 
+from ag_fixtures import (
+    DEGENERATE_KEYS,
+    EXPECTED,
+    EXPECTED_SGDET_TRAIN_KEYS,
+    EXPECTED_SGDET_TRIPLETS,
+    object_entry,
+    person_entry,
+    standard_entries,
+    write_degenerate_root,
+    write_root,
+)
 from arn_lightning import vocab
 from arn_lightning.commands import stats as stats_command
 from arn_lightning.data.ag import AnnotationError, load_annotations, load_pickle, read_class_file
-from ag_fixtures import (DEGENERATE_KEYS, EXPECTED, EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS, object_entry,
-                         person_entry, standard_entries, write_degenerate_root, write_root)
 
 NO_INVALID_BOXES = {"invalid_ignored": 0}
 
 
 def expected_splits(task, **invalid_ignored):
     """``EXPECTED[task]`` with the report's ``boxes`` section (``invalid_ignored`` per split, default 0)."""
-    return {name: {**copy.deepcopy(split), "boxes": {"invalid_ignored": invalid_ignored.get(name, 0)}}
-            for name, split in EXPECTED[task].items()}  # a copy: EXPECTED is shared with other test modules
+    return {
+        name: {**copy.deepcopy(split), "boxes": {"invalid_ignored": invalid_ignored.get(name, 0)}}
+        for name, split in EXPECTED[task].items()
+    }  # a copy: EXPECTED is shared with other test modules
 
 
 @pytest.mark.parametrize("task", ["sgdet", "predcls"])
@@ -135,8 +146,11 @@ def test_person_entry_of_wrong_shape(tmp_path):
 
 
 def test_object_entry_not_a_list(tmp_path):
-    with pytest.raises(AnnotationError, match=r"object_bbox_and_relationship.pkl\['C0003.mp4/000100.png'\]: "
-                                              r"Expected a list"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"object_bbox_and_relationship.pkl\['C0003.mp4/000100.png'\]: "
+        r"Expected a list",
+    ):
         load_annotations(_broken_root(tmp_path, objects={"C0003.mp4/000100.png": {"class": "book"}}))
 
 
@@ -156,18 +170,22 @@ def test_box_with_wrong_length(tmp_path):
         load_annotations(_broken_root(tmp_path, objects={key: [entry]}))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("class", "spoon", r"\['class'\]: Expected an AG object class but got 'spoon'"),
-    ("spatial_relationship", ["holding"], r"\['spatial_relationship'\]: Expected one of .* but got 'holding'"),
-    ("attention_relationship", None, r"\['attention_relationship'\]: Expected a list"),
-    ("metadata", {"tag": "x", "set": "val"}, r"\['metadata'\]\['set'\]: Expected one of \['train', 'test'\]"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("class", "spoon", r"\['class'\]: Expected an AG object class but got 'spoon'"),
+        ("spatial_relationship", ["holding"], r"\['spatial_relationship'\]: Expected one of .* but got 'holding'"),
+        ("attention_relationship", None, r"\['attention_relationship'\]: Expected a list"),
+        ("metadata", {"tag": "x", "set": "val"}, r"\['metadata'\]\['set'\]: Expected one of \['train', 'test'\]"),
+    ],
+)
 def test_bad_object_fields(tmp_path, field, value, message):
     key = "D0004.mp4/000001.png"
     entry = object_entry("book", (5, 5, 20, 20), key, "test")
     entry[field] = value
-    with pytest.raises(AnnotationError, match=r"object_bbox_and_relationship.pkl\['D0004.mp4/000001.png'\]\[0\]"
-                                              + message):
+    with pytest.raises(
+        AnnotationError, match=r"object_bbox_and_relationship.pkl\['D0004.mp4/000001.png'\]\[0\]" + message
+    ):
         load_annotations(_broken_root(tmp_path, objects={key: [entry]}))
 
 
@@ -206,45 +224,60 @@ def test_bad_options(standard_root):
 KEPT_KEY, NO_OBJECT_KEY, NO_PERSON_KEY = "A0001.mp4/000002.png", "A0001.mp4/000010.png", "A0001.mp4/000030.png"
 
 
-@pytest.mark.parametrize("box, shown, reason", [
-    ((np.nan, 5, 40, 45), r"\[nan, 5.0, 40.0, 45.0\]", "a non-finite coordinate"),
-    ((10, 5, np.inf, 45), r"\[10.0, 5.0, inf, 45.0\]", "a non-finite coordinate"),
-    ((40, 5, 10, 45), r"\[40.0, 5.0, 10.0, 45.0\]", "x2 < x1"),
-    ((10, 45, 40, 5), r"\[10.0, 45.0, 40.0, 5.0\]", "y2 < y1"),
-])
+@pytest.mark.parametrize(
+    "box, shown, reason",
+    [
+        ((np.nan, 5, 40, 45), r"\[nan, 5.0, 40.0, 45.0\]", "a non-finite coordinate"),
+        ((10, 5, np.inf, 45), r"\[10.0, 5.0, inf, 45.0\]", "a non-finite coordinate"),
+        ((40, 5, 10, 45), r"\[40.0, 5.0, 10.0, 45.0\]", "x2 < x1"),
+        ((10, 45, 40, 5), r"\[10.0, 45.0, 40.0, 5.0\]", "y2 < y1"),
+    ],
+)
 def test_invalid_person_box_names_the_file_and_the_key(tmp_path, box, shown, reason):
     """A NaN person box used to load and stop `fit` at the first batch blaming the model; the loader names it."""
     root = _broken_root(tmp_path, person={KEPT_KEY: person_entry(box)})
     for task in ("sgdet", "predcls"):
-        with pytest.raises(AnnotationError, match=rf"person_bbox.pkl\['{KEPT_KEY}'\]\['bbox'\]: Expected an xyxy box "
-                                                  rf"with finite coordinates, x2 >= x1 and y2 >= y1 .* but got "
-                                                  rf"{shown} \({reason}\)"):
+        with pytest.raises(
+            AnnotationError,
+            match=rf"person_bbox.pkl\['{KEPT_KEY}'\]\['bbox'\]: Expected an xyxy box "
+            rf"with finite coordinates, x2 >= x1 and y2 >= y1 .* but got "
+            rf"{shown} \({reason}\)",
+        ):
             load_annotations(root, task=task)
 
 
-@pytest.mark.parametrize("box_xywh, reason", [
-    ((np.nan, 5, 20, 20), "a non-finite coordinate"),
-    ((5, 5, np.inf, 20), "a non-finite coordinate"),
-    ((5, 5, 1e39, 20), "a non-finite coordinate"),  # finite in float64, inf as the float32 the loader keeps
-    ((5, 5, -3, 20), "x2 < x1"),
-    ((5, 5, 20, -0.5), "y2 < y1"),
-])
+@pytest.mark.parametrize(
+    "box_xywh, reason",
+    [
+        ((np.nan, 5, 20, 20), "a non-finite coordinate"),
+        ((5, 5, np.inf, 20), "a non-finite coordinate"),
+        ((5, 5, 1e39, 20), "a non-finite coordinate"),  # finite in float64, inf as the float32 the loader keeps
+        ((5, 5, -3, 20), "x2 < x1"),
+        ((5, 5, 20, -0.5), "y2 < y1"),
+    ],
+)
 def test_invalid_object_box_names_the_file_key_and_index(tmp_path, box_xywh, reason):
     key = "C0003.mp4/000200.png"
     entries = [object_entry("chair", None, key, "test"), object_entry("book", box_xywh, key, "test")]
-    with pytest.raises(AnnotationError, match=rf"object_bbox_and_relationship.pkl\['{key}'\]\[1\]\['bbox'\]: "
-                                              rf"Expected \(x, y, w, h\) with finite values and w, h >= 0.* "
-                                              rf"but got xyxy .*{reason}"):
+    with pytest.raises(
+        AnnotationError,
+        match=rf"object_bbox_and_relationship.pkl\['{key}'\]\[1\]\['bbox'\]: "
+        rf"Expected \(x, y, w, h\) with finite values and w, h >= 0.* "
+        rf"but got xyxy .*{reason}",
+    ):
         load_annotations(_broken_root(tmp_path, objects={key: entries}), task="predcls")
 
 
 def test_invalid_boxes_of_frames_dropped_anyway_are_counted_not_raised(tmp_path, capsys):
     """Rule 2 drops a frame without visible object (its person box is unused) and a frame without person box (its
     objects are unused): a box breaking the rule there is counted under boxes.invalid_ignored."""
-    no_person_objects = [object_entry("cup/glass/bottle", (np.nan, 10, 20, 20), NO_PERSON_KEY),
-                         object_entry("chair", (30, 20, -1, 28), NO_PERSON_KEY)]
-    root = _broken_root(tmp_path, person={NO_OBJECT_KEY: person_entry((np.inf, 5, 40, 45))},
-                        objects={NO_PERSON_KEY: no_person_objects})
+    no_person_objects = [
+        object_entry("cup/glass/bottle", (np.nan, 10, 20, 20), NO_PERSON_KEY),
+        object_entry("chair", (30, 20, -1, 28), NO_PERSON_KEY),
+    ]
+    root = _broken_root(
+        tmp_path, person={NO_OBJECT_KEY: person_entry((np.inf, 5, 40, 45))}, objects={NO_PERSON_KEY: no_person_objects}
+    )
     for task in ("sgdet", "predcls"):
         report = load_annotations(root, task=task).report
         expected = expected_splits(task, train=3)
@@ -277,8 +310,11 @@ def test_degenerate_person_box_is_valid(tmp_path):
 def test_boxes_beyond_the_frame_are_kept_unclipped(tmp_path):
     """Coordinates are not bounded by the frame (64 x 48): the release's boxes are scored as they are."""
     key = "C0003.mp4/000200.png"
-    root = _broken_root(tmp_path, person={key: person_entry((-4, -2, 70, 50))},
-                        objects={key: [object_entry("book", (50, 30, 30, 40), key, "test")]})
+    root = _broken_root(
+        tmp_path,
+        person={key: person_entry((-4, -2, 70, 50))},
+        objects={key: [object_entry("book", (50, 30, 30, 40), key, "test")]},
+    )
     frame = load_annotations(root).videos("test")["C0003.mp4"][1]
     assert frame.boxes_xyxy.tolist() == [[-4, -2, 70, 50], [50, 30, 80, 70]]
 
@@ -294,20 +330,26 @@ class _Payload:
         return self.function, self.args
 
 
-@pytest.mark.parametrize("make_payload, refused", [
-    (lambda marker: _Payload(os.system, f"touch {marker}"), r"'(posix|nt|os)\.system'"),
-    (lambda marker: _Payload(open, str(marker), "w"), r"'io\.open'"),
-    (lambda marker: _Payload(eval, f"open({str(marker)!r}, 'w')"), r"'builtins\.eval'"),
-    (lambda marker: _Payload(np.save, str(marker), np.zeros(1)), r"'numpy[\w.]*\.save'"),  # numpy, not an array
-])
+@pytest.mark.parametrize(
+    "make_payload, refused",
+    [
+        (lambda marker: _Payload(os.system, f"touch {marker}"), r"'(posix|nt|os)\.system'"),
+        (lambda marker: _Payload(open, str(marker), "w"), r"'io\.open'"),
+        (lambda marker: _Payload(eval, f"open({str(marker)!r}, 'w')"), r"'builtins\.eval'"),
+        (lambda marker: _Payload(np.save, str(marker), np.zeros(1)), r"'numpy[\w.]*\.save'"),  # numpy, not an array
+    ],
+)
 def test_a_pickle_that_would_run_code_is_refused(standard_root, tmp_path, make_payload, refused):
     marker = tmp_path / "marker"
     person, _ = standard_entries()
     person[KEPT_KEY] = {**person[KEPT_KEY], "bbox_mode": make_payload(marker)}
     with (standard_root / "annotations" / "person_bbox.pkl").open("wb") as handle:
         pickle.dump(person, handle)
-    with pytest.raises(AnnotationError, match=r"person_bbox.pkl: Expected only plain data .* but got a reference to "
-                                              r"the global " + refused):
+    with pytest.raises(
+        AnnotationError,
+        match=r"person_bbox.pkl: Expected only plain data .* but got a reference to "
+        r"the global " + refused,
+    ):
         load_annotations(standard_root)
     assert not marker.exists()
 
@@ -322,9 +364,17 @@ def test_a_pickle_with_any_other_class_is_refused(tmp_path):
 
 
 def _numpy_payload():
-    return {"bbox": np.array([[1.5, 2.0, 3.25, 4.0]], dtype=np.float32), "score": np.float32(0.75),
-            "size": (640, 480), "count": np.int64(3), "mode": "xyxy", "flags": [True, None],
-            "ids": {1, 2}, "empty": np.zeros((0, 4), dtype=np.float32), "doubles": np.arange(3.0)}
+    return {
+        "bbox": np.array([[1.5, 2.0, 3.25, 4.0]], dtype=np.float32),
+        "score": np.float32(0.75),
+        "size": (640, 480),
+        "count": np.int64(3),
+        "mode": "xyxy",
+        "flags": [True, None],
+        "ids": {1, 2},
+        "empty": np.zeros((0, 4), dtype=np.float32),
+        "doubles": np.arange(3.0),
+    }
 
 
 def _assert_numpy_payload(data):

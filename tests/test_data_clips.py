@@ -4,8 +4,16 @@ from collections import Counter
 
 import pytest
 
-from arn_lightning.data.clips import (Clip, evaluation_clips, keyframe_window, last_occurrence, subsample_clips,
-                                      subsample_videos, tiled_windows, training_clips)
+from arn_lightning.data.clips import (
+    Clip,
+    evaluation_clips,
+    keyframe_window,
+    last_occurrence,
+    subsample_clips,
+    subsample_videos,
+    tiled_windows,
+    training_clips,
+)
 
 
 @pytest.mark.parametrize("key, positions", [(0, [0, 0, 0]), (1, [0, 0, 1]), (2, [0, 1, 2]), (4, [2, 3, 4])])
@@ -13,15 +21,18 @@ def test_causal_window_ends_at_key_frame(key, positions):
     assert keyframe_window(5, key, 3, "causal") == (positions, 2)
 
 
-@pytest.mark.parametrize("num, key, clip_len, positions, slot", [
-    (5, 0, 3, [0, 1, 2], 0),      # video start: shifted right, key frame first
-    (5, 2, 3, [1, 2, 3], 1),      # middle
-    (5, 4, 3, [2, 3, 4], 2),      # video end: shifted left
-    (6, 2, 4, [1, 2, 3, 4], 1),   # even T: one frame before, two after
-    (2, 1, 3, [0, 0, 1], 2),      # shorter than T: first frame repeated in front
-    (2, 0, 3, [0, 0, 1], 1),      # the key frame's last occurrence holds it
-    (1, 0, 3, [0, 0, 0], 2),
-])
+@pytest.mark.parametrize(
+    "num, key, clip_len, positions, slot",
+    [
+        (5, 0, 3, [0, 1, 2], 0),  # video start: shifted right, key frame first
+        (5, 2, 3, [1, 2, 3], 1),  # middle
+        (5, 4, 3, [2, 3, 4], 2),  # video end: shifted left
+        (6, 2, 4, [1, 2, 3, 4], 1),  # even T: one frame before, two after
+        (2, 1, 3, [0, 0, 1], 2),  # shorter than T: first frame repeated in front
+        (2, 0, 3, [0, 0, 1], 1),  # the key frame's last occurrence holds it
+        (1, 0, 3, [0, 0, 0], 2),
+    ],
+)
 def test_centred_window(num, key, clip_len, positions, slot):
     assert keyframe_window(num, key, clip_len, "centred") == (positions, slot)
 
@@ -31,13 +42,16 @@ def test_last_occurrence():
     assert last_occurrence([2, 3, 4]) == (True, True, True)
 
 
-@pytest.mark.parametrize("num, expected", [
-    (7, [([0, 1, 2], (True,) * 3), ([3, 4, 5], (True,) * 3), ([4, 5, 6], (False, False, True))]),
-    (6, [([0, 1, 2], (True,) * 3), ([3, 4, 5], (True,) * 3)]),
-    (4, [([0, 1, 2], (True,) * 3), ([1, 2, 3], (False, False, True))]),
-    (3, [([0, 1, 2], (True,) * 3)]),
-    (2, [([0, 0, 1], (False, True, True))]),
-])
+@pytest.mark.parametrize(
+    "num, expected",
+    [
+        (7, [([0, 1, 2], (True,) * 3), ([3, 4, 5], (True,) * 3), ([4, 5, 6], (False, False, True))]),
+        (6, [([0, 1, 2], (True,) * 3), ([3, 4, 5], (True,) * 3)]),
+        (4, [([0, 1, 2], (True,) * 3), ([1, 2, 3], (False, False, True))]),
+        (3, [([0, 1, 2], (True,) * 3)]),
+        (2, [([0, 0, 1], (False, True, True))]),
+    ],
+)
 def test_tiled_windows(num, expected):
     assert tiled_windows(num, 3) == expected
 

@@ -2,8 +2,8 @@
 
 import json
 
-from arn_lightning.cli import main as cli_main
 from ag_fixtures import EXPECTED
+from arn_lightning.cli import main as cli_main
 
 
 def test_stats_json_matches_hand_counts(standard_root, capsys):
@@ -18,9 +18,11 @@ def test_stats_json_matches_hand_counts(standard_root, capsys):
     counts = [row["count"] for row in train["predicates"]]
     assert counts == sorted(counts, reverse=True) and len(counts) == 26
     # looking_at, in_front_of and holding tie at 4: ties keep the global predicate order
-    assert train["predicates"][:3] == [{"name": "looking_at", "type": "attention", "count": 4},
-                                       {"name": "in_front_of", "type": "spatial", "count": 4},
-                                       {"name": "holding", "type": "contacting", "count": 4}]
+    assert train["predicates"][:3] == [
+        {"name": "looking_at", "type": "attention", "count": 4},
+        {"name": "in_front_of", "type": "spatial", "count": 4},
+        {"name": "holding", "type": "contacting", "count": 4},
+    ]
     assert train["relationships"] == 5 + 7 + 6  # attention + spatial + contacting labels of the 5 kept objects
 
 
@@ -43,8 +45,21 @@ def test_synth_command(tmp_path, capsys):
 
 
 def test_benchmark_data_runs(capsys):
-    args = ["benchmark", "data", "--videos", "2", "--frames", "3", "--batches", "1", "--batch-size", "1",
-            "--resize", "48/80", "--json"]
+    args = [
+        "benchmark",
+        "data",
+        "--videos",
+        "2",
+        "--frames",
+        "3",
+        "--batches",
+        "1",
+        "--batch-size",
+        "1",
+        "--resize",
+        "48/80",
+        "--json",
+    ]
     assert cli_main(args) == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert result["resize"] == "48/80" and result["output_hw"] == [45, 80]

@@ -5,12 +5,18 @@ from collections import Counter
 import pytest
 import torch
 
+from ag_fixtures import EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.data.frames import FrameError
-from ag_fixtures import EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS
 
-TEST_KEYS = ["C0003.mp4/000100.png", "C0003.mp4/000200.png", "C0003.mp4/000300.png", "D0004.mp4/000001.png",
-             "D0004.mp4/000002.png", "D0004.mp4/000004.png"]
+TEST_KEYS = [
+    "C0003.mp4/000100.png",
+    "C0003.mp4/000200.png",
+    "C0003.mp4/000300.png",
+    "D0004.mp4/000001.png",
+    "D0004.mp4/000002.png",
+    "D0004.mp4/000004.png",
+]
 
 
 def _dm(root, **kwargs):
@@ -107,8 +113,11 @@ def test_corrupt_frame_skipped_and_counted(standard_root_with_frames):
     dm.setup("test")
     with pytest.warns(RuntimeWarning, match="Skipping a bad frame: .*C0003.mp4/000200.png"):
         clip = dm.datasets["test"][0]
-    assert [s["target"]["frame"] for s in clip] == ["C0003.mp4/000100.png", "C0003.mp4/000100.png",
-                                                   "C0003.mp4/000300.png"]
+    assert [s["target"]["frame"] for s in clip] == [
+        "C0003.mp4/000100.png",
+        "C0003.mp4/000100.png",
+        "C0003.mp4/000300.png",
+    ]
     assert [s["target"]["evaluate"] for s in clip] == [True, False, True]
     assert dm.datasets["test"].bad_frames == ["C0003.mp4/000200.png"]
 
@@ -119,8 +128,11 @@ def test_frame_of_wrong_size(standard_root_with_frames):
     Image.new("RGB", (32, 32)).save(standard_root_with_frames / "frames" / "C0003.mp4" / "000100.png")
     dm = _dm(standard_root_with_frames)
     dm.setup("test")
-    with pytest.raises(FrameError, match=r"000100.png: Expected a 64x48 frame \(bbox_size of person_bbox.pkl\) but "
-                                         r"got 32x32"):
+    with pytest.raises(
+        FrameError,
+        match=r"000100.png: Expected a 64x48 frame \(bbox_size of person_bbox.pkl\) but "
+        r"got 32x32",
+    ):
         dm.datasets["test"][0]
 
 
@@ -132,7 +144,9 @@ def test_bad_options(standard_root_with_frames):
     with pytest.raises(ValueError, match="Expected 1 <= shorter <= longer"):
         _dm(standard_root_with_frames, resize_shorter=100, resize_longer=50)
     dm = _dm(standard_root_with_frames, val_split="val")
-    with pytest.raises(ValueError, match=r"Expected the split 'val' in data.root=.*, which has the splits \['test', 'train'\]"):
+    with pytest.raises(
+        ValueError, match=r"Expected the split 'val' in data.root=.*, which has the splits \['test', 'train'\]"
+    ):
         dm.setup("validate")
     with pytest.raises(RuntimeError, match="Expected setup"):
         _dm(standard_root_with_frames).test_dataloader()

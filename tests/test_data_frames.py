@@ -8,15 +8,33 @@ import pytest
 import torch
 from PIL import Image
 
+from ag_fixtures import person_entry, write_frame, write_root
 from arn_lightning.cli import main as cli_main
 from arn_lightning.data import ag
 from arn_lightning.data.decode import VideoError, decode_video, frame_file_name, off_grid, probe_video
-from arn_lightning.data.frames import (FrameError, dump_frames, dump_video, find_missing_frames, load_annotated_frames,
-                                       load_frame_keys, read_frame)
-from ag_fixtures import person_entry, write_frame, write_root
-from infer_fixtures import (audio_only, corner_frames, corrupt_frame, cut_video, faststart_video, grey_frames,
-                            headers_only_mkv, mp4_without_streams, noisy_frames, set_display_rotation,
-                            write_lossless_video, write_video_with_audio)
+from arn_lightning.data.frames import (
+    FrameError,
+    dump_frames,
+    dump_video,
+    find_missing_frames,
+    load_annotated_frames,
+    load_frame_keys,
+    read_frame,
+)
+from infer_fixtures import (
+    audio_only,
+    corner_frames,
+    corrupt_frame,
+    cut_video,
+    faststart_video,
+    grey_frames,
+    headers_only_mkv,
+    mp4_without_streams,
+    noisy_frames,
+    set_display_rotation,
+    write_lossless_video,
+    write_video_with_audio,
+)
 
 NUM_FRAMES = 10
 GREY_STEP = 20
@@ -50,8 +68,10 @@ def test_dump_frames_numbers_from_one_like_the_toolkit(videos, tmp_path, capsys)
     """ffmpeg's ``%06d.png`` names the first decoded frame 000001.png and the last of 10 frames 000010.png."""
     keys = _write_keys(tmp_path / "keys.txt", "V0001.mp4/000001.png", "V0001.mp4/000005.png", "V0001.mp4/000010.png")
     root = tmp_path / "ag"
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys),
-                     "--no-progress"]) == 0
+    assert (
+        cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys), "--no-progress"])
+        == 0
+    )
     assert "3 frame(s) written, 0 already present, 0 video(s) failed" in capsys.readouterr().out
     folder = root / "frames" / "V0001.mp4"
     assert _files(folder) == ["000001.png", "000005.png", "000010.png"]  # no temporary file left
@@ -65,8 +85,7 @@ def test_key_beyond_the_last_frame_reports_the_frame_count(videos, tmp_path):
     report = dump_frames(videos, tmp_path / "ag", keys, progress=False)
     assert report.written == 1
     reason = report.failures["V0001.mp4"]
-    assert f"{videos / 'V0001.mp4'} has 10 frames (numbered 1 to 10) but 000011.png, 000020.png are annotated" \
-        in reason
+    assert f"{videos / 'V0001.mp4'} has 10 frames (numbered 1 to 10) but 000011.png, 000020.png are annotated" in reason
     assert "truncated" not in reason  # the container declares 10 frames too
     assert _grey(tmp_path / "ag" / "frames" / keys[0]) == pytest.approx(60, abs=2)
 
@@ -74,12 +93,16 @@ def test_key_beyond_the_last_frame_reports_the_frame_count(videos, tmp_path):
 def test_key_000000_is_rejected_naming_it(videos, tmp_path, capsys):
     keys = _write_keys(tmp_path / "keys.txt", "V0001.mp4/000000.png", "V0001.mp4/000002.png")
     root = tmp_path / "ag"
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys),
-                     "--no-progress"]) == 1
+    assert (
+        cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys), "--no-progress"])
+        == 1
+    )
     captured = capsys.readouterr()
     assert "1 frame(s) written" in captured.out
-    assert ("FAILED V0001.mp4: V0001.mp4/000000.png: Expected a frame number from 000001 (numbering is 1-based: "
-            "000001.png is the first frame of the video) but got 000000") in captured.err
+    assert (
+        "FAILED V0001.mp4: V0001.mp4/000000.png: Expected a frame number from 000001 (numbering is 1-based: "
+        "000001.png is the first frame of the video) but got 000000"
+    ) in captured.err
     assert _files(root / "frames" / "V0001.mp4") == ["000002.png"]
     with pytest.raises(ValueError, match="1-based"):
         frame_file_name(0)
@@ -107,8 +130,10 @@ def test_variable_frame_rate_counts_every_decoded_frame_and_warns(tmp_path, caps
     assert [off_grid(f, 10.0) for f in frames] == [False, False, False, True, True]
     keys = _write_keys(tmp_path / "keys.txt", *(f"VFR01.mp4/{frame_file_name(n)}" for n in range(1, 6)))
     root = tmp_path / "ag"
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys),
-                     "--no-progress"]) == 0
+    assert (
+        cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--keys", str(keys), "--no-progress"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "5 frame(s) written" in captured.out and "1 warning(s)" in captured.out
     assert "WARNING VFR01.mp4:" in captured.err and "variable frame rate: frame 4 is at 0.500 s" in captured.err
@@ -133,17 +158,23 @@ def test_video_starting_after_its_audio_is_numbered_in_decode_order_and_warned(t
 
 
 # ----------------------------------------------------------------------------------------------- rotation and size
-@pytest.mark.parametrize("clockwise, bbox_size, corner", [
-    (90, (48, 64), "top right"), (180, (64, 48), "bottom right"), (270, (48, 64), "bottom left"),
-])
+@pytest.mark.parametrize(
+    "clockwise, bbox_size, corner",
+    [
+        (90, (48, 64), "top right"),
+        (180, (64, 48), "bottom right"),
+        (270, (48, 64), "bottom left"),
+    ],
+)
 def test_dump_turns_rotated_videos_upright(tmp_path, capsys, clockwise, bbox_size, corner):
     """A 64x48 video whose display matrix turns it: the dump writes the upright frames ffmpeg would."""
     videos = tmp_path / "videos"
     videos.mkdir()
     set_display_rotation(write_lossless_video(videos / "R0001.mp4", corner_frames(3)), clockwise)
     keys = ["R0001.mp4/000001.png", "R0001.mp4/000003.png"]
-    root = write_root(tmp_path / "ag", {k: person_entry(size=bbox_size) for k in keys}, {k: [] for k in keys},
-                      frames=False)
+    root = write_root(
+        tmp_path / "ag", {k: person_entry(size=bbox_size) for k in keys}, {k: [] for k in keys}, frames=False
+    )
     assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--no-progress"]) == 0
     assert "2 frame(s) written" in capsys.readouterr().out
     image = read_frame(root / "frames" / keys[1], expected_size=bbox_size)  # what the loader checks
@@ -160,8 +191,10 @@ def test_frame_of_another_size_than_bbox_size_is_reported_at_dump_time(videos, t
     assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(root), "--no-progress"]) == 1
     captured = capsys.readouterr()
     assert "1 frame(s) written" in captured.out
-    assert ("FAILED V0001.mp4: 1 frame(s) of " in captured.err
-            and "000003.png: Expected 480x270 (bbox_size of person_bbox.pkl) but got 64x48" in captured.err)
+    assert (
+        "FAILED V0001.mp4: 1 frame(s) of " in captured.err
+        and "000003.png: Expected 480x270 (bbox_size of person_bbox.pkl) but got 64x48" in captured.err
+    )
     assert _files(root / "frames" / "V0001.mp4") == ["000002.png"]
 
 
@@ -174,8 +207,11 @@ def test_load_annotated_frames_reads_bbox_sizes(standard_root, tmp_path):
     person = {"A.mp4/000001.png": {"bbox": np.zeros((0, 4)), "bbox_size": (0, 48)}}
     with open(standard_root / "annotations" / "person_bbox.pkl", "wb") as handle:
         pickle.dump(person, handle)
-    with pytest.raises(ag.AnnotationError, match=r"person_bbox.pkl\['A.mp4/000001.png'\]\['bbox_size'\]: Expected "
-                                                 r"a positive \(width, height\) pair but got \(0, 48\)"):
+    with pytest.raises(
+        ag.AnnotationError,
+        match=r"person_bbox.pkl\['A.mp4/000001.png'\]\['bbox_size'\]: Expected "
+        r"a positive \(width, height\) pair but got \(0, 48\)",
+    ):
         load_annotated_frames(standard_root)
 
 
@@ -187,6 +223,7 @@ DAMAGED_FRAMES = 40
 def _cut(frames):
     def make(path):
         return cut_video(faststart_video(path, noisy_frames(DAMAGED_FRAMES)), frames)
+
     return make
 
 
@@ -203,13 +240,20 @@ UNUSABLE = {
     "no_stream": (mp4_without_streams, "Expected a video stream in {path} but found no stream at all (empty video)"),
     "audio_only": (audio_only, "Expected a video stream in {path} but found only audio streams (unsupported)"),
     "zero_frames": (_headers_only, "decodable video frame in {path} but found none (empty video)"),
-    "truncated_before_the_frames": (_cut(0), "Expected the 40 frames its container declares in {path} but none "
-                                             "decodes (a truncated or corrupt file)"),
-    "truncated_between_frames": (_cut(5), "{path} has 5 frames (numbered 1 to 5) but 000035.png is annotated; the "
-                                          "container declares 40 frames, so the file looks truncated"),
+    "truncated_before_the_frames": (
+        _cut(0),
+        "Expected the 40 frames its container declares in {path} but none decodes (a truncated or corrupt file)",
+    ),
+    "truncated_between_frames": (
+        _cut(5),
+        "{path} has 5 frames (numbered 1 to 5) but 000035.png is annotated; the "
+        "container declares 40 frames, so the file looks truncated",
+    ),
     "corrupt_frame": (_corrupt, "Expected a decodable video but decoding {path} failed after"),
-    "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
-                     "Expected a readable video file but could not open {path}"),
+    "random_bytes": (
+        lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+        "Expected a readable video file but could not open {path}",
+    ),
     "empty_file": (lambda p: p.write_bytes(b""), "Expected a video file but {path} is empty (0 bytes)"),
     "missing": (lambda p: None, "Expected a video file but {path} does not exist"),
 }
@@ -276,8 +320,23 @@ def test_dump_frames_command(videos, standard_root, tmp_path, capsys):
     assert "FAILED A0001.mp4" in err and "FAILED D0004.mp4" in err and "A0001.mp4 does not exist" in err
     assert not (standard_root / "frames").exists()
     keys = _write_keys(tmp_path / "keys.txt", "V0001.mp4/000007.png", "", "V0001.mp4/000001.png")
-    assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(standard_root), "--keys", str(keys),
-                     "--no-progress", "--workers", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "dump-frames",
+                "--videos",
+                str(videos),
+                "--root",
+                str(standard_root),
+                "--keys",
+                str(keys),
+                "--no-progress",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "2 frame(s) written" in capsys.readouterr().out
     keys.write_text("V0001.mp4/7.png\n")
     assert cli_main(["dump-frames", "--videos", str(videos), "--root", str(standard_root), "--keys", str(keys)]) == 1

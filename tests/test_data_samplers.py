@@ -66,8 +66,9 @@ class _Items(Dataset):
 
 def test_resumable_loader_state_is_the_training_loop_position() -> None:
     done = {"batches": 0}
-    loader = ResumableLoader(_Items(), batch_size=2, sampler=EpochSampler(6, seed=0),
-                             batches_done=lambda: done["batches"])
+    loader = ResumableLoader(
+        _Items(), batch_size=2, sampler=EpochSampler(6, seed=0), batches_done=lambda: done["batches"]
+    )
     order = [int(x) for batch in loader for x in batch]
     done["batches"] = 2
     state = loader.state_dict()

@@ -12,7 +12,7 @@ from arn_lightning import vocab
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.data.synth import generate
 from arn_lightning.data.synth_render import BACKGROUND, SHAPES, render_frame
-from arn_lightning.data.synth_scene import SHIRT, KP, Thing, make_figure, relationship_labels
+from arn_lightning.data.synth_scene import KP, SHIRT, Thing, make_figure, relationship_labels
 
 #: Seed of the shared root; with it every awkward case occurs at least once (the output is deterministic).
 SEED = 0
@@ -35,13 +35,18 @@ def pickles(synth_root):
 
 
 def _digest(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_bit_identical_other_seed_different(tmp_path):
-    roots = [generate(tmp_path / name, videos=3, frames=3, size=(160, 120), seed=seed).root
-             for name, seed in (("a", 7), ("b", 7), ("c", 8))]
+    roots = [
+        generate(tmp_path / name, videos=3, frames=3, size=(160, 120), seed=seed).root
+        for name, seed in (("a", 7), ("b", 7), ("c", 8))
+    ]
     first, second, other = (_digest(r) for r in roots)
     assert first == second and len(first) > 6
     assert first["annotations/person_bbox.pkl"] != other["annotations/person_bbox.pkl"]
@@ -118,8 +123,10 @@ def test_vocabulary_coverage(pickles):
 
 
 def _inside(box_xyxy, point, tolerance=0.02):
-    return (box_xyxy[0] - tolerance <= point[0] <= box_xyxy[2] + tolerance
-            and box_xyxy[1] - tolerance <= point[1] <= box_xyxy[3] + tolerance)
+    return (
+        box_xyxy[0] - tolerance <= point[0] <= box_xyxy[2] + tolerance
+        and box_xyxy[1] - tolerance <= point[1] <= box_xyxy[3] + tolerance
+    )
 
 
 def _angle(gaze, direction):

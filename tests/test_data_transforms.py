@@ -10,12 +10,15 @@ from arn_lightning.data.dataset import build_target
 from arn_lightning.data.transforms import ClipTransform, flip_boxes_xyxy, normalize_into, resized_hw
 
 
-@pytest.mark.parametrize("hw, shorter, longer, expected", [
-    ((240, 320), 600, 1000, (600, 800)),   # shorter side rule
-    ((100, 400), 600, 1000, (250, 1000)),  # longer side capped
-    ((48, 64), 24, 100, (24, 32)),         # downscale
-    ((64, 48), 24, 100, (32, 24)),         # portrait
-])
+@pytest.mark.parametrize(
+    "hw, shorter, longer, expected",
+    [
+        ((240, 320), 600, 1000, (600, 800)),  # shorter side rule
+        ((100, 400), 600, 1000, (250, 1000)),  # longer side capped
+        ((48, 64), 24, 100, (24, 32)),  # downscale
+        ((64, 48), 24, 100, (32, 24)),  # portrait
+    ],
+)
 def test_resized_hw(hw, shorter, longer, expected):
     assert resized_hw(*hw, shorter, longer) == expected
 
@@ -67,11 +70,19 @@ def test_normalize_into():
 
 def _frame(num_objects=1):
     boxes = np.array([[10, 5, 40, 45]] + [[20, 10, 40, 30]] * num_objects, dtype=np.float32)
-    return FrameAnnotation(key="A.mp4/000001.png", video="A.mp4", number=1, split="train", width=64, height=48,
-                           boxes_xyxy=boxes, labels=np.array([1] + [11] * num_objects),
-                           attention=np.zeros((num_objects, 3), dtype=np.int64),
-                           spatial=np.ones((num_objects, 6), dtype=np.int64),
-                           contacting=np.zeros((num_objects, 17), dtype=np.int64))
+    return FrameAnnotation(
+        key="A.mp4/000001.png",
+        video="A.mp4",
+        number=1,
+        split="train",
+        width=64,
+        height=48,
+        boxes_xyxy=boxes,
+        labels=np.array([1] + [11] * num_objects),
+        attention=np.zeros((num_objects, 3), dtype=np.int64),
+        spatial=np.ones((num_objects, 6), dtype=np.int64),
+        contacting=np.zeros((num_objects, 17), dtype=np.int64),
+    )
 
 
 def test_build_target_normalised_cxcywh_and_flipped_ground_truth():

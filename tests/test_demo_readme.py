@@ -26,5 +26,6 @@ def test_the_readme_table_is_read_and_compared_cell_by_cell(tmp_path: Path) -> N
     assert readme_differences(stated, README) == []
     changed = {**stated, "no/R@20": stated["no/R@20"] - 0.05}
     assert readme_differences(changed, README) == [
-        f"no/R@20: README {100 * stated['no/R@20']:.1f}, this run {100 * changed['no/R@20']:.1f}"]
+        f"no/R@20: README {100 * stated['no/R@20']:.1f}, this run {100 * changed['no/R@20']:.1f}"
+    ]
     assert readme_differences(stated, tmp_path / "missing.md") is None

@@ -92,8 +92,10 @@ def test_mirror_replaces_the_official_url():
     official = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
     assert weights_url(official, "resnet50-0676ba61.pth", {}) == official
     for base in ("http://mirror.local/w", "http://mirror.local/w/"):
-        assert weights_url(official, "resnet50-0676ba61.pth", {"ARN_WEIGHTS_URL": base}) == \
-            "http://mirror.local/w/resnet50-0676ba61.pth"
+        assert (
+            weights_url(official, "resnet50-0676ba61.pth", {"ARN_WEIGHTS_URL": base})
+            == "http://mirror.local/w/resnet50-0676ba61.pth"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ downloads

@@ -62,8 +62,14 @@ def test_panel_lines_list_time_and_triplets_with_type_colours() -> None:
 
 
 def test_panel_counts_the_triplets_that_do_not_fit() -> None:
-    pred = prediction("v.mp4/000001.png", boxes=[[0, 0, 5, 5], [1, 1, 4, 4]], labels=[1, 2], scores=[1, 1],
-                      pairs=[[0, 1]], predicate_scores={j: 1.0 - j / 100 for j in range(26)})
+    pred = prediction(
+        "v.mp4/000001.png",
+        boxes=[[0, 0, 5, 5], [1, 1, 4, 4]],
+        labels=[1, 2],
+        scores=[1, 1],
+        pairs=[[0, 1]],
+        predicate_scores={j: 1.0 - j / 100 for j in range(26)},
+    )
     graph = FrameGraph(0, 0, 0.0, pred, rank_triplets(pred, top_k=26, threshold=0.0))
     lines = panel_lines(graph, HEIGHT)
     capacity = (HEIGHT - font_size(HEIGHT) // 2) // round(font_size(HEIGHT) * 1.35)

@@ -9,20 +9,25 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 import torch
 
+from ag_fixtures import DEGENERATE_KEYS, write_degenerate_root, write_standard_root
 from arn_lightning import vocab
 from arn_lightning.cli import main as cli_main
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.metrics.predictions import prediction_from_ground_truth, prediction_to_json, write_predictions
 from arn_lightning.metrics.recall import SceneGraphRecall
-from ag_fixtures import DEGENERATE_KEYS, write_degenerate_root, write_standard_root
 
-TEST_KEYS = ["C0003.mp4/000100.png", "C0003.mp4/000200.png", "C0003.mp4/000300.png",
-             "D0004.mp4/000001.png", "D0004.mp4/000002.png", "D0004.mp4/000004.png"]
+TEST_KEYS = [
+    "C0003.mp4/000100.png",
+    "C0003.mp4/000200.png",
+    "C0003.mp4/000300.png",
+    "D0004.mp4/000001.png",
+    "D0004.mp4/000002.png",
+    "D0004.mp4/000004.png",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +35,11 @@ def root(tmp_path_factory) -> Path:
     return write_standard_root(tmp_path_factory.mktemp("ag") / "root", frames=False)
 
 
-def oracle_predictions(root: Path, split: str = "test") -> List[Dict]:
-    return [prediction_from_ground_truth(frame.eval_target())
-            for frame in load_annotations(root, task="sgdet").frames(split)]
+def oracle_predictions(root: Path, split: str = "test") -> list[dict]:
+    return [
+        prediction_from_ground_truth(frame.eval_target())
+        for frame in load_annotations(root, task="sgdet").frames(split)
+    ]
 
 
 def run(capsys, *args: str) -> tuple:
@@ -41,7 +48,7 @@ def run(capsys, *args: str) -> tuple:
     return code, captured.out, captured.err
 
 
-def run_json(capsys, root: Path, predictions: Path, *args: str) -> Dict:
+def run_json(capsys, root: Path, predictions: Path, *args: str) -> dict:
     code, out, err = run(capsys, "--root", str(root), "--predictions", str(predictions), "--json", *args)
     assert code == 0, err
     return json.loads(out)
@@ -56,15 +63,18 @@ def test_perfect_predictions_recall_everything(root: Path, tmp_path: Path, capsy
     assert report["frames"] == 6 and report["missing_frames"] == {"count": 0, "first": []}
     assert (report["task"], report["split"], report["iou"]) == ("sgdet", "test", "continuous")
     for constraint in ("with", "semi", "no"):
-        assert set(report[constraint]) == {f"{name}@{k}" for name in ("R", "mR", "mR_per_frame", "hmean")
-                                           for k in (10, 20, 50, 100)}
+        assert set(report[constraint]) == {
+            f"{name}@{k}" for name in ("R", "mR", "mR_per_frame", "hmean") for k in (10, 20, 50, 100)
+        }
     assert report["no"]["R@10"] == 1.0 and report["with"]["R@10"] == 1.0  # one label per type, holding x2 once
     assert report["semi"]["R@10"] == 1.0  # predicate score 1 > 0.9
     assert report["no"]["mR@10"] == pytest.approx(6 / 26) and report["no"]["mR_per_frame@10"] == pytest.approx(6 / 26)
     assert report["per_predicate"]["holding"]["gt_triplets"] == 4
     assert report["per_predicate"]["holding"]["no"]["R@50"] == 1.0
-    assert report["per_predicate"]["carrying"] == {"gt_triplets": 0, **{c: {f"R@{k}": 0.0 for k in (10, 20, 50, 100)}
-                                                                        for c in ("with", "semi", "no")}}
+    assert report["per_predicate"]["carrying"] == {
+        "gt_triplets": 0,
+        **{c: {f"R@{k}": 0.0 for k in (10, 20, 50, 100)} for c in ("with", "semi", "no")},
+    }
     assert sum(entry["gt_triplets"] for entry in report["per_predicate"].values()) == 19
     assert list(report["per_predicate"]) == list(vocab.PREDICATES)
 
@@ -99,8 +109,11 @@ def test_file_scores_equal_in_memory_scores(root: Path, tmp_path: Path, capsys) 
     assert 0.0 < report["with"]["R@10"] < 1.0
     for key, value in expected.items():
         parts = key.split("/")
-        got = report["per_predicate"][parts[3]][parts[1]][parts[2]] if parts[0] == "per_predicate" else \
-            report[parts[0]][parts[1]]
+        got = (
+            report["per_predicate"][parts[3]][parts[1]][parts[2]]
+            if parts[0] == "per_predicate"
+            else report[parts[0]][parts[1]]
+        )
         assert got == value.item(), key  # exactly: the file keeps the float32 values
 
 
@@ -126,7 +139,7 @@ def test_iou_option(root: Path, tmp_path: Path, capsys) -> None:
     assert run_json(capsys, root, path, "--iou", "legacy")["no"]["R@10"] == 1.0
 
 
-def lines_of(root: Path) -> List[str]:
+def lines_of(root: Path) -> list[str]:
     return [json.dumps(prediction_to_json(p)) for p in oracle_predictions(root)]
 
 
@@ -138,24 +151,37 @@ def _nan(line: str) -> str:
     return json.dumps({**json.loads(line), "scores": [float("nan"), 1.0]})  # json writes the NaN token
 
 
-@pytest.mark.parametrize("make_bad, message", [
-    (lambda line: line[:-3], "line 3: "),
-    (lambda line: json.dumps({**json.loads(line), "frame": "A0001.mp4/000002.png"}),
-     "line 3: Expected a frame of the test split \\(sgdet filtering\\) but got 'A0001.mp4/000002.png'"),
-    (lambda line: json.dumps({**json.loads(line), "frame": "C0003.mp4/000100.png"}),
-     "line 3: Expected one line per frame but 'C0003.mp4/000100.png' already appeared on line 1"),
-    (_bad_pairs, "line 3: Expected the line\\['pairs'\\] in \\[0, 1\\] but got 5"),
-    (_nan, "line 3: Expected the line\\['scores'\\] in \\[0, 1\\] but got nan"),
-    (lambda line: json.dumps({k: v for k, v in json.loads(line).items() if k != "contacting"}),
-     "line 3: .*'contacting' is missing"),
-    (lambda line: json.dumps({**json.loads(line), "labels": [1]}), "line 3: .*'labels'\\] of shape \\[2\\]"),
-    (lambda line: json.dumps({**json.loads(line), "spatial": [[2.0] * 6]}), "line 3: .*'spatial'\\] in \\[0, 1\\]"),
-    (lambda line: json.dumps({**json.loads(line), "boxes": [[40.0, 5.0, 10.0, 45.0], [5.0, 5.0, 25.0, 25.0]]}),
-     "line 3: Expected the line\\['boxes'\\]\\[0\\] to be an xyxy box with finite coordinates, x2 >= x1 and "
-     "y2 >= y1 but got \\[40.0, 5.0, 10.0, 45.0\\] \\(x2 < x1\\)"),
-    (lambda line: json.dumps({**json.loads(line), "boxes": [[10.0, 5.0, 40.0, 45.0], [5.0, 5.0, 25.0, None]]}),
-     "line 3: Expected the line\\['boxes'\\] to hold real numbers"),
-])
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (lambda line: line[:-3], "line 3: "),
+        (
+            lambda line: json.dumps({**json.loads(line), "frame": "A0001.mp4/000002.png"}),
+            "line 3: Expected a frame of the test split \\(sgdet filtering\\) but got 'A0001.mp4/000002.png'",
+        ),
+        (
+            lambda line: json.dumps({**json.loads(line), "frame": "C0003.mp4/000100.png"}),
+            "line 3: Expected one line per frame but 'C0003.mp4/000100.png' already appeared on line 1",
+        ),
+        (_bad_pairs, "line 3: Expected the line\\['pairs'\\] in \\[0, 1\\] but got 5"),
+        (_nan, "line 3: Expected the line\\['scores'\\] in \\[0, 1\\] but got nan"),
+        (
+            lambda line: json.dumps({k: v for k, v in json.loads(line).items() if k != "contacting"}),
+            "line 3: .*'contacting' is missing",
+        ),
+        (lambda line: json.dumps({**json.loads(line), "labels": [1]}), "line 3: .*'labels'\\] of shape \\[2\\]"),
+        (lambda line: json.dumps({**json.loads(line), "spatial": [[2.0] * 6]}), "line 3: .*'spatial'\\] in \\[0, 1\\]"),
+        (
+            lambda line: json.dumps({**json.loads(line), "boxes": [[40.0, 5.0, 10.0, 45.0], [5.0, 5.0, 25.0, 25.0]]}),
+            "line 3: Expected the line\\['boxes'\\]\\[0\\] to be an xyxy box with finite coordinates, x2 >= x1 and "
+            "y2 >= y1 but got \\[40.0, 5.0, 10.0, 45.0\\] \\(x2 < x1\\)",
+        ),
+        (
+            lambda line: json.dumps({**json.loads(line), "boxes": [[10.0, 5.0, 40.0, 45.0], [5.0, 5.0, 25.0, None]]}),
+            "line 3: Expected the line\\['boxes'\\] to hold real numbers",
+        ),
+    ],
+)
 def test_malformed_line_exits_2_naming_the_line(root: Path, tmp_path: Path, capsys, make_bad, message) -> None:
     lines = lines_of(root)
     lines[2] = make_bad(lines[2])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List
 
 import av
 import numpy as np
@@ -23,8 +22,17 @@ from arn_lightning.inference.timeline import MAX_ROWS, timeline_size
 from arn_lightning.inference.video import open_frames
 from arn_lightning.metrics.predictions import read_predictions
 from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES
-from infer_fixtures import (SYNTH_SIZE, TEST_DATA_SETTINGS, VIDEO_FPS, InferAssets, headers_only_mkv,
-                            mp4_without_streams, save_checkpoint, tiny_module, torch_threads)
+from infer_fixtures import (
+    SYNTH_SIZE,
+    TEST_DATA_SETTINGS,
+    VIDEO_FPS,
+    InferAssets,
+    headers_only_mkv,
+    mp4_without_streams,
+    save_checkpoint,
+    tiny_module,
+    torch_threads,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # a tiny model: seconds per test
 
@@ -37,14 +45,31 @@ def run_dir(assets: InferAssets, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """One successful CLI run on the mp4, shared by the output checks."""
     out = tmp_path_factory.mktemp("infer_run") / "graphs"
     with torch_threads(1):
-        code = infer_main(["--checkpoint", str(assets.checkpoint), "--input", str(assets.video), "--out", str(out),
-                          "--fps", str(SAMPLE_FPS), "--top-k", str(TOP_K), "--threshold", "0", "--batch-size", "2",
-                          "--save-frames", "--quiet"])
+        code = infer_main(
+            [
+                "--checkpoint",
+                str(assets.checkpoint),
+                "--input",
+                str(assets.video),
+                "--out",
+                str(out),
+                "--fps",
+                str(SAMPLE_FPS),
+                "--top-k",
+                str(TOP_K),
+                "--threshold",
+                "0",
+                "--batch-size",
+                "2",
+                "--save-frames",
+                "--quiet",
+            ]
+        )
     assert code == 0
     return out
 
 
-def _records(out: Path) -> List[dict]:
+def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "scene_graphs.jsonl").read_text().splitlines()]
 
 
@@ -62,8 +87,22 @@ def test_json_lines_one_per_sampled_frame_with_fields(run_dir: Path, assets: Inf
     assert [r["frame"] for r in records] == [f"synthetic.mp4/{n:06d}.png" for n in numbers]
     assert records[0]["frame"] == "synthetic.mp4/000001.png" and records[1]["frame"] == "synthetic.mp4/000003.png"
     assert [r["timestamp"] for r in records] == pytest.approx([i / SAMPLE_FPS for i in range(count)])
-    expected = {"index", "frame_index", "timestamp", "frame", "boxes", "labels", "label_names", "scores", "pairs",
-                "attention", "spatial", "contacting", "triplets", "triplet_rows"}
+    expected = {
+        "index",
+        "frame_index",
+        "timestamp",
+        "frame",
+        "boxes",
+        "labels",
+        "label_names",
+        "scores",
+        "pairs",
+        "attention",
+        "spatial",
+        "contacting",
+        "triplets",
+        "triplet_rows",
+    }
     assert all(set(r) == expected for r in records)
 
 
@@ -77,8 +116,9 @@ def test_json_names_come_from_the_vocabulary_and_triplets_are_sorted(run_dir: Pa
         scores = [t[3] for t in triplets]
         assert scores == sorted(scores, reverse=True)
         assert len(record["triplet_rows"]) == len(triplets)
-        for (subject, predicate, obj, _), (sub_row, pred_index, obj_row) in zip(triplets, record["triplet_rows"],
-                                                                                strict=True):
+        for (subject, predicate, obj, _), (sub_row, pred_index, obj_row) in zip(
+            triplets, record["triplet_rows"], strict=True
+        ):
             assert predicate == PREDICATES[pred_index]
             assert subject == record["label_names"][sub_row] and obj == record["label_names"][obj_row]
             assert subject in OBJECT_CLASSES and obj in OBJECT_CLASSES
@@ -114,8 +154,13 @@ def test_timeline_is_a_png_of_the_expected_size(run_dir: Path) -> None:
 
 
 def test_output_folder_holds_only_the_results(run_dir: Path) -> None:
-    assert sorted(p.name for p in run_dir.iterdir()) == [".arn-lightning-output", "annotated.mp4", "frames",
-                                                         "scene_graphs.jsonl", "timeline.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".arn-lightning-output",
+        "annotated.mp4",
+        "frames",
+        "scene_graphs.jsonl",
+        "timeline.png",
+    ]
     assert [p.name for p in run_dir.parent.iterdir()] == ["graphs"]  # no staging folder left
 
 
@@ -136,15 +181,19 @@ def test_batching_does_not_change_predictions(assets: InferAssets, predictor: Sc
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_each_frame_is_predicted_with_its_scheduled_context(assets: InferAssets, predictor: SceneGraphPredictor,
-                                                            causal: bool) -> None:
+def test_each_frame_is_predicted_with_its_scheduled_context(
+    assets: InferAssets, predictor: SceneGraphPredictor, causal: bool
+) -> None:
     frames = list(open_frames(assets.video, SAMPLE_FPS))[:3]
     streamed = [graph.prediction for _, graph in predictor.stream(frames, causal=causal, threshold=0.0)]
     prepared = [predictor.prepare(f) for f in frames]
     # T = 2. Windows: (0, 1) then (1, 2) keeping frame 2 only; causal: (0, 0), (0, 1), (1, 2), each keeping the last.
     if causal:
-        jobs = [ClipJob((prepared[0], prepared[0]), (1,)), ClipJob((prepared[0], prepared[1]), (1,)),
-                ClipJob((prepared[1], prepared[2]), (1,))]
+        jobs = [
+            ClipJob((prepared[0], prepared[0]), (1,)),
+            ClipJob((prepared[0], prepared[1]), (1,)),
+            ClipJob((prepared[1], prepared[2]), (1,)),
+        ]
     else:
         jobs = [ClipJob((prepared[0], prepared[1]), (0, 1)), ClipJob((prepared[1], prepared[2]), (1,))]
     direct = [prediction for job in jobs for _, prediction in predictor.predict_clips([job])]
@@ -170,8 +219,23 @@ def test_preprocessing_matches_the_evaluation_batches(assets: InferAssets, predi
 def test_frame_folder_input_keeps_action_genome_keys(assets: InferAssets, tmp_path: Path) -> None:
     folder = sorted((assets.data_root / "frames").iterdir())[0]
     out = tmp_path / "folder_graphs"
-    assert infer_main(["--checkpoint", str(assets.checkpoint), "--input", str(folder), "--out", str(out),
-                       "--fps", "1", "--causal", "--quiet"]) == 0
+    assert (
+        infer_main(
+            [
+                "--checkpoint",
+                str(assets.checkpoint),
+                "--input",
+                str(folder),
+                "--out",
+                str(out),
+                "--fps",
+                "1",
+                "--causal",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     records = _records(out)
     files = sorted(folder.glob("*.png"))
     assert [r["frame"] for r in records] == [f"{folder.name}/{p.name}" for p in files]
@@ -201,7 +265,7 @@ def test_default_out_and_overwrite(assets: InferAssets, tmp_path: Path, capsys: 
 
 
 # ----------------------------------------------------------------------------------------------- errors
-def _fails(args: List[str], out: Path, capsys: pytest.CaptureFixture, *messages: str) -> None:
+def _fails(args: list[str], out: Path, capsys: pytest.CaptureFixture, *messages: str) -> None:
     assert infer_main([*args, "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert all(message in err for message in messages), err
@@ -212,25 +276,41 @@ def _fails(args: List[str], out: Path, capsys: pytest.CaptureFixture, *messages:
 def test_corrupt_video_is_an_error(assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     video = tmp_path / "corrupt.mp4"
     video.write_bytes(np.random.default_rng(0).bytes(5000))
-    _fails(["--checkpoint", str(assets.checkpoint), "--input", str(video)], tmp_path / "out", capsys,
-           f"could not open {video}")
+    _fails(
+        ["--checkpoint", str(assets.checkpoint), "--input", str(video)],
+        tmp_path / "out",
+        capsys,
+        f"could not open {video}",
+    )
 
 
 def test_empty_videos_are_errors(assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     empty = mp4_without_streams(tmp_path / "empty.mp4")
-    _fails(["--checkpoint", str(assets.checkpoint), "--input", str(empty)], tmp_path / "out", capsys,
-           f"{empty} but found no stream at all (empty video)")
+    _fails(
+        ["--checkpoint", str(assets.checkpoint), "--input", str(empty)],
+        tmp_path / "out",
+        capsys,
+        f"{empty} but found no stream at all (empty video)",
+    )
     # A stream whose frames are all missing fails only while decoding, after the model was loaded.
     headers = headers_only_mkv(tmp_path / "headers_only.mkv")
-    _fails(["--checkpoint", str(assets.checkpoint), "--input", str(headers)], tmp_path / "out2", capsys,
-           f"decodable video frame in {headers} but found none (empty video)")
+    _fails(
+        ["--checkpoint", str(assets.checkpoint), "--input", str(headers)],
+        tmp_path / "out2",
+        capsys,
+        f"decodable video frame in {headers} but found none (empty video)",
+    )
 
 
 def test_folder_without_images_is_an_error(assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
-    _fails(["--checkpoint", str(assets.checkpoint), "--input", str(folder)], tmp_path / "out", capsys,
-           f"in the frame folder {folder} but found none")
+    _fails(
+        ["--checkpoint", str(assets.checkpoint), "--input", str(folder)],
+        tmp_path / "out",
+        capsys,
+        f"in the frame folder {folder} but found none",
+    )
 
 
 class _OtherModel(torch.nn.Module):
@@ -251,15 +331,19 @@ def _other_lightning_checkpoint(path: Path) -> Path:
     return save_checkpoint(Other(), path)
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "does not exist"),
-    ("directory", "is a directory"),
-    ("random", "Expected a PyTorch checkpoint (a zip archive) but"),
-    ("state_dict", "Expected a Lightning checkpoint in"),
-    ("other_model", "Expected a Lightning checkpoint of ARNLitModule but"),
-])
-def test_wrong_checkpoints_are_errors(assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                      kind: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("directory", "is a directory"),
+        ("random", "Expected a PyTorch checkpoint (a zip archive) but"),
+        ("state_dict", "Expected a Lightning checkpoint in"),
+        ("other_model", "Expected a Lightning checkpoint of ARNLitModule but"),
+    ],
+)
+def test_wrong_checkpoints_are_errors(
+    assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture, kind: str, message: str
+) -> None:
     checkpoint = tmp_path / f"{kind}.ckpt"
     if kind == "directory":
         checkpoint.mkdir()
@@ -269,8 +353,13 @@ def test_wrong_checkpoints_are_errors(assets: InferAssets, tmp_path: Path, capsy
         torch.save(_OtherModel().state_dict(), checkpoint)
     elif kind == "other_model":
         _other_lightning_checkpoint(checkpoint)
-    _fails(["--checkpoint", str(checkpoint), "--input", str(assets.video)], tmp_path / "out", capsys,
-           message, str(checkpoint))
+    _fails(
+        ["--checkpoint", str(checkpoint), "--input", str(assets.video)],
+        tmp_path / "out",
+        capsys,
+        message,
+        str(checkpoint),
+    )
 
 
 def test_error_messages_name_the_checkpoint(tmp_path: Path) -> None:
@@ -290,14 +379,31 @@ def test_predcls_checkpoint_is_refused(assets: InferAssets, tmp_path: Path) -> N
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without GPU")
 def test_cuda_without_gpu_is_an_error(assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _fails(["--checkpoint", str(assets.checkpoint), "--input", str(assets.video), "--device", "cuda"],
-           tmp_path / "out", capsys, "torch finds no GPU")
+    _fails(
+        ["--checkpoint", str(assets.checkpoint), "--input", str(assets.video), "--device", "cuda"],
+        tmp_path / "out",
+        capsys,
+        "torch finds no GPU",
+    )
 
 
-def test_dispatcher_runs_infer_and_rejects_bad_arguments(assets: InferAssets, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["infer", "--checkpoint", str(tmp_path / "nope.ckpt"), "--input", str(assets.video),
-                     "--out", str(tmp_path / "out")]) == 1
+def test_dispatcher_runs_infer_and_rejects_bad_arguments(
+    assets: InferAssets, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert (
+        cli.main(
+            [
+                "infer",
+                "--checkpoint",
+                str(tmp_path / "nope.ckpt"),
+                "--input",
+                str(assets.video),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
     assert f"{tmp_path / 'nope.ckpt'} does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["infer", "--checkpoint", "x", "--input", "y", "--top-k", "0"])

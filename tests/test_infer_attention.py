@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import List
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from arn_lightning.inference.api import SceneGraphPredictor
-from arn_lightning.inference.attention import (EntityAttention, FrameAttention, attention_figure, entity_attention,
-                                               overlay_attention, pair_queries)
+from arn_lightning.inference.attention import (
+    EntityAttention,
+    FrameAttention,
+    attention_figure,
+    entity_attention,
+    overlay_attention,
+    pair_queries,
+)
 from arn_lightning.inference.clips import ClipJob
 from arn_lightning.inference.evaluation import evaluate_module
 from arn_lightning.inference.video import open_frames
@@ -27,12 +32,12 @@ BACKBONE_STRIDE = 32
 
 
 @pytest.fixture(scope="module")
-def items(assets: InferAssets, predictor: SceneGraphPredictor) -> List[FrameAttention]:
+def items(assets: InferAssets, predictor: SceneGraphPredictor) -> list[FrameAttention]:
     with torch_threads(1):
         return entity_attention(predictor, list(open_frames(assets.video, 4))[:3])
 
 
-def test_maps_cover_the_feature_cells_and_sum_to_one(items: List[FrameAttention]) -> None:
+def test_maps_cover_the_feature_cells_and_sum_to_one(items: list[FrameAttention]) -> None:
     height = math.ceil(TEST_DATA_SETTINGS["resize_shorter"] / BACKBONE_STRIDE)
     width = math.ceil(TEST_DATA_SETTINGS["resize_longer"] / BACKBONE_STRIDE)
     assert [item.frame.index for item in items] == [0, 1, 2]
@@ -58,8 +63,9 @@ def test_pairs_map_to_the_queries_whose_boxes_they_are(assets: InferAssets, pred
                 assert torch.equal(prediction["boxes"][row], expected)
 
 
-def test_recording_changes_no_prediction_and_removes_its_hooks(assets: InferAssets,
-                                                              predictor: SceneGraphPredictor) -> None:
+def test_recording_changes_no_prediction_and_removes_its_hooks(
+    assets: InferAssets, predictor: SceneGraphPredictor
+) -> None:
     frames = list(open_frames(assets.video, 4))[:2]
     plain = [graph.prediction for _, graph in predictor.stream(frames)]
     recorded = [item.graph.prediction for item in entity_attention(predictor, frames)]
@@ -71,7 +77,7 @@ def test_recording_changes_no_prediction_and_removes_its_hooks(assets: InferAsse
     assert not predictor.model._forward_hooks and not predictor.model.backbone._forward_hooks
 
 
-def test_overlay_and_figure(items: List[FrameAttention]) -> None:
+def test_overlay_and_figure(items: list[FrameAttention]) -> None:
     item = items[0]
     subject_map, object_map = item.pair_maps(item.top_pair())
     overlay = overlay_attention(item.frame.image, subject_map)
@@ -82,15 +88,16 @@ def test_overlay_and_figure(items: List[FrameAttention]) -> None:
     assert figure.axes[1].get_title() == "subject query attention"
 
 
-def test_top_pair_is_the_pair_of_the_best_triplet(items: List[FrameAttention]) -> None:
+def test_top_pair_is_the_pair_of_the_best_triplet(items: list[FrameAttention]) -> None:
     for item in items:
         best = item.graph.triplets[0]
         pair = item.graph.prediction["pairs"][item.top_pair()].tolist()
         assert set(pair) == {best.subject_row, best.object_row}
 
 
-def test_evaluate_module_scores_the_test_split(assets: InferAssets, predictor: SceneGraphPredictor,
-                                               tmp_path: Path) -> None:
+def test_evaluate_module_scores_the_test_split(
+    assets: InferAssets, predictor: SceneGraphPredictor, tmp_path: Path
+) -> None:
     metrics = evaluate_module(predictor.module, assets.data_root, tmp_path)
     assert 0.0 <= metrics["with/R@20"] <= 1.0 and 0.0 <= metrics["no/mR@50"] <= 1.0
     assert all(f"per_predicate/with/R@20/{name}" in metrics for name in PREDICATES)

@@ -14,8 +14,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # a tiny
 
 def test_benchmark_reports_model_and_end_to_end_rates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
-    assert benchmark_main(["infer", "--sizes", "tiny", "--width", "96", "--height", "64", "--frames", "4",
-                           "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        benchmark_main(
+            [
+                "infer",
+                "--sizes",
+                "tiny",
+                "--width",
+                "96",
+                "--height",
+                "64",
+                "--frames",
+                "4",
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["environment"]["input"] == "96x64" and report["environment"]["device"].startswith("CPU")
     [row] = report["results"]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import pytest
 
 from arn_lightning.inference.clips import ClipJob, ClipScheduler, batched, schedule_clips
 
 
-def _jobs(n: int, t: int, causal: bool) -> List[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+def _jobs(n: int, t: int, causal: bool) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return [(job.frames, job.emit) for job in schedule_clips(range(n), t, causal)]
 
 
-def _emitted(n: int, t: int, causal: bool) -> List[int]:
+def _emitted(n: int, t: int, causal: bool) -> list[int]:
     return [job.frames[i] for job in schedule_clips(range(n), t, causal) for i in job.emit]
 
 

@@ -74,9 +74,11 @@ def test_json_record_has_names_triplets_and_raw_fields(frame: dict) -> None:
     assert record["index"] == 2 and record["frame_index"] == 4 and record["timestamp"] == 1.0
     assert record["frame"] == graph.frame == "v.mp4/000004.png"
     assert record["label_names"] == ["person", "cup/glass/bottle", "chair"]
-    assert record["triplets"] == [["person", "looking_at", "cup/glass/bottle", 0.72],
-                                  ["person", "holding", "cup/glass/bottle", 0.6],
-                                  ["cup/glass/bottle", "in_front_of", "person", 0.4]]
+    assert record["triplets"] == [
+        ["person", "looking_at", "cup/glass/bottle", 0.72],
+        ["person", "holding", "cup/glass/bottle", 0.6],
+        ["cup/glass/bottle", "in_front_of", "person", 0.4],
+    ]
     assert record["triplet_rows"] == [[0, LOOKING_AT, 1], [0, HOLDING, 1], [1, IN_FRONT_OF, 0]]
     assert record["pairs"] == [[0, 1], [0, 2]] and record["labels"] == [1, 11, 8]
     assert record["scores"] == pytest.approx([1.0, 0.8, 0.5])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 from PIL import Image
@@ -15,14 +14,20 @@ from infer_fixtures import prediction
 LOOKING_AT, IN_FRONT_OF, HOLDING = 0, 5, 14
 
 
-def _graph(index: int, timestamp: float, cells: Dict[int, float]) -> FrameGraph:
+def _graph(index: int, timestamp: float, cells: dict[int, float]) -> FrameGraph:
     """Person + cup (pair 0) + chair (pair 1); ``cells`` maps pair * 26 + predicate to a score."""
-    pred = prediction(f"v.mp4/{index:06d}.png", boxes=[[0, 0, 9, 9]] * 3, labels=[1, 11, 8], scores=[1, 1, 1],
-                      pairs=[[0, 1], [0, 2]], predicate_scores=cells)
+    pred = prediction(
+        f"v.mp4/{index:06d}.png",
+        boxes=[[0, 0, 9, 9]] * 3,
+        labels=[1, 11, 8],
+        scores=[1, 1, 1],
+        pairs=[[0, 1], [0, 2]],
+        predicate_scores=cells,
+    )
     return FrameGraph(index, index, timestamp, pred, rank_triplets(pred, top_k=10, threshold=0.5))
 
 
-def _spans(graphs: List[FrameGraph], duration: float = 0.5) -> Dict[str, list]:
+def _spans(graphs: list[FrameGraph], duration: float = 0.5) -> dict[str, list]:
     return {row.label: row.spans for row in timeline_rows(graphs, duration)}
 
 
@@ -43,7 +48,9 @@ def test_spans_last_until_the_next_frame_and_merge() -> None:
 def test_rows_ordered_by_predicate_then_object() -> None:
     graphs = [_graph(0, 0.0, {HOLDING: 0.9, 26 + LOOKING_AT: 0.9, LOOKING_AT: 0.9, 26 + IN_FRONT_OF: 0.9})]
     assert list(_spans(graphs)) == [
-        "person looking_at chair", "person looking_at cup/glass/bottle", "chair in_front_of person",
+        "person looking_at chair",
+        "person looking_at cup/glass/bottle",
+        "chair in_front_of person",
         "person holding cup/glass/bottle",
     ]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from arn_lightning.matcher import HungarianMatcher, giou_cost, identity_matching, multilabel_cost
-from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from arn_lightning.models.outputs import ARNOutput
+from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from output_fixtures import class_logits
 
 S = [0.5, 0.5, 0.2, 0.2]  # person box, normalised cxcywh
@@ -39,17 +39,25 @@ def outputs(obj_logits, sub, obj, branch_probs=None, sizes=(3, 6, 17), query_mas
         branch = [torch.zeros(frames, q, k) for k in sizes]
     else:
         branch = [torch.logit(torch.tensor(p)).reshape(frames, q, -1) for p in branch_probs]
-    return ARNOutput(obj_logits, torch.tensor(sub).reshape(frames, q, 4), torch.tensor(obj).reshape(frames, q, 4),
-                     *branch, query_mask=query_mask)
+    return ARNOutput(
+        obj_logits,
+        torch.tensor(sub).reshape(frames, q, 4),
+        torch.tensor(obj).reshape(frames, q, 4),
+        *branch,
+        query_mask=query_mask,
+    )
 
 
 def test_triplet_targets_need_predicate_and_object_to_match():
     vocab = TripletVocabulary.from_categories(
         {"attention": [[0, 11], [1, 11], [0, 8]], "spatial": [[5, 8], [3, 11]], "contacting": [[14, 11], [19, 8]]}
     )
-    gt = target([11, 8], [[1, 0, 0], [0, 1, 0]],  # (not_looking_at, chair) is no category
-                spatial=[[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]],  # above cup, in_front_of chair
-                contacting=[[0] * 5 + [2] + [0] * 11, [0] * 10 + [1] + [0] * 6])  # holding (x2) cup, sitting_on chair
+    gt = target(
+        [11, 8],
+        [[1, 0, 0], [0, 1, 0]],  # (not_looking_at, chair) is no category
+        spatial=[[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]],  # above cup, in_front_of chair
+        contacting=[[0] * 5 + [2] + [0] * 11, [0] * 10 + [1] + [0] * 6],
+    )  # holding (x2) cup, sitting_on chair
     result = triplet_targets(gt, vocab)
     assert result["attention"].tolist() == [[1, 0, 0], [0, 0, 0]]
     assert result["spatial"].tolist() == [[0, 1], [1, 0]]
@@ -88,10 +96,12 @@ def test_cost_matrix_2x2_by_hand_and_assignment():
     matcher = HungarianMatcher()
     giou_far = 0.36 / 0.36 - 0.02 / 0.36  # -GIoU of two disjoint 0.1-boxes in a 0.6 x 0.6 hull
     pred = -1 / 3  # every pair: logits 0 -> attention -(0.5 + 0.5) / 2, empty branches -(0 + 0.5) / 2; mean
-    expected = torch.tensor([
-        [-0.2 + 2.5 * 1.0 + giou_far + 2 * pred, -0.6 + 0.0 - 1.0 + 2 * pred],
-        [-0.7 + 0.0 - 1.0 + 2 * pred, -0.1 + 2.5 * 1.0 + giou_far + 2 * pred],
-    ])
+    expected = torch.tensor(
+        [
+            [-0.2 + 2.5 * 1.0 + giou_far + 2 * pred, -0.6 + 0.0 - 1.0 + 2 * pred],
+            [-0.7 + 0.0 - 1.0 + 2 * pred, -0.1 + 2.5 * 1.0 + giou_far + 2 * pred],
+        ]
+    )
     cost = matcher.cost_matrix(out, 0, gt, triplet_targets(gt, PLAIN))
     torch.testing.assert_close(cost, expected, atol=1e-3, rtol=0)
     [(queries, gts)] = matcher(out, [gt], [triplet_targets(gt, PLAIN)])
@@ -100,8 +110,12 @@ def test_cost_matrix_2x2_by_hand_and_assignment():
 
 
 def test_predicate_cost_decides_a_3x2_matching():
-    gt = target([11, 11], [[1, 0, 0], [0, 1, 0]],
-                spatial=[[0, 0, 1, 0, 0, 0], [0] * 6], contacting=[[0] * 5 + [1] + [0] * 11, [0] * 17])
+    gt = target(
+        [11, 11],
+        [[1, 0, 0], [0, 1, 0]],
+        spatial=[[0, 0, 1, 0, 0, 0], [0] * 6],
+        contacting=[[0] * 5 + [1] + [0] * 11, [0] * 17],
+    )
     probs = [[[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]], [[0.9], [0.5], [0.1]], [[0.9], [0.5], [0.1]]]
     out = outputs(torch.zeros(3, 37), [S] * 3, [A] * 3, branch_probs=probs)
     matcher = HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0, cost_predicate=1)
@@ -139,9 +153,19 @@ def test_matching_succeeds_with_degenerate_ground_truth_and_predictions():
 def test_frames_without_ground_truth_get_empty_indices():
     out, gt = two_by_two()
     empty = target([], [])
-    batch = ARNOutput(*(torch.cat([t, t]) for t in (out.obj_logits, out.sub_boxes, out.obj_boxes,
-                                                     out.attention_logits, out.spatial_logits,
-                                                     out.contacting_logits)))
+    batch = ARNOutput(
+        *(
+            torch.cat([t, t])
+            for t in (
+                out.obj_logits,
+                out.sub_boxes,
+                out.obj_boxes,
+                out.attention_logits,
+                out.spatial_logits,
+                out.contacting_logits,
+            )
+        )
+    )
     indices = HungarianMatcher()(batch, [empty, gt], [triplet_targets(t, PLAIN) for t in (empty, gt)])
     assert [q.tolist() for q, _ in indices] == [[], [0, 1]]
     assert indices[0][1].numel() == 0 and indices[0][0].dtype == torch.long
@@ -161,9 +185,19 @@ def test_identity_matching_with_padding_queries():
 def test_matching_is_float32_under_autocast_and_rejects_nan():
     out, gt = two_by_two()
     branch = [triplet_targets(gt, PLAIN)]
-    half = ARNOutput(*(t.to(torch.bfloat16) for t in (out.obj_logits, out.sub_boxes, out.obj_boxes,
-                                                     out.attention_logits, out.spatial_logits,
-                                                     out.contacting_logits)))
+    half = ARNOutput(
+        *(
+            t.to(torch.bfloat16)
+            for t in (
+                out.obj_logits,
+                out.sub_boxes,
+                out.obj_boxes,
+                out.attention_logits,
+                out.spatial_logits,
+                out.contacting_logits,
+            )
+        )
+    )
     reference = HungarianMatcher().cost_matrix(half, 0, gt, branch[0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         [(queries, gts)] = HungarianMatcher()(half, [gt], branch)

@@ -27,7 +27,7 @@ def _rank_main(rank: int, store: str, out: str) -> None:
         metric = SceneGraphRecall(iou_convention="legacy")
         step = 3 + 4 * rank
         for start in range(0, len(preds), step):
-            metric.update(preds[start:start + step], targets[start:start + step])
+            metric.update(preds[start : start + step], targets[start : start + step])
         results = metric.compute()
         if rank == 0:
             torch.save({key: value.clone() for key, value in results.items()}, out)

@@ -9,8 +9,13 @@ import pytest
 
 from arn_lightning.benchmarks import metrics as metrics_benchmark
 
-MODULES = ["arn_lightning.metrics.batching", "arn_lightning.metrics.predictions", "arn_lightning.metrics.functional",
-           "arn_lightning.metrics.recall", "arn_lightning.benchmarks.metrics"]
+MODULES = [
+    "arn_lightning.metrics.batching",
+    "arn_lightning.metrics.predictions",
+    "arn_lightning.metrics.functional",
+    "arn_lightning.metrics.recall",
+    "arn_lightning.benchmarks.metrics",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -20,8 +25,12 @@ def test_docstring_examples(name: str) -> None:
 
 
 def test_benchmark_reports_speed_and_memory(capsys) -> None:
-    assert metrics_benchmark.main(["--frames", "96", "--pairs", "20", "--pool", "16", "--batch", "32",
-                                   "--checkpoint", "32"]) == 0
+    assert (
+        metrics_benchmark.main(
+            ["--frames", "96", "--pairs", "20", "--pool", "16", "--batch", "32", "--checkpoint", "32"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "96 frames x 20 pairs" in out and "frames per CPU second" in out
     assert "MiB after 32 frames" in out and "MiB after 96" in out

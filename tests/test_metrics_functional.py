@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,7 +12,13 @@ from arn_lightning import vocab
 from arn_lightning.benchmarks.metrics import random_prediction, random_target
 from arn_lightning.boxes import InvalidBoxError
 from arn_lightning.metrics.functional import (
-    CONSTRAINTS, IOU_CONVENTIONS, K_VALUES, RecallConfig, frame_hits, paired_box_iou, ranked_triplets,
+    CONSTRAINTS,
+    IOU_CONVENTIONS,
+    K_VALUES,
+    RecallConfig,
+    frame_hits,
+    paired_box_iou,
+    ranked_triplets,
     scene_graph_recall,
 )
 from arn_lightning.metrics.predictions import prediction_from_ground_truth
@@ -25,42 +31,67 @@ CHAIR_BOX = [50.0, 100.0, 150.0, 200.0]
 FAR_BOX = [500.0, 500.0, 600.0, 600.0]
 
 
-def make_target(boxes: Sequence[Sequence[float]], labels: Sequence[int],
-                labels_per_object: Sequence[Sequence[str]]) -> Dict[str, torch.Tensor]:
+def make_target(
+    boxes: Sequence[Sequence[float]], labels: Sequence[int], labels_per_object: Sequence[Sequence[str]]
+) -> dict[str, torch.Tensor]:
     """GT with row 0 the person; ``labels_per_object[j]`` lists object j's predicate names (repeats count)."""
     counts = torch.zeros(len(labels_per_object), vocab.NUM_PREDICATES, dtype=torch.long)
     for j, names in enumerate(labels_per_object):
         for name in names:
             counts[j, IDX[name]] += 1
-    return {"boxes": torch.tensor(boxes), "labels": torch.tensor(labels),
-            "attention": counts[:, :3], "spatial": counts[:, 3:9], "contacting": counts[:, 9:]}
+    return {
+        "boxes": torch.tensor(boxes),
+        "labels": torch.tensor(labels),
+        "attention": counts[:, :3],
+        "spatial": counts[:, 3:9],
+        "contacting": counts[:, 9:],
+    }
 
 
-def make_pred(boxes: Sequence[Sequence[float]], labels: Sequence[int], pairs: Sequence[Sequence[int]],
-              cells: Dict[Tuple[int, str], float], default: float = 0.01,
-              scores: Sequence[float] = ()) -> Dict[str, torch.Tensor]:
+def make_pred(
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    pairs: Sequence[Sequence[int]],
+    cells: dict[tuple[int, str], float],
+    default: float = 0.01,
+    scores: Sequence[float] = (),
+) -> dict[str, torch.Tensor]:
     """Prediction whose predicate score is ``cells[(pair, name)]``, ``default`` elsewhere."""
     probs = torch.full((len(pairs), vocab.NUM_PREDICATES), default, dtype=torch.float64)
     for (pair, name), value in cells.items():
         probs[pair, IDX[name]] = value
-    return {"boxes": torch.tensor(boxes), "labels": torch.tensor(labels),
-            "scores": torch.tensor(list(scores) or [1.0] * len(boxes), dtype=torch.float64),
-            "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
-            "attention": probs[:, :3], "spatial": probs[:, 3:9], "contacting": probs[:, 9:]}
+    return {
+        "boxes": torch.tensor(boxes),
+        "labels": torch.tensor(labels),
+        "scores": torch.tensor(list(scores) or [1.0] * len(boxes), dtype=torch.float64),
+        "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
+        "attention": probs[:, :3],
+        "spatial": probs[:, 3:9],
+        "contacting": probs[:, 9:],
+    }
 
 
 def worked_example(chair_box: Sequence[float] = CHAIR_BOX, pairs: Sequence[Sequence[int]] = ((0, 1), (0, 2))):
     """The protocol page's PredCls frame: cup (looking_at, in_front_of, holding) and chair (not_looking_at,
     beneath + behind, sitting_on); every GT label scores 0.95-0.98, chair's behind 0.93, all others 0.01."""
-    target = make_target([PERSON_BOX, CUP_BOX, CHAIR_BOX], [PERSON, CUP, CHAIR],
-                         [["looking_at", "in_front_of", "holding"],
-                          ["not_looking_at", "beneath", "behind", "sitting_on"]])
-    cells = {(0, "looking_at"): 0.98, (0, "in_front_of"): 0.97, (0, "holding"): 0.96,
-             (1, "not_looking_at"): 0.95, (1, "beneath"): 0.97, (1, "behind"): 0.93, (1, "sitting_on"): 0.96}
+    target = make_target(
+        [PERSON_BOX, CUP_BOX, CHAIR_BOX],
+        [PERSON, CUP, CHAIR],
+        [["looking_at", "in_front_of", "holding"], ["not_looking_at", "beneath", "behind", "sitting_on"]],
+    )
+    cells = {
+        (0, "looking_at"): 0.98,
+        (0, "in_front_of"): 0.97,
+        (0, "holding"): 0.96,
+        (1, "not_looking_at"): 0.95,
+        (1, "beneath"): 0.97,
+        (1, "behind"): 0.93,
+        (1, "sitting_on"): 0.96,
+    }
     return make_pred([PERSON_BOX, CUP_BOX, chair_box], [PERSON, CUP, CHAIR], pairs, cells), target
 
 
-def recall(pred, target, **options) -> Dict[str, float]:
+def recall(pred, target, **options) -> dict[str, float]:
     results = scene_graph_recall([pred], [target], RecallConfig(**options))
     return {key: value.item() for key, value in results.items()}
 
@@ -118,8 +149,11 @@ def test_pair_given_as_object_person_does_not_hit() -> None:
 
 def two_objects_target(first: Sequence[str], second: Sequence[str]):
     book_box = [60.0, 10.0, 90.0, 40.0]
-    return make_target([PERSON_BOX, CUP_BOX, book_box], [PERSON, CUP, BOOK], [first, second]), \
-        [PERSON_BOX, CUP_BOX, book_box]
+    return make_target([PERSON_BOX, CUP_BOX, book_box], [PERSON, CUP, BOOK], [first, second]), [
+        PERSON_BOX,
+        CUP_BOX,
+        book_box,
+    ]
 
 
 def test_equal_scores_keep_generation_order_pairs() -> None:
@@ -182,13 +216,26 @@ def test_no_constraint_ties_across_the_cut_keep_generation_order() -> None:
 def test_several_objects_duplicates_and_one_candidate_hitting_several() -> None:
     cup_b = [12.0, 10.0, 42.0, 40.0]  # overlaps cup A: the predicted cup matches both (IoU 0.935)
     book_box = [10.0, 100.0, 40.0, 130.0]
-    target = make_target([PERSON_BOX, CUP_BOX, cup_b, book_box], [PERSON, CUP, CUP, BOOK],
-                         [["looking_at", "in_front_of", "holding", "holding"], ["looking_at", "beneath", "holding"],
-                          ["unsure", "above", "not_contacting"]])  # 10 GT triplets
+    target = make_target(
+        [PERSON_BOX, CUP_BOX, cup_b, book_box],
+        [PERSON, CUP, CUP, BOOK],
+        [
+            ["looking_at", "in_front_of", "holding", "holding"],
+            ["looking_at", "beneath", "holding"],
+            ["unsure", "above", "not_contacting"],
+        ],
+    )  # 10 GT triplets
     # rows: 0 book, 1 cup, 2 person (row 0 need not be the person)
     boxes, labels = [book_box, [11.0, 10.0, 41.0, 40.0], PERSON_BOX], [BOOK, CUP, PERSON]
-    cells = {(0, "looking_at"): 0.9, (0, "in_front_of"): 0.8, (0, "beneath"): 0.7, (0, "holding"): 0.95,
-             (1, "unsure"): 0.9, (1, "above"): 0.9, (1, "not_contacting"): 0.9}
+    cells = {
+        (0, "looking_at"): 0.9,
+        (0, "in_front_of"): 0.8,
+        (0, "beneath"): 0.7,
+        (0, "holding"): 0.95,
+        (1, "unsure"): 0.9,
+        (1, "above"): 0.9,
+        (1, "not_contacting"): 0.9,
+    }
     r = recall(make_pred(boxes, labels, [(2, 1), (2, 0)], cells, default=0.0), target)
     assert r["with/R@10"] == pytest.approx(9 / 10)  # cup B's beneath is not the argmax
     assert r["semi/R@10"] == pytest.approx(6 / 10)  # looking_at x2, unsure, holding x3
@@ -196,7 +243,7 @@ def test_several_objects_duplicates_and_one_candidate_hitting_several() -> None:
     assert r["per_predicate/with/R@10/holding"] == 1.0 and r["per_predicate/with/R@10/beneath"] == 0.0
 
 
-def iou_frame(object_gt: List[float], object_pred: List[float]):
+def iou_frame(object_gt: list[float], object_pred: list[float]):
     target = make_target([[0.0, 0.0, 99.0, 99.0], object_gt], [PERSON, CUP], [["looking_at"]])
     pred = make_pred([[0.0, 0.0, 99.0, 99.0], object_pred], [PERSON, CUP], [(0, 1)], {(0, "looking_at"): 0.9})
     return pred, target
@@ -220,8 +267,10 @@ DEGENERATE_OBJECT_BOXES = [[5.0, 5.0, 25.0, 25.0], [5.0, 5.0, 5.0, 25.0], [12.0,
 @pytest.mark.parametrize("convention", IOU_CONVENTIONS)
 def test_ground_truth_as_prediction_recalls_degenerate_boxes(convention: str) -> None:
     """Equal zero-area boxes have IoU 1 (0/0 was NaN: R@K was 1/3 here under the continuous IoU)."""
-    targets = [make_target([[10.0, 5.0, 40.0, 45.0], box], [PERSON, BOOK], [["looking_at", "in_front_of", "holding"]])
-               for box in DEGENERATE_OBJECT_BOXES]
+    targets = [
+        make_target([[10.0, 5.0, 40.0, 45.0], box], [PERSON, BOOK], [["looking_at", "in_front_of", "holding"]])
+        for box in DEGENERATE_OBJECT_BOXES
+    ]
     preds = [prediction_from_ground_truth(target) for target in targets]
     results = scene_graph_recall(preds, targets, RecallConfig(iou_convention=convention), per_predicate=False)
     recalls = {(c, k): results[f"{c}/R@{k}"].item() for c in CONSTRAINTS for k in K_VALUES}
@@ -267,12 +316,20 @@ def test_empty_frames() -> None:
 
 
 def test_result_keys_and_config_errors() -> None:
-    results = scene_graph_recall(*zip(worked_example()), RecallConfig(constraints=("no",), k_values=(20,)),
-                                 per_predicate=False)
+    results = scene_graph_recall(
+        *zip(worked_example()), RecallConfig(constraints=("no",), k_values=(20,)), per_predicate=False
+    )
     assert list(results) == ["no/R@20", "no/mR@20", "no/mR_per_frame@20", "no/hmean@20"]
     assert all(value.dtype == torch.float64 for value in results.values())
-    for bad in ({"constraints": ("all",)}, {"k_values": (20, 10)}, {"k_values": (0,)}, {"semi_threshold": 1.0},
-                {"iou_convention": "pixel"}, {"no_constraint_top": 0}, {"iou_threshold": 0.0}):
+    for bad in (
+        {"constraints": ("all",)},
+        {"k_values": (20, 10)},
+        {"k_values": (0,)},
+        {"semi_threshold": 1.0},
+        {"iou_convention": "pixel"},
+        {"no_constraint_top": 0},
+        {"iou_threshold": 0.0},
+    ):
         with pytest.raises(ValueError, match="Expected"):
             RecallConfig(**bad)
 
@@ -293,11 +350,16 @@ def test_input_errors_name_the_frame() -> None:
         frame_hits([pred], [{**target, "labels": torch.tensor([1.0, 11.0, 8.0])}])
 
 
-@pytest.mark.parametrize("bad_box, reason", [([float("nan"), 10.0, 40.0, 40.0], "a non-finite coordinate"),
-                                             ([10.0, 10.0, float("inf"), 40.0], "a non-finite coordinate"),
-                                             ([40.0, 10.0, 10.0, 40.0], "x2 < x1"),
-                                             ([10.0, 40.0, 40.0, 10.0], "y2 < y1")])
-def test_boxes_breaking_the_rule_name_the_frame_and_row(bad_box: List[float], reason: str) -> None:
+@pytest.mark.parametrize(
+    "bad_box, reason",
+    [
+        ([float("nan"), 10.0, 40.0, 40.0], "a non-finite coordinate"),
+        ([10.0, 10.0, float("inf"), 40.0], "a non-finite coordinate"),
+        ([40.0, 10.0, 10.0, 40.0], "x2 < x1"),
+        ([10.0, 40.0, 40.0, 10.0], "y2 < y1"),
+    ],
+)
+def test_boxes_breaking_the_rule_name_the_frame_and_row(bad_box: list[float], reason: str) -> None:
     pred, target = worked_example()
     bad_pred = {**pred, "boxes": torch.tensor([PERSON_BOX, bad_box, CHAIR_BOX])}
     with pytest.raises(InvalidBoxError, match=rf"Expected preds\[1\]\['boxes'\]\[1\] to be an xyxy box .*\({reason}\)"):
@@ -321,7 +383,7 @@ def naive_iou(a: Sequence[float], b: Sequence[float], legacy: bool) -> float:
     return iw * ih / (area_a + area_b - iw * ih)
 
 
-def naive_candidates(pred, constraint: str, config: RecallConfig) -> List[Tuple[int, int, int]]:
+def naive_candidates(pred, constraint: str, config: RecallConfig) -> list[tuple[int, int, int]]:
     """(subject row, object row, predicate) in ranking order, built one by one as the protocol reads."""
     scores, pairs = pred["scores"].tolist(), pred["pairs"].tolist()
     candidates = []
@@ -330,14 +392,17 @@ def naive_candidates(pred, constraint: str, config: RecallConfig) -> List[Tuple[
             row = pred[kind][p].tolist()
             for local, value in enumerate(row):
                 best = local == row.index(max(row))
-                keep = {"with": best, "semi": best if kind == "attention" else value > config.semi_threshold,
-                        "no": True}[constraint]
+                keep = {
+                    "with": best,
+                    "semi": best if kind == "attention" else value > config.semi_threshold,
+                    "no": True,
+                }[constraint]
                 if keep:
                     c = vocab.TYPE_OFFSETS[kind] + local
                     triplet = (obj, sub, c) if kind == "spatial" else (sub, obj, c)
                     candidates.append((-(scores[sub] * scores[obj] * value), len(candidates), triplet))
     ranked = [triplet for *_, triplet in sorted(candidates)]
-    return ranked[:config.no_constraint_top] if constraint == "no" else ranked
+    return ranked[: config.no_constraint_top] if constraint == "no" else ranked
 
 
 def naive_hits(pred, target, config: RecallConfig) -> np.ndarray:
@@ -348,12 +413,20 @@ def naive_hits(pred, target, config: RecallConfig) -> np.ndarray:
     legacy = config.iou_convention == "legacy"
     for ci, constraint in enumerate(config.constraints):
         ranked = naive_candidates(pred, constraint, config)
-        for (j, c) in zip(*np.nonzero(counts.numpy())):
+        for j, c in zip(*np.nonzero(counts.numpy())):
             gt_sub, gt_obj = (j + 1, 0) if vocab.predicate_type(int(c)) == "spatial" else (0, j + 1)
-            first = next((rank for rank, (sub, obj, pc) in enumerate(ranked) if pc == c
-                          and labels[sub] == gt_labels[gt_sub] and labels[obj] == gt_labels[gt_obj]
-                          and naive_iou(boxes[sub], gt_boxes[gt_sub], legacy) >= config.iou_threshold
-                          and naive_iou(boxes[obj], gt_boxes[gt_obj], legacy) >= config.iou_threshold), None)
+            first = next(
+                (
+                    rank
+                    for rank, (sub, obj, pc) in enumerate(ranked)
+                    if pc == c
+                    and labels[sub] == gt_labels[gt_sub]
+                    and labels[obj] == gt_labels[gt_obj]
+                    and naive_iou(boxes[sub], gt_boxes[gt_sub], legacy) >= config.iou_threshold
+                    and naive_iou(boxes[obj], gt_boxes[gt_obj], legacy) >= config.iou_threshold
+                ),
+                None,
+            )
             for ki, k in enumerate(config.k_values):
                 hits[ci, ki, c] += int(counts[j, c]) if first is not None and first < k else 0
     return hits
@@ -374,20 +447,33 @@ def tied_random_frames(count: int, seed: int, num_pairs: int = -1):
     return preds, targets
 
 
-@pytest.mark.parametrize("num_pairs, options", [
-    (-1, {"k_values": (1, 3, 5, 10, 20)}),  # frames with different pair counts (padded layouts)
-    (6, {"k_values": (1, 3, 5, 10, 20)}),  # all frames with 6 pairs (the unpadded "no" layout)
-    (-1, {"k_values": (2, 7, 30), "no_constraint_top": 25, "iou_convention": "legacy", "semi_threshold": 0.7,
-          "constraints": ("no", "with")}),
-])
+@pytest.mark.parametrize(
+    "num_pairs, options",
+    [
+        (-1, {"k_values": (1, 3, 5, 10, 20)}),  # frames with different pair counts (padded layouts)
+        (6, {"k_values": (1, 3, 5, 10, 20)}),  # all frames with 6 pairs (the unpadded "no" layout)
+        (
+            -1,
+            {
+                "k_values": (2, 7, 30),
+                "no_constraint_top": 25,
+                "iou_convention": "legacy",
+                "semi_threshold": 0.7,
+                "constraints": ("no", "with"),
+            },
+        ),
+    ],
+)
 def test_batched_core_equals_naive_reference(num_pairs: int, options) -> None:
     config = RecallConfig(**options)
     preds, targets = tied_random_frames(40, seed=len(options), num_pairs=num_pairs)
     result = frame_hits(preds, targets, config)
     expected = np.stack([naive_hits(p, t, config) for p, t in zip(preds, targets, strict=True)])
     assert result.hits.sum() > 0 and (expected == result.hits).all()
-    assert (result.gt_counts == np.stack([torch.cat([t[k] for k in vocab.PREDICATE_TYPES], 1).sum(0).numpy()
-                                          for t in targets])).all()
+    assert (
+        result.gt_counts
+        == np.stack([torch.cat([t[k] for k in vocab.PREDICATE_TYPES], 1).sum(0).numpy() for t in targets])
+    ).all()
     for pred in preds[:10]:  # the single-frame ranking agrees with the naive one as well
         for constraint in config.constraints:
             ranked = ranked_triplets(pred, constraint, config)

@@ -12,15 +12,30 @@ import torch
 
 from arn_lightning.benchmarks.metrics import random_frames
 from arn_lightning.metrics.predictions import (
-    PREDICTION_KEYS, PredictionFileError, empty_prediction, iter_predictions, prediction_from_json,
-    prediction_to_json, read_predictions, shortest_float32, stack_predictions, write_predictions,
+    PREDICTION_KEYS,
+    PredictionFileError,
+    empty_prediction,
+    iter_predictions,
+    prediction_from_json,
+    prediction_to_json,
+    read_predictions,
+    shortest_float32,
+    stack_predictions,
+    write_predictions,
 )
 
 
 def small_prediction(frame: str = "A.mp4/000001.png") -> dict:
-    return {"frame": frame, "boxes": [[0, 0, 10, 20], [2, 2, 6, 6]], "labels": [1, 11], "scores": [1.0, 0.5],
-            "pairs": [[0, 1]], "attention": [[0.1, 0.8, 0.1]], "spatial": [[0.0] * 6],
-            "contacting": [[0.5] * 17]}
+    return {
+        "frame": frame,
+        "boxes": [[0, 0, 10, 20], [2, 2, 6, 6]],
+        "labels": [1, 11],
+        "scores": [1.0, 0.5],
+        "pairs": [[0, 1]],
+        "attention": [[0.1, 0.8, 0.1]],
+        "spatial": [[0.0] * 6],
+        "contacting": [[0.5] * 17],
+    }
 
 
 def test_round_trip_is_lossless(tmp_path: Path) -> None:
@@ -74,30 +89,37 @@ def good_line(frame: str = "A.mp4/000001.png", **changes) -> str:
     return json.dumps({**small_prediction(frame), **changes})
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ("{not json", "Expecting property name"),
-    ("[1, 2]", "Expected a JSON object but got list"),
-    (json.dumps({k: v for k, v in small_prediction().items() if k != "pairs"}), "'pairs' is missing"),
-    (json.dumps({**small_prediction(), "frame": 3}), "Expected the line\\['frame'\\] to be a frame key"),
-    (good_line(labels=[1, 11, 8]), "'labels'\\] of shape \\[2\\] but got \\[3\\]"),
-    (good_line(spatial=[[0.0] * 5]), "'spatial'\\] of shape \\[1, 6\\] but got \\[1, 5\\]"),
-    (good_line(attention=[[0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]), "'attention'\\] of shape \\[1, 3\\]"),
-    (good_line(pairs=[[0, 2]]), "'pairs'\\] in \\[0, 1\\] but got 2"),
-    (good_line(pairs=[[-1, 1]]), "'pairs'\\] in \\[0, 1\\] but got -1"),
-    (good_line(pairs=[[0.0, 1.0]]), "'pairs'\\] to hold integers"),
-    (good_line(contacting=[[1.5] + [0.5] * 16]), "'contacting'\\] in \\[0, 1\\] but got 1.5"),
-    (good_line(attention=[[float("nan"), 0.8, 0.1]]), "'attention'\\] in \\[0, 1\\] but got nan"),
-    (good_line(boxes=[[0, 0, 10, float("inf")], [2, 2, 6, 6]]),
-     "Expected the line\\['boxes'\\]\\[0\\] to be an xyxy box .* but got \\[0.0, 0.0, 10.0, inf\\] "
-     "\\(a non-finite coordinate\\)"),
-    (good_line(boxes=[[0, 0, 10, 20], [6, 2, 2, 6]]),
-     "'boxes'\\]\\[1\\] .* got \\[6.0, 2.0, 2.0, 6.0\\] \\(x2 < x1\\)"),
-    (good_line(boxes=[[0, 20, 10, 0], [2, 2, 6, 6]]), "'boxes'\\]\\[0\\] .* \\(y2 < y1\\)"),
-    (good_line(boxes=[[10, 20, 0, 0], [2, 2, 6, 6]]), "'boxes'\\]\\[0\\] .* \\(x2 < x1 and y2 < y1\\)"),
-    (good_line(labels=[1, 37]), "'labels'\\] in \\[1, 36\\] but got 37"),
-    (good_line(scores=["high", 0.5]), "'scores'\\] to hold real numbers"),
-    (good_line(boxes=[[0, 0, 10], [2, 2, 6, 6]]), "'boxes'\\] to be a rectangular array"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("{not json", "Expecting property name"),
+        ("[1, 2]", "Expected a JSON object but got list"),
+        (json.dumps({k: v for k, v in small_prediction().items() if k != "pairs"}), "'pairs' is missing"),
+        (json.dumps({**small_prediction(), "frame": 3}), "Expected the line\\['frame'\\] to be a frame key"),
+        (good_line(labels=[1, 11, 8]), "'labels'\\] of shape \\[2\\] but got \\[3\\]"),
+        (good_line(spatial=[[0.0] * 5]), "'spatial'\\] of shape \\[1, 6\\] but got \\[1, 5\\]"),
+        (good_line(attention=[[0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]), "'attention'\\] of shape \\[1, 3\\]"),
+        (good_line(pairs=[[0, 2]]), "'pairs'\\] in \\[0, 1\\] but got 2"),
+        (good_line(pairs=[[-1, 1]]), "'pairs'\\] in \\[0, 1\\] but got -1"),
+        (good_line(pairs=[[0.0, 1.0]]), "'pairs'\\] to hold integers"),
+        (good_line(contacting=[[1.5] + [0.5] * 16]), "'contacting'\\] in \\[0, 1\\] but got 1.5"),
+        (good_line(attention=[[float("nan"), 0.8, 0.1]]), "'attention'\\] in \\[0, 1\\] but got nan"),
+        (
+            good_line(boxes=[[0, 0, 10, float("inf")], [2, 2, 6, 6]]),
+            "Expected the line\\['boxes'\\]\\[0\\] to be an xyxy box .* but got \\[0.0, 0.0, 10.0, inf\\] "
+            "\\(a non-finite coordinate\\)",
+        ),
+        (
+            good_line(boxes=[[0, 0, 10, 20], [6, 2, 2, 6]]),
+            "'boxes'\\]\\[1\\] .* got \\[6.0, 2.0, 2.0, 6.0\\] \\(x2 < x1\\)",
+        ),
+        (good_line(boxes=[[0, 20, 10, 0], [2, 2, 6, 6]]), "'boxes'\\]\\[0\\] .* \\(y2 < y1\\)"),
+        (good_line(boxes=[[10, 20, 0, 0], [2, 2, 6, 6]]), "'boxes'\\]\\[0\\] .* \\(x2 < x1 and y2 < y1\\)"),
+        (good_line(labels=[1, 37]), "'labels'\\] in \\[1, 36\\] but got 37"),
+        (good_line(scores=["high", 0.5]), "'scores'\\] to hold real numbers"),
+        (good_line(boxes=[[0, 0, 10], [2, 2, 6, 6]]), "'boxes'\\] to be a rectangular array"),
+    ],
+)
 def test_malformed_line_names_its_number(tmp_path: Path, bad_line: str, message: str) -> None:
     path = write_lines(tmp_path / "p.jsonl", [good_line(), "", good_line("A.mp4/000002.png"), bad_line])
     reader = iter_predictions(path)
@@ -130,9 +152,16 @@ def test_a_value_beyond_float32_range_names_the_file_and_line(tmp_path) -> None:
 
     from arn_lightning.metrics.predictions import PredictionFileError, read_predictions
 
-    line = {"frame": "a.mp4/000001.png", "boxes": [[0, 0, 4, 4], [0, 0, 1e300, 3]], "labels": [1, 2],
-            "scores": [1, 1], "pairs": [[0, 1]], "attention": [[1, 0, 0]], "spatial": [[0] * 6],
-            "contacting": [[0] * 17]}
+    line = {
+        "frame": "a.mp4/000001.png",
+        "boxes": [[0, 0, 4, 4], [0, 0, 1e300, 3]],
+        "labels": [1, 2],
+        "scores": [1, 1],
+        "pairs": [[0, 1]],
+        "attention": [[1, 0, 0]],
+        "spatial": [[0] * 6],
+        "contacting": [[0] * 17],
+    }
     path = tmp_path / "preds.jsonl"
     path.write_text("\n" + json.dumps(line) + "\n")
     with pytest.raises(PredictionFileError, match=rf"{path} line 2: Expected boxes within float32's range .* 1e\+300"):

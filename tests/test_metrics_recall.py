@@ -50,8 +50,12 @@ def test_states_are_fixed_size_int64_sums(frames) -> None:
         assert state.dtype == torch.int64 and tuple(state.shape) == shape
         assert metric._reductions[name] is dim_zero_sum  # dist_reduce_fx="sum"
     # R@K from the fixed-point state: within 2**-33 per frame of the float mean
-    exact = np.mean([scene_graph_recall([p], [t], RecallConfig(("with", "no"), (5, 50)))["with/R@5"].item()
-                     for p, t in zip(preds, targets, strict=True)])
+    exact = np.mean(
+        [
+            scene_graph_recall([p], [t], RecallConfig(("with", "no"), (5, 50)))["with/R@5"].item()
+            for p, t in zip(preds, targets, strict=True)
+        ]
+    )
     assert abs(metric.compute()["with/R@5"].item() - exact) <= 2.0 ** -(FIXED_POINT_BITS + 1)
 
 
@@ -79,7 +83,8 @@ def test_oracle_predictions(frames) -> None:
     metric.update([prediction_from_ground_truth(t) for t in targets], targets)
     results = metric.compute()
     assert results["no/R@100"].item() == 1.0 and results["no/mR@100"].item() == pytest.approx(
-        (metric.gt_counts > 0).sum().item() / vocab.NUM_PREDICATES)
+        (metric.gt_counts > 0).sum().item() / vocab.NUM_PREDICATES
+    )
     assert results["with/R@100"].item() < 1.0  # several spatial / contacting labels per object
 
 

@@ -20,15 +20,25 @@ E = 16
 
 
 def tiny_config(**overrides) -> ARNConfig:
-    base = dict(backbone="resnet18", hidden_dim=32, nheads=2, ffn_dim=64, enc_layers=1, entity_layers=2,
-                predicate_layers=2, num_queries=4, num_frames=3, clip_embed_dim=E)
+    base = dict(
+        backbone="resnet18",
+        hidden_dim=32,
+        nheads=2,
+        ffn_dim=64,
+        enc_layers=1,
+        entity_layers=2,
+        predicate_layers=2,
+        num_queries=4,
+        num_frames=3,
+        clip_embed_dim=E,
+    )
     return ARNConfig(**{**base, **overrides})
 
 
 def clip_batch(b=2, t=3, size=64):
     pixel_values = torch.randn(b, t, 3, size, size)
     pixel_mask = torch.ones(b, t, size, size, dtype=torch.bool)
-    pixel_mask[-1, :, :, size // 2:] = False  # the last clip is padded on the right
+    pixel_mask[-1, :, :, size // 2 :] = False  # the last clip is padded on the right
     return pixel_values, pixel_mask
 
 
@@ -37,10 +47,13 @@ def gt_targets(counts):
     targets = []
     for n in counts:
         person = torch.tensor([0.3, 0.5, 0.4, 0.8])
-        targets.append({
-            "sub_boxes": person.repeat(n, 1), "obj_boxes": torch.rand(n, 4) * 0.5 + 0.25,
-            "obj_labels": torch.randint(2, 37, (n,)),
-        })
+        targets.append(
+            {
+                "sub_boxes": person.repeat(n, 1),
+                "obj_boxes": torch.rand(n, 4) * 0.5 + 0.25,
+                "obj_labels": torch.randint(2, 37, (n,)),
+            }
+        )
     return targets
 
 
@@ -79,7 +92,10 @@ def test_output_shapes(frames):
     assert out.sub_boxes.shape == out.obj_boxes.shape == (bt, 4, 4)
     assert ((out.sub_boxes > 0) & (out.sub_boxes < 1)).all()
     assert {k: tuple(v.shape) for k, v in out.predicate_logits().items()} == {
-        "attention": (bt, 4, 3), "spatial": (bt, 4, 2), "contacting": (bt, 4, 4)}
+        "attention": (bt, 4, 3),
+        "spatial": (bt, 4, 2),
+        "contacting": (bt, 4, 4),
+    }
     assert out.predicate_embeds.shape == (bt, E)
     assert out.query_mask is None
     assert len(out.aux_outputs) == 1 and out.aux_outputs[0].aux_outputs == []
@@ -107,12 +123,33 @@ def test_input_validation():
 
 
 # ---------------------------------------------------------------- switches
-@pytest.mark.parametrize("overrides", [
-    dict(), dict(pap=False, ha=False), dict(ha=False), dict(entity_fusion="add"), dict(entity_fusion="mlp"),
-    dict(clip_triplets=False), dict(temporal_causal=True), dict(backbone_stride=16), dict(distill=False),
-    dict(temporal_layers=0, enc_layers=0),
-], ids=["default", "no-pap", "no-ha", "fusion-add", "fusion-mlp", "no-clip", "causal", "stride16", "no-distill",
-        "no-temporal-no-encoder"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(pap=False, ha=False),
+        dict(ha=False),
+        dict(entity_fusion="add"),
+        dict(entity_fusion="mlp"),
+        dict(clip_triplets=False),
+        dict(temporal_causal=True),
+        dict(backbone_stride=16),
+        dict(distill=False),
+        dict(temporal_layers=0, enc_layers=0),
+    ],
+    ids=[
+        "default",
+        "no-pap",
+        "no-ha",
+        "fusion-add",
+        "fusion-mlp",
+        "no-clip",
+        "causal",
+        "stride16",
+        "no-distill",
+        "no-temporal-no-encoder",
+    ],
+)
 def test_switch_forward_backward_reaches_every_trainable_parameter(overrides):
     model = ARN(tiny_config(**overrides), CATEGORIES)
     out = model(*clip_batch())
@@ -128,8 +165,11 @@ def test_switches_build_the_documented_modules():
     assert len(pap.decoders["spatial"].layers) == 1 and pap.association["spatial"].hierarchical
     assert not ARN(tiny_config(ha=False), CATEGORIES).predicate.association["attention"].hierarchical
     assert ARN(tiny_config(entity_fusion="add"), CATEGORIES).predicate.association["attention"].fusion.mlp is None
-    assert not ARN(tiny_config(entity_fusion="mlp"), CATEGORIES).predicate.association["attention"] \
+    assert (
+        not ARN(tiny_config(entity_fusion="mlp"), CATEGORIES)
+        .predicate.association["attention"]
         .cue_attention.conditional
+    )
 
 
 def test_clip_triplets_off_gives_linear_predicate_classifiers():
@@ -204,16 +244,19 @@ def test_ground_truth_tasks_validate_targets():
 
 
 # ---------------------------------------------------------------- config
-@pytest.mark.parametrize("overrides, message", [
-    (dict(ha=True, pap=False), "pap=True with ha=True"),
-    (dict(task="detect"), "task in"),
-    (dict(entity_fusion="sum"), "entity_fusion in"),
-    (dict(backbone="resnet101"), "backbone in"),
-    (dict(hidden_dim=20, nheads=4), "multiple of 4 and of 8"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(num_queries=0), "num_queries"),
-    (dict(backbone_stride=8), "backbone_stride"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(ha=True, pap=False), "pap=True with ha=True"),
+        (dict(task="detect"), "task in"),
+        (dict(entity_fusion="sum"), "entity_fusion in"),
+        (dict(backbone="resnet101"), "backbone in"),
+        (dict(hidden_dim=20, nheads=4), "multiple of 4 and of 8"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(num_queries=0), "num_queries"),
+        (dict(backbone_stride=8), "backbone_stride"),
+    ],
+)
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**overrides)
@@ -221,8 +264,17 @@ def test_config_validation(overrides, message):
 
 def test_paper_defaults():
     cfg = ARNConfig()
-    assert (cfg.backbone, cfg.hidden_dim, cfg.nheads, cfg.ffn_dim, cfg.enc_layers, cfg.entity_layers,
-            cfg.predicate_layers, cfg.num_queries, cfg.num_frames) == ("resnet50", 256, 8, 2048, 6, 3, 3, 100, 3)
+    assert (
+        cfg.backbone,
+        cfg.hidden_dim,
+        cfg.nheads,
+        cfg.ffn_dim,
+        cfg.enc_layers,
+        cfg.entity_layers,
+        cfg.predicate_layers,
+        cfg.num_queries,
+        cfg.num_frames,
+    ) == ("resnet50", 256, 8, 2048, 6, 3, 3, 100, 3)
     assert cfg.pap and cfg.ha and cfg.clip_triplets and cfg.entity_fusion == "conditional"
     assert math.isclose(LOGIT_SCALE_INIT, math.log(1 / 0.07))
     assert all(isinstance(v, (int, float, str, bool, type(None))) for v in dataclasses.asdict(cfg).values())
@@ -238,13 +290,16 @@ def test_triplet_buffers_follow_categories():
         model.triplet_index("verbs")
 
 
-@pytest.mark.parametrize("categories", [
-    {**CATEGORIES, "spatial": [[2, 2]]},  # attention predicate in the spatial branch
-    {**CATEGORIES, "attention": [[0, 37]]},
-    {**CATEGORIES, "attention": [[0, 2], [0, 2]]},
-    {**CATEGORIES, "contacting": []},
-    {"attention": CATEGORIES["attention"]},
-])
+@pytest.mark.parametrize(
+    "categories",
+    [
+        {**CATEGORIES, "spatial": [[2, 2]]},  # attention predicate in the spatial branch
+        {**CATEGORIES, "attention": [[0, 37]]},
+        {**CATEGORIES, "attention": [[0, 2], [0, 2]]},
+        {**CATEGORIES, "contacting": []},
+        {"attention": CATEGORIES["attention"]},
+    ],
+)
 def test_invalid_triplet_categories(categories):
     with pytest.raises(ValueError, match="Expected"):
         ARN(tiny_config(), categories)
@@ -252,8 +307,12 @@ def test_invalid_triplet_categories(categories):
 
 def test_init_text_classifiers_copies_and_validates():
     model = ARN(tiny_config(), CATEGORIES)
-    embeds = {"objects": torch.randn(36, E), "attention": torch.randn(3, E), "spatial": torch.randn(2, E),
-              "contacting": torch.randn(4, E)}
+    embeds = {
+        "objects": torch.randn(36, E),
+        "attention": torch.randn(3, E),
+        "spatial": torch.randn(2, E),
+        "contacting": torch.randn(4, E),
+    }
     model.init_text_classifiers(embeds)
     assert torch.equal(model.entity.classifier.class_embeds, embeds["objects"])
     assert torch.equal(model.classifiers["contacting"].class_embeds, embeds["contacting"])

@@ -23,8 +23,24 @@ def test_paper_configuration_matches_the_papers_parameter_count():
 
 
 def test_benchmark_command_runs_tiny(capsys):
-    argv = ["benchmark", "model", "--config", "tiny", "--height", "64", "--width", "96", "--small-height", "32",
-            "--small-width", "32", "--runs", "1", "--warmup", "0"]
+    argv = [
+        "benchmark",
+        "model",
+        "--config",
+        "tiny",
+        "--height",
+        "64",
+        "--width",
+        "96",
+        "--small-height",
+        "32",
+        "--small-width",
+        "32",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+    ]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert "ARN (tiny) trainable parameters" in out and "predicate.association" in out

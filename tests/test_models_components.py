@@ -123,8 +123,10 @@ def test_conditional_cue_attention_sums_one_logit_per_half():
     out = attn(cue, pos, Memory(feats, kpos, None))
     q = cue + pos
     key = feats + kpos
-    logits = sum(qp(q[..., 4 * i:4 * (i + 1)]) @ kp(key).transpose(1, 2)
-                 for i, (qp, kp) in enumerate(zip(attn.query_parts, attn.key_parts)))  # [1, 3, 5]
+    logits = sum(
+        qp(q[..., 4 * i : 4 * (i + 1)]) @ kp(key).transpose(1, 2)
+        for i, (qp, kp) in enumerate(zip(attn.query_parts, attn.key_parts))
+    )  # [1, 3, 5]
     expected = attn.out_proj(torch.softmax(logits / math.sqrt(8), dim=-1) @ attn.value_proj(feats))
     assert torch.allclose(out, expected, atol=1e-5)
 
@@ -138,8 +140,9 @@ def test_cue_attention_masks_padding(conditional):
     changed = feats.clone()
     changed[:, 3:] -= 7.0
     cue, pos = torch.randn(2, 3, 16), torch.randn(1, 3, 16)
-    assert torch.allclose(attn(cue, pos, Memory(feats, None, padding)),
-                          attn(cue, pos, Memory(changed, None, padding)), atol=1e-6)
+    assert torch.allclose(
+        attn(cue, pos, Memory(feats, None, padding)), attn(cue, pos, Memory(changed, None, padding)), atol=1e-6
+    )
 
 
 def test_entity_fusion_modes():
@@ -158,8 +161,9 @@ def test_hierarchical_attention_mixes_pairs_and_pap_alone_does_not():
     memory = Memory(torch.randn(1, 6, 16), torch.randn(1, 6, 16), None)
 
     def run(layer, complementary):
-        return layer(inputs[0], complementary, torch.zeros(1, 3, 16), torch.zeros(1, 3, 16),
-                     (inputs[3], inputs[4]), memory)
+        return layer(
+            inputs[0], complementary, torch.zeros(1, 3, 16), torch.zeros(1, 3, 16), (inputs[3], inputs[4]), memory
+        )
 
     for hierarchical in (True, False):
         layer = AssociationLayer(16, 2, 32, 0.0, "conditional", 2, hierarchical=hierarchical).eval()
@@ -265,8 +269,9 @@ def test_backbone_imagenet_offline_failure_names_the_file_and_folder(torch_home)
 def test_backbone_imagenet_file_that_is_not_a_torch_file_is_explained(torch_home):
     torch_home.mkdir(parents=True)
     (torch_home / "resnet18-f37072fd.pth").write_bytes(b"truncated download")
-    with pytest.raises(ValueError, match="Expected a torchvision resnet18 state dict in .*resnet18-f37072fd.pth but "
-                                         "it cannot be read"):
+    with pytest.raises(
+        ValueError, match="Expected a torchvision resnet18 state dict in .*resnet18-f37072fd.pth but it cannot be read"
+    ):
         Backbone("resnet18", "imagenet", 32, True, 2)
 
 

@@ -33,10 +33,13 @@ OFFICIAL_SHAPES = {
 }
 #: Our inverse of the mapping (ARN prefix -> DETR prefix), kept separate from the code under test.
 INVERSE_PREFIXES = {
-    "backbone.body.": "backbone.0.body.", "input_proj.": "input_proj.",
+    "backbone.body.": "backbone.0.body.",
+    "input_proj.": "input_proj.",
     "encoder.layers.": "transformer.encoder.layers.",
-    "entity.decoder.layers.": "transformer.decoder.layers.", "entity.decoder.norm.": "transformer.decoder.norm.",
-    "entity.subject_pos.weight": "query_embed.weight", "entity.sub_box_head.": "bbox_embed.",
+    "entity.decoder.layers.": "transformer.decoder.layers.",
+    "entity.decoder.norm.": "transformer.decoder.norm.",
+    "entity.subject_pos.weight": "query_embed.weight",
+    "entity.sub_box_head.": "bbox_embed.",
 }
 DETR_DECODER_LAYERS = 6
 
@@ -53,7 +56,7 @@ def detr_layout(model: ARN) -> dict:
     for key, value in model.state_dict().items():
         for ours, theirs in INVERSE_PREFIXES.items():
             if key.startswith(ours):
-                state[theirs + key[len(ours):]] = value.clone() + 1.0  # distinguishable from the model's values
+                state[theirs + key[len(ours) :]] = value.clone() + 1.0  # distinguishable from the model's values
     layer0 = {k: v for k, v in state.items() if k.startswith("transformer.decoder.layers.0.")}
     for i in range(model.config.entity_layers, DETR_DECODER_LAYERS):  # DETR has 6 decoder layers
         state.update({k.replace("layers.0.", f"layers.{i}."): v for k, v in layer0.items()})
@@ -89,14 +92,18 @@ def test_load_reports_and_copies(checkpoint):
     assert report.loaded == sorted(k for k in own if k.startswith(MAPPED_PREFIXES))
     assert sorted(report.unexpected) == sorted(
         ["class_embed.weight", "class_embed.bias"]
-        + [k for k in state if k.startswith(tuple(f"transformer.decoder.layers.{i}." for i in range(3, 6)))])
-    assert torch.equal(own["encoder.layers.5.self_attn.in_proj_weight"],
-                       state["transformer.encoder.layers.5.self_attn.in_proj_weight"])
+        + [k for k in state if k.startswith(tuple(f"transformer.decoder.layers.{i}." for i in range(3, 6)))]
+    )
+    assert torch.equal(
+        own["encoder.layers.5.self_attn.in_proj_weight"], state["transformer.encoder.layers.5.self_attn.in_proj_weight"]
+    )
     assert torch.equal(own["entity.object_pos.weight"], state["query_embed.weight"])
     assert torch.equal(own["entity.obj_box_head.layers.1.bias"], state["bbox_embed.layers.1.bias"])
     assert torch.equal(own["backbone.body.layer2.0.bn2.running_var"], state["backbone.0.body.layer2.0.bn2.running_var"])
-    assert str(report).startswith(f"DETR checkpoint: {len(report.loaded)} tensors loaded, 0 missing, "
-                                  f"{len(report.unexpected)} unexpected, 0 shape-mismatched")
+    assert str(report).startswith(
+        f"DETR checkpoint: {len(report.loaded)} tensors loaded, 0 missing, "
+        f"{len(report.unexpected)} unexpected, 0 shape-mismatched"
+    )
 
 
 def test_mismatches_are_skipped_and_reported(checkpoint):

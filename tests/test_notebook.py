@@ -25,10 +25,15 @@ def _install_kernel(folder: Path) -> None:
     """A kernelspec that runs ipykernel with this interpreter (the venv's), found through ``JUPYTER_PATH``."""
     spec = folder / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "arn-lightning tests", "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "arn-lightning tests",
+                "language": "python",
+            }
+        )
+    )
 
 
 def test_notebook_runs_top_to_bottom(assets: InferAssets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,8 +45,9 @@ def test_notebook_runs_top_to_bottom(assets: InferAssets, tmp_path: Path, monkey
     monkeypatch.setenv("ARN_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the tiny model is fastest on one thread
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        notebook, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell on the first error
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]

@@ -24,8 +24,7 @@ CHECK_EVERY = 5
 LR = 3e-3
 PERSON = [0.5, 0.5, 0.4, 0.8]  # normalised cxcywh
 CUP, CHAIR = [0.3, 0.6, 0.16, 0.16], [0.72, 0.7, 0.3, 0.4]
-CATEGORIES = {"attention": [[0, 11], [1, 8]], "spatial": [[4, 8], [5, 11], [6, 8]],
-              "contacting": [[14, 11], [19, 8]]}
+CATEGORIES = {"attention": [[0, 11], [1, 8]], "spatial": [[4, 8], [5, 11], [6, 8]], "contacting": [[14, 11], [19, 8]]}
 
 
 def one_hot(size, *columns):
@@ -40,9 +39,12 @@ def frame_target(index, objects):
     n = len(objects)
     boxes = torch.tensor([PERSON] + [o[1] for o in objects])  # [N+1, 4] normalised cxcywh
     return {
-        "frame": f"clip.mp4/{index:06d}.png", "orig_size": torch.tensor([ORIG, ORIG]),
-        "size": torch.tensor([SIZE, SIZE]), "evaluate": True,
-        "sub_boxes": boxes[:1].repeat(n, 1), "obj_boxes": boxes[1:],
+        "frame": f"clip.mp4/{index:06d}.png",
+        "orig_size": torch.tensor([ORIG, ORIG]),
+        "size": torch.tensor([SIZE, SIZE]),
+        "evaluate": True,
+        "sub_boxes": boxes[:1].repeat(n, 1),
+        "obj_boxes": boxes[1:],
         "obj_labels": torch.tensor([o[0] for o in objects]),
         "attention": torch.tensor([one_hot(3, o[2]) for o in objects]),
         "spatial": torch.tensor([one_hot(6, *o[3]) for o in objects]),
@@ -65,9 +67,20 @@ def make_batch():
 
 def tiny_arn(clip_cfg, tmp_path):
     """resnet18 (random, frozen: its backward pass would triple the step time), D = 32, Q = 4, T = 2."""
-    config = ARNConfig(backbone="resnet18", train_backbone=False, hidden_dim=32, nheads=2, ffn_dim=64,
-                       dropout=0.0, enc_layers=1, entity_layers=2, predicate_layers=2, num_queries=4, num_frames=2,
-                       clip_embed_dim=16)
+    config = ARNConfig(
+        backbone="resnet18",
+        train_backbone=False,
+        hidden_dim=32,
+        nheads=2,
+        ffn_dim=64,
+        dropout=0.0,
+        enc_layers=1,
+        entity_layers=2,
+        predicate_layers=2,
+        num_queries=4,
+        num_frames=2,
+        clip_embed_dim=16,
+    )
     model = ARN(config, CATEGORIES)
     model.init_text_classifiers(text_embeddings(clip_cfg, PromptConfig(), CATEGORIES, cache_dir=str(tmp_path)))
     return model
@@ -113,7 +126,10 @@ def test_tiny_arn_overfits_one_clip(tmp_path, one_thread):
     model, batch = tiny_arn(clip_cfg, tmp_path), make_batch()
     frames = batch["pixel_values"].flatten(0, 1), batch["pixel_mask"].flatten(0, 1)  # [BT, 3, H, W], [BT, H, W]
     clip_embeds = FrozenClipImageEncoder(clip_cfg).embed(*frames, [t["frame"] for t in batch["targets"]])
-    criterion, postprocess = SetCriterion(LossConfig(), model.vocabulary), PostProcess(PostProcessConfig(), model.vocabulary)
+    criterion, postprocess = (
+        SetCriterion(LossConfig(), model.vocabulary),
+        PostProcess(PostProcessConfig(), model.vocabulary),
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     first = problems = None
     for step in range(1, MAX_STEPS + 1):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from arn_lightning.boxes import invalid_box_mask
-from arn_lightning.triplets import TripletVocabulary
 from arn_lightning.metrics.predictions import write_predictions
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, scale_boxes, to_jsonable
+from arn_lightning.triplets import TripletVocabulary
 from output_fixtures import class_logits
 
 TRIPLETS = TripletVocabulary.from_categories(
@@ -41,8 +41,9 @@ def frame(key="v.mp4/000001.png", evaluate=True, **extra):
 def test_predicate_scores_take_the_max_over_the_predicates_triplets():
     probs = torch.tensor([[0.9, 0.3, 0.6]])
     predicates, objects = torch.tensor([0, 0, 1]), torch.tensor([11, 8, 11])
-    assert predicate_scores(probs, predicates, objects, "attention").tolist() == [[pytest.approx(0.9),
-                                                                                   pytest.approx(0.6), 0.0]]
+    assert predicate_scores(probs, predicates, objects, "attention").tolist() == [
+        [pytest.approx(0.9), pytest.approx(0.6), 0.0]
+    ]
     restricted = predicate_scores(probs, predicates, objects, "attention", labels=torch.tensor([8]))
     assert restricted.tolist() == [[pytest.approx(0.3), 0.0, 0.0]]
     assert predicate_scores(torch.zeros(2, 0), predicates[:0], objects[:0], "spatial").shape == (2, 6)
@@ -51,8 +52,12 @@ def test_predicate_scores_take_the_max_over_the_predicates_triplets():
 def test_sgdet_frame_layout_scores_and_boxes():
     [pred] = PostProcess(PostProcessConfig(), TRIPLETS)(sgdet_outputs(), [frame()])
     assert pred["frame"] == "v.mp4/000001.png"
-    torch.testing.assert_close(pred["boxes"], torch.tensor(
-        [[80.0, 40.0, 120.0, 60.0], [80.0, 40.0, 120.0, 60.0], [40.0, 20.0, 60.0, 30.0], [170.0, 40.0, 200.0, 60.0]]))
+    torch.testing.assert_close(
+        pred["boxes"],
+        torch.tensor(
+            [[80.0, 40.0, 120.0, 60.0], [80.0, 40.0, 120.0, 60.0], [40.0, 20.0, 60.0, 30.0], [170.0, 40.0, 200.0, 60.0]]
+        ),
+    )
     assert pred["labels"].tolist() == [1, 1, 11, 8]
     torch.testing.assert_close(pred["scores"], torch.tensor([1.0, 1.0, 0.8, 0.3]))
     assert pred["pairs"].tolist() == [[0, 2], [1, 3]]
@@ -64,9 +69,12 @@ def test_sgdet_frame_layout_scores_and_boxes():
 
 def test_pairs_are_ranked_and_truncated_by_their_best_triplet_score():
     out = sgdet_outputs()
-    swapped = ARNOutput(*(getattr(out, f).flip(1) for f in ("obj_logits", "sub_boxes", "obj_boxes",
-                                                            "attention_logits", "spatial_logits",
-                                                            "contacting_logits")))
+    swapped = ARNOutput(
+        *(
+            getattr(out, f).flip(1)
+            for f in ("obj_logits", "sub_boxes", "obj_boxes", "attention_logits", "spatial_logits", "contacting_logits")
+        )
+    )
     [pred] = PostProcess(PostProcessConfig(), TRIPLETS)(swapped, [frame()])
     assert pred["labels"].tolist() == [1, 1, 11, 8]  # cup pair (0.8 x 0.9) before chair pair (0.3 x 0.5)
     [top] = PostProcess(PostProcessConfig(top_k_pairs=1), TRIPLETS)(swapped, [frame()])
@@ -91,13 +99,21 @@ def test_unclipped_boxes_and_unnormalised_attention():
 def given_outputs():
     out = sgdet_outputs()
     pad = lambda t: torch.cat((t, t[:, :1]), dim=1)  # noqa: E731 - a third, padding query
-    return ARNOutput(pad(out.obj_logits), pad(out.sub_boxes), pad(out.obj_boxes), pad(out.attention_logits),
-                     pad(out.spatial_logits), pad(out.contacting_logits),
-                     query_mask=torch.tensor([[True, True, False]]))
+    return ARNOutput(
+        pad(out.obj_logits),
+        pad(out.sub_boxes),
+        pad(out.obj_boxes),
+        pad(out.attention_logits),
+        pad(out.spatial_logits),
+        pad(out.contacting_logits),
+        query_mask=torch.tensor([[True, True, False]]),
+    )
 
 
-GT = {"boxes": torch.tensor([[0.0, 0.0, 50.0, 90.0], [10.0, 10.0, 20.0, 20.0], [30.0, 30.0, 60.0, 70.0]]),
-      "labels": torch.tensor([1, 11, 31])}
+GT = {
+    "boxes": torch.tensor([[0.0, 0.0, 50.0, 90.0], [10.0, 10.0, 20.0, 20.0], [30.0, 30.0, 60.0, 70.0]]),
+    "labels": torch.tensor([1, 11, 31]),
+}
 
 
 def test_predcls_uses_ground_truth_boxes_and_labels():
@@ -121,9 +137,12 @@ def test_sgcls_predicts_the_object_classes_on_ground_truth_boxes():
 
 def test_only_evaluated_frames_and_json_conversion():
     out = sgdet_outputs()
-    both = ARNOutput(*(torch.cat([getattr(out, f)] * 2) for f in ("obj_logits", "sub_boxes", "obj_boxes",
-                                                                  "attention_logits", "spatial_logits",
-                                                                  "contacting_logits")))
+    both = ARNOutput(
+        *(
+            torch.cat([getattr(out, f)] * 2)
+            for f in ("obj_logits", "sub_boxes", "obj_boxes", "attention_logits", "spatial_logits", "contacting_logits")
+        )
+    )
     targets = [frame("a.mp4/000001.png", evaluate=False), frame("a.mp4/000002.png")]
     post = PostProcess(PostProcessConfig(), TRIPLETS)
     assert [p["frame"] for p in post(both, targets, only_evaluated=True)] == ["a.mp4/000002.png"]
@@ -157,14 +176,25 @@ def two_frames(**changes):
     return ARNOutput(*(values[f] for f in FIELDS)), [frame("a.mp4/000001.png"), frame("a.mp4/000002.png")]
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("sub_boxes", float("nan"), r"Expected sub_boxes of frame 'a.mp4/000002.png' to give an xyxy box .* but got "
-                                r"\[nan, .*\(a non-finite coordinate\) at query 1, from the model's normalised cxcywh"),
-    ("obj_boxes", float("inf"), r"Expected obj_boxes of frame 'a.mp4/000002.png' .*\(a non-finite coordinate\)"),
-    ("obj_logits", float("nan"), r"Expected finite model outputs for frame 'a.mp4/000002.png' but got non-finite "
-                                 r"obj_logits"),
-    ("spatial_logits", float("-inf"), r"frame 'a.mp4/000002.png' but got non-finite spatial_logits"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "sub_boxes",
+            float("nan"),
+            r"Expected sub_boxes of frame 'a.mp4/000002.png' to give an xyxy box .* but got "
+            r"\[nan, .*\(a non-finite coordinate\) at query 1, from the model's normalised cxcywh",
+        ),
+        ("obj_boxes", float("inf"), r"Expected obj_boxes of frame 'a.mp4/000002.png' .*\(a non-finite coordinate\)"),
+        (
+            "obj_logits",
+            float("nan"),
+            r"Expected finite model outputs for frame 'a.mp4/000002.png' but got non-finite "
+            r"obj_logits",
+        ),
+        ("spatial_logits", float("-inf"), r"frame 'a.mp4/000002.png' but got non-finite spatial_logits"),
+    ],
+)
 def test_non_finite_model_outputs_raise_naming_the_frame(field, value, message, tmp_path):
     outputs, targets = two_frames(**{field: (1, 1, value)})
     post = PostProcess(PostProcessConfig(), TRIPLETS)
@@ -174,14 +204,18 @@ def test_non_finite_model_outputs_raise_naming_the_frame(field, value, message, 
     with pytest.raises(ValueError):  # nothing reaches a prediction file
         write_predictions(path, post(outputs, targets))
     assert not path.exists()
-    assert [p["frame"] for p in post(outputs, targets[:1] + [{**targets[1], "evaluate": False}],
-                                     only_evaluated=True)] == ["a.mp4/000001.png"]  # a skipped frame is not checked
+    assert [
+        p["frame"] for p in post(outputs, targets[:1] + [{**targets[1], "evaluate": False}], only_evaluated=True)
+    ] == ["a.mp4/000001.png"]  # a skipped frame is not checked
 
 
 def test_negative_box_size_from_the_model_raises():
     outputs, targets = two_frames(obj_boxes=(0, 0, torch.tensor([0.5, 0.5, -0.1, 0.2])))
-    with pytest.raises(ValueError, match=r"obj_boxes of frame 'a.mp4/000001.png' .*\(x2 < x1\) at query 0, "
-                                         r"from the model's normalised cxcywh \[0.5, 0.5, -0.1"):
+    with pytest.raises(
+        ValueError,
+        match=r"obj_boxes of frame 'a.mp4/000001.png' .*\(x2 < x1\) at query 0, "
+        r"from the model's normalised cxcywh \[0.5, 0.5, -0.1",
+    ):
         PostProcess(PostProcessConfig(clip_boxes=False), TRIPLETS)(outputs, targets)
 
 
@@ -205,8 +239,11 @@ def test_unused_padding_queries_are_not_checked_but_ground_truth_boxes_are():
         PostProcess(PostProcessConfig(), TRIPLETS, task="sgcls")(outputs, [frame(**GT)])
     inverted = {**GT, "boxes": GT["boxes"].clone()}
     inverted["boxes"][2] = torch.tensor([60.0, 30.0, 30.0, 70.0])
-    with pytest.raises(ValueError, match=r"ground-truth boxes of frame 'v.mp4/000001.png' .* but got row 2 "
-                                         r"\[60.0, 30.0, 30.0, 70.0\] \(x2 < x1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"ground-truth boxes of frame 'v.mp4/000001.png' .* but got row 2 "
+        r"\[60.0, 30.0, 30.0, 70.0\] \(x2 < x1\)",
+    ):
         PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(given_outputs(), [frame(**inverted)])
     one = given_outputs()
     two = ARNOutput(*(torch.cat([getattr(one, f)] * 2) for f in FIELDS), query_mask=one.query_mask.repeat(2, 1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["CSVLogger", "TensorBoardLogger"])
-def run(request: pytest.FixtureRequest, train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def run(request: pytest.FixtureRequest, train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny fit of 2 steps (one epoch) with the CSV or the TensorBoard logger; its run folder."""
     work = tmp_path_factory.mktemp("run")
     config = tiny_config(train_root, work, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
@@ -30,7 +30,7 @@ def run(request: pytest.FixtureRequest, train_root: Path, tmp_path_factory: pyte
     return {"work": work, "folder": folder, "last": folder / "checkpoints" / "last.ckpt", "metrics": metrics}
 
 
-def test_testing_a_run_checkpoint_writes_into_the_run(run: Dict[str, Any]) -> None:
+def test_testing_a_run_checkpoint_writes_into_the_run(run: dict[str, Any]) -> None:
     folder = run["folder"]
     args = ["test", "--config", str(folder / "config.yaml"), f"--ckpt_path={run['last']}"]
     run_cli(args)
@@ -43,12 +43,20 @@ def test_testing_a_run_checkpoint_writes_into_the_run(run: Dict[str, Any]) -> No
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no new version folder beside the run
 
 
-def test_a_resumed_fit_writes_into_the_run_and_keeps_its_checkpoints(run: Dict[str, Any], train_root: Path) -> None:
+def test_a_resumed_fit_writes_into_the_run_and_keeps_its_checkpoints(run: dict[str, Any], train_root: Path) -> None:
     folder = run["folder"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cli = run_cli(["fit", "--config", str(folder / "config.yaml"), "--trainer.max_steps=3",
-                       "--trainer.max_epochs=2", f"--ckpt_path={run['last']}"])
+        cli = run_cli(
+            [
+                "fit",
+                "--config",
+                str(folder / "config.yaml"),
+                "--trainer.max_steps=3",
+                "--trainer.max_epochs=2",
+                f"--ckpt_path={run['last']}",
+            ]
+        )
     assert cli.trainer.global_step == 3
     assert not [w for w in caught if "dirpath has changed" in str(w.message)]
     resume = folder / "resume"
@@ -60,11 +68,13 @@ def test_a_resumed_fit_writes_into_the_run_and_keeps_its_checkpoints(run: Dict[s
 def test_two_wandb_runs_in_one_save_dir_keep_their_own_folders(train_root: Path, tmp_path: Path) -> None:
     folders = []
     for lr in (1e-3, 2e-3):
-        config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2,
-                             limit_val_batches=1)
-        config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.WandbLogger",
-                                       "init_args": {"offline": True, "save_dir": str(tmp_path / "wandb_runs"),
-                                                     "project": "arn-tests"}}
+        config = tiny_config(
+            train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1
+        )
+        config["trainer"]["logger"] = {
+            "class_path": "lightning.pytorch.loggers.WandbLogger",
+            "init_args": {"offline": True, "save_dir": str(tmp_path / "wandb_runs"), "project": "arn-tests"},
+        }
         config["model"]["optim"]["lr"] = lr
         cli = run_cli(["fit", "--config", str(write_config(config, tmp_path / f"wandb_{lr}.yaml"))])
         folder = tmp_path / "wandb_runs" / "arn-tests" / cli.trainer.logger.version
@@ -76,8 +86,9 @@ def test_two_wandb_runs_in_one_save_dir_keep_their_own_folders(train_root: Path,
         assert link["id"] == cli.trainer.logger.version and link["project"] == "arn-tests"
         wandb.finish()  # as the end of the process would: the next fit is a new W&B run
     # testing a W&B run's checkpoint writes into that run's folder too
-    run_cli(["test", "--config", str(folders[0] / "config.yaml"),
-             f"--ckpt_path={folders[0] / 'checkpoints' / 'last.ckpt'}"])
+    run_cli(
+        ["test", "--config", str(folders[0] / "config.yaml"), f"--ckpt_path={folders[0] / 'checkpoints' / 'last.ckpt'}"]
+    )
     wandb.finish()
     assert (folders[0] / "test" / "metrics_test.json").is_file() and (folders[0] / "test" / "config.yaml").is_file()
     assert folders[0] != folders[1]

@@ -21,7 +21,9 @@ def test_latest_checkpoint_is_the_newest_last_ckpt(tmp_path: Path) -> None:
         os.utime(path, (stamp, stamp))
     (new.parent / "epoch003-R20_0.5.ckpt").write_bytes(b"x")
     assert latest_checkpoint(tmp_path) == new
-    with pytest.raises(FileNotFoundError, match=r"Expected a last.ckpt under .*missing but found none: run `make demo`"):
+    with pytest.raises(
+        FileNotFoundError, match=r"Expected a last.ckpt under .*missing but found none: run `make demo`"
+    ):
         latest_checkpoint(tmp_path / "missing")
 
 

@@ -15,9 +15,20 @@ from arn_lightning.triplets import TripletVocabulary
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "arn_lightning"
 CATEGORIES = {"attention": [[0, 2], [1, 2]], "spatial": [[3, 2]], "contacting": [[9, 2], [12, 5]]}
-TINY_ARCH = dict(backbone="resnet18", backbone_stride=16, hidden_dim=16, nheads=2, ffn_dim=32, enc_layers=1,
-                 entity_layers=1, predicate_layers=2, num_queries=4, num_frames=2, clip_embed_dim=16,
-                 distill=False)
+TINY_ARCH = dict(
+    backbone="resnet18",
+    backbone_stride=16,
+    hidden_dim=16,
+    nheads=2,
+    ffn_dim=32,
+    enc_layers=1,
+    entity_layers=1,
+    predicate_layers=2,
+    num_queries=4,
+    num_frames=2,
+    clip_embed_dim=16,
+    distill=False,
+)
 
 
 def _imports(path: Path) -> set[str]:
@@ -38,7 +49,7 @@ def test_models_package_has_no_import_circle():
 
     def visit(name: str, trail: tuple[str, ...]) -> None:
         if name in visiting:
-            cycle = trail[trail.index(name):] + (name,)
+            cycle = trail[trail.index(name) :] + (name,)
             pytest.fail(f"import circle in models/: {' -> '.join(cycle)}")
         if name in done:
             return
@@ -61,11 +72,20 @@ def test_postprocess_and_criterion_take_the_vocabulary_not_the_matcher_or_the_mo
 
 @pytest.mark.parametrize("name", ["TASKS", "CONSTRAINTS", "IMAGENET_MEAN", "IMAGENET_STD"])
 def test_shared_names_are_defined_once(name):
-    homes = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-             if any(isinstance(node, (ast.Assign, ast.AnnAssign)) and name in
-                    {t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                     if isinstance(t, ast.Name)}
-                    for node in ast.parse(p.read_text()).body)]
+    homes = [
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.rglob("*.py")
+        if any(
+            isinstance(node, (ast.Assign, ast.AnnAssign))
+            and name
+            in {
+                t.id
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(t, ast.Name)
+            }
+            for node in ast.parse(p.read_text()).body
+        )
+    ]
     assert len(homes) == 1, f"{name} is defined in {homes}"
 
 

@@ -8,8 +8,8 @@ import huggingface_hub.constants
 import open_clip
 import pytest
 
-from arn_lightning.text import clip as clip_mod
 from arn_lightning.download import WeightsUnavailable
+from arn_lightning.text import clip as clip_mod
 from arn_lightning.text.clip import (
     ClipWeightsUnavailable,
     host_reachable,
@@ -29,6 +29,7 @@ def test_register_tiny_clip_is_idempotent_and_refuses_a_taken_name():
     assert open_clip.get_model_config("arn-tiny-clip")["embed_dim"] == 16
     with pytest.raises(ValueError, match="another config"):
         register_tiny_clip("ViT-B-32")
+
 
 @pytest.fixture
 def network(monkeypatch):
@@ -71,8 +72,11 @@ def test_huggingface_hub_imported_offline_is_reported_without_connection(tmp_pat
 def test_a_hub_that_accepts_and_never_answers_fails_in_seconds(tmp_path, monkeypatch, network, silent):
     monkeypatch.setenv("HF_ENDPOINT", silent.url)
     start = time.monotonic()
-    with pytest.raises(ClipWeightsUnavailable, match=f"{silent.url}/timm/vit_base_patch32_clip_224.openai/resolve/"
-                                                     f"main/open_clip_model.safetensors gave no answer within 1 s"):
+    with pytest.raises(
+        ClipWeightsUnavailable,
+        match=f"{silent.url}/timm/vit_base_patch32_clip_224.openai/resolve/"
+        f"main/open_clip_model.safetensors gave no answer within 1 s",
+    ):
         resolve_weights(ClipConfig(weights_dir=str(tmp_path), network_timeout_s=1.0))
     assert time.monotonic() - start < NO_HANG_S
     assert silent.connections >= 1
@@ -86,7 +90,9 @@ def test_hub_weights_are_downloaded_then_found_in_the_cache_offline(tmp_path, mo
         resolved = resolve_weights(cfg)
         # the safetensors variant is asked for first (404 here), then the .bin, as open_clip does
         assert [p.rsplit("/", 1)[-1] for _, p in hub.requests[:2]] == [
-            "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.bin",
+        ]
     assert Path(resolved.path).read_bytes() == b"fake clip weights"
     assert Path(resolved.path).parent.name == FakeHub.COMMIT
     monkeypatch.setenv("ARN_OFFLINE", "1")  # the hub is gone: the cache answers

@@ -87,8 +87,11 @@ def test_missing_branch_categories_are_reported():
 
 # ----------------------------------------------------------------------------------------- token-length check
 ALL_TRIPLETS = {
-    kind: [[p, o] for p in range(TYPE_OFFSETS[kind], TYPE_OFFSETS[kind] + TYPE_SIZES[kind])
-           for o in range(1, len(OBJECT_CLASSES) + 1)]
+    kind: [
+        [p, o]
+        for p in range(TYPE_OFFSETS[kind], TYPE_OFFSETS[kind] + TYPE_SIZES[kind])
+        for o in range(1, len(OBJECT_CLASSES) + 1)
+    ]
     for kind in PREDICATE_TYPES
 }
 
@@ -102,8 +105,7 @@ def clip_tokens():
 
 def _check(config, categories, token_ids, context_length=77, clip_triplets=True):
     prompts = build_prompts(config, categories, clip_triplets)
-    check_prompts(config, prompts, prompt_classes(categories, clip_triplets), token_ids, context_length,
-                  clip_triplets)
+    check_prompts(config, prompts, prompt_classes(categories, clip_triplets), token_ids, context_length, clip_triplets)
     return prompts
 
 
@@ -118,9 +120,11 @@ def test_default_templates_fit_clip_for_every_object_and_triplet(clip_tokens):
 def test_object_slot_after_the_context_is_rejected(clip_tokens):
     config = PromptConfig(objects="a photo of" + " very" * 80 + " {object}")
     assert len(clip_tokens(object_prompts(config)[0])) == 86  # "person": 1 + 3 + 80 + 1 + 1
-    message = (r"Expected every prompt of prompts.objects = 'a photo of very .* \{object\}' to fit the text tower's "
-               r"context of 77 tokens \(start and end tokens included\) but got 86 tokens for person: "
-               r"'a photo of very .* very person'")
+    message = (
+        r"Expected every prompt of prompts.objects = 'a photo of very .* \{object\}' to fit the text tower's "
+        r"context of 77 tokens \(start and end tokens included\) but got 86 tokens for person: "
+        r"'a photo of very .* very person'"
+    )
     with pytest.raises(ValueError, match=message):
         _check(config, {kind: [] for kind in PREDICATE_TYPES}, clip_tokens)
 
@@ -136,9 +140,12 @@ def test_a_long_tail_after_an_early_slot_is_rejected(clip_tokens):
 def test_classes_rendering_to_the_same_tokens_are_rejected(clip_tokens):
     # A format spec that keeps 3 letters of the name renders "closet/cabinet" and "clothes" alike ("clo").
     config = PromptConfig(objects="a photo of a {object:.3}")
-    with pytest.raises(ValueError, match=r"Expected distinct prompts for the objects classes of prompts.objects = "
-                                         r"'a photo of a \{object:.3\}' but got identical tokens for closet/cabinet "
-                                         r"\('a photo of a clo'\) and clothes \('a photo of a clo'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected distinct prompts for the objects classes of prompts.objects = "
+        r"'a photo of a \{object:.3\}' but got identical tokens for closet/cabinet "
+        r"\('a photo of a clo'\) and clothes \('a photo of a clo'\)",
+    ):
         _check(config, {kind: [] for kind in PREDICATE_TYPES}, clip_tokens)
 
 
@@ -146,8 +153,11 @@ def test_a_template_whose_slot_renders_nothing_gives_identical_classes(clip_toke
     # A template must name its slots (validated above); "{object:.0}" names it but renders no character, so every
     # object of a predicate gets the same prompt.
     config = PromptConfig(attention="The person is {predicate} at something{object:.0}")
-    with pytest.raises(ValueError, match=r"attention classes of prompts.attention = .* identical tokens for "
-                                         r"\(looking_at, bag\) .* and \(looking_at, chair\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"attention classes of prompts.attention = .* identical tokens for "
+        r"\(looking_at, bag\) .* and \(looking_at, chair\)",
+    ):
         _check(config, {"attention": [[0, 2], [0, 8]], "spatial": [], "contacting": []}, clip_tokens)
     # the generic noun of the per-predicate prompts is the same for every class on purpose: no duplicate there
     _check(PromptConfig(), {}, clip_tokens, clip_triplets=False)

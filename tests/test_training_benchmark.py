@@ -12,8 +12,9 @@ from arn_lightning.benchmarks import train
 
 def test_train_benchmark_times_real_steps_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "train.json"
-    assert train.main(["--preset", "demo", "--batch-size", "2", "--steps", "2", "--warmup", "1",
-                       "--out", str(out)]) == 0
+    assert (
+        train.main(["--preset", "demo", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--out", str(out)]) == 0
+    )
     result = json.loads(out.read_text())
     assert result["steps_timed"] == 2 and result["batch_clips"] == 2 and result["frames_per_clip"] == 2
     assert result["step_s_median"] > 0

@@ -8,7 +8,7 @@ import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -24,7 +24,7 @@ from arn_lightning.vocab import CONSTRAINTS
 from train_fixtures import tiny_config
 
 
-def _module_and_data(root: Path, work: Path, **module_args: Any) -> Tuple[L.LightningModule, L.LightningDataModule]:
+def _module_and_data(root: Path, work: Path, **module_args: Any) -> tuple[L.LightningModule, L.LightningDataModule]:
     """The tiny ARN of the CLI tests and its data module, built in plain Python (no CLI links)."""
     from arn_lightning.data.datamodule import AGDataModule
     from arn_lightning.lit_module import ARNLitModule
@@ -33,18 +33,32 @@ def _module_and_data(root: Path, work: Path, **module_args: Any) -> Tuple[L.Ligh
     data = AGDataModule(**config["data"])
     model = config["model"]
     arch = {**model["arch"], "num_frames": config["data"]["clip_len"], "task": config["data"]["task"]}
-    module = ARNLitModule(**{**model, "arch": arch}, triplet_categories=data.triplet_categories,
-                          data_settings=data.transform_settings, init_text_classifiers=False, **module_args)
+    module = ARNLitModule(
+        **{**model, "arch": arch},
+        triplet_categories=data.triplet_categories,
+        data_settings=data.transform_settings,
+        init_text_classifiers=False,
+        **module_args,
+    )
     return module, data
 
 
 def _trainer(work: Path, **settings: Any) -> L.Trainer:
-    return L.Trainer(**{"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-                        "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(work),
-                        **settings})
+    return L.Trainer(
+        **{
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": str(work),
+            **settings,
+        }
+    )
 
 
-def _of_kind(trainer: L.Trainer, kind: type) -> List[L.Callback]:
+def _of_kind(trainer: L.Trainer, kind: type) -> list[L.Callback]:
     return [callback for callback in trainer.callbacks if isinstance(callback, kind)]
 
 
@@ -59,8 +73,9 @@ def test_a_plain_trainer_writes_the_files_through_one_writer(train_root: Path, t
     assert len(_of_kind(trainer, RandomStateCheckpoint)) == 1
     # written after the module's on_test_epoch_end computed the metrics (Lightning runs callbacks' epoch ends first)
     written = json.loads((out / METRICS_FILE).read_text())
-    assert json.dumps(written, sort_keys=True) == json.dumps({**module.last_metrics, "unreadable_frames": []},
-                                                             sort_keys=True)
+    assert json.dumps(written, sort_keys=True) == json.dumps(
+        {**module.last_metrics, "unreadable_frames": []}, sort_keys=True
+    )
     frames = [p["frame"] for p in read_predictions(out / PREDICTIONS_FILE["test"])]
     assert frames == sorted(frames) and len(frames) == module.last_metrics["frames/predicted"] > 0
     trainer.predict(module, datamodule=data)  # another run of the same trainer: the writer is not added again
@@ -89,18 +104,18 @@ def test_merge_shards_sorts_by_frame_and_removes_the_shards(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
-def _empty(frame: str) -> Dict[str, Any]:
+def _empty(frame: str) -> dict[str, Any]:
     from arn_lightning.metrics.predictions import empty_prediction
 
     return empty_prediction(frame)
 
 
 # ------------------------------------------------------------------------------------------------- random states
-def _draws() -> Tuple[torch.Tensor, np.ndarray, float]:
+def _draws() -> tuple[torch.Tensor, np.ndarray, float]:
     return torch.rand(4), np.random.rand(4), random.random()
 
 
-def _same(a: Tuple[torch.Tensor, np.ndarray, float], b: Tuple[torch.Tensor, np.ndarray, float]) -> bool:
+def _same(a: tuple[torch.Tensor, np.ndarray, float], b: tuple[torch.Tensor, np.ndarray, float]) -> bool:
     return torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
@@ -113,7 +128,7 @@ def _reseed(seed: int) -> None:
 def test_random_states_go_into_the_checkpoint_and_come_back_on_a_fit_resume_only(tmp_path: Path) -> None:
     callback = RandomStateCheckpoint()
     _reseed(1)
-    checkpoint: Dict[str, Any] = {}
+    checkpoint: dict[str, Any] = {}
     callback.on_save_checkpoint(None, None, checkpoint)
     expected = _draws()
     torch.save(checkpoint, tmp_path / "rng.ckpt")
@@ -137,25 +152,27 @@ def test_random_states_go_into_the_checkpoint_and_come_back_on_a_fit_resume_only
 
 
 @pytest.mark.slow
-def test_a_plain_trainer_resume_restores_the_random_states_before_the_first_step(train_root: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_a_plain_trainer_resume_restores_the_random_states_before_the_first_step(
+    train_root: Path, tmp_path: Path
+) -> None:
     module, data = _module_and_data(train_root, tmp_path)
     trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
     trainer.save_checkpoint(tmp_path / "step2.ckpt")
     saved = torch.load(tmp_path / "step2.ckpt", map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
     resumed, data = _module_and_data(train_root, tmp_path)
-    seen: List[torch.Tensor] = []
+    seen: list[torch.Tensor] = []
     # the module's hook runs after every callback's: the state the first step after the resume starts from
     resumed.on_train_batch_start = lambda batch, batch_idx: seen.append(torch.get_rng_state().clone())
     torch.manual_seed(123)
-    _trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(resumed, datamodule=data,
-                                                             ckpt_path=tmp_path / "step2.ckpt")
+    _trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(
+        resumed, datamodule=data, ckpt_path=tmp_path / "step2.ckpt"
+    )
     assert len(seen) == 1 and torch.equal(seen[0], saved["torch"])
 
 
 # ------------------------------------------------------------------------------------------------- the report
-def _batch() -> Dict[str, Any]:
+def _batch() -> dict[str, Any]:
     targets = [{"frame": f"v.mp4/{n:06d}.png", "evaluate": n != 1, "size": torch.tensor([6, 8])} for n in (1, 2, 3)]
     return {"pixel_values": torch.rand(1, 3, 3, 8, 8), "targets": targets}
 
@@ -193,13 +210,20 @@ def test_the_report_accepts_every_constraint_and_names_them_otherwise(constraint
 
 def test_the_ground_truth_drawn_is_the_oracle_prediction_of_a_batch_target() -> None:
     # a batch target: extra keys, tensors (one of them still attached to a graph), as the validation batch holds them
-    target = {"frame": "v.mp4/000001.png", "evaluate": True, "size": torch.tensor([6, 8]),
-              "boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 5.0]], requires_grad=True),
-              "labels": torch.tensor([1, 8]), "attention": torch.tensor([[0, 2, 0]]),
-              "spatial": torch.tensor([[1, 0, 0, 0, 0, 1]]), "contacting": torch.zeros(1, 17, dtype=torch.long)}
+    target = {
+        "frame": "v.mp4/000001.png",
+        "evaluate": True,
+        "size": torch.tensor([6, 8]),
+        "boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 5.0]], requires_grad=True),
+        "labels": torch.tensor([1, 8]),
+        "attention": torch.tensor([[0, 2, 0]]),
+        "spatial": torch.tensor([[1, 0, 0, 0, 0, 1]]),
+        "contacting": torch.zeros(1, 17, dtype=torch.long),
+    }
     gt = prediction_from_ground_truth(target)
-    arrays = prediction_from_ground_truth({k: v.detach().numpy() if isinstance(v, torch.Tensor) else v
-                                           for k, v in target.items()})
+    arrays = prediction_from_ground_truth(
+        {k: v.detach().numpy() if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+    )
     for key in ("boxes", "labels", "scores", "pairs", "attention", "spatial", "contacting"):
         assert torch.equal(gt[key], arrays[key]), key
     assert gt["frame"] == target["frame"] and gt["pairs"].tolist() == [[0, 1]]
@@ -208,9 +232,14 @@ def test_the_ground_truth_drawn_is_the_oracle_prediction_of_a_batch_target() -> 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_ground_truth_of_a_batch_target_on_the_gpu_comes_back_on_the_cpu() -> None:
-    target = {"frame": "v.mp4/000001.png", "boxes": torch.zeros(2, 4, device="cuda"),
-              "labels": torch.tensor([1, 8], device="cuda"),
-              **{kind: torch.ones(1, size, dtype=torch.long, device="cuda")
-                 for kind, size in (("attention", 3), ("spatial", 6), ("contacting", 17))}}
+    target = {
+        "frame": "v.mp4/000001.png",
+        "boxes": torch.zeros(2, 4, device="cuda"),
+        "labels": torch.tensor([1, 8], device="cuda"),
+        **{
+            kind: torch.ones(1, size, dtype=torch.long, device="cuda")
+            for kind, size in (("attention", 3), ("spatial", 6), ("contacting", 17))
+        },
+    }
     gt = prediction_from_ground_truth(target)
     assert all(value.device.type == "cpu" for value in gt.values() if isinstance(value, torch.Tensor))

@@ -10,7 +10,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import torch
@@ -25,21 +25,35 @@ KS = (10, 20, 50, 100)
 
 
 @pytest.fixture(scope="module")
-def fitted(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def fitted(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One tiny SGDet fit (2 epochs x 2 steps, validation each epoch) shared by the tests of this module."""
     work = tmp_path_factory.mktemp("fit")
     config = tiny_config(train_root, work, max_steps=-1, max_epochs=2, limit_train_batches=2)
     cli = run_cli(["fit", "--config", str(write_config(config, work / "tiny.yaml"))])
     callback = cli.trainer.checkpoint_callback
-    return {"cli": cli, "work": work, "best": Path(callback.best_model_path),
-            "last": Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt",
-            "log_dir": Path(cli.trainer.log_dir), "state": model_state(cli.model)}
+    return {
+        "cli": cli,
+        "work": work,
+        "best": Path(callback.best_model_path),
+        "last": Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt",
+        "log_dir": Path(cli.trainer.log_dir),
+        "state": model_state(cli.model),
+    }
 
 
-def test_fit_logs_every_loss_term_and_metric_and_checkpoints_best_and_last(fitted: Dict[str, Any]) -> None:
+def test_fit_logs_every_loss_term_and_metric_and_checkpoints_best_and_last(fitted: dict[str, Any]) -> None:
     metrics = fitted["cli"].trainer.logged_metrics
-    for key in ("train/loss_step", "train/loss_sub_giou_epoch", "train/loss_obj_ce_epoch", "train/loss_predicate_epoch",
-                "val/loss", "val/with/R@20", "val/semi/R@50", "val/no/mR@50", "val/no/hmean@20"):
+    for key in (
+        "train/loss_step",
+        "train/loss_sub_giou_epoch",
+        "train/loss_obj_ce_epoch",
+        "train/loss_predicate_epoch",
+        "val/loss",
+        "val/with/R@20",
+        "val/semi/R@50",
+        "val/no/mR@50",
+        "val/no/hmean@20",
+    ):
         assert key in metrics, f"{key} not logged (got {sorted(metrics)[:12]} ...)"
     assert fitted["best"].is_file() and fitted["best"].name.startswith("epoch")
     assert fitted["last"].is_file()
@@ -54,20 +68,30 @@ def test_fit_logs_every_loss_term_and_metric_and_checkpoints_best_and_last(fitte
     assert counts == sorted(counts, reverse=True) and counts[0] > 0  # head to tail, real ground-truth counts
 
 
-def _assert_same_scores(metrics: Dict[str, float], report: Dict[str, Any]) -> None:
+def _assert_same_scores(metrics: dict[str, float], report: dict[str, Any]) -> None:
     assert report["missing_frames"]["count"] == 0
     for constraint in CONSTRAINTS:
         for k in KS:
             for name in (f"R@{k}", f"mR@{k}", f"mR_per_frame@{k}"):
                 assert report[constraint][name] == pytest.approx(metrics[f"{constraint}/{name}"], abs=1e-12), (
-                    constraint, name)
+                    constraint,
+                    name,
+                )
 
 
 def test_test_from_saved_config_writes_predictions_that_evaluate_rescores_identically(
-    fitted: Dict[str, Any], train_root: Path, tmp_path: Path
+    fitted: dict[str, Any], train_root: Path, tmp_path: Path
 ) -> None:
-    cli = run_cli(["test", "--config", str(fitted["log_dir"] / "config.yaml"), f"--ckpt_path={fitted['best']}",
-                   f"--model.predictions_dir={tmp_path}", "--trainer.logger=false"])
+    cli = run_cli(
+        [
+            "test",
+            "--config",
+            str(fitted["log_dir"] / "config.yaml"),
+            f"--ckpt_path={fitted['best']}",
+            f"--model.predictions_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
     metrics = cli.model.last_metrics
     assert cli.trainer.callback_metrics["test/no/mR@50"] == pytest.approx(metrics["no/mR@50"])
     written = json.loads((tmp_path / "metrics_test.json").read_text())
@@ -80,15 +104,22 @@ def test_test_from_saved_config_writes_predictions_that_evaluate_rescores_identi
 def test_predcls_fit_test_evaluate_agree_on_non_zero_recall(train_root: Path, tmp_path: Path) -> None:
     # PredCls takes the boxes and labels from the ground truth: a briefly trained model already hits triplets, so
     # the metric and the offline evaluator are compared on non-zero numbers at every K.
-    config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=4,
-                         limit_val_batches=1)
+    config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=4, limit_val_batches=1)
     config["data"]["task"] = "predcls"
     fit = run_cli(["fit", "--config", str(write_config(config, tmp_path / "predcls.yaml"))])
     saved = Path(fit.trainer.log_dir) / "config.yaml"
     out = tmp_path / "test"
     last = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    cli = run_cli(["test", "--config", str(saved), f"--ckpt_path={last}",
-                   f"--model.predictions_dir={out}", "--trainer.logger=false"])
+    cli = run_cli(
+        [
+            "test",
+            "--config",
+            str(saved),
+            f"--ckpt_path={last}",
+            f"--model.predictions_dir={out}",
+            "--trainer.logger=false",
+        ]
+    )
     metrics = cli.model.last_metrics
     # (semi keeps spatial / contacting scores above 0.9 only, which a briefly trained model does not reach)
     assert all(metrics[f"{c}/R@{k}"] > 0 and metrics[f"{c}/mR@{k}"] > 0 for c in ("with", "no") for k in KS)
@@ -96,51 +127,78 @@ def test_predcls_fit_test_evaluate_agree_on_non_zero_recall(train_root: Path, tm
     _assert_same_scores(metrics, report)
 
 
-def test_predict_writes_every_frame_of_the_split_once(fitted: Dict[str, Any], tmp_path: Path) -> None:
+def test_predict_writes_every_frame_of_the_split_once(fitted: dict[str, Any], tmp_path: Path) -> None:
     from arn_lightning.metrics.predictions import read_predictions
 
-    cli = run_cli(["predict", "--config", str(fitted["log_dir"] / "config.yaml"), f"--ckpt_path={fitted['last']}",
-                   f"--model.predictions_dir={tmp_path}", "--trainer.logger=false"])
+    cli = run_cli(
+        [
+            "predict",
+            "--config",
+            str(fitted["log_dir"] / "config.yaml"),
+            f"--ckpt_path={fitted['last']}",
+            f"--model.predictions_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
     frames = [p["frame"] for p in read_predictions(tmp_path / "predictions_predict.jsonl")]
     expected = sorted(f.key for f in cli.datamodule.ground_truth("test"))
     assert frames == expected
 
 
-def test_load_from_checkpoint_in_plain_python_round_trips(fitted: Dict[str, Any]) -> None:
+def test_load_from_checkpoint_in_plain_python_round_trips(fitted: dict[str, Any]) -> None:
     module = ARNLitModule.load_from_checkpoint(str(fitted["last"]), map_location="cpu", weights_only=True)
     stored = torch.load(fitted["last"], map_location="cpu", weights_only=True)["state_dict"]
     assert_same_state(model_state(module), stored)
     assert_same_state(model_state(module), fitted["state"])
     assert module.arch_config.hidden_dim == 16 and module.arch_config.backbone_norm == "batch"
-    assert module.hparams.data_settings == {"resize_shorter": 48, "resize_longer": 64, "clip_len": 2,
-                                            "window": "causal"}
+    assert module.hparams.data_settings == {
+        "resize_shorter": 48,
+        "resize_longer": 64,
+        "clip_len": 2,
+        "window": "causal",
+    }
     assert isinstance(module.hparams.arch, dict)  # plain data: no pickled classes in the checkpoint
 
 
-def _resume_config(root: Path, work: Path, max_steps: int) -> Dict[str, Any]:
-    config = tiny_config(root, work, max_steps=max_steps, max_epochs=-1, limit_train_batches=5, limit_val_batches=1,
-                         deterministic=True)  # the deterministic mode runs too
+def _resume_config(root: Path, work: Path, max_steps: int) -> dict[str, Any]:
+    config = tiny_config(
+        root, work, max_steps=max_steps, max_epochs=-1, limit_train_batches=5, limit_val_batches=1, deterministic=True
+    )  # the deterministic mode runs too
     config["model"]["optim"]["lr_drop_epoch"] = 1  # the step decay happens inside the compared window
-    config["trainer"]["callbacks"] = [{
-        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {"dirpath": str(work / "steps"), "filename": "step{step}", "every_n_train_steps": 3,
-                      "save_top_k": -1, "auto_insert_metric_name": False},
-    }]
+    config["trainer"]["callbacks"] = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(work / "steps"),
+                "filename": "step{step}",
+                "every_n_train_steps": 3,
+                "save_top_k": -1,
+                "auto_insert_metric_name": False,
+            },
+        }
+    ]
     return config
 
 
 def test_resume_mid_epoch_gives_the_weights_of_an_uninterrupted_run(train_root: Path, tmp_path: Path) -> None:
     # dropout 0.1 and random flips on: the random streams and the data position must both be restored.
-    full = run_cli(["fit", "--config", str(write_config(_resume_config(train_root, tmp_path / "a", 7),
-                                                        tmp_path / "a.yaml"))])
+    full = run_cli(
+        ["fit", "--config", str(write_config(_resume_config(train_root, tmp_path / "a", 7), tmp_path / "a.yaml"))]
+    )
     reference = model_state(full.model)
     steps = tmp_path / "a" / "steps"
     assert sorted(p.name for p in steps.iterdir()) == ["step3.ckpt", "step6.ckpt"]
     # step 3: mid-epoch 0 (epoch = 5 steps); step 6: mid-epoch 1, after the learning-rate drop.
     for name in ("step3.ckpt", "step6.ckpt"):
         work = tmp_path / f"b_{name}"
-        resumed = run_cli(["fit", "--config", str(write_config(_resume_config(train_root, work, 7), work / "c.yaml")),
-                           f"--ckpt_path={steps / name}"])
+        resumed = run_cli(
+            [
+                "fit",
+                "--config",
+                str(write_config(_resume_config(train_root, work, 7), work / "c.yaml")),
+                f"--ckpt_path={steps / name}",
+            ]
+        )
         assert resumed.trainer.global_step == 7
         assert_same_state(model_state(resumed.model), reference)
         lrs = [group["lr"] for group in resumed.trainer.optimizers[0].param_groups]
@@ -148,8 +206,15 @@ def test_resume_mid_epoch_gives_the_weights_of_an_uninterrupted_run(train_root: 
 
 
 def test_bf16_mixed_precision_trains_on_the_cpu(train_root: Path, tmp_path: Path) -> None:
-    config = tiny_config(train_root, tmp_path, precision="bf16-mixed", max_steps=-1, max_epochs=1,
-                         limit_train_batches=2, limit_val_batches=1)
+    config = tiny_config(
+        train_root,
+        tmp_path,
+        precision="bf16-mixed",
+        max_steps=-1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
     cli = run_cli(["fit", "--config", str(write_config(config, tmp_path / "bf16.yaml"))])
     assert cli.trainer.precision == "bf16-mixed"
     assert math.isfinite(float(cli.trainer.callback_metrics["train/loss_epoch"]))
@@ -158,8 +223,10 @@ def test_bf16_mixed_precision_trains_on_the_cpu(train_root: Path, tmp_path: Path
 
 def test_wandb_offline_run_holds_scalars_the_recall_table_and_frames(train_root: Path, tmp_path: Path) -> None:
     config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
-    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.WandbLogger",
-                                   "init_args": {"offline": True, "save_dir": str(tmp_path), "project": "arn-tests"}}
+    config["trainer"]["logger"] = {
+        "class_path": "lightning.pytorch.loggers.WandbLogger",
+        "init_args": {"offline": True, "save_dir": str(tmp_path), "project": "arn-tests"},
+    }
     run_cli(["fit", "--config", str(write_config(config, tmp_path / "wandb.yaml"))])
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
@@ -172,7 +239,7 @@ def test_wandb_offline_run_holds_scalars_the_recall_table_and_frames(train_root:
     assert list(runs[0].glob("run-*.wandb")), "no W&B run file with the scalars"
 
 
-def _tiny_overrides(root: Path, work: Path) -> Dict[str, Any]:
+def _tiny_overrides(root: Path, work: Path) -> dict[str, Any]:
     """The tiny config without the switches that the paper / ablation configs set."""
     config = tiny_config(root, work, fast_dev_run=1)
     for key in ("pap", "ha", "clip_triplets", "distill", "entity_fusion"):
@@ -186,8 +253,17 @@ def _tiny_overrides(root: Path, work: Path) -> Dict[str, Any]:
 def test_every_ablation_config_parses_and_runs_a_step(ablation: str, train_root: Path, tmp_path: Path) -> None:
     layer = yaml.safe_load((REPO / "configs" / "ablation" / ablation).read_text())
     tiny = write_config(_tiny_overrides(train_root, tmp_path), tmp_path / "tiny.yaml")
-    cli = run_cli(["fit", "--config", str(REPO / "configs" / "ag_sgdet.yaml"), "--config", str(tiny),
-                   "--config", str(REPO / "configs" / "ablation" / ablation)])
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "ag_sgdet.yaml"),
+            "--config",
+            str(tiny),
+            "--config",
+            str(REPO / "configs" / "ablation" / ablation),
+        ]
+    )
     assert cli.trainer.global_step == 1
     for key, value in layer["model"]["arch"].items():
         assert getattr(cli.model.arch_config, key) == value, key
@@ -199,8 +275,17 @@ def test_every_ablation_config_parses_and_runs_a_step(ablation: str, train_root:
 @pytest.mark.parametrize("task", ["sgdet", "sgcls", "predcls"])
 def test_paper_configs_parse_and_run_a_step(task: str, train_root: Path, tmp_path: Path) -> None:
     tiny = write_config(_tiny_overrides(train_root, tmp_path), tmp_path / "tiny.yaml")
-    cli = run_cli(["fit", "--config", str(REPO / "configs" / f"ag_{task}.yaml"), "--config", str(tiny),
-                   "--config", str(REPO / "configs" / "trainer" / "cpu.yaml")])
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / f"ag_{task}.yaml"),
+            "--config",
+            str(tiny),
+            "--config",
+            str(REPO / "configs" / "trainer" / "cpu.yaml"),
+        ]
+    )
     assert cli.trainer.global_step == 1
     assert cli.model.arch_config.task == task and cli.datamodule.hparams.task == task
     assert cli.model.arch_config.num_queries == 4  # the tiny layer wins over the paper's 100
@@ -230,11 +315,13 @@ def test_disabling_checkpointing_and_the_progress_bar_is_honoured(train_root: Pa
 def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from arn_lightning import demo
 
-    config = tiny_config(tmp_path / "unused", tmp_path / "work", max_steps=-1, max_epochs=1, limit_train_batches=2,
-                         limit_val_batches=1)
+    config = tiny_config(
+        tmp_path / "unused", tmp_path / "work", max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1
+    )
     config_path = write_config(config, tmp_path / "demo.yaml")
-    code = demo.main(["--out", str(tmp_path / "out"), "--config", str(config_path), "--videos", "8", "--frames", "4",
-                      "--no-check"])
+    code = demo.main(
+        ["--out", str(tmp_path / "out"), "--config", str(config_path), "--videos", "8", "--frames", "4", "--no-check"]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["offline_evaluate_agrees"] is True
@@ -244,8 +331,10 @@ def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.Ca
     from arn_lightning.runs import DEMO_RUNS, latest_checkpoint
 
     assert DEMO_RUNS.parts[0] == "demo_output"  # the Makefile's DEMO_OUT
-    assert latest_checkpoint(tmp_path / "out" / DEMO_RUNS.relative_to("demo_output")).parent.parent == Path(
-        summary["checkpoint"]).parent.parent
+    assert (
+        latest_checkpoint(tmp_path / "out" / DEMO_RUNS.relative_to("demo_output")).parent.parent
+        == Path(summary["checkpoint"]).parent.parent
+    )
     printed = capsys.readouterr().out
     assert "untrained model" in printed and "trained model" in printed and "semi" in printed
 
@@ -254,8 +343,16 @@ def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.Ca
 def test_every_trainer_override_parses_onto_the_paper_config(trainer: str, capsys: pytest.CaptureFixture) -> None:
     layer = yaml.safe_load((REPO / "configs" / "trainer" / trainer).read_text())
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", "--config", str(REPO / "configs" / "ag_sgdet.yaml"), "--config",
-                 str(REPO / "configs" / "trainer" / trainer), "--print_config"])
+        run_cli(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs" / "ag_sgdet.yaml"),
+                "--config",
+                str(REPO / "configs" / "trainer" / trainer),
+                "--print_config",
+            ]
+        )
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     for key, value in layer.get("trainer", {}).items():
@@ -267,8 +364,10 @@ def test_tensorboard_fallback_gets_the_scalars_and_the_validation_frames(train_r
     from tensorboard.backend.event_processing import event_accumulator  # a test dependency (pyproject "test")
 
     config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
-    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                                   "init_args": {"save_dir": str(tmp_path / "tb"), "name": "tiny"}}
+    config["trainer"]["logger"] = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(tmp_path / "tb"), "name": "tiny"},
+    }
     cli = run_cli(["fit", "--config", str(write_config(config, tmp_path / "tb.yaml"))])
     events = event_accumulator.EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
     events.Reload()
@@ -287,7 +386,7 @@ def test_the_demo_is_defined_by_its_work_not_by_a_clock(capsys: pytest.CaptureFi
     assert "unrecognized arguments: --max-time" in capsys.readouterr().err
 
 
-def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: Dict[str, Any]) -> None:
+def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: dict[str, Any]) -> None:
     from arn_lightning.callbacks import RunSummary
 
     trainer = fitted["cli"].trainer
@@ -303,7 +402,7 @@ def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: Dict[str, An
     assert {"val/with/R@20", "val/no/R@20"} <= set(trainer.progress_bar_metrics)
 
 
-def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: Dict[str, Any], tmp_path: Path) -> None:
+def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: dict[str, Any], tmp_path: Path) -> None:
     from arn_lightning.checkpoints import CheckpointError
     from arn_lightning.models.config import RETIRED_SETTINGS
 
@@ -316,13 +415,29 @@ def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: Dic
     earlier = tmp_path / "earlier.ckpt"
     torch.save(checkpoint, earlier)
     config = str(fitted["log_dir"] / "config.yaml")
-    cli = run_cli(["test", "--config", config, f"--ckpt_path={earlier}", f"--model.predictions_dir={tmp_path}",
-                   "--trainer.logger=false"])
+    cli = run_cli(
+        [
+            "test",
+            "--config",
+            config,
+            f"--ckpt_path={earlier}",
+            f"--model.predictions_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
     assert_same_state(model_state(cli.model), fitted["state"])
     assert "num_object_classes" not in cli.model.hparams["arch"] and "distill" not in cli.model.hparams["loss"]
     assert (tmp_path / "predictions_test.jsonl").is_file()
     hparams["arch"]["box_mlp_layers"] = 4  # a model this version cannot build
     torch.save(checkpoint, earlier)
     with pytest.raises(CheckpointError, match=r"earlier\.ckpt: model\.arch\.box_mlp_layers=4 is no longer a setting"):
-        run_cli(["test", "--config", config, f"--ckpt_path={earlier}", f"--model.predictions_dir={tmp_path / 'b'}",
-                 "--trainer.logger=false"])
+        run_cli(
+            [
+                "test",
+                "--config",
+                config,
+                f"--ckpt_path={earlier}",
+                f"--model.predictions_dir={tmp_path / 'b'}",
+                "--trainer.logger=false",
+            ]
+        )

@@ -24,8 +24,14 @@ def _free_port() -> int:
 
 def _run(args, cwd: Path) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).with_name("arn-lightning")), *args]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+    }
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
@@ -33,16 +39,33 @@ def _run(args, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_process_ddp_fit_and_test_score_every_frame_once(train_root: Path, tmp_path: Path) -> None:
-    config = tiny_config(train_root, tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2,
-                         limit_val_batches=None, strategy="ddp", devices=2)
+    config = tiny_config(
+        train_root,
+        tmp_path,
+        max_steps=-1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=None,
+        strategy="ddp",
+        devices=2,
+    )
     del config["trainer"]["limit_val_batches"]
     path = write_config(config, tmp_path / "ddp.yaml")
     _run(["fit", "--config", str(path)], tmp_path)
     checkpoint = tmp_path / "logs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     out = tmp_path / "predictions"
-    result = _run(["test", "--config", str(path), f"--ckpt_path={checkpoint}", f"--model.predictions_dir={out}",
-                   "--trainer.logger=false"], tmp_path)
+    result = _run(
+        [
+            "test",
+            "--config",
+            str(path),
+            f"--ckpt_path={checkpoint}",
+            f"--model.predictions_dir={out}",
+            "--trainer.logger=false",
+        ],
+        tmp_path,
+    )
     predictions = out / "predictions_test.jsonl"
     frames = [p["frame"] for p in read_predictions(predictions)]
     report = evaluate(str(train_root), str(predictions), split="test", task="sgdet")

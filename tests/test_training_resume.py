@@ -9,7 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 import torch
@@ -24,16 +24,24 @@ TESTS = Path(__file__).resolve().parent
 TOTAL_STEPS = 7
 
 
-def _config(root: Path, work: Path, max_steps: int, callbacks: List[Dict[str, Any]] = (), **trainer: Any) -> Path:
-    config = tiny_config(root, work, max_steps=max_steps, max_epochs=-1, limit_train_batches=5, limit_val_batches=1,
-                         deterministic=True, **trainer)
+def _config(root: Path, work: Path, max_steps: int, callbacks: list[dict[str, Any]] = (), **trainer: Any) -> Path:
+    config = tiny_config(
+        root,
+        work,
+        max_steps=max_steps,
+        max_epochs=-1,
+        limit_train_batches=5,
+        limit_val_batches=1,
+        deterministic=True,
+        **trainer,
+    )
     config["model"]["optim"]["lr_drop_epoch"] = 1
     if callbacks:
         config["trainer"]["callbacks"] = list(callbacks)
     return write_config(config, work / "config.yaml")
 
 
-def _callback(name: str, **init_args: Any) -> Dict[str, Any]:
+def _callback(name: str, **init_args: Any) -> dict[str, Any]:
     return {"class_path": f"resume_fixtures.{name}", "init_args": init_args}
 
 
@@ -47,7 +55,7 @@ def _resume(root: Path, work: Path, ckpt: Path):
 
 
 @pytest.fixture(scope="module")
-def reference(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, torch.Tensor]:
+def reference(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     """The weights of an uninterrupted run of TOTAL_STEPS steps (dropout and flips on)."""
     work = tmp_path_factory.mktemp("uninterrupted")
     return model_state(run_cli(["fit", "--config", str(_config(train_root, work, TOTAL_STEPS))]).model)
@@ -57,8 +65,9 @@ def _stored_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
-def test_a_run_stopped_by_max_steps_resumes_the_same_epoch(train_root: Path, tmp_path: Path,
-                                                           reference: Dict[str, torch.Tensor]) -> None:
+def test_a_run_stopped_by_max_steps_resumes_the_same_epoch(
+    train_root: Path, tmp_path: Path, reference: dict[str, torch.Tensor]
+) -> None:
     run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 3))])
     ckpt = _last(tmp_path / "a")
     assert _stored_step(ckpt) == 3
@@ -67,8 +76,9 @@ def test_a_run_stopped_by_max_steps_resumes_the_same_epoch(train_root: Path, tmp
     assert_same_state(model_state(resumed.model), reference)
 
 
-def test_a_run_stopped_by_should_stop_resumes_the_same_epoch(train_root: Path, tmp_path: Path,
-                                                             reference: Dict[str, torch.Tensor]) -> None:
+def test_a_run_stopped_by_should_stop_resumes_the_same_epoch(
+    train_root: Path, tmp_path: Path, reference: dict[str, torch.Tensor]
+) -> None:
     # trainer.should_stop is how max_time (Timer) and early stopping end a run; epoch 1, after the LR drop.
     run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 50, [_callback("StopAt", step=6)]))])
     ckpt = _last(tmp_path / "a")
@@ -76,8 +86,9 @@ def test_a_run_stopped_by_should_stop_resumes_the_same_epoch(train_root: Path, t
     assert_same_state(model_state(_resume(train_root, tmp_path / "b", ckpt).model), reference)
 
 
-def test_a_run_stopped_by_max_time_resumes_the_same_epoch(train_root: Path, tmp_path: Path,
-                                                          reference: Dict[str, torch.Tensor]) -> None:
+def test_a_run_stopped_by_max_time_resumes_the_same_epoch(
+    train_root: Path, tmp_path: Path, reference: dict[str, torch.Tensor]
+) -> None:
     slow = _callback("SlowStep", step=2, seconds=1.5)
     cli = run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 50, [slow], max_time={"seconds": 1}))])
     stopped = cli.trainer.global_step
@@ -89,7 +100,8 @@ def test_a_run_stopped_by_max_time_resumes_the_same_epoch(train_root: Path, tmp_
 
 @pytest.mark.parametrize("signal_name,status", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_saves_last_ckpt_exits_non_zero_and_resumes_exactly(
-        signal_name: str, status: int, train_root: Path, tmp_path: Path, reference: Dict[str, torch.Tensor]) -> None:
+    signal_name: str, status: int, train_root: Path, tmp_path: Path, reference: dict[str, torch.Tensor]
+) -> None:
     config = _config(train_root, tmp_path / "a", 50, [_callback("SendSignal", step=3, signal_name=signal_name)])
     previous = signal.getsignal(signal.SIGINT)
     assert run_lightning_cli(["fit", "--config", str(config)]) == status
@@ -100,16 +112,27 @@ def test_a_signal_saves_last_ckpt_exits_non_zero_and_resumes_exactly(
 
 
 def _fit_in_a_process(config: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",  # the reference ran on one thread (conftest): same float sums
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "arn_lightning", "fit", "--config", str(config)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # the reference ran on one thread (conftest): same float sums
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "arn_lightning", "fit", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def test_after_kill_9_the_last_epoch_checkpoint_resumes_exactly(train_root: Path, tmp_path: Path,
-                                                                reference: Dict[str, torch.Tensor]) -> None:
-    done = _fit_in_a_process(_config(train_root, tmp_path / "a", 50,
-                                     [_callback("SendSignal", step=6, signal_name="SIGKILL")]))
+def test_after_kill_9_the_last_epoch_checkpoint_resumes_exactly(
+    train_root: Path, tmp_path: Path, reference: dict[str, torch.Tensor]
+) -> None:
+    done = _fit_in_a_process(
+        _config(train_root, tmp_path / "a", 50, [_callback("SendSignal", step=6, signal_name="SIGKILL")])
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     ckpt = _last(tmp_path / "a")
     assert _stored_step(ckpt) == 5  # the end of epoch 0: the last state written before the kill
@@ -119,8 +142,9 @@ def test_after_kill_9_the_last_epoch_checkpoint_resumes_exactly(train_root: Path
 
 def test_a_sigterm_process_exits_143_after_saving(train_root: Path, tmp_path: Path) -> None:
     # what a scheduler sees: the process itself (not only the in-process CLI) exits non-zero after the save
-    done = _fit_in_a_process(_config(train_root, tmp_path / "a", 50,
-                                     [_callback("SendSignal", step=3, signal_name="SIGTERM")]))
+    done = _fit_in_a_process(
+        _config(train_root, tmp_path / "a", 50, [_callback("SendSignal", step=3, signal_name="SIGTERM")])
+    )
     assert done.returncode == 143, done.stderr[-2000:]
     assert "training stopped by a signal; exit status 143" in done.stderr
     assert _stored_step(_last(tmp_path / "a")) == 3
@@ -178,13 +202,15 @@ def test_an_altered_or_truncated_checkpoint_is_refused_naming_the_file(tmp_path:
         verify_checkpoint(tmp_path / "missing.ckpt")
 
 
-def test_the_cli_refuses_a_damaged_checkpoint_with_its_name(train_root: Path, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:
+def test_the_cli_refuses_a_damaged_checkpoint_with_its_name(
+    train_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cli = run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 2))])
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     altered = _altered_copy(_last(tmp_path / "a"), tmp_path / "altered.ckpt")
-    code = run_lightning_cli(["test", "--config", str(_config(train_root, tmp_path / "b", 2)),
-                              f"--ckpt_path={altered}"])
+    code = run_lightning_cli(
+        ["test", "--config", str(_config(train_root, tmp_path / "b", 2)), f"--ckpt_path={altered}"]
+    )
     assert code == 2
     assert f"{altered}: Expected an intact checkpoint" in capsys.readouterr().err
 
@@ -215,8 +241,8 @@ def test_a_member_flagged_as_a_directory_is_refused(tmp_path: Path) -> None:
         target = max((m for m in archive.infolist() if "/data/" in m.filename), key=lambda m: m.file_size)
     entry = data.index(b"PK\x01\x02")  # the first central-directory entry
     while True:
-        name_length, extra_length, comment_length = struct.unpack("<HHH", data[entry + 28:entry + 34])
-        if bytes(data[entry + 46:entry + 46 + name_length]) == target.filename.encode():
+        name_length, extra_length, comment_length = struct.unpack("<HHH", data[entry + 28 : entry + 34])
+        if bytes(data[entry + 46 : entry + 46 + name_length]) == target.filename.encode():
             break
         entry = data.index(b"PK\x01\x02", entry + 46 + name_length + extra_length + comment_length)
     data[entry + 38] ^= 0x10  # the MS-DOS directory attribute
@@ -227,32 +253,37 @@ def test_a_member_flagged_as_a_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_epoch_without_validation_still_ends_with_a_resumable_last_ckpt(
-        train_root: Path, tmp_path: Path, reference: Dict[str, torch.Tensor]) -> None:
+    train_root: Path, tmp_path: Path, reference: dict[str, torch.Tensor]
+) -> None:
     # validation every 2nd epoch: ModelCheckpoint alone saved nothing at the end of epoch 0 (found by fault injection)
     every_2nd = {"check_val_every_n_epoch": 2}
     every_epoch = reference
-    reference = model_state(run_cli(["fit", "--config", str(_config(train_root, tmp_path / "r", TOTAL_STEPS,
-                                                                    **every_2nd))]).model)
+    reference = model_state(
+        run_cli(["fit", "--config", str(_config(train_root, tmp_path / "r", TOTAL_STEPS, **every_2nd))]).model
+    )
     # validation draws nothing from the global random streams: the schedule does not change the trained weights
     assert_same_state(reference, every_epoch)
     run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 5, **every_2nd))])  # stops at epoch 0's end
     ckpt = _last(tmp_path / "a")
     assert _stored_step(ckpt) == 5
-    resumed = run_cli(["fit", "--config", str(_config(train_root, tmp_path / "b", TOTAL_STEPS, **every_2nd)),
-                       f"--ckpt_path={ckpt}"])
+    resumed = run_cli(
+        ["fit", "--config", str(_config(train_root, tmp_path / "b", TOTAL_STEPS, **every_2nd)), f"--ckpt_path={ckpt}"]
+    )
     assert_same_state(model_state(resumed.model), reference)
 
 
 def test_a_sigterm_inside_an_accumulation_window_stops_at_its_end(train_root: Path, tmp_path: Path) -> None:
     # the partial gradients of a window are in no checkpoint: stopping inside one made the resume inexact
     accumulate = {"accumulate_grad_batches": 2}
-    reference = model_state(run_cli(["fit", "--config", str(_config(train_root, tmp_path / "r", 3,
-                                                                    **accumulate))]).model)
+    reference = model_state(
+        run_cli(["fit", "--config", str(_config(train_root, tmp_path / "r", 3, **accumulate))]).model
+    )
     signal_in_window = [_callback("SendSignalAtBatch", batch=2, signal_name="SIGTERM")]  # batches 2-3: one window
     config = _config(train_root, tmp_path / "a", 50, signal_in_window, **accumulate)
     assert run_lightning_cli(["fit", "--config", str(config)]) == 143
     ckpt = _last(tmp_path / "a")
     assert _stored_step(ckpt) == 2  # after the window's second batch, not in its middle
-    resumed = run_cli(["fit", "--config", str(_config(train_root, tmp_path / "b", 3, **accumulate)),
-                       f"--ckpt_path={ckpt}"])
+    resumed = run_cli(
+        ["fit", "--config", str(_config(train_root, tmp_path / "b", 3, **accumulate)), f"--ckpt_path={ckpt}"]
+    )
     assert_same_state(model_state(resumed.model), reference)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +22,7 @@ KS = (10, 20, 50, 100)
 
 
 @pytest.fixture(scope="module")
-def predcls_run(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+def predcls_run(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A briefly trained PredCls model (non-zero recall) and its run folder."""
     work = tmp_path_factory.mktemp("predcls")
     config = tiny_config(train_root, work, max_steps=-1, max_epochs=1, limit_train_batches=4, limit_val_batches=1)
@@ -44,19 +44,36 @@ def _other_root(tmp_path: Path, train_root: Path) -> Path:
 
 
 def test_a_checkpoint_tests_on_a_root_with_other_triplet_categories(
-        predcls_run: Dict[str, Path], train_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    predcls_run: dict[str, Path], train_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     other = _other_root(tmp_path, train_root)
     stored = torch.load(predcls_run["last"], map_location="cpu", weights_only=True)
-    cli = run_cli(["test", "--config", str(predcls_run["config"]), f"--data.root={other}",
-                   f"--ckpt_path={predcls_run['last']}", f"--model.predictions_dir={tmp_path / 'test'}",
-                   "--trainer.logger=false"])
+    cli = run_cli(
+        [
+            "test",
+            "--config",
+            str(predcls_run["config"]),
+            f"--data.root={other}",
+            f"--ckpt_path={predcls_run['last']}",
+            f"--model.predictions_dir={tmp_path / 'test'}",
+            "--trainer.logger=false",
+        ]
+    )
     assert cli.model.hparams.triplet_categories == stored["hyper_parameters"]["triplet_categories"]
     assert 0.0 <= cli.model.last_metrics["no/R@20"] <= 1.0
     assert (tmp_path / "test" / "predictions_test.jsonl").is_file()
     # Resuming training on data with other categories cannot be reconciled: one message names both sides.
-    code = run_lightning_cli(["fit", "--config", str(predcls_run["config"]), f"--data.root={other}",
-                              f"--ckpt_path={predcls_run['last']}", f"--trainer.default_root_dir={tmp_path / 'fit'}",
-                              "--trainer.logger=false"])
+    code = run_lightning_cli(
+        [
+            "fit",
+            "--config",
+            str(predcls_run["config"]),
+            f"--data.root={other}",
+            f"--ckpt_path={predcls_run['last']}",
+            f"--trainer.default_root_dir={tmp_path / 'fit'}",
+            "--trainer.logger=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert f"{predcls_run['last']}: Expected to resume training on the checkpoint's triplet categories" in err
@@ -74,7 +91,8 @@ def _corrupt(root: Path, key: str) -> None:
 
 
 def test_unreadable_evaluation_frames_count_as_recall_zero_in_test_and_evaluate(
-        predcls_run: Dict[str, Path], train_root: Path, tmp_path: Path) -> None:
+    predcls_run: dict[str, Path], train_root: Path, tmp_path: Path
+) -> None:
     root = _copy_root(train_root, tmp_path)
     test_frames = [f.key for f in load_annotations(root, "predcls").frames("test")]
     _corrupt(root, test_frames[0])
@@ -82,15 +100,25 @@ def test_unreadable_evaluation_frames_count_as_recall_zero_in_test_and_evaluate(
     (root / "frames" / test_frames[5]).unlink()  # missing altogether
     out = tmp_path / "test"
     with pytest.warns(RuntimeWarning, match="Skipping"):
-        cli = run_cli(["test", "--config", str(predcls_run["config"]), f"--data.root={root}",
-                       "--data.on_bad_frame=skip", f"--ckpt_path={predcls_run['last']}",
-                       f"--model.predictions_dir={out}", "--trainer.logger=false"])
+        cli = run_cli(
+            [
+                "test",
+                "--config",
+                str(predcls_run["config"]),
+                f"--data.root={root}",
+                "--data.on_bad_frame=skip",
+                f"--ckpt_path={predcls_run['last']}",
+                f"--model.predictions_dir={out}",
+                "--trainer.logger=false",
+            ]
+        )
     metrics = cli.model.last_metrics
     assert metrics["frames/unreadable"] == 3 and metrics["frames/predicted"] == len(test_frames) - 3
     assert metrics["no/R@20"] > 0
     written = json.loads((out / "metrics_test.json").read_text())
     assert [item["frame"] for item in written["unreadable_frames"]] == sorted(
-        [test_frames[0], test_frames[3], test_frames[5]])
+        [test_frames[0], test_frames[3], test_frames[5]]
+    )
     assert all(item["reason"] for item in written["unreadable_frames"])
     report = evaluate(str(root), str(out / "predictions_test.jsonl"), split="test", task="predcls")
     for constraint in ("with", "semi", "no"):
@@ -100,8 +128,16 @@ def test_unreadable_evaluation_frames_count_as_recall_zero_in_test_and_evaluate(
 
 
 def _datamodule(root: Path, **kwargs: Any) -> AGDataModule:
-    dm = AGDataModule(str(root), task="predcls", clip_len=2, resize_shorter=48, resize_longer=64, batch_size=2,
-                      on_bad_frame="skip", **kwargs)
+    dm = AGDataModule(
+        str(root),
+        task="predcls",
+        clip_len=2,
+        resize_shorter=48,
+        resize_longer=64,
+        batch_size=2,
+        on_bad_frame="skip",
+        **kwargs,
+    )
     dm.setup("fit")
     return dm
 
@@ -146,31 +182,46 @@ def test_an_evaluation_clip_with_no_readable_frame_is_scored_as_recall_zero(trai
 
 def test_an_empty_split_names_the_split_the_root_and_the_settings(train_root: Path, tmp_path: Path) -> None:
     dm = AGDataModule(str(train_root), task="predcls", clip_len=2, min_frames=99)
-    with pytest.raises(ValueError, match=rf"Expected the split 'train' in data.root={train_root}, which has the "
-                                         rf"splits \[\] after the predcls filtering \(min_frames 99"):
+    with pytest.raises(
+        ValueError,
+        match=rf"Expected the split 'train' in data.root={train_root}, which has the "
+        rf"splits \[\] after the predcls filtering \(min_frames 99",
+    ):
         dm.setup("fit")
     root = _copy_root(train_root, tmp_path)
     shutil.rmtree(root / "frames")
-    with pytest.warns(RuntimeWarning, match="Skipping"), pytest.raises(
-            ValueError, match=rf"Expected at least one train clip in split 'train' of data.root={root} but got none: "
-                              rf"no frame image of the split is under {root / 'frames'}"):
+    with (
+        pytest.warns(RuntimeWarning, match="Skipping"),
+        pytest.raises(
+            ValueError,
+            match=rf"Expected at least one train clip in split 'train' of data.root={root} but got none: "
+            rf"no frame image of the split is under {root / 'frames'}",
+        ),
+    ):
         _datamodule(root)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--model.optim.lr=-1", "model.optim: Expected lr to be a finite number >= 0 but got -1.0"),
-    ("--model.evaluation.ks=[]", "model.evaluation: Expected ks to be strictly increasing positive ints"),
-    ("--model.evaluation.iou=exact", "model.evaluation: Expected iou_convention in"),
-    ("--model.arch.hidden_dim=6", "model.arch: Expected hidden_dim to be a multiple of 4"),
-    ("--data.task=bogus", "data: Expected task in ['sgdet', 'sgcls', 'predcls'] but got 'bogus'"),
-    ("--data.clip_len=0", "data: Expected clip_len >= 1 but got 0"),
-    ("--data.num_workers=-1", "data: Expected num_workers >= 0 but got -1"),
-    ("--trainer.accumulate_grad_batches=0", "trainer: Expected accumulate_grad_batches >= 1 but got 0"),
-    ("--trainer.max_steps=-5", "trainer: Expected max_steps >= -1 (-1: no limit) but got -5"),
-    ("--trainer.gradient_clip_val=-1", "trainer: Expected gradient_clip_val a finite number >= 0 or null but got -1"),
-])
-def test_a_meaningless_setting_stops_the_cli_naming_it(override: str, message: str, train_root: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--model.optim.lr=-1", "model.optim: Expected lr to be a finite number >= 0 but got -1.0"),
+        ("--model.evaluation.ks=[]", "model.evaluation: Expected ks to be strictly increasing positive ints"),
+        ("--model.evaluation.iou=exact", "model.evaluation: Expected iou_convention in"),
+        ("--model.arch.hidden_dim=6", "model.arch: Expected hidden_dim to be a multiple of 4"),
+        ("--data.task=bogus", "data: Expected task in ['sgdet', 'sgcls', 'predcls'] but got 'bogus'"),
+        ("--data.clip_len=0", "data: Expected clip_len >= 1 but got 0"),
+        ("--data.num_workers=-1", "data: Expected num_workers >= 0 but got -1"),
+        ("--trainer.accumulate_grad_batches=0", "trainer: Expected accumulate_grad_batches >= 1 but got 0"),
+        ("--trainer.max_steps=-5", "trainer: Expected max_steps >= -1 (-1: no limit) but got -5"),
+        (
+            "--trainer.gradient_clip_val=-1",
+            "trainer: Expected gradient_clip_val a finite number >= 0 or null but got -1",
+        ),
+    ],
+)
+def test_a_meaningless_setting_stops_the_cli_naming_it(
+    override: str, message: str, train_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     config = write_config(tiny_config(train_root, tmp_path), tmp_path / "config.yaml")
     assert run_lightning_cli(["fit", "--config", str(config), override]) == 2
     assert f"arn-lightning: error: {message}" in capsys.readouterr().err

@@ -13,8 +13,18 @@ from PIL import Image
 from arn_lightning.data.decode import rotate_upright
 from arn_lightning.data.frames import dump_frames
 from arn_lightning.inference.video import DEFAULT_FPS, VideoError, VideoWriter, open_frames
-from infer_fixtures import (FRAME_SIZE, audio_only, corner_frames, decode_all, headers_only_mkv, moving_box_frames,
-                            mp4_without_streams, set_display_rotation, write_lossless_video, write_video)
+from infer_fixtures import (
+    FRAME_SIZE,
+    audio_only,
+    corner_frames,
+    decode_all,
+    headers_only_mkv,
+    moving_box_frames,
+    mp4_without_streams,
+    set_display_rotation,
+    write_lossless_video,
+    write_video,
+)
 
 NATIVE_FPS = 10
 NUM_FRAMES = 25
@@ -50,9 +60,17 @@ def test_rate_above_the_native_rate_keeps_every_frame(video: Path) -> None:
 
 def test_iterating_twice_gives_the_same_frames(video: Path) -> None:
     source = open_frames(video, fps=DEFAULT_FPS)
-    assert [f.key for f in source] == [f.key for f in source] == ["clip.mp4/000001.png", "clip.mp4/000006.png",
-                                                                   "clip.mp4/000011.png", "clip.mp4/000016.png",
-                                                                   "clip.mp4/000021.png"]
+    assert (
+        [f.key for f in source]
+        == [f.key for f in source]
+        == [
+            "clip.mp4/000001.png",
+            "clip.mp4/000006.png",
+            "clip.mp4/000011.png",
+            "clip.mp4/000016.png",
+            "clip.mp4/000021.png",
+        ]
+    )
 
 
 def test_folder_frames_in_natural_order(tmp_path: Path) -> None:
@@ -158,9 +176,14 @@ def test_written_video_reads_back_through_open_frames(tmp_path: Path) -> None:
     assert white.min() > 200 and isinstance(frames[0].image, Image.Image)
 
 
-@pytest.mark.parametrize("clockwise, corner, size", [
-    (90, "top right", (48, 64)), (180, "bottom right", (64, 48)), (270, "bottom left", (48, 64)),
-])
+@pytest.mark.parametrize(
+    "clockwise, corner, size",
+    [
+        (90, "top right", (48, 64)),
+        (180, "bottom right", (64, 48)),
+        (270, "bottom left", (48, 64)),
+    ],
+)
 def test_rotated_phone_video_is_turned_upright(tmp_path: Path, clockwise: int, corner: str, size: tuple) -> None:
     path = set_display_rotation(write_lossless_video(tmp_path / "phone.mp4", corner_frames(2)), clockwise)
     with av.open(str(path)) as container:  # the helper's matrix reads back as that rotation (counterclockwise)

@@ -19,10 +19,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Union
+from typing import IO, Any
 
-PathLike = Union[str, Path]
+from arn_lightning._types import PathLike
+
 #: Permission bits of a new file before the umask (what ``open(path, "w")`` would give; ``mkstemp`` gives 0600).
 FILE_MODE = 0o666
 
@@ -118,8 +120,9 @@ def replace_folder(staging: PathLike, dest: PathLike, replace_existing: bool) ->
     old = None
     if dest.is_dir() and any(dest.iterdir()):
         if not replace_existing:
-            raise FileExistsError(f"Expected {dest} to be absent or empty but it holds "
-                                  f"{sorted(p.name for p in dest.iterdir())[:5]}")
+            raise FileExistsError(
+                f"Expected {dest} to be absent or empty but it holds {sorted(p.name for p in dest.iterdir())[:5]}"
+            )
         old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
         os.replace(dest, old / dest.name)
     os.replace(staging, dest)
@@ -127,6 +130,15 @@ def replace_folder(staging: PathLike, dest: PathLike, replace_existing: bool) ->
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["FILE_MODE", "atomic_open", "atomic_path", "atomic_save", "atomic_write_bytes", "atomic_write_json",
-           "replace_folder",
-           "atomic_write_text", "commit", "temporary_path"]
+__all__ = [
+    "FILE_MODE",
+    "atomic_open",
+    "atomic_path",
+    "atomic_save",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "replace_folder",
+    "atomic_write_text",
+    "commit",
+    "temporary_path",
+]

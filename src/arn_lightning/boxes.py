@@ -30,7 +30,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def first_invalid_box(boxes: Any) -> int:
     return int(rows[0]) if rows.size else -1
 
 
-def check_boxes_xyxy(boxes: Any, where: Union[str, Callable[[int], str]]) -> None:
+def check_boxes_xyxy(boxes: Any, where: str | Callable[[int], str]) -> None:
     """Raise if any row of ``boxes`` ``[M, 4]`` (array, list or tensor) breaks the rule, naming the first one.
 
     Args:
@@ -150,34 +151,33 @@ def paired_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=equal, where=union > 0)
 
 
-def _safe_ratio(numerator: "Tensor", denominator: "Tensor", fallback: "Tensor") -> "Tensor":
+def _safe_ratio(numerator: Tensor, denominator: Tensor, fallback: Tensor) -> Tensor:
     """``numerator / denominator`` where the denominator is positive, ``fallback`` elsewhere; finite gradients."""
     import torch
 
     positive = denominator > 0
-    return torch.where(positive, numerator / torch.where(positive, denominator, torch.ones_like(denominator)),
-                       fallback)
+    return torch.where(positive, numerator / torch.where(positive, denominator, torch.ones_like(denominator)), fallback)
 
 
-def _generalized_iou(boxes1: "Tensor", boxes2: "Tensor") -> "Tensor":
+def _generalized_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """GIoU of broadcastable xyxy boxes ``[..., 4]`` -> ``[...]`` (module docstring: never NaN)."""
     import torch
 
     area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
     area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    sides = (torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(boxes1[..., :2], boxes2[..., :2]))
+    sides = torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(boxes1[..., :2], boxes2[..., :2])
     sides = sides.clamp(min=0)  # [..., 2] intersection width, height
     inter = sides[..., 0] * sides[..., 1]
     union = area1 + area2 - inter
     equal = (boxes1 == boxes2).all(dim=-1).to(inter.dtype)
     iou = _safe_ratio(inter, union, equal)
-    hull = (torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2]))
+    hull = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2])
     hull = hull.clamp(min=0)
     hull_area = hull[..., 0] * hull[..., 1]
     return iou - _safe_ratio(hull_area - union, hull_area, torch.zeros_like(hull_area))
 
 
-def generalized_box_iou(boxes1: "Tensor", boxes2: "Tensor") -> "Tensor":
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise generalized IoU: xyxy ``[Q, 4]`` and ``[N, 4]`` -> ``[Q, N]`` in ``[-1, 1]``, never NaN.
 
     Equal to torchvision's ``generalized_box_iou`` wherever that one is finite; degenerate boxes follow the
@@ -186,11 +186,20 @@ def generalized_box_iou(boxes1: "Tensor", boxes2: "Tensor") -> "Tensor":
     return _generalized_iou(boxes1[:, None, :], boxes2[None, :, :])
 
 
-def paired_generalized_box_iou(boxes1: "Tensor", boxes2: "Tensor") -> "Tensor":
+def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Generalized IoU of ``boxes1[i]`` with ``boxes2[i]``: xyxy ``[M, 4]`` each -> ``[M]``, never NaN, with
     finite gradients (``1 - GIoU`` is the DETR box loss)."""
     return _generalized_iou(boxes1, boxes2)
 
 
-__all__ = ["BOX_RULE", "InvalidBoxError", "box_violation", "check_boxes_xyxy", "first_invalid_box",
-           "generalized_box_iou", "invalid_box_mask", "paired_generalized_box_iou", "paired_iou"]
+__all__ = [
+    "BOX_RULE",
+    "InvalidBoxError",
+    "box_violation",
+    "check_boxes_xyxy",
+    "first_invalid_box",
+    "generalized_box_iou",
+    "invalid_box_mask",
+    "paired_generalized_box_iou",
+    "paired_iou",
+]

@@ -11,8 +11,9 @@ import csv
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -23,9 +24,9 @@ from PIL import Image
 from torch import Tensor
 
 from arn_lightning.atomic import atomic_open, atomic_path
-from arn_lightning.inference.draw import annotate_frame
 from arn_lightning.data.ag import parse_frame_key
 from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from arn_lightning.inference.draw import annotate_frame
 from arn_lightning.inference.graph import FrameGraph, rank_triplets
 from arn_lightning.metrics.predictions import prediction_from_ground_truth
 from arn_lightning.runs import run_folder
@@ -45,8 +46,9 @@ def denormalise(image: Tensor, size: Tensor, orig_size: Tensor) -> Image.Image:
     return Image.fromarray(array).resize((ow, oh), Image.BILINEAR)
 
 
-def validation_examples(batch: Mapping[str, Any], preds: Sequence[Mapping[str, Any]],
-                        limit: Optional[int] = None) -> List[Dict[str, Any]]:
+def validation_examples(
+    batch: Mapping[str, Any], preds: Sequence[Mapping[str, Any]], limit: int | None = None
+) -> list[dict[str, Any]]:
     """The first ``limit`` (all if None) evaluated frames of a validation batch, as :func:`comparison_image` draws
     them: ``{"image": [3, H, W] as fed (CPU), "size": [2] (h, w) before padding, "target": the frame's target,
     "prediction": its prediction}``.
@@ -60,8 +62,12 @@ def validation_examples(batch: Mapping[str, Any], preds: Sequence[Mapping[str, A
     images = batch["pixel_values"].flatten(0, 1)  # [BT, 3, H, W]
     pairs = list(zip(evaluated, preds))[:limit]
     return [
-        {"image": images[i].detach().cpu(), "size": batch["targets"][i]["size"].cpu(),
-         "target": batch["targets"][i], "prediction": pred}
+        {
+            "image": images[i].detach().cpu(),
+            "size": batch["targets"][i]["size"].cpu(),
+            "target": batch["targets"][i],
+            "prediction": pred,
+        }
         for i, pred in pairs
     ]
 
@@ -83,15 +89,18 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
     return canvas
 
 
-def per_predicate_rows(metrics: Mapping[str, float], constraint: str, k: int) -> List[Dict[str, Any]]:
+def per_predicate_rows(metrics: Mapping[str, float], constraint: str, k: int) -> list[dict[str, Any]]:
     """Per-predicate recall rows ordered head to tail (by ground-truth count, then index)."""
     rows = []
     for index, name in enumerate(PREDICATES):
-        rows.append({
-            "predicate": name, "type": predicate_type(index),
-            "gt_count": int(metrics.get(f"per_predicate/count/{name}", 0)),
-            "recall": float(metrics.get(f"per_predicate/{constraint}/R@{k}/{name}", 0.0)),
-        })
+        rows.append(
+            {
+                "predicate": name,
+                "type": predicate_type(index),
+                "gt_count": int(metrics.get(f"per_predicate/count/{name}", 0)),
+                "recall": float(metrics.get(f"per_predicate/{constraint}/R@{k}/{name}", 0.0)),
+            }
+        )
     return sorted(rows, key=lambda r: (-r["gt_count"], PREDICATES.index(r["predicate"])))
 
 
@@ -135,7 +144,11 @@ class SceneGraphReport(L.Callback):
     """
 
     def __init__(
-        self, num_images: int = 4, top_k: int = 6, threshold: float = 0.05, recall_constraint: str = "no",
+        self,
+        num_images: int = 4,
+        top_k: int = 6,
+        threshold: float = 0.05,
+        recall_constraint: str = "no",
         recall_k: int = 20,
     ) -> None:
         super().__init__()
@@ -143,10 +156,15 @@ class SceneGraphReport(L.Callback):
             raise ValueError(f"Expected recall_constraint in {'/'.join(CONSTRAINTS)} but got {recall_constraint!r}")
         self.num_images, self.top_k, self.threshold = num_images, top_k, threshold
         self.recall_constraint, self.recall_k = recall_constraint, recall_k
-        self._examples: List[Dict[str, Any]] = []  # the frames drawn after the current validation
+        self._examples: list[dict[str, Any]] = []  # the frames drawn after the current validation
 
     def on_validation_batch_end(
-        self, trainer: "L.Trainer", pl_module: "L.LightningModule", outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         # the frames of the first batch: ``outputs`` are its per-frame predictions (validation_step's return)
@@ -154,11 +172,11 @@ class SceneGraphReport(L.Callback):
             self._examples = validation_examples(batch, outputs, self.num_images)
 
     @staticmethod
-    def _directory(trainer: "L.Trainer") -> Path:
+    def _directory(trainer: L.Trainer) -> Path:
         # run_folder broadcasts from rank 0: every process must ask for it, never rank 0 alone
         return run_folder(trainer) / "reports"
 
-    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after the module's on_validation_epoch_end, which computes the metrics this reports
         if trainer.sanity_checking:
             return
@@ -172,14 +190,12 @@ class SceneGraphReport(L.Callback):
             self._log_images(trainer, directory, images, captions)
         self._report_recall(trainer, pl_module, directory, "val")
 
-    def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         directory = self._directory(trainer)
         if trainer.is_global_zero:
             self._report_recall(trainer, pl_module, directory, "test")
 
-    def _log_images(
-        self, trainer: "L.Trainer", reports: Path, images: List[Image.Image], captions: List[str]
-    ) -> None:
+    def _log_images(self, trainer: L.Trainer, reports: Path, images: list[Image.Image], captions: list[str]) -> None:
         directory = reports / f"val_epoch{trainer.current_epoch:03d}"
         directory.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
@@ -193,10 +209,8 @@ class SceneGraphReport(L.Callback):
                     array = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
                     logger.experiment.add_image(f"val/scene_graph_{i}", array, trainer.global_step)
 
-    def _report_recall(
-        self, trainer: "L.Trainer", pl_module: "L.LightningModule", directory: Path, stage: str
-    ) -> None:
-        metrics: Optional[Mapping[str, float]] = getattr(pl_module, "last_metrics", None)
+    def _report_recall(self, trainer: L.Trainer, pl_module: L.LightningModule, directory: Path, stage: str) -> None:
+        metrics: Mapping[str, float] | None = getattr(pl_module, "last_metrics", None)
         if not metrics:
             return
         rows = per_predicate_rows(metrics, self.recall_constraint, self.recall_k)
@@ -207,11 +221,13 @@ class SceneGraphReport(L.Callback):
                 import wandb
 
                 table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
-                logger.experiment.log({
-                    f"{title}/table": table,
-                    f"{title}/bar": wandb.plot.bar(table, "predicate", "recall", title=title),
-                    "trainer/global_step": trainer.global_step,
-                })
+                logger.experiment.log(
+                    {
+                        f"{title}/table": table,
+                        f"{title}/bar": wandb.plot.bar(table, "predicate", "recall", title=title),
+                        "trainer/global_step": trainer.global_step,
+                    }
+                )
         log.info("per-predicate recall report: %s", png)
 
 
@@ -228,37 +244,50 @@ class RunSummary(L.Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.history: List[Dict[str, float]] = []
+        self.history: list[dict[str, float]] = []
         self._start = 0.0
 
-    def on_fit_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.monotonic()
         self.history = []
 
-    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics: Mapping[str, float] = getattr(pl_module, "last_metrics", None) or {}
         if trainer.sanity_checking or "no/R@20" not in metrics:
             return
-        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                             "with/R@20": metrics.get("with/R@20", math.nan), "no/R@20": metrics["no/R@20"]})
+        self.history.append(
+            {
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "with/R@20": metrics.get("with/R@20", math.nan),
+                "no/R@20": metrics["no/R@20"],
+            }
+        )
 
-    def summary(self, trainer: "L.Trainer") -> str:
+    def summary(self, trainer: L.Trainer) -> str:
         """The summary text (see the class docstring)."""
         run = run_folder(trainer)
         minutes = (time.monotonic() - self._start) / 60
-        lines = [f"fit finished after {trainer.current_epoch} epoch(s), {trainer.global_step} steps, "
-                 f"{minutes:.1f} min: run folder {run}"]
+        lines = [
+            f"fit finished after {trainer.current_epoch} epoch(s), {trainer.global_step} steps, "
+            f"{minutes:.1f} min: run folder {run}"
+        ]
         best_path = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
-        last_paths = [c.best_model_path for c in trainer.checkpoint_callbacks
-                      if getattr(c, "monitor", None) is None and getattr(c, "best_model_path", "")]
+        last_paths = [
+            c.best_model_path
+            for c in trainer.checkpoint_callbacks
+            if getattr(c, "monitor", None) is None and getattr(c, "best_model_path", "")
+        ]
         best = max(self.history, key=lambda h: h["with/R@20"], default=None)  # the best checkpoint's monitor
         last = self.history[-1] if self.history else None
 
-        def recall(entry: Optional[Mapping[str, float]]) -> str:
+        def recall(entry: Mapping[str, float] | None) -> str:
             if entry is None:
                 return "no validation ran"
-            return (f"val with/R@20 {entry['with/R@20']:.3f}, no/R@20 {entry['no/R@20']:.3f} "
-                    f"(epoch {entry['epoch']}, step {entry['step']})")
+            return (
+                f"val with/R@20 {entry['with/R@20']:.3f}, no/R@20 {entry['no/R@20']:.3f} "
+                f"(epoch {entry['epoch']}, step {entry['step']})"
+            )
 
         if best_path:
             lines.append(f"  best checkpoint {best_path}: {recall(best)}")
@@ -273,12 +302,14 @@ class RunSummary(L.Callback):
             lines.append(f"  test:   arn-lightning test --config {config} --ckpt_path {best_path}")
         top = max((h["no/R@20"] for h in self.history), default=None)
         if top is not None and top <= UNTRAINED_RECALL:
-            lines.append(f"  note: the best no-constraint R@20 ({top:.3f}) is still at an untrained model's level "
-                         f"(<= {UNTRAINED_RECALL}): this run is too short to mean much; train longer "
-                         f"(trainer.max_epochs / max_steps) before reading its numbers")
+            lines.append(
+                f"  note: the best no-constraint R@20 ({top:.3f}) is still at an untrained model's level "
+                f"(<= {UNTRAINED_RECALL}): this run is too short to mean much; train longer "
+                f"(trainer.max_epochs / max_steps) before reading its numbers"
+            )
         return "\n".join(lines)
 
-    def on_fit_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         text = self.summary(trainer)  # every process: log_dir broadcasts
         if trainer.is_global_zero:
             rank_zero_info(text)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any
 
 import torch
 
-PathLike = Union[str, Path]
+from arn_lightning._types import PathLike
+
 #: Bytes read at a time while checking the archive's checksums.
 _CHUNK = 1 << 22
 #: MS-DOS attribute bit of a directory in a zip member's external attributes (miniz reads such a member as one).
@@ -42,8 +43,9 @@ def _check_as_torch_reads_it(path: Path, members: list) -> None:
     """
     for member in members:
         if member.is_dir() or member.external_attr & _DIRECTORY_ATTRIBUTE:
-            raise zipfile.BadZipFile(f"CRC check impossible: member {member.filename!r} is flagged as a directory, "
-                                     f"which torch never writes")
+            raise zipfile.BadZipFile(
+                f"CRC check impossible: member {member.filename!r} is flagged as a directory, which torch never writes"
+            )
     reader = torch._C.PyTorchFileReader(str(path))
     for member in members:
         record = member.filename.split("/", 1)[1] if "/" in member.filename else member.filename
@@ -80,16 +82,20 @@ def verify_checkpoint(path: PathLike) -> Path:
         _check_as_torch_reads_it(path, members)
     except zipfile.BadZipFile as error:
         if "CRC" in str(error) or "Bad magic" in str(error):
-            raise CheckpointError(f"{path}: Expected an intact checkpoint but its contents do not match their "
-                                  f"checksums ({error}); the file was altered or damaged: use another copy") from error
-        raise CheckpointError(f"{path}: Expected a PyTorch checkpoint (a zip archive) but the file is truncated or "
-                              f"not a checkpoint ({error}; {path.stat().st_size} bytes)") from error
+            raise CheckpointError(
+                f"{path}: Expected an intact checkpoint but its contents do not match their "
+                f"checksums ({error}); the file was altered or damaged: use another copy"
+            ) from error
+        raise CheckpointError(
+            f"{path}: Expected a PyTorch checkpoint (a zip archive) but the file is truncated or "
+            f"not a checkpoint ({error}; {path.stat().st_size} bytes)"
+        ) from error
     except (OSError, EOFError, RuntimeError, ValueError) as error:
         raise CheckpointError(f"{path}: Expected a readable checkpoint but reading it failed: {error}") from error
     return path
 
 
-def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", **load_kwargs: Any) -> Dict[str, Any]:
+def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", **load_kwargs: Any) -> dict[str, Any]:
     """:func:`verify_checkpoint`, then ``torch.load(path, weights_only=True)``; every failure names the file.
 
     Raises:
@@ -100,11 +106,11 @@ def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", **load_kwarg
     try:
         checkpoint = torch.load(path, map_location=map_location, **load_kwargs)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
-        raise CheckpointError(f"{path}: Expected a PyTorch checkpoint but loading failed: "
-                              f"{type(error).__name__}: {error}") from error
+        raise CheckpointError(
+            f"{path}: Expected a PyTorch checkpoint but loading failed: {type(error).__name__}: {error}"
+        ) from error
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: Expected a Lightning checkpoint (a dict) but got a "
-                              f"{type(checkpoint).__name__}")
+        raise CheckpointError(f"{path}: Expected a Lightning checkpoint (a dict) but got a {type(checkpoint).__name__}")
     return checkpoint
 
 

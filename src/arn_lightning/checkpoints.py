@@ -19,8 +19,8 @@ import errno
 import logging
 import signal
 import threading
-from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -28,11 +28,11 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_path
 from arn_lightning.checkpoint_file import CheckpointError, is_local_path, load_checkpoint_file, verify_checkpoint
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 #: Exit status of a run stopped by a signal after saving its checkpoint (the shell's 128 + signal number).
 EXIT_CODES = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 
@@ -41,7 +41,7 @@ class RunInterrupted(SystemExit):
     """Raised after a signal stopped training and the resumable checkpoint was saved; its ``code`` is the exit
     status (:data:`EXIT_CODES`) and ``signal_name`` the signal."""
 
-    def __init__(self, signal_name: str, checkpoint: Optional[str]) -> None:
+    def __init__(self, signal_name: str, checkpoint: str | None) -> None:
         super().__init__(EXIT_CODES[signal_name])
         self.signal_name = signal_name
         self.checkpoint = checkpoint
@@ -53,8 +53,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Remote (fsspec) paths fall back to Lightning's own writer and reader.
     """
 
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike,
-                        storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to a temporary file beside ``path``, flush it, and rename it to ``path``.
 
         Raises:
@@ -67,12 +66,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_path(path) as tmp:
                 torch.save(checkpoint, tmp)
         except (OSError, RuntimeError) as error:  # torch's C++ writer reports a full disk as a RuntimeError
-            raise OSError(getattr(error, "errno", None) or errno.EIO,
-                          f"{path}: Expected to write the checkpoint but writing failed ({error}); the previous "
-                          f"version of the file, if any, is unchanged") from error
+            raise OSError(
+                getattr(error, "errno", None) or errno.EIO,
+                f"{path}: Expected to write the checkpoint but writing failed ({error}); the previous "
+                f"version of the file, if any, is unchanged",
+            ) from error
 
-    def load_checkpoint(self, path: PathLike, map_location: Optional[Callable] = lambda storage, loc: storage,
-                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+    def load_checkpoint(
+        self,
+        path: PathLike,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
         """:func:`verify_checkpoint`, then Lightning's loader (errors name the file).
 
         Raises:
@@ -96,7 +101,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.interrupt: Optional[str] = None
+        self.interrupt: str | None = None
         self._previous_sigint: Any = None
 
     # ----------------------------------------------------------------------------------------------- signals
@@ -111,8 +116,10 @@ class LastCheckpoint(ModelCheckpoint):
             self._restore_sigint()
             raise KeyboardInterrupt
         self.interrupt = "SIGINT"
-        log.warning("SIGINT: stopping after the current training batch and saving last.ckpt (Ctrl-C again to stop "
-                    "at once, without a checkpoint)")
+        log.warning(
+            "SIGINT: stopping after the current training batch and saving last.ckpt (Ctrl-C again to stop "
+            "at once, without a checkpoint)"
+        )
 
     def _restore_sigint(self) -> None:
         if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
@@ -122,7 +129,7 @@ class LastCheckpoint(ModelCheckpoint):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._restore_sigint()
 
-    def _signal(self, trainer: Trainer) -> Optional[str]:
+    def _signal(self, trainer: Trainer) -> str | None:
         if self.interrupt is not None:
             return self.interrupt
         return "SIGTERM" if trainer.received_sigterm else None
@@ -151,8 +158,9 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         self._last_global_step_saved = trainer.global_step
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         """Save at this batch boundary when the epoch or the run ends here (:meth:`_stops_here`) or a signal came;
         then raise :class:`RunInterrupted` on a signal. A signal in the middle of a gradient accumulation window
         stops at the window's end."""
@@ -167,8 +175,13 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_now(trainer)
         if signal_name is not None:
             trainer.strategy.barrier("arn_last_checkpoint")
-            log.warning("%s: stopped at step %d after saving %s (resume with --ckpt_path %s)", signal_name,
-                        trainer.global_step, self.best_model_path, self.best_model_path)
+            log.warning(
+                "%s: stopped at step %d after saving %s (resume with --ckpt_path %s)",
+                signal_name,
+                trainer.global_step,
+                self.best_model_path,
+                self.best_model_path,
+            )
             raise RunInterrupted(signal_name, self.best_model_path or None)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -179,7 +192,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_now(trainer)
 
 
-def exit_code(error: SystemExit) -> Optional[int]:
+def exit_code(error: SystemExit) -> int | None:
     """The exit status of a run stopped by :class:`RunInterrupted` or Lightning's ``SIGTERMException`` (whose own
     code is None, i.e. success); None for any other ``SystemExit``."""
     if isinstance(error, RunInterrupted):
@@ -189,5 +202,13 @@ def exit_code(error: SystemExit) -> Optional[int]:
     return None
 
 
-__all__ = ["AtomicCheckpointIO", "CheckpointError", "EXIT_CODES", "LastCheckpoint", "RunInterrupted", "exit_code",
-           "load_checkpoint_file", "verify_checkpoint"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "EXIT_CODES",
+    "LastCheckpoint",
+    "RunInterrupted",
+    "exit_code",
+    "load_checkpoint_file",
+    "verify_checkpoint",
+]

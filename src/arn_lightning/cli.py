@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Dict, List, Optional
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 #: subcommand -> (module, one-line help)
-TOOLS: Dict[str, tuple] = {
+TOOLS: dict[str, tuple] = {
     "synth": ("arn_lightning.commands.synth", "generate the synthetic Action Genome dataset (real AG format)"),
     "stats": ("arn_lightning.commands.stats", "videos, frames, objects and predicates of an AG-format root"),
     "dump-frames": ("arn_lightning.commands.dump_frames", "decode annotated frames from Charades mp4 files"),
@@ -27,10 +26,16 @@ TOOLS: Dict[str, tuple] = {
 #: The options most runs set, shown by ``arn-lightning fit|validate|test|predict --help`` (printed without importing
 #: Lightning, in well under a second); ``--help-all`` prints LightningCLI's complete list (about 1,300 lines).
 COMMON_OPTIONS = (
-    ("--config PATH", "a YAML config, repeatable, later ones win: configs/ag_sgdet.yaml, configs/synthetic_demo.yaml, "
-                      "configs/trainer/*.yaml, or a run's own <run>/config.yaml"),
-    ("--ckpt_path PATH", "fit: resume exactly from <run>/checkpoints/last.ckpt; validate / test / predict: the "
-                         "checkpoint to evaluate (its own model is used)"),
+    (
+        "--config PATH",
+        "a YAML config, repeatable, later ones win: configs/ag_sgdet.yaml, configs/synthetic_demo.yaml, "
+        "configs/trainer/*.yaml, or a run's own <run>/config.yaml",
+    ),
+    (
+        "--ckpt_path PATH",
+        "fit: resume exactly from <run>/checkpoints/last.ckpt; validate / test / predict: the "
+        "checkpoint to evaluate (its own model is used)",
+    ),
     ("--data.root DIR", "the Action Genome root (annotations/, frames/)"),
     ("--data.task NAME", "sgdet | sgcls | predcls"),
     ("--data.batch_size N", "training clips per batch and device"),
@@ -49,11 +54,23 @@ COMMON_OPTIONS = (
     ("--print_config", "print the complete config of this command line and exit (it reruns the experiment)"),
 )
 #: The option groups of the complete list.
-OPTION_GROUPS = ("--model.arch.*", "--model.loss.*", "--model.clip.*", "--model.prompts.*", "--model.optim.*",
-                 "--model.evaluation.*", "--model.post.*", "--data.*", "--trainer.*", "--checkpoint.*",
-                 "--last_checkpoint.*", "--report.*")
+OPTION_GROUPS = (
+    "--model.arch.*",
+    "--model.loss.*",
+    "--model.clip.*",
+    "--model.prompts.*",
+    "--model.optim.*",
+    "--model.evaluation.*",
+    "--model.post.*",
+    "--data.*",
+    "--trainer.*",
+    "--checkpoint.*",
+    "--last_checkpoint.*",
+    "--report.*",
+)
 LIGHTNING_PURPOSE = {
-    "fit": "train ARN (and validate each epoch)", "validate": "score a checkpoint on the validation split",
+    "fit": "train ARN (and validate each epoch)",
+    "validate": "score a checkpoint on the validation split",
     "test": "score a checkpoint on the test split and write its prediction file and metrics_test.json",
     "predict": "write the prediction file of a split",
 }
@@ -62,26 +79,37 @@ LIGHTNING_PURPOSE = {
 def lightning_help(command: str) -> str:
     """The short ``--help`` of a LightningCLI subcommand (:data:`COMMON_OPTIONS`)."""
     width = max(len(option) for option, _ in COMMON_OPTIONS) + 2
-    lines = [f"usage: arn-lightning {command} [--config CONFIG.yaml ...] [--section.key=value ...] [--ckpt_path CKPT]",
-             "", f"{command}: {LIGHTNING_PURPOSE[command]} (LightningCLI). Settings come from YAML configs and "
-             "--key=value overrides, later ones winning.", "", "Most used options:"]
+    lines = [
+        f"usage: arn-lightning {command} [--config CONFIG.yaml ...] [--section.key=value ...] [--ckpt_path CKPT]",
+        "",
+        f"{command}: {LIGHTNING_PURPOSE[command]} (LightningCLI). Settings come from YAML configs and "
+        "--key=value overrides, later ones winning.",
+        "",
+        "Most used options:",
+    ]
     lines += [f"  {option:<{width}}{text}" for option, text in COMMON_OPTIONS]
-    lines += ["", "Every option, in groups: " + ", ".join(OPTION_GROUPS) + ".",
-              f"`arn-lightning {command} --help-all` lists them all (about 1,300 lines, a few seconds); the README's "
-              "'Using it' and docs/runs.md show whole runs."]
+    lines += [
+        "",
+        "Every option, in groups: " + ", ".join(OPTION_GROUPS) + ".",
+        f"`arn-lightning {command} --help-all` lists them all (about 1,300 lines, a few seconds); the README's "
+        "'Using it' and docs/runs.md show whole runs.",
+    ]
     return "\n".join(lines)
 
 
 def _usage() -> str:
-    lines = ["usage: arn-lightning <command> [options]", "", "Lightning commands (--help: the usual options, "
-             "--help-all: every option):"]
+    lines = [
+        "usage: arn-lightning <command> [options]",
+        "",
+        "Lightning commands (--help: the usual options, --help-all: every option):",
+    ]
     lines += [f"  {name:<12} {LIGHTNING_PURPOSE[name]}" for name in LIGHTNING_SUBCOMMANDS]
     lines += ["", "Tools:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in TOOLS.items()]
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv`` (default ``sys.argv[1:]``) to a LightningCLI subcommand or a tool; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):

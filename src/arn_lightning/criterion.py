@@ -27,8 +27,9 @@ every predicate type's gradient independent of how many branches exist.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -95,18 +96,20 @@ class LossConfig:
         if self.focal_gamma < 0:
             raise ValueError(f"Expected focal_gamma >= 0 but got {self.focal_gamma}")
 
-    def term_weights(self) -> Dict[str, float]:
+    def term_weights(self) -> dict[str, float]:
         """Weight of every loss term name (without an auxiliary suffix)."""
         return {
             "loss_obj_ce": self.weight_obj_ce,
-            "loss_sub_bbox": self.weight_bbox, "loss_obj_bbox": self.weight_bbox,
-            "loss_sub_giou": self.weight_giou, "loss_obj_giou": self.weight_giou,
+            "loss_sub_bbox": self.weight_bbox,
+            "loss_obj_bbox": self.weight_bbox,
+            "loss_sub_giou": self.weight_giou,
+            "loss_obj_giou": self.weight_giou,
             "loss_predicate": self.weight_predicate,
             "loss_distill": self.weight_distill,
         }
 
 
-def matched_positions(indices: Indices, device: torch.device) -> Tuple[Tensor, Tensor]:
+def matched_positions(indices: Indices, device: torch.device) -> tuple[Tensor, Tensor]:
     """``(frame_idx [M], query_idx [M])`` on ``device`` of every matched query of a batch."""
     frames = [torch.full_like(query, i) for i, (query, _) in enumerate(indices)]
     queries = [query for query, _ in indices]
@@ -167,8 +170,9 @@ class SetCriterion(nn.Module):
         )
 
     # ------------------------------------------------------------------ terms
-    def loss_obj_ce(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]],
-                    indices: Indices) -> Dict[str, Tensor]:
+    def loss_obj_ce(
+        self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], indices: Indices
+    ) -> dict[str, Tensor]:
         """``loss_obj_ce``: cross-entropy over 36 classes + no-object; unmatched queries target no-object."""
         logits = outputs.obj_logits.float()  # [BT, Q, C+1]
         classes = torch.full(logits.shape[:2], NUM_OBJECT_CLASSES, dtype=torch.long, device=logits.device)
@@ -182,8 +186,9 @@ class SetCriterion(nn.Module):
         loss = F.cross_entropy(logits.transpose(1, 2), classes, self.class_weight, ignore_index=IGNORE_INDEX)
         return {"loss_obj_ce": loss}
 
-    def loss_boxes(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], indices: Indices,
-                   num_pairs: float) -> Dict[str, Tensor]:
+    def loss_boxes(
+        self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], indices: Indices, num_pairs: float
+    ) -> dict[str, Tensor]:
         """``loss_{sub,obj}_bbox`` (L1) and ``loss_{sub,obj}_giou`` (1 - GIoU) of matched pairs, per pair.
 
         The GIoU is :func:`arn_lightning.boxes.paired_generalized_box_iou` (exact, no epsilon): finite with finite
@@ -210,8 +215,9 @@ class SetCriterion(nn.Module):
         distribution = target[rows] / target[rows].sum(dim=1, keepdim=True).clamp(min=1.0)  # [R', K]
         return -(distribution * logits[rows].log_softmax(dim=1)).sum()
 
-    def loss_predicate(self, outputs: ARNOutput, branch_targets: Sequence[Mapping[str, Tensor]], indices: Indices,
-                       num_pairs: float) -> Dict[str, Tensor]:
+    def loss_predicate(
+        self, outputs: ARNOutput, branch_targets: Sequence[Mapping[str, Tensor]], indices: Indices, num_pairs: float
+    ) -> dict[str, Tensor]:
         """``loss_predicate``: sum over branches of the predicate loss of every real query, per matched pair."""
         position = matched_positions(indices, outputs.obj_logits.device)
         total = outputs.obj_logits.new_zeros(())
@@ -226,7 +232,7 @@ class SetCriterion(nn.Module):
             total = total + self._branch_loss(kind, logits[real], target[real], matched[real])
         return {"loss_predicate": total / num_pairs}
 
-    def loss_distill(self, outputs: ARNOutput, clip_image_embeds: Optional[Tensor]) -> Dict[str, Tensor]:
+    def loss_distill(self, outputs: ARNOutput, clip_image_embeds: Tensor | None) -> dict[str, Tensor]:
         """``loss_distill``: mean L1 between ``predicate_embeds`` ``[BT, E]`` and CLIP image embeddings ``[BT, E]``.
 
         Skipped (no key) when distillation is off or either side is None.
@@ -241,9 +247,14 @@ class SetCriterion(nn.Module):
         return {"loss_distill": F.l1_loss(pred, clip_image_embeds.to(pred))}
 
     # ------------------------------------------------------------------ driver
-    def layer_losses(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]],
-                     branch_targets: Sequence[Mapping[str, Tensor]], num_pairs: float,
-                     clip_image_embeds: Optional[Tensor]) -> Dict[str, Tensor]:
+    def layer_losses(
+        self,
+        outputs: ARNOutput,
+        targets: Sequence[Mapping[str, Any]],
+        branch_targets: Sequence[Mapping[str, Tensor]],
+        num_pairs: float,
+        clip_image_embeds: Tensor | None,
+    ) -> dict[str, Tensor]:
         """All terms of one decoder layer (its own matching)."""
         indices = self.matcher(outputs, targets, branch_targets)
         losses = self.loss_obj_ce(outputs, targets, indices)
@@ -252,8 +263,9 @@ class SetCriterion(nn.Module):
         losses.update(self.loss_distill(outputs, clip_image_embeds))
         return losses
 
-    def forward(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]],
-                clip_image_embeds: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def forward(
+        self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], clip_image_embeds: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Unweighted loss terms of the last layer and of every auxiliary layer.
 
         Args:
@@ -286,7 +298,7 @@ class SetCriterion(nn.Module):
         if not losses:
             raise ValueError("Expected at least one loss term but got an empty dict")
         weights = self.config.term_weights()
-        total: Optional[Tensor] = None
+        total: Tensor | None = None
         for name, value in losses.items():
             base = _AUX_SUFFIX.sub("", name)
             if base not in weights:

@@ -15,7 +15,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from arn_lightning.atomic import atomic_path, atomic_write_json
 from arn_lightning.vocab import CONSTRAINTS
@@ -28,7 +27,7 @@ UNTRAINED_MAX = 0.1
 TABLE_KS = (10, 20, 50, 100)
 
 
-def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m arn_lightning.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (created)")
     parser.add_argument("--config", type=Path, default=Path("configs/synthetic_demo.yaml"), help="LightningCLI config")
@@ -39,7 +38,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _cli(args: List[str]):
+def _cli(args: list[str]):
     from arn_lightning.lightning_cli import build_cli
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # the demo's own flags are not LightningCLI arguments
@@ -49,22 +48,30 @@ def _cli(args: List[str]):
         sys.argv = argv
 
 
-def _test_metrics(config: Path, root: Path, out: Path, ckpt: Optional[Path], extra: List[str]) -> Dict[str, float]:
+def _test_metrics(config: Path, root: Path, out: Path, ckpt: Path | None, extra: list[str]) -> dict[str, float]:
     """Run ``test`` through the CLI; returns the metric values (``no/R@20``, ...) and leaves the prediction file."""
-    args = ["test", "--config", str(config), f"--data.root={root}", f"--model.predictions_dir={out}",
-            f"--trainer.default_root_dir={out}", "--trainer.logger=false", *extra]
+    args = [
+        "test",
+        "--config",
+        str(config),
+        f"--data.root={root}",
+        f"--model.predictions_dir={out}",
+        f"--trainer.default_root_dir={out}",
+        "--trainer.logger=false",
+        *extra,
+    ]
     if ckpt is not None:
         args.append(f"--ckpt_path={ckpt}")
     cli = _cli(args)
     return dict(cli.model.last_metrics)
 
 
-def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> List[Path]:
+def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> list[Path]:
     """Draw the first ``count`` predicted test frames with their top triplets."""
     from PIL import Image
 
-    from arn_lightning.inference.draw import annotate_frame
     from arn_lightning.data.ag import parse_frame_key
+    from arn_lightning.inference.draw import annotate_frame
     from arn_lightning.inference.graph import FrameGraph, rank_triplets
     from arn_lightning.metrics.predictions import read_predictions
 
@@ -83,17 +90,17 @@ def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> 
     return paths
 
 
-def _print_table(title: str, metrics: Dict[str, float]) -> None:
+def _print_table(title: str, metrics: dict[str, float]) -> None:
     ks = TABLE_KS
     head = "".join(f"{'R@' + str(k):>8}" for k in ks) + "".join(f"{'mR@' + str(k):>8}" for k in ks)
     print(f"\n{title}\n{'':<6}{head}")
     for constraint in CONSTRAINTS:
-        cells = [metrics.get(f"{constraint}/R@{k}", float('nan')) for k in ks]
-        cells += [metrics.get(f"{constraint}/mR@{k}", float('nan')) for k in ks]
+        cells = [metrics.get(f"{constraint}/R@{k}", float("nan")) for k in ks]
+        cells += [metrics.get(f"{constraint}/mR@{k}", float("nan")) for k in ks]
         print(f"{constraint:<6}" + "".join(f"{100 * v:8.1f}" for v in cells))
 
 
-def readme_differences(metrics: Dict[str, float], readme: Path) -> Optional[List[str]]:
+def readme_differences(metrics: dict[str, float], readme: Path) -> list[str] | None:
     """The cells of the README's demo table (rows ``| trained | <constraint> | R@10 ... mR@100 |``, in %) that this
     run's ``metrics`` do not reproduce to the printed 0.1; None when ``readme`` has no such table.
 
@@ -118,7 +125,7 @@ def readme_differences(metrics: Dict[str, float], readme: Path) -> Optional[List
     return differences
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 when the learning check passes (or ``--no-check``)."""
     args = _parse(argv)
     start = time.time()
@@ -133,8 +140,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("[demo] scoring the untrained model")
     untrained = _test_metrics(args.config, root, out / "untrained", None, [])
     print("[demo] training (LightningCLI fit)")
-    fit = _cli(["fit", "--config", str(args.config), f"--data.root={root}", f"--trainer.default_root_dir={out}/train",
-                f"--trainer.logger.init_args.save_dir={out}/train"])
+    fit = _cli(
+        [
+            "fit",
+            "--config",
+            str(args.config),
+            f"--data.root={root}",
+            f"--trainer.default_root_dir={out}/train",
+            f"--trainer.logger.init_args.save_dir={out}/train",
+        ]
+    )
     best = Path(fit.trainer.checkpoint_callback.best_model_path)
     saved_config = Path(fit.trainer.log_dir) / "config.yaml"
     print(f"[demo] testing {best.name} (LightningCLI test from {saved_config})")
@@ -151,19 +166,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     wall = time.time() - start
     differences = readme_differences(trained, Path(__file__).resolve().parents[2] / "README.md")
     if differences is not None:
-        print(f"[demo] README Results: {'reproduced' if not differences else 'NOT reproduced: ' + '; '.join(differences)}")
+        print(
+            f"[demo] README Results: {'reproduced' if not differences else 'NOT reproduced: ' + '; '.join(differences)}"
+        )
     summary = {
-        "untrained_" + CHECK_KEY: untrained[CHECK_KEY], "trained_" + CHECK_KEY: trained[CHECK_KEY],
-        "offline_evaluate_agrees": agree, "readme_reproduced": None if differences is None else not differences,
-        "wall_time_s": round(wall, 1), "checkpoint": str(best),
-        "predictions": str(predictions), "frames": [str(p) for p in frames], "metrics": trained,
+        "untrained_" + CHECK_KEY: untrained[CHECK_KEY],
+        "trained_" + CHECK_KEY: trained[CHECK_KEY],
+        "offline_evaluate_agrees": agree,
+        "readme_reproduced": None if differences is None else not differences,
+        "wall_time_s": round(wall, 1),
+        "checkpoint": str(best),
+        "predictions": str(predictions),
+        "frames": [str(p) for p in frames],
+        "metrics": trained,
     }
     atomic_write_json(out / "summary.json", summary, indent=2, sort_keys=False)
     passed = trained[CHECK_KEY] >= TRAINED_MIN and untrained[CHECK_KEY] <= UNTRAINED_MAX and agree
-    print(f"\n[demo] SGDet no-constraint R@20: untrained {untrained[CHECK_KEY]:.3f} (must be <= {UNTRAINED_MAX}), "
-          f"trained {trained[CHECK_KEY]:.3f} (must be >= {TRAINED_MIN}); offline evaluate agrees: {agree}")
-    print(f"[demo] {'PASS' if passed else 'FAIL'} in {wall / 60:.1f} min; outputs in {out}: checkpoint {best}, "
-          f"predictions {predictions}, frames {out / 'frames'}, summary {out / 'summary.json'}")
+    print(
+        f"\n[demo] SGDet no-constraint R@20: untrained {untrained[CHECK_KEY]:.3f} (must be <= {UNTRAINED_MAX}), "
+        f"trained {trained[CHECK_KEY]:.3f} (must be >= {TRAINED_MIN}); offline evaluate agrees: {agree}"
+    )
+    print(
+        f"[demo] {'PASS' if passed else 'FAIL'} in {wall / 60:.1f} min; outputs in {out}: checkpoint {best}, "
+        f"predictions {predictions}, frames {out / 'frames'}, summary {out / 'summary.json'}"
+    )
     return 0 if passed or args.no_check else 1
 
 

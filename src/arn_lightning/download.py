@@ -33,8 +33,8 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Union
 
 from arn_lightning.atomic import atomic_path
 
@@ -63,7 +63,7 @@ class WeightsUnavailable(FileNotFoundError):
     """A weight file is not on disk and cannot be downloaded (offline, no answer in time, HTTP error, bad hash)."""
 
 
-def offline_reason(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def offline_reason(environ: Mapping[str, str] | None = None) -> str | None:
     """Why downloads are switched off (``"ARN_OFFLINE is set"`` / ``"HF_HUB_OFFLINE is set"``), or ``None``.
 
     Args:
@@ -86,12 +86,12 @@ def offline_reason(environ: Optional[Mapping[str, str]] = None) -> Optional[str]
     return None
 
 
-def is_offline(environ: Optional[Mapping[str, str]] = None) -> bool:
+def is_offline(environ: Mapping[str, str] | None = None) -> bool:
     """True when ``ARN_OFFLINE`` or ``HF_HUB_OFFLINE`` switches downloads off (see :func:`offline_reason`)."""
     return offline_reason(environ) is not None
 
 
-def download_timeout_s(timeout_s: Optional[float] = None, environ: Optional[Mapping[str, str]] = None) -> float:
+def download_timeout_s(timeout_s: float | None = None, environ: Mapping[str, str] | None = None) -> float:
     """The download timeout in seconds: ``timeout_s`` if given, else ``ARN_DOWNLOAD_TIMEOUT``, else 10.
 
     Raises:
@@ -111,14 +111,14 @@ def download_timeout_s(timeout_s: Optional[float] = None, environ: Optional[Mapp
     return value
 
 
-def weights_url(url: str, file_name: str, environ: Optional[Mapping[str, str]] = None) -> str:
+def weights_url(url: str, file_name: str, environ: Mapping[str, str] | None = None) -> str:
     """``url``, or ``$ARN_WEIGHTS_URL/<file_name>`` when that mirror is set."""
     env = os.environ if environ is None else environ
     base = env.get(MIRROR_ENV, "").strip()
     return f"{base.rstrip('/')}/{file_name}" if base else url
 
 
-def hash_prefix(file_name: str) -> Optional[str]:
+def hash_prefix(file_name: str) -> str | None:
     """The sha256 prefix a torch.hub-style file name carries (``resnet50-0676ba61.pth`` -> ``"0676ba61"``), or None."""
     match = HASH_REGEX.search(file_name)
     return match.group(1) if match else None
@@ -131,7 +131,7 @@ def _unavailable(what: str, path: Path, url: str, reason: str, hint: str) -> Wei
     )
 
 
-def download_file(url: str, path: Union[str, Path], timeout_s: float, sha256_prefix: Optional[str] = None) -> Path:
+def download_file(url: str, path: str | Path, timeout_s: float, sha256_prefix: str | None = None) -> Path:
     """Stream ``url`` into ``path`` atomically; no partial file is ever left under ``path``.
 
     Args:
@@ -171,12 +171,12 @@ def download_file(url: str, path: Union[str, Path], timeout_s: float, sha256_pre
 
 def fetch_weights(
     url: str,
-    folder: Union[str, Path],
-    file_name: Optional[str] = None,
+    folder: str | Path,
+    file_name: str | None = None,
     *,
     what: str = "a weight file",
-    timeout_s: Optional[float] = None,
-    sha256_prefix: Optional[str] = None,
+    timeout_s: float | None = None,
+    sha256_prefix: str | None = None,
     check_hash: bool = True,
     hint: str = "",
 ) -> Path:
@@ -222,10 +222,23 @@ def fetch_weights(
         cause = error.reason if isinstance(error, urllib.error.URLError) else error  # a connect timeout is wrapped
         if isinstance(cause, TimeoutError):
             raise _unavailable(what, path, source, f"{source} gave no answer within {timeout:g} s", hint) from error
-        raise _unavailable(what, path, source, f"the download failed ({type(error).__name__}: {error})",
-                           hint) from error
+        raise _unavailable(
+            what, path, source, f"the download failed ({type(error).__name__}: {error})", hint
+        ) from error
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "HF_OFFLINE_ENV", "MIRROR_ENV", "OFFLINE_ENV", "TIMEOUT_ENV", "WeightsUnavailable",
-           "download_file", "download_timeout_s", "fetch_weights", "hash_prefix", "is_offline", "offline_reason",
-           "weights_url"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "HF_OFFLINE_ENV",
+    "MIRROR_ENV",
+    "OFFLINE_ENV",
+    "TIMEOUT_ENV",
+    "WeightsUnavailable",
+    "download_file",
+    "download_timeout_s",
+    "fetch_weights",
+    "hash_prefix",
+    "is_offline",
+    "offline_reason",
+    "weights_url",
+]

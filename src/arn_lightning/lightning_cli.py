@@ -19,8 +19,9 @@ import dataclasses
 import inspect
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
 import lightning as L
 from lightning.pytorch import Trainer
@@ -52,7 +53,7 @@ class RunConfigCallback(SaveConfigCallback):
     not the shared ``save_dir`` of a W&B logger), atomically; with W&B it also links the two: ``wandb_run.json`` in
     the folder names the W&B run, and the W&B run's config names the folder."""
 
-    def setup(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.already_saved:
             return
         folder = run_folder(trainer)  # every process: it broadcasts
@@ -65,8 +66,10 @@ class RunConfigCallback(SaveConfigCallback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     run = logger.experiment
-                    atomic_write_json(folder / WANDB_LINK_FILE, {"id": run.id, "name": run.name,
-                                                                 "project": run.project, "dir": str(run.dir)})
+                    atomic_write_json(
+                        folder / WANDB_LINK_FILE,
+                        {"id": run.id, "name": run.name, "project": run.project, "dir": str(run.dir)},
+                    )
                     run.config.update({"run_folder": str(folder)}, allow_val_change=True)
         self.already_saved = trainer.strategy.broadcast(True)
 
@@ -102,7 +105,7 @@ class ARNLightningCLI(LightningCLI):
         settings by the checkpoint's hyperparameters, keeping this run's values of the run-time settings
         (:data:`RUNTIME_MODEL_KEYS`: where predictions go and how they are scored), which are not part of what the
         checkpoint trained."""
-        self.checkpoint_hparams: Optional[Dict[str, Any]] = None
+        self.checkpoint_hparams: dict[str, Any] | None = None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -142,7 +145,7 @@ class ARNLightningCLI(LightningCLI):
         that run (``<run>/test/``, ``<run>/resume/``, ``<run>/test-1/``, ...): config, metrics, reports and
         prediction files; a resumed ``fit`` keeps saving its checkpoints in ``<run>/checkpoints/``. Not when the
         user names another place for the outputs (``model.predictions_dir``)."""
-        self.planned_run_folder: Optional[Path] = None
+        self.planned_run_folder: Path | None = None
         subcommand = self.subcommand
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
@@ -183,8 +186,13 @@ class ARNLightningCLI(LightningCLI):
         data = config.get("data")
         if data is not None:
             try:
-                validate_data_options(**{key: data.get(key) for key in inspect.signature(validate_data_options)
-                                         .parameters if data.get(key) is not None})
+                validate_data_options(
+                    **{
+                        key: data.get(key)
+                        for key in inspect.signature(validate_data_options).parameters
+                        if data.get(key) is not None
+                    }
+                )
             except (ValueError, TypeError) as error:
                 raise ConfigError(f"data: {error}") from error
         trainer = config.get("trainer")
@@ -219,22 +227,31 @@ class ARNLightningCLI(LightningCLI):
                 f"{ckpt_path}: Expected to resume training on the checkpoint's triplet categories "
                 f"({_count(stored['triplet_categories'])}) but the train split of data.root={data.hparams.root} has "
                 f"others ({_count(self.model.hparams['triplet_categories'])}; {differs['triplet_categories']}); resume "
-                f"on the data root the run was trained on, or start a new fit")
+                f"on the data root the run was trained on, or start a new fit"
+            )
         arch = stored.get("arch") or {}
         if arch.get("task") not in (None, data.hparams.task):
-            raise CheckpointError(f"{ckpt_path}: Expected data.task={arch.get('task')!r}, the task the checkpoint "
-                                  f"was trained for, but got data.task={data.hparams.task!r}")
+            raise CheckpointError(
+                f"{ckpt_path}: Expected data.task={arch.get('task')!r}, the task the checkpoint "
+                f"was trained for, but got data.task={data.hparams.task!r}"
+            )
         if arch.get("num_frames") is not None and data.hparams.clip_len > arch["num_frames"]:
-            raise CheckpointError(f"{ckpt_path}: Expected data.clip_len <= {arch['num_frames']} (the checkpoint's "
-                                  f"model.arch.num_frames) but got data.clip_len={data.hparams.clip_len}")
+            raise CheckpointError(
+                f"{ckpt_path}: Expected data.clip_len <= {arch['num_frames']} (the checkpoint's "
+                f"model.arch.num_frames) but got data.clip_len={data.hparams.clip_len}"
+            )
         if "data_settings" in differs:
-            warnings.warn(f"{ckpt_path} was trained with the frame settings {stored.get('data_settings')} but the data "
-                          f"module feeds {self.model.hparams.get('data_settings')}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{ckpt_path} was trained with the frame settings {stored.get('data_settings')} but the data "
+                f"module feeds {self.model.hparams.get('data_settings')}",
+                UserWarning,
+                stacklevel=2,
+            )
         if not differs:
             return self.model
         return ARNLitModule(**hparams)
 
-    def _instantiate_trainer(self, config: Dict[str, Any], callbacks: List[Callback]) -> Trainer:
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Honour ``trainer.enable_checkpointing=false`` / ``enable_progress_bar=false`` (drop the project's
         checkpoint callback / do not add the rich progress bar), and add the rich bar unless one is configured."""
         if config.get("enable_checkpointing") is False:
@@ -250,7 +267,7 @@ class ARNLightningCLI(LightningCLI):
         return trainer
 
 
-def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ARNLightningCLI:
+def build_cli(args: list[str] | None = None, run: bool = True) -> ARNLightningCLI:
     """Build (and by default run) the CLI on ``args``; the object gives access to ``.trainer`` and ``.model``."""
     return ARNLightningCLI(
         ARNLitModule,
@@ -265,40 +282,64 @@ def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ARNLightnin
 
 
 #: Trainer settings checked before anything is built (Lightning accepts some meaningless values and fails later).
-TRAINER_CHECKS = ("accumulate_grad_batches", "max_steps", "max_epochs", "check_val_every_n_epoch",
-                  "gradient_clip_val", "log_every_n_steps")
+TRAINER_CHECKS = (
+    "accumulate_grad_batches",
+    "max_steps",
+    "max_epochs",
+    "check_val_every_n_epoch",
+    "gradient_clip_val",
+    "log_every_n_steps",
+)
 
 
-def validate_trainer_options(accumulate_grad_batches: Any = 1, max_steps: Any = -1, max_epochs: Any = None,
-                             check_val_every_n_epoch: Any = 1, gradient_clip_val: Any = None,
-                             log_every_n_steps: Any = None) -> None:
+def validate_trainer_options(
+    accumulate_grad_batches: Any = 1,
+    max_steps: Any = -1,
+    max_epochs: Any = None,
+    check_val_every_n_epoch: Any = 1,
+    gradient_clip_val: Any = None,
+    log_every_n_steps: Any = None,
+) -> None:
     """Check the trainer settings that Lightning would take and fail on later (a division by zero, say).
 
     Raises:
         ValueError: a setting outside its meaningful values, naming it.
     """
+
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     checks = [
-        (accumulate_grad_batches is None or (is_int(accumulate_grad_batches) and accumulate_grad_batches >= 1),
-         "accumulate_grad_batches >= 1", accumulate_grad_batches),
+        (
+            accumulate_grad_batches is None or (is_int(accumulate_grad_batches) and accumulate_grad_batches >= 1),
+            "accumulate_grad_batches >= 1",
+            accumulate_grad_batches,
+        ),
         (max_steps is None or (is_int(max_steps) and max_steps >= -1), "max_steps >= -1 (-1: no limit)", max_steps),
         (max_epochs is None or (is_int(max_epochs) and max_epochs >= -1), "max_epochs >= -1 or null", max_epochs),
-        (check_val_every_n_epoch is None or (is_int(check_val_every_n_epoch) and check_val_every_n_epoch >= 1),
-         "check_val_every_n_epoch >= 1 or null", check_val_every_n_epoch),
-        (gradient_clip_val is None
-         or (isinstance(gradient_clip_val, (int, float)) and 0 <= gradient_clip_val < float("inf")),
-         "gradient_clip_val a finite number >= 0 or null", gradient_clip_val),
-        (log_every_n_steps is None or (is_int(log_every_n_steps) and log_every_n_steps >= 1),
-         "log_every_n_steps >= 1", log_every_n_steps),
+        (
+            check_val_every_n_epoch is None or (is_int(check_val_every_n_epoch) and check_val_every_n_epoch >= 1),
+            "check_val_every_n_epoch >= 1 or null",
+            check_val_every_n_epoch,
+        ),
+        (
+            gradient_clip_val is None
+            or (isinstance(gradient_clip_val, (int, float)) and 0 <= gradient_clip_val < float("inf")),
+            "gradient_clip_val a finite number >= 0 or null",
+            gradient_clip_val,
+        ),
+        (
+            log_every_n_steps is None or (is_int(log_every_n_steps) and log_every_n_steps >= 1),
+            "log_every_n_steps >= 1",
+            log_every_n_steps,
+        ),
     ]
     for ok, expected, got in checks:
         if not ok:
             raise ValueError(f"Expected {expected} but got {got!r}")
 
 
-def _with_atomic_checkpoints(plugins: Any) -> List[Any]:
+def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     """The trainer's plugins with :class:`AtomicCheckpointIO` added, unless a checkpoint I/O plugin is configured."""
     plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -310,7 +351,7 @@ def _count(categories: Mapping[str, Any]) -> str:
     return ", ".join(f"{kind} {len(pairs)}" for kind, pairs in categories.items())
 
 
-def _checkpoint_differences(stored: Mapping[str, Any], built: Mapping[str, Any]) -> Dict[str, str]:
+def _checkpoint_differences(stored: Mapping[str, Any], built: Mapping[str, Any]) -> dict[str, str]:
     """Model settings that differ between a checkpoint's hyperparameters and the instantiated model's
     (``name -> description``); the run-time settings do not count."""
     differs = {}
@@ -322,8 +363,9 @@ def _checkpoint_differences(stored: Mapping[str, Any], built: Mapping[str, Any])
             pairs = {kind: ({tuple(p) for p in a.get(kind, [])}, {tuple(p) for p in b.get(kind, [])}) for kind in a}
             diff = {kind: (len(x - y), len(y - x)) for kind, (x, y) in pairs.items() if x != y}
             if diff:
-                differs[key] = "; ".join(f"{kind}: {m} only in the checkpoint, {n} only in the data"
-                                         for kind, (m, n) in diff.items())
+                differs[key] = "; ".join(
+                    f"{kind}: {m} only in the checkpoint, {n} only in the data" for kind, (m, n) in diff.items()
+                )
         elif _plain(a) != _plain(b):
             differs[key] = f"{_plain(a)!r} != {_plain(b)!r}"
     return differs
@@ -334,7 +376,7 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def run_lightning_cli(args: List[str]) -> int:
+def run_lightning_cli(args: list[str]) -> int:
     """Entry point used by ``arn-lightning fit|validate|test|predict``.
 
     Returns:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -22,8 +23,8 @@ from torch import Tensor
 
 from arn_lightning.checkpoint_file import verify_checkpoint
 from arn_lightning.criterion import LossConfig, SetCriterion
-from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.functional import RecallConfig
+from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.config import ANY_VALUE, RETIRED_SETTINGS, ARNConfig, drop_retired_settings
@@ -60,7 +61,7 @@ ADAMW_BETAS = (0.9, 0.999)
 #: Factor of the step decay of every learning rate after ``optim.lr_drop_epoch`` (DETR's).
 LR_DROP_GAMMA = 0.1
 #: Settings of earlier versions that are now constants or stored once (config name -> key -> the value it may hold).
-RETIRED_HPARAMS: Dict[str, Dict[str, Any]] = {
+RETIRED_HPARAMS: dict[str, dict[str, Any]] = {
     "arch": RETIRED_SETTINGS,
     "loss": {"distill": ANY_VALUE},  # followed arch.distill
     "post": {"task": ANY_VALUE},  # None, or arch.task
@@ -112,7 +113,7 @@ class EvalConfig:
         save_predictions: write the prediction file in ``test`` / ``predict``.
     """
 
-    ks: List[int] = field(default_factory=lambda: [10, 20, 50, 100])
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
     iou: str = "continuous"
     iou_threshold: float = 0.5
     semi_threshold: float = 0.9
@@ -123,8 +124,13 @@ class EvalConfig:
         if not self.ks or list(self.ks) != sorted(set(self.ks)) or self.ks[0] < 1:
             raise ValueError(f"Expected ks to be strictly increasing positive ints (the K of R@K) but got {self.ks!r}")
         # The metric's own settings object checks iou, the thresholds and no_constraint_top.
-        RecallConfig(k_values=tuple(self.ks), iou_threshold=self.iou_threshold, iou_convention=self.iou,
-                     semi_threshold=self.semi_threshold, no_constraint_top=self.no_constraint_top)
+        RecallConfig(
+            k_values=tuple(self.ks),
+            iou_threshold=self.iou_threshold,
+            iou_convention=self.iou,
+            semi_threshold=self.semi_threshold,
+            no_constraint_top=self.no_constraint_top,
+        )
 
 
 class ARNLitModule(L.LightningModule):
@@ -155,11 +161,11 @@ class ARNLitModule(L.LightningModule):
         optim: OptimConfig = OptimConfig(),
         evaluation: EvalConfig = EvalConfig(),
         post: PostProcessConfig = PostProcessConfig(),
-        triplet_categories: Optional[Dict[str, List[List[int]]]] = None,
-        data_settings: Optional[Dict[str, Any]] = None,
+        triplet_categories: dict[str, list[list[int]]] | None = None,
+        data_settings: dict[str, Any] | None = None,
         init_text_classifiers: bool = True,
-        detr_checkpoint: Optional[str] = None,
-        predictions_dir: Optional[str] = None,
+        detr_checkpoint: str | None = None,
+        predictions_dir: str | None = None,
     ) -> None:
         super().__init__()
         if triplet_categories is None:
@@ -190,18 +196,21 @@ class ARNLitModule(L.LightningModule):
         self.postprocess = PostProcess(self.post_config, vocabulary, task=self.arch_config.task)
         evaluation = self.eval_config
         # Frozen, eval-only and absent from checkpoints; built lazily on the first training step that needs it.
-        self._clip_image: Optional[FrozenClipImageEncoder] = None
+        self._clip_image: FrozenClipImageEncoder | None = None
         metric_kwargs = dict(
-            k_values=tuple(evaluation.ks), iou_convention=evaluation.iou, iou_threshold=evaluation.iou_threshold,
-            semi_threshold=evaluation.semi_threshold, no_constraint_top=evaluation.no_constraint_top,
+            k_values=tuple(evaluation.ks),
+            iou_convention=evaluation.iou,
+            iou_threshold=evaluation.iou_threshold,
+            semi_threshold=evaluation.semi_threshold,
+            no_constraint_top=evaluation.no_constraint_top,
         )
         self.val_metrics = SceneGraphRecall(**metric_kwargs)
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
-        self._unreadable: List[Dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
+        self._unreadable: list[dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "ARNLitModule":
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ARNLitModule:
         """Lightning's ``load_from_checkpoint``, after :func:`~arn_lightning.checkpoint_file.verify_checkpoint` of a
         local file (a truncated or altered checkpoint is refused with its name).
 
@@ -226,7 +235,7 @@ class ARNLitModule(L.LightningModule):
             embeds = text_embeddings(self.clip_config, self.prompt_config, hp.triplet_categories)
             self.model.init_text_classifiers(embeds)
 
-    def _clip_image_embeds(self, batch: Dict[str, Any]) -> Optional[Tensor]:
+    def _clip_image_embeds(self, batch: dict[str, Any]) -> Tensor | None:
         """CLIP image embeddings ``[BT, E]`` of the batch's frames, or None when distillation is off."""
         if not self.arch_config.distill:
             return None
@@ -238,60 +247,67 @@ class ARNLitModule(L.LightningModule):
         return self._clip_image.embed(pixel_values, pixel_mask, keys)
 
     # ------------------------------------------------------------------ steps
-    def forward(self, batch: Dict[str, Any]):  # noqa: D401 - Lightning hook
+    def forward(self, batch: dict[str, Any]):  # noqa: D401 - Lightning hook
         """Raw model outputs (:class:`~arn_lightning.models.outputs.ARNOutput`) for a collated batch."""
         return self.model(batch["pixel_values"], batch["pixel_mask"], batch["targets"])
 
-    def _losses(self, batch: Dict[str, Any], outputs) -> Dict[str, Tensor]:
+    def _losses(self, batch: dict[str, Any], outputs) -> dict[str, Tensor]:
         losses = self.criterion(outputs, batch["targets"], self._clip_image_embeds(batch))
         losses["loss"] = self.criterion.weighted_total(losses)
         return losses
 
-    def _log_losses(self, stage: str, losses: Dict[str, Tensor], batch_size: int) -> None:
+    def _log_losses(self, stage: str, losses: dict[str, Tensor], batch_size: int) -> None:
         main_terms = {k: v for k, v in losses.items() if not k[-1].isdigit()}  # aux terms (`_0`, `_1`) stay out
         on_step = stage == "train"
         for name, value in main_terms.items():
             self.log(
-                f"{stage}/{name}", value.detach(), on_step=on_step, on_epoch=True, batch_size=batch_size,
-                prog_bar=name == "loss", sync_dist=not on_step,
+                f"{stage}/{name}",
+                value.detach(),
+                on_step=on_step,
+                on_epoch=True,
+                batch_size=batch_size,
+                prog_bar=name == "loss",
+                sync_dist=not on_step,
             )
 
-    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         outputs = self(batch)
         losses = self._losses(batch, outputs)
         self._log_losses("train", losses, batch["pixel_values"].shape[0])
         return losses["loss"]
 
-    def _evaluate(self, batch: Dict[str, Any], metric: SceneGraphRecall) -> tuple[List[Dict[str, Any]], Any]:
+    def _evaluate(self, batch: dict[str, Any], metric: SceneGraphRecall) -> tuple[list[dict[str, Any]], Any]:
         outputs = self(batch)
         preds = self.postprocess(outputs, batch["targets"], only_evaluated=True)
         gts = [t for t in batch["targets"] if t["evaluate"]]
         # A frame that should be scored but could not be read counts with recall 0, as in `arn-lightning evaluate`.
         unreadable = [t["unreadable"] for t in batch["targets"] if "unreadable" in t]
-        metric.update(preds + [empty_prediction(u["ground_truth"]["frame"]) for u in unreadable],
-                      gts + [u["ground_truth"] for u in unreadable])
+        metric.update(
+            preds + [empty_prediction(u["ground_truth"]["frame"]) for u in unreadable],
+            gts + [u["ground_truth"] for u in unreadable],
+        )
         self._frames_scored += len(preds)
         self._unreadable.extend({"frame": u["ground_truth"]["frame"], "reason": u["reason"]} for u in unreadable)
         return preds, outputs
 
-    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Scores the batch; returns the per-frame predictions of its evaluated frames, in batch order (the
         report callback draws some of them from ``on_validation_batch_end``)."""
         preds, outputs = self._evaluate(batch, self.val_metrics)
         self._log_losses("val", self._losses(batch, outputs), batch["pixel_values"].shape[0])
         return preds
 
-    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Scores the batch; returns the per-frame predictions of its evaluated frames (for the prediction file)."""
         preds, _ = self._evaluate(batch, self.test_metrics)
         return preds
 
-    def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """The per-frame predictions of the batch's evaluated frames (for the prediction file)."""
         return self.postprocess(self(batch), batch["targets"], only_evaluated=True)
 
     # ------------------------------------------------------------------ epoch ends
-    def _log_metrics(self, stage: str, metric: SceneGraphRecall) -> Dict[str, Tensor]:
+    def _log_metrics(self, stage: str, metric: SceneGraphRecall) -> dict[str, Tensor]:
         values = metric.compute()
         scalars = {f"{stage}/{k}": v for k, v in values.items() if not k.startswith("per_predicate/")}
         headline = {key: scalars.pop(key) for key in [f"{stage}/{name}" for name in HEADLINE_METRICS] if key in scalars}
@@ -305,21 +321,24 @@ class ARNLitModule(L.LightningModule):
         self.last_metrics.update(self._frame_accounting())
         return values
 
-    def _frame_accounting(self) -> Dict[str, float]:
+    def _frame_accounting(self) -> dict[str, float]:
         """``frames/predicted`` and ``frames/unreadable`` over all processes (their sum is every frame scored), and
         :attr:`last_unreadable` (frame and reason of each unreadable one); resets the counts."""
-        unreadable: List[Dict[str, str]] = list(self._unreadable)
+        unreadable: list[dict[str, str]] = list(self._unreadable)
         predicted = self._frames_scored
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: List[Any] = [None] * torch.distributed.get_world_size()
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, (predicted, unreadable))
             predicted = sum(count for count, _ in gathered)
             unreadable = [item for _, items in gathered for item in items]
         self._frames_scored, self._unreadable = 0, []
         self.last_unreadable = sorted(unreadable, key=lambda item: item["frame"])
         if unreadable:
-            log.warning("%d evaluated frame(s) could not be read and count as recall 0, e.g. %s", len(unreadable),
-                        self.last_unreadable[0])
+            log.warning(
+                "%d evaluated frame(s) could not be read and count as recall 0, e.g. %s",
+                len(unreadable),
+                self.last_unreadable[0],
+            )
         return {"frames/predicted": float(predicted), "frames/unreadable": float(len(unreadable))}
 
     def on_validation_epoch_end(self) -> None:
@@ -334,17 +353,15 @@ class ARNLitModule(L.LightningModule):
         optim = self.optim_config
         groups = self.model.param_groups()
         lrs = {"backbone": optim.lr_backbone, "text": optim.lr_text, "rest": optim.lr}
-        param_groups = [
-            {"params": params, "lr": lrs[name], "name": name} for name, params in groups.items() if params
-        ]
+        param_groups = [{"params": params, "lr": lrs[name], "name": name} for name, params in groups.items() if params]
         optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay, betas=ADAMW_BETAS)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_drop_epoch, gamma=LR_DROP_GAMMA)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}
 
-    def configure_callbacks(self) -> List[L.Callback]:
+    def configure_callbacks(self) -> list[L.Callback]:
         """The callbacks every run of this module needs, with the CLI or a plain ``lightning.Trainer``: the
         :class:`~arn_lightning.prediction_writer.PredictionWriter` (prediction and metrics files) and the
         :class:`~arn_lightning.rng.RandomStateCheckpoint` (``checkpoint["rng_states"]``, exact resume). One the
@@ -355,7 +372,7 @@ class ARNLitModule(L.LightningModule):
         return [kind() for kind in needed if not any(isinstance(callback, kind) for callback in present)]
 
 
-def drop_retired_hparams(hparams: Mapping[str, Any]) -> Dict[str, Any]:
+def drop_retired_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """A module's hyperparameters (e.g. a checkpoint's) without the settings an earlier version stored and this one
     fixes (:data:`RETIRED_HPARAMS`); raises ``ValueError`` naming ``model.<config>.<key>`` where a retired key holds
     a value this version cannot reproduce."""

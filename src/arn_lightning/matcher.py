@@ -6,7 +6,8 @@ The predicate cost compares sigmoid scores with the multi-hot triplet targets of
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -20,7 +21,7 @@ from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES
 #: Keeps the QPIC predicate cost finite for a pair with no positive (or no negative) category.
 PREDICATE_COST_EPS = 1e-4
 #: Per frame ``(query indices [M], ground-truth pair indices [M])`` of the matched pairs.
-Indices = List[Tuple[Tensor, Tensor]]
+Indices = list[tuple[Tensor, Tensor]]
 
 
 def class_cost(obj_logits: Tensor, labels: Tensor) -> Tensor:
@@ -60,7 +61,7 @@ def predicate_cost(logits: Mapping[str, Tensor], targets: Mapping[str, Tensor]) 
     return torch.stack(costs).mean(dim=0)
 
 
-def assign(cost: Tensor) -> Tuple[Tensor, Tensor]:
+def assign(cost: Tensor) -> tuple[Tensor, Tensor]:
     """Minimum-cost assignment of a ``[Q, N]`` cost matrix: ``(query_idx, gt_idx)`` LongTensors, query-sorted."""
     if not torch.isfinite(cost).all():
         raise ValueError("Expected finite matching costs but got NaN/inf (are the model outputs finite?)")
@@ -104,15 +105,20 @@ class HungarianMatcher:
     def __init__(
         self, cost_class: float = 1.0, cost_bbox: float = 2.5, cost_giou: float = 1.0, cost_predicate: float = 2.0
     ) -> None:
-        weights = {"cost_class": cost_class, "cost_bbox": cost_bbox, "cost_giou": cost_giou,
-                   "cost_predicate": cost_predicate}
+        weights = {
+            "cost_class": cost_class,
+            "cost_bbox": cost_bbox,
+            "cost_giou": cost_giou,
+            "cost_predicate": cost_predicate,
+        }
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"Expected non-negative matching weights, not all zero, but got {weights}")
         self.cost_class, self.cost_bbox = cost_class, cost_bbox
         self.cost_giou, self.cost_predicate = cost_giou, cost_predicate
 
-    def cost_matrix(self, outputs: ARNOutput, frame: int, target: Mapping[str, Any],
-                    branch_targets: Mapping[str, Tensor]) -> Tensor:
+    def cost_matrix(
+        self, outputs: ARNOutput, frame: int, target: Mapping[str, Any], branch_targets: Mapping[str, Tensor]
+    ) -> Tensor:
         """Float32 matching cost ``[Q, N]`` of frame ``frame`` (``target`` / ``branch_targets``: its GT).
 
         Autocast is disabled inside: low-precision costs would make near-ties flip between runs.
@@ -128,8 +134,9 @@ class HungarianMatcher:
             return cost + self.cost_predicate * predicate_cost(logits, targets)  # [Q, N]
 
     @torch.no_grad()
-    def __call__(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]],
-                 branch_targets: Sequence[Mapping[str, Tensor]]) -> Indices:
+    def __call__(
+        self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], branch_targets: Sequence[Mapping[str, Tensor]]
+    ) -> Indices:
         """Match every frame.
 
         Args:
@@ -146,8 +153,9 @@ class HungarianMatcher:
         if len(targets) != frames or len(branch_targets) != frames:
             raise ValueError(f"Expected {frames} targets but got {len(targets)} (branch: {len(branch_targets)})")
         if outputs.obj_logits.shape[-1] != NUM_OBJECT_CLASSES + 1:
-            raise ValueError(f"Expected obj_logits [BT, Q, {NUM_OBJECT_CLASSES + 1}] but got "
-                             f"{tuple(outputs.obj_logits.shape)}")
+            raise ValueError(
+                f"Expected obj_logits [BT, Q, {NUM_OBJECT_CLASSES + 1}] but got {tuple(outputs.obj_logits.shape)}"
+            )
         if outputs.query_mask is not None:
             return identity_matching(outputs.query_mask, targets)
         empty = torch.zeros(0, dtype=torch.long)

@@ -7,7 +7,8 @@ Per frame and pair query (SGDet):
 * predicate scores (eq. 15): the score of predicate j is the maximum sigmoid score over the branch's triplet
   categories whose predicate is j; a predicate without any category scores 0. ``restrict_to_object_class``
   (default off, the paper's literal eq. 15) keeps only the categories whose object is the pair's predicted class;
-* attention scores are divided by their sum (a distribution over the 3 attention predicates, ``docs/model.md`` section 6);
+* attention scores are divided by their sum (a distribution over the 3 attention predicates, ``docs/model.md``
+  section 6);
 * boxes: normalised cxcywh w.r.t. the unpadded resized frame, which has the original aspect ratio, so they are
   multiplied by the original ``(w, h)`` and clipped to the frame.
 
@@ -28,8 +29,9 @@ ground-truth labels with score 1, SGCls the predicted object classes. All pairs 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,7 @@ class PostProcessConfig:
     The task is the model's (``ARNConfig.task``), handed to :class:`PostProcess`.
     """
 
-    top_k_pairs: Optional[int] = None
+    top_k_pairs: int | None = None
     restrict_to_object_class: bool = False
     normalize_attention: bool = True
     clip_boxes: bool = True
@@ -69,8 +71,9 @@ class PostProcessConfig:
             raise ValueError(f"Expected top_k_pairs >= 1 or None but got {self.top_k_pairs}")
 
 
-def predicate_scores(probs: Tensor, predicates: Tensor, objects: Tensor, kind: str,
-                     labels: Optional[Tensor] = None) -> Tensor:
+def predicate_scores(
+    probs: Tensor, predicates: Tensor, objects: Tensor, kind: str, labels: Tensor | None = None
+) -> Tensor:
     """Eq. 15: per-predicate scores ``[Q, P_kind]`` from triplet sigmoid scores ``[Q, K]``.
 
     Args:
@@ -103,10 +106,11 @@ def scale_boxes(boxes_cxcywh: Tensor, orig_size: Tensor, clip: bool) -> Tensor:
     return boxes
 
 
-def to_jsonable(prediction: Mapping[str, Any]) -> Dict[str, Any]:
+def to_jsonable(prediction: Mapping[str, Any]) -> dict[str, Any]:
     """A prediction with tensors turned into (nested) Python lists, for one JSON line."""
-    return {key: value.detach().cpu().tolist() if isinstance(value, Tensor) else value
-            for key, value in prediction.items()}
+    return {
+        key: value.detach().cpu().tolist() if isinstance(value, Tensor) else value for key, value in prediction.items()
+    }
 
 
 class PostProcess(nn.Module):
@@ -122,8 +126,9 @@ class PostProcess(nn.Module):
         ValueError: no vocabulary, or an unknown task.
     """
 
-    def __init__(self, config: Optional[PostProcessConfig] = None, vocabulary: Optional[TripletVocabulary] = None,
-                 task: str = "sgdet") -> None:
+    def __init__(
+        self, config: PostProcessConfig | None = None, vocabulary: TripletVocabulary | None = None, task: str = "sgdet"
+    ) -> None:
         super().__init__()
         self.config = config or PostProcessConfig()
         if not isinstance(vocabulary, TripletVocabulary):
@@ -136,7 +141,7 @@ class PostProcess(nn.Module):
             self.register_buffer(f"_predicates_{kind}", vocab.triplet_predicates[kind].clone(), persistent=False)
             self.register_buffer(f"_objects_{kind}", vocab.triplet_objects[kind].clone(), persistent=False)
 
-    def _pair_scores(self, outputs: ARNOutput, frame: int, labels: Tensor) -> Dict[str, Tensor]:
+    def _pair_scores(self, outputs: ARNOutput, frame: int, labels: Tensor) -> dict[str, Tensor]:
         """Per branch ``[M, P_kind]`` predicate scores of the first ``M = len(labels)`` queries of a frame."""
         restrict = labels if self.config.restrict_to_object_class else None
         scores = {}
@@ -150,12 +155,12 @@ class PostProcess(nn.Module):
         return scores
 
     @staticmethod
-    def _object_classes(obj_logits: Tensor) -> Tuple[Tensor, Tensor]:
+    def _object_classes(obj_logits: Tensor) -> tuple[Tensor, Tensor]:
         """``(scores [M], AG labels [M])`` of object logits ``[M, 37]``: best class without "no object"."""
         scores, classes = obj_logits.float().softmax(-1)[:, :-1].max(dim=-1)
         return scores, classes + 1
 
-    def _detected(self, outputs: ARNOutput, frame: int, boxes: Tuple[Tensor, Tensor]) -> Dict[str, Any]:
+    def _detected(self, outputs: ARNOutput, frame: int, boxes: tuple[Tensor, Tensor]) -> dict[str, Any]:
         """SGDet prediction of one frame; ``boxes``: the batch's (subject, object) xyxy pixels ``[BT, Q, 4]``."""
         obj_scores, labels = self._object_classes(outputs.obj_logits[frame])  # [Q]
         scores = self._pair_scores(outputs, frame, labels)
@@ -171,7 +176,7 @@ class PostProcess(nn.Module):
             **{kind: value[keep] for kind, value in scores.items()},
         }
 
-    def _given_boxes(self, outputs: ARNOutput, frame: int, target: Mapping[str, Any]) -> Dict[str, Any]:
+    def _given_boxes(self, outputs: ARNOutput, frame: int, target: Mapping[str, Any]) -> dict[str, Any]:
         """SGCls / PredCls prediction of one frame: GT boxes, pair n = query n."""
         device = outputs.obj_logits.device
         boxes = target["boxes"].to(device).float()  # [N+1, 4] xyxy px, row 0 the person
@@ -190,8 +195,9 @@ class PostProcess(nn.Module):
         }
 
     @torch.no_grad()
-    def forward(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]],
-                only_evaluated: bool = False) -> List[Dict[str, Any]]:
+    def forward(
+        self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], only_evaluated: bool = False
+    ) -> list[dict[str, Any]]:
         """Per-frame predictions.
 
         Args:
@@ -224,14 +230,21 @@ class PostProcess(nn.Module):
             predictions.append({"frame": targets[i]["frame"], **body})
         return predictions
 
-    def _batch_boxes(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]]) -> Tuple[Tensor, Tensor]:
+    def _batch_boxes(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]]) -> tuple[Tensor, Tensor]:
         """SGDet: the (subject, object) boxes of every query in original pixels, xyxy ``[BT, Q, 4]`` each."""
         sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(outputs.sub_boxes.device)  # [BT, 2]
-        return (scale_boxes(outputs.sub_boxes, sizes, self.config.clip_boxes),
-                scale_boxes(outputs.obj_boxes, sizes, self.config.clip_boxes))
+        return (
+            scale_boxes(outputs.sub_boxes, sizes, self.config.clip_boxes),
+            scale_boxes(outputs.obj_boxes, sizes, self.config.clip_boxes),
+        )
 
-    def _check_outputs(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], frames: List[int],
-                       boxes: Optional[Tuple[Tensor, Tensor]]) -> None:
+    def _check_outputs(
+        self,
+        outputs: ARNOutput,
+        targets: Sequence[Mapping[str, Any]],
+        frames: list[int],
+        boxes: tuple[Tensor, Tensor] | None,
+    ) -> None:
         """Raise naming the first of ``frames`` whose used outputs are not finite, or whose boxes (SGDet: the
         scaled model boxes; SGCls / PredCls: the targets' ``boxes``) break the box rule; one device sync."""
         used = outputs.query_mask  # [BT, Q] or None: every query is used
@@ -254,22 +267,27 @@ class PostProcess(nn.Module):
             self._check_given_boxes(targets, frames)
 
     @staticmethod
-    def _output_error(outputs: ARNOutput, target: Mapping[str, Any], frame: int, name: str,
-                      boxes: Optional[Tuple[Tensor, Tensor]]) -> ValueError:
+    def _output_error(
+        outputs: ARNOutput, target: Mapping[str, Any], frame: int, name: str, boxes: tuple[Tensor, Tensor] | None
+    ) -> ValueError:
         key = target.get("frame", frame)
         if name.endswith("_logits"):
-            return ValueError(f"Expected finite model outputs for frame {key!r} but got non-finite {name} (a NaN or "
-                              f"inf would be written into the prediction file; are the weights or inputs finite?)")
+            return ValueError(
+                f"Expected finite model outputs for frame {key!r} but got non-finite {name} (a NaN or "
+                f"inf would be written into the prediction file; are the weights or inputs finite?)"
+            )
         assert boxes is not None
         scaled = boxes[0 if name == "sub_boxes" else 1][frame]  # [Q, 4] xyxy px
         query = int(invalid_box_mask(scaled).nonzero()[0, 0])
         raw = getattr(outputs, name)[frame, query].tolist()
-        return ValueError(f"Expected {name} of frame {key!r} to give {BOX_RULE} but got {scaled[query].tolist()} "
-                          f"({box_violation(scaled[query].tolist())}) at query {query}, from the model's normalised "
-                          f"cxcywh {raw}")
+        return ValueError(
+            f"Expected {name} of frame {key!r} to give {BOX_RULE} but got {scaled[query].tolist()} "
+            f"({box_violation(scaled[query].tolist())}) at query {query}, from the model's normalised "
+            f"cxcywh {raw}"
+        )
 
     @staticmethod
-    def _check_given_boxes(targets: Sequence[Mapping[str, Any]], frames: List[int]) -> None:
+    def _check_given_boxes(targets: Sequence[Mapping[str, Any]], frames: list[int]) -> None:
         """SGCls / PredCls: the targets' ``boxes`` ``[N+1, 4]`` of ``frames`` obey the box rule (one check)."""
         if not frames:
             return
@@ -283,5 +301,7 @@ class PostProcess(nn.Module):
         position = int(torch.searchsorted(ends, torch.tensor(row), right=True))
         local = row - (int(ends[position - 1]) if position else 0)
         key = targets[frames[position]].get("frame", frames[position])
-        raise ValueError(f"Expected the ground-truth boxes of frame {key!r} to be {BOX_RULE} but got row {local} "
-                         f"{stacked[row].tolist()} ({box_violation(stacked[row].tolist())})")
+        raise ValueError(
+            f"Expected the ground-truth boxes of frame {key!r} to be {BOX_RULE} but got row {local} "
+            f"{stacked[row].tolist()} ({box_violation(stacked[row].tolist())})"
+        )

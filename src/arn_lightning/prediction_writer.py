@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -43,35 +44,46 @@ class PredictionWriter(BasePredictionWriter):
 
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
-        self._predictions: List[Dict[str, Any]] = []
+        self._predictions: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ collecting
-    def on_test_epoch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predictions = []
 
-    def on_predict_epoch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._predictions = []
 
     def write_on_batch_end(
-        self, trainer: "L.Trainer", pl_module: "L.LightningModule", prediction: Any,
-        batch_indices: Optional[Sequence[int]], batch: Any, batch_idx: int, dataloader_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
     ) -> None:
         """Keep the batch's per-frame predictions (``prediction``: the list the step returned) until the stage ends."""
         if pl_module.eval_config.save_predictions:
             self._predictions.extend(prediction)
 
     def on_test_batch_end(
-        self, trainer: "L.Trainer", pl_module: "L.LightningModule", outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         self.write_on_batch_end(trainer, pl_module, outputs, None, batch, batch_idx, dataloader_idx)
 
     # ------------------------------------------------------------------ writing
-    def on_predict_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_predict_epoch_end(trainer, pl_module)
         self._flush(trainer, pl_module, "predict")
 
-    def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Not on_test_epoch_end: Lightning runs callbacks' epoch-end hooks before the module's, which computes
         # last_metrics; on_test_end comes after it.
         if pl_module.eval_config.save_predictions:
@@ -81,7 +93,7 @@ class PredictionWriter(BasePredictionWriter):
         self._flush(trainer, pl_module, "test")
 
     @staticmethod
-    def predictions_path(trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> Path:
+    def predictions_path(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Path:
         """Where ``stage`` (``test`` / ``predict``) writes its prediction file (every process must ask: the run
         folder is broadcast from rank 0).
 
@@ -91,7 +103,7 @@ class PredictionWriter(BasePredictionWriter):
         base = pl_module.hparams.get("predictions_dir") or run_folder(trainer) or os.getcwd()
         return Path(base) / PREDICTIONS_FILE[stage]
 
-    def _flush(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+    def _flush(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Write this stage's predictions: one shard per rank, merged by rank 0 (frames ordered by key)."""
         if not pl_module.eval_config.save_predictions:
             return
@@ -119,7 +131,7 @@ def merge_shards(path: Path, world: int) -> None:
         PredictionFileError: a shard holds a bad line or a frame twice (see ``read_predictions``).
     """
     shards = [path.with_name(f"{path.stem}.rank{r}{path.suffix}") for r in range(world)]
-    merged: List[Dict[str, Any]] = []
+    merged: list[dict[str, Any]] = []
     for shard in shards:
         merged.extend(read_predictions(shard))
     write_predictions(path, sorted(merged, key=lambda p: p["frame"]))

@@ -9,7 +9,8 @@ and Python into tensors and plain Python values and back; :class:`RandomStateChe
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -20,7 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 CHECKPOINT_KEY = "rng_states"
 
 
-def collect_rng_states() -> Dict[str, Any]:
+def collect_rng_states() -> dict[str, Any]:
     """The global random states of torch (CPU and CUDA), numpy and Python, as tensors and plain Python values only
     (a checkpoint holding them still loads with ``torch.load(weights_only=True)``).
 
@@ -34,8 +35,13 @@ def collect_rng_states() -> Dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
     }
 
@@ -50,8 +56,15 @@ def restore_rng_states(states: Mapping[str, Any]) -> None:
     if states.get("torch.cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["torch.cuda"])
     state = states["numpy"]
-    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
-                         state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            state["kind"],
+            state["keys"].numpy().astype(np.uint32),
+            state["pos"],
+            state["has_gauss"],
+            state["cached_gaussian"],
+        )
+    )
     python = states["python"]
     random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
 
@@ -71,24 +84,23 @@ class RandomStateCheckpoint(L.Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending: Optional[Mapping[str, Any]] = None
+        self._pending: Mapping[str, Any] | None = None
 
-    def on_save_checkpoint(self, trainer: "L.Trainer", pl_module: "L.LightningModule",
-                           checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = collect_rng_states()
 
-    def on_load_checkpoint(self, trainer: "L.Trainer", pl_module: "L.LightningModule",
-                           checkpoint: Dict[str, Any]) -> None:
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # validate / test / predict restore callbacks too, but only a resumed fit continues the random streams
         if trainer.state.fn == TrainerFn.FITTING:
             self._pending = checkpoint.get(CHECKPOINT_KEY)
 
-    def on_train_batch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule", batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._pending is not None:
             restore_rng_states(self._pending)
             self._pending = None
 
-    def teardown(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a resume that ended before its first step restores nothing into a later fit
             self._pending = None

@@ -11,16 +11,17 @@ checkpoints), not the shared ``save_dir``, so two W&B runs never write the same 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
-PathLike = Union[str, Path]
+from arn_lightning._types import PathLike
+
 #: The demo's run folder, relative to the repository root (``make demo`` writes ``demo_output/train/...``).
 DEMO_RUNS = Path("demo_output") / "train"
 #: The latest checkpoint of a run (``checkpoints/last.ckpt``).
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def repository_root(start: Optional[PathLike] = None) -> Path:
+def repository_root(start: PathLike | None = None) -> Path:
     """The checkout this package runs from: the nearest folder at or above ``start`` (default: the current folder)
     holding this project's ``pyproject.toml``, else the folder above the installed package's ``src/``.
 
@@ -35,11 +36,12 @@ def repository_root(start: Optional[PathLike] = None) -> Path:
     package_checkout = Path(__file__).resolve().parents[2]
     if (package_checkout / "pyproject.toml").is_file():
         return package_checkout
-    raise FileNotFoundError(f"Expected an arn-lightning checkout at or above {here} (a pyproject.toml of the project) "
-                            f"but found none")
+    raise FileNotFoundError(
+        f"Expected an arn-lightning checkout at or above {here} (a pyproject.toml of the project) but found none"
+    )
 
 
-def resolve_from_repository(path: PathLike, start: Optional[PathLike] = None) -> Path:
+def resolve_from_repository(path: PathLike, start: PathLike | None = None) -> Path:
     """``path`` itself if absolute, else ``path`` relative to :func:`repository_root` (so that a notebook, which runs
     in ``notebooks/``, reads ``demo_output/...`` as a user typing it at the repository root means it)."""
     path = Path(path).expanduser()
@@ -56,8 +58,10 @@ def latest_checkpoint(folder: PathLike, name: str = LAST_CHECKPOINT) -> Path:
     folder = Path(folder)
     found = sorted(folder.rglob(name), key=lambda p: p.stat().st_mtime_ns) if folder.is_dir() else []
     if not found:
-        raise FileNotFoundError(f"Expected a {name} under {folder} but found none: run `make demo` first, or point "
-                                f"ARN_CHECKPOINT at a checkpoint")
+        raise FileNotFoundError(
+            f"Expected a {name} under {folder} but found none: run `make demo` first, or point "
+            f"ARN_CHECKPOINT at a checkpoint"
+        )
     return found[-1]
 
 
@@ -67,7 +71,7 @@ STAGE_FOLDERS = {"fit": "resume", "validate": "validate", "test": "test", "predi
 WANDB_LINK_FILE = "wandb_run.json"
 
 
-def checkpoint_run(ckpt_path: PathLike) -> Optional[Path]:
+def checkpoint_run(ckpt_path: PathLike) -> Path | None:
     """The run folder of a checkpoint ``<run>/checkpoints/<name>.ckpt`` whose ``<run>`` holds a ``config.yaml``, else
     None."""
     path = Path(ckpt_path)
@@ -106,5 +110,15 @@ def run_folder(trainer: Any) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-__all__ = ["DEMO_RUNS", "LAST_CHECKPOINT", "STAGE_FOLDERS", "WANDB_LINK_FILE", "checkpoint_run", "latest_checkpoint",
-           "next_free_folder", "repository_root", "resolve_from_repository", "run_folder"]
+__all__ = [
+    "DEMO_RUNS",
+    "LAST_CHECKPOINT",
+    "STAGE_FOLDERS",
+    "WANDB_LINK_FILE",
+    "checkpoint_run",
+    "latest_checkpoint",
+    "next_free_folder",
+    "repository_root",
+    "resolve_from_repository",
+    "run_folder",
+]

@@ -12,8 +12,9 @@ One :class:`TripletVocabulary` is built from the data module's ``triplet_categor
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,12 +39,12 @@ class TripletVocabulary:
             the columns are plain predicates (``clip_triplets`` off).
     """
 
-    triplet_predicates: Dict[str, Tensor]
-    triplet_objects: Dict[str, Tensor]
+    triplet_predicates: dict[str, Tensor]
+    triplet_objects: dict[str, Tensor]
 
     @classmethod
     def from_categories(
-        cls, triplet_categories: Optional[TripletCategories], clip_triplets: bool = True
+        cls, triplet_categories: TripletCategories | None, clip_triplets: bool = True
     ) -> TripletVocabulary:
         """The columns of ``triplet_categories`` (``docs/ARCHITECTURE.md`` section 3), or the plain predicates of
         each branch when ``clip_triplets`` is off (``triplet_categories`` is then ignored and may be None).
@@ -62,7 +63,9 @@ class TripletVocabulary:
             if triplet_categories is None or kind not in triplet_categories:
                 raise ValueError(f"Expected triplet_categories with a {kind!r} list but got {triplet_categories!r:.80}")
             pairs = [tuple(int(v) for v in pair) for pair in triplet_categories[kind]]
-            bad = [p for p in pairs if len(p) != 2 or not low <= p[0] < low + size or not 1 <= p[1] <= NUM_OBJECT_CLASSES]
+            bad = [
+                p for p in pairs if len(p) != 2 or not low <= p[0] < low + size or not 1 <= p[1] <= NUM_OBJECT_CLASSES
+            ]
             if bad or len(set(pairs)) != len(pairs):
                 raise ValueError(
                     f"Expected a list of unique [predicate in [{low}, {low + size}), object in "
@@ -84,7 +87,7 @@ class TripletVocabulary:
         )
 
 
-def triplet_targets(target: Mapping[str, Any], vocab: TripletVocabulary) -> Dict[str, Tensor]:
+def triplet_targets(target: Mapping[str, Any], vocab: TripletVocabulary) -> dict[str, Tensor]:
     """Multi-hot triplet targets of one frame's ground-truth pairs, per branch (the criterion's and the matcher's).
 
     Pair n (object label o, predicates {p} of branch k) is positive for column c of branch k iff

@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 
@@ -23,7 +23,7 @@ from arn_lightning.data.frames import frame_path, read_frame
 from arn_lightning.data.synth import generate
 
 #: (shorter, longer) resize settings measured by default: the DETR-style default and the demo's small frames.
-DEFAULT_RESIZES: Tuple[Tuple[int, int], ...] = ((600, 1000), (96, 160))
+DEFAULT_RESIZES: tuple[tuple[int, int], ...] = ((600, 1000), (96, 160))
 DEFAULT_SIZE = (480, 270)
 TARGET_FPS_PER_CORE = 100.0
 
@@ -37,13 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=2, help="clips per batch (default 2)")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per setting (default 20)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: the main process)")
-    parser.add_argument("--resize", action="append", default=None, metavar="SHORTER/LONGER",
-                        help="resize setting, repeatable (default: 600/1000 and 96/160)")
+    parser.add_argument(
+        "--resize",
+        action="append",
+        default=None,
+        metavar="SHORTER/LONGER",
+        help="resize setting, repeatable (default: 600/1000 and 96/160)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
-def _parse_resizes(values: List[str]) -> List[Tuple[int, int]]:
+def _parse_resizes(values: list[str]) -> list[tuple[int, int]]:
     """``["600/1000"]`` -> ``[(600, 1000)]``."""
     resizes = []
     for value in values:
@@ -54,7 +59,7 @@ def _parse_resizes(values: List[str]) -> List[Tuple[int, int]]:
     return resizes
 
 
-def _stage_times(dm: AGDataModule, clips: int) -> Dict[str, float]:
+def _stage_times(dm: AGDataModule, clips: int) -> dict[str, float]:
     """Milliseconds per frame of decoding, transforming and collating, measured on ``clips`` clips."""
     dataset = dm.datasets["train"]
     decode = transform = collate = 0.0
@@ -70,14 +75,24 @@ def _stage_times(dm: AGDataModule, clips: int) -> Dict[str, float]:
         collator([[{"image": image, "target": {}} for image in images]])
         decode, transform, collate = decode + mid - start, transform + end - mid, collate + time.perf_counter() - end
         frames += len(clip.frames)
-    return {"decode_ms": 1e3 * decode / frames, "transform_ms": 1e3 * transform / frames,
-            "collate_ms": 1e3 * collate / frames}
+    return {
+        "decode_ms": 1e3 * decode / frames,
+        "transform_ms": 1e3 * transform / frames,
+        "collate_ms": 1e3 * collate / frames,
+    }
 
 
-def measure(root: Path, shorter: int, longer: int, args: argparse.Namespace) -> Dict[str, Any]:
+def measure(root: Path, shorter: int, longer: int, args: argparse.Namespace) -> dict[str, Any]:
     """Frames/s of the training DataLoader for one resize setting."""
-    dm = AGDataModule(str(root), clip_len=args.clip_len, resize_shorter=shorter, resize_longer=longer,
-                      batch_size=args.batch_size, num_workers=args.workers, flip_prob=0.5)
+    dm = AGDataModule(
+        str(root),
+        clip_len=args.clip_len,
+        resize_shorter=shorter,
+        resize_longer=longer,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        flip_prob=0.5,
+    )
     dm.setup("fit")
     loader = iter(dm.train_dataloader())
     first = next(loader)  # warm-up (and worker start-up)
@@ -89,12 +104,18 @@ def measure(root: Path, shorter: int, longer: int, args: argparse.Namespace) -> 
         frames += len(batch["targets"])
     seconds = time.perf_counter() - start
     fps = frames / seconds
-    return {"resize": f"{shorter}/{longer}", "output_hw": list(first["targets"][0]["size"].tolist()),
-            "frames": frames, "seconds": seconds, "frames_per_s": fps,
-            "frames_per_s_per_worker": fps / max(1, args.workers), **_stage_times(dm, clips=8)}
+    return {
+        "resize": f"{shorter}/{longer}",
+        "output_hw": list(first["targets"][0]["size"].tolist()),
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_s": fps,
+        "frames_per_s_per_worker": fps / max(1, args.workers),
+        **_stage_times(dm, clips=8),
+    }
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     """Run the benchmark and print a table (or JSON)."""
     args = build_parser().parse_args(argv)
     resizes = _parse_resizes(args.resize) if args.resize else list(DEFAULT_RESIZES)
@@ -104,15 +125,31 @@ def main(argv: List[str]) -> int:
         generate(root, videos=args.videos, frames=args.frames, size=DEFAULT_SIZE, seed=0)
         rows = [measure(root, shorter, longer, args) for shorter, longer in resizes]
     if args.json:
-        print(json.dumps({"frame_size": list(DEFAULT_SIZE), "workers": args.workers, "clip_len": args.clip_len,
-                          "batch_size": args.batch_size, "results": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "frame_size": list(DEFAULT_SIZE),
+                    "workers": args.workers,
+                    "clip_len": args.clip_len,
+                    "batch_size": args.batch_size,
+                    "results": rows,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"Training input pipeline on {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} PNGs (decode + transform + collate), "
-          f"clip_len {args.clip_len}, batch {args.batch_size}, workers {args.workers}, 1 torch thread per worker")
-    print(f"{'resize':>10} {'output':>10} {'frames/s/worker':>16} {'decode ms':>10} {'resize+flip ms':>15} "
-          f"{'collate ms':>11}  target {TARGET_FPS_PER_CORE:g}/core")
+    print(
+        f"Training input pipeline on {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} PNGs (decode + transform + collate), "
+        f"clip_len {args.clip_len}, batch {args.batch_size}, workers {args.workers}, 1 torch thread per worker"
+    )
+    print(
+        f"{'resize':>10} {'output':>10} {'frames/s/worker':>16} {'decode ms':>10} {'resize+flip ms':>15} "
+        f"{'collate ms':>11}  target {TARGET_FPS_PER_CORE:g}/core"
+    )
     for r in rows:
         ok = "met" if r["frames_per_s_per_worker"] >= TARGET_FPS_PER_CORE else "NOT met"
-        print(f"{r['resize']:>10} {r['output_hw'][0]:>4}x{r['output_hw'][1]:<5} {r['frames_per_s_per_worker']:>16.1f} "
-              f"{r['decode_ms']:>10.2f} {r['transform_ms']:>15.2f} {r['collate_ms']:>11.2f}  {ok}")
+        print(
+            f"{r['resize']:>10} {r['output_hw'][0]:>4}x{r['output_hw'][1]:<5} {r['frames_per_s_per_worker']:>16.1f} "
+            f"{r['decode_ms']:>10.2f} {r['transform_ms']:>15.2f} {r['collate_ms']:>11.2f}  {ok}"
+        )
     return 0

@@ -19,9 +19,10 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def build_predictor(size: str, width: int, height: int, device: str, precision: 
     from arn_lightning.lit_module import ARNLitModule
 
     module = ARNLitModule(
-        arch=replace(CONFIGS[size], backbone_weights=None), triplet_categories=all_triplet_categories(),
+        arch=replace(CONFIGS[size], backbone_weights=None),
+        triplet_categories=all_triplet_categories(),
         data_settings={"resize_shorter": min(width, height), "resize_longer": max(width, height)},
         init_text_classifiers=False,
     )
@@ -79,7 +81,7 @@ def _repeat(run: Callable[[], int], device: torch.device, repeats: int) -> float
     return statistics.median(rates)
 
 
-def measure(predictor: SceneGraphPredictor, video: Path, batch_size: int, repeats: int) -> Dict[str, float]:
+def measure(predictor: SceneGraphPredictor, video: Path, batch_size: int, repeats: int) -> dict[str, float]:
     """``{"model_fps", "end_to_end_fps"}`` of ``predictor`` on ``video`` (one warm-up pass first)."""
     source = open_frames(video, VIDEO_FPS)
     prepared = [predictor.prepare(frame) for frame in source]
@@ -93,8 +95,10 @@ def measure(predictor: SceneGraphPredictor, video: Path, batch_size: int, repeat
             return len(write_inference(predictor, source, Path(folder), batch_size=batch_size))
 
     model_only()
-    return {"model_fps": _repeat(model_only, predictor.device, repeats),
-            "end_to_end_fps": _repeat(end_to_end, predictor.device, repeats)}
+    return {
+        "model_fps": _repeat(model_only, predictor.device, repeats),
+        "end_to_end_fps": _repeat(end_to_end, predictor.device, repeats),
+    }
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -112,13 +116,19 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def _environment(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+def _environment(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    return {"device": name, "torch": torch.__version__, "precision": args.precision,
-            "input": f"{args.width}x{args.height}", "frames": args.frames, "batch_size": args.batch_size}
+    return {
+        "device": name,
+        "torch": torch.__version__,
+        "precision": args.precision,
+        "input": f"{args.width}x{args.height}",
+        "frames": args.frames,
+        "batch_size": args.batch_size,
+    }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print a table (and write ``--out``); returns 0."""
     args = _parse(argv or [])
     if args.threads:
@@ -128,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     environment = _environment(args, device)
     print("inference speed, frames/s (" + ", ".join(f"{k} {v}" for k, v in environment.items()) + ")")
     print(f"{'model':<8}{'T':>3}{'model only':>13}{'end to end':>13}")
-    results: List[Dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="arn_bench_video_") as folder:
         video = write_video(Path(folder) / "bench.mp4", args.frames, args.width, args.height)
         for size in args.sizes:

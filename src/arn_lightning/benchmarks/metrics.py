@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,15 +47,19 @@ def _multi_hot(rng: np.random.Generator, count: int, size: int, low: int, high: 
     return (ranks < rng.integers(low, high + 1, (count, 1))).astype(np.int64)
 
 
-def random_target(rng: np.random.Generator, frame: str) -> Dict[str, Any]:
+def random_target(rng: np.random.Generator, frame: str) -> dict[str, Any]:
     """A metric ground truth with about ``MEAN_OBJECTS`` objects."""
     num = int(np.clip(rng.poisson(MEAN_OBJECTS), 1, 3 * MEAN_OBJECTS))
-    return {"frame": frame, "boxes": torch.from_numpy(_random_boxes(rng, num + 1)),
-            "labels": torch.from_numpy(np.concatenate([[vocab.PERSON_LABEL],
-                                                       rng.integers(2, vocab.NUM_OBJECT_CLASSES + 1, num)])),
-            "attention": torch.from_numpy(_multi_hot(rng, num, 3, 1, 1)),
-            "spatial": torch.from_numpy(_multi_hot(rng, num, 6, 1, 2)),
-            "contacting": torch.from_numpy(_multi_hot(rng, num, 17, 1, 2))}
+    return {
+        "frame": frame,
+        "boxes": torch.from_numpy(_random_boxes(rng, num + 1)),
+        "labels": torch.from_numpy(
+            np.concatenate([[vocab.PERSON_LABEL], rng.integers(2, vocab.NUM_OBJECT_CLASSES + 1, num)])
+        ),
+        "attention": torch.from_numpy(_multi_hot(rng, num, 3, 1, 1)),
+        "spatial": torch.from_numpy(_multi_hot(rng, num, 6, 1, 2)),
+        "contacting": torch.from_numpy(_multi_hot(rng, num, 17, 1, 2)),
+    }
 
 
 def _jitter(rng: np.random.Generator, boxes: np.ndarray) -> np.ndarray:
@@ -71,7 +75,7 @@ def _predicate_scores(rng: np.random.Generator, truth: np.ndarray, near: np.ndar
     return torch.from_numpy((1.0 / (1.0 + np.exp(-logits))).astype(np.float32))
 
 
-def random_prediction(rng: np.random.Generator, target: Dict[str, Any], num_pairs: int) -> Dict[str, Any]:
+def random_prediction(rng: np.random.Generator, target: dict[str, Any], num_pairs: int) -> dict[str, Any]:
     """A one-stage SGDet-like prediction for ``target``: ``num_pairs`` queries, rows ``2i`` / ``2i+1``."""
     gt_boxes, gt_labels = target["boxes"].numpy(), target["labels"].numpy()
     near = rng.random(num_pairs) < NEAR_GT_FRACTION
@@ -80,17 +84,19 @@ def random_prediction(rng: np.random.Generator, target: Dict[str, Any], num_pair
     obj = np.where(near[:, None], _jitter(rng, gt_boxes[which]), _random_boxes(rng, num_pairs))
     right = near & (rng.random(num_pairs) < RIGHT_LABEL_PROBABILITY)
     obj_labels = np.where(right, gt_labels[which], rng.integers(2, vocab.NUM_OBJECT_CLASSES + 1, num_pairs))
-    pred = {"frame": target["frame"],
-            "boxes": torch.from_numpy(np.stack([sub, obj], axis=1).reshape(-1, 4)),
-            "labels": torch.from_numpy(np.stack([np.full(num_pairs, vocab.PERSON_LABEL), obj_labels], 1).ravel()),
-            "scores": torch.from_numpy(rng.uniform(0.05, 1.0, 2 * num_pairs).astype(np.float32)),
-            "pairs": torch.arange(2 * num_pairs).reshape(num_pairs, 2)}
+    pred = {
+        "frame": target["frame"],
+        "boxes": torch.from_numpy(np.stack([sub, obj], axis=1).reshape(-1, 4)),
+        "labels": torch.from_numpy(np.stack([np.full(num_pairs, vocab.PERSON_LABEL), obj_labels], 1).ravel()),
+        "scores": torch.from_numpy(rng.uniform(0.05, 1.0, 2 * num_pairs).astype(np.float32)),
+        "pairs": torch.arange(2 * num_pairs).reshape(num_pairs, 2),
+    }
     for kind in vocab.PREDICATE_TYPES:
         pred[kind] = _predicate_scores(rng, target[kind].numpy()[which - 1], near, kind)
     return pred
 
 
-def random_frames(count: int, num_pairs: int, seed: int = 0) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+def random_frames(count: int, num_pairs: int, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``count`` (prediction, target) frames as two lists, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     targets = [random_target(rng, f"bench{i // 100:05d}.mp4/{i % 100:06d}.png") for i in range(count)]
@@ -101,7 +107,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def run(frames: int, pairs: int, batch: int, pool: int, checkpoint: int, validate: bool) -> Dict[str, float]:
+def run(frames: int, pairs: int, batch: int, pool: int, checkpoint: int, validate: bool) -> dict[str, float]:
     """Score ``frames`` frames in batches (cycling a pool), timing the metric only; returns the figures."""
     preds, targets = random_frames(pool, pairs)
     metric = SceneGraphRecall(validate_args=validate)
@@ -119,19 +125,27 @@ def run(frames: int, pairs: int, batch: int, pool: int, checkpoint: int, validat
     start, start_cpu = time.perf_counter(), time.process_time()
     results = metric.compute()
     wall, cpu = wall + time.perf_counter() - start, cpu + time.process_time() - start_cpu
-    return {"frames": float(frames), "seconds": wall, "cpu_seconds": cpu, "frames_per_second": frames / wall,
-            "frames_per_cpu_second": frames / cpu,
-            "peak_rss_checkpoint_mib": rss_at_checkpoint, "peak_rss_end_mib": _peak_rss_mib(),
-            "with_R@20": results["with/R@20"].item(), "semi_R@20": results["semi/R@20"].item(),
-            "no_R@20": results["no/R@20"].item()}
+    return {
+        "frames": float(frames),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "frames_per_second": frames / wall,
+        "frames_per_cpu_second": frames / cpu,
+        "peak_rss_checkpoint_mib": rss_at_checkpoint,
+        "peak_rss_end_mib": _peak_rss_mib(),
+        "with_R@20": results["with/R@20"].item(),
+        "semi_R@20": results["semi/R@20"].item(),
+        "no_R@20": results["no/R@20"].item(),
+    }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures (one core: ``torch.set_num_threads(1)``)."""
     parser = argparse.ArgumentParser(
         prog="arn-lightning benchmark metrics",
         description="Scoring speed (frames per CPU second, one thread) and peak memory of SceneGraphRecall on "
-                    "synthetic SGDet-like frames, the three constraints together.")
+        "synthetic SGDet-like frames, the three constraints together.",
+    )
     parser.add_argument("--frames", type=int, default=10_000, help="frames to score")
     parser.add_argument("--pairs", type=int, default=100, help="predicted pairs per frame")
     parser.add_argument("--batch", type=int, default=64, help="frames per update() call")
@@ -142,12 +156,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if min(args.frames, args.pairs, args.batch, args.pool) < 1:
         parser.error("Expected positive --frames, --pairs, --batch and --pool")
     torch.set_num_threads(1)
-    figures = run(args.frames, args.pairs, args.batch, args.pool, min(args.checkpoint, args.frames),
-                  not args.no_validate)
+    figures = run(
+        args.frames, args.pairs, args.batch, args.pool, min(args.checkpoint, args.frames), not args.no_validate
+    )
     print(f"metrics benchmark: {args.frames} frames x {args.pairs} pairs, with/semi/no together, 1 thread")
-    print(f"  {figures['frames_per_cpu_second']:.0f} frames per CPU second ({figures['cpu_seconds']:.2f} s CPU), "
-          f"{figures['frames_per_second']:.0f} frames/s wall ({figures['seconds']:.2f} s)")
-    print(f"  peak RSS {figures['peak_rss_checkpoint_mib']:.1f} MiB after {min(args.checkpoint, args.frames)} "
-          f"frames, {figures['peak_rss_end_mib']:.1f} MiB after {args.frames}")
+    print(
+        f"  {figures['frames_per_cpu_second']:.0f} frames per CPU second ({figures['cpu_seconds']:.2f} s CPU), "
+        f"{figures['frames_per_second']:.0f} frames/s wall ({figures['seconds']:.2f} s)"
+    )
+    print(
+        f"  peak RSS {figures['peak_rss_checkpoint_mib']:.1f} MiB after {min(args.checkpoint, args.frames)} "
+        f"frames, {figures['peak_rss_end_mib']:.1f} MiB after {args.frames}"
+    )
     print(f"  R@20 with {figures['with_R@20']:.4f}  semi {figures['semi_R@20']:.4f}  no {figures['no_R@20']:.4f}")
     return 0

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -28,16 +28,25 @@ from arn_lightning.vocab import NUM_OBJECT_CLASSES, PERSON_LABEL, PREDICATE_TYPE
 PAPER_PARAMS_M = 54.06
 #: Accepted relative deviation from the paper's count.
 PARAM_TOLERANCE = 0.15
-CONFIGS: Dict[str, ARNConfig] = {
+CONFIGS: dict[str, ARNConfig] = {
     "paper": ARNConfig(),
-    "tiny": ARNConfig(backbone="resnet18", hidden_dim=32, nheads=2, ffn_dim=64, enc_layers=1, entity_layers=2,
-                      predicate_layers=2, num_queries=4, clip_embed_dim=32),
+    "tiny": ARNConfig(
+        backbone="resnet18",
+        hidden_dim=32,
+        nheads=2,
+        ffn_dim=64,
+        enc_layers=1,
+        entity_layers=2,
+        predicate_layers=2,
+        num_queries=4,
+        clip_embed_dim=32,
+    ),
 }
 #: Modules whose children get their own row in the breakdown.
 EXPANDED = ("entity", "predicate", "classifiers")
 
 
-def all_triplet_categories() -> Dict[str, List[List[int]]]:
+def all_triplet_categories() -> dict[str, list[list[int]]]:
     """Every (predicate, object) combination of each predicate type, the person excluded as object."""
     objects = [o for o in range(1, NUM_OBJECT_CLASSES + 1) if o != PERSON_LABEL]
     return {
@@ -50,9 +59,9 @@ def _trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def parameter_table(model: nn.Module) -> List[Tuple[str, int]]:
+def parameter_table(model: nn.Module) -> list[tuple[str, int]]:
     """``(module name, trainable parameters)`` rows, with the children of :data:`EXPANDED` split out."""
-    rows: List[Tuple[str, int]] = []
+    rows: list[tuple[str, int]] = []
     for name, child in model.named_children():
         if name in EXPANDED:
             rows += [(f"{name}.{sub}", _trainable(grandchild)) for sub, grandchild in child.named_children()]
@@ -102,15 +111,17 @@ def _print_parameters(model: ARN, config_name: str) -> None:
         print(f"{name:<34}{count:>14,}{count / total:>9.1%}")
     print(f"{'total':<34}{total:>14,}  = {total / 1e6:.2f} M")
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    print(f"frozen backbone parameters: {frozen:,}; triplet classes: "
-          + ", ".join(f"{k} {model.vocabulary.num_classes(k)}" for k in PREDICATE_TYPES))
+    print(
+        f"frozen backbone parameters: {frozen:,}; triplet classes: "
+        + ", ".join(f"{k} {model.vocabulary.num_classes(k)}" for k in PREDICATE_TYPES)
+    )
     if config_name == "paper":
         deviation = total / 1e6 / PAPER_PARAMS_M - 1
         verdict = "within" if abs(deviation) <= PARAM_TOLERANCE else "OUTSIDE"
         print(f"paper: {PAPER_PARAMS_M:.2f} M -> deviation {deviation:+.1%} ({verdict} +-{PARAM_TOLERANCE:.0%})")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
     args = _parse(argv or [])
     if args.threads:
@@ -119,8 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = replace(CONFIGS[args.config], backbone_weights=None)
     model = ARN(config, all_triplet_categories())
     _print_parameters(model, args.config)
-    print(f"CPU forward of one clip (T={config.num_frames}), median of {args.runs} after {args.warmup} warm-up, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"CPU forward of one clip (T={config.num_frames}), median of {args.runs} after {args.warmup} warm-up, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     for height, width in ((args.height, args.width), (args.small_height, args.small_width)):
         seconds = time_forward(model, height, width, args.runs, args.warmup)
         print(f"  {height}x{width}: {seconds * 1000:.0f} ms/clip = {config.num_frames / seconds:.2f} frames/s")

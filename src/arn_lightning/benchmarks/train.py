@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,17 +28,46 @@ from arn_lightning.atomic import atomic_write_json
 #: Real Action Genome frames are 480x270 (Charades 480p).
 AG_FRAME_SIZE = (480, 270)
 
-PRESETS: Dict[str, Dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
-        "arch": dict(backbone="resnet50", hidden_dim=256, nheads=8, ffn_dim=2048, enc_layers=6, entity_layers=3,
-                     predicate_layers=3, num_queries=100, clip_embed_dim=512),
-        "clip_model": "ViT-B-32", "clip_len": 3, "resize": (600, 1000), "batch_size": 8,
+        "arch": dict(
+            backbone="resnet50",
+            hidden_dim=256,
+            nheads=8,
+            ffn_dim=2048,
+            enc_layers=6,
+            entity_layers=3,
+            predicate_layers=3,
+            num_queries=100,
+            clip_embed_dim=512,
+        ),
+        "clip_model": "ViT-B-32",
+        "clip_len": 3,
+        "resize": (600, 1000),
+        "batch_size": 8,
     },
     "demo": {
-        "arch": dict(backbone="resnet18", backbone_stride=16, backbone_norm="batch", hidden_dim=128, nheads=4,
-                     ffn_dim=512, dropout=0.0, enc_layers=2, entity_layers=2, predicate_layers=2, num_queries=10,
-                     clip_embed_dim=16, freeze_backbone_layers=0, distill=False, triplet_prior=0.01),
-        "clip_model": "arn-tiny-clip", "clip_len": 2, "resize": (96, 128), "batch_size": 8,
+        "arch": dict(
+            backbone="resnet18",
+            backbone_stride=16,
+            backbone_norm="batch",
+            hidden_dim=128,
+            nheads=4,
+            ffn_dim=512,
+            dropout=0.0,
+            enc_layers=2,
+            entity_layers=2,
+            predicate_layers=2,
+            num_queries=10,
+            clip_embed_dim=16,
+            freeze_backbone_layers=0,
+            distill=False,
+            triplet_prior=0.01,
+        ),
+        "clip_model": "arn-tiny-clip",
+        "clip_len": 2,
+        "resize": (96, 128),
+        "batch_size": 8,
     },
 }
 
@@ -47,8 +76,8 @@ class StepTimer(L.Callback):
     """Wall time of every training step (batch fetch included), synchronised on CUDA."""
 
     def __init__(self) -> None:
-        self.times: List[float] = []
-        self._last: Optional[float] = None
+        self.times: list[float] = []
+        self._last: float | None = None
 
     def _now(self, pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
@@ -64,7 +93,7 @@ class StepTimer(L.Callback):
         self._last = now
 
 
-def _parse(argv: List[str]) -> argparse.Namespace:
+def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="arn-lightning benchmark train", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the preset's)")
@@ -72,15 +101,19 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--precision", default="32-true", help="32-true | bf16-mixed | 16-mixed")
-    parser.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
-                        help="include the frozen CLIP image tower and the distillation loss (default: the preset's)")
+    parser.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="include the frozen CLIP image tower and the distillation loss (default: the preset's)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     return parser.parse_args(argv)
 
 
-def _module(args: argparse.Namespace, preset: Dict[str, Any], triplets: Dict[str, Any]):
+def _module(args: argparse.Namespace, preset: dict[str, Any], triplets: dict[str, Any]):
     from arn_lightning.criterion import LossConfig
     from arn_lightning.lit_module import ARNLitModule
     from arn_lightning.models.config import ARNConfig
@@ -90,13 +123,15 @@ def _module(args: argparse.Namespace, preset: Dict[str, Any], triplets: Dict[str
     if args.distill is not None:
         arch["distill"] = args.distill
     return ARNLitModule(
-        arch=ARNConfig(**arch), loss=LossConfig(),
+        arch=ARNConfig(**arch),
+        loss=LossConfig(),
         clip=ClipConfig(clip_model=preset["clip_model"], clip_pretrained=None),
-        triplet_categories=triplets, init_text_classifiers=False,
+        triplet_categories=triplets,
+        init_text_classifiers=False,
     )
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time ``args.steps`` training steps after ``args.warmup``; returns the figures."""
     from arn_lightning.data.datamodule import AGDataModule
     from arn_lightning.data.synth import generate
@@ -110,38 +145,64 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         videos = max(4, (batch_size * steps) // 6 + 2)
         generate(Path(tmp) / "ag", videos=videos, frames=8, size=AG_FRAME_SIZE, seed=0, test_fraction=0.2)
         shorter, longer = preset["resize"]
-        data = AGDataModule(str(Path(tmp) / "ag"), clip_len=preset["clip_len"], resize_shorter=shorter,
-                            resize_longer=longer, batch_size=batch_size, num_workers=args.workers)
+        data = AGDataModule(
+            str(Path(tmp) / "ag"),
+            clip_len=preset["clip_len"],
+            resize_shorter=shorter,
+            resize_longer=longer,
+            batch_size=batch_size,
+            num_workers=args.workers,
+        )
         module = _module(args, preset, data.triplet_categories)
         timer = StepTimer()
         trainer = L.Trainer(
-            accelerator=args.device, devices=1, precision=args.precision, max_steps=steps, limit_val_batches=0,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            gradient_clip_val=0.1, callbacks=[timer], default_root_dir=tmp,
+            accelerator=args.device,
+            devices=1,
+            precision=args.precision,
+            max_steps=steps,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            gradient_clip_val=0.1,
+            callbacks=[timer],
+            default_root_dir=tmp,
         )
         trainer.fit(module, datamodule=data)
-    timed = timer.times[args.warmup:]
+    timed = timer.times[args.warmup :]
     step_s = statistics.median(timed)
     frames = batch_size * preset["clip_len"]
     return {
-        "preset": args.preset, "device": str(args.device), "precision": args.precision, "batch_clips": batch_size,
-        "frames_per_clip": preset["clip_len"], "resize": list(preset["resize"]), "frame_size": list(AG_FRAME_SIZE),
-        "distill": bool(module.arch_config.distill), "steps_timed": len(timed), "step_s_median": step_s,
-        "clips_per_s": batch_size / step_s, "frames_per_s": frames / step_s, "torch_threads": torch.get_num_threads(),
+        "preset": args.preset,
+        "device": str(args.device),
+        "precision": args.precision,
+        "batch_clips": batch_size,
+        "frames_per_clip": preset["clip_len"],
+        "resize": list(preset["resize"]),
+        "frame_size": list(AG_FRAME_SIZE),
+        "distill": bool(module.arch_config.distill),
+        "steps_timed": len(timed),
+        "step_s_median": step_s,
+        "clips_per_s": batch_size / step_s,
+        "frames_per_s": frames / step_s,
+        "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else None,
     }
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     """Print (and optionally save) the training throughput."""
     args = _parse(argv)
     if args.steps < 1 or args.warmup < 0:
         raise SystemExit(f"Expected --steps >= 1 and --warmup >= 0 but got {args.steps}, {args.warmup}")
     result = run(args)
-    print(f"train [{result['preset']}] {result['device']} {result['precision']}: batch {result['batch_clips']} clips x "
-          f"{result['frames_per_clip']} frames, step {result['step_s_median']:.3f} s (median of "
-          f"{result['steps_timed']}) -> {result['clips_per_s']:.2f} clips/s, {result['frames_per_s']:.2f} frames/s")
+    print(
+        f"train [{result['preset']}] {result['device']} {result['precision']}: batch {result['batch_clips']} clips x "
+        f"{result['frames_per_clip']} frames, step {result['step_s_median']:.3f} s (median of "
+        f"{result['steps_timed']}) -> {result['clips_per_s']:.2f} clips/s, {result['frames_per_s']:.2f} frames/s"
+    )
     if args.out is not None:
         atomic_write_json(args.out, result, indent=2, sort_keys=False)
     return 0

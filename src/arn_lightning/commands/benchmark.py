@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import List
 
 BENCHMARKS = ("data", "model", "metrics", "train", "infer")
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     """Run one benchmark; ``argv[0]`` names it, the rest are its own options."""
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
         print(f"usage: arn-lightning benchmark {{{'|'.join(BENCHMARKS)}}} [options]", file=sys.stderr)

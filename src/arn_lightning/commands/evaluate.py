@@ -25,8 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -46,31 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
         prog="arn-lightning evaluate",
-        description="Score a JSON Lines prediction file (docs/action_genome.md section 4) against the annotations of an "
-                    "Action Genome root: R@K and mR@K for with / semi / no constraint.")
+        description="Score a JSON Lines prediction file (docs/action_genome.md section 4) against the annotations of "
+        "an Action Genome root: R@K and mR@K for with / semi / no constraint.",
+    )
     parser.add_argument("--root", required=True, help="dataset root (with annotations/)")
     parser.add_argument("--predictions", required=True, help="prediction file (.jsonl), one frame a line")
     parser.add_argument("--split", choices=SPLITS, default="test", help="split to score (default: test)")
     parser.add_argument("--task", choices=TASKS, default="sgdet", help="task filtering (default: sgdet)")
-    parser.add_argument("--iou-threshold", type=float, default=0.5,
-                        help="IoU needed on both the subject and the object box (default: 0.5, the standard)")
-    parser.add_argument("--iou", choices=IOU_CONVENTIONS, default="continuous",
-                        help="IoU convention: continuous (torchvision) or legacy (+1 pixel) (default: continuous); "
-                             "either way two equal boxes have IoU 1, zero-area ones included (docs/boxes.md)")
-    parser.add_argument("--min-frames", type=int, default=DEFAULT_MIN_FRAMES,
-                        help=f"minimum kept frames per video (default: {DEFAULT_MIN_FRAMES})")
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.5,
+        help="IoU needed on both the subject and the object box (default: 0.5, the standard)",
+    )
+    parser.add_argument(
+        "--iou",
+        choices=IOU_CONVENTIONS,
+        default="continuous",
+        help="IoU convention: continuous (torchvision) or legacy (+1 pixel) (default: continuous); "
+        "either way two equal boxes have IoU 1, zero-area ones included (docs/boxes.md)",
+    )
+    parser.add_argument(
+        "--min-frames",
+        type=int,
+        default=DEFAULT_MIN_FRAMES,
+        help=f"minimum kept frames per video (default: {DEFAULT_MIN_FRAMES})",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (fractions) instead of a table")
     return parser
 
 
-def _scored_chunks(path: Path, targets: Mapping[str, FrameAnnotation], split: str, task: str
-                   ) -> Iterator[Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]]:
+def _scored_chunks(
+    path: Path, targets: Mapping[str, FrameAnnotation], split: str, task: str
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """(predictions, targets) chunks of the file's frames, each line checked against the split."""
-    preds: List[Dict[str, Any]] = []
+    preds: list[dict[str, Any]] = []
     for line, frame, arrays in iter_predictions(path):
         if frame not in targets:
-            raise PredictionFileError(path, line, f"Expected a frame of the {split} split ({task} filtering) "
-                                                  f"but got {frame!r}")
+            raise PredictionFileError(
+                path, line, f"Expected a frame of the {split} split ({task} filtering) but got {frame!r}"
+            )
         preds.append({"frame": frame, **{key: torch.from_numpy(getattr(arrays, key)) for key in PREDICTION_FIELDS}})
         if len(preds) == CHUNK_FRAMES:
             yield preds, [targets[p["frame"]].eval_target() for p in preds]
@@ -79,11 +95,13 @@ def _scored_chunks(path: Path, targets: Mapping[str, FrameAnnotation], split: st
         yield preds, [targets[p["frame"]].eval_target() for p in preds]
 
 
-def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> Dict[str, Any]:
+def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> dict[str, Any]:
     """The flat metric results as the report's nested sections (floats)."""
-    report: Dict[str, Any] = {constraint: {} for constraint in CONSTRAINTS}
-    per_predicate: Dict[str, Any] = {name: {"gt_triplets": int(count), **{c: {} for c in CONSTRAINTS}}
-                                     for name, count in zip(vocab.PREDICATES, gt_counts)}
+    report: dict[str, Any] = {constraint: {} for constraint in CONSTRAINTS}
+    per_predicate: dict[str, Any] = {
+        name: {"gt_triplets": int(count), **{c: {} for c in CONSTRAINTS}}
+        for name, count in zip(vocab.PREDICATES, gt_counts)
+    }
     for key, value in results.items():
         parts = key.split("/")
         if parts[0] == "per_predicate":  # per_predicate/<constraint>/R@K/<predicate>
@@ -94,8 +112,15 @@ def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> Dict
     return report
 
 
-def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgdet", iou: str = "continuous",
-             min_frames: int = DEFAULT_MIN_FRAMES, iou_threshold: float = 0.5) -> Dict[str, Any]:
+def evaluate(
+    root: str,
+    predictions: str,
+    split: str = "test",
+    task: str = "sgdet",
+    iou: str = "continuous",
+    min_frames: int = DEFAULT_MIN_FRAMES,
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
     """Score ``predictions`` against the ``split`` frames of ``root``; returns the JSON report (module docstring).
 
     Raises:
@@ -112,11 +137,16 @@ def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgde
         seen.update(p["frame"] for p in preds)
     missing = [frame.key for frame in frames if frame.key not in seen]
     for start in range(0, len(missing), CHUNK_FRAMES):
-        keys = missing[start:start + CHUNK_FRAMES]
+        keys = missing[start : start + CHUNK_FRAMES]
         metric.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
-    report: Dict[str, Any] = {"task": task, "split": split, "iou": iou, "iou_threshold": iou_threshold,
-                              "frames": len(frames),
-                              "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]}}
+    report: dict[str, Any] = {
+        "task": task,
+        "split": split,
+        "iou": iou,
+        "iou_threshold": iou_threshold,
+        "frames": len(frames),
+        "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]},
+    }
     report.update(_nest(metric.compute(), metric.gt_counts.tolist()))
     return report
 
@@ -124,11 +154,14 @@ def evaluate(root: str, predictions: str, split: str = "test", task: str = "sgde
 def format_table(report: Mapping[str, Any]) -> str:
     """The report as text tables in percent, like the papers (rows with / semi / no)."""
     missing = report["missing_frames"]
-    lines = [f"{report['task']} / {report['split']}: {report['frames']} frames, {missing['count']} without "
-             f"prediction (scored 0), IoU {report['iou']} >= {report.get('iou_threshold', 0.5)}"]
+    lines = [
+        f"{report['task']} / {report['split']}: {report['frames']} frames, {missing['count']} without "
+        f"prediction (scored 0), IoU {report['iou']} >= {report.get('iou_threshold', 0.5)}"
+    ]
     if missing["count"]:
-        lines.append("  missing: " + ", ".join(missing["first"]) + (" ..." if missing["count"] > len(missing["first"])
-                                                                    else ""))
+        lines.append(
+            "  missing: " + ", ".join(missing["first"]) + (" ..." if missing["count"] > len(missing["first"]) else "")
+        )
     tables = ((("R", "mR"), "R@K and mR@K (aggregated mR), %"), (("mR_per_frame",), "mR@K, per-frame definition, %"))
     for names, title in tables:
         columns = [(f"{name}@{k}", f"{name.replace('_per_frame', '')}@{k}") for name in names for k in K_VALUES]
@@ -138,12 +171,13 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     """Print the scores; exit code 2 with the error on stderr for a malformed file or annotations."""
     args = build_parser().parse_args(argv)
     try:
-        report = evaluate(args.root, args.predictions, args.split, args.task, args.iou, args.min_frames,
-                          args.iou_threshold)
+        report = evaluate(
+            args.root, args.predictions, args.split, args.task, args.iou, args.min_frames, args.iou_threshold
+        )
     except (PredictionFileError, AnnotationError, OSError, ValueError) as error:
         print(f"arn-lightning evaluate: error: {error}", file=sys.stderr)
         return 2

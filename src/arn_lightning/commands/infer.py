@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 from arn_lightning.inference.api import PRECISIONS, load_model
 from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K
@@ -27,10 +26,12 @@ from arn_lightning.inference.output import staged_directory, write_inference
 from arn_lightning.inference.video import DEFAULT_FPS, open_frames
 
 PROG = "arn-lightning infer"
-DESCRIPTION = ("Scene graphs for any video or frame folder: one JSON line per sampled frame, an annotated video "
-               "and a relation timeline, written all or nothing. Frame keys are <video>/<NNNNNN>.png with the 1-based "
-               "frame number in decode order (as dump-frames and the Action Genome toolkit number them), or "
-               "<folder>/<file name> for a folder.")
+DESCRIPTION = (
+    "Scene graphs for any video or frame folder: one JSON line per sampled frame, an annotated video "
+    "and a relation timeline, written all or nothing. Frame keys are <video>/<NNNNNN>.png with the 1-based "
+    "frame number in decode order (as dump-frames and the Action Genome toolkit number them), or "
+    "<folder>/<file name> for a folder."
+)
 EXIT_ERROR = 1
 
 
@@ -52,24 +53,43 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--checkpoint", type=Path, required=True, help="Lightning checkpoint of an ARNLitModule")
-    parser.add_argument("--input", type=Path, required=True,
-                        help="a video file (mp4, avi, mkv, ...) or a folder of images")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: <input name without suffix>_scene_graphs next to the input)")
-    parser.add_argument("--fps", type=_positive_float, default=DEFAULT_FPS,
-                        help="frames sampled per second of video (Action Genome annotates about 1-2 per second); "
-                             "for a folder, the rate of its images (default: %(default)s)")
-    parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K,
-                        help="triplets kept per frame (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="lowest triplet score kept, subject x object x predicate score (default: %(default)s)")
-    parser.add_argument("--causal", action="store_true",
-                        help="predict each frame from itself and the previous frames only (T times the compute)")
-    parser.add_argument("--batch-size", type=_positive_int, default=1,
-                        help="clips per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--input", type=Path, required=True, help="a video file (mp4, avi, mkv, ...) or a folder of images"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: <input name without suffix>_scene_graphs next to the input)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=_positive_float,
+        default=DEFAULT_FPS,
+        help="frames sampled per second of video (Action Genome annotates about 1-2 per second); "
+        "for a folder, the rate of its images (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="triplets kept per frame (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="lowest triplet score kept, subject x object x predicate score (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--causal",
+        action="store_true",
+        help="predict each frame from itself and the previous frames only (T times the compute)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=1, help="clips per forward pass (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 autocast on GPU, fp32 on CPU")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU"
+    )
     parser.add_argument("--save-frames", action="store_true", help="also write every annotated frame as a PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,13 +108,20 @@ def run(args: argparse.Namespace) -> Path:
     with staged_directory(out, overwrite=args.overwrite) as staging:
         predictor = load_model(args.checkpoint, device=args.device, precision=args.precision)
         write_inference(
-            predictor, source, staging, causal=args.causal, batch_size=args.batch_size, top_k=args.top_k,
-            threshold=args.threshold, save_frames=args.save_frames, progress=not args.quiet,
+            predictor,
+            source,
+            staging,
+            causal=args.causal,
+            batch_size=args.batch_size,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            save_frames=args.save_frames,
+            progress=not args.quiet,
         )
     return out
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the command on ``argv``; returns the exit code (0 ok, 1 error, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
     try:

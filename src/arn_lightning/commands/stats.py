@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List
 
 from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, TASKS, AnnotationError, load_annotations
 from arn_lightning.data.stats import dataset_stats, format_stats
@@ -21,19 +20,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arn-lightning stats",
         description="Videos and frames per split, kept and dropped by reason, objects per class and predicate "
-                    "counts (head to tail) of an Action Genome root after the task's standard filtering, and the "
-                    "invalid boxes of dropped frames (docs/boxes.md). The JSON keys are described in docs/stats.md.")
+        "counts (head to tail) of an Action Genome root after the task's standard filtering, and the "
+        "invalid boxes of dropped frames (docs/boxes.md). The JSON keys are described in docs/stats.md.",
+    )
     parser.add_argument("--root", required=True, help="dataset root (with annotations/)")
     parser.add_argument("--task", choices=TASKS, default="sgdet", help="filtering of this task (default: sgdet)")
-    parser.add_argument("--min-frames", type=int, default=DEFAULT_MIN_FRAMES,
-                        help=f"minimum kept frames per video (default: {DEFAULT_MIN_FRAMES})")
-    parser.add_argument("--filter-small", type=float, default=None,
-                        help="minimum object box side in px (default: 16 for sgdet/sgcls, 0 for predcls)")
+    parser.add_argument(
+        "--min-frames",
+        type=int,
+        default=DEFAULT_MIN_FRAMES,
+        help=f"minimum kept frames per video (default: {DEFAULT_MIN_FRAMES})",
+    )
+    parser.add_argument(
+        "--filter-small",
+        type=float,
+        default=None,
+        help="minimum object box side in px (default: 16 for sgdet/sgcls, 0 for predcls)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     """Print the statistics; exit code 1 with the error on malformed data."""
     args = build_parser().parse_args(argv)
     try:

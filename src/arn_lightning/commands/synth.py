@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import List, Tuple
 
 from arn_lightning.data.synth import DEFAULT_FRAMES, DEFAULT_SIZE, DEFAULT_TEST_FRACTION, DEFAULT_VIDEOS, generate
 
 
-def parse_size(text: str) -> Tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     """``"320x240"`` -> ``(320, 240)``."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
@@ -23,27 +22,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arn-lightning synth",
         description="Write a small, learnable synthetic Action Genome in the real AG format (pickles, raw class "
-                    "files, PNG frames). Deterministic per seed.")
+        "files, PNG frames). Deterministic per seed.",
+    )
     parser.add_argument("--root", required=True, help="output folder (must be absent or empty)")
     parser.add_argument("--videos", type=int, default=DEFAULT_VIDEOS, help=f"videos (default {DEFAULT_VIDEOS})")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
-                        help=f"annotated frames per video (default {DEFAULT_FRAMES})")
-    parser.add_argument("--size", type=parse_size, default=DEFAULT_SIZE,
-                        help=f"frame size WxH (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
+    parser.add_argument(
+        "--frames", type=int, default=DEFAULT_FRAMES, help=f"annotated frames per video (default {DEFAULT_FRAMES})"
+    )
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=DEFAULT_SIZE,
+        help=f"frame size WxH (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
-                        help=f"fraction of videos in the test split (default {DEFAULT_TEST_FRACTION})")
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=DEFAULT_TEST_FRACTION,
+        help=f"fraction of videos in the test split (default {DEFAULT_TEST_FRACTION})",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
     return parser
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     """Generate the dataset and print what was written."""
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        result = generate(args.root, videos=args.videos, frames=args.frames, size=args.size, seed=args.seed,
-                          test_fraction=args.test_fraction, overwrite=args.overwrite)
+        result = generate(
+            args.root,
+            videos=args.videos,
+            frames=args.frames,
+            size=args.size,
+            seed=args.seed,
+            test_fraction=args.test_fraction,
+            overwrite=args.overwrite,
+        )
     except (ValueError, FileExistsError) as exc:
         print(f"arn-lightning synth: error: {exc}", file=sys.stderr)
         return 1

@@ -33,13 +33,15 @@ import importlib
 import pickle
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 
 from arn_lightning import vocab
+from arn_lightning._types import PathLike
 from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
 from arn_lightning.vocab import TASKS
 
@@ -61,13 +63,19 @@ FRAME_LIST_FILE = "frame_list.txt"
 FRAMES_DIR = "frames"
 
 _KEY_PATTERN = re.compile(r"^(?P<video>[^/]+\.mp4)/(?P<number>\d{6})\.png$")
-_OBJECT_FIELDS = ("class", "bbox", "attention_relationship", "spatial_relationship", "contacting_relationship",
-                  "metadata", "visible")
+_OBJECT_FIELDS = (
+    "class",
+    "bbox",
+    "attention_relationship",
+    "spatial_relationship",
+    "contacting_relationship",
+    "metadata",
+    "visible",
+)
 #: predicate type -> {name: column}
-_COLUMNS: Dict[str, Dict[str, int]] = {
-    kind: {name: i for i, name in enumerate(names)} for kind, names in vocab.TYPE_PREDICATES.items()}
-
-PathLike = Union[str, Path]
+_COLUMNS: dict[str, dict[str, int]] = {
+    kind: {name: i for i, name in enumerate(names)} for kind, names in vocab.TYPE_PREDICATES.items()
+}
 
 
 class AnnotationError(ValueError):
@@ -109,7 +117,7 @@ class FrameAnnotation:
         """Number ``N`` of annotated objects (the person excluded)."""
         return int(self.labels.shape[0]) - 1
 
-    def eval_target(self) -> Dict[str, Any]:
+    def eval_target(self) -> dict[str, Any]:
         """Metric ground truth of the frame (ARCHITECTURE.md section 4).
 
         Returns:
@@ -150,23 +158,27 @@ class SplitReport:
 
     videos_total: int = 0
     videos_kept: int = 0
-    videos_dropped: Dict[str, int] = field(default_factory=lambda: {"no_frames": 0, "short": 0})
+    videos_dropped: dict[str, int] = field(default_factory=lambda: {"no_frames": 0, "short": 0})
     frames_total: int = 0
     frames_kept: int = 0
-    frames_dropped: Dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
+    frames_dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
     objects_total: int = 0
     objects_invisible: int = 0
     objects_small: int = 0
     objects_kept: int = 0
     boxes_invalid_ignored: int = 0
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly nested dict (keys documented in ``docs/stats.md``)."""
         return {
             "videos": {"total": self.videos_total, "kept": self.videos_kept, "dropped": dict(self.videos_dropped)},
             "frames": {"total": self.frames_total, "kept": self.frames_kept, "dropped": dict(self.frames_dropped)},
-            "objects": {"total": self.objects_total, "invisible": self.objects_invisible,
-                        "small": self.objects_small, "kept": self.objects_kept},
+            "objects": {
+                "total": self.objects_total,
+                "invisible": self.objects_invisible,
+                "small": self.objects_small,
+                "kept": self.objects_kept,
+            },
             "boxes": {"invalid_ignored": self.boxes_invalid_ignored},
         }
 
@@ -185,24 +197,30 @@ class FilterReport:
     task: str
     min_frames: int
     filter_small: float
-    splits: Dict[str, SplitReport] = field(default_factory=dict)
+    splits: dict[str, SplitReport] = field(default_factory=dict)
 
     def split(self, name: str) -> SplitReport:
         """The report of ``name``, created empty on first use."""
         return self.splits.setdefault(name, SplitReport())
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict: ``{"task", "min_frames", "filter_small", "splits": {name: SplitReport.to_dict()}}``."""
-        return {"task": self.task, "min_frames": self.min_frames, "filter_small": self.filter_small,
-                "splits": {name: rep.to_dict() for name, rep in sorted(self.splits.items())}}
+        return {
+            "task": self.task,
+            "min_frames": self.min_frames,
+            "filter_small": self.filter_small,
+            "splits": {name: rep.to_dict() for name, rep in sorted(self.splits.items())},
+        }
 
     def summary(self) -> str:
         """One line per split, e.g. for a log: ``train: 7584/7842 videos, 166785/... frames kept (...)``."""
         lines = []
         for name, rep in sorted(self.splits.items()):
             dropped = ", ".join(f"{k} {v}" for k, v in rep.frames_dropped.items() if v)
-            lines.append(f"{name}: {rep.videos_kept}/{rep.videos_total} videos, {rep.frames_kept}/"
-                         f"{rep.frames_total} frames kept ({dropped or 'none dropped'})")
+            lines.append(
+                f"{name}: {rep.videos_kept}/{rep.videos_total} videos, {rep.frames_kept}/"
+                f"{rep.frames_total} frames kept ({dropped or 'none dropped'})"
+            )
         return "\n".join(lines)
 
 
@@ -214,10 +232,10 @@ class _RawObject:
 
     index: int
     label: int
-    box_xyxy: List[float]
-    attention: List[int]
-    spatial: List[int]
-    contacting: List[int]
+    box_xyxy: list[float]
+    attention: list[int]
+    spatial: list[int]
+    contacting: list[int]
     valid: bool = True
 
     @property
@@ -233,16 +251,16 @@ class _RawFrame:
     key: str
     video: str
     number: int
-    split: Optional[str]
+    split: str | None
     width: int
     height: int
-    person_xyxy: Optional[List[float]]
-    objects: List[_RawObject]
+    person_xyxy: list[float] | None
+    objects: list[_RawObject]
     num_entries: int
     invalid_boxes: int = 0
 
 
-def parse_frame_key(key: Any, source: str) -> Tuple[str, int]:
+def parse_frame_key(key: Any, source: str) -> tuple[str, int]:
     """Split a frame key ``"<VID>.mp4/<NNNNNN>.png"`` into ``(video, number)``.
 
     Args:
@@ -258,7 +276,7 @@ def parse_frame_key(key: Any, source: str) -> Tuple[str, int]:
     return match.group("video"), int(match.group("number"))
 
 
-def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[str, str]) -> List[str]:
+def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[str, str]) -> list[str]:
     """Read a class file in raw spelling and return the names in pickle spelling.
 
     Args:
@@ -281,15 +299,18 @@ def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[st
         if name is None:
             raise AnnotationError(f"{path} line {number}: Expected a known class name but got {raw!r}")
         if name != expected[number - 1]:
-            raise AnnotationError(f"{path} line {number}: Expected {expected[number - 1]!r} (vocabulary order of "
-                                  f"docs/action_genome.md 1.3) but got {raw!r}")
+            raise AnnotationError(
+                f"{path} line {number}: Expected {expected[number - 1]!r} (vocabulary order of "
+                f"docs/action_genome.md 1.3) but got {raw!r}"
+            )
         names.append(name)
     return names
 
 
 #: Builtin types an annotation pickle may build (Python 2 pickles name the module ``__builtin__``).
-_PICKLE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
-                              "complex", "bool"})
+_PICKLE_BUILTINS = frozenset(
+    {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex", "bool"}
+)
 #: numpy internals that rebuild arrays and scalars: (submodule of ``numpy._core`` / numpy 1.x ``numpy.core``, name).
 _PICKLE_NUMPY_CORE = frozenset({("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")})
 _PICKLE_MODULE_ALIASES = {"__builtin__": "builtins"}
@@ -333,7 +354,7 @@ class _AnnotationUnpickler(pickle.Unpickler):
         raise _RefusedGlobal(f"{module}.{name}")
 
 
-def load_pickle(path: Path) -> Dict[str, Any]:
+def load_pickle(path: Path) -> dict[str, Any]:
     """Load one of the two annotation pickles (a dict keyed by frame key) without running any code.
 
     The restricted unpickler admits the builtin containers, strings and numbers, ``_codecs.encode`` (bytes in old
@@ -351,11 +372,22 @@ def load_pickle(path: Path) -> Dict[str, Any]:
         with path.open("rb") as handle:
             data = _AnnotationUnpickler(handle).load()
     except _RefusedGlobal as exc:
-        raise AnnotationError(f"{path}: Expected only plain data (dicts, lists, strings, numbers, numpy arrays) but "
-                              f"got a reference to the global {exc.name!r}, refused (unpickling it could run "
-                              f"code)") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError, TypeError,
-            ValueError, OverflowError) as exc:
+        raise AnnotationError(
+            f"{path}: Expected only plain data (dicts, lists, strings, numbers, numpy arrays) but "
+            f"got a reference to the global {exc.name!r}, refused (unpickling it could run "
+            f"code)"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ValueError,
+        OverflowError,
+    ) as exc:
         raise AnnotationError(f"{path}: Expected a pickled dict but the file cannot be unpickled ({exc})") from exc
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: Expected a dict keyed by frame key but got {type(data).__name__}")
@@ -370,10 +402,11 @@ def _check_same_keys(person: Mapping[str, Any], objects: Mapping[str, Any]) -> N
         raise AnnotationError(
             f"Expected {PERSON_FILE} and {OBJECT_FILE} to share their keys but {len(only_person)} key(s) are only in "
             f"{PERSON_FILE} (e.g. {only_person[:3]}) and {len(only_objects)} only in {OBJECT_FILE} "
-            f"(e.g. {only_objects[:3]})")
+            f"(e.g. {only_objects[:3]})"
+        )
 
 
-def _parse_person(entry: Any, key: str) -> Tuple[Optional[List[float]], int, int]:
+def _parse_person(entry: Any, key: str) -> tuple[list[float] | None, int, int]:
     """``(person box xyxy [4] or None, width, height)`` of a ``person_bbox.pkl`` entry (the box is float32-rounded
     and checked against the box rule later, by :func:`_check_boxes`)."""
     where = f"{PERSON_FILE}[{key!r}]"
@@ -393,11 +426,12 @@ def _parse_person(entry: Any, key: str) -> Tuple[Optional[List[float]], int, int
     return boxes[0].tolist(), width, height
 
 
-def _label_counts(names: Any, kind: str, where: str) -> List[int]:
+def _label_counts(names: Any, kind: str, where: str) -> list[int]:
     """Count list (length ``TYPE_SIZES[kind]``) of a list of predicate names of one type."""
     if not isinstance(names, (list, tuple)):
-        raise AnnotationError(f"{where}['{kind}_relationship']: Expected a list of predicate names but got "
-                              f"{names!r:.100}")
+        raise AnnotationError(
+            f"{where}['{kind}_relationship']: Expected a list of predicate names but got {names!r:.100}"
+        )
     counts = [0] * vocab.TYPE_SIZES[kind]
     columns = _COLUMNS[kind]
     for name in names:
@@ -408,7 +442,7 @@ def _label_counts(names: Any, kind: str, where: str) -> List[int]:
     return counts
 
 
-def _parse_box_xywh(value: Any, where: str) -> List[float]:
+def _parse_box_xywh(value: Any, where: str) -> list[float]:
     """Convert an AG object box ``(x, y, w, h)`` to ``[x1, y1, x2, y2]`` (checked against the box rule later, by
     :func:`_check_boxes`: a negative ``w`` or ``h`` gives ``x2 < x1`` or ``y2 < y1``)."""
     try:
@@ -427,7 +461,7 @@ def _entry_split(entry: Any, where: str) -> str:
     return split
 
 
-def _parse_object(entry: Any, index: int, where: str) -> Optional[_RawObject]:
+def _parse_object(entry: Any, index: int, where: str) -> _RawObject | None:
     """A visible object entry (number ``index`` of its frame) parsed, or None for an invisible one."""
     if not isinstance(entry, dict) or any(name not in entry for name in _OBJECT_FIELDS):
         raise AnnotationError(f"{where}: Expected a dict with keys {list(_OBJECT_FIELDS)} but got {entry!r:.200}")
@@ -438,10 +472,14 @@ def _parse_object(entry: Any, index: int, where: str) -> Optional[_RawObject]:
         raise AnnotationError(f"{where}['class']: Expected an AG object class but got {entry['class']!r}")
     if entry["bbox"] is None:
         raise AnnotationError(f"{where}: Expected a 'bbox' for a visible object but got None")
-    return _RawObject(index=index, label=label, box_xyxy=_parse_box_xywh(entry["bbox"], where),
-                      attention=_label_counts(entry["attention_relationship"], "attention", where),
-                      spatial=_label_counts(entry["spatial_relationship"], "spatial", where),
-                      contacting=_label_counts(entry["contacting_relationship"], "contacting", where))
+    return _RawObject(
+        index=index,
+        label=label,
+        box_xyxy=_parse_box_xywh(entry["bbox"], where),
+        attention=_label_counts(entry["attention_relationship"], "attention", where),
+        spatial=_label_counts(entry["spatial_relationship"], "spatial", where),
+        contacting=_label_counts(entry["contacting_relationship"], "contacting", where),
+    )
 
 
 def _parse_frame(key: str, person_entry: Any, object_entries: Any) -> _RawFrame:
@@ -449,8 +487,9 @@ def _parse_frame(key: str, person_entry: Any, object_entries: Any) -> _RawFrame:
     video, number = parse_frame_key(key, PERSON_FILE)
     person_xyxy, width, height = _parse_person(person_entry, key)
     if not isinstance(object_entries, list):
-        raise AnnotationError(f"{OBJECT_FILE}[{key!r}]: Expected a list of object dicts but got "
-                              f"{type(object_entries).__name__}")
+        raise AnnotationError(
+            f"{OBJECT_FILE}[{key!r}]: Expected a list of object dicts but got {type(object_entries).__name__}"
+        )
     objects, split = [], None
     for index, entry in enumerate(object_entries):
         where = f"{OBJECT_FILE}[{key!r}][{index}]"
@@ -459,30 +498,42 @@ def _parse_frame(key: str, person_entry: Any, object_entries: Any) -> _RawFrame:
         split = entry_split if split is None else split
         if parsed is not None:
             objects.append(parsed)
-    return _RawFrame(key=key, video=video, number=number, split=split, width=width, height=height,
-                     person_xyxy=person_xyxy, objects=objects, num_entries=len(object_entries))
+    return _RawFrame(
+        key=key,
+        video=video,
+        number=number,
+        split=split,
+        width=width,
+        height=height,
+        person_xyxy=person_xyxy,
+        objects=objects,
+        num_entries=len(object_entries),
+    )
 
 
-def _invalid_box_error(frame: _RawFrame, index: int, box_xyxy: List[float]) -> AnnotationError:
+def _invalid_box_error(frame: _RawFrame, index: int, box_xyxy: list[float]) -> AnnotationError:
     """The error of a box breaking the rule: the person box (``index`` -1) or object entry ``index`` of ``frame``."""
     with np.errstate(over="ignore"):
         shown = [float(v) for v in np.asarray(box_xyxy, dtype=np.float32)]
     reason = box_violation(shown)
     if index < 0:
-        return AnnotationError(f"{PERSON_FILE}[{frame.key!r}]['bbox']: Expected {BOX_RULE} (docs/boxes.md) but got "
-                               f"{shown} ({reason})")
+        return AnnotationError(
+            f"{PERSON_FILE}[{frame.key!r}]['bbox']: Expected {BOX_RULE} (docs/boxes.md) but got {shown} ({reason})"
+        )
     x1, y1, x2, y2 = shown
-    return AnnotationError(f"{OBJECT_FILE}[{frame.key!r}][{index}]['bbox']: Expected (x, y, w, h) with finite values "
-                           f"and w, h >= 0, i.e. {BOX_RULE} (docs/boxes.md), but got xyxy {shown} (w = {x2 - x1}, "
-                           f"h = {y2 - y1}: {reason})")
+    return AnnotationError(
+        f"{OBJECT_FILE}[{frame.key!r}][{index}]['bbox']: Expected (x, y, w, h) with finite values "
+        f"and w, h >= 0, i.e. {BOX_RULE} (docs/boxes.md), but got xyxy {shown} (w = {x2 - x1}, "
+        f"h = {y2 - y1}: {reason})"
+    )
 
 
-def _check_boxes(frames: List[_RawFrame]) -> None:
+def _check_boxes(frames: list[_RawFrame]) -> None:
     """Apply the box rule to every person and visible object box of ``frames`` at once (float32, as they are
     kept). A box breaking it raises if its frame passes rule 2 (it would be trained on and scored), else it is
     counted in the frame's ``invalid_boxes`` (the frame is dropped as ``no_visible_object`` or ``no_person``)."""
-    rows: List[List[float]] = []
-    owners: List[Tuple[int, int]] = []  # (frame position, object entry index or -1 for the person)
+    rows: list[list[float]] = []
+    owners: list[tuple[int, int]] = []  # (frame position, object entry index or -1 for the person)
     for position, frame in enumerate(frames):
         if frame.person_xyxy is not None:
             rows.append(frame.person_xyxy)
@@ -501,9 +552,9 @@ def _check_boxes(frames: List[_RawFrame]) -> None:
             obj.valid = obj.valid and obj.index != index  # not counted as "small" either
 
 
-def _assign_missing_splits(frames: List[_RawFrame]) -> None:
+def _assign_missing_splits(frames: list[_RawFrame]) -> None:
     """A frame without object entries takes the split of its video's other frames (rule 1 needs an entry)."""
-    video_split: Dict[str, str] = {}
+    video_split: dict[str, str] = {}
     for frame in frames:
         if frame.split is not None:
             video_split.setdefault(frame.video, frame.split)
@@ -512,30 +563,46 @@ def _assign_missing_splits(frames: List[_RawFrame]) -> None:
             frame.split = video_split.get(frame.video, UNKNOWN_SPLIT)
 
 
-def _filter_frame(raw: _RawFrame, min_side: float, rep: SplitReport) -> Optional[FrameAnnotation]:
+def _filter_frame(raw: _RawFrame, min_side: float, rep: SplitReport) -> FrameAnnotation | None:
     """Rules 2, 3 and 5 for one frame: the annotation, or None after counting the drop reason in ``rep``."""
     valid = [o for o in raw.objects if o.valid]  # all of them unless the frame has no person box
     kept = [o for o in valid if o.short_side >= min_side]
     rep.objects_small += len(valid) - len(kept)
-    reason = ("no_visible_object" if not raw.objects else "no_person" if raw.person_xyxy is None
-              else "all_objects_small" if not kept else None)
+    reason = (
+        "no_visible_object"
+        if not raw.objects
+        else "no_person"
+        if raw.person_xyxy is None
+        else "all_objects_small"
+        if not kept
+        else None
+    )
     if reason is not None:
         rep.frames_dropped[reason] += 1
         return None
     assert raw.person_xyxy is not None and raw.split is not None
     boxes = np.array([raw.person_xyxy] + [o.box_xyxy for o in kept], dtype=np.float32)  # [N+1, 4]
     labels = np.array([vocab.PERSON_LABEL] + [o.label for o in kept], dtype=np.int64)
-    return FrameAnnotation(key=raw.key, video=raw.video, number=raw.number, split=raw.split, width=raw.width,
-                           height=raw.height, boxes_xyxy=boxes, labels=labels,
-                           attention=np.array([o.attention for o in kept], dtype=np.int64),  # [N, 3]
-                           spatial=np.array([o.spatial for o in kept], dtype=np.int64),  # [N, 6]
-                           contacting=np.array([o.contacting for o in kept], dtype=np.int64))  # [N, 17]
+    return FrameAnnotation(
+        key=raw.key,
+        video=raw.video,
+        number=raw.number,
+        split=raw.split,
+        width=raw.width,
+        height=raw.height,
+        boxes_xyxy=boxes,
+        labels=labels,
+        attention=np.array([o.attention for o in kept], dtype=np.int64),  # [N, 3]
+        spatial=np.array([o.spatial for o in kept], dtype=np.int64),  # [N, 6]
+        contacting=np.array([o.contacting for o in kept], dtype=np.int64),
+    )  # [N, 17]
 
 
-def _filter_videos(candidates: Dict[str, List[FrameAnnotation]], min_frames: int,
-                   rep: SplitReport) -> List[FrameAnnotation]:
+def _filter_videos(
+    candidates: dict[str, list[FrameAnnotation]], min_frames: int, rep: SplitReport
+) -> list[FrameAnnotation]:
     """Rule 4: keep the videos of one split with at least ``min_frames`` frames; frames sorted by number."""
-    kept: List[FrameAnnotation] = []
+    kept: list[FrameAnnotation] = []
     for video in sorted(candidates):
         frames = sorted(candidates[video], key=lambda f: f.number)
         if len(frames) >= min_frames:
@@ -558,36 +625,37 @@ class AGAnnotations:
         report: the :class:`FilterReport` of the filtering.
     """
 
-    def __init__(self, root: Path, task: str, frames_by_split: Dict[str, List[FrameAnnotation]],
-                 report: FilterReport) -> None:
+    def __init__(
+        self, root: Path, task: str, frames_by_split: dict[str, list[FrameAnnotation]], report: FilterReport
+    ) -> None:
         self.root = root
         self.task = task
         self.report = report
         self._frames = frames_by_split
 
     @property
-    def splits(self) -> List[str]:
+    def splits(self) -> list[str]:
         """Names of the splits that have kept frames, sorted."""
         return sorted(name for name, frames in self._frames.items() if frames)
 
-    def frames(self, split: str) -> List[FrameAnnotation]:
+    def frames(self, split: str) -> list[FrameAnnotation]:
         """Kept frames of ``split``, sorted by video then frame number (empty for an unknown split)."""
         return list(self._frames.get(split, []))
 
-    def videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
+    def videos(self, split: str) -> dict[str, list[FrameAnnotation]]:
         """``video -> its kept frames sorted by number`` for ``split``, videos in sorted order."""
-        grouped: Dict[str, List[FrameAnnotation]] = {}
+        grouped: dict[str, list[FrameAnnotation]] = {}
         for frame in self._frames.get(split, []):
             grouped.setdefault(frame.video, []).append(frame)
         return grouped
 
-    def triplet_categories(self, split: str = "train") -> Dict[str, List[List[int]]]:
+    def triplet_categories(self, split: str = "train") -> dict[str, list[list[int]]]:
         """Sorted unique ``[global predicate index, AG object index]`` pairs per predicate type (section 3).
 
         Returns:
             ``{"attention": [[p, o], ...], "spatial": [...], "contacting": [...]}``, from ``split`` (train).
         """
-        found: Dict[str, set] = {kind: set() for kind in vocab.PREDICATE_TYPES}
+        found: dict[str, set] = {kind: set() for kind in vocab.PREDICATE_TYPES}
         for frame in self._frames.get(split, []):
             for kind in vocab.PREDICATE_TYPES:
                 rows, cols = np.nonzero(getattr(frame, kind))
@@ -601,7 +669,7 @@ def default_filter_small(task: str) -> float:
     return 0.0 if task == "predcls" else SMALL_BOX_MIN_SIDE
 
 
-def _validate_options(task: str, min_frames: int, filter_small: Optional[float]) -> float:
+def _validate_options(task: str, min_frames: int, filter_small: float | None) -> float:
     """Check the loader options and return the effective "filter small" threshold."""
     if task not in TASKS:
         raise ValueError(f"Expected task in {list(TASKS)} but got {task!r}")
@@ -612,7 +680,7 @@ def _validate_options(task: str, min_frames: int, filter_small: Optional[float])
     return default_filter_small(task) if filter_small is None else float(filter_small)
 
 
-def _read_raw_frames(root: PathLike) -> List[_RawFrame]:
+def _read_raw_frames(root: PathLike) -> list[_RawFrame]:
     """Read and validate both pickles and the class files of ``root`` (no filtering)."""
     annotations = Path(root) / ANNOTATION_DIR
     read_class_file(annotations / OBJECT_CLASSES_FILE, vocab.OBJECT_CLASSES, vocab.RAW_OBJECT_NAMES)
@@ -626,8 +694,9 @@ def _read_raw_frames(root: PathLike) -> List[_RawFrame]:
     return frames
 
 
-def load_annotations(root: PathLike, task: str = "sgdet", min_frames: int = DEFAULT_MIN_FRAMES,
-                     filter_small: Optional[float] = None) -> AGAnnotations:
+def load_annotations(
+    root: PathLike, task: str = "sgdet", min_frames: int = DEFAULT_MIN_FRAMES, filter_small: float | None = None
+) -> AGAnnotations:
     """Read an AG root and apply the standard filtering of the task.
 
     Args:
@@ -647,8 +716,8 @@ def load_annotations(root: PathLike, task: str = "sgdet", min_frames: int = DEFA
     """
     min_side = _validate_options(task, min_frames, filter_small)
     report = FilterReport(task=task, min_frames=min_frames, filter_small=min_side)
-    candidates: Dict[str, Dict[str, List[FrameAnnotation]]] = defaultdict(lambda: defaultdict(list))
-    videos_seen: Dict[str, set] = defaultdict(set)
+    candidates: dict[str, dict[str, list[FrameAnnotation]]] = defaultdict(lambda: defaultdict(list))
+    videos_seen: dict[str, set] = defaultdict(set)
     for raw in _read_raw_frames(root):
         split = raw.split or UNKNOWN_SPLIT
         rep = report.split(split)

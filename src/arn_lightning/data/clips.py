@@ -16,8 +16,8 @@ scores it; repeats are False.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,8 +29,8 @@ EVAL_SCHEMES = ("tiled", "keyframe")
 class Clip:
     """One clip: ``frames`` are indices into the dataset's frame list, ``evaluate`` flags the slots to score."""
 
-    frames: Tuple[int, ...]
-    evaluate: Tuple[bool, ...]
+    frames: tuple[int, ...]
+    evaluate: tuple[bool, ...]
 
 
 def _check(clip_len: int, window: str = "causal") -> None:
@@ -40,17 +40,17 @@ def _check(clip_len: int, window: str = "causal") -> None:
         raise ValueError(f"Expected window in {list(WINDOWS)} but got {window!r}")
 
 
-def _pad_front(positions: List[int], clip_len: int) -> List[int]:
+def _pad_front(positions: list[int], clip_len: int) -> list[int]:
     """Repeat the first position in front until the window has ``clip_len`` slots."""
     return [positions[0]] * (clip_len - len(positions)) + positions
 
 
-def last_occurrence(positions: Sequence[int]) -> Tuple[bool, ...]:
+def last_occurrence(positions: Sequence[int]) -> tuple[bool, ...]:
     """True on the last occurrence of every position, False on earlier repeats: ``[0, 0, 1] -> (F, T, T)``."""
-    return tuple(p not in positions[i + 1:] for i, p in enumerate(positions))
+    return tuple(p not in positions[i + 1 :] for i, p in enumerate(positions))
 
 
-def keyframe_window(num_frames: int, key: int, clip_len: int, window: str) -> Tuple[List[int], int]:
+def keyframe_window(num_frames: int, key: int, clip_len: int, window: str) -> tuple[list[int], int]:
     """Window of the key frame ``key`` in a video of ``num_frames`` frames.
 
     Returns:
@@ -70,7 +70,7 @@ def keyframe_window(num_frames: int, key: int, clip_len: int, window: str) -> Tu
     return positions, len(positions) - 1 - positions[::-1].index(key)
 
 
-def tiled_windows(num_frames: int, clip_len: int) -> List[Tuple[List[int], Tuple[bool, ...]]]:
+def tiled_windows(num_frames: int, clip_len: int) -> list[tuple[list[int], tuple[bool, ...]]]:
     """Non-overlapping windows covering a video, each frame scored exactly once.
 
     Example: 7 frames, ``clip_len`` 3 -> ``[0, 1, 2]`` (T, T, T), ``[3, 4, 5]`` (T, T, T), ``[4, 5, 6]`` (F, F, T).
@@ -81,8 +81,9 @@ def tiled_windows(num_frames: int, clip_len: int) -> List[Tuple[List[int], Tuple
     if num_frames < clip_len:
         positions = _pad_front(list(range(num_frames)), clip_len)
         return [(positions, last_occurrence(positions))]
-    windows = [(list(range(s, s + clip_len)), (True,) * clip_len)
-               for s in range(0, num_frames - clip_len + 1, clip_len)]
+    windows = [
+        (list(range(s, s + clip_len)), (True,) * clip_len) for s in range(0, num_frames - clip_len + 1, clip_len)
+    ]
     covered = windows[-1][0][-1] + 1
     if covered < num_frames:
         positions = list(range(num_frames - clip_len, num_frames))
@@ -90,7 +91,7 @@ def tiled_windows(num_frames: int, clip_len: int) -> List[Tuple[List[int], Tuple
     return windows
 
 
-def training_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str) -> List[Clip]:
+def training_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str) -> list[Clip]:
     """One clip per frame of every video (its key frame); ``evaluate`` marks distinct frames (last occurrence).
 
     Args:
@@ -106,8 +107,9 @@ def training_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str) 
     return clips
 
 
-def evaluation_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str = "causal",
-                     scheme: str = "tiled") -> List[Clip]:
+def evaluation_clips(
+    videos: Sequence[Sequence[int]], clip_len: int, window: str = "causal", scheme: str = "tiled"
+) -> list[Clip]:
     """Clips that score every frame of ``videos`` exactly once (see the module docstring).
 
     Args:
@@ -129,7 +131,7 @@ def evaluation_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str
     return clips
 
 
-def subsample_videos(videos: Dict[str, List[int]], max_frames: Optional[int], seed: int = 0) -> Dict[str, List[int]]:
+def subsample_videos(videos: dict[str, list[int]], max_frames: int | None, seed: int = 0) -> dict[str, list[int]]:
     """Whole videos in a seeded random order until ``max_frames`` frames, the last one cut; None keeps all.
 
     Keeping whole videos (rather than scattered frames) keeps the temporal context of the evaluated frames.
@@ -140,7 +142,7 @@ def subsample_videos(videos: Dict[str, List[int]], max_frames: Optional[int], se
     if max_frames < 1:
         raise ValueError(f"Expected max_frames >= 1 or None but got {max_frames}")
     names = list(videos)
-    kept: Dict[str, List[int]] = {}
+    kept: dict[str, list[int]] = {}
     left = max_frames
     for index in np.random.default_rng(seed).permutation(len(names)):
         if left <= 0:
@@ -151,7 +153,7 @@ def subsample_videos(videos: Dict[str, List[int]], max_frames: Optional[int], se
     return {name: kept[name] for name in names if name in kept}
 
 
-def subsample_clips(clips: List[Clip], max_clips: Optional[int], seed: int = 0) -> List[Clip]:
+def subsample_clips(clips: list[Clip], max_clips: int | None, seed: int = 0) -> list[Clip]:
     """A seeded random subset of at most ``max_clips`` clips, in their original order; None keeps all."""
     if max_clips is None or max_clips >= len(clips):
         return list(clips)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
@@ -11,7 +12,7 @@ from torch.utils.data import get_worker_info
 from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_into
 
 
-def new_batch_tensor(shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def new_batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor; inside a DataLoader worker it is allocated in shared memory directly, as
     ``default_collate`` does, so that sending the batch to the main process copies nothing."""
     if get_worker_info() is None:
@@ -33,7 +34,7 @@ class ClipCollator:
             raise ValueError(f"Expected 3 means and 3 positive stds but got mean={mean}, std={std}")
         self.mean, self.std = tuple(mean), tuple(std)
 
-    def __call__(self, clips: Sequence[Sequence[Dict[str, Any]]]) -> Dict[str, Any]:
+    def __call__(self, clips: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
         """Build a batch.
 
         Args:
@@ -57,8 +58,10 @@ class ClipCollator:
         for index, sample in enumerate(samples):
             image = sample["image"]
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-                raise ValueError(f"Expected sample {index} to hold a uint8 [3, h, w] image but got "
-                                 f"{image.dtype} {tuple(image.shape)}")
+                raise ValueError(
+                    f"Expected sample {index} to hold a uint8 [3, h, w] image but got "
+                    f"{image.dtype} {tuple(image.shape)}"
+                )
             h, w = image.shape[-2:]
             # Each pixel is written once: the image region normalised, the padding strips zeroed.
             normalize_into(pixel_values[index, :, :h, :w], image, self.mean, self.std)
@@ -74,6 +77,6 @@ class ClipCollator:
         }
 
 
-def collate_clips(clips: Sequence[Sequence[Dict[str, Any]]]) -> Dict[str, Any]:
+def collate_clips(clips: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
     """:class:`ClipCollator` with ImageNet statistics."""
     return ClipCollator()(clips)

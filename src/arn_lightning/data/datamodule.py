@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import lightning as L
 import torch
@@ -16,8 +16,14 @@ from torch.utils.data import DataLoader
 from arn_lightning import vocab
 from arn_lightning.data import ag
 from arn_lightning.data.ag import AGAnnotations, FrameAnnotation, load_annotations
-from arn_lightning.data.clips import (EVAL_SCHEMES, WINDOWS, evaluation_clips, subsample_clips, subsample_videos,
-                                      training_clips)
+from arn_lightning.data.clips import (
+    EVAL_SCHEMES,
+    WINDOWS,
+    evaluation_clips,
+    subsample_clips,
+    subsample_videos,
+    training_clips,
+)
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.dataset import BAD_FRAME_MODES, AGClipDataset
 from arn_lightning.data.frames import FrameError, find_missing_frames
@@ -62,28 +68,49 @@ class AGDataModule(L.LightningDataModule):
         synthetic_frames: frames per video of the generated synthetic AG.
     """
 
-    def __init__(self, root: str, task: str = "sgdet", clip_len: int = 3, window: str = "causal",
-                 eval_scheme: str = "tiled", min_frames: int = ag.DEFAULT_MIN_FRAMES,
-                 filter_small: Optional[float] = None, resize_shorter: int = 600, resize_longer: int = 1000,
-                 flip_prob: float = 0.5, batch_size: int = 8, eval_batch_size: int = 8, num_workers: int = 0,
-                 pin_memory: bool = False, persistent_workers: bool = False, on_bad_frame: str = "error",
-                 val_split: str = "test", predict_split: str = "test", max_train_frames: Optional[int] = None,
-                 max_eval_frames: Optional[int] = None, seed: int = 0, frames_dir: Optional[str] = None,
-                 synthetic: bool = False, synthetic_videos: int = 200, synthetic_frames: int = 8) -> None:
+    def __init__(
+        self,
+        root: str,
+        task: str = "sgdet",
+        clip_len: int = 3,
+        window: str = "causal",
+        eval_scheme: str = "tiled",
+        min_frames: int = ag.DEFAULT_MIN_FRAMES,
+        filter_small: float | None = None,
+        resize_shorter: int = 600,
+        resize_longer: int = 1000,
+        flip_prob: float = 0.5,
+        batch_size: int = 8,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        on_bad_frame: str = "error",
+        val_split: str = "test",
+        predict_split: str = "test",
+        max_train_frames: int | None = None,
+        max_eval_frames: int | None = None,
+        seed: int = 0,
+        frames_dir: str | None = None,
+        synthetic: bool = False,
+        synthetic_videos: int = 200,
+        synthetic_frames: int = 8,
+    ) -> None:
         super().__init__()
-        validate_data_options(task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size,
-                              num_workers)
+        validate_data_options(
+            task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size, num_workers
+        )
         resized_hw(1, 1, resize_shorter, resize_longer)  # raises on an invalid resize setting
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"Expected flip_prob in [0, 1] but got {flip_prob}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.frames_dir = Path(frames_dir) if frames_dir is not None else self.root / ag.FRAMES_DIR
-        self._annotations: Optional[AGAnnotations] = None
-        self._videos: Dict[str, Dict[str, List[FrameAnnotation]]] = {}
-        self.datasets: Dict[str, AGClipDataset] = {}
+        self._annotations: AGAnnotations | None = None
+        self._videos: dict[str, dict[str, list[FrameAnnotation]]] = {}
+        self.datasets: dict[str, AGClipDataset] = {}
         #: split -> frame keys left out because their image is missing (``on_bad_frame="skip"``).
-        self.skipped_frames: Dict[str, List[str]] = {}
+        self.skipped_frames: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------------------------------------- annotations
     def _ensure_synthetic(self) -> None:
@@ -101,8 +128,12 @@ class AGDataModule(L.LightningDataModule):
         self.root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.gen-", dir=self.root.parent))
         try:
-            generate(staging / "ag", videos=self.hparams.synthetic_videos, frames=self.hparams.synthetic_frames,
-                     seed=self.hparams.seed)
+            generate(
+                staging / "ag",
+                videos=self.hparams.synthetic_videos,
+                frames=self.hparams.synthetic_frames,
+                seed=self.hparams.seed,
+            )
             try:
                 (staging / "ag").replace(self.root)
             except OSError:
@@ -122,7 +153,7 @@ class AGDataModule(L.LightningDataModule):
         return self._annotations
 
     @property
-    def triplet_categories(self) -> Dict[str, List[List[int]]]:
+    def triplet_categories(self) -> dict[str, list[list[int]]]:
         """Sorted unique ``[predicate, object]`` pairs per predicate type in the train split (contract 3).
 
         Works before :meth:`setup` (LightningCLI links it into the model at instantiation).
@@ -130,18 +161,22 @@ class AGDataModule(L.LightningDataModule):
         return self.annotations.triplet_categories("train")
 
     @property
-    def transform_settings(self) -> Dict[str, Any]:
+    def transform_settings(self) -> dict[str, Any]:
         """The frame settings a model trained on this data module must replay at inference (stored in checkpoints).
 
         ``resize_shorter`` / ``resize_longer`` of the evaluation transform and the clip shape (``clip_len``,
         ``window``); the normalisation is the collate's ImageNet mean / std.
         """
         hp = self.hparams
-        return {"resize_shorter": hp.resize_shorter, "resize_longer": hp.resize_longer, "clip_len": hp.clip_len,
-                "window": hp.window}
+        return {
+            "resize_shorter": hp.resize_shorter,
+            "resize_longer": hp.resize_longer,
+            "clip_len": hp.clip_len,
+            "window": hp.window,
+        }
 
     @property
-    def vocabulary(self) -> Dict[str, List[str]]:
+    def vocabulary(self) -> dict[str, list[str]]:
         """Class names: ``objects`` (index i is AG object index i, 0 background) and the predicates per type."""
         names = {"objects": vocab.object_names()}
         names.update({kind: list(vocab.TYPE_PREDICATES[kind]) for kind in vocab.PREDICATE_TYPES})
@@ -151,15 +186,17 @@ class AGDataModule(L.LightningDataModule):
         """Annotation split of a dataloader split (``val`` / ``predict`` map to the configured splits)."""
         return {"val": self.hparams.val_split, "predict": self.hparams.predict_split}.get(split, split)
 
-    def _usable_videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
+    def _usable_videos(self, split: str) -> dict[str, list[FrameAnnotation]]:
         """Videos of an annotation split whose frame images exist (missing ones raise or are skipped)."""
         if split not in self._videos:
             if split not in self.annotations.splits:
                 hp = self.hparams
-                raise ValueError(f"Expected the split {split!r} in data.root={self.root}, which has the splits "
-                                 f"{self.annotations.splits} after the {hp.task} filtering (min_frames "
-                                 f"{hp.min_frames}, filter_small {hp.filter_small}); check data.val_split / "
-                                 f"data.predict_split, and `arn-lightning stats --root {self.root}`")
+                raise ValueError(
+                    f"Expected the split {split!r} in data.root={self.root}, which has the splits "
+                    f"{self.annotations.splits} after the {hp.task} filtering (min_frames "
+                    f"{hp.min_frames}, filter_small {hp.filter_small}); check data.val_split / "
+                    f"data.predict_split, and `arn-lightning stats --root {self.root}`"
+                )
             videos = self.annotations.videos(split)
             keys = [f.key for frames in videos.values() for f in frames]
             missing = set(find_missing_frames(self.frames_dir, keys))
@@ -169,17 +206,19 @@ class AGDataModule(L.LightningDataModule):
             self._videos[split] = {v: fs for v, fs in self._videos[split].items() if fs}
         return self._videos[split]
 
-    def _report_missing(self, split: str, missing: List[str]) -> None:
+    def _report_missing(self, split: str, missing: list[str]) -> None:
         """Raise (``on_bad_frame="error"``) or warn about and record missing frame images."""
         listed = ", ".join(str(self.frames_dir / k) for k in missing[:LISTED_FRAMES])
         message = f"{len(missing)} frame image(s) of split {split!r} are missing or empty, e.g. {listed}"
         if self.hparams.on_bad_frame == "error":
-            raise FrameError(f"Expected every annotated frame under {self.frames_dir} but {message} (run "
-                             f"`arn-lightning dump-frames`, or set on_bad_frame='skip')")
+            raise FrameError(
+                f"Expected every annotated frame under {self.frames_dir} but {message} (run "
+                f"`arn-lightning dump-frames`, or set on_bad_frame='skip')"
+            )
         warnings.warn(f"Skipping {message}", RuntimeWarning, stacklevel=3)
         self.skipped_frames[split] = missing
 
-    def _eval_videos(self, split: str) -> Dict[str, List[FrameAnnotation]]:
+    def _eval_videos(self, split: str) -> dict[str, list[FrameAnnotation]]:
         """The videos (possibly subsampled by ``max_eval_frames``) evaluated for a dataloader split.
 
         With ``on_bad_frame="skip"`` a frame whose image is missing stays in the split: it is scored as a frame with
@@ -187,11 +226,12 @@ class AGDataModule(L.LightningDataModule):
         videos = self._usable_videos(self._split_name(split))  # raises on missing images unless skipping
         if self.hparams.on_bad_frame == "skip":
             videos = self.annotations.videos(self._split_name(split))
-        picked = subsample_videos({v: list(range(len(fs))) for v, fs in videos.items()},
-                                  self.hparams.max_eval_frames, self.hparams.seed)
+        picked = subsample_videos(
+            {v: list(range(len(fs))) for v, fs in videos.items()}, self.hparams.max_eval_frames, self.hparams.seed
+        )
         return {v: [videos[v][i] for i in idx] for v, idx in picked.items()}
 
-    def ground_truth(self, split: str) -> List[FrameAnnotation]:
+    def ground_truth(self, split: str) -> list[FrameAnnotation]:
         """The frames scored in ``split`` (``val``, ``test``, ``predict`` or an annotation split name), in
         dataloader order: after the frame-image check and ``max_eval_frames``."""
         return [f for frames in self._eval_videos(split).values() for f in frames]
@@ -202,8 +242,9 @@ class AGDataModule(L.LightningDataModule):
         self._ensure_synthetic()
         for name in (ag.PERSON_FILE, ag.OBJECT_FILE, ag.OBJECT_CLASSES_FILE, ag.RELATIONSHIP_CLASSES_FILE):
             if not (self.root / ag.ANNOTATION_DIR / name).is_file():
-                raise ag.AnnotationError(f"Expected the annotation file {self.root / ag.ANNOTATION_DIR / name} "
-                                         f"but it does not exist")
+                raise ag.AnnotationError(
+                    f"Expected the annotation file {self.root / ag.ANNOTATION_DIR / name} but it does not exist"
+                )
 
     def _build(self, split: str) -> AGClipDataset:
         """The dataset of a dataloader split: ``train`` (key-frame clips) or an evaluation split (tiled)."""
@@ -221,12 +262,14 @@ class AGDataModule(L.LightningDataModule):
             clips = evaluation_clips(groups, hp.clip_len, hp.window, hp.eval_scheme)
             transform = ClipTransform(hp.resize_shorter, hp.resize_longer, 0.0)
         if not clips:
-            raise ValueError(f"Expected at least one {split} clip in split {self._split_name(split)!r} of "
-                             f"data.root={self.root} but got none: no frame image of the split is under "
-                             f"{self.frames_dir} (run `arn-lightning dump-frames`)")
+            raise ValueError(
+                f"Expected at least one {split} clip in split {self._split_name(split)!r} of "
+                f"data.root={self.root} but got none: no frame image of the split is under "
+                f"{self.frames_dir} (run `arn-lightning dump-frames`)"
+            )
         return AGClipDataset(frames, clips, self.frames_dir, transform, hp.on_bad_frame, train=split == "train")
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict``; None: all)."""
         stages = [stage] if stage is not None else list(STAGE_SPLITS)
         for name in stages:
@@ -236,7 +279,7 @@ class AGDataModule(L.LightningDataModule):
                 if split not in self.datasets:
                     self.datasets[split] = self._build(split)
 
-    def _world(self) -> Tuple[int, int]:
+    def _world(self) -> tuple[int, int]:
         """``(rank, world size)`` of the attached trainer (``(0, 1)`` without one)."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
@@ -263,19 +306,34 @@ class AGDataModule(L.LightningDataModule):
         hp = self.hparams
         rank, world = self._world()
         dataset = self.datasets[split]
-        common = dict(num_workers=hp.num_workers, pin_memory=hp.pin_memory,
-                      persistent_workers=hp.persistent_workers and hp.num_workers > 0, collate_fn=ClipCollator())
+        common = dict(
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            collate_fn=ClipCollator(),
+        )
         if split == "train":
             sampler = EpochSampler(len(dataset), num_replicas=world, rank=rank, seed=hp.seed, shuffle=shuffle)
-            return ResumableLoader(dataset, batch_size=hp.batch_size, sampler=sampler,
-                                   batches_done=self._batches_done, current_epoch=self._current_epoch,
-                                   generator_seed=hp.seed, **common)
+            return ResumableLoader(
+                dataset,
+                batch_size=hp.batch_size,
+                sampler=sampler,
+                batches_done=self._batches_done,
+                current_epoch=self._current_epoch,
+                generator_seed=hp.seed,
+                **common,
+            )
         # Evaluation: every frame exactly once over the processes (no DistributedSampler padding). Its own generator:
         # a loader without one draws its worker seed from the global RNG, so validating would shift the training's
         # random streams (dropout), and a run's weights would depend on the validation schedule and resume point.
-        return DataLoader(dataset, batch_size=hp.eval_batch_size, shuffle=False,
-                          sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank),
-                          generator=torch.Generator().manual_seed(hp.seed), **common)
+        return DataLoader(
+            dataset,
+            batch_size=hp.eval_batch_size,
+            shuffle=False,
+            sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank),
+            generator=torch.Generator().manual_seed(hp.seed),
+            **common,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Key-frame clips of the train split in a ``(seed, epoch)``-seeded order (resumable, see
@@ -295,20 +353,30 @@ class AGDataModule(L.LightningDataModule):
         return self._loader("predict", shuffle=False)
 
 
-def validate_data_options(task: str = "sgdet", clip_len: int = 3, window: str = "causal", eval_scheme: str = "tiled",
-                          on_bad_frame: str = "error", batch_size: int = 8, eval_batch_size: int = 8,
-                          num_workers: int = 0) -> None:
+def validate_data_options(
+    task: str = "sgdet",
+    clip_len: int = 3,
+    window: str = "causal",
+    eval_scheme: str = "tiled",
+    on_bad_frame: str = "error",
+    batch_size: int = 8,
+    eval_batch_size: int = 8,
+    num_workers: int = 0,
+) -> None:
     """Check the DataModule's options (the CLI calls it on the parsed config before building anything).
 
     Raises:
         ValueError: an option outside its allowed values, naming it.
     """
-    checks = [(task in ag.TASKS, f"task in {list(ag.TASKS)}", task), (clip_len >= 1, "clip_len >= 1", clip_len),
-              (window in WINDOWS, f"window in {list(WINDOWS)}", window),
-              (eval_scheme in EVAL_SCHEMES, f"eval_scheme in {list(EVAL_SCHEMES)}", eval_scheme),
-              (on_bad_frame in BAD_FRAME_MODES, f"on_bad_frame in {list(BAD_FRAME_MODES)}", on_bad_frame),
-              (batch_size >= 1 and eval_batch_size >= 1, "batch sizes >= 1", (batch_size, eval_batch_size)),
-              (isinstance(num_workers, int) and num_workers >= 0, "num_workers >= 0", num_workers)]
+    checks = [
+        (task in ag.TASKS, f"task in {list(ag.TASKS)}", task),
+        (clip_len >= 1, "clip_len >= 1", clip_len),
+        (window in WINDOWS, f"window in {list(WINDOWS)}", window),
+        (eval_scheme in EVAL_SCHEMES, f"eval_scheme in {list(EVAL_SCHEMES)}", eval_scheme),
+        (on_bad_frame in BAD_FRAME_MODES, f"on_bad_frame in {list(BAD_FRAME_MODES)}", on_bad_frame),
+        (batch_size >= 1 and eval_batch_size >= 1, "batch sizes >= 1", (batch_size, eval_batch_size)),
+        (isinstance(num_workers, int) and num_workers >= 0, "num_workers >= 0", num_workers),
+    ]
     for ok, expected, got in checks:
         if not ok:
             raise ValueError(f"Expected {expected} but got {got!r}")

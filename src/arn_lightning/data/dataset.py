@@ -15,8 +15,9 @@ of the annotated size, every slot unscored.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,8 +33,9 @@ from arn_lightning.data.transforms import ClipTransform, flip_boxes_xyxy
 BAD_FRAME_MODES = ("error", "skip")
 
 
-def build_target(frame: FrameAnnotation, boxes_xyxy: Tensor, size_hw: Sequence[int], flipped: bool,
-                 evaluate: bool) -> Dict[str, Any]:
+def build_target(
+    frame: FrameAnnotation, boxes_xyxy: Tensor, size_hw: Sequence[int], flipped: bool, evaluate: bool
+) -> dict[str, Any]:
     """Target dict of one frame (ARCHITECTURE.md section 2).
 
     Args:
@@ -64,8 +66,10 @@ def build_target(frame: FrameAnnotation, boxes_xyxy: Tensor, size_hw: Sequence[i
         "sub_boxes": cxcywh[:1].expand(n, 4).clone(),
         "obj_boxes": cxcywh[1:].clone(),
         "obj_labels": torch.from_numpy(frame.labels[1:].copy()),
-        **{kind: torch.from_numpy(getattr(frame, kind).copy()).reshape(n, vocab.TYPE_SIZES[kind])  # [N, K]
-           for kind in vocab.PREDICATE_TYPES},
+        **{
+            kind: torch.from_numpy(getattr(frame, kind).copy()).reshape(n, vocab.TYPE_SIZES[kind])  # [N, K]
+            for kind in vocab.PREDICATE_TYPES
+        },
         "boxes": boxes,
         "labels": torch.from_numpy(frame.labels.copy()),
     }
@@ -85,8 +89,15 @@ class AGClipDataset(Dataset):
             black frames).
     """
 
-    def __init__(self, frames: Sequence[FrameAnnotation], clips: Sequence[Clip], frames_dir: Union[str, Path],
-                 transform: ClipTransform, on_bad_frame: str = "error", train: bool = False) -> None:
+    def __init__(
+        self,
+        frames: Sequence[FrameAnnotation],
+        clips: Sequence[Clip],
+        frames_dir: str | Path,
+        transform: ClipTransform,
+        on_bad_frame: str = "error",
+        train: bool = False,
+    ) -> None:
         if on_bad_frame not in BAD_FRAME_MODES:
             raise ValueError(f"Expected on_bad_frame in {list(BAD_FRAME_MODES)} but got {on_bad_frame!r}")
         self.frames = list(frames)
@@ -95,13 +106,13 @@ class AGClipDataset(Dataset):
         self.transform = transform
         self.on_bad_frame = on_bad_frame
         self.train = train
-        self.bad_frames: List[str] = []
-        self._reasons: Dict[int, str] = {}
+        self.bad_frames: list[str] = []
+        self._reasons: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def _read(self, index: int) -> Optional[Tensor]:
+    def _read(self, index: int) -> Tensor | None:
         """Decode frame ``index`` (None for a bad frame in "skip" mode)."""
         frame = self.frames[index]
         try:
@@ -115,7 +126,7 @@ class AGClipDataset(Dataset):
             self._reasons[index] = str(exc)
             return None
 
-    def _load_clip(self, clip: Clip) -> Optional[tuple]:
+    def _load_clip(self, clip: Clip) -> tuple | None:
         """Images, frame indices, evaluate flags and unreadable scored slots of a clip (a bad frame's slot borrows
         the nearest good one); None when no frame of the clip is readable."""
         decoded = {index: self._read(index) for index in dict.fromkeys(clip.frames)}
@@ -153,10 +164,12 @@ class AGClipDataset(Dataset):
             loaded = self._load_clip(self.clips[(index + offset) % len(self.clips)])
             if loaded is not None:
                 return loaded
-        raise FrameError(f"Expected at least one readable frame among the {len(self.clips)} training clips under "
-                         f"{self.frames_dir} but none could be decoded (first: {self.bad_frames[:3]})")
+        raise FrameError(
+            f"Expected at least one readable frame among the {len(self.clips)} training clips under "
+            f"{self.frames_dir} but none could be decoded (first: {self.bad_frames[:3]})"
+        )
 
-    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> List[Dict[str, Any]]:
+    def __getitem__(self, item: int | tuple[int, int]) -> list[dict[str, Any]]:
         """The ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}`` of a clip.
 
         ``item`` is a clip index, or a training draw ``(clip index, augmentation seed)``
@@ -166,10 +179,13 @@ class AGClipDataset(Dataset):
         images, indices, flags, unreadable = self._readable_clip(index)
         boxes = [torch.from_numpy(self.frames[i].boxes_xyxy.copy()) for i in indices]
         images, boxes, flipped = self.transform(images, boxes, flip=self.transform.draw_flip(seed))
-        samples = [{"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
-                   for image, box, i, flag in zip(images, boxes, indices, flags)]
+        samples = [
+            {"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
+            for image, box, i, flag in zip(images, boxes, indices, flags)
+        ]
         for slot, frame_index in ({} if self.train else unreadable).items():
             samples[slot]["target"]["unreadable"] = {
                 "reason": self._reasons.get(frame_index, "no readable frame in its clip"),
-                "ground_truth": self.frames[frame_index].eval_target()}
+                "ground_truth": self.frames[frame_index].eval_target(),
+            }
         return samples

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
 
 import av
 import av.error
 from PIL import Image
 
-PathLike = Union[str, Path]
+from arn_lightning._types import PathLike
+
 #: Number of the first frame of a video (ffmpeg's image2 muxer starts its ``%06d`` at 1).
 FIRST_FRAME_NUMBER = 1
 #: Digits of the frame number in a frame file name (``000089.png``), as in Action Genome.
@@ -53,8 +54,10 @@ def frame_file_name(number: int) -> str:
         ValueError: ``number`` is below :data:`FIRST_FRAME_NUMBER`.
     """
     if number < FIRST_FRAME_NUMBER:
-        raise ValueError(f"Expected a frame number >= {FIRST_FRAME_NUMBER} (frame numbers are 1-based: "
-                         f"{FIRST_FRAME_NUMBER:0{FRAME_NUMBER_DIGITS}d}.png is the first frame) but got {number}")
+        raise ValueError(
+            f"Expected a frame number >= {FIRST_FRAME_NUMBER} (frame numbers are 1-based: "
+            f"{FIRST_FRAME_NUMBER:0{FRAME_NUMBER_DIGITS}d}.png is the first frame) but got {number}"
+        )
     return f"{number:0{FRAME_NUMBER_DIGITS}d}.png"
 
 
@@ -88,10 +91,10 @@ class VideoInfo:
         start_offset: seconds from the file's start (its earliest stream) to the video stream's first timestamp.
     """
 
-    frame_rate: Optional[float]
-    average_rate: Optional[float]
-    duration: Optional[float]
-    declared_frames: Optional[int]
+    frame_rate: float | None
+    average_rate: float | None
+    duration: float | None
+    declared_frames: int | None
     streams: int = 1
     start_offset: float = 0.0
 
@@ -105,7 +108,7 @@ class VideoInfo:
 
 
 @contextlib.contextmanager
-def open_video(path: PathLike) -> Iterator["av.container.InputContainer"]:
+def open_video(path: PathLike) -> Iterator[av.container.InputContainer]:
     """Open ``path`` with PyAV and check that it holds a video stream; closes the container on exit.
 
     Raises:
@@ -138,7 +141,7 @@ def probe_video(path: PathLike) -> VideoInfo:
     """
     with open_video(path) as container:
         stream = container.streams.video[0]
-        duration: Optional[float] = None
+        duration: float | None = None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -157,7 +160,7 @@ def probe_video(path: PathLike) -> VideoInfo:
         )
 
 
-def display_rotation(frame: "av.VideoFrame", stream: Optional["av.video.stream.VideoStream"] = None) -> float:
+def display_rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream | None = None) -> float:
     """Counterclockwise degrees the display matrix turns ``frame`` by (0 when there is none).
 
     PyAV >= 13 reads the frame's display matrix (``frame.rotation``); older versions fall back to the stream's
@@ -181,8 +184,11 @@ def rotate_upright(image: Image.Image, rotation: float) -> Image.Image:
     corners); below 1 degree nothing changes.
     """
     clockwise = (-rotation) % 360.0
-    for angle, transpose in ((90.0, Image.Transpose.ROTATE_270), (180.0, Image.Transpose.ROTATE_180),
-                             (270.0, Image.Transpose.ROTATE_90)):
+    for angle, transpose in (
+        (90.0, Image.Transpose.ROTATE_270),
+        (180.0, Image.Transpose.ROTATE_180),
+        (270.0, Image.Transpose.ROTATE_90),
+    ):
         if abs(clockwise - angle) < _RIGHT_ANGLE_TOLERANCE:
             return image.transpose(transpose)
     if min(clockwise, 360.0 - clockwise) < _RIGHT_ANGLE_TOLERANCE:
@@ -190,13 +196,13 @@ def rotate_upright(image: Image.Image, rotation: float) -> Image.Image:
     return image.rotate(rotation, resample=Image.Resampling.BILINEAR, expand=False)
 
 
-def upright_image(frame: "av.VideoFrame", stream: Optional["av.video.stream.VideoStream"] = None) -> Image.Image:
+def upright_image(frame: av.VideoFrame, stream: av.video.stream.VideoStream | None = None) -> Image.Image:
     """The frame as an RGB image the way players show it (:func:`rotate_upright` of :func:`display_rotation`):
     phones record portrait video as landscape frames plus a rotation, and ffmpeg's ``-autorotate`` turns them."""
     return rotate_upright(frame.to_image(), display_rotation(frame, stream))
 
 
-def decode_video(path: PathLike, last: Optional[int] = None) -> Iterator[DecodedFrame]:
+def decode_video(path: PathLike, last: int | None = None) -> Iterator[DecodedFrame]:
     """Decode ``path`` in decode order, yielding every frame numbered from 1, upright, with its timestamp.
 
     Args:
@@ -217,7 +223,7 @@ def decode_video(path: PathLike, last: Optional[int] = None) -> Iterator[Decoded
         stream.thread_type = "AUTO"  # frame / slice threads change the speed, never the frames output
         rate = float(getattr(stream, "guessed_rate", None) or stream.average_rate or 0) or None
         declared = int(stream.frames or 0)
-        start: Optional[float] = None
+        start: float | None = None
         try:
             for frame in container.decode(stream):
                 number += 1
@@ -231,16 +237,19 @@ def decode_video(path: PathLike, last: Optional[int] = None) -> Iterator[Decoded
         except (av.error.FFmpegError, OSError, ValueError) as error:
             if isinstance(error, VideoError):
                 raise
-            raise VideoError(f"Expected a decodable video but decoding {path} failed after {number} frame(s): "
-                             f"{error}") from error
+            raise VideoError(
+                f"Expected a decodable video but decoding {path} failed after {number} frame(s): {error}"
+            ) from error
     if number == 0 and declared > 0:
-        raise VideoError(f"Expected the {declared} frames its container declares in {path} but none decodes (a "
-                         f"truncated or corrupt file)")
+        raise VideoError(
+            f"Expected the {declared} frames its container declares in {path} but none decodes (a "
+            f"truncated or corrupt file)"
+        )
     if number == 0:
         raise VideoError(f"Expected at least one decodable video frame in {path} but found none (empty video)")
 
 
-def off_grid(frame: DecodedFrame, frame_rate: Optional[float]) -> bool:
+def off_grid(frame: DecodedFrame, frame_rate: float | None) -> bool:
     """Whether ``frame`` is :data:`OFF_GRID_PERIODS` or more frame periods away from slot ``number - 1`` of the
     constant-rate grid at ``frame_rate`` (False when the rate is unknown). A constant-rate video has no such frame;
     in a variable-rate one, ffmpeg's default constant-rate image2 output (the AG toolkit's) may number the frames
@@ -250,6 +259,19 @@ def off_grid(frame: DecodedFrame, frame_rate: Optional[float]) -> bool:
     return abs(frame.timestamp * frame_rate - (frame.number - 1)) >= OFF_GRID_PERIODS
 
 
-__all__ = ["FIRST_FRAME_NUMBER", "FRAME_NUMBER_DIGITS", "OFF_GRID_PERIODS", "DecodedFrame", "VideoError",
-           "VideoInfo", "decode_video", "display_rotation", "frame_file_name", "off_grid", "open_video",
-           "probe_video", "rotate_upright", "upright_image"]
+__all__ = [
+    "FIRST_FRAME_NUMBER",
+    "FRAME_NUMBER_DIGITS",
+    "OFF_GRID_PERIODS",
+    "DecodedFrame",
+    "VideoError",
+    "VideoInfo",
+    "decode_video",
+    "display_rotation",
+    "frame_file_name",
+    "off_grid",
+    "open_video",
+    "probe_video",
+    "rotate_upright",
+    "upright_image",
+]

@@ -17,23 +17,32 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 from tqdm import tqdm
 
+from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_path
 from arn_lightning.data import ag
-from arn_lightning.data.decode import (FIRST_FRAME_NUMBER, FRAME_NUMBER_DIGITS, OFF_GRID_PERIODS, VideoError,
-                                       decode_video, frame_file_name, off_grid, probe_video)
+from arn_lightning.data.decode import (
+    FIRST_FRAME_NUMBER,
+    FRAME_NUMBER_DIGITS,
+    OFF_GRID_PERIODS,
+    VideoError,
+    decode_video,
+    frame_file_name,
+    off_grid,
+    probe_video,
+)
 
-PathLike = Union[str, Path]
-Size = Tuple[int, int]
+Size = tuple[int, int]
 #: zlib level of the dumped PNGs: 1 writes about 3x faster than the default 6 for ~10% larger files.
 DEFAULT_PNG_LEVEL = 1
 #: Frame names listed in a failure message before "and N more".
@@ -49,7 +58,7 @@ def frame_path(frames_dir: PathLike, key: str) -> Path:
     return Path(frames_dir) / key
 
 
-def read_frame(path: PathLike, expected_size: Optional[Size] = None) -> torch.Tensor:
+def read_frame(path: PathLike, expected_size: Size | None = None) -> torch.Tensor:
     """Decode a frame image to ``uint8 [3, H, W]`` RGB (libpng / libjpeg through torchvision.io).
 
     Args:
@@ -64,14 +73,16 @@ def read_frame(path: PathLike, expected_size: Optional[Size] = None) -> torch.Te
     except (RuntimeError, OSError, ValueError) as exc:
         raise FrameError(f"{path}: Expected a readable frame image but decoding failed ({exc})") from exc
     if expected_size is not None and (image.shape[2], image.shape[1]) != tuple(expected_size):
-        raise FrameError(f"{path}: Expected a {expected_size[0]}x{expected_size[1]} frame (bbox_size of "
-                         f"{ag.PERSON_FILE}) but got {image.shape[2]}x{image.shape[1]}")
+        raise FrameError(
+            f"{path}: Expected a {expected_size[0]}x{expected_size[1]} frame (bbox_size of "
+            f"{ag.PERSON_FILE}) but got {image.shape[2]}x{image.shape[1]}"
+        )
     return image
 
 
-def find_missing_frames(frames_dir: PathLike, keys: Iterable[str]) -> List[str]:
+def find_missing_frames(frames_dir: PathLike, keys: Iterable[str]) -> list[str]:
     """Keys whose frame file is absent or empty (one directory listing per video, no image decoding)."""
-    by_video: Dict[str, List[str]] = defaultdict(list)
+    by_video: dict[str, list[str]] = defaultdict(list)
     for key in keys:
         video, _ = ag.parse_frame_key(key, "frame key")
         by_video[video].append(key)
@@ -91,12 +102,13 @@ def _bbox_size(entry: Any, key: str, source: Path) -> Size:
     except (TypeError, ValueError):
         width = height = 0
     if width <= 0 or height <= 0:
-        raise ag.AnnotationError(f"{source}[{key!r}]['bbox_size']: Expected a positive (width, height) pair but got "
-                                 f"{value!r:.100}")
+        raise ag.AnnotationError(
+            f"{source}[{key!r}]['bbox_size']: Expected a positive (width, height) pair but got {value!r:.100}"
+        )
     return width, height
 
 
-def load_annotated_frames(root: PathLike, keys_file: Optional[PathLike] = None) -> Tuple[List[str], Dict[str, Size]]:
+def load_annotated_frames(root: PathLike, keys_file: PathLike | None = None) -> tuple[list[str], dict[str, Size]]:
     """The frame keys to dump and the frame sizes they must have.
 
     Keys come from ``keys_file``, else the key set of ``annotations/person_bbox.pkl``, else
@@ -113,7 +125,7 @@ def load_annotated_frames(root: PathLike, keys_file: Optional[PathLike] = None) 
     """
     annotations = Path(root) / ag.ANNOTATION_DIR
     person_file = annotations / ag.PERSON_FILE
-    sizes: Dict[str, Size] = {}
+    sizes: dict[str, Size] = {}
     if person_file.is_file():
         person = ag.load_pickle(person_file)
         for key, entry in person.items():
@@ -132,7 +144,7 @@ def load_annotated_frames(root: PathLike, keys_file: Optional[PathLike] = None) 
     return sorted(set(keys)), sizes
 
 
-def load_frame_keys(root: PathLike, keys_file: Optional[PathLike] = None) -> List[str]:
+def load_frame_keys(root: PathLike, keys_file: PathLike | None = None) -> list[str]:
     """The frame keys to dump (the keys of :func:`load_annotated_frames`).
 
     Raises:
@@ -156,8 +168,8 @@ class DumpReport:
 
     written: int = 0
     skipped: int = 0
-    failures: Dict[str, str] = field(default_factory=dict)
-    warnings: Dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,8 +178,8 @@ class VideoDump:
 
     written: int = 0
     skipped: int = 0
-    failure: Optional[str] = None
-    warning: Optional[str] = None
+    failure: str | None = None
+    warning: str | None = None
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -189,7 +201,7 @@ def _present(path: Path) -> bool:
         return False
 
 
-def _missing_dirs(folder: Path) -> List[Path]:
+def _missing_dirs(folder: Path) -> list[Path]:
     """``folder`` and its ancestors that do not exist yet, deepest first."""
     missing = []
     for path in (folder, *folder.parents):
@@ -208,8 +220,13 @@ def _remove_empty(folders: Iterable[Path]) -> None:
             pass
 
 
-def dump_video(video_path: PathLike, out_dir: PathLike, numbers: Sequence[int],
-               png_level: int = DEFAULT_PNG_LEVEL, sizes: Optional[Mapping[int, Size]] = None) -> VideoDump:
+def dump_video(
+    video_path: PathLike,
+    out_dir: PathLike,
+    numbers: Sequence[int],
+    png_level: int = DEFAULT_PNG_LEVEL,
+    sizes: Mapping[int, Size] | None = None,
+) -> VideoDump:
     """Decode the frames ``numbers`` (1-based decode order) of one video into ``out_dir/<NNNNNN>.png``.
 
     Decoding stops after the largest number. Frames already present (non-empty files) are skipped. A frame whose
@@ -246,11 +263,18 @@ def dump_video(video_path: PathLike, out_dir: PathLike, numbers: Sequence[int],
     return result
 
 
-def _decode_into(video_path: Path, out_dir: Path, names: Mapping[int, str], pending: set, png_level: int,
-                 sizes: Mapping[int, Size], result: VideoDump) -> None:
+def _decode_into(
+    video_path: Path,
+    out_dir: Path,
+    names: Mapping[int, str],
+    pending: set,
+    png_level: int,
+    sizes: Mapping[int, Size],
+    result: VideoDump,
+) -> None:
     """The decoding loop of :func:`dump_video`, filling ``result``."""
-    problems: List[str] = []
-    wrong_size: List[str] = []
+    problems: list[str] = []
+    wrong_size: list[str] = []
     last = max(pending)
     decoded = 0
     try:
@@ -261,7 +285,8 @@ def _decode_into(video_path: Path, out_dir: Path, names: Mapping[int, str], pend
                 f"{video_path} starts its video {info.start_offset:.3f} s ({info.leading_gap():.2f} frame periods) "
                 f"after its other streams, so the Action Genome toolkit's ffmpeg (constant-rate image2 output) may "
                 f"have repeated the first frame and numbered every later frame one or more higher than decode order "
-                f"(frames are numbered in decode order; see docs/frames.md)")
+                f"(frames are numbered in decode order; see docs/frames.md)"
+            )
         for frame in decode_video(video_path, last=last):
             decoded = frame.number
             if result.warning is None and off_grid(frame, frame_rate):
@@ -270,13 +295,16 @@ def _decode_into(video_path: Path, out_dir: Path, names: Mapping[int, str], pend
                     f"{frame.timestamp * frame_rate - (frame.number - 1):+.2f} frame periods off the "
                     f"{frame_rate:g} fps grid, so the Action Genome toolkit's ffmpeg (constant-rate image2 output) "
                     f"may number the frames from there on differently (frames are numbered in decode order; see "
-                    f"docs/frames.md)")
+                    f"docs/frames.md)"
+                )
             if frame.number not in pending:
                 continue
             expected = sizes.get(frame.number)
             if expected is not None and frame.image.size != tuple(expected):
-                wrong_size.append(f"{names[frame.number]}: Expected {expected[0]}x{expected[1]} (bbox_size of "
-                                  f"{ag.PERSON_FILE}) but got {frame.image.width}x{frame.image.height}")
+                wrong_size.append(
+                    f"{names[frame.number]}: Expected {expected[0]}x{expected[1]} (bbox_size of "
+                    f"{ag.PERSON_FILE}) but got {frame.image.width}x{frame.image.height}"
+                )
                 continue
             _save_png(frame.image, out_dir / names[frame.number], png_level)
             result.written += 1
@@ -288,22 +316,33 @@ def _decode_into(video_path: Path, out_dir: Path, names: Mapping[int, str], pend
         return
     beyond = sorted(n for n in pending if n > decoded)
     if beyond:
-        problem = (f"{video_path} has {decoded} frame{'' if decoded == 1 else 's'} (numbered {FIRST_FRAME_NUMBER} "
-                   f"to {decoded}) but "
-                   f"{_listed([names[n] for n in beyond])} {'is' if len(beyond) == 1 else 'are'} annotated")
+        problem = (
+            f"{video_path} has {decoded} frame{'' if decoded == 1 else 's'} (numbered {FIRST_FRAME_NUMBER} "
+            f"to {decoded}) but "
+            f"{_listed([names[n] for n in beyond])} {'is' if len(beyond) == 1 else 'are'} annotated"
+        )
         if info.declared_frames is not None and info.declared_frames > decoded:
             problem += f"; the container declares {info.declared_frames} frames, so the file looks truncated"
         problems.append(problem)
     if wrong_size:
-        problems.append(f"{len(wrong_size)} frame(s) of {video_path} have another size than annotated, not written: "
-                        + "; ".join(wrong_size[:_LISTED]) + (" ..." if len(wrong_size) > _LISTED else ""))
+        problems.append(
+            f"{len(wrong_size)} frame(s) of {video_path} have another size than annotated, not written: "
+            + "; ".join(wrong_size[:_LISTED])
+            + (" ..." if len(wrong_size) > _LISTED else "")
+        )
     if problems:
         result.failure = "; ".join(problems)
 
 
-def dump_frames(videos_dir: PathLike, root: PathLike, keys: Sequence[str], workers: int = 1,
-                png_level: int = DEFAULT_PNG_LEVEL, progress: bool = True,
-                sizes: Optional[Mapping[str, Size]] = None) -> DumpReport:
+def dump_frames(
+    videos_dir: PathLike,
+    root: PathLike,
+    keys: Sequence[str],
+    workers: int = 1,
+    png_level: int = DEFAULT_PNG_LEVEL,
+    progress: bool = True,
+    sizes: Mapping[str, Size] | None = None,
+) -> DumpReport:
     """Decode the annotated frames ``keys`` of the videos in ``videos_dir`` into ``root/frames/``.
 
     Resumable: frames already on disk are skipped (each PNG is written to a temporary file and renamed). Folders
@@ -324,15 +363,17 @@ def dump_frames(videos_dir: PathLike, root: PathLike, keys: Sequence[str], worke
         ag.AnnotationError: a malformed key.
     """
     sizes = sizes or {}
-    by_video: Dict[str, List[int]] = defaultdict(list)
+    by_video: dict[str, list[int]] = defaultdict(list)
     report = DumpReport()
     for key in keys:
         video, number = ag.parse_frame_key(key, "frame key")
         if number < FIRST_FRAME_NUMBER:
-            report.failures[video] = (f"{key}: Expected a frame number from "
-                                      f"{FIRST_FRAME_NUMBER:0{FRAME_NUMBER_DIGITS}d} (numbering is 1-based: "
-                                      f"{frame_file_name(FIRST_FRAME_NUMBER)} is the first frame of the video) but "
-                                      f"got {number:0{FRAME_NUMBER_DIGITS}d}; not dumped")
+            report.failures[video] = (
+                f"{key}: Expected a frame number from "
+                f"{FIRST_FRAME_NUMBER:0{FRAME_NUMBER_DIGITS}d} (numbering is 1-based: "
+                f"{frame_file_name(FIRST_FRAME_NUMBER)} is the first frame of the video) but "
+                f"got {number:0{FRAME_NUMBER_DIGITS}d}; not dumped"
+            )
         else:
             by_video[video].append(number)
     frames_dir = Path(root) / ag.FRAMES_DIR
@@ -359,7 +400,7 @@ def dump_frames(videos_dir: PathLike, root: PathLike, keys: Sequence[str], worke
     return report
 
 
-def _run_jobs(jobs: List[tuple], workers: int) -> Iterable[Tuple[tuple, VideoDump]]:
+def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[tuple[tuple, VideoDump]]:
     """Run :func:`dump_video` on every job, in this process or a pool, yielding (job, result) as they finish."""
     if workers <= 1:
         for job in jobs:

@@ -6,20 +6,21 @@ loader saves its position (epoch, batches done) in the checkpoint through Lightn
 ``load_state_dict`` protocol for stateful loaders. The epoch whose order is drawn is the trainer's
 ``current_epoch`` when the loader is iterated, not the number Lightning passes to ``set_epoch`` (after a resume from
 an end-of-epoch checkpoint Lightning 2.6 calls ``set_epoch`` with a number one ahead of the epoch it trains, which
-drew the order of the wrong epoch and made such resumes inexact). Evaluation loaders are split across processes without padding, so
-that every frame is scored exactly once under DDP.
+drew the order of the wrong epoch and made such resumes inexact). Evaluation loaders are split across processes
+without padding, so that every frame is scored exactly once under DDP.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 #: One training draw: ``(clip index, augmentation seed)``.
-Draw = Tuple[int, int]
+Draw = tuple[int, int]
 
 
 class _Length:
@@ -55,7 +56,7 @@ class EpochSampler(DistributedSampler):
         self._skip = 0  # draws of the epoch ``_skip_epoch`` already consumed before a resume
         self._skip_epoch = 0
         #: When set (by :class:`ResumableLoader`), the epoch to draw is read from it at each iteration.
-        self.epoch_source: Optional[Callable[[], int]] = None
+        self.epoch_source: Callable[[], int] | None = None
 
     def resume(self, epoch: int, draws_done: int) -> None:
         """Continue ``epoch`` after its first ``draws_done`` draws of this process (the rest of the epoch follows)."""
@@ -63,7 +64,7 @@ class EpochSampler(DistributedSampler):
             epoch, draws_done = epoch + 1, 0
         self.epoch, self._skip_epoch, self._skip = epoch, epoch, max(0, draws_done)
 
-    def draws(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
+    def draws(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(clip indices, augmentation seeds)`` of this process for ``epoch``, ``num_samples`` each."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
@@ -72,7 +73,9 @@ class EpochSampler(DistributedSampler):
         if pad:
             order = np.concatenate([order, np.resize(order, pad)])
             seeds = np.concatenate([seeds, np.resize(seeds, pad) + 1])
-        return order[self.rank:self.total_size:self.num_replicas], seeds[self.rank:self.total_size:self.num_replicas]
+        return order[self.rank : self.total_size : self.num_replicas], seeds[
+            self.rank : self.total_size : self.num_replicas
+        ]
 
     def __iter__(self) -> Iterator[Draw]:
         if self.epoch_source is not None:
@@ -117,8 +120,14 @@ class ResumableLoader(DataLoader):
     trained (the trainer's ``current_epoch``); without it the sampler follows ``set_epoch``.
     """
 
-    def __init__(self, *args: Any, batches_done: Optional[Callable[[], int]] = None,
-                 current_epoch: Optional[Callable[[], int]] = None, generator_seed: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        batches_done: Callable[[], int] | None = None,
+        current_epoch: Callable[[], int] | None = None,
+        generator_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         # Worker seeds come from this generator, never from the global RNG (whose state the checkpoint restores).
         kwargs.setdefault("generator", torch.Generator().manual_seed(generator_seed))
         super().__init__(*args, **kwargs)
@@ -127,13 +136,13 @@ class ResumableLoader(DataLoader):
         self.batches_done = batches_done
         self.sampler.epoch_source = current_epoch
 
-    def state_dict(self) -> Dict[str, int]:
+    def state_dict(self) -> dict[str, int]:
         """``{"epoch", "batches_done", "batch_size"}`` of the training loop's position."""
         done = int(self.batches_done()) if self.batches_done is not None else 0
         epoch = self.sampler.epoch_source() if self.sampler.epoch_source is not None else self.sampler.epoch
         return {"epoch": int(epoch), "batches_done": done, "batch_size": int(self.batch_size or 1)}
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue after the saved position (the next epoch when the saved one was finished)."""
         missing = {"epoch", "batches_done", "batch_size"} - set(state)
         if missing:

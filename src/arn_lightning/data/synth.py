@@ -21,12 +21,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from arn_lightning import vocab
+from arn_lightning._types import PathLike
 from arn_lightning.atomic import replace_folder
 from arn_lightning.data import ag
 from arn_lightning.data.synth_plans import VideoPlan, frame_scene, make_plan
@@ -54,8 +55,6 @@ BOX_DECIMALS = 2
 #: Permissions of the written root (mkdtemp would leave it private).
 FOLDER_MODE = 0o755
 
-PathLike = Union[str, Path]
-
 
 @dataclass
 class SynthResult:
@@ -69,9 +68,9 @@ class SynthResult:
     """
 
     root: Path
-    videos: Dict[str, int] = field(default_factory=dict)
-    frames: Dict[str, int] = field(default_factory=dict)
-    scenarios: Dict[str, int] = field(default_factory=dict)
+    videos: dict[str, int] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=dict)
+    scenarios: dict[str, int] = field(default_factory=dict)
 
 
 def video_name(index: int) -> str:
@@ -79,21 +78,23 @@ def video_name(index: int) -> str:
     return f"S{index:04d}.mp4"
 
 
-def frame_numbers(rng: np.random.Generator, count: int) -> List[int]:
+def frame_numbers(rng: np.random.Generator, count: int) -> list[int]:
     """Increasing frame numbers with irregular gaps, like the sampled frames of AG."""
     first = int(rng.integers(*FIRST_FRAME_RANGE))
     gaps = rng.integers(*FRAME_GAP_RANGE, size=max(0, count - 1))
     return [first] + [first + int(g) for g in np.cumsum(gaps)]
 
 
-def _person_entry(figure: Optional[Figure], box_xyxy: np.ndarray, size: Tuple[int, int],
-                  score: float) -> Dict[str, Any]:
+def _person_entry(figure: Figure | None, box_xyxy: np.ndarray, size: tuple[int, int], score: float) -> dict[str, Any]:
     """A ``person_bbox.pkl`` entry; ``figure`` None writes the empty arrays of a missed detection."""
     n = 0 if figure is None else 1
-    entry: Dict[str, Any] = {
-        "bbox": np.zeros((n, 4), dtype=np.float32), "bbox_score": np.full((n,), score, dtype=np.float32),
-        "bbox_size": (int(size[0]), int(size[1])), "bbox_mode": "xyxy",
-        "keypoints": np.zeros((n, 17, 3), dtype=np.float32), "keypoints_logits": np.zeros((n, 17), dtype=np.float32),
+    entry: dict[str, Any] = {
+        "bbox": np.zeros((n, 4), dtype=np.float32),
+        "bbox_score": np.full((n,), score, dtype=np.float32),
+        "bbox_size": (int(size[0]), int(size[1])),
+        "bbox_mode": "xyxy",
+        "keypoints": np.zeros((n, 17, 3), dtype=np.float32),
+        "keypoints_logits": np.zeros((n, 17), dtype=np.float32),
     }
     if figure is not None:
         visible = keypoint_visibility(figure)
@@ -104,13 +105,18 @@ def _person_entry(figure: Optional[Figure], box_xyxy: np.ndarray, size: Tuple[in
     return entry
 
 
-def _object_entry(name: str, key_tag: str, split: str, box_xyxy: Optional[np.ndarray],
-                  labels: Optional[Dict[str, List[str]]]) -> Dict[str, Any]:
+def _object_entry(
+    name: str, key_tag: str, split: str, box_xyxy: np.ndarray | None, labels: dict[str, list[str]] | None
+) -> dict[str, Any]:
     """An ``object_bbox_and_relationship.pkl`` entry; ``box_xyxy`` None writes an invisible object."""
     video, number = key_tag.split("/")
-    entry: Dict[str, Any] = {
-        "class": name, "bbox": None, "attention_relationship": None, "spatial_relationship": None,
-        "contacting_relationship": None, "visible": box_xyxy is not None,
+    entry: dict[str, Any] = {
+        "class": name,
+        "bbox": None,
+        "attention_relationship": None,
+        "spatial_relationship": None,
+        "contacting_relationship": None,
+        "visible": box_xyxy is not None,
         "metadata": {"tag": f"{video}/{name.replace('/', '_')}/{number}", "set": split},
     }
     if box_xyxy is not None and labels is not None:
@@ -121,8 +127,9 @@ def _object_entry(name: str, key_tag: str, split: str, box_xyxy: Optional[np.nda
     return entry
 
 
-def render_video_frame(plan: VideoPlan, index: int, number: int, u: float, video: str, split: str,
-                       score: float) -> Tuple[Image.Image, Dict[str, Any], List[Dict[str, Any]]]:
+def render_video_frame(
+    plan: VideoPlan, index: int, number: int, u: float, video: str, split: str, score: float
+) -> tuple[Image.Image, dict[str, Any], list[dict[str, Any]]]:
     """Image, person entry and object entries of one frame of a planned video."""
     figure, things = frame_scene(plan, index, u)
     person_xyxy = clip_box(figure.box_xyxy, *plan.size)
@@ -136,7 +143,7 @@ def render_video_frame(plan: VideoPlan, index: int, number: int, u: float, video
     return image, _person_entry(figure if detected else None, person_xyxy, plan.size, score), objects
 
 
-def _check_args(videos: int, frames: int, size: Tuple[int, int], test_fraction: float) -> None:
+def _check_args(videos: int, frames: int, size: tuple[int, int], test_fraction: float) -> None:
     """Validate the arguments of :func:`generate`."""
     if videos < 1 or frames < 1:
         raise ValueError(f"Expected videos >= 1 and frames >= 1 but got videos={videos}, frames={frames}")
@@ -154,8 +161,16 @@ def _test_videos(seed_seq: np.random.SeedSequence, videos: int, test_fraction: f
     return set(np.random.default_rng(seed_seq).permutation(videos)[:count].tolist())
 
 
-def _write_video(tmp: Path, index: int, split: str, frames: int, size: Tuple[int, int],
-                 seed_seq: np.random.SeedSequence, person: Dict[str, Any], objects: Dict[str, Any]) -> str:
+def _write_video(
+    tmp: Path,
+    index: int,
+    split: str,
+    frames: int,
+    size: tuple[int, int],
+    seed_seq: np.random.SeedSequence,
+    person: dict[str, Any],
+    objects: dict[str, Any],
+) -> str:
     """Plan, render and store one video; fills ``person`` / ``objects`` by key and returns the scenario."""
     rng = np.random.default_rng(seed_seq)
     count = int(rng.integers(1, 3)) if rng.random() < SHORT_VIDEO_RATE else frames
@@ -167,15 +182,17 @@ def _write_video(tmp: Path, index: int, split: str, frames: int, size: Tuple[int
     for i, number in enumerate(numbers):
         score = float(rng.uniform(*PERSON_SCORE_RANGE))
         image, person_entry, object_entries = render_video_frame(
-            plan, i, number, (number - numbers[0]) / span, video, split, score)
+            plan, i, number, (number - numbers[0]) / span, video, split, score
+        )
         image.save(tmp / ag.FRAMES_DIR / video / f"{number:06d}.png", format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         key = f"{video}/{number:06d}.png"
         person[key], objects[key] = person_entry, object_entries
     return plan.scenario
 
 
-def _write_annotations(tmp: Path, person: Dict[str, Any], objects: Dict[str, Any],
-                       key_seq: np.random.SeedSequence) -> None:
+def _write_annotations(
+    tmp: Path, person: dict[str, Any], objects: dict[str, Any], key_seq: np.random.SeedSequence
+) -> None:
     """Pickles (keys inserted in a shuffled order, as in the release), class files and the frame list."""
     annotations = tmp / ag.ANNOTATION_DIR
     annotations.mkdir()
@@ -186,9 +203,11 @@ def _write_annotations(tmp: Path, person: Dict[str, Any], objects: Dict[str, Any
         with (annotations / name).open("wb") as handle:
             pickle.dump(shuffled, handle, protocol=PICKLE_PROTOCOL)
     (annotations / ag.OBJECT_CLASSES_FILE).write_text(
-        "".join(vocab.raw_spelling(n) + "\n" for n in vocab.OBJECT_CLASSES), encoding="utf-8")
+        "".join(vocab.raw_spelling(n) + "\n" for n in vocab.OBJECT_CLASSES), encoding="utf-8"
+    )
     (annotations / ag.RELATIONSHIP_CLASSES_FILE).write_text(
-        "".join(vocab.raw_spelling(n) + "\n" for n in vocab.PREDICATES), encoding="utf-8")
+        "".join(vocab.raw_spelling(n) + "\n" for n in vocab.PREDICATES), encoding="utf-8"
+    )
     (annotations / ag.FRAME_LIST_FILE).write_text("".join(k + "\n" for k in keys), encoding="utf-8")
 
 
@@ -205,9 +224,15 @@ def _move_into_place(tmp: Path, root: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{exc} (pass overwrite=True to replace it)") from exc
 
 
-def generate(root: PathLike, videos: int = DEFAULT_VIDEOS, frames: int = DEFAULT_FRAMES,
-             size: Tuple[int, int] = DEFAULT_SIZE, seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION,
-             overwrite: bool = False) -> SynthResult:
+def generate(
+    root: PathLike,
+    videos: int = DEFAULT_VIDEOS,
+    frames: int = DEFAULT_FRAMES,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    overwrite: bool = False,
+) -> SynthResult:
     """Write a synthetic Action Genome root.
 
     Everything is written into a temporary folder next to ``root`` and renamed at the end, so an interrupted run
@@ -231,8 +256,10 @@ def generate(root: PathLike, videos: int = DEFAULT_VIDEOS, frames: int = DEFAULT
         if not overwrite:
             raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True) but it is not")
         if not (root / MARKER_FILE).is_file():
-            raise FileExistsError(f"Expected overwrite to replace an earlier synthetic root (holding {MARKER_FILE}) "
-                                  f"but {root} is something else; it is left as it is")
+            raise FileExistsError(
+                f"Expected overwrite to replace an earlier synthetic root (holding {MARKER_FILE}) "
+                f"but {root} is something else; it is left as it is"
+            )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     tmp.chmod(FOLDER_MODE)
@@ -246,14 +273,15 @@ def generate(root: PathLike, videos: int = DEFAULT_VIDEOS, frames: int = DEFAULT
     return result
 
 
-def _write_dataset(tmp: Path, videos: int, frames: int, size: Tuple[int, int], seed: int,
-                   test_fraction: float) -> SynthResult:
+def _write_dataset(
+    tmp: Path, videos: int, frames: int, size: tuple[int, int], seed: int, test_fraction: float
+) -> SynthResult:
     """Write every video and the annotations into ``tmp``; independent random streams per video."""
     split_seq, key_seq, *video_seqs = np.random.SeedSequence(seed).spawn(2 + videos)
     test = _test_videos(split_seq, videos, test_fraction)
     result = SynthResult(root=tmp)
-    person: Dict[str, Any] = {}
-    objects: Dict[str, Any] = {}
+    person: dict[str, Any] = {}
+    objects: dict[str, Any] = {}
     for index in range(videos):
         split = "test" if index in test else "train"
         before = len(person)

@@ -22,8 +22,8 @@ Sizes are in units of the standing person height ("ph"); the person is ``PERSON_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from arn_lightning import vocab
 from arn_lightning.data.synth_scene import Figure, Thing, clip_box, make_figure, union_box
 
 #: What a scenario builder returns: (pose, front-arm pose, objects).
-Scenario = Tuple[str, str, List["ObjectPlan"]]
+Scenario = tuple[str, str, list["ObjectPlan"]]
 
 #: Person height and ground line as fractions of the frame height.
 PERSON_HEIGHT = 0.6
@@ -50,14 +50,26 @@ TINY_OBJECT_RATE = 0.08
 MAX_PAN = 0.08
 
 #: (width, height) in ph of each object class.
-OBJECT_SIZES: Dict[str, Tuple[float, float]] = {
-    "cup/glass/bottle": (0.17, 0.30), "book": (0.30, 0.22), "phone/camera": (0.24, 0.17), "food": (0.22, 0.20),
-    "television": (0.58, 0.42), "chair": (0.32, 0.62), "sofa/couch": (0.62, 0.52), "table": (0.48, 0.36),
-    "laptop": (0.36, 0.22), "bed": (1.24, 0.50), "blanket": (0.70, 0.15), "bag": (0.28, 0.30),
-    "clothes": (0.24, 0.40), "door": (0.36, 1.25), "light": (0.07, 0.07), "floor": (0.0, 0.08),
+OBJECT_SIZES: dict[str, tuple[float, float]] = {
+    "cup/glass/bottle": (0.17, 0.30),
+    "book": (0.30, 0.22),
+    "phone/camera": (0.24, 0.17),
+    "food": (0.22, 0.20),
+    "television": (0.58, 0.42),
+    "chair": (0.32, 0.62),
+    "sofa/couch": (0.62, 0.52),
+    "table": (0.48, 0.36),
+    "laptop": (0.36, 0.22),
+    "bed": (1.24, 0.50),
+    "blanket": (0.70, 0.15),
+    "bag": (0.28, 0.30),
+    "clothes": (0.24, 0.40),
+    "door": (0.36, 1.25),
+    "light": (0.07, 0.07),
+    "floor": (0.0, 0.08),
 }
 #: Forward offset (ph, from the feet) of the near edge of furniture placed relative to the person.
-SEAT_OFFSETS: Dict[str, float] = {"chair": -0.12, "sofa/couch": -0.17, "table": 0.32, "laptop": 0.28}
+SEAT_OFFSETS: dict[str, float] = {"chair": -0.12, "sofa/couch": -0.17, "table": 0.32, "laptop": 0.28}
 #: A hand-held object's centre sits this fraction of its width beyond the wrist (at the mouth: on the wrist).
 HOLD_SHIFT = 0.15
 #: A carried bag hangs this far forward of, and its top this far above, the wrist (ph).
@@ -73,8 +85,10 @@ BED_BEYOND_FEET, MATTRESS_DROP, HIP_SINK = 0.12, 0.10, 0.02
 #: above the hips to ``BLANKET_DOWN`` below (ph).
 BLANKET_FROM, BLANKET_UP, BLANKET_DOWN = -0.06, 0.12, 0.05
 #: Wall placements (forward distance, height above the ground) ranges in ph.
-WALL_PLACES: Dict[str, Tuple[Tuple[float, float], Tuple[float, float]]] = {
-    "ahead": ((0.85, 1.1), (0.8, 0.95)), "behind": ((-1.0, -0.75), (0.8, 0.95)), "above": ((0.45, 0.55), (1.15, 1.25)),
+WALL_PLACES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "ahead": ((0.85, 1.1), (0.8, 0.95)),
+    "behind": ((-1.0, -0.75), (0.8, 0.95)),
+    "above": ((0.45, 0.55), (1.15, 1.25)),
 }
 LAMP_HEIGHT = (1.15, 1.35)
 #: Height above the ground (ph) of a television watched by a sitting person: below the top of their head.
@@ -104,9 +118,9 @@ class ObjectPlan:
     name: str
     place: str
     drawn_after: bool
-    size: Tuple[float, float]
-    where: Tuple[float, float] = (0.0, 0.0)
-    hidden: FrozenSet[int] = frozenset()
+    size: tuple[float, float]
+    where: tuple[float, float] = (0.0, 0.0)
+    hidden: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -117,13 +131,13 @@ class VideoPlan:
     pose: str
     arm: str
     facing: int
-    objects: List[ObjectPlan]
-    size: Tuple[int, int]
+    objects: list[ObjectPlan]
+    size: tuple[int, int]
     walk: float = 0.0
     pan: float = 0.0
     start_x: float = 0.0
-    face_hidden: FrozenSet[int] = frozenset()
-    missed_person: FrozenSet[int] = frozenset()
+    face_hidden: frozenset[int] = frozenset()
+    missed_person: frozenset[int] = frozenset()
 
     @property
     def scale(self) -> float:
@@ -136,8 +150,9 @@ class VideoPlan:
         return GROUND_Y * self.size[1]
 
 
-def _obj(rng: np.random.Generator, name: str, place: str, drawn_after: bool,
-         where: Tuple[float, float] = (0.0, 0.0)) -> ObjectPlan:
+def _obj(
+    rng: np.random.Generator, name: str, place: str, drawn_after: bool, where: tuple[float, float] = (0.0, 0.0)
+) -> ObjectPlan:
     """An object plan with its size jittered."""
     jitter = float(rng.uniform(*SIZE_JITTER))
     w, h = OBJECT_SIZES[name]
@@ -179,8 +194,15 @@ def _scenario_sit(rng: np.random.Generator) -> Scenario:
     objects = [_obj(rng, "chair" if rng.random() < 0.5 else "sofa/couch", "seat", False)]
     extra, arm = rng.random(), "down"
     if extra < 0.35:
-        objects.append(_obj(rng, "television", "wall", False, where=(float(rng.uniform(*SEATED_TV_DISTANCE)),
-                                                                     float(rng.uniform(*SEATED_TV_HEIGHT)))))
+        objects.append(
+            _obj(
+                rng,
+                "television",
+                "wall",
+                False,
+                where=(float(rng.uniform(*SEATED_TV_DISTANCE)), float(rng.uniform(*SEATED_TV_HEIGHT))),
+            )
+        )
     elif extra < 0.7:
         objects += [_obj(rng, "table", "seat", False), _obj(rng, "laptop", "laptop", False)]
         arm = "reach"
@@ -223,14 +245,19 @@ def _scenario_touch(rng: np.random.Generator) -> Scenario:
 
 
 #: scenario -> (builder returning (pose, front-arm pose, objects), weight)
-SCENARIOS: Dict[str, Tuple[Callable, float]] = {
-    "hold": (_scenario_hold, 0.18), "drink": (_scenario_drink, 0.10), "eat": (_scenario_eat, 0.07),
-    "sit": (_scenario_sit, 0.17), "lie": (_scenario_lie, 0.12), "walk": (_scenario_walk, 0.14),
-    "wear": (_scenario_wear, 0.10), "touch": (_scenario_touch, 0.12),
+SCENARIOS: dict[str, tuple[Callable, float]] = {
+    "hold": (_scenario_hold, 0.18),
+    "drink": (_scenario_drink, 0.10),
+    "eat": (_scenario_eat, 0.07),
+    "sit": (_scenario_sit, 0.17),
+    "lie": (_scenario_lie, 0.12),
+    "walk": (_scenario_walk, 0.14),
+    "wear": (_scenario_wear, 0.10),
+    "touch": (_scenario_touch, 0.12),
 }
 
 
-def _segment(rng: np.random.Generator, num_frames: int, max_fraction: float) -> FrozenSet[int]:
+def _segment(rng: np.random.Generator, num_frames: int, max_fraction: float) -> frozenset[int]:
     """A random contiguous run of frame indices, at most ``max_fraction`` of the video (at least 1 frame)."""
     length = int(rng.integers(1, max(1, int(num_frames * max_fraction)) + 1))
     start = int(rng.integers(0, num_frames - length + 1))
@@ -248,11 +275,12 @@ def _awkward_cases(rng: np.random.Generator, plan: VideoPlan, num_frames: int) -
         target.hidden = _segment(rng, num_frames, 0.34)
     plan.missed_person = frozenset(i for i in range(num_frames) if rng.random() < MISSED_PERSON_RATE)
     if rng.random() < TINY_OBJECT_RATE:
-        plan.objects.append(_obj(rng, "light", "lamp", False, where=(float(rng.uniform(0.1, 0.9)),
-                                                                     float(rng.uniform(*LAMP_HEIGHT)))))
+        plan.objects.append(
+            _obj(rng, "light", "lamp", False, where=(float(rng.uniform(0.1, 0.9)), float(rng.uniform(*LAMP_HEIGHT))))
+        )
 
 
-def make_plan(rng: np.random.Generator, num_frames: int, size: Tuple[int, int]) -> VideoPlan:
+def make_plan(rng: np.random.Generator, num_frames: int, size: tuple[int, int]) -> VideoPlan:
     """Draw the plan of one video.
 
     Args:
@@ -264,8 +292,9 @@ def make_plan(rng: np.random.Generator, num_frames: int, size: Tuple[int, int]) 
     weights = np.array([SCENARIOS[n][1] for n in names])
     scenario = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     pose, arm, objects = SCENARIOS[scenario][0](rng)
-    plan = VideoPlan(scenario=scenario, pose=pose, arm=arm, facing=1 if rng.random() < 0.5 else -1,
-                     objects=objects, size=size)
+    plan = VideoPlan(
+        scenario=scenario, pose=pose, arm=arm, facing=1 if rng.random() < 0.5 else -1, objects=objects, size=size
+    )
     width = size[0]
     if all(obj.place in BODY_PLACES for obj in objects):
         plan.walk = plan.facing * float(rng.uniform(*WALK_RANGE)) * width
@@ -275,7 +304,7 @@ def make_plan(rng: np.random.Generator, num_frames: int, size: Tuple[int, int]) 
     return plan
 
 
-def _scene_extent(plan: VideoPlan) -> Tuple[float, float]:
+def _scene_extent(plan: VideoPlan) -> tuple[float, float]:
     """Horizontal extent (relative to ``start_x``) of everything but floor and lamp over the whole video."""
     boxes = []
     for u in (0.0, 1.0):
@@ -357,8 +386,9 @@ def _lying_anchor_y(plan: VideoPlan) -> float:
     return plan.ground - (bed_h - MATTRESS_DROP - HIP_SINK) * plan.scale
 
 
-def frame_scene(plan: VideoPlan, index: int, u: float,
-                clip: bool = True) -> Tuple[Figure, List[Tuple[ObjectPlan, Optional[Thing]]]]:
+def frame_scene(
+    plan: VideoPlan, index: int, u: float, clip: bool = True
+) -> tuple[Figure, list[tuple[ObjectPlan, Thing | None]]]:
     """The person and the objects of frame ``index`` at time ``u`` in [0, 1].
 
     Returns:
@@ -367,9 +397,10 @@ def frame_scene(plan: VideoPlan, index: int, u: float,
     anchor_x = plan.start_x + plan.walk * u + plan.pan * u
     world_x = plan.start_x + plan.pan * u
     anchor_y = _lying_anchor_y(plan) if plan.pose == "lying" else plan.ground
-    figure = make_figure(plan.pose, plan.arm, (anchor_x, anchor_y), plan.scale, plan.facing,
-                         face_visible=index not in plan.face_hidden)
-    things: List[Tuple[ObjectPlan, Optional[Thing]]] = []
+    figure = make_figure(
+        plan.pose, plan.arm, (anchor_x, anchor_y), plan.scale, plan.facing, face_visible=index not in plan.face_hidden
+    )
+    things: list[tuple[ObjectPlan, Thing | None]] = []
     for obj in plan.objects:
         box = _place_box(plan, obj, figure, anchor_x, world_x)
         if clip:

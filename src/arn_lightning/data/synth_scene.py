@@ -22,26 +22,40 @@ Coordinates are image pixels, y down, boxes ``xyxy``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from arn_lightning import vocab
 
 #: COCO keypoint order, as in the release's ``keypoints`` arrays.
-KEYPOINT_NAMES: Tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
     "right_ankle",
 )
-KP: Dict[str, int] = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+KP: dict[str, int] = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 FACE_KEYPOINTS = ("nose", "left_eye", "right_eye")
 POSES = ("standing", "sitting", "lying")
 
 # Figure proportions in units of the standing person height ("ph"); local axes: x forward (towards the gaze),
 # y up, origin between the feet. The right arm is the "front" arm that holds and touches things.
-HEAD_CENTRE: Tuple[float, float] = (0.0, 0.915)
+HEAD_CENTRE: tuple[float, float] = (0.0, 0.915)
 HEAD_RADIUS = 0.085
 FACE_RADIUS = 0.068
 FACE_SHIFT = 0.022
@@ -53,31 +67,46 @@ HAND_RADIUS = 0.035
 #: The upper body of a sitting figure is this much lower than a standing one.
 SIT_DROP = 0.21
 
-_STANDING: Dict[str, Tuple[float, float]] = {
-    "nose": (0.075, 0.905), "left_eye": (0.045, 0.93), "right_eye": (0.045, 0.93),
-    "left_ear": (-0.01, 0.91), "right_ear": (-0.01, 0.91),
-    "left_shoulder": (-0.01, 0.80), "right_shoulder": (0.01, 0.80),
-    "left_elbow": (-0.03, 0.65), "left_wrist": (-0.03, 0.50),
-    "left_hip": (-0.01, 0.50), "right_hip": (0.01, 0.50),
-    "left_knee": (-0.03, 0.26), "right_knee": (0.03, 0.26),
-    "left_ankle": (-0.05, 0.02), "right_ankle": (0.05, 0.02),
+_STANDING: dict[str, tuple[float, float]] = {
+    "nose": (0.075, 0.905),
+    "left_eye": (0.045, 0.93),
+    "right_eye": (0.045, 0.93),
+    "left_ear": (-0.01, 0.91),
+    "right_ear": (-0.01, 0.91),
+    "left_shoulder": (-0.01, 0.80),
+    "right_shoulder": (0.01, 0.80),
+    "left_elbow": (-0.03, 0.65),
+    "left_wrist": (-0.03, 0.50),
+    "left_hip": (-0.01, 0.50),
+    "right_hip": (0.01, 0.50),
+    "left_knee": (-0.03, 0.26),
+    "right_knee": (0.03, 0.26),
+    "left_ankle": (-0.05, 0.02),
+    "right_ankle": (0.05, 0.02),
 }
 #: Front-arm poses: (elbow, wrist) of a standing figure.
-ARM_POSES: Dict[str, Tuple[Tuple[float, float], Tuple[float, float]]] = {
+ARM_POSES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "down": ((0.02, 0.65), (0.03, 0.50)),
     "forward": ((0.13, 0.74), (0.26, 0.72)),
     "mouth": ((0.10, 0.68), (0.11, 0.86)),
     "reach": ((0.17, 0.71), (0.34, 0.66)),
 }
-_SITTING_LEGS: Dict[str, Tuple[float, float]] = {
-    "left_knee": (0.20, 0.30), "right_knee": (0.22, 0.30), "left_ankle": (0.20, 0.02), "right_ankle": (0.24, 0.02),
+_SITTING_LEGS: dict[str, tuple[float, float]] = {
+    "left_knee": (0.20, 0.30),
+    "right_knee": (0.22, 0.30),
+    "left_ankle": (0.20, 0.02),
+    "right_ankle": (0.24, 0.02),
 }
-_LIMBS: Tuple[Tuple[str, str], ...] = (
-    ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("right_hip", "right_knee"),
+_LIMBS: tuple[tuple[str, str], ...] = (
+    ("left_hip", "left_knee"),
+    ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"),
     ("right_knee", "right_ankle"),
 )
-_ARMS: Tuple[Tuple[str, str], ...] = (
-    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_shoulder", "right_elbow"),
+_ARMS: tuple[tuple[str, str], ...] = (
+    ("left_shoulder", "left_elbow"),
+    ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"),
     ("right_elbow", "right_wrist"),
 )
 
@@ -91,7 +120,8 @@ BENEATH_MIN_X_OVERLAP = 0.5
 BENEATH_BOTTOM_TOLERANCE = 0.05
 #: Classes a hand holds (``holding``) rather than touches.
 HANDHELD_CLASSES = frozenset(
-    vocab.OBJECT_INDEX[n] for n in ("cup/glass/bottle", "book", "phone/camera", "food", "dish"))
+    vocab.OBJECT_INDEX[n] for n in ("cup/glass/bottle", "book", "phone/camera", "food", "dish")
+)
 _CUP, _FOOD, _BAG, _CLOTHES = (vocab.OBJECT_INDEX[n] for n in ("cup/glass/bottle", "food", "bag", "clothes"))
 
 # Colours (RGB) of the figure.
@@ -101,7 +131,7 @@ SHIRT = (30, 60, 170)
 TROUSERS = (50, 50, 50)
 EYE = (10, 10, 10)
 
-Point = Tuple[float, float]
+Point = tuple[float, float]
 
 
 @dataclass
@@ -111,8 +141,8 @@ class Primitive:
     the ellipse, ``size`` = stroke width) or "polygon" (its points)."""
 
     kind: str
-    points: List[Point]
-    color: Tuple[int, int, int]
+    points: list[Point]
+    color: tuple[int, int, int]
     size: float = 0.0
 
     def bounds(self) -> np.ndarray:
@@ -141,7 +171,7 @@ class Figure:
     gaze: np.ndarray
     pose: str
     face_visible: bool
-    primitives: List[Primitive] = field(default_factory=list)
+    primitives: list[Primitive] = field(default_factory=list)
 
     def point(self, name: str) -> np.ndarray:
         """A keypoint by COCO name."""
@@ -174,7 +204,7 @@ class Thing:
     facing: int = 1
 
 
-def local_pose(pose: str, arm: str) -> Dict[str, Point]:
+def local_pose(pose: str, arm: str) -> dict[str, Point]:
     """Keypoints of a pose in local figure units (x forward, y up).
 
     Args:
@@ -221,22 +251,29 @@ def make_figure(pose: str, arm: str, anchor: Point, scale: float, facing: int, f
     return figure
 
 
-def _figure_primitives(fig: Figure) -> List[Primitive]:
+def _figure_primitives(fig: Figure) -> list[Primitive]:
     """Legs, torso, back arm, head, front arm, in drawing order; joints are rounded with circles."""
     s = fig.scale
-    prims: List[Primitive] = []
+    prims: list[Primitive] = []
 
-    def limb(a: str, b: str, color: Tuple[int, int, int], width: float) -> None:
+    def limb(a: str, b: str, color: tuple[int, int, int], width: float) -> None:
         pa, pb = tuple(fig.point(a)), tuple(fig.point(b))
-        prims.extend([Primitive("line", [pa, pb], color, width), Primitive("circle", [pa], color, width / 2),
-                      Primitive("circle", [pb], color, width / 2)])
+        prims.extend(
+            [
+                Primitive("line", [pa, pb], color, width),
+                Primitive("circle", [pa], color, width / 2),
+                Primitive("circle", [pb], color, width / 2),
+            ]
+        )
 
     for a, b in _LIMBS:
         limb(a, b, TROUSERS, LIMB_WIDTH * s)
     shoulders, hips = fig.mid("left_shoulder", "right_shoulder"), fig.mid("left_hip", "right_hip")
-    prims += [Primitive("line", [tuple(shoulders), tuple(hips)], SHIRT, TORSO_WIDTH * s),
-              Primitive("circle", [tuple(shoulders)], SHIRT, TORSO_WIDTH * s / 2),
-              Primitive("circle", [tuple(hips)], SHIRT, TORSO_WIDTH * s / 2)]
+    prims += [
+        Primitive("line", [tuple(shoulders), tuple(hips)], SHIRT, TORSO_WIDTH * s),
+        Primitive("circle", [tuple(shoulders)], SHIRT, TORSO_WIDTH * s / 2),
+        Primitive("circle", [tuple(hips)], SHIRT, TORSO_WIDTH * s / 2),
+    ]
     for a, b in _ARMS[:2]:
         limb(a, b, SHIRT, LIMB_WIDTH * s)
     prims.append(Primitive("circle", [tuple(fig.point("left_wrist"))], SKIN, HAND_RADIUS * s))
@@ -247,15 +284,17 @@ def _figure_primitives(fig: Figure) -> List[Primitive]:
     return prims
 
 
-def _head_primitives(fig: Figure) -> List[Primitive]:
+def _head_primitives(fig: Figure) -> list[Primitive]:
     """Hair-coloured head; with a visible face, a skin disc shifted towards the gaze, an eye and a nose."""
     s = fig.scale
     prims = [Primitive("circle", [tuple(fig.head)], HAIR, HEAD_RADIUS * s)]
     if fig.face_visible:
         face = fig.head + fig.gaze * FACE_SHIFT * s
-        prims += [Primitive("circle", [tuple(face)], SKIN, FACE_RADIUS * s),
-                  Primitive("circle", [tuple(fig.point("nose"))], SKIN, NOSE_RADIUS * s),
-                  Primitive("circle", [tuple(fig.point("left_eye"))], EYE, EYE_RADIUS * s)]
+        prims += [
+            Primitive("circle", [tuple(face)], SKIN, FACE_RADIUS * s),
+            Primitive("circle", [tuple(fig.point("nose"))], SKIN, NOSE_RADIUS * s),
+            Primitive("circle", [tuple(fig.point("left_eye"))], EYE, EYE_RADIUS * s),
+        ]
     return prims
 
 
@@ -303,7 +342,7 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def spatial_labels(person_xyxy: np.ndarray, thing: Thing) -> List[str]:
+def spatial_labels(person_xyxy: np.ndarray, thing: Thing) -> list[str]:
     """Spatial predicates of ``thing`` relative to the person's box (see the module docstring)."""
     obj = thing.box_xyxy
     labels = []
@@ -313,8 +352,12 @@ def spatial_labels(person_xyxy: np.ndarray, thing: Thing) -> List[str]:
         labels.append("above")
     x_overlap = _overlap(obj[0], obj[2], person_xyxy[0], person_xyxy[2])
     narrower = min(obj[2] - obj[0], person_xyxy[2] - person_xyxy[0])
-    if (obj_cy > (person_xyxy[1] + person_xyxy[3]) / 2 and obj[3] >= person_xyxy[3] - BENEATH_BOTTOM_TOLERANCE
-            * person_h and narrower > 0 and x_overlap >= BENEATH_MIN_X_OVERLAP * narrower):
+    if (
+        obj_cy > (person_xyxy[1] + person_xyxy[3]) / 2
+        and obj[3] >= person_xyxy[3] - BENEATH_BOTTOM_TOLERANCE * person_h
+        and narrower > 0
+        and x_overlap >= BENEATH_MIN_X_OVERLAP * narrower
+    ):
         labels.append("beneath")
     area = min((obj[2] - obj[0]) * (obj[3] - obj[1]), (person_xyxy[2] - person_xyxy[0]) * person_h)
     inter = x_overlap * _overlap(obj[1], obj[3], person_xyxy[1], person_xyxy[3])
@@ -323,7 +366,7 @@ def spatial_labels(person_xyxy: np.ndarray, thing: Thing) -> List[str]:
     return labels or ["on_the_side_of"]
 
 
-def contacting_labels(figure: Figure, thing: Thing) -> List[str]:
+def contacting_labels(figure: Figure, thing: Thing) -> list[str]:
     """Contacting predicates of ``thing`` from the keypoints inside its box, the pose and the drawing order."""
     box = thing.box_xyxy
     front_hand = contains(box, figure.point("right_wrist"))
@@ -331,8 +374,11 @@ def contacting_labels(figure: Figure, thing: Thing) -> List[str]:
     hips_in = contains(box, figure.mid("left_hip", "right_hip"))
     if thing.label in HANDHELD_CLASSES and front_hand:
         at_mouth = contains(box, figure.point("nose"))
-        return ["holding"] + (["drinking_from"] if at_mouth and thing.label == _CUP else []) + (
-            ["eating"] if at_mouth and thing.label == _FOOD else [])
+        return (
+            ["holding"]
+            + (["drinking_from"] if at_mouth and thing.label == _CUP else [])
+            + (["eating"] if at_mouth and thing.label == _FOOD else [])
+        )
     if thing.label == _BAG and thing.drawn_after and any_hand:
         return ["carrying"]
     if thing.label == _BAG and not thing.drawn_after and contains(box, figure.back_point):
@@ -343,17 +389,22 @@ def contacting_labels(figure: Figure, thing: Thing) -> List[str]:
         return ["sitting_on"]
     if hips_in and figure.pose == "lying":
         return ["covered_by" if thing.drawn_after else "lying_on"]
-    if figure.pose == "standing" and contains(box, figure.point("left_ankle")) and contains(
-            box, figure.point("right_ankle")):
+    if (
+        figure.pose == "standing"
+        and contains(box, figure.point("left_ankle"))
+        and contains(box, figure.point("right_ankle"))
+    ):
         return ["standing_on"]
     return ["touching"] if any_hand else ["not_contacting"]
 
 
-def relationship_labels(figure: Figure, person_xyxy: np.ndarray, thing: Thing) -> Dict[str, List[str]]:
+def relationship_labels(figure: Figure, person_xyxy: np.ndarray, thing: Thing) -> dict[str, list[str]]:
     """``{"attention": [1 name], "spatial": [names], "contacting": [names]}`` of one object."""
-    return {"attention": [attention_label(figure, thing.box_xyxy)],
-            "spatial": spatial_labels(person_xyxy, thing),
-            "contacting": contacting_labels(figure, thing)}
+    return {
+        "attention": [attention_label(figure, thing.box_xyxy)],
+        "spatial": spatial_labels(person_xyxy, thing),
+        "contacting": contacting_labels(figure, thing),
+    }
 
 
 def clip_box(box_xyxy: Sequence[float], width: int, height: int) -> np.ndarray:
@@ -364,7 +415,7 @@ def clip_box(box_xyxy: Sequence[float], width: int, height: int) -> np.ndarray:
     return box
 
 
-def union_box(boxes: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+def union_box(boxes: Sequence[np.ndarray]) -> np.ndarray | None:
     """Smallest ``xyxy`` box containing all ``boxes`` (None for no boxes)."""
     if not boxes:
         return None

@@ -8,22 +8,22 @@ side of, in) do not depend on left and right, so a flip changes no label.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_SHORTER = 600
 DEFAULT_LONGER = 1000
 #: Largest value of a uint8 pixel, the scale between uint8 images and [0, 1] floats.
 UINT8_MAX = 255.0
 
 
-def resized_hw(height: int, width: int, shorter: int, longer: int) -> Tuple[int, int]:
+def resized_hw(height: int, width: int, shorter: int, longer: int) -> tuple[int, int]:
     """Output ``(height, width)``: the shorter side becomes ``shorter`` unless the longer side would exceed
     ``longer``, in which case the longer side becomes ``longer`` (aspect ratio kept, DETR's rule)."""
     if shorter < 1 or longer < shorter:
@@ -49,23 +49,29 @@ class ClipTransform:
             DataLoader worker).
     """
 
-    def __init__(self, shorter: int = DEFAULT_SHORTER, longer: int = DEFAULT_LONGER, flip_prob: float = 0.0,
-                 generator: Optional[torch.Generator] = None) -> None:
+    def __init__(
+        self,
+        shorter: int = DEFAULT_SHORTER,
+        longer: int = DEFAULT_LONGER,
+        flip_prob: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         resized_hw(1, 1, shorter, longer)
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"Expected flip_prob in [0, 1] but got {flip_prob}")
         self.shorter, self.longer, self.flip_prob = shorter, longer, flip_prob
         self.generator = generator
 
-    def draw_flip(self, seed: Optional[int] = None) -> bool:
+    def draw_flip(self, seed: int | None = None) -> bool:
         """Decide whether the next clip is flipped (``seed``: decide from this seed alone, reproducibly)."""
         if self.flip_prob <= 0.0:
             return False
         generator = torch.Generator().manual_seed(seed) if seed is not None else self.generator
         return bool(torch.rand(1, generator=generator).item() < self.flip_prob)
 
-    def __call__(self, images: Sequence[Tensor], boxes_xyxy: Sequence[Tensor],
-                 flip: Optional[bool] = None) -> Tuple[List[Tensor], List[Tensor], bool]:
+    def __call__(
+        self, images: Sequence[Tensor], boxes_xyxy: Sequence[Tensor], flip: bool | None = None
+    ) -> tuple[list[Tensor], list[Tensor], bool]:
         """Transform a clip.
 
         Args:
@@ -78,8 +84,9 @@ class ClipTransform:
             resized pixels, and whether the clip was flipped.
         """
         if len(images) != len(boxes_xyxy):
-            raise ValueError(f"Expected one box tensor per image but got {len(images)} images and "
-                             f"{len(boxes_xyxy)} box tensors")
+            raise ValueError(
+                f"Expected one box tensor per image but got {len(images)} images and {len(boxes_xyxy)} box tensors"
+            )
         flipped = self.draw_flip() if flip is None else flip
         out_images, out_boxes = [], []
         for image, boxes in zip(images, boxes_xyxy):
@@ -95,8 +102,9 @@ class ClipTransform:
         return out_images, out_boxes, flipped
 
 
-def normalize_into(dst: Tensor, image: Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD) -> None:
+def normalize_into(
+    dst: Tensor, image: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> None:
     """Write ``(image / 255 - mean) / std`` into ``dst`` in place (two passes, no temporary).
 
     Args:

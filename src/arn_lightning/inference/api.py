@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from arn_lightning._types import PathLike
 from arn_lightning.checkpoint_file import CheckpointError, load_checkpoint_file
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
@@ -41,15 +44,17 @@ from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
 from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K, FrameGraph, rank_triplets
 from arn_lightning.inference.video import DEFAULT_FPS, VideoFrame, open_frames
 
-PathLike = Union[str, Path]
 PRECISIONS = ("auto", "fp32", "bf16")
 #: Key that ``ARNLitModule.on_save_checkpoint`` writes into every checkpoint of this project.
 CHECKPOINT_MARKER = "arn_lightning"
 #: Keys of every Lightning checkpoint.
 LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
 #: The data module's transform settings replayed at inference, with the data layer's defaults.
-TRANSFORM_DEFAULTS: Dict[str, Any] = {
-    "resize_shorter": DEFAULT_SHORTER, "resize_longer": DEFAULT_LONGER, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+TRANSFORM_DEFAULTS: dict[str, Any] = {
+    "resize_shorter": DEFAULT_SHORTER,
+    "resize_longer": DEFAULT_LONGER,
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
 }
 #: Settings a stored ``data_settings`` must hold.
 REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
@@ -67,10 +72,10 @@ class PreparedFrame:
 
     frame: VideoFrame
     image: Tensor
-    target: Dict[str, Any]
+    target: dict[str, Any]
 
 
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device``; raises ``ValueError`` for a CUDA device on a machine without one."""
     try:
         resolved = torch.device(device)
@@ -81,7 +86,7 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     return resolved
 
 
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device`` (``None``: float32, no autocast)."""
     if precision not in PRECISIONS:
         raise ValueError(f"Expected precision in {PRECISIONS} but got {precision!r}")
@@ -90,7 +95,7 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
     return None
 
 
-def transform_settings(settings: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def transform_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """The frame settings to replay: the checkpoint's ``data_settings`` (the data module's ``resize_shorter``,
     ``resize_longer`` and optionally ``mean`` / ``std``), or the data layer's defaults when it stores none (a
     module built in Python without the CLI, which the data module then fed with those defaults).
@@ -114,7 +119,7 @@ def pil_to_uint8(image: Image.Image) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def _hparam_classes() -> List[type]:
+def _hparam_classes() -> list[type]:
     """The configuration dataclasses that ``ARNLitModule`` keeps in its hyperparameters (safe to unpickle)."""
     from lightning.fabric.utilities.data import AttributeDict
 
@@ -124,7 +129,7 @@ def _hparam_classes() -> List[type]:
     return [AttributeDict, *(type(p.default) for p in parameters if dataclasses.is_dataclass(p.default))]
 
 
-def check_checkpoint(path: PathLike) -> Dict[str, Any]:
+def check_checkpoint(path: PathLike) -> dict[str, Any]:
     """Load ``path`` (tensors memory-mapped) and check that it is an ARN Lightning checkpoint.
 
     Returns:
@@ -153,7 +158,7 @@ def check_checkpoint(path: PathLike) -> Dict[str, Any]:
     return checkpoint
 
 
-def _offline_overrides(hparams: Mapping[str, Any]) -> Dict[str, Any]:
+def _offline_overrides(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """Constructor overrides so that rebuilding the module loads no pretrained backbone weights (the checkpoint's
     weights replace them anyway, and they may not be available on this machine)."""
     arch = hparams.get("arch")
@@ -164,7 +169,7 @@ def _offline_overrides(hparams: Mapping[str, Any]) -> Dict[str, Any]:
     return {}
 
 
-def load_module(path: PathLike) -> "ARNLitModule":  # noqa: F821 - imported lazily
+def load_module(path: PathLike) -> ARNLitModule:  # noqa: F821 - imported lazily
     """``ARNLitModule.load_from_checkpoint`` on the CPU, after :func:`check_checkpoint`, in eval mode.
 
     Raises:
@@ -178,9 +183,7 @@ def load_module(path: PathLike) -> "ARNLitModule":  # noqa: F821 - imported lazi
     del checkpoint
     try:
         with torch.serialization.safe_globals(_hparam_classes()):
-            module = ARNLitModule.load_from_checkpoint(
-                str(path), map_location="cpu", weights_only=True, **overrides
-            )
+            module = ARNLitModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **overrides)
     except (RuntimeError, TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"Expected ARNLitModule weights in {path} but loading failed: {error}") from error
     return module.eval()
@@ -202,7 +205,7 @@ class SceneGraphPredictor:
         ValueError: an unavailable device or an unknown precision.
     """
 
-    def __init__(self, module: Any, device: Union[str, torch.device] = "cpu", precision: str = "auto") -> None:
+    def __init__(self, module: Any, device: str | torch.device = "cpu", precision: str = "auto") -> None:
         task = module.model.config.task
         if task != "sgdet":
             raise CheckpointError(
@@ -232,12 +235,12 @@ class SceneGraphPredictor:
         }
         return PreparedFrame(frame, image, target)
 
-    def _autocast(self) -> ContextManager[Any]:
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _batch(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> Dict[str, Any]:
+    def _batch(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> dict[str, Any]:
         """Collate clips; a frame's target says ``evaluate`` where its prediction is kept."""
         clips = [
             [{"image": p.image, "target": {**p.target, "evaluate": i in job.emit}} for i, p in enumerate(job.frames)]
@@ -246,7 +249,7 @@ class SceneGraphPredictor:
         return self.collate(clips)
 
     @torch.no_grad()
-    def predict_clips(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> List[Tuple[PreparedFrame, Dict[str, Any]]]:
+    def predict_clips(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> list[tuple[PreparedFrame, dict[str, Any]]]:
         """Run a batch of clips; returns the emitted frames with their predictions (CPU tensors), in order."""
         batch = self._batch(jobs)
         with self._autocast():
@@ -258,9 +261,13 @@ class SceneGraphPredictor:
         return list(zip(emitted, cpu))
 
     def stream(
-        self, frames: Iterable[VideoFrame], causal: bool = False, batch_size: int = 1,
-        top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
-    ) -> Iterator[Tuple[VideoFrame, FrameGraph]]:
+        self,
+        frames: Iterable[VideoFrame],
+        causal: bool = False,
+        batch_size: int = 1,
+        top_k: int = DEFAULT_TOP_K,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> Iterator[tuple[VideoFrame, FrameGraph]]:
         """Predict a stream of sampled frames lazily, yielding ``(frame, graph)`` in frame order.
 
         Args:
@@ -278,8 +285,9 @@ class SceneGraphPredictor:
                 yield frame, FrameGraph(frame.index, frame.source_index, frame.timestamp, prediction, triplets)
 
 
-def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu",
-               precision: str = "auto") -> SceneGraphPredictor:
+def load_model(
+    checkpoint: PathLike, device: str | torch.device = "cpu", precision: str = "auto"
+) -> SceneGraphPredictor:
     """A :class:`SceneGraphPredictor` from an ARN Lightning checkpoint.
 
     Raises:
@@ -297,9 +305,15 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu",
 
 
 def predict_video(
-    path: PathLike, model: Union[SceneGraphPredictor, PathLike], fps: float = DEFAULT_FPS, causal: bool = False,
-    batch_size: int = 1, top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD, progress: bool = False,
-) -> List[FrameGraph]:
+    path: PathLike,
+    model: SceneGraphPredictor | PathLike,
+    fps: float = DEFAULT_FPS,
+    causal: bool = False,
+    batch_size: int = 1,
+    top_k: int = DEFAULT_TOP_K,
+    threshold: float = DEFAULT_THRESHOLD,
+    progress: bool = False,
+) -> list[FrameGraph]:
     """Scene graphs of every sampled frame of a video file or image folder.
 
     Args:

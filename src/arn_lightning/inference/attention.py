@@ -14,8 +14,9 @@ as the one whose subject and object boxes, scaled the way the postprocess scales
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,24 +59,24 @@ class EntityAttention:
             raise ValueError("Expected an ARN model with an entity decoder (SGDet) but found none to hook")
         self.model = model
         self.attention: nn.MultiheadAttention = decoder.layers[-1].multihead_attn
-        self.weights: Optional[Tensor] = None
-        self.mask: Optional[Tensor] = None
-        self.outputs: Optional[ARNOutput] = None
-        self._handles: List[Any] = []
+        self.weights: Tensor | None = None
+        self.mask: Tensor | None = None
+        self.outputs: ARNOutput | None = None
+        self._handles: list[Any] = []
 
-    def _ask_weights(self, module: nn.Module, args: tuple, kwargs: Dict[str, Any]) -> Tuple[tuple, Dict[str, Any]]:
+    def _ask_weights(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         return args, {**kwargs, "need_weights": True, "average_attn_weights": True}
 
-    def _keep_weights(self, module: nn.Module, args: tuple, output: Tuple[Tensor, Tensor]) -> None:
+    def _keep_weights(self, module: nn.Module, args: tuple, output: tuple[Tensor, Tensor]) -> None:
         self.weights = output[1].detach().float()  # [BT, 2Q, hw]
 
-    def _keep_mask(self, module: nn.Module, args: tuple, output: Tuple[Tensor, Tensor]) -> None:
+    def _keep_mask(self, module: nn.Module, args: tuple, output: tuple[Tensor, Tensor]) -> None:
         self.mask = output[1].detach()  # [BT, h, w]
 
     def _keep_outputs(self, module: nn.Module, args: tuple, output: ARNOutput) -> None:
         self.outputs = output
 
-    def __enter__(self) -> "EntityAttention":
+    def __enter__(self) -> EntityAttention:
         self._handles = [
             self.attention.register_forward_pre_hook(self._ask_weights, with_kwargs=True),
             self.attention.register_forward_hook(self._keep_weights),
@@ -90,8 +91,9 @@ class EntityAttention:
         self._handles = []
 
 
-def pair_queries(outputs: ARNOutput, frame_index: int, prediction: Dict[str, Any], orig_size: Tensor,
-                 clip_boxes: bool = True) -> Tensor:
+def pair_queries(
+    outputs: ARNOutput, frame_index: int, prediction: dict[str, Any], orig_size: Tensor, clip_boxes: bool = True
+) -> Tensor:
     """The query index ``[P]`` of each pair of a frame's (SGDet) prediction (see the module docstring).
 
     Args:
@@ -104,7 +106,7 @@ def pair_queries(outputs: ARNOutput, frame_index: int, prediction: Dict[str, Any
     sub = scale_boxes(outputs.sub_boxes[frame_index].float(), orig_size, clip_boxes).cpu()  # [Q, 4] xyxy px
     obj = scale_boxes(outputs.obj_boxes[frame_index].float(), orig_size, clip_boxes).cpu()  # [Q, 4]
     boxes, pairs = prediction["boxes"].float(), prediction["pairs"]
-    distance = (torch.cdist(boxes[pairs[:, 0]], sub, p=1) + torch.cdist(boxes[pairs[:, 1]], obj, p=1))  # [P, Q]
+    distance = torch.cdist(boxes[pairs[:, 0]], sub, p=1) + torch.cdist(boxes[pairs[:, 1]], obj, p=1)  # [P, Q]
     return distance.argmin(dim=1)
 
 
@@ -124,7 +126,7 @@ class FrameAttention:
     maps: Tensor
     queries: Tensor
 
-    def pair_maps(self, pair: int) -> Tuple[Tensor, Tensor]:
+    def pair_maps(self, pair: int) -> tuple[Tensor, Tensor]:
         """``(subject map, object map)`` ``[h, w]`` of prediction pair ``pair``."""
         query, num_queries = int(self.queries[pair]), self.maps.shape[0] // 2
         return self.maps[query], self.maps[num_queries + query]
@@ -147,8 +149,9 @@ def _crop(weights: Tensor, mask: Tensor) -> Tensor:
     return maps[:, :rows, :cols].cpu()
 
 
-def entity_attention(predictor: SceneGraphPredictor, frames: Sequence[VideoFrame], top_k: int = 10,
-                     threshold: float = 0.0) -> List[FrameAttention]:
+def entity_attention(
+    predictor: SceneGraphPredictor, frames: Sequence[VideoFrame], top_k: int = 10, threshold: float = 0.0
+) -> list[FrameAttention]:
     """Entity attention maps and scene graphs of ``frames`` (windowed clips, one clip per forward pass).
 
     Args:
@@ -165,8 +168,13 @@ def entity_attention(predictor: SceneGraphPredictor, frames: Sequence[VideoFrame
         for i, (prepared, prediction) in zip(job.emit, predicted):
             assert recorder.weights is not None and recorder.mask is not None and recorder.outputs is not None
             queries = pair_queries(recorder.outputs, i, prediction, prepared.target["orig_size"], clip_boxes)
-            graph = FrameGraph(prepared.frame.index, prepared.frame.source_index, prepared.frame.timestamp,
-                               prediction, rank_triplets(prediction, top_k, threshold))
+            graph = FrameGraph(
+                prepared.frame.index,
+                prepared.frame.source_index,
+                prepared.frame.timestamp,
+                prediction,
+                rank_triplets(prediction, top_k, threshold),
+            )
             results.append(FrameAttention(prepared.frame, graph, _crop(recorder.weights[i], recorder.mask[i]), queries))
     return results
 
@@ -180,16 +188,18 @@ def overlay_attention(image: Image.Image, attention: Tensor, alpha: float = OVER
     return Image.blend(image.convert("RGB"), layer, alpha)
 
 
-def attention_figure(item: FrameAttention, pair: Optional[int] = None) -> Figure:
+def attention_figure(item: FrameAttention, pair: int | None = None) -> Figure:
     """Three panels: the frame with the pair's boxes, and where its subject and its object query look."""
     pair = item.top_pair() if pair is None else pair
     subject_map, object_map = item.pair_maps(pair)
     sub_row, obj_row = item.graph.prediction["pairs"][pair].tolist()
     shown = [t for t in item.graph.triplets if {t.subject_row, t.object_row} == {sub_row, obj_row}]
     boxes = draw_boxes(item.frame.image, dataclasses.replace(item.graph, triplets=shown))
-    panels = [(boxes, f"pair {pair}: " + (shown[0].text() if shown else "no triplet above the threshold")),
-              (overlay_attention(item.frame.image, subject_map), "subject query attention"),
-              (overlay_attention(item.frame.image, object_map), "object query attention")]
+    panels = [
+        (boxes, f"pair {pair}: " + (shown[0].text() if shown else "no triplet above the threshold")),
+        (overlay_attention(item.frame.image, subject_map), "subject query attention"),
+        (overlay_attention(item.frame.image, object_map), "object query attention"),
+    ]
     figure = Figure(figsize=(PANEL_IN * len(panels), PANEL_IN * item.frame.image.height / item.frame.image.width))
     FigureCanvasAgg(figure)
     for i, (image, title) in enumerate(panels):

@@ -15,8 +15,9 @@ than ``T`` frames still gives full clips.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Deque, Generic, Iterable, Iterator, List, Sequence, Tuple, TypeVar
+from typing import Generic, TypeVar
 
 F = TypeVar("F")
 
@@ -31,8 +32,8 @@ class ClipJob(Generic[F]):
             exactly once, in order.
     """
 
-    frames: Tuple[F, ...]
-    emit: Tuple[int, ...]
+    frames: tuple[F, ...]
+    emit: tuple[int, ...]
 
 
 class ClipScheduler(Generic[F]):
@@ -48,14 +49,14 @@ class ClipScheduler(Generic[F]):
             raise ValueError(f"Expected a clip length of at least 1 frame but got {clip_length}")
         self.clip_length = clip_length
         self.causal = causal
-        self._recent: Deque[F] = deque(maxlen=clip_length)
+        self._recent: deque[F] = deque(maxlen=clip_length)
         self._pending = 0  # frames pushed since the last emitted window
 
-    def _clip(self) -> Tuple[F, ...]:
+    def _clip(self) -> tuple[F, ...]:
         padding = self.clip_length - len(self._recent)
         return (self._recent[0],) * padding + tuple(self._recent)
 
-    def push(self, frame: F) -> List[ClipJob[F]]:
+    def push(self, frame: F) -> list[ClipJob[F]]:
         """Add the next frame; returns the clips that became complete (none, or one)."""
         self._recent.append(frame)
         if self.causal:
@@ -66,7 +67,7 @@ class ClipScheduler(Generic[F]):
         self._pending = 0
         return [ClipJob(tuple(self._recent), tuple(range(self.clip_length)))]
 
-    def finish(self) -> List[ClipJob[F]]:
+    def finish(self) -> list[ClipJob[F]]:
         """End of the stream: the shifted last window for the frames not emitted yet (none in causal mode)."""
         pending, self._pending = self._pending, 0
         if pending == 0:
@@ -86,7 +87,7 @@ def batched(jobs: Iterable[ClipJob[F]], batch_size: int) -> Iterator[Sequence[Cl
     """Groups of up to ``batch_size`` consecutive jobs (the last group may be smaller)."""
     if batch_size < 1:
         raise ValueError(f"Expected a batch size of at least 1 clip but got {batch_size}")
-    batch: List[ClipJob[F]] = []
+    batch: list[ClipJob[F]] = []
     for job in jobs:
         batch.append(job)
         if len(batch) == batch_size:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from arn_lightning.inference.graph import FrameGraph, Triplet, object_name
 
 #: Colour of each predicate type (matplotlib's tab10 blue, green, red), shared with the timeline.
-PREDICATE_TYPE_COLORS: Dict[str, str] = {"attention": "#1f77b4", "spatial": "#2ca02c", "contacting": "#d62728"}
+PREDICATE_TYPE_COLORS: dict[str, str] = {"attention": "#1f77b4", "spatial": "#2ca02c", "contacting": "#d62728"}
 #: Font height as a fraction of the frame height, and its lower bound in pixels.
 FONT_HEIGHT_FRACTION = 1 / 30
 MIN_FONT_PX = 12
@@ -34,7 +34,7 @@ PANEL_TEXT = (235, 235, 235)
 _HUE_STEP = 0.618033988749895
 
 
-def class_color(label: int) -> Tuple[int, int, int]:
+def class_color(label: int) -> tuple[int, int, int]:
     """A stable, saturated RGB colour for an AG object index."""
     hue = round((label * _HUE_STEP % 1.0) * 360)
     return ImageColor.getrgb(f"hsl({hue}, 85%, 55%)")
@@ -69,8 +69,8 @@ def _shorten(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, wi
     return text + "..."
 
 
-def _shown_rows(triplets: Sequence[Triplet]) -> List[int]:
-    rows: List[int] = []
+def _shown_rows(triplets: Sequence[Triplet]) -> list[int]:
+    rows: list[int] = []
     for triplet in triplets:
         rows += [row for row in (triplet.subject_row, triplet.object_row) if row not in rows]
     return rows
@@ -96,13 +96,13 @@ def draw_boxes(image: Image.Image, graph: FrameGraph) -> Image.Image:
     return image
 
 
-def panel_lines(graph: FrameGraph, height: int) -> List[Tuple[str, Optional[str]]]:
+def panel_lines(graph: FrameGraph, height: int) -> list[tuple[str, str | None]]:
     """The panel's text lines with the colour of their marker (``None``: no marker), as many as fit ``height``."""
     capacity = max(0, (height - _margin(height)) // _line_step(height))
     head = f"frame {graph.source_index}"  # a dataset frame without a known time (NaN) shows its number alone
     if math.isfinite(graph.timestamp):
         head = f"t = {graph.timestamp:.2f} s   {head}"
-    lines: List[Tuple[str, Optional[str]]] = [(head, None)]
+    lines: list[tuple[str, str | None]] = [(head, None)]
     triplets = graph.triplets
     if not triplets:
         lines.append(("no triplet above the threshold", None))

@@ -8,21 +8,23 @@ every predicate's recall (``arn_lightning.callbacks.per_predicate_rows`` orders 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 import lightning as L
 
+from arn_lightning._types import PathLike
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.inference.api import transform_settings
 
-PathLike = Union[str, Path]
-
 
 def evaluate_module(
-    module: Any, data_root: PathLike, workdir: PathLike, batch_size: int = 2, max_frames: Optional[int] = None,
+    module: Any,
+    data_root: PathLike,
+    workdir: PathLike,
+    batch_size: int = 2,
+    max_frames: int | None = None,
     accelerator: str = "cpu",
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """R@K / mR@K and per-predicate recall of ``module`` on the test split of an AG-format root.
 
     Args:
@@ -38,13 +40,22 @@ def evaluate_module(
     """
     settings = transform_settings(module.hparams.get("data_settings"))
     data = AGDataModule(
-        root=str(data_root), task=module.model.config.task, clip_len=module.model.config.num_frames,
-        resize_shorter=settings["resize_shorter"], resize_longer=settings["resize_longer"],
-        eval_batch_size=batch_size, max_eval_frames=max_frames,
+        root=str(data_root),
+        task=module.model.config.task,
+        clip_len=module.model.config.num_frames,
+        resize_shorter=settings["resize_shorter"],
+        resize_longer=settings["resize_longer"],
+        eval_batch_size=batch_size,
+        max_eval_frames=max_frames,
     )
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(workdir),
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(workdir),
     )
     previous = module.hparams.get("predictions_dir")
     module.hparams.predictions_dir = str(workdir)  # never overwrite the training run's prediction file

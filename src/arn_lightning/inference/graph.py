@@ -11,8 +11,9 @@ object relative to the person ("The cup is in front of the person"), so spatial 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping
+from typing import Any
 
 import torch
 
@@ -63,7 +64,7 @@ class Triplet:
         """Predicate type: ``attention``, ``spatial`` or ``contacting``."""
         return predicate_type(self.predicate)
 
-    def as_list(self) -> List[Any]:
+    def as_list(self) -> list[Any]:
         """``[subject, predicate, object, score]`` with readable names."""
         return [self.subject, self.predicate_name, self.object, round(self.score, JSON_FLOAT_DIGITS)]
 
@@ -74,7 +75,7 @@ class Triplet:
 
 def rank_triplets(
     prediction: Mapping[str, Any], top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD
-) -> List[Triplet]:
+) -> list[Triplet]:
     """The frame's best no-constraint triplets (see the module docstring), highest score first.
 
     The ranking is the metric's own (:func:`arn_lightning.metrics.functional.ranked_triplets` under "no
@@ -125,23 +126,24 @@ class FrameGraph:
     index: int
     source_index: int
     timestamp: float
-    prediction: Dict[str, Any]
-    triplets: List[Triplet]
+    prediction: dict[str, Any]
+    triplets: list[Triplet]
 
     @property
     def frame(self) -> str:
         """The frame key ``"<video>/<NNNNNN>.png"``."""
         return self.prediction["frame"]
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: position, time, readable names and triplets, and the raw prediction-file fields.
 
         The raw fields are those of :func:`arn_lightning.metrics.predictions.prediction_to_json` (validated,
         lossless), so a ``scene_graphs.jsonl`` can be read back with ``read_predictions``.
         """
         raw = prediction_to_json(self.prediction, f"the prediction of frame {self.index}")
-        record: Dict[str, Any] = {
-            "index": self.index, "frame_index": self.source_index,
+        record: dict[str, Any] = {
+            "index": self.index,
+            "frame_index": self.source_index,
             "timestamp": round(self.timestamp, JSON_FLOAT_DIGITS),
             "label_names": [object_name(label) for label in raw["labels"]],
             "triplets": [t.as_list() for t in self.triplets],

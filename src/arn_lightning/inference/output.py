@@ -21,9 +21,10 @@ import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Type
+from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
     from arn_lightning.inference.api import SceneGraphPredictor
 
 OUTPUT_FILES = {
-    "graphs": "scene_graphs.jsonl", "video": "annotated.mp4", "timeline": "timeline.png", "frames": "frames",
+    "graphs": "scene_graphs.jsonl",
+    "video": "annotated.mp4",
+    "timeline": "timeline.png",
+    "frames": "frames",
 }
 #: The file that marks an output folder as this project's (the only kind ``overwrite`` replaces).
 MARKER_FILE = ".arn-lightning-output"
@@ -74,9 +78,11 @@ def staged_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
         if not overwrite:
             raise OutputExistsError(f"Expected a new or empty output folder but {out} is not empty (pass --overwrite)")
         if not (out / MARKER_FILE).is_file():
-            raise OutputExistsError(f"Expected --overwrite to replace an earlier output (a folder holding "
-                                    f"{MARKER_FILE}) but {out} holds other files; it is left as it is: choose "
-                                    f"another output folder")
+            raise OutputExistsError(
+                f"Expected --overwrite to replace an earlier output (a folder holding "
+                f"{MARKER_FILE}) but {out} holds other files; it is left as it is: choose "
+                f"another output folder"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -107,11 +113,11 @@ class OutputWriter:
         self.fps = fps
         self.save_frames = save_frames
         self.title = title
-        self.graphs: List[FrameGraph] = []
+        self.graphs: list[FrameGraph] = []
         self._video = VideoWriter(self.folder / OUTPUT_FILES["video"], fps)
-        self._lines: Optional[IO[str]] = None
+        self._lines: IO[str] | None = None
 
-    def __enter__(self) -> "OutputWriter":
+    def __enter__(self) -> OutputWriter:
         self._lines = open(self.folder / OUTPUT_FILES["graphs"], "w", encoding="utf-8")
         if self.save_frames:
             (self.folder / OUTPUT_FILES["frames"]).mkdir()
@@ -129,7 +135,7 @@ class OutputWriter:
         self.graphs.append(graph)
 
     def __exit__(
-        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._lines is not None
         self._lines.close()
@@ -139,10 +145,16 @@ class OutputWriter:
 
 
 def write_inference(
-    predictor: "SceneGraphPredictor", source: FrameSource, folder: Path, causal: bool = False, batch_size: int = 1,
-    top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD, save_frames: bool = False,
+    predictor: SceneGraphPredictor,
+    source: FrameSource,
+    folder: Path,
+    causal: bool = False,
+    batch_size: int = 1,
+    top_k: int = DEFAULT_TOP_K,
+    threshold: float = DEFAULT_THRESHOLD,
+    save_frames: bool = False,
     progress: bool = False,
-) -> List[FrameGraph]:
+) -> list[FrameGraph]:
     """Predict every sampled frame of ``source`` and write the run's files into ``folder`` (module docstring).
 
     Args:

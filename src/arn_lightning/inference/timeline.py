@@ -13,9 +13,9 @@ The figure is drawn with matplotlib's object API (no pyplot state) at a fixed si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -47,7 +47,7 @@ class TimelineRow:
     label: str
     predicate: int
     object: str
-    spans: List[Tuple[float, float]] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def total(self) -> float:
@@ -64,7 +64,7 @@ class TimelineRow:
         self.spans.append((start, end - start))
 
 
-def timeline_rows(graphs: Sequence[FrameGraph], frame_duration: float, max_rows: int = MAX_ROWS) -> List[TimelineRow]:
+def timeline_rows(graphs: Sequence[FrameGraph], frame_duration: float, max_rows: int = MAX_ROWS) -> list[TimelineRow]:
     """The timeline's rows in drawing order, top first (see the module docstring).
 
     Args:
@@ -74,7 +74,7 @@ def timeline_rows(graphs: Sequence[FrameGraph], frame_duration: float, max_rows:
     """
     if frame_duration <= 0:
         raise ValueError(f"Expected a positive frame duration in seconds but got {frame_duration}")
-    rows: Dict[str, TimelineRow] = {}
+    rows: dict[str, TimelineRow] = {}
     ends = [graph.timestamp for graph in graphs[1:]] + [graph.timestamp + frame_duration for graph in graphs[-1:]]
     for graph, end in zip(graphs, ends):
         for triplet in graph.triplets:
@@ -86,7 +86,7 @@ def timeline_rows(graphs: Sequence[FrameGraph], frame_duration: float, max_rows:
     return sorted(kept, key=lambda r: (r.predicate, r.object))
 
 
-def timeline_size(num_rows: int) -> Tuple[int, int]:
+def timeline_size(num_rows: int) -> tuple[int, int]:
     """Pixel size ``(width, height)`` of the saved timeline with ``num_rows`` rows (an empty one counts 1)."""
     height_in = FIGURE_BASE_HEIGHT_IN + ROW_HEIGHT_IN * max(1, num_rows)
     return round(FIGURE_WIDTH_IN * DPI), round(height_in * DPI)
@@ -117,7 +117,10 @@ def render_timeline(rows: Sequence[TimelineRow], duration: float, title: str = "
 
 
 def save_timeline(
-    graphs: Sequence[FrameGraph], path: Union[str, Path], frame_duration: float, max_rows: int = MAX_ROWS,
+    graphs: Sequence[FrameGraph],
+    path: str | Path,
+    frame_duration: float,
+    max_rows: int = MAX_ROWS,
     title: str = "",
 ) -> Path:
     """Draw the relation timeline of ``graphs`` and save it as a PNG of size :func:`timeline_size`."""

@@ -20,18 +20,27 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import ContextManager, Iterator, List, Optional, Tuple, Union
 
 import av
 import av.error
 from PIL import Image, UnidentifiedImageError
 
+from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_path
-from arn_lightning.data.decode import (FIRST_FRAME_NUMBER, FRAME_NUMBER_DIGITS, VideoError, decode_video,
-                                       frame_file_name, probe_video, upright_image)
+from arn_lightning.data.decode import (
+    FIRST_FRAME_NUMBER,
+    FRAME_NUMBER_DIGITS,
+    VideoError,
+    decode_video,
+    frame_file_name,
+    probe_video,
+    upright_image,
+)
 
 #: Default sampling rate (frames per second): Action Genome annotates videos at about 1-2 frames per second, so the
 #: model sees frames as far apart as in training, and a minute of video costs 120 frames.
@@ -45,10 +54,7 @@ PREFERRED_CODECS = ("libx264", "h264", "mpeg4")
 #: Largest denominator of the output frame rate as a fraction (NTSC rates are n/1001).
 _MAX_RATE_DENOMINATOR = 1001
 #: FFmpeg muxer of an output file suffix (the temporary file of an atomic write has another suffix).
-_CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
-                      ".avi": "avi"}
-
-PathLike = Union[str, Path]
+_CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
 
 
 @dataclass
@@ -78,7 +84,7 @@ def _check_fps(fps: float) -> float:
     return float(fps)
 
 
-def _natural_key(name: str) -> List[Union[int, str]]:
+def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
@@ -100,7 +106,7 @@ class FrameSource(ABC):
 
     @property
     @abstractmethod
-    def estimated_count(self) -> Optional[int]:
+    def estimated_count(self) -> int | None:
         """Number of frames the iteration will give, if known in advance (a progress bar's total)."""
 
     @abstractmethod
@@ -129,7 +135,7 @@ class FolderFrames(FrameSource):
         self.numbers = [int(p.stem) if named else FIRST_FRAME_NUMBER + i for i, p in enumerate(self.files)]
 
     @property
-    def estimated_count(self) -> Optional[int]:
+    def estimated_count(self) -> int | None:
         """The number of images."""
         return len(self.files)
 
@@ -158,7 +164,7 @@ class VideoFileFrames(FrameSource):
         self.duration = info.duration
 
     @property
-    def estimated_count(self) -> Optional[int]:
+    def estimated_count(self) -> int | None:
         """Sampled frames expected from the container's duration (``None`` if it does not say)."""
         if self.duration is None:
             return None
@@ -234,14 +240,14 @@ class VideoWriter:
     def __init__(self, path: PathLike, fps: float) -> None:
         self.path = Path(path)
         self.rate = Fraction(_check_fps(fps)).limit_denominator(_MAX_RATE_DENOMINATOR)
-        self.frame_size: Optional[Tuple[int, int]] = None
-        self.size: Optional[Tuple[int, int]] = None
+        self.frame_size: tuple[int, int] | None = None
+        self.size: tuple[int, int] | None = None
         self.frames_written = 0
-        self._container: Optional["av.container.OutputContainer"] = None
-        self._stream: Optional["av.video.stream.VideoStream"] = None
-        self._atomic: Optional[ContextManager[Path]] = None
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._atomic: AbstractContextManager[Path] | None = None
 
-    def _start(self, size: Tuple[int, int]) -> None:
+    def _start(self, size: tuple[int, int]) -> None:
         width, height = (value + value % 2 for value in size)
         self.frame_size, self.size = size, (width, height)
         self._atomic = atomic_path(self.path)
@@ -302,15 +308,26 @@ class VideoWriter:
         error = RuntimeError(f"writing {self.path} aborted")
         atomic.__exit__(RuntimeError, error, None)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type: Optional[type], *exc_info: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc_info: object) -> None:
         if exc_type is None:
             self.close()
         else:
             self.abort()
 
 
-__all__ = ["DEFAULT_FPS", "FRAME_NUMBER_DIGITS", "IMAGE_SUFFIXES", "FolderFrames", "FrameSource", "VideoError",
-           "VideoFileFrames", "VideoFrame", "VideoWriter", "open_frames", "upright_image"]
+__all__ = [
+    "DEFAULT_FPS",
+    "FRAME_NUMBER_DIGITS",
+    "IMAGE_SUFFIXES",
+    "FolderFrames",
+    "FrameSource",
+    "VideoError",
+    "VideoFileFrames",
+    "VideoFrame",
+    "VideoWriter",
+    "open_frames",
+    "upright_image",
+]

@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 
 
 class Field(NamedTuple):
@@ -30,14 +31,14 @@ class Field(NamedTuple):
 
     kind: str
     dim: str
-    width: Optional[int] = None
+    width: int | None = None
 
 
-def _shape_text(shape: Sequence[Optional[int]]) -> str:
+def _shape_text(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("*" if size is None else str(size) for size in shape) + "]"
 
 
-def checked_array(value: Any, name: str, kind: str, shape: Tuple[Optional[int], ...]) -> np.ndarray:
+def checked_array(value: Any, name: str, kind: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """``value`` (tensor, array or nested list) as a numpy array of the expected kind and shape.
 
     Args:
@@ -76,7 +77,7 @@ _TORCH_INTEGERS = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, 
 _TORCH_REALS = _TORCH_INTEGERS | {torch.float64, torch.float32}
 
 
-def _checked_value(value: Any, name: str, kind: str, rows: Optional[int], width: Optional[int]) -> ArrayLike:
+def _checked_value(value: Any, name: str, kind: str, rows: int | None, width: int | None) -> ArrayLike:
     """A tensor of an accepted dtype and the expected shape as it is (the fast path, no copy), anything else
     through :func:`checked_array` (conversion, or the error message)."""
     if isinstance(value, torch.Tensor) and value.dtype in (_TORCH_INTEGERS if kind == "int" else _TORCH_REALS):
@@ -89,8 +90,9 @@ def _checked_value(value: Any, name: str, kind: str, rows: Optional[int], width:
     return checked_array(value, name, kind, (rows,) if width is None else (rows, width))
 
 
-def _frame_values(item: Mapping[str, Any], fields: Mapping[str, Field], name: str,
-                  derived: Mapping[str, Tuple[str, int]]) -> Tuple[List[ArrayLike], Dict[str, int]]:
+def _frame_values(
+    item: Mapping[str, Any], fields: Mapping[str, Field], name: str, derived: Mapping[str, tuple[str, int]]
+) -> tuple[list[ArrayLike], dict[str, int]]:
     if not isinstance(item, (dict, Mapping)):
         raise ValueError(f"Expected {name} to be a dict but got {type(item).__name__}")
     values, sizes = [], {}
@@ -114,20 +116,28 @@ def _as_kind(array: np.ndarray, kind: str) -> np.ndarray:
     return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
 
 
-def _concatenate(parts: List[ArrayLike], kind: str) -> np.ndarray:
+def _concatenate(parts: list[ArrayLike], kind: str) -> np.ndarray:
     if all(isinstance(part, torch.Tensor) for part in parts):
         return _as_kind(torch.cat(parts).detach().cpu().numpy(), kind)  # one device-to-host copy
-    return _as_kind(np.concatenate([checked_array(part, "", kind, tuple(part.shape))
-                                    if isinstance(part, torch.Tensor) else part for part in parts]), kind)
+    return _as_kind(
+        np.concatenate(
+            [
+                checked_array(part, "", kind, tuple(part.shape)) if isinstance(part, torch.Tensor) else part
+                for part in parts
+            ]
+        ),
+        kind,
+    )
 
 
-def _fast_stack(items: Sequence[Mapping[str, Any]], fields: Mapping[str, Field],
-                derived: Mapping[str, Tuple[str, int]]) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, List[int]]]]:
+def _fast_stack(
+    items: Sequence[Mapping[str, Any]], fields: Mapping[str, Field], derived: Mapping[str, tuple[str, int]]
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]]] | None:
     """The common case without per-value work: every value a tensor of an accepted dtype, one ``torch.cat`` per
     key, shapes checked on the result and lengths compared as lists. ``None`` when anything is off, so that the
     per-record path can name the culprit."""
-    arrays: Dict[str, np.ndarray] = {}
-    sizes: Dict[str, List[int]] = {}
+    arrays: dict[str, np.ndarray] = {}
+    sizes: dict[str, list[int]] = {}
     for key, field in fields.items():
         try:
             column = [item[key] for item in items]
@@ -139,9 +149,11 @@ def _fast_stack(items: Sequence[Mapping[str, Any]], fields: Mapping[str, Field],
             joined = torch.cat(column)
         except RuntimeError:
             return None
-        if (joined.dtype not in (_TORCH_INTEGERS if field.kind == "int" else _TORCH_REALS)
-                or joined.dim() != (1 if field.width is None else 2)
-                or (field.width is not None and joined.shape[1] != field.width)):
+        if (
+            joined.dtype not in (_TORCH_INTEGERS if field.kind == "int" else _TORCH_REALS)
+            or joined.dim() != (1 if field.width is None else 2)
+            or (field.width is not None and joined.shape[1] != field.width)
+        ):
             return None
         lengths = [value.shape[0] if value.dim() else -1 for value in column]
         if field.dim not in sizes:
@@ -155,9 +167,12 @@ def _fast_stack(items: Sequence[Mapping[str, Any]], fields: Mapping[str, Field],
     return arrays, sizes
 
 
-def stack_frames(items: Sequence[Mapping[str, Any]], fields: Mapping[str, Field], name_of: Callable[[int], str],
-                 derived: Optional[Mapping[str, Tuple[str, int]]] = None
-                 ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+def stack_frames(
+    items: Sequence[Mapping[str, Any]],
+    fields: Mapping[str, Field],
+    name_of: Callable[[int], str],
+    derived: Mapping[str, tuple[str, int]] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Validate the keys, dtypes and shapes of every record and concatenate each key over the records.
 
     Args:
@@ -179,8 +194,8 @@ def stack_frames(items: Sequence[Mapping[str, Any]], fields: Mapping[str, Field]
     fast = _fast_stack(items, fields, derived) if items else None
     if fast is not None and all(min(lengths) >= 0 for lengths in fast[1].values()):
         return fast[0], {dim: np.asarray(lengths, dtype=np.int64) for dim, lengths in fast[1].items()}
-    columns: List[List[ArrayLike]] = [[] for _ in fields]
-    sizes: Dict[str, List[int]] = {}
+    columns: list[list[ArrayLike]] = [[] for _ in fields]
+    sizes: dict[str, list[int]] = {}
     for index, item in enumerate(items):
         values, frame_sizes = _frame_values(item, fields, name_of(index), derived)
         for column, value in zip(columns, values):
@@ -204,8 +219,7 @@ def frame_of_row(row: int, lengths: np.ndarray) -> int:
     return int(np.searchsorted(np.cumsum(lengths), row, side="right"))
 
 
-def check_range(array: np.ndarray, lengths: np.ndarray, low: Any, high: Any, describe: Callable[[int], str]
-                ) -> None:
+def check_range(array: np.ndarray, lengths: np.ndarray, low: Any, high: Any, describe: Callable[[int], str]) -> None:
     """Raise naming the first frame whose rows of ``array`` leave ``[low, high]`` (or hold NaN).
 
     ``low`` / ``high`` are scalars or arrays broadcastable against ``array`` (e.g. per-row bounds ``[rows, 1]``);
@@ -224,7 +238,5 @@ def check_range(array: np.ndarray, lengths: np.ndarray, low: Any, high: Any, des
         return
     row = int(np.flatnonzero(~ok.reshape(len(array), -1).all(axis=1))[0])
     column = int(np.flatnonzero(~ok[row].reshape(-1))[0])
-    bad, lowest, highest = (np.broadcast_to(x, array.shape)[row].reshape(-1)[column].item()
-                            for x in (array, low, high))
-    raise ValueError(f"Expected {describe(frame_of_row(row, lengths))} in [{lowest:g}, {highest:g}] "
-                     f"but got {bad!r}")
+    bad, lowest, highest = (np.broadcast_to(x, array.shape)[row].reshape(-1)[column].item() for x in (array, low, high))
+    raise ValueError(f"Expected {describe(frame_of_row(row, lengths))} in [{lowest:g}, {highest:g}] but got {bad!r}")

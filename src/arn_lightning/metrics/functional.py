@@ -25,8 +25,8 @@ several GT triplets. Then
 The IoU is torchvision's (``continuous``) or the two-stage papers' ``+1`` pixel one (``legacy``: both boxes get
 ``x2 + 1, y2 + 1``); it is never NaN: where the union of two degenerate (zero-area) boxes is empty it is 1 for equal
 boxes and 0 otherwise (``docs/boxes.md``), so a prediction equal to the ground truth hits it. The task (SGDet /
-SGCls / PredCls) only changes the input: in PredCls the predicted boxes and labels are the ground truth with score 1. A frame without any GT triplet has no ``R_f`` and is skipped (the standard
-filtering never keeps one).
+SGCls / PredCls) only changes the input: in PredCls the predicted boxes and labels are the ground truth with score 1.
+A frame without any GT triplet has no ``R_f`` and is skipped (the standard filtering never keeps one).
 
 Implementation. Reversing the spatial direction on both sides means that a spatial candidate of pair ``(a, b)``
 hits ``(j, person, s)`` exactly when ``(a, b)`` matches ``(person, j)``: every hit test reduces to one
@@ -66,8 +66,9 @@ Example (one object, the prediction is the ground truth):
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -79,13 +80,13 @@ from arn_lightning.metrics.batching import Field, check_range, frame_of_row, sta
 from arn_lightning.metrics.predictions import PredictionBatch, prediction_arrays, stack_predictions
 from arn_lightning.vocab import CONSTRAINTS
 
-K_VALUES: Tuple[int, ...] = (10, 20, 50, 100)
+K_VALUES: tuple[int, ...] = (10, 20, 50, 100)
 #: "semi": spatial and contacting predicates scoring strictly above this become candidates.
 SEMI_THRESHOLD = 0.9
 #: "no": candidates kept after sorting.
 NO_CONSTRAINT_TOP = 100
 IOU_THRESHOLD = 0.5
-IOU_CONVENTIONS: Tuple[str, ...] = ("continuous", "legacy")
+IOU_CONVENTIONS: tuple[str, ...] = ("continuous", "legacy")
 #: Per-frame recalls are accumulated as integers in units of 2**-FIXED_POINT_BITS (exact, order-free sums).
 FIXED_POINT_BITS = 32
 NUM_PREDICATES = vocab.NUM_PREDICATES
@@ -109,8 +110,8 @@ class RecallConfig:
         iou_convention: ``"continuous"`` (torchvision) or ``"legacy"`` (+1 pixel).
     """
 
-    constraints: Tuple[str, ...] = CONSTRAINTS
-    k_values: Tuple[int, ...] = K_VALUES
+    constraints: tuple[str, ...] = CONSTRAINTS
+    k_values: tuple[int, ...] = K_VALUES
     semi_threshold: float = SEMI_THRESHOLD
     no_constraint_top: int = NO_CONSTRAINT_TOP
     iou_threshold: float = IOU_THRESHOLD
@@ -119,8 +120,11 @@ class RecallConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "constraints", tuple(self.constraints))
         object.__setattr__(self, "k_values", tuple(int(k) for k in self.k_values))
-        if not self.constraints or len(set(self.constraints)) != len(self.constraints) or not set(
-                self.constraints) <= set(CONSTRAINTS):
+        if (
+            not self.constraints
+            or len(set(self.constraints)) != len(self.constraints)
+            or not set(self.constraints) <= set(CONSTRAINTS)
+        ):
             raise ValueError(f"Expected distinct constraints among {CONSTRAINTS} but got {self.constraints}")
         if not self.k_values or self.k_values[0] < 1 or list(self.k_values) != sorted(set(self.k_values)):
             raise ValueError(f"Expected strictly increasing positive k_values but got {self.k_values}")
@@ -145,8 +149,9 @@ class RecallConfig:
 
 
 #: The metric ground truth's keys; ``N+1`` box rows (row 0 the person), ``N`` objects.
-GROUND_TRUTH_FIELDS: Dict[str, Field] = {
-    "boxes": Field("float", "N+1", 4), "labels": Field("int", "N+1"),
+GROUND_TRUTH_FIELDS: dict[str, Field] = {
+    "boxes": Field("float", "N+1", 4),
+    "labels": Field("int", "N+1"),
     **{kind: Field("int", "N", vocab.TYPE_SIZES[kind]) for kind in vocab.PREDICATE_TYPES},
 }
 
@@ -167,8 +172,11 @@ class FrameHits(NamedTuple):
     hits: np.ndarray  #: int64 [F, C, nK, 26] GT triplets per predicate hit by the first K candidates
 
 
-def stack_ground_truth(targets: Sequence[Mapping[str, Any]], name_of: Callable[[int], str] = "targets[{}]".format,
-                       check_values: bool = True) -> GroundTruthBatch:
+def stack_ground_truth(
+    targets: Sequence[Mapping[str, Any]],
+    name_of: Callable[[int], str] = "targets[{}]".format,
+    check_values: bool = True,
+) -> GroundTruthBatch:
     """Validate the metric ground truth of several frames (module docstring) and concatenate it key by key.
 
     Raises:
@@ -193,8 +201,13 @@ def stack_ground_truth(targets: Sequence[Mapping[str, Any]], name_of: Callable[[
         local = row - int((batch.num_objects[:frame] + 1).sum())
         raise InvalidBoxError(f"{name_of(frame)}['boxes'][{local}]", batch.boxes[row].tolist())
     if check_values:
-        check_range(batch.labels, batch.num_objects + 1, vocab.PERSON_LABEL, vocab.NUM_OBJECT_CLASSES,
-                    lambda frame: f"{name_of(frame)}['labels']")
+        check_range(
+            batch.labels,
+            batch.num_objects + 1,
+            vocab.PERSON_LABEL,
+            vocab.NUM_OBJECT_CLASSES,
+            lambda frame: f"{name_of(frame)}['labels']",
+        )
     if check_values and counts.size and counts.min() < 0:
         frame = frame_of_row(int(np.flatnonzero((counts < 0).any(axis=1))[0]), batch.num_objects)
         raise ValueError(f"Expected non-negative label counts in {name_of(frame)} but got {counts.min()}")
@@ -227,7 +240,7 @@ def paired_box_iou(boxes1: np.ndarray, boxes2: np.ndarray, convention: str = "co
     return paired_iou(first, second)
 
 
-def _ragged(lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For concatenated runs of the given lengths: the run of each element and its position within the run."""
     owner = np.repeat(np.arange(lengths.size), lengths)
     starts = np.cumsum(lengths) - lengths
@@ -253,19 +266,28 @@ def _build_index(pred: PredictionBatch, gt: GroundTruthBatch) -> _Index:
     gt_rows = gt.num_objects + 1
     person_row = np.cumsum(gt_rows) - gt_rows  # [F]
     object_frame, object_local = _ragged(gt.num_objects)
-    return _Index(pair_frame, pair_local, pred.pairs[:, 0] + row_start[pair_frame],
-                  pred.pairs[:, 1] + row_start[pair_frame], person_row, person_row[object_frame] + 1 + object_local,
-                  np.cumsum(gt.num_objects) - gt.num_objects, object_frame)
+    return _Index(
+        pair_frame,
+        pair_local,
+        pred.pairs[:, 0] + row_start[pair_frame],
+        pred.pairs[:, 1] + row_start[pair_frame],
+        person_row,
+        person_row[object_frame] + 1 + object_local,
+        np.cumsum(gt.num_objects) - gt.num_objects,
+        object_frame,
+    )
 
 
-def _label_entries(pred: PredictionBatch, gt: GroundTruthBatch, index: _Index) -> Tuple[np.ndarray, np.ndarray]:
+def _label_entries(pred: PredictionBatch, gt: GroundTruthBatch, index: _Index) -> tuple[np.ndarray, np.ndarray]:
     """(pair, GT object) entries of the same frame whose subject label is the person's and object label the
     object's: ``[E]`` global pair and global object indices."""
     frame_has_label = np.zeros((len(gt.num_objects), vocab.NUM_OBJECT_CLASSES + 1), dtype=bool)  # [F, 37]
     frame_has_label[index.object_frame, gt.labels[index.object_gt_row].clip(0, vocab.NUM_OBJECT_CLASSES)] = True
     object_label = pred.labels[index.object_row].clip(0, vocab.NUM_OBJECT_CLASSES)
-    pairs = np.flatnonzero((pred.labels[index.subject_row] == gt.labels[index.person_row[index.pair_frame]])
-                           & frame_has_label[index.pair_frame, object_label])  # [sum P] worth pairing
+    pairs = np.flatnonzero(
+        (pred.labels[index.subject_row] == gt.labels[index.person_row[index.pair_frame]])
+        & frame_has_label[index.pair_frame, object_label]
+    )  # [sum P] worth pairing
     owner, within = _ragged(gt.num_objects[index.pair_frame[pairs]])  # every object of the pair's frame
     entry_pair = pairs[owner]
     entry_object = index.object_start[index.pair_frame[entry_pair]] + within
@@ -273,12 +295,19 @@ def _label_entries(pred: PredictionBatch, gt: GroundTruthBatch, index: _Index) -
     return entry_pair[same], entry_object[same]
 
 
-def _box_entries(pred: PredictionBatch, gt: GroundTruthBatch, index: _Index, entry_pair: np.ndarray,
-                 entry_object: np.ndarray, config: RecallConfig) -> Tuple[np.ndarray, np.ndarray]:
+def _box_entries(
+    pred: PredictionBatch,
+    gt: GroundTruthBatch,
+    index: _Index,
+    entry_pair: np.ndarray,
+    entry_object: np.ndarray,
+    config: RecallConfig,
+) -> tuple[np.ndarray, np.ndarray]:
     """Keep the entries whose subject and object boxes both reach the IoU threshold (one IoU call)."""
     predicted = np.concatenate((pred.boxes[index.subject_row[entry_pair]], pred.boxes[index.object_row[entry_pair]]))
-    truth = np.concatenate((gt.boxes[index.person_row[index.pair_frame[entry_pair]]],
-                            gt.boxes[index.object_gt_row[entry_object]]))
+    truth = np.concatenate(
+        (gt.boxes[index.person_row[index.pair_frame[entry_pair]]], gt.boxes[index.object_gt_row[entry_object]])
+    )
     iou_ok = (paired_box_iou(predicted, truth, config.iou_convention) >= config.iou_threshold).reshape(2, -1)
     keep = iou_ok[0] & iou_ok[1]
     return entry_pair[keep], entry_object[keep]
@@ -295,7 +324,7 @@ def _scores_of(pred: PredictionBatch, pair_scores: np.ndarray, kind: str, cells:
     return getattr(pred, kind)[pair, predicate - vocab.TYPE_OFFSETS[kind]] * pair_scores[pair]
 
 
-def _candidate_cells(constraint: str, pred: PredictionBatch, config: RecallConfig) -> List[np.ndarray]:
+def _candidate_cells(constraint: str, pred: PredictionBatch, config: RecallConfig) -> list[np.ndarray]:
     """Per predicate type, the ascending global cells ``pair * 26 + predicate`` that are candidates under
     ``constraint`` (argmax: the first maximum on ties). Types in order, pairs ascending within a type: together
     the candidate-generation order of every frame."""
@@ -326,8 +355,16 @@ class _Candidates(NamedTuple):
 def _generation_cells(num_pairs: int) -> np.ndarray:
     """int64 ``[P * 26]``: the cell ``pair * 26 + predicate`` at each generation position of a frame with ``P``
     pairs (type-major: attention cells of pairs ``0..P-1``, then spatial, then contacting). Cached read-only."""
-    cells = np.concatenate([(np.arange(num_pairs)[:, None] * NUM_PREDICATES + vocab.TYPE_OFFSETS[kind]
-                             + np.arange(vocab.TYPE_SIZES[kind])).reshape(-1) for kind in vocab.PREDICATE_TYPES])
+    cells = np.concatenate(
+        [
+            (
+                np.arange(num_pairs)[:, None] * NUM_PREDICATES
+                + vocab.TYPE_OFFSETS[kind]
+                + np.arange(vocab.TYPE_SIZES[kind])
+            ).reshape(-1)
+            for kind in vocab.PREDICATE_TYPES
+        ]
+    )
     cells.flags.writeable = False
     return cells
 
@@ -341,26 +378,32 @@ def _full_grid(pred: PredictionBatch, pair_scores: np.ndarray, index: _Index) ->
     products = None if uniform else [getattr(pred, k) * pair_scores[:, None] for k in vocab.PREDICATE_TYPES]
     floor = None if uniform else min([0.0] + [float(p.min()) for p in products if p.size]) - 1.0
     # padding (ragged frames only) gets distinct values below the floor: the partial sort is slow on equal values
-    grid = np.empty((num_frames, width)) if uniform else floor - np.arange(num_frames * width,
-                                                                           dtype=np.float64).reshape(num_frames, width)
+    grid = (
+        np.empty((num_frames, width))
+        if uniform
+        else floor - np.arange(num_frames * width, dtype=np.float64).reshape(num_frames, width)
+    )
     start = 0
     for position, kind in enumerate(vocab.PREDICATE_TYPES):
         size = vocab.TYPE_SIZES[kind]
-        block = grid[:, start:start + max_pairs * size].reshape(num_frames, max_pairs, size)  # a view
+        block = grid[:, start : start + max_pairs * size].reshape(num_frames, max_pairs, size)  # a view
         if uniform:
-            np.multiply(getattr(pred, kind).reshape(block.shape), pair_scores.reshape(num_frames, max_pairs, 1),
-                        out=block)
+            np.multiply(
+                getattr(pred, kind).reshape(block.shape), pair_scores.reshape(num_frames, max_pairs, 1), out=block
+            )
         else:
             block[index.pair_frame, index.pair_local] = products[position]
         start += max_pairs * size
     floor = min(0.0, float(grid.min())) - 1.0 if uniform else floor
     first_cell = (np.cumsum(pred.num_pairs) - pred.num_pairs) * NUM_PREDICATES  # [F] cell of each frame's pair 0
-    return _Candidates(grid, np.broadcast_to(_generation_cells(max_pairs), (num_frames, width)),
-                       first_cell[:, None], floor)
+    return _Candidates(
+        grid, np.broadcast_to(_generation_cells(max_pairs), (num_frames, width)), first_cell[:, None], floor
+    )
 
 
-def _candidate_grid(pred: PredictionBatch, pair_scores: np.ndarray, cells: List[np.ndarray], index: _Index,
-                    num_frames: int) -> _Candidates:
+def _candidate_grid(
+    pred: PredictionBatch, pair_scores: np.ndarray, cells: list[np.ndarray], index: _Index, num_frames: int
+) -> _Candidates:
     """Gather every frame's candidate cells (per type, from :func:`_candidate_cells`) into one padded row per
     frame, in generation order."""
     frames = [index.pair_frame[type_cells // NUM_PREDICATES] for type_cells in cells]
@@ -376,11 +419,12 @@ def _candidate_grid(pred: PredictionBatch, pair_scores: np.ndarray, cells: List[
         slot = frame * width + type_starts[frame] + _ragged(type_counts)[1]
         grid_scores[slot], grid_cells[slot] = type_scores, type_cells
     shape = (num_frames, width)
-    return _Candidates(grid_scores.reshape(shape), grid_cells.reshape(shape), np.zeros((num_frames, 1), np.int64),
-                       floor)
+    return _Candidates(
+        grid_scores.reshape(shape), grid_cells.reshape(shape), np.zeros((num_frames, 1), np.int64), floor
+    )
 
 
-def _top_ranks(candidates: _Candidates, cut: int) -> Tuple[np.ndarray, np.ndarray]:
+def _top_ranks(candidates: _Candidates, cut: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``cut`` candidates of every frame (descending score, ties in generation order, i.e. by column),
     as ``(global cells [M], ranks [M])``."""
     dense, floor = candidates.scores, candidates.floor
@@ -388,7 +432,7 @@ def _top_ranks(candidates: _Candidates, cut: int) -> Tuple[np.ndarray, np.ndarra
     cut = min(cut, width)
     if width > cut:  # partial sort: `cut` best columns (ties unordered), after them the best column left out
         part = np.argpartition(dense, width - cut - 1, axis=1)
-        top, left_out = np.sort(part[:, width - cut:], axis=1), dense[np.arange(num_frames), part[:, width - cut - 1]]
+        top, left_out = np.sort(part[:, width - cut :], axis=1), dense[np.arange(num_frames), part[:, width - cut - 1]]
     else:
         top, left_out = np.tile(np.arange(width), (num_frames, 1)), np.full(num_frames, floor)
     top_scores = np.take_along_axis(dense, top, axis=1)  # [F, cut], columns ascending
@@ -402,8 +446,7 @@ def _top_ranks(candidates: _Candidates, cut: int) -> Tuple[np.ndarray, np.ndarra
     return cells[ranked], np.nonzero(ranked)[1]
 
 
-def _hit_cell_ranks(pred: PredictionBatch, index: _Index, hit_cells: np.ndarray, config: RecallConfig
-                    ) -> np.ndarray:
+def _hit_cell_ranks(pred: PredictionBatch, index: _Index, hit_cells: np.ndarray, config: RecallConfig) -> np.ndarray:
     """int64 ``[C, V]``: the rank of each of the ``hit_cells`` (global cells ``pair * 26 + predicate``) under each
     constraint, ``max(K)`` where it is no candidate or ranked beyond the cut."""
     pair_scores = _pair_scores(pred, index.subject_row, index.object_row)
@@ -423,8 +466,9 @@ def _hit_cell_ranks(pred: PredictionBatch, index: _Index, hit_cells: np.ndarray,
     return ranks
 
 
-def _group_entries(counts: np.ndarray, entry_pair: np.ndarray, entry_object: np.ndarray
-                   ) -> Tuple[np.ndarray, np.ndarray]:
+def _group_entries(
+    counts: np.ndarray, entry_pair: np.ndarray, entry_object: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pair every GT triplet group (object, predicate with count > 0, numbered in ``np.nonzero(counts)`` order)
     with the matched entries of its object: ``[V]`` pair and group indices, groups ascending."""
     order = np.argsort(entry_object, kind="stable")
@@ -436,8 +480,14 @@ def _group_entries(counts: np.ndarray, entry_pair: np.ndarray, entry_object: np.
     return entry_pair[first_entry[group_object[group]] + within], group
 
 
-def _first_ranks(pred: PredictionBatch, gt: GroundTruthBatch, index: _Index, entry_pair: np.ndarray,
-                 entry_object: np.ndarray, config: RecallConfig) -> np.ndarray:
+def _first_ranks(
+    pred: PredictionBatch,
+    gt: GroundTruthBatch,
+    index: _Index,
+    entry_pair: np.ndarray,
+    entry_object: np.ndarray,
+    config: RecallConfig,
+) -> np.ndarray:
     """int64 ``[C, G]``: for each GT triplet group, the best rank among the candidates hitting it (the cell of
     a matched pair and the group's predicate), ``max(K)`` if none."""
     group_predicate = np.nonzero(gt.counts)[1]  # [G]
@@ -460,28 +510,36 @@ def _count_hits(first: np.ndarray, gt: GroundTruthBatch, index: _Index, config: 
     gt_counts = np.bincount(cell, weights, minlength=num_frames * NUM_PREDICATES)
     hit = first[:, None, :] < config.k_array[None, :, None]  # [C, nK, G]
     blocks = np.arange(grid[0] * grid[1]).reshape(*grid, 1) * (num_frames * NUM_PREDICATES)
-    hits = np.bincount((blocks + cell).ravel(), (hit * weights).ravel(),
-                       minlength=grid[0] * grid[1] * num_frames * NUM_PREDICATES)
+    hits = np.bincount(
+        (blocks + cell).ravel(), (hit * weights).ravel(), minlength=grid[0] * grid[1] * num_frames * NUM_PREDICATES
+    )
     hits = hits.reshape(*grid, num_frames, NUM_PREDICATES).transpose(2, 0, 1, 3)  # [F, C, nK, 26]
-    return FrameHits(gt_counts.reshape(num_frames, NUM_PREDICATES).astype(np.int64),
-                     np.ascontiguousarray(hits).astype(np.int64))
+    return FrameHits(
+        gt_counts.reshape(num_frames, NUM_PREDICATES).astype(np.int64), np.ascontiguousarray(hits).astype(np.int64)
+    )
 
 
-def _stack_inputs(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]], validate_args: bool
-                  ) -> Tuple[PredictionBatch, GroundTruthBatch]:
+def _stack_inputs(
+    preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]], validate_args: bool
+) -> tuple[PredictionBatch, GroundTruthBatch]:
     if len(preds) != len(targets):
         raise ValueError(f"Expected as many targets as preds ({len(preds)}) but got {len(targets)}")
     pred = stack_predictions(preds, "preds[{}]".format, check_values=validate_args)
     gt = stack_ground_truth(targets, "targets[{}]".format, check_values=validate_args)
     for index, (p, t) in enumerate(zip(preds, targets)):
         if "frame" in p and "frame" in t and p["frame"] != t["frame"]:
-            raise ValueError(f"Expected preds[{index}]['frame'] to be the target's {t['frame']!r} "
-                             f"but got {p['frame']!r}")
+            raise ValueError(
+                f"Expected preds[{index}]['frame'] to be the target's {t['frame']!r} but got {p['frame']!r}"
+            )
     return pred, gt
 
 
-def frame_hits(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
-               config: Optional[RecallConfig] = None, validate_args: bool = True) -> FrameHits:
+def frame_hits(
+    preds: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    config: RecallConfig | None = None,
+    validate_args: bool = True,
+) -> FrameHits:
     """Match the predictions of ``F`` frames against their ground truth (the per-frame part of the protocol).
 
     The whole batch is processed with array operations: labels are compared first, the IoU is computed (in one
@@ -508,8 +566,9 @@ def frame_hits(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str
     return _count_hits(_first_ranks(pred, gt, index, entry_pair, entry_object, config), gt, index, config)
 
 
-def ranked_triplets(pred: Mapping[str, Any], constraint: str = "with", config: Optional[RecallConfig] = None
-                    ) -> Dict[str, Tensor]:
+def ranked_triplets(
+    pred: Mapping[str, Any], constraint: str = "with", config: RecallConfig | None = None
+) -> dict[str, Tensor]:
     """The candidate triplets of one frame in ranking order, as R@K cuts them (``no``: the kept top ones).
 
     Returns:
@@ -531,21 +590,26 @@ def ranked_triplets(pred: Mapping[str, Any], constraint: str = "with", config: O
     pair_scores = _pair_scores(arrays, arrays.pairs[:, 0], arrays.pairs[:, 1])
     per_type = _candidate_cells(constraint, arrays, config)
     cells = np.concatenate(per_type)  # generation order
-    scores = np.concatenate([_scores_of(arrays, pair_scores, kind, type_cells)
-                             for kind, type_cells in zip(vocab.PREDICATE_TYPES, per_type)])
-    order = np.argsort(-scores, kind="stable")[:config.no_constraint_top if constraint == "no" else cells.size]
+    scores = np.concatenate(
+        [_scores_of(arrays, pair_scores, kind, type_cells) for kind, type_cells in zip(vocab.PREDICATE_TYPES, per_type)]
+    )
+    order = np.argsort(-scores, kind="stable")[: config.no_constraint_top if constraint == "no" else cells.size]
     cells, scores = cells[order], scores[order]
     pair, predicate = np.divmod(cells, NUM_PREDICATES)
     reverse = _TYPE[predicate] == _SPATIAL
     subject = np.where(reverse, arrays.pairs[pair, 1], arrays.pairs[pair, 0])
     obj = np.where(reverse, arrays.pairs[pair, 0], arrays.pairs[pair, 1])
-    return {"subject": torch.from_numpy(subject), "object": torch.from_numpy(obj),
-            "predicate": torch.from_numpy(predicate), "score": torch.from_numpy(scores),
-            "pair": torch.from_numpy(pair)}
+    return {
+        "subject": torch.from_numpy(subject),
+        "object": torch.from_numpy(obj),
+        "predicate": torch.from_numpy(predicate),
+        "score": torch.from_numpy(scores),
+        "pair": torch.from_numpy(pair),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- accumulation
-def state_shapes(config: RecallConfig) -> Dict[str, Tuple[int, ...]]:
+def state_shapes(config: RecallConfig) -> dict[str, tuple[int, ...]]:
     """Shapes of the accumulated int64 states.
 
     - ``frames []``: frames with at least one GT triplet;
@@ -555,8 +619,14 @@ def state_shapes(config: RecallConfig) -> Dict[str, Tuple[int, ...]]:
     - ``per_frame_frames [26]``: frames containing ``c``.
     """
     grid = (len(config.constraints), len(config.k_values))
-    return {"frames": (), "recall_sum": grid, "hits": (*grid, NUM_PREDICATES), "gt_counts": (NUM_PREDICATES,),
-            "per_frame_recall_sum": (*grid, NUM_PREDICATES), "per_frame_frames": (NUM_PREDICATES,)}
+    return {
+        "frames": (),
+        "recall_sum": grid,
+        "hits": (*grid, NUM_PREDICATES),
+        "gt_counts": (NUM_PREDICATES,),
+        "per_frame_recall_sum": (*grid, NUM_PREDICATES),
+        "per_frame_frames": (NUM_PREDICATES,),
+    }
 
 
 def _fixed_point_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -566,22 +636,27 @@ def _fixed_point_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.nda
     return np.where(denominator > 0, (numerator * (2 * _FIXED_ONE) + safe) // (2 * safe), 0)
 
 
-def state_increment(result: FrameHits) -> Dict[str, np.ndarray]:
+def state_increment(result: FrameHits) -> dict[str, np.ndarray]:
     """The state (:func:`state_shapes`) of the frames in ``result``, to be added to a running state."""
     counts, hits = result.gt_counts, result.hits  # [F, 26], [F, C, nK, 26]
     totals = counts.sum(axis=1)  # [F]
     recall = _fixed_point_ratio(hits.sum(axis=3), totals[:, None, None])  # [F, C, nK]
     per_frame = _fixed_point_ratio(hits, counts[:, None, None, :])  # [F, C, nK, 26]
-    return {"frames": np.asarray((totals > 0).sum(), dtype=np.int64), "recall_sum": recall.sum(axis=0),
-            "hits": hits.sum(axis=0), "gt_counts": counts.sum(axis=0),
-            "per_frame_recall_sum": per_frame.sum(axis=0), "per_frame_frames": (counts > 0).sum(axis=0)}
+    return {
+        "frames": np.asarray((totals > 0).sum(), dtype=np.int64),
+        "recall_sum": recall.sum(axis=0),
+        "hits": hits.sum(axis=0),
+        "gt_counts": counts.sum(axis=0),
+        "per_frame_recall_sum": per_frame.sum(axis=0),
+        "per_frame_frames": (counts > 0).sum(axis=0),
+    }
 
 
 def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(denominator > 0, numerator / torch.where(denominator > 0, denominator, 1), 0.0)
 
 
-def result_key(constraint: str, name: str, k: int, predicate: Optional[str] = None) -> str:
+def result_key(constraint: str, name: str, k: int, predicate: str | None = None) -> str:
     """Key of a result: ``"with/R@20"``, ``"no/mR_per_frame@50"`` or ``"per_predicate/no/R@50/holding"``.
 
     ``name`` is one of ``R``, ``mR`` (aggregated), ``mR_per_frame``, ``hmean`` (of R and mR).
@@ -591,8 +666,9 @@ def result_key(constraint: str, name: str, k: int, predicate: Optional[str] = No
     return f"{constraint}/{name}@{k}"
 
 
-def recall_from_state(state: Mapping[str, Tensor], config: RecallConfig, per_predicate: bool = True
-                      ) -> Dict[str, Tensor]:
+def recall_from_state(
+    state: Mapping[str, Tensor], config: RecallConfig, per_predicate: bool = True
+) -> dict[str, Tensor]:
     """Turn an accumulated state into the results: float64 scalars keyed by :func:`result_key`.
 
     For each constraint (in ``config`` order): ``R@K``, ``mR@K``, ``mR_per_frame@K`` and ``hmean@K`` for every K,
@@ -601,25 +677,38 @@ def recall_from_state(state: Mapping[str, Tensor], config: RecallConfig, per_pre
     recall = state["recall_sum"].double() / _FIXED_ONE / state["frames"].double().clamp(min=1)  # [C, nK]
     predicate_recall = _safe_divide(state["hits"].double(), state["gt_counts"].double())  # [C, nK, 26]
     mean_recall = predicate_recall.mean(dim=-1)
-    per_frame = _safe_divide(state["per_frame_recall_sum"].double() / _FIXED_ONE,
-                             state["per_frame_frames"].double()).mean(dim=-1)
-    values = {"R": recall, "mR": mean_recall, "mR_per_frame": per_frame,
-              "hmean": _safe_divide(2 * recall * mean_recall, recall + mean_recall)}
-    results: Dict[str, Tensor] = {}
+    per_frame = _safe_divide(
+        state["per_frame_recall_sum"].double() / _FIXED_ONE, state["per_frame_frames"].double()
+    ).mean(dim=-1)
+    values = {
+        "R": recall,
+        "mR": mean_recall,
+        "mR_per_frame": per_frame,
+        "hmean": _safe_divide(2 * recall * mean_recall, recall + mean_recall),
+    }
+    results: dict[str, Tensor] = {}
     for ci, constraint in enumerate(config.constraints):
         for name, value in values.items():
             results.update({result_key(constraint, name, k): value[ci, ki] for ki, k in enumerate(config.k_values)})
     if per_predicate:
         for ci, constraint in enumerate(config.constraints):
             for ki, k in enumerate(config.k_values):
-                results.update({result_key(constraint, "R", k, name): predicate_recall[ci, ki, c]
-                                for c, name in enumerate(vocab.PREDICATES)})
+                results.update(
+                    {
+                        result_key(constraint, "R", k, name): predicate_recall[ci, ki, c]
+                        for c, name in enumerate(vocab.PREDICATES)
+                    }
+                )
     return results
 
 
-def scene_graph_recall(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
-                       config: Optional[RecallConfig] = None, per_predicate: bool = True,
-                       validate_args: bool = True) -> Dict[str, Tensor]:
+def scene_graph_recall(
+    preds: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    config: RecallConfig | None = None,
+    per_predicate: bool = True,
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
     """R@K, mR@K (aggregated and per-frame), hmean@K and per-predicate recall of a set of frames.
 
     The one-shot form of :class:`arn_lightning.metrics.recall.SceneGraphRecall`; see the module docstring for the
@@ -627,5 +716,6 @@ def scene_graph_recall(preds: Sequence[Mapping[str, Any]], targets: Sequence[Map
     """
     config = config or RecallConfig()
     increment = state_increment(frame_hits(preds, targets, config, validate_args))
-    return recall_from_state({name: torch.from_numpy(np.asarray(value)) for name, value in increment.items()},
-                             config, per_predicate)
+    return recall_from_state(
+        {name: torch.from_numpy(np.asarray(value)) for name, value in increment.items()}, config, per_predicate
+    )

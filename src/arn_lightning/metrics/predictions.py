@@ -41,28 +41,29 @@ Example:
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Sequence, Tuple, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from arn_lightning import vocab
+from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_open
 from arn_lightning.boxes import InvalidBoxError, first_invalid_box
 from arn_lightning.metrics.batching import Field, check_range, frame_of_row, stack_frames
 
-PathLike = Union[str, Path]
-
 #: Significant decimal digits that always identify a float32.
 FLOAT32_DIGITS = 9
 #: Keys of a prediction, in the order they are written.
-PREDICTION_KEYS: Tuple[str, ...] = ("frame", "boxes", "labels", "scores", "pairs", *vocab.PREDICATE_TYPES)
+PREDICTION_KEYS: tuple[str, ...] = ("frame", "boxes", "labels", "scores", "pairs", *vocab.PREDICATE_TYPES)
 
 
 #: The prediction's array keys; ``R`` box rows, ``P`` pairs.
-PREDICTION_FIELDS: Dict[str, Field] = {
-    "boxes": Field("float", "R", 4), "labels": Field("int", "R"), "scores": Field("float", "R"),
+PREDICTION_FIELDS: dict[str, Field] = {
+    "boxes": Field("float", "R", 4),
+    "labels": Field("int", "R"),
+    "scores": Field("float", "R"),
     "pairs": Field("int", "P", 2),
     **{kind: Field("float", "P", vocab.TYPE_SIZES[kind]) for kind in vocab.PREDICATE_TYPES},
 }
@@ -112,8 +113,9 @@ def _check_values(batch: PredictionBatch, name_of: Callable[[int], str]) -> None
         check_range(getattr(batch, kind), batch.num_pairs, 0.0, 1.0, describe(kind))
 
 
-def stack_predictions(preds: Sequence[Mapping[str, Any]], name_of: Callable[[int], str] = "preds[{}]".format,
-                      check_values: bool = True) -> PredictionBatch:
+def stack_predictions(
+    preds: Sequence[Mapping[str, Any]], name_of: Callable[[int], str] = "preds[{}]".format, check_values: bool = True
+) -> PredictionBatch:
     """Validate the predictions of several frames (module docstring) and concatenate them key by key.
 
     Args:
@@ -141,8 +143,7 @@ def stack_predictions(preds: Sequence[Mapping[str, Any]], name_of: Callable[[int
     return batch
 
 
-def prediction_arrays(pred: Mapping[str, Any], where: str = "prediction", check_values: bool = True
-                      ) -> PredictionBatch:
+def prediction_arrays(pred: Mapping[str, Any], where: str = "prediction", check_values: bool = True) -> PredictionBatch:
     """Validate one frame's prediction and return it as a :class:`PredictionBatch` of one frame.
 
     Example:
@@ -153,19 +154,24 @@ def prediction_arrays(pred: Mapping[str, Any], where: str = "prediction", check_
     return stack_predictions([pred], lambda _: where, check_values)
 
 
-def empty_prediction(frame: str) -> Dict[str, Any]:
+def empty_prediction(frame: str) -> dict[str, Any]:
     """A prediction with no box and no pair (scores recall 0), e.g. for a frame missing from a file.
 
     Example:
         >>> empty_prediction("001YG.mp4/000089.png")["pairs"].shape
         torch.Size([0, 2])
     """
-    return {"frame": frame, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-            "scores": torch.zeros(0), "pairs": torch.zeros(0, 2, dtype=torch.long),
-            **{kind: torch.zeros(0, vocab.TYPE_SIZES[kind]) for kind in vocab.PREDICATE_TYPES}}
+    return {
+        "frame": frame,
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "scores": torch.zeros(0),
+        "pairs": torch.zeros(0, 2, dtype=torch.long),
+        **{kind: torch.zeros(0, vocab.TYPE_SIZES[kind]) for kind in vocab.PREDICATE_TYPES},
+    }
 
 
-def prediction_from_ground_truth(target: Mapping[str, Any]) -> Dict[str, Any]:
+def prediction_from_ground_truth(target: Mapping[str, Any]) -> dict[str, Any]:
     """The PredCls-style oracle of a metric ground truth: GT boxes and labels with score 1, one pair
     ``(0, j + 1)`` per object, predicate score 1 for every annotated label and 0 otherwise.
 
@@ -189,15 +195,18 @@ def prediction_from_ground_truth(target: Mapping[str, Any]) -> Dict[str, Any]:
         >>> oracle["pairs"].tolist(), oracle["spatial"].tolist()
         ([[0, 1]], [[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
     """
+
     def cpu(value: Any) -> torch.Tensor:  # a batch target may live on the GPU, where numpy cannot read it
         return value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
 
     boxes = cpu(target["boxes"]).to(torch.float32)
     rows = len(boxes)
-    oracle: Dict[str, Any] = {
-        "boxes": boxes, "labels": cpu(target["labels"]).to(torch.long),
-        "scores": torch.ones(rows), "pairs": torch.stack([torch.zeros(rows - 1, dtype=torch.long),
-                                                          torch.arange(1, rows)], dim=1)}
+    oracle: dict[str, Any] = {
+        "boxes": boxes,
+        "labels": cpu(target["labels"]).to(torch.long),
+        "scores": torch.ones(rows),
+        "pairs": torch.stack([torch.zeros(rows - 1, dtype=torch.long), torch.arange(1, rows)], dim=1),
+    }
     for kind in vocab.PREDICATE_TYPES:
         oracle[kind] = (cpu(target[kind]) > 0).float()
     if "frame" in target:
@@ -212,7 +221,7 @@ def _frame_key(pred: Mapping[str, Any], where: str) -> str:
     return frame
 
 
-def prediction_to_json(pred: Mapping[str, Any], where: str = "prediction") -> Dict[str, Any]:
+def prediction_to_json(pred: Mapping[str, Any], where: str = "prediction") -> dict[str, Any]:
     """The JSON object of one prediction (validated; lists of numbers, integers for labels and pairs, floats as
     the shortest decimals of their float32 values).
 
@@ -225,11 +234,14 @@ def prediction_to_json(pred: Mapping[str, Any], where: str = "prediction") -> Di
     arrays = prediction_arrays(pred, where)
     floats = [key for key, field in PREDICTION_FIELDS.items() if field.kind == "float"]
     sizes = [getattr(arrays, key).size for key in floats]
-    short = np.split(shortest_float32(np.concatenate([getattr(arrays, key).reshape(-1) for key in floats])),
-                     np.cumsum(sizes)[:-1])  # one call for all float fields
+    short = np.split(
+        shortest_float32(np.concatenate([getattr(arrays, key).reshape(-1) for key in floats])), np.cumsum(sizes)[:-1]
+    )  # one call for all float fields
     values = {key: part.reshape(getattr(arrays, key).shape).tolist() for key, part in zip(floats, short)}
-    return {"frame": frame, **{key: values[key] if key in values else getattr(arrays, key).tolist()
-                               for key in PREDICTION_FIELDS}}
+    return {
+        "frame": frame,
+        **{key: values[key] if key in values else getattr(arrays, key).tolist() for key in PREDICTION_FIELDS},
+    }
 
 
 def shortest_float32(values: np.ndarray, max_digits: int = FLOAT32_DIGITS) -> np.ndarray:
@@ -265,8 +277,8 @@ def _round_significant(values: np.ndarray, digits: np.ndarray, exponent: np.ndar
     return np.where(places >= 0, np.round(values * scale) / scale, np.round(values / scale) * scale)
 
 
-def _tensors(frame: str, arrays: PredictionBatch) -> Dict[str, Any]:
-    tensors: Dict[str, Any] = {"frame": frame}
+def _tensors(frame: str, arrays: PredictionBatch) -> dict[str, Any]:
+    tensors: dict[str, Any] = {"frame": frame}
     for key, field in PREDICTION_FIELDS.items():
         array = getattr(arrays, key)
         tensors[key] = torch.from_numpy(array if field.kind == "int" else array.astype(np.float32))
@@ -288,13 +300,15 @@ def _float32_batch(arrays: PredictionBatch) -> PredictionBatch:
             narrow = wide.astype(np.float32)
         overflow = np.isfinite(wide) & ~np.isfinite(narrow)
         if overflow.any():
-            raise ValueError(f"Expected {key} within float32's range (|x| <= {np.finfo(np.float32).max:.4g}) but got "
-                             f"{float(wide[overflow].reshape(-1)[0])!r}")
+            raise ValueError(
+                f"Expected {key} within float32's range (|x| <= {np.finfo(np.float32).max:.4g}) but got "
+                f"{float(wide[overflow].reshape(-1)[0])!r}"
+            )
         floats[key] = narrow
     return arrays._replace(**floats)
 
 
-def prediction_from_json(obj: Any, where: str = "prediction") -> Dict[str, Any]:
+def prediction_from_json(obj: Any, where: str = "prediction") -> dict[str, Any]:
     """Validate a decoded JSON prediction and return it as tensors (float32 / int64), the in-memory contract.
 
     Example:
@@ -308,7 +322,7 @@ def prediction_from_json(obj: Any, where: str = "prediction") -> Dict[str, Any]:
     return _tensors(_frame_key(obj, where), prediction_arrays(obj, where))
 
 
-def iter_predictions(path: PathLike) -> Iterator[Tuple[int, str, PredictionBatch]]:
+def iter_predictions(path: PathLike) -> Iterator[tuple[int, str, PredictionBatch]]:
     """Read a prediction file lazily, yielding ``(line number, frame, arrays)`` per non-blank line (float fields
     as float32, the file's precision).
 
@@ -318,7 +332,7 @@ def iter_predictions(path: PathLike) -> Iterator[Tuple[int, str, PredictionBatch
     Raises:
         PredictionFileError: naming the file and the 1-based line number of the first bad line.
     """
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -332,13 +346,14 @@ def iter_predictions(path: PathLike) -> Iterator[Tuple[int, str, PredictionBatch
             except ValueError as error:  # json.JSONDecodeError is a ValueError
                 raise PredictionFileError(path, number, str(error)) from None
             if frame in seen:
-                raise PredictionFileError(path, number, f"Expected one line per frame but {frame!r} "
-                                                        f"already appeared on line {seen[frame]}")
+                raise PredictionFileError(
+                    path, number, f"Expected one line per frame but {frame!r} already appeared on line {seen[frame]}"
+                )
             seen[frame] = number
             yield number, frame, arrays
 
 
-def read_predictions(path: PathLike) -> Iterator[Dict[str, Any]]:
+def read_predictions(path: PathLike) -> Iterator[dict[str, Any]]:
     """Read a prediction file lazily, yielding each frame's prediction as tensors (float32 / int64).
 
     Raises:
@@ -348,7 +363,7 @@ def read_predictions(path: PathLike) -> Iterator[Dict[str, Any]]:
         yield _tensors(frame, arrays)
 
 
-def _json_line(obj: Dict[str, Any]) -> str:
+def _json_line(obj: dict[str, Any]) -> str:
     # allow_nan=False: validation already rejected NaN, this keeps the file strict JSON regardless
     return json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n"
 
@@ -383,8 +398,18 @@ def write_predictions(path: PathLike, preds: Iterable[Mapping[str, Any]]) -> int
 
 
 __all__ = [
-    "PREDICTION_FIELDS", "PREDICTION_KEYS", "PredictionBatch", "PredictionFileError", "empty_prediction",
-    "iter_predictions", "prediction_arrays", "prediction_from_ground_truth", "prediction_from_json",
-    "prediction_to_json", "read_predictions", "shortest_float32",
-    "stack_predictions", "write_predictions",
+    "PREDICTION_FIELDS",
+    "PREDICTION_KEYS",
+    "PredictionBatch",
+    "PredictionFileError",
+    "empty_prediction",
+    "iter_predictions",
+    "prediction_arrays",
+    "prediction_from_ground_truth",
+    "prediction_from_json",
+    "prediction_to_json",
+    "read_predictions",
+    "shortest_float32",
+    "stack_predictions",
+    "write_predictions",
 ]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from arn_lightning.metrics.functional import (
-    CONSTRAINTS, IOU_THRESHOLD, K_VALUES, NO_CONSTRAINT_TOP, SEMI_THRESHOLD, RecallConfig, frame_hits,
-    recall_from_state, state_increment, state_shapes,
+    CONSTRAINTS,
+    IOU_THRESHOLD,
+    K_VALUES,
+    NO_CONSTRAINT_TOP,
+    SEMI_THRESHOLD,
+    RecallConfig,
+    frame_hits,
+    recall_from_state,
+    state_increment,
+    state_shapes,
 )
 
 
@@ -73,13 +82,22 @@ class SceneGraphRecall(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, constraints: Sequence[str] = CONSTRAINTS, k_values: Sequence[int] = K_VALUES,
-                 semi_threshold: float = SEMI_THRESHOLD, no_constraint_top: int = NO_CONSTRAINT_TOP,
-                 iou_threshold: float = IOU_THRESHOLD, iou_convention: str = "continuous",
-                 per_predicate: bool = True, validate_args: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        constraints: Sequence[str] = CONSTRAINTS,
+        k_values: Sequence[int] = K_VALUES,
+        semi_threshold: float = SEMI_THRESHOLD,
+        no_constraint_top: int = NO_CONSTRAINT_TOP,
+        iou_threshold: float = IOU_THRESHOLD,
+        iou_convention: str = "continuous",
+        per_predicate: bool = True,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.config = RecallConfig(tuple(constraints), tuple(k_values), semi_threshold, no_constraint_top,
-                                   iou_threshold, iou_convention)
+        self.config = RecallConfig(
+            tuple(constraints), tuple(k_values), semi_threshold, no_constraint_top, iou_threshold, iou_convention
+        )
         self.per_predicate = per_predicate
         self.validate_args = validate_args
         for name, shape in state_shapes(self.config).items():
@@ -92,13 +110,14 @@ class SceneGraphRecall(Metric):
             state: Tensor = getattr(self, name)
             state += torch.as_tensor(value, dtype=torch.int64).to(state.device)
 
-    def compute(self) -> Dict[str, Tensor]:
+    def compute(self) -> dict[str, Tensor]:
         """The results dict (keys in the class docstring)."""
-        return recall_from_state({name: getattr(self, name) for name in state_shapes(self.config)}, self.config,
-                                 self.per_predicate)
+        return recall_from_state(
+            {name: getattr(self, name) for name in state_shapes(self.config)}, self.config, self.per_predicate
+        )
 
     @property
-    def result_names(self) -> Tuple[str, ...]:
+    def result_names(self) -> tuple[str, ...]:
         """Keys that :meth:`compute` returns, in order (without running it)."""
         shapes = state_shapes(self.config)
         zero = {name: torch.zeros(shape, dtype=torch.int64) for name, shape in shapes.items()}

@@ -21,7 +21,8 @@ Auxiliary outputs pair the decoder layers from the end: with ``L_e`` entity and 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,7 @@ from arn_lightning.vocab import NUM_OBJECT_CLASSES
 
 __all__ = ["ARN", "ARNConfig"]
 
+
 class ARN(nn.Module):
     """End-to-end dynamic scene graph generation model (see the module docstring for the pipeline).
 
@@ -53,7 +55,9 @@ class ARN(nn.Module):
     """
 
     def __init__(
-        self, config: ARNConfig, vocabulary: TripletVocabulary | TripletCategories | None,
+        self,
+        config: ARNConfig,
+        vocabulary: TripletVocabulary | TripletCategories | None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -66,14 +70,23 @@ class ARN(nn.Module):
         self.vocabulary = vocabulary
         d = config.hidden_dim
         layer = dict(d_model=d, nhead=config.nheads, dim_feedforward=config.ffn_dim, dropout=config.dropout)
-        self.backbone = Backbone(config.backbone, config.backbone_weights, config.backbone_stride,
-                                 config.train_backbone, config.freeze_backbone_layers, config.backbone_norm)
+        self.backbone = Backbone(
+            config.backbone,
+            config.backbone_weights,
+            config.backbone_stride,
+            config.train_backbone,
+            config.freeze_backbone_layers,
+            config.backbone_norm,
+        )
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
         self.position = SinePositionEncoding(d, TEMPERATURE)
         self.encoder = TransformerEncoder(config.enc_layers, **layer)
         self.entity = EntityDecoder(config)
-        self.temporal = (TemporalEncoder(config.temporal_layers, config.num_frames, config.temporal_causal, **layer)
-                         if config.temporal_layers else None)
+        self.temporal = (
+            TemporalEncoder(config.temporal_layers, config.num_frames, config.temporal_causal, **layer)
+            if config.temporal_layers
+            else None
+        )
         self.predicate = PredicateDecoder(config)
         for kind in BRANCHES:  # persistent: a checkpoint names its classes
             self.register_buffer(f"triplet_predicates_{kind}", vocabulary.triplet_predicates[kind].clone())
@@ -94,7 +107,7 @@ class ARN(nn.Module):
         return linear
 
     # ------------------------------------------------------------------ triplet classes
-    def triplet_index(self, kind: str) -> Tuple[Tensor, Tensor]:
+    def triplet_index(self, kind: str) -> tuple[Tensor, Tensor]:
         """``(predicates [K], objects [K])`` of branch ``kind``: global predicate index and AG object index of each
         output class (objects are -1 with ``clip_triplets`` off, where the classes are the branch's predicates)."""
         if kind not in BRANCHES:
@@ -102,12 +115,12 @@ class ARN(nn.Module):
         return getattr(self, f"triplet_predicates_{kind}"), getattr(self, f"triplet_objects_{kind}")
 
     @property
-    def triplet_predicates(self) -> Dict[str, Tensor]:
+    def triplet_predicates(self) -> dict[str, Tensor]:
         """Branch -> ``[K]`` global predicate index of each output class."""
         return {kind: self.triplet_index(kind)[0] for kind in BRANCHES}
 
     @property
-    def triplet_objects(self) -> Dict[str, Tensor]:
+    def triplet_objects(self) -> dict[str, Tensor]:
         """Branch -> ``[K]`` AG object index of each output class (-1 with ``clip_triplets`` off)."""
         return {kind: self.triplet_index(kind)[1] for kind in BRANCHES}
 
@@ -136,7 +149,7 @@ class ARN(nn.Module):
         for kind in BRANCHES:
             self.classifiers[kind].load_text_embeddings(embeds[kind], kind)
 
-    def param_groups(self) -> Dict[str, List[nn.Parameter]]:
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by optimiser group.
 
         Returns:
@@ -151,7 +164,10 @@ class ARN(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, pixel_values: Tensor, pixel_mask: Tensor, targets: Optional[Sequence[Dict[str, Any]]] = None,
+        self,
+        pixel_values: Tensor,
+        pixel_mask: Tensor,
+        targets: Sequence[dict[str, Any]] | None = None,
     ) -> ARNOutput:
         """Predict the scene graphs of a batch of clips.
 
@@ -172,7 +188,8 @@ class ARN(nn.Module):
         if self.temporal is not None:
             features = self.temporal(features, memory.padding_mask, num_clips)
         predicate = self.predicate(
-            entity.pair_pos, Memory(features, memory.pos, memory.padding_mask),
+            entity.pair_pos,
+            Memory(features, memory.pos, memory.padding_mask),
             entities=None if entity.sub_feats is None else (entity.sub_feats, entity.obj_feats),
             query_padding=None if entity.query_mask is None else ~entity.query_mask,
         )
@@ -200,7 +217,7 @@ class ARN(nn.Module):
         padding = ~mask.flatten(1)  # [BT, hw]
         return Memory(self.encoder(src, pos, padding), pos, padding)
 
-    def _assemble(self, entity: EntityOutputs, predicate: Mapping[str, List[Tensor]]) -> ARNOutput:
+    def _assemble(self, entity: EntityOutputs, predicate: Mapping[str, list[Tensor]]) -> ARNOutput:
         """Pair entity and predicate layers from the end (module docstring) and apply the predicate heads."""
         n_entity, n_predicate = len(entity.obj_logits), self.config.predicate_layers
         n_out = max(n_entity, n_predicate) if self.config.aux_loss else 1
@@ -212,17 +229,23 @@ class ARN(nn.Module):
         return outputs[-1]
 
     def _layer_output(
-        self, entity: EntityOutputs, predicate: Mapping[str, List[Tensor]], e: int, p: int,
+        self,
+        entity: EntityOutputs,
+        predicate: Mapping[str, list[Tensor]],
+        e: int,
+        p: int,
     ) -> ARNOutput:
         feats = {kind: predicate[kind][p] for kind in BRANCHES}  # [BT, Q, D] each
         return ARNOutput(
-            obj_logits=entity.obj_logits[e], sub_boxes=entity.sub_boxes[e], obj_boxes=entity.obj_boxes[e],
+            obj_logits=entity.obj_logits[e],
+            sub_boxes=entity.sub_boxes[e],
+            obj_boxes=entity.obj_boxes[e],
             **{f"{kind}_logits": self.classifiers[kind](feats[kind]) for kind in BRANCHES},
             predicate_embeds=self._predicate_embeds(feats, entity.query_mask),
             query_mask=entity.query_mask,
         )
 
-    def _predicate_embeds(self, feats: Mapping[str, Tensor], query_mask: Optional[Tensor]) -> Optional[Tensor]:
+    def _predicate_embeds(self, feats: Mapping[str, Tensor], query_mask: Tensor | None) -> Tensor | None:
         """``[BT, E]`` mean over branches and (real) queries of the predicate features, projected to E.
 
         The projection is linear, so projecting the mean equals the mean of the projected features.

@@ -33,7 +33,7 @@ is credited to Conditional DETR (Meng et al. 2021).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,13 +103,17 @@ class CueAttention(nn.Module):
             return self.attn(query, key, memory.features, key_padding_mask=padding, need_weights=False)[0]
         halves = query.chunk(NUM_COMPLEMENTARY, dim=-1)
         # Each head sees the concatenation of its slice of every half, so its dot product sums one term per half.
-        q = torch.cat([proj(h).unflatten(-1, (self.nhead, -1)) for proj, h in zip(self.query_parts, halves)],
-                      dim=-1)  # [N, Q, H, D/H]
+        q = torch.cat(
+            [proj(h).unflatten(-1, (self.nhead, -1)) for proj, h in zip(self.query_parts, halves)], dim=-1
+        )  # [N, Q, H, D/H]
         k = torch.cat([proj(key).unflatten(-1, (self.nhead, -1)) for proj in self.key_parts], dim=-1)  # [N, S, H, D/H]
         v = self.value_proj(memory.features).unflatten(-1, (self.nhead, -1))  # [N, S, H, D/H]
         keep = None if padding is None else ~padding[:, None, None, :]  # [N, 1, 1, S], True = attend
         out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep,
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=keep,
             dropout_p=self.dropout if self.training else 0.0,
         )  # [N, H, Q, D/H]
         return self.out_proj(out.transpose(1, 2).flatten(-2))  # [N, Q, D]
@@ -150,8 +154,14 @@ class AssociationLayer(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, entity_fusion: str,
-        fusion_layers: int, hierarchical: bool,
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
+        dropout: float,
+        entity_fusion: str,
+        fusion_layers: int,
+        hierarchical: bool,
     ) -> None:
         super().__init__()
         part = d_model // NUM_COMPLEMENTARY
@@ -162,8 +172,9 @@ class AssociationLayer(nn.Module):
         self.cue_norm = nn.LayerNorm(d_model)
         self.hierarchical = hierarchical
         if hierarchical:
-            self.association = TransformerLayer(d_model, nhead, dim_feedforward, dropout,
-                                                self_attention=False, cross_attention=True)
+            self.association = TransformerLayer(
+                d_model, nhead, dim_feedforward, dropout, self_attention=False, cross_attention=True
+            )
         else:
             self.pair_linear = nn.Linear(d_model, d_model)
             self.pair_dropout = nn.Dropout(dropout)
@@ -179,7 +190,7 @@ class AssociationLayer(nn.Module):
         pair_pos: Tensor,
         entities: Sequence[Tensor],
         memory: Memory,
-        query_padding: Optional[Tensor] = None,
+        query_padding: Tensor | None = None,
     ) -> Tensor:
         """One association step for one branch.
 

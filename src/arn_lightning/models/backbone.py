@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +35,12 @@ BACKBONES = ("resnet18", "resnet34", "resnet50")
 #: Normalisation layers of the trunk: DETR's frozen BatchNorm (pretrained trunks) or trainable BatchNorm (from scratch).
 NORMS = {"frozen": FrozenBatchNorm2d, "batch": nn.BatchNorm2d}
 #: Output stride -> the last stage kept.
-STRIDE_STAGES: Dict[int, str] = {32: "layer4", 16: "layer3"}
+STRIDE_STAGES: dict[int, str] = {32: "layer4", 16: "layer3"}
 #: Stages in order; ``freeze_layers = k`` freezes the first k (the stem is ``conv1`` + ``bn1``).
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
-def imagenet_weights_file(name: str) -> Tuple[str, Path]:
+def imagenet_weights_file(name: str) -> tuple[str, Path]:
     """``(url, local path)`` of torchvision's ``IMAGENET1K_V1`` weights of ``name``.
 
     The local path is where torchvision itself caches them, ``torch.hub.get_dir()/checkpoints/<file name>``
@@ -52,7 +51,7 @@ def imagenet_weights_file(name: str) -> Tuple[str, Path]:
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _load_imagenet_state(name: str, timeout_s: Optional[float] = None) -> Dict[str, Tensor]:
+def _load_imagenet_state(name: str, timeout_s: float | None = None) -> dict[str, Tensor]:
     """torchvision's ImageNet weights of ``name``: the hub-cache file, downloaded first if absent.
 
     The download honours ``ARN_OFFLINE`` / ``HF_HUB_OFFLINE``, ``ARN_DOWNLOAD_TIMEOUT`` and ``ARN_WEIGHTS_URL``
@@ -64,7 +63,11 @@ def _load_imagenet_state(name: str, timeout_s: Optional[float] = None) -> Dict[s
     """
     url, path = imagenet_weights_file(name)
     file = fetch_weights(
-        url, path.parent, path.name, what=f"the ImageNet weights of {name}", timeout_s=timeout_s,
+        url,
+        path.parent,
+        path.name,
+        what=f"the ImageNet weights of {name}",
+        timeout_s=timeout_s,
         hint=", or set backbone_weights to a local torchvision state-dict file",
     )
     try:
@@ -76,7 +79,7 @@ def _load_imagenet_state(name: str, timeout_s: Optional[float] = None) -> Dict[s
         ) from err
 
 
-def _load_local_state(path: str) -> Dict[str, Tensor]:
+def _load_local_state(path: str) -> dict[str, Tensor]:
     """A torchvision-layout ResNet state dict saved with ``torch.save`` (optionally under a ``state_dict`` key)."""
     file = Path(path).expanduser()
     if not file.is_file():
@@ -89,7 +92,7 @@ def _load_local_state(path: str) -> Dict[str, Tensor]:
     return state
 
 
-def load_resnet_weights(resnet: nn.Module, name: str, weights: Optional[str]) -> None:
+def load_resnet_weights(resnet: nn.Module, name: str, weights: str | None) -> None:
     """Load ``weights`` (None: keep random, ``"imagenet"``, or a local ``.pth``) into a torchvision ResNet.
 
     The classifier (``fc.*``) is ignored; any other missing, unexpected or mis-shaped key is an error.
@@ -134,7 +137,12 @@ class Backbone(nn.Module):
     """
 
     def __init__(
-        self, name: str, weights: Optional[str], stride: int, train_backbone: bool, freeze_layers: int,
+        self,
+        name: str,
+        weights: str | None,
+        stride: int,
+        train_backbone: bool,
+        freeze_layers: int,
         norm: str = "frozen",
     ) -> None:
         super().__init__()
@@ -158,7 +166,7 @@ class Backbone(nn.Module):
             stage = param_name.split(".")[0]
             param.requires_grad_(("stem" if stage in ("conv1", "bn1") else stage) not in frozen)
 
-    def forward(self, images: Tensor, pixel_mask: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Features of a batch of frames.
 
         Args:

@@ -8,8 +8,9 @@ section 6 lists them); :data:`RETIRED_SETTINGS` names them, with the one value e
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from arn_lightning.models.association import FUSION_MODES
 from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGES
@@ -18,7 +19,7 @@ from arn_lightning.vocab import NUM_OBJECT_CLASSES, TASKS
 #: Marks a retired setting that may hold any value (it only mirrored another setting).
 ANY_VALUE = object()
 #: Former ``ARNConfig`` fields, now constants (the value every earlier checkpoint holds; another value is refused).
-RETIRED_SETTINGS: Dict[str, Any] = {
+RETIRED_SETTINGS: dict[str, Any] = {
     "num_object_classes": NUM_OBJECT_CLASSES,  # the Action Genome vocabulary (arn_lightning.vocab)
     "box_mlp_layers": 3,  # models.entity.BOX_MLP_LAYERS
     "gt_embed_layers": 2,  # models.entity.GT_EMBED_LAYERS
@@ -68,7 +69,7 @@ class ARNConfig:
     """
 
     backbone: str = "resnet50"
-    backbone_weights: Optional[str] = None
+    backbone_weights: str | None = None
     backbone_stride: int = 32
     train_backbone: bool = True
     freeze_backbone_layers: int = 2
@@ -92,7 +93,7 @@ class ARNConfig:
     distill: bool = True
     task: str = "sgdet"
     aux_loss: bool = True
-    triplet_prior: Optional[float] = None
+    triplet_prior: float | None = None
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -105,15 +106,31 @@ class ARNConfig:
             raise ValueError(f"Expected triplet_prior in (0, 1) or None but got {self.triplet_prior}")
 
     def _check_choices(self) -> None:
-        choices = {"backbone": BACKBONES, "task": TASKS, "entity_fusion": FUSION_MODES, "backbone_norm": tuple(NORMS),
-                   "backbone_stride": tuple(STRIDE_STAGES)}
+        choices = {
+            "backbone": BACKBONES,
+            "task": TASKS,
+            "entity_fusion": FUSION_MODES,
+            "backbone_norm": tuple(NORMS),
+            "backbone_stride": tuple(STRIDE_STAGES),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Expected {name} in {allowed} but got {getattr(self, name)!r}")
 
     def _check_sizes(self) -> None:
-        minimum = {"hidden_dim": 4, "nheads": 1, "ffn_dim": 1, "entity_layers": 1, "predicate_layers": 1,
-                   "num_queries": 1, "num_frames": 1, "clip_embed_dim": 1, "enc_layers": 0, "temporal_layers": 0, "freeze_backbone_layers": 0}
+        minimum = {
+            "hidden_dim": 4,
+            "nheads": 1,
+            "ffn_dim": 1,
+            "entity_layers": 1,
+            "predicate_layers": 1,
+            "num_queries": 1,
+            "num_frames": 1,
+            "clip_embed_dim": 1,
+            "enc_layers": 0,
+            "temporal_layers": 0,
+            "freeze_backbone_layers": 0,
+        }
         for name, low in minimum.items():
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 raise ValueError(f"Expected {name} to be an int >= {low} but got {getattr(self, name)!r}")
@@ -130,7 +147,7 @@ class ARNConfig:
 
 def drop_retired_settings(
     values: Mapping[str, Any], retired: Mapping[str, Any] = RETIRED_SETTINGS, where: str = "model.arch"
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """``values`` (a config as a mapping, e.g. from a checkpoint's hyperparameters) without the ``retired`` keys,
     which an earlier version stored; by default :data:`RETIRED_SETTINGS` of ``ARNConfig``.
 
@@ -149,8 +166,9 @@ def drop_retired_settings(
         if key in kept:
             held = kept.pop(key)
             if value is not ANY_VALUE and not _same(held, value):
-                raise ValueError(f"{where}.{key}={held!r} is no longer a setting: this version always uses "
-                                 f"{key}={value!r}")
+                raise ValueError(
+                    f"{where}.{key}={held!r} is no longer a setting: this version always uses {key}={value!r}"
+                )
     return kept
 
 
@@ -158,6 +176,9 @@ def _same(held: Any, value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return isinstance(held, (list, tuple)) and len(held) == len(value) and all(map(_same, held, value))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (isinstance(held, (int, float)) and not isinstance(held, bool)
-                and math.isclose(float(held), float(value), rel_tol=1e-12))
+        return (
+            isinstance(held, (int, float))
+            and not isinstance(held, bool)
+            and math.isclose(float(held), float(value), rel_tol=1e-12)
+        )
     return held == value

@@ -29,7 +29,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +40,7 @@ log = logging.getLogger(__name__)
 DETR_R50_FILE = "detr-r50-e632da11.pth"
 DETR_R50_URL = f"https://dl.fbaipublicfiles.com/detr/{DETR_R50_FILE}"
 #: (DETR key pattern, ARN key templates filled with the pattern's groups).
-DETR_KEY_RULES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+DETR_KEY_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"backbone\.0\.body\.(.+)", ("backbone.body.{0}",)),
     (r"input_proj\.(.+)", ("input_proj.{0}",)),
     (r"transformer\.encoder\.layers\.(\d+)\.(.+)", ("encoder.layers.{0}.{1}",)),
@@ -52,12 +51,18 @@ DETR_KEY_RULES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
 )
 #: ARN modules that the mapping initialises; their keys that receive nothing are reported as missing.
 MAPPED_PREFIXES = (
-    "backbone.body.", "input_proj.", "encoder.", "entity.decoder.", "entity.subject_pos.", "entity.object_pos.",
-    "entity.sub_box_head.", "entity.obj_box_head.",
+    "backbone.body.",
+    "input_proj.",
+    "encoder.",
+    "entity.decoder.",
+    "entity.subject_pos.",
+    "entity.object_pos.",
+    "entity.sub_box_head.",
+    "entity.obj_box_head.",
 )
 
 
-def detr_target_keys(detr_key: str) -> List[str]:
+def detr_target_keys(detr_key: str) -> list[str]:
     """The ARN state-dict keys that a DETR key initialises (empty when the key has no counterpart)."""
     for pattern, templates in DETR_KEY_RULES:
         match = re.fullmatch(pattern, detr_key)
@@ -77,21 +82,23 @@ class DetrLoadReport:
         mismatched: ``(detr key, arn key, detr shape, arn shape)`` skipped for a shape mismatch.
     """
 
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    mismatched: List[Tuple[str, str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"DETR checkpoint: {len(self.loaded)} tensors loaded, {len(self.missing)} missing, "
-                 f"{len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched"]
+        lines = [
+            f"DETR checkpoint: {len(self.loaded)} tensors loaded, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched"
+        ]
         lines += [f"  missing: {k}" for k in self.missing]
         lines += [f"  unexpected: {k}" for k in self.unexpected]
         lines += [f"  shape mismatch: {s} {tuple(a)} -> {t} {tuple(b)}" for s, t, a, b in self.mismatched]
         return "\n".join(lines)
 
 
-def read_detr_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
+def read_detr_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The model state dict of a DETR ``.pth`` (``{"model": ...}`` as released, or a bare state dict).
 
     Raises:
@@ -114,10 +121,10 @@ def read_detr_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
     return state
 
 
-def map_detr_state_dict(model: nn.Module, detr_state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], DetrLoadReport]:
+def map_detr_state_dict(model: nn.Module, detr_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], DetrLoadReport]:
     """Translate a DETR state dict into ``model``'s keys; returns the loadable part and the report."""
     own = model.state_dict()
-    mapped: Dict[str, Tensor] = {}
+    mapped: dict[str, Tensor] = {}
     report = DetrLoadReport()
     for key, value in detr_state.items():
         targets = [t for t in detr_target_keys(key) if t in own]
@@ -133,7 +140,7 @@ def map_detr_state_dict(model: nn.Module, detr_state: Dict[str, Tensor]) -> Tupl
     return mapped, report
 
 
-def load_detr_checkpoint(model: nn.Module, path: Union[str, Path]) -> DetrLoadReport:
+def load_detr_checkpoint(model: nn.Module, path: str | Path) -> DetrLoadReport:
     """Load a local DETR checkpoint into ``model`` (an :class:`~arn_lightning.models.arn.ARN`) and log the report.
 
     Args:

@@ -22,16 +22,16 @@ with ``clip_triplets`` off it is a plain linear layer over 37 outputs (the DETR 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from arn_lightning.models.config import ARNConfig
 from arn_lightning.models.heads import MLP, CosineClassifier
 from arn_lightning.models.transformer import Memory, TransformerDecoder
-
-from arn_lightning.models.config import ARNConfig
 from arn_lightning.vocab import NUM_OBJECT_CLASSES
 
 #: Normalised cxcywh box written into padded pair rows (the whole image: finite IoU / GIoU).
@@ -74,16 +74,16 @@ class EntityOutputs:
         query_mask: ``[N, Q]`` True on real queries (SGCls / PredCls), None in SGDet.
     """
 
-    obj_logits: List[Tensor]
-    sub_boxes: List[Tensor]
-    obj_boxes: List[Tensor]
-    sub_feats: Optional[Tensor]
-    obj_feats: Optional[Tensor]
+    obj_logits: list[Tensor]
+    sub_boxes: list[Tensor]
+    obj_boxes: list[Tensor]
+    sub_feats: Tensor | None
+    obj_feats: Tensor | None
     pair_pos: Tensor
-    query_mask: Optional[Tensor] = None
+    query_mask: Tensor | None = None
 
 
-def _check_target(i: int, target: Dict[str, Any], num_classes: int) -> int:
+def _check_target(i: int, target: dict[str, Any], num_classes: int) -> int:
     """Validate the SGCls / PredCls fields of target ``i``; returns its number of pairs."""
     missing = [k for k in ("sub_boxes", "obj_boxes", "obj_labels") if k not in target]
     if missing:
@@ -99,7 +99,11 @@ def _check_target(i: int, target: Dict[str, Any], num_classes: int) -> int:
 
 
 def pack_ground_truth(
-    targets: Sequence[Dict[str, Any]], num_frames: int, max_pairs: int, num_classes: int, device: torch.device,
+    targets: Sequence[dict[str, Any]],
+    num_frames: int,
+    max_pairs: int,
+    num_classes: int,
+    device: torch.device,
 ) -> GroundTruthPairs:
     """Stack the GT pairs of ``num_frames`` targets (contract section 2), padded to the largest frame.
 
@@ -152,19 +156,20 @@ class EntityDecoder(nn.Module):
             self.pair_box_embed = MLP(PAIR_BOX_DIM, d, 2 * d, GT_EMBED_LAYERS)
         if config.task == "predcls":
             self.label_embed = nn.Embedding(NUM_OBJECT_CLASSES + 1, d)  # row 0: padding
-        self.decoder: Optional[TransformerDecoder] = None
+        self.decoder: TransformerDecoder | None = None
         if config.task != "predcls" or config.pap:
             self.subject_queries = nn.Embedding(q, d)  # Q^s
             self.object_queries = nn.Embedding(q, d)  # Q^o
             self.decoder = TransformerDecoder(config.entity_layers, d, config.nheads, config.ffn_dim, config.dropout)
-        self.classifier: Optional[nn.Module] = None
+        self.classifier: nn.Module | None = None
         if config.task != "predcls":
             self.classifier = (
                 CosineClassifier(d, config.clip_embed_dim, NUM_OBJECT_CLASSES, num_extra=1)
-                if config.clip_triplets else nn.Linear(d, NUM_OBJECT_CLASSES + 1)
+                if config.clip_triplets
+                else nn.Linear(d, NUM_OBJECT_CLASSES + 1)
             )
 
-    def forward(self, memory: Memory, targets: Optional[Sequence[Dict[str, Any]]] = None) -> EntityOutputs:
+    def forward(self, memory: Memory, targets: Sequence[dict[str, Any]] | None = None) -> EntityOutputs:
         """Run the entity stage on the encoder memory ``F_vi`` ``[N, HW, D]`` (targets: SGCls / PredCls only)."""
         if self.task == "sgdet":
             return self._detect(memory)
@@ -174,7 +179,7 @@ class EntityDecoder(nn.Module):
         gt = pack_ground_truth(targets, n, self.num_queries, self.num_classes, memory.features.device)
         return self._from_ground_truth(memory, gt)
 
-    def _decode(self, memory: Memory, pos: Tensor, padding: Optional[Tensor]) -> List[Tensor]:
+    def _decode(self, memory: Memory, pos: Tensor, padding: Tensor | None) -> list[Tensor]:
         """Decoder outputs ``[N, 2Q', D]`` per returned layer (all with aux outputs, else the last)."""
         assert self.decoder is not None
         width = pos.shape[1] // 2
@@ -192,7 +197,9 @@ class EntityDecoder(nn.Module):
             obj_logits=list(self.classifier(obj).unbind(0)),
             sub_boxes=list(self.sub_box_head(sub).sigmoid().unbind(0)),
             obj_boxes=list(self.obj_box_head(obj).sigmoid().unbind(0)),
-            sub_feats=sub[-1], obj_feats=obj[-1], pair_pos=self.object_pos.weight.unsqueeze(0),
+            sub_feats=sub[-1],
+            obj_feats=obj[-1],
+            pair_pos=self.object_pos.weight.unsqueeze(0),
         )
 
     def _from_ground_truth(self, memory: Memory, gt: GroundTruthPairs) -> EntityOutputs:
@@ -201,7 +208,7 @@ class EntityDecoder(nn.Module):
         if self.task == "predcls":
             obj_pos = obj_pos + self.label_embed(gt.labels)
         width = gt.mask.shape[1]
-        obj_layers: Optional[Tensor] = None
+        obj_layers: Tensor | None = None
         sub_feats = obj_feats = None
         if self.decoder is not None:
             padding = torch.cat((~gt.mask, ~gt.mask), dim=1)  # [N, 2P]
@@ -214,6 +221,11 @@ class EntityDecoder(nn.Module):
         else:
             obj_logits = [label_logits(gt.labels, self.num_classes)] * num_layers
         return EntityOutputs(
-            obj_logits=obj_logits, sub_boxes=[gt.sub_boxes] * num_layers, obj_boxes=[gt.obj_boxes] * num_layers,
-            sub_feats=sub_feats, obj_feats=obj_feats, pair_pos=obj_pos, query_mask=gt.mask,
+            obj_logits=obj_logits,
+            sub_boxes=[gt.sub_boxes] * num_layers,
+            obj_boxes=[gt.obj_boxes] * num_layers,
+            sub_feats=sub_feats,
+            obj_feats=obj_feats,
+            pair_pos=obj_pos,
+            query_mask=gt.mask,
         )

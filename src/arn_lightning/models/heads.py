@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 #: Initial log logit scale of the cosine classifiers: CLIP's temperature 0.07 (``docs/model.md`` section 3).
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 #: Upper bound of the exponentiated logit scale (CLIP's clamp).
 LOGIT_SCALE_MAX = 100.0
+
 
 class MLP(nn.Module):
     """``num_layers`` linear layers with ReLU in between (no activation after the last).
@@ -72,7 +71,7 @@ class CosineClassifier(nn.Module):
         num_extra: int = 0,
         logit_scale_init: float = LOGIT_SCALE_INIT,
         logit_scale_max: float = LOGIT_SCALE_MAX,
-        bias_init: Optional[float] = None,
+        bias_init: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1 or num_extra < 0:
@@ -82,8 +81,9 @@ class CosineClassifier(nn.Module):
         self.extra_embeds = nn.Parameter(torch.randn(num_extra, embed_dim)) if num_extra else None
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self.log_scale_max = math.log(logit_scale_max)
-        self.bias = nn.Parameter(torch.full((num_classes + num_extra,), float(bias_init))) if bias_init is not None \
-            else None
+        self.bias = (
+            nn.Parameter(torch.full((num_classes + num_extra,), float(bias_init))) if bias_init is not None else None
+        )
 
     @property
     def num_outputs(self) -> int:

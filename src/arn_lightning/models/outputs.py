@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 from torch import Tensor
 
@@ -36,10 +35,10 @@ class ARNOutput:
     attention_logits: Tensor
     spatial_logits: Tensor
     contacting_logits: Tensor
-    predicate_embeds: Optional[Tensor] = None
-    query_mask: Optional[Tensor] = None
-    aux_outputs: List["ARNOutput"] = field(default_factory=list)
+    predicate_embeds: Tensor | None = None
+    query_mask: Tensor | None = None
+    aux_outputs: list[ARNOutput] = field(default_factory=list)
 
-    def predicate_logits(self) -> Dict[str, Tensor]:
+    def predicate_logits(self) -> dict[str, Tensor]:
         """The three branch logits keyed by predicate type (``"attention"``, ``"spatial"``, ``"contacting"``)."""
         return {kind: getattr(self, f"{kind}_logits") for kind in BRANCHES}

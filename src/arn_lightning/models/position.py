@@ -20,6 +20,7 @@ _EPS = 1e-6
 #: Temperature of the sine encoding (DETR's value; the paper does not change it).
 TEMPERATURE = 10000.0
 
+
 class SinePositionEncoding(nn.Module):
     """2-D sine / cosine position encoding of width ``hidden_dim`` (half for y, half for x).
 

@@ -11,15 +11,14 @@ previous-layer outputs and the entity features; with ``pap`` off all ``predicate
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from arn_lightning.models.association import FUSION_LAYERS, AssociationLayer
+from arn_lightning.models.config import ARNConfig
 from arn_lightning.models.outputs import BRANCHES
 from arn_lightning.models.transformer import Memory, TransformerDecoder
-
-from arn_lightning.models.config import ARNConfig
 
 
 class PredicateDecoder(nn.Module):
@@ -35,25 +34,36 @@ class PredicateDecoder(nn.Module):
         standard_layers = config.predicate_layers - (1 if config.pap else 0)
         self.queries = nn.ModuleDict({kind: nn.Embedding(q, d) for kind in BRANCHES})  # Q^{pred_i}
         self.assoc_embeds = nn.ModuleDict({kind: nn.Embedding(q, d) for kind in BRANCHES})  # e^{pred_i}
-        self.decoders = nn.ModuleDict({
-            kind: TransformerDecoder(standard_layers, d, config.nheads, config.ffn_dim, config.dropout)
-            for kind in BRANCHES
-        })
-        self.association: Optional[nn.ModuleDict] = None
-        if config.pap:
-            self.association = nn.ModuleDict({
-                kind: AssociationLayer(d, config.nheads, config.ffn_dim, config.dropout, config.entity_fusion,
-                                       FUSION_LAYERS, hierarchical=config.ha)
+        self.decoders = nn.ModuleDict(
+            {
+                kind: TransformerDecoder(standard_layers, d, config.nheads, config.ffn_dim, config.dropout)
                 for kind in BRANCHES
-            })
+            }
+        )
+        self.association: nn.ModuleDict | None = None
+        if config.pap:
+            self.association = nn.ModuleDict(
+                {
+                    kind: AssociationLayer(
+                        d,
+                        config.nheads,
+                        config.ffn_dim,
+                        config.dropout,
+                        config.entity_fusion,
+                        FUSION_LAYERS,
+                        hierarchical=config.ha,
+                    )
+                    for kind in BRANCHES
+                }
+            )
 
     def forward(
         self,
         pair_pos: Tensor,
         memory: Memory,
-        entities: Optional[Sequence[Tensor]] = None,
-        query_padding: Optional[Tensor] = None,
-    ) -> Dict[str, List[Tensor]]:
+        entities: Sequence[Tensor] | None = None,
+        query_padding: Tensor | None = None,
+    ) -> dict[str, list[Tensor]]:
         """Decode the predicate features of every branch.
 
         Args:
@@ -66,8 +76,8 @@ class PredicateDecoder(nn.Module):
             branch name -> list over the ``predicate_layers`` layers of ``[N, Q, D]`` normalised features.
         """
         n, width = memory.features.shape[0], pair_pos.shape[1]
-        outputs: Dict[str, List[Tensor]] = {}
-        last: Dict[str, Tensor] = {}
+        outputs: dict[str, list[Tensor]] = {}
+        last: dict[str, Tensor] = {}
         for kind in BRANCHES:
             tgt = self.queries[kind].weight[:width].unsqueeze(0).expand(n, -1, -1)  # [N, Q, D]
             pos = pair_pos + self.assoc_embeds[kind].weight[:width]  # eq. 4, [N or 1, Q, D]
@@ -78,9 +88,13 @@ class PredicateDecoder(nn.Module):
             raise ValueError("Expected the entity features (F^s, F^o) for PAP but got None")
         for kind in BRANCHES:
             assoc = self.association[kind](
-                last[kind], [last[other] for other in BRANCHES if other != kind],
-                assoc_pos=self.assoc_embeds[kind].weight[:width], pair_pos=pair_pos, entities=entities,
-                memory=memory, query_padding=query_padding,
+                last[kind],
+                [last[other] for other in BRANCHES if other != kind],
+                assoc_pos=self.assoc_embeds[kind].weight[:width],
+                pair_pos=pair_pos,
+                entities=entities,
+                memory=memory,
+                query_padding=query_padding,
             )
             outputs[kind].append(self.decoders[kind].norm(assoc))
         return outputs

@@ -13,7 +13,7 @@ attention is *not* allowed.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +30,11 @@ class Memory(NamedTuple):
     """
 
     features: Tensor
-    pos: Optional[Tensor] = None
-    padding_mask: Optional[Tensor] = None
+    pos: Tensor | None = None
+    padding_mask: Tensor | None = None
 
 
-def safe_padding_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
+def safe_padding_mask(padding_mask: Tensor | None) -> Tensor | None:
     """Unmask the rows of a key padding mask ``[N, S]`` that mask every key.
 
     Such rows belong to inputs with nothing real to attend to (a frame without ground-truth pairs in SGCls);
@@ -45,7 +45,7 @@ def safe_padding_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
     return padding_mask & ~padding_mask.all(dim=-1, keepdim=True)
 
 
-def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
+def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 
 
@@ -109,11 +109,11 @@ class TransformerLayer(nn.Module):
     def forward(
         self,
         tgt: Tensor,
-        query_pos: Optional[Tensor] = None,
-        memory: Optional[Memory] = None,
-        memory_key: Optional[Tensor] = None,
-        self_attn_mask: Optional[Tensor] = None,
-        tgt_padding_mask: Optional[Tensor] = None,
+        query_pos: Tensor | None = None,
+        memory: Memory | None = None,
+        memory_key: Tensor | None = None,
+        self_attn_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """Update ``tgt``.
 
@@ -131,16 +131,26 @@ class TransformerLayer(nn.Module):
         """
         if self.has_self_attention:
             q = k = _with_pos(tgt, query_pos)
-            update = self.self_attn(q, k, tgt, attn_mask=self_attn_mask,
-                                    key_padding_mask=safe_padding_mask(tgt_padding_mask), need_weights=False)[0]
+            update = self.self_attn(
+                q,
+                k,
+                tgt,
+                attn_mask=self_attn_mask,
+                key_padding_mask=safe_padding_mask(tgt_padding_mask),
+                need_weights=False,
+            )[0]
             tgt = self._residual("self", tgt, update)
         if self.has_cross_attention:
             if memory is None:
                 raise ValueError("Expected a memory for the cross-attention layer but got None")
             key = memory.features if memory_key is None else memory_key
-            update = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(key, memory.pos), memory.features,
-                                         key_padding_mask=safe_padding_mask(memory.padding_mask),
-                                         need_weights=False)[0]
+            update = self.multihead_attn(
+                _with_pos(tgt, query_pos),
+                _with_pos(key, memory.pos),
+                memory.features,
+                key_padding_mask=safe_padding_mask(memory.padding_mask),
+                need_weights=False,
+            )[0]
             tgt = self._residual("cross", tgt, update)
         update = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self._residual("ffn", tgt, update)
@@ -160,7 +170,7 @@ class TransformerEncoder(nn.Module):
             TransformerLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(num_layers)
         )
 
-    def forward(self, src: Tensor, pos: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, src: Tensor, pos: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """``src`` ``[N, S, D]`` with position ``pos`` ``[N, S, D]`` and padding ``[N, S]`` -> ``[N, S, D]``."""
         for layer in self.layers:
             src = layer(src, query_pos=pos, tgt_padding_mask=padding_mask)
@@ -180,8 +190,7 @@ class TransformerDecoder(nn.Module):
     def __init__(self, num_layers: int, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerLayer(d_model, nhead, dim_feedforward, dropout, cross_attention=True)
-            for _ in range(num_layers)
+            TransformerLayer(d_model, nhead, dim_feedforward, dropout, cross_attention=True) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 
@@ -190,8 +199,8 @@ class TransformerDecoder(nn.Module):
         tgt: Tensor,
         query_pos: Tensor,
         memory: Memory,
-        tgt_padding_mask: Optional[Tensor] = None,
-    ) -> Tuple[List[Tensor], Tensor]:
+        tgt_padding_mask: Tensor | None = None,
+    ) -> tuple[list[Tensor], Tensor]:
         """Decode.
 
         Args:
@@ -226,7 +235,13 @@ class TemporalEncoder(nn.Module):
     """
 
     def __init__(
-        self, num_layers: int, num_frames: int, causal: bool, d_model: int, nhead: int, dim_feedforward: int,
+        self,
+        num_layers: int,
+        num_frames: int,
+        causal: bool,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
         dropout: float,
     ) -> None:
         super().__init__()
@@ -260,7 +275,7 @@ class TemporalEncoder(nn.Module):
             x = layer(x, query_pos=pos, self_attn_mask=attn_mask)
         return x.view(num_clips, hw, t, d).transpose(1, 2).reshape(bt, hw, d)  # [B*T, HW, D]
 
-    def _attention_mask(self, padding: Tensor) -> Optional[Tensor]:
+    def _attention_mask(self, padding: Tensor) -> Tensor | None:
         """``[B*HW*nhead, T, T]`` bool (True = blocked) from padding ``[B*HW, T]`` and causality, or None."""
         t = padding.shape[1]
         if not self.causal and not bool(padding.any()):

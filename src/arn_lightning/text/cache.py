@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -29,7 +29,7 @@ def stable_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cache_root(config: ClipConfig, cache_dir: Optional[str] = None) -> Path:
+def cache_root(config: ClipConfig, cache_dir: str | None = None) -> Path:
     """The embedding cache directory: ``cache_dir``, else ``config.cache_dir``, else :data:`DEFAULT_CACHE_DIR`."""
     return Path(cache_dir or config.cache_dir or DEFAULT_CACHE_DIR).expanduser()
 

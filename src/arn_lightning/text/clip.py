@@ -22,9 +22,10 @@ import socket
 import tempfile
 import threading
 import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
@@ -47,7 +48,7 @@ HTTP_PORT = 80
 
 #: The tiny CLIP of :func:`register_tiny_clip`: a 1-layer text tower (width 32) and a 1-layer ViT on 32x32 images,
 #: 16-d embeddings; real tokenizer (vocabulary 49408, context 77).
-TINY_CLIP_CONFIG: Dict[str, Any] = {
+TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
@@ -63,7 +64,7 @@ class ClipWeightsUnavailable(WeightsUnavailable):
 TINY_CLIP_NAME = "arn-tiny-clip"
 
 
-def tiny_clip_config(context_length: int = 77) -> Dict[str, Any]:
+def tiny_clip_config(context_length: int = 77) -> dict[str, Any]:
     """A copy of :data:`TINY_CLIP_CONFIG` whose text tower reads ``context_length`` tokens."""
     if context_length < 2:
         raise ValueError(f"Expected a context_length >= 2 (start and end tokens) but got {context_length}")
@@ -96,7 +97,6 @@ def register_tiny_clip(name: str = TINY_CLIP_NAME, context_length: int = 77) -> 
     return name
 
 
-
 # --------------------------------------------------------------------------------------------------- weights
 @dataclass(frozen=True)
 class ResolvedWeights:
@@ -108,9 +108,9 @@ class ResolvedWeights:
         preprocess: preprocessing overrides of the pretrained tag (``mean``, ``std``, ...), possibly empty.
     """
 
-    path: Optional[str]
+    path: str | None
     quick_gelu: bool
-    preprocess: Dict[str, Any]
+    preprocess: dict[str, Any]
 
 
 def check_model_name(config: ClipConfig) -> None:
@@ -128,7 +128,7 @@ def check_model_name(config: ClipConfig) -> None:
         )
 
 
-def _weights_source(config: ClipConfig) -> Tuple[str, Optional[str]]:
+def _weights_source(config: ClipConfig) -> tuple[str, str | None]:
     """``("random", None)``, ``("file", absolute path)`` or ``("tag", tag)`` for ``config.clip_pretrained``."""
     value = config.clip_pretrained
     if value is None:
@@ -145,7 +145,7 @@ def _weights_source(config: ClipConfig) -> Tuple[str, Optional[str]]:
     )
 
 
-def _hub_candidates(hf_hub: str) -> List[Tuple[str, str]]:
+def _hub_candidates(hf_hub: str) -> list[tuple[str, str]]:
     """(repo, filename) pairs open_clip would download for an ``hf_hub`` entry, safetensors first."""
     repo, filename = os.path.split(hf_hub)  # "org/repo/" -> default file names, "org/repo/file.bin" -> that file
     names = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
@@ -154,7 +154,7 @@ def _hub_candidates(hf_hub: str) -> List[Tuple[str, str]]:
     return [(repo, name) for name in names]
 
 
-def locate_cached_weights(tag_cfg: Mapping[str, Any], weights_dir: Optional[str] = None) -> Optional[str]:
+def locate_cached_weights(tag_cfg: Mapping[str, Any], weights_dir: str | None = None) -> str | None:
     """The local file of a pretrained tag if a previous download left it in a cache, else ``None``.
 
     Looks where open_clip downloads to, without any network access: the Hugging Face hub cache
@@ -182,7 +182,7 @@ def hub_offline() -> bool:
     return offline_reason() is not None
 
 
-def _probe_address(url: str) -> Tuple[Optional[str], int]:
+def _probe_address(url: str) -> tuple[str | None, int]:
     """``(host, port)`` a request to ``url`` connects to first: the proxy of the environment for that URL
     (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``, unless ``NO_PROXY`` bypasses the host), else the host itself."""
     parsed = urlparse(url)
@@ -203,7 +203,7 @@ def host_reachable(url: str, timeout_s: float) -> bool:
     host, port = _probe_address(url)
     if not host:
         return False
-    result: List[bool] = []
+    result: list[bool] = []
 
     def probe() -> None:
         try:
@@ -229,7 +229,7 @@ def _unavailable(config: ClipConfig, reason: str) -> ClipWeightsUnavailable:
     )
 
 
-def _url_sha256(url: str) -> Optional[str]:
+def _url_sha256(url: str) -> str | None:
     """The sha256 (prefix) open_clip expects of a URL download: OpenAI URLs carry it as their folder name."""
     if "openaipublic" in url:
         return url.split("/")[-2]
@@ -286,8 +286,11 @@ def _download(config: ClipConfig, tag_cfg: Mapping[str, Any]) -> str:
         from huggingface_hub import constants as hf_constants
 
         if hf_constants.is_offline_mode():  # frozen when huggingface_hub was imported
-            raise _unavailable(config, "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
-                                       "was set when it was imported)")
+            raise _unavailable(
+                config,
+                "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
+                "was set when it was imported)",
+            )
     endpoint = os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/") if hf_hub else tag_cfg.get("url", "")
     if not host_reachable(endpoint, config.network_timeout_s):
         raise _unavailable(config, f"{endpoint} is unreachable within {config.network_timeout_s} s")
@@ -296,8 +299,15 @@ def _download(config: ClipConfig, tag_cfg: Mapping[str, Any]) -> str:
     url = tag_cfg["url"]
     folder = Path(config.weights_dir or OPEN_CLIP_URL_CACHE).expanduser()
     try:
-        return str(fetch_weights(url, folder, what=f"the CLIP weights {config.clip_model}/{config.clip_pretrained}",
-                                 timeout_s=config.network_timeout_s, sha256_prefix=_url_sha256(url)))
+        return str(
+            fetch_weights(
+                url,
+                folder,
+                what=f"the CLIP weights {config.clip_model}/{config.clip_pretrained}",
+                timeout_s=config.network_timeout_s,
+                sha256_prefix=_url_sha256(url),
+            )
+        )
     except WeightsUnavailable as error:
         raise _unavailable(config, f"the download failed: {error}") from error
 
@@ -326,8 +336,11 @@ def create_clip(config: ClipConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]), _open_clip_random_weights_notice(config, resolved.path is None):
         torch.manual_seed(config.random_init_seed)  # reproducible random weights, global RNG untouched
         model = open_clip.create_model(
-            config.clip_model, pretrained=resolved.path, force_quick_gelu=resolved.quick_gelu,
-            force_preprocess_cfg=resolved.preprocess or None, cache_dir=config.weights_dir,
+            config.clip_model,
+            pretrained=resolved.path,
+            force_quick_gelu=resolved.quick_gelu,
+            force_preprocess_cfg=resolved.preprocess or None,
+            cache_dir=config.weights_dir,
         )
     return model.eval().requires_grad_(False)
 
@@ -349,9 +362,12 @@ def _open_clip_random_weights_notice(config: ClipConfig, random: bool) -> Iterat
     if config.clip_model.startswith(TINY_CLIP_NAME):
         log.info("CLIP %s: random weights, as configured (the tiny tower of the demo and the tests)", config.clip_model)
     else:
-        log.warning("CLIP %s has random weights (clip.clip_pretrained is null): the classifier initialisation and the "
-                    "distillation target carry no language knowledge; name a pretrained tag or file for real "
-                    "training (docs/weights.md)", config.clip_model)
+        log.warning(
+            "CLIP %s has random weights (clip.clip_pretrained is null): the classifier initialisation and the "
+            "distillation target carry no language knowledge; name a pretrained tag or file for real "
+            "training (docs/weights.md)",
+            config.clip_model,
+        )
     drop = _DropRandomWeightsWarning()
     logging.getLogger().addFilter(drop)
     try:
@@ -361,7 +377,7 @@ def _open_clip_random_weights_notice(config: ClipConfig, random: bool) -> Iterat
 
 
 # -------------------------------------------------------------------------------------------------- identity
-def _weights_identity(config: ClipConfig) -> Dict[str, Any]:
+def _weights_identity(config: ClipConfig) -> dict[str, Any]:
     kind, value = _weights_source(config)
     if kind == "random":
         return {"random_init_seed": config.random_init_seed}
@@ -371,7 +387,7 @@ def _weights_identity(config: ClipConfig) -> Dict[str, Any]:
     return {"file": value, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def model_identity(config: ClipConfig) -> Dict[str, Any]:
+def model_identity(config: ClipConfig) -> dict[str, Any]:
     """What determines the CLIP weights of ``config`` (architecture, its config, weights source, QuickGELU), with
     the cache format version (:data:`arn_lightning.text.cache.CACHE_FORMAT_VERSION`): the start of every cache key.
 
@@ -380,7 +396,9 @@ def model_identity(config: ClipConfig) -> Dict[str, Any]:
     """
     check_model_name(config)
     return {
-        "format": CACHE_FORMAT_VERSION, "model": config.clip_model,
+        "format": CACHE_FORMAT_VERSION,
+        "model": config.clip_model,
         "model_config": open_clip.get_model_config(config.clip_model),
-        "weights": _weights_identity(config), "quick_gelu": config.quick_gelu,
+        "weights": _weights_identity(config),
+        "quick_gelu": config.quick_gelu,
     }

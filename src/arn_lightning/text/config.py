@@ -7,7 +7,6 @@ and the frozen image tower :mod:`arn_lightning.text.image_tower`; all three take
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 #: Values of ``ClipConfig.image_resize`` (see :class:`arn_lightning.text.image_tower.FrozenClipImageEncoder`).
 _IMAGE_RESIZE_MODES = ("center_crop", "squash")
@@ -38,10 +37,10 @@ class ClipConfig:
     """
 
     clip_model: str = "ViT-B-32"
-    clip_pretrained: Optional[str] = "openai"
-    cache_dir: Optional[str] = None
-    weights_dir: Optional[str] = None
-    quick_gelu: Optional[bool] = None
+    clip_pretrained: str | None = "openai"
+    cache_dir: str | None = None
+    weights_dir: str | None = None
+    quick_gelu: bool | None = None
     random_init_seed: int = 0
     image_cache: bool = False
     image_resize: str = "center_crop"

@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import open_clip
 import torch
@@ -27,7 +28,7 @@ from arn_lightning.text.prompts import PROMPT_KINDS, PromptConfig, build_prompts
 log = logging.getLogger(__name__)
 
 
-def prompt_token_ids(tokenizer: Any, text: str) -> List[int]:
+def prompt_token_ids(tokenizer: Any, text: str) -> list[int]:
     """The full token ids of ``text`` that ``tokenizer`` would feed the text tower before cutting it to its context:
     start and end tokens included, no padding, no truncation.
 
@@ -58,8 +59,10 @@ def text_context_length(config: ClipConfig, tokenizer: Any) -> int:
     """Tokens the text tower of ``config`` reads: the smaller of the tokenizer's ``context_length`` and the model
     config's ``text_cfg.context_length`` (77 for the CLIP models)."""
     check_model_name(config)
-    lengths = [getattr(tokenizer, "context_length", None),
-               (open_clip.get_model_config(config.clip_model) or {}).get("text_cfg", {}).get("context_length")]
+    lengths = [
+        getattr(tokenizer, "context_length", None),
+        (open_clip.get_model_config(config.clip_model) or {}).get("text_cfg", {}).get("context_length"),
+    ]
     lengths = [int(n) for n in lengths if n]
     if not lengths:
         raise ValueError(f"Expected {config.clip_model!r} or its tokenizer to declare a context_length but got none")
@@ -70,7 +73,7 @@ def check_clip_prompts(
     clip_cfg: ClipConfig,
     prompt_cfg: PromptConfig,
     prompts: Mapping[str, Sequence[str]],
-    triplet_categories: Optional[Mapping[str, Sequence[Sequence[int]]]] = None,
+    triplet_categories: Mapping[str, Sequence[Sequence[int]]] | None = None,
     clip_triplets: bool = True,
     tokenizer: Any = None,
 ) -> Any:
@@ -94,8 +97,14 @@ def check_clip_prompts(
     check_model_name(clip_cfg)
     tokenizer = tokenizer if tokenizer is not None else open_clip.get_tokenizer(clip_cfg.clip_model)
     classes = prompt_classes(triplet_categories or {}, clip_triplets)
-    check_prompts(prompt_cfg, prompts, classes, lambda text: prompt_token_ids(tokenizer, text),
-                  text_context_length(clip_cfg, tokenizer), clip_triplets)
+    check_prompts(
+        prompt_cfg,
+        prompts,
+        classes,
+        lambda text: prompt_token_ids(tokenizer, text),
+        text_context_length(clip_cfg, tokenizer),
+        clip_triplets,
+    )
     return tokenizer
 
 
@@ -121,15 +130,15 @@ def encode_prompts(model: nn.Module, tokenizer: Any, prompts: Sequence[str], bat
             )
     device = next(model.parameters()).device
     chunks = [
-        model.encode_text(tokenizer(list(prompts[i:i + batch_size])).to(device)).float()
+        model.encode_text(tokenizer(list(prompts[i : i + batch_size])).to(device)).float()
         for i in range(0, len(prompts), batch_size)
     ]
     return F.normalize(torch.cat(chunks), dim=-1).cpu()  # [len, E]
 
 
 def _compute_text_embeddings(
-    config: ClipConfig, prompts: Mapping[str, List[str]], device: str, tokenizer: Any = None
-) -> Dict[str, Tensor]:
+    config: ClipConfig, prompts: Mapping[str, list[str]], device: str, tokenizer: Any = None
+) -> dict[str, Tensor]:
     model = create_clip(config).to(device)
     tokenizer = tokenizer if tokenizer is not None else open_clip.get_tokenizer(config.clip_model)
     flat = [p for kind in PROMPT_KINDS for p in prompts[kind]]
@@ -138,7 +147,7 @@ def _compute_text_embeddings(
     return {kind: chunk.contiguous() for kind, chunk in zip(PROMPT_KINDS, embeds.split(sizes))}
 
 
-def _read_text_cache(path: Path, prompts: Mapping[str, List[str]]) -> Optional[Dict[str, Tensor]]:
+def _read_text_cache(path: Path, prompts: Mapping[str, list[str]]) -> dict[str, Tensor] | None:
     """Embeddings of a cache file if it exists, is readable and was built from exactly ``prompts``."""
     if not path.is_file():
         return None
@@ -158,7 +167,7 @@ def text_cache_path(
     clip_cfg: ClipConfig,
     prompt_cfg: PromptConfig,
     prompts: Mapping[str, Sequence[str]],
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
 ) -> Path:
     """The cache file of :func:`text_embeddings`: ``<cache root>/text/<sha256>.pt``, the hash of the CLIP identity
     (:func:`arn_lightning.text.clip.model_identity`, text context length included), the templates and the
@@ -169,12 +178,12 @@ def text_cache_path(
 
 def text_embeddings(
     clip_cfg: ClipConfig,
-    prompt_cfg: Optional[PromptConfig] = None,
-    triplet_categories: Optional[Mapping[str, Sequence[Sequence[int]]]] = None,
-    cache_dir: Optional[str] = None,
+    prompt_cfg: PromptConfig | None = None,
+    triplet_categories: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    cache_dir: str | None = None,
     clip_triplets: bool = True,
     device: str = "cpu",
-) -> Dict[str, Tensor]:
+) -> dict[str, Tensor]:
     """CLIP text embeddings of the object and branch prompts, computed once and cached on disk.
 
     The cache file ``<cache_dir>/text/<sha256>.pt`` is named by a hash of the CLIP identity (architecture and its

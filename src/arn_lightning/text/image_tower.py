@@ -8,8 +8,9 @@ disk (``ClipConfig.image_cache``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any
 
 import open_clip
 import torch
@@ -22,7 +23,7 @@ from arn_lightning.text.clip import create_clip, model_identity
 from arn_lightning.text.config import ClipConfig
 
 
-def _valid_extent(mask: Tensor) -> Tuple[int, int, int, int]:
+def _valid_extent(mask: Tensor) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` (exclusive ends) of the True pixels of a ``[H, W]`` mask."""
     rows = mask.any(dim=1).nonzero().flatten()
     cols = mask.any(dim=0).nonzero().flatten()
@@ -31,7 +32,7 @@ def _valid_extent(mask: Tensor) -> Tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _fit(image: Tensor, size: Tuple[int, int], mode: str) -> Tensor:
+def _fit(image: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     """Resize a ``[3, h, w]`` image in [0, 1] to ``[3, *size]``: shorter side + centre crop, or squash."""
     height, width = image.shape[-2:]
     if mode == "squash":
@@ -41,7 +42,7 @@ def _fit(image: Tensor, size: Tuple[int, int], mode: str) -> Tensor:
         target = (max(size[0], round(height * scale)), max(size[1], round(width * scale)))
     resized = F.interpolate(image[None], size=target, mode="bicubic", align_corners=False, antialias=True)[0]
     top, left = (target[0] - size[0]) // 2, (target[1] - size[1]) // 2
-    return resized[:, top:top + size[0], left:left + size[1]].clamp(0.0, 1.0)  # [3, *size]
+    return resized[:, top : top + size[0], left : left + size[1]].clamp(0.0, 1.0)  # [3, *size]
 
 
 class FrozenClipImageEncoder(nn.Module):
@@ -62,7 +63,7 @@ class FrozenClipImageEncoder(nn.Module):
     def __init__(
         self,
         config: ClipConfig,
-        cache_dir: Optional[str] = None,
+        cache_dir: str | None = None,
         input_mean: Sequence[float] = IMAGENET_MEAN,
         input_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -71,7 +72,7 @@ class FrozenClipImageEncoder(nn.Module):
         clip_model = create_clip(config)
         preprocess = open_clip.get_model_preprocess_cfg(clip_model)
         size = preprocess["size"]
-        self.image_size: Tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
+        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         object.__setattr__(self, "_tower", clip_model.visual)  # not a registered submodule, on purpose
         self.register_buffer("input_mean", torch.tensor(input_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(input_std).view(3, 1, 1), persistent=False)
@@ -85,11 +86,11 @@ class FrozenClipImageEncoder(nn.Module):
         """The frozen open_clip image tower (read only)."""
         return self._tower
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "FrozenClipImageEncoder":
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FrozenClipImageEncoder:
         self._tower._apply(fn)
         return super()._apply(fn, *args, **kwargs)
 
-    def train(self, mode: bool = True) -> "FrozenClipImageEncoder":
+    def train(self, mode: bool = True) -> FrozenClipImageEncoder:
         """Set this module's flag; the tower itself always stays in eval mode."""
         super().train(mode)
         self._tower.eval()

@@ -25,8 +25,8 @@ identically.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Sequence
 
 from arn_lightning.vocab import (
     OBJECT_CLASSES,
@@ -79,12 +79,11 @@ def _check_slots(name: str, template: str, expected: set) -> None:
         raise ValueError(f"Expected a valid format string for the {name} template but got {template!r}") from error
     if slots != expected:
         raise ValueError(
-            f"Expected the {name} template to have the slots {sorted(expected)} but got {sorted(slots)} "
-            f"in {template!r}"
+            f"Expected the {name} template to have the slots {sorted(expected)} but got {sorted(slots)} in {template!r}"
         )
 
 
-def object_prompts(config: PromptConfig) -> List[str]:
+def object_prompts(config: PromptConfig) -> list[str]:
     """One prompt per AG object class, in AG index order (``prompts[c]`` is AG index ``c + 1``; 36 prompts)."""
     return [config.objects.format(object=readable_object(name)) for name in OBJECT_CLASSES]
 
@@ -92,14 +91,12 @@ def object_prompts(config: PromptConfig) -> List[str]:
 def _check_category(kind: str, predicate: int, obj: int) -> None:
     offset = TYPE_OFFSETS[kind]
     if not offset <= predicate < offset + TYPE_SIZES[kind]:
-        raise ValueError(
-            f"Expected {kind} predicates in [{offset}, {offset + TYPE_SIZES[kind]}) but got {predicate}"
-        )
+        raise ValueError(f"Expected {kind} predicates in [{offset}, {offset + TYPE_SIZES[kind]}) but got {predicate}")
     if not 1 <= obj <= len(OBJECT_CLASSES):
         raise ValueError(f"Expected an AG object index in [1, {len(OBJECT_CLASSES)}] but got {obj} ({kind})")
 
 
-def triplet_prompts(config: PromptConfig, kind: str, categories: Sequence[Sequence[int]]) -> List[str]:
+def triplet_prompts(config: PromptConfig, kind: str, categories: Sequence[Sequence[int]]) -> list[str]:
     """Prompts of one branch's triplet categories.
 
     Args:
@@ -122,7 +119,7 @@ def triplet_prompts(config: PromptConfig, kind: str, categories: Sequence[Sequen
     return prompts
 
 
-def predicate_prompts(config: PromptConfig, kind: str) -> List[str]:
+def predicate_prompts(config: PromptConfig, kind: str) -> list[str]:
     """Per-predicate prompts of one branch (``clip_triplets`` off), in the branch's predicate order."""
     if kind not in PREDICATE_TYPES:
         raise ValueError(f"Expected a predicate type in {PREDICATE_TYPES} but got {kind!r}")
@@ -137,7 +134,7 @@ def build_prompts(
     config: PromptConfig,
     triplet_categories: Mapping[str, Sequence[Sequence[int]]],
     clip_triplets: bool = True,
-) -> Dict[str, List[str]]:
+) -> dict[str, list[str]]:
     """Every prompt the model's classifiers need.
 
     Args:
@@ -166,7 +163,7 @@ def build_prompts(
 
 def prompt_classes(
     triplet_categories: Mapping[str, Sequence[Sequence[int]]], clip_triplets: bool = True
-) -> Dict[str, List[str]]:
+) -> dict[str, list[str]]:
     """Class names of the prompts of :func:`build_prompts`, same keys and order (for error messages).
 
     Returns:
@@ -220,7 +217,7 @@ def check_prompts(
     """
     if context_length < 1:
         raise ValueError(f"Expected a text-tower context_length >= 1 but got {context_length}")
-    tokens: Dict[str, List[tuple]] = {}
+    tokens: dict[str, list[tuple]] = {}
     for kind in PROMPT_KINDS:
         texts, names = list(prompts.get(kind, [])), list(classes.get(kind, []))
         if len(texts) != len(names):
@@ -235,12 +232,13 @@ def check_prompts(
                     f"template)"
                 )
     for kind in PROMPT_KINDS:
-        first: Dict[tuple, int] = {}
+        first: dict[tuple, int] = {}
         setting = prompt_setting(config, kind, clip_triplets)
         for i, ids in enumerate(tokens[kind]):
             j = first.setdefault(ids, i)
             if j != i:
                 raise ValueError(
-                    f"Expected distinct prompts for the {kind} classes of {setting} but got identical tokens for {classes[kind][j]} ({prompts[kind][j]!r}) and {classes[kind][i]} "
+                    f"Expected distinct prompts for the {kind} classes of {setting} but got identical tokens for "
+                    f"{classes[kind][j]} ({prompts[kind][j]!r}) and {classes[kind][i]} "
                     f"({prompts[kind][i]!r}): the classifier could not tell them apart"
                 )

@@ -50,8 +50,8 @@ import torch
 from arn_lightning import vocab
 from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_open
-from arn_lightning.boxes import InvalidBoxError, first_invalid_box
-from arn_lightning.metrics.batching import Field, check_range, frame_of_row, stack_frames
+from arn_lightning.boxes import InvalidBoxError
+from arn_lightning.metrics.batching import Field, check_range, first_invalid_row, frame_of_row, stack_frames
 
 #: Significant decimal digits that always identify a float32.
 FLOAT32_DIGITS = 9
@@ -100,7 +100,7 @@ def _check_values(batch: PredictionBatch, name_of: Callable[[int], str]) -> None
     def describe(key: str) -> Callable[[int], str]:
         return lambda frame: f"{name_of(frame)}[{key!r}]"
 
-    row = first_invalid_box(batch.boxes)
+    row = first_invalid_row(batch.boxes)
     if row >= 0:  # the box rule of arn_lightning.boxes
         frame = frame_of_row(row, batch.num_rows)
         local = row - int(batch.num_rows[:frame].sum())

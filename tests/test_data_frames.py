@@ -374,3 +374,33 @@ def test_read_frame_and_missing_frames(tmp_path):
 def test_decode_errors_are_video_errors(tmp_path):
     with pytest.raises(VideoError, match="nothing.mp4 does not exist"):
         next(decode_video(tmp_path / "nothing.mp4"))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+@pytest.mark.parametrize("level", [1, 9])
+def test_frame_decoders_agree_exactly(tmp_path, mode, level):
+    """PNG is lossless: torchvision's libpng path and Pillow give the same pixels, in the same layout."""
+    pixels = np.random.default_rng(0).integers(0, 256, (27, 48, 4), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGBA")
+    image = image.convert(mode) if mode != "P" else image.convert("RGB").quantize(colors=64)
+    path = tmp_path / "000001.png"
+    image.save(path, compress_level=level)
+    ours, pil = read_frame(path, (48, 27)), read_frame(path, (48, 27), decoder="pil")
+    assert ours.dtype == pil.dtype == torch.uint8 and ours.shape == pil.shape == (3, 27, 48)
+    assert torch.equal(ours, pil)
+    assert ours.stride() == pil.stride()  # both channels-last views, the layout the uint8 resize is fastest on
+    if mode == "RGB":
+        assert torch.equal(ours, torch.from_numpy(pixels[..., :3]).permute(2, 0, 1))
+
+
+def test_pil_decoder_errors_are_frame_errors(tmp_path):
+    path = write_frame(tmp_path, "A.mp4/000003.png", (20, 10))
+    assert torch.equal(read_frame(path, decoder="pil"), read_frame(path))
+    with pytest.raises(FrameError, match=r"000003.png: Expected a 21x10 frame"):
+        read_frame(path, expected_size=(21, 10), decoder="pil")
+    path.write_bytes(path.read_bytes()[:45])  # truncated inside the image data
+    for decoder in ("torchvision", "pil"):
+        with pytest.raises(FrameError, match=r"000003.png: Expected a readable frame image"):
+            read_frame(path, decoder=decoder)
+    with pytest.raises(ValueError, match="Expected decoder in"):
+        read_frame(path, decoder="cv2")

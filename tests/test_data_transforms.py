@@ -135,3 +135,59 @@ def test_collate_rejects_bad_input():
         collate_clips([[bad]])
     with pytest.raises(ValueError, match="Expected 3 means and 3 positive stds"):
         ClipCollator(std=(1.0, 0.0, 1.0))
+
+
+def test_collate_in_a_worker_equals_the_main_process(monkeypatch):
+    """Main process: numpy (huge page) memory; DataLoader worker: shared memory. Same values, same layout."""
+    import arn_lightning.data.collate as collate_module
+
+    rng = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=rng) for h, w in [(5, 7), (6, 4), (3, 3)]]
+    images.append(images[0].permute(1, 2, 0).contiguous().permute(2, 0, 1))  # channels-last, as decoded / resized
+    clips = [[{"image": images[0], "target": {}}, {"image": images[1], "target": {}}]]
+    clips.append([{"image": images[2], "target": {}}, {"image": images[3], "target": {}}])
+    main = collate_clips(clips)
+    monkeypatch.setattr(collate_module, "get_worker_info", lambda: object())
+    worker = collate_clips(clips)
+    assert worker["pixel_values"].is_shared() and not main["pixel_values"].is_shared()
+    for key in ("pixel_values", "pixel_mask"):
+        assert main[key].is_contiguous() and worker[key].is_contiguous()
+        assert main[key].dtype == worker[key].dtype and torch.equal(main[key], worker[key])
+    torch.testing.assert_close(main["pixel_values"][1, 1], main["pixel_values"][0, 0], rtol=0, atol=0)
+    expected = torch.empty(3, 5, 7)
+    normalize_into(expected, images[0])
+    assert torch.equal(main["pixel_values"][0, 0, :, :5, :7], expected)
+    assert main["pixel_mask"].sum().item() == 35 + 24 + 9 + 35
+
+
+def test_batch_targets_pickle_packed_and_unpickle_equal():
+    """Targets cross the worker -> main process boundary packed (one tensor per dtype) and come back equal."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  registers the shared-memory tensor pickling with ForkingPickler
+
+    targets = [build_target(_frame(n), torch.from_numpy(_frame(n).boxes_xyxy), (48, 64), n == 1, True) for n in (0, 2)]
+    targets[1]["unreadable"] = {"reason": "x", "ground_truth": {"boxes": torch.ones(2, 4), "n": (torch.arange(3),)}}
+    batch = collate_clips([[{"image": torch.zeros(3, 4, 4, dtype=torch.uint8), "target": t}] for t in targets])
+    assert isinstance(batch["targets"], list)
+    for data in (pickle.dumps(batch["targets"]), bytes(ForkingPickler.dumps(batch["targets"]))):
+        back = pickle.loads(data)
+        assert type(back) is list and len(back) == len(targets)
+        for ours, sent in zip(back, targets, strict=True):
+            assert ours.keys() == sent.keys()
+            for key, value in sent.items():
+                if isinstance(value, torch.Tensor):
+                    assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+                elif key != "unreadable":
+                    assert ours[key] == value
+        gt = back[1]["unreadable"]["ground_truth"]
+        assert torch.equal(gt["boxes"], torch.ones(2, 4)) and torch.equal(gt["n"][0], torch.arange(3))
+
+
+def test_batch_targets_copy_is_shallow():
+    import copy
+
+    targets = collate_clips([[_sample(2, 2, 0, "a"), _sample(2, 2, 0, "b")]])["targets"]
+    clone = copy.copy(targets)
+    assert clone == targets and clone is not targets and all(a is b for a, b in zip(clone, targets, strict=True))

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
@@ -13,12 +14,96 @@ from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 
 def new_batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor; inside a DataLoader worker it is allocated in shared memory directly, as
-    ``default_collate`` does, so that sending the batch to the main process copies nothing."""
+    """An uninitialised tensor of ``shape``, allocated where writing it first is cheapest.
+
+    Inside a DataLoader worker it is allocated in shared memory directly, as ``default_collate`` does, so that
+    sending the batch to the main process copies nothing. In the main process it is a numpy array seen as a tensor
+    (no copy): numpy asks the kernel to back arrays of 4 MiB and more with transparent huge pages
+    (``madvise(MADV_HUGEPAGE)``), so the first write into a fresh batch (tens to hundreds of MB at 600/1000) takes
+    one page fault per 2 MiB instead of one per 4 KiB; with ``torch.empty`` those faults were the largest single
+    cost of the input pipeline (docs/ARCHITECTURE.md, "Input pipeline throughput"). Values are unaffected.
+    """
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
+        numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        return torch.from_numpy(np.empty(shape, dtype=numpy_dtype))
     storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
     return torch.empty(0, dtype=dtype).new(storage).view(shape)
+
+
+class _TensorSlot:
+    """Where a packed tensor goes back in the structure of :class:`BatchTargets` (index into its tensor list)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple:
+        return _TensorSlot, (self.index,)
+
+
+def _strip(value: Any, tensors: list[torch.Tensor]) -> Any:
+    """``value`` with every plain dense CPU tensor inside (nested) dicts, lists and tuples replaced by a
+    :class:`_TensorSlot`; anything else (subclasses of these containers included) is left to default pickling."""
+    if (
+        type(value) is torch.Tensor
+        and value.device.type == "cpu"
+        and value.layout == torch.strided
+        and not value.requires_grad
+    ):
+        tensors.append(value)
+        return _TensorSlot(len(tensors) - 1)
+    if type(value) is dict:
+        return {key: _strip(item, tensors) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_strip(item, tensors) for item in value)
+    return value
+
+
+def _fill(value: Any, tensors: Sequence[torch.Tensor]) -> Any:
+    """Inverse of :func:`_strip`."""
+    if isinstance(value, _TensorSlot):
+        return tensors[value.index]
+    if type(value) is dict:
+        return {key: _fill(item, tensors) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_fill(item, tensors) for item in value)
+    return value
+
+
+def _unpack_targets(skeleton: list, packed: dict[torch.dtype, torch.Tensor], layout: list[tuple]) -> list:
+    """Rebuild the target list pickled by :meth:`BatchTargets.__reduce__` (a plain ``list``; each tensor a view
+    into the flat tensor of its dtype)."""
+    tensors = [packed[dtype][start : start + math.prod(shape)].view(shape) for dtype, start, shape in layout]
+    return _fill(skeleton, tensors)
+
+
+class BatchTargets(list):
+    """The ``targets`` list of a batch: a plain list, except when pickled.
+
+    A DataLoader worker sends the batch to the main process by pickling it, and torch pickles every tensor through
+    a shared-memory file of its own whose descriptor is handed over a socket: ~0.1-0.2 ms per tensor on each side,
+    while a frame's target holds ten small tensors. Pickled, this list sends its tensors packed into one flat tensor
+    per dtype (two or three per batch) and unpickles as a plain ``list`` of the same dicts, each tensor an equal
+    (same dtype, shape and values) contiguous view into the flat tensor of its dtype.
+    """
+
+    def __copy__(self) -> BatchTargets:
+        """A shallow copy (the same dicts), as for a list; ``copy.copy`` would otherwise go through pickling."""
+        return BatchTargets(self)
+
+    def __reduce__(self) -> tuple:
+        tensors: list[torch.Tensor] = []
+        skeleton = _strip(list(self), tensors)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        sizes: dict[torch.dtype, int] = {}
+        layout = []  # per tensor (dtype, offset in the flat tensor of its dtype, shape)
+        for tensor in tensors:
+            by_dtype.setdefault(tensor.dtype, []).append(tensor)
+            layout.append((tensor.dtype, sizes.get(tensor.dtype, 0), tuple(tensor.shape)))
+            sizes[tensor.dtype] = layout[-1][1] + tensor.numel()
+        packed = {dtype: torch.cat([t.reshape(-1) for t in group]) for dtype, group in by_dtype.items()}
+        return _unpack_targets, (skeleton, packed, layout)
 
 
 class ClipCollator:
@@ -42,8 +127,8 @@ class ClipCollator:
 
         Returns:
             ``pixel_values`` FloatTensor [B, T, 3, H, W] (normalised, zero padded), ``pixel_mask``
-            BoolTensor [B, T, H, W] (True on real pixels), ``targets``: list of ``B*T`` target dicts, frame-major
-            (clip b frame t at ``b*T + t``).
+            BoolTensor [B, T, H, W] (True on real pixels), ``targets``: list (a :class:`BatchTargets`) of ``B*T``
+            target dicts, frame-major (clip b frame t at ``b*T + t``).
         """
         if not clips:
             raise ValueError("Expected at least one clip but got an empty batch")
@@ -67,13 +152,14 @@ class ClipCollator:
             normalize_into(pixel_values[index, :, :h, :w], image, self.mean, self.std)
             pixel_values[index, :, h:].zero_()
             pixel_values[index, :, :h, w:].zero_()
-            pixel_mask[index].zero_()
             pixel_mask[index, :h, :w] = True
+            pixel_mask[index, h:] = False
+            pixel_mask[index, :h, w:] = False
         batch, frames = len(clips), clip_len
         return {
             "pixel_values": pixel_values.view(batch, frames, 3, height, width),  # [B, T, 3, H, W]
             "pixel_mask": pixel_mask.view(batch, frames, height, width),  # [B, T, H, W]
-            "targets": [s["target"] for s in samples],
+            "targets": BatchTargets(s["target"] for s in samples),
         }
 
 

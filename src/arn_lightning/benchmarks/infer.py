@@ -11,12 +11,20 @@ For each model size (``tiny``: the small configuration of ``benchmark model``; `
 The input is a synthetic ``--width`` x ``--height`` mp4 (default 480x270, every frame sampled) and the model sees
 it at that size (the transform's shorter / longer side are set to the video's). ``--device cuda --precision bf16``
 measures the GPU; CUDA work is synchronised before every clock reading.
+
+``--startup CKPT`` measures start-up instead: seconds from launching ``arn-lightning infer --checkpoint CKPT`` on the
+synthetic video (a fresh interpreter each time) to its first frame graph, the whole command, and its CPU time, median
+of ``--repeats`` runs, with the load average (start-up is mostly imports: on a shared machine it scales with load).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +45,22 @@ from arn_lightning.inference.video import VideoWriter, open_frames
 
 #: Frame rate of the synthetic input video (every frame is sampled).
 VIDEO_FPS = 10.0
+#: Run by :func:`measure_startup` in a fresh interpreter: ``arn-lightning infer`` (arguments from ``sys.argv``) that
+#: prints the wall-clock time of its first frame graph to stderr. Importing the API first adds nothing: the command
+#: imports it anyway before its first frame.
+STARTUP_PROBE = """
+import sys, time
+from arn_lightning.inference import api
+stream = api.SceneGraphPredictor.stream
+def first_stamped(self, *args, **kwargs):
+    for i, item in enumerate(stream(self, *args, **kwargs)):
+        if i == 0:
+            print(f"FIRST_GRAPH_AT {time.time()!r}", file=sys.stderr, flush=True)
+        yield item
+api.SceneGraphPredictor.stream = first_stamped
+from arn_lightning.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def build_predictor(size: str, width: int, height: int, device: str, precision: str) -> SceneGraphPredictor:
@@ -101,6 +125,56 @@ def measure(predictor: SceneGraphPredictor, video: Path, batch_size: int, repeat
     }
 
 
+def measure_startup(checkpoint: Path, video: Path, repeats: int = 3, fps: float = VIDEO_FPS) -> dict[str, Any]:
+    """Start-up of ``arn-lightning infer --checkpoint checkpoint --input video`` in fresh interpreters.
+
+    Returns:
+        ``first_graph_s`` (launch to the first frame graph), ``total_s`` (the whole command, outputs written) and
+        ``cpu_s`` (its user + system time), each the median of ``repeats`` runs; ``runs`` (every run's values) and
+        ``load_average`` (1-minute load before and after).
+
+    Raises:
+        RuntimeError: the command failed (its stderr is in the message).
+    """
+    runs = []
+    load_before = os.getloadavg()[0]
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="arn_bench_startup_") as folder:
+            command = ["infer", "--checkpoint", str(checkpoint), "--input", str(video), "--out", f"{folder}/out"]
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.time()
+            result = subprocess.run(
+                [sys.executable, "-c", STARTUP_PROBE, *command, "--fps", str(fps), "--quiet"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            total = time.time() - start
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stamps = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("FIRST_GRAPH_AT ")]
+        if result.returncode != 0 or not stamps:
+            raise RuntimeError(f"Expected `arn-lightning infer` to succeed but run {i} failed:\n{result.stderr}")
+        cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
+        runs.append({"first_graph_s": float(stamps[0]) - start, "total_s": total, "cpu_s": cpu})
+    medians = {key: statistics.median(run[key] for run in runs) for key in ("first_graph_s", "total_s", "cpu_s")}
+    return {**medians, "runs": runs, "load_average": [load_before, os.getloadavg()[0]]}
+
+
+def _startup_main(args: argparse.Namespace) -> int:
+    """``--startup CKPT``: print (and write ``--out``) the start-up of ``arn-lightning infer``."""
+    with tempfile.TemporaryDirectory(prefix="arn_bench_video_") as folder:
+        video = write_video(Path(folder) / "bench.mp4", args.frames, args.width, args.height)
+        startup = measure_startup(args.startup, video, args.repeats)
+    print(
+        f"arn-lightning infer start-up (median of {args.repeats}, {args.width}x{args.height}, {args.frames} frames, "
+        f"load average {startup['load_average'][0]:.2f} -> {startup['load_average'][1]:.2f}): first frame graph "
+        f"{startup['first_graph_s']:.2f} s, whole command {startup['total_s']:.2f} s, CPU {startup['cpu_s']:.2f} s"
+    )
+    if args.out is not None:
+        atomic_write_json(args.out, {"checkpoint": str(args.startup), "startup": startup}, indent=2, sort_keys=False)
+    return 0
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="arn-lightning benchmark infer", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=sorted(CONFIGS), default=["tiny", "paper"])
@@ -113,6 +187,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument(
+        "--startup",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="measure instead the start-up of `arn-lightning infer` with this checkpoint (launch to first frame graph)",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -131,6 +212,8 @@ def _environment(args: argparse.Namespace, device: torch.device) -> dict[str, An
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print a table (and write ``--out``); returns 0."""
     args = _parse(argv or [])
+    if args.startup is not None:
+        return _startup_main(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

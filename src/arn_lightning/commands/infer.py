@@ -20,10 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from arn_lightning.inference.api import PRECISIONS, load_model
-from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K
-from arn_lightning.inference.output import staged_directory, write_inference
-from arn_lightning.inference.video import DEFAULT_FPS, open_frames
+# the parser needs only these constants: torch, PyAV and the model are imported by `run`, so --help is instant
+from arn_lightning.inference.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
 
 PROG = "arn-lightning infer"
 DESCRIPTION = (
@@ -103,6 +101,10 @@ def default_out(input_path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> Path:
     """Predict and write every output; returns the output folder (raises on any error, leaving nothing behind)."""
+    from arn_lightning.inference.api import load_model
+    from arn_lightning.inference.output import staged_directory, write_inference
+    from arn_lightning.inference.video import open_frames
+
     out = args.out or default_out(args.input)
     source = open_frames(args.input, args.fps)
     with staged_directory(out, overwrite=args.overwrite) as staging:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import pickle
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -41,10 +42,11 @@ from arn_lightning.checkpoint_file import CheckpointError, load_checkpoint_file
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
-from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K, FrameGraph, rank_triplets
-from arn_lightning.inference.video import DEFAULT_FPS, VideoFrame, open_frames
+from arn_lightning.inference.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
+from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.inference.loading import InferenceModule
+from arn_lightning.inference.video import VideoFrame, open_frames
 
-PRECISIONS = ("auto", "fp32", "bf16")
 #: Key that ``ARNLitModule.on_save_checkpoint`` writes into every checkpoint of this project.
 CHECKPOINT_MARKER = "arn_lightning"
 #: Keys of every Lightning checkpoint.
@@ -141,9 +143,16 @@ def check_checkpoint(path: PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     # verified (missing, truncated or altered files are refused with their name), then unpickled restricted to
-    # tensors, containers and the project's hparam classes; the tensors are memory-mapped, not read
-    with torch.serialization.safe_globals(_hparam_classes()):
+    # tensors, containers and the project's hparam classes; the tensors are memory-mapped, not read. A checkpoint of
+    # this version holds plain containers only: the hparam classes (whose listing imports Lightning) are allowed on a
+    # second try, for a checkpoint that needs them.
+    try:
         checkpoint = load_checkpoint_file(path, mmap=True)
+    except CheckpointError as error:
+        if not isinstance(error.__cause__, pickle.UnpicklingError):
+            raise
+        with torch.serialization.safe_globals(_hparam_classes()):
+            checkpoint = load_checkpoint_file(path, mmap=True)
     missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(
@@ -189,6 +198,26 @@ def load_module(path: PathLike) -> ARNLitModule:  # noqa: F821 - imported lazily
     return module.eval()
 
 
+def load_inference_module(path: PathLike) -> InferenceModule:
+    """The model and postprocess of an ARN Lightning checkpoint on the CPU, in eval mode, without Lightning: the
+    :class:`~arn_lightning.inference.loading.InferenceModule` of the checkpoint's hyperparameters (no pretrained
+    backbone weights are loaded, see :func:`_offline_overrides`) with its weights; the same predictions as
+    :func:`load_module`, in a fraction of the start-up time.
+
+    Raises:
+        CheckpointError: see :func:`check_checkpoint`; also when the weights do not fit the stored
+            hyperparameters.
+    """
+    checkpoint = check_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    try:
+        module = InferenceModule({**hparams, **_offline_overrides(hparams)})
+        module.load_lightning_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"Expected ARNLitModule weights in {path} but loading failed: {error}") from error
+    return module.eval()
+
+
 # ----------------------------------------------------------------------------------------------- prediction
 class SceneGraphPredictor:
     """An ARN model ready for inference on frames: preprocessing, clip scheduling, model, postprocess, ranking.
@@ -196,7 +225,8 @@ class SceneGraphPredictor:
     Build it with :func:`load_model` (from a checkpoint) or directly from an ``ARNLitModule``.
 
     Args:
-        module: the Lightning module (its ``model``, ``postprocess`` and ``hparams.data_settings`` are used).
+        module: the Lightning module, or the :class:`~arn_lightning.inference.loading.InferenceModule` of a
+            checkpoint (its ``model``, ``postprocess`` and ``hparams.data_settings`` are used).
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         precision: ``"auto"`` (bf16 autocast on GPU, float32 on CPU), ``"fp32"`` or ``"bf16"``.
 
@@ -213,12 +243,21 @@ class SceneGraphPredictor:
             )
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(precision, self.device)
-        self.module = module.eval().to(self.device)
-        self.model = self.module.model
-        self.postprocess = self.module.postprocess
+        self._module = module.eval().to(self.device)
+        self.model = self._module.model
+        self.postprocess = self._module.postprocess
         self.settings = transform_settings(module.hparams.get("data_settings"))
         self.transform = ClipTransform(self.settings["resize_shorter"], self.settings["resize_longer"], 0.0)
         self.collate = ClipCollator(self.settings["mean"], self.settings["std"])
+
+    @property
+    def module(self) -> Any:
+        """The ``ARNLitModule`` (e.g. for :func:`~arn_lightning.inference.evaluation.evaluate_module`): the one given,
+        or, for a predictor of :func:`load_model`, one built on first use around the predictor's ``model`` and
+        ``postprocess`` (this imports Lightning)."""
+        if isinstance(self._module, InferenceModule):
+            self._module = self._module.to_lightning()
+        return self._module
 
     @property
     def clip_length(self) -> int:
@@ -297,7 +336,7 @@ def load_model(
     device = resolve_device(device)
     resolve_precision(precision, device)
     try:
-        return SceneGraphPredictor(load_module(checkpoint), device=device, precision=precision)
+        return SceneGraphPredictor(load_inference_module(checkpoint), device=device, precision=precision)
     except CheckpointError as error:
         if str(checkpoint) in str(error):
             raise

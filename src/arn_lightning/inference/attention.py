@@ -1,11 +1,13 @@
 """Where the entity queries look: cross-attention maps of the entity decoder's last layer.
 
-The model computes its attention without weights (``need_weights=False``, the fast path). :class:`EntityAttention`
-hooks three places for the duration of a ``with`` block, without touching the model's code: a forward pre-hook on
-the last entity-decoder layer's cross-attention (an ``nn.MultiheadAttention``) asks for its weights averaged over
-the heads, a forward hook records them (``[BT, 2Q, hw]``: the Q subject queries, then the Q object queries, over the
-``hw`` feature cells), a hook on the backbone records the feature-cell mask (``[BT, h, w]``, True on real cells),
-and a hook on the model records its raw outputs (to know which query became which predicted pair).
+The model computes its attention without weights (``need_weights=False``: ``scaled_dot_product_attention``).
+:class:`EntityAttention` hooks three places for the duration of a ``with`` block, without touching the model's code:
+a forward pre-hook on the last entity-decoder layer's cross-attention (an ``nn.MultiheadAttention``,
+:class:`~arn_lightning.models.transformer.Attention`) asks for its weights averaged over the heads (which runs that
+one attention with torch's explicit math, equal to SDPA within ``SDPA_TOLERANCE``), a forward hook records them
+(``[BT, 2Q, hw]``: the Q subject queries, then the Q object queries, over the ``hw`` feature cells), a hook on
+the backbone records the feature-cell mask (``[BT, h, w]``, True on real cells), and a hook on the model records
+its raw outputs (to know which query became which predicted pair).
 
 A prediction's pairs are sorted by score, so pair n is not query n: :func:`pair_queries` finds each pair's query
 as the one whose subject and object boxes, scaled the way the postprocess scales them, are closest to the pair's.

@@ -17,14 +17,11 @@ from typing import Any
 
 import torch
 
+from arn_lightning.inference.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.metrics.functional import RecallConfig, ranked_triplets
 from arn_lightning.metrics.predictions import prediction_to_json
 from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES, predicate_type
 
-#: Default number of triplets kept per frame.
-DEFAULT_TOP_K = 10
-#: Default minimum triplet score (subject x object x predicate).
-DEFAULT_THRESHOLD = 0.1
 #: Digits kept for the timestamps and triplet scores written to JSON.
 JSON_FLOAT_DIGITS = 6
 

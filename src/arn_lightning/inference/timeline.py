@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from typing import TYPE_CHECKING
 
 from arn_lightning.inference.draw import PREDICATE_TYPE_COLORS
 from arn_lightning.inference.graph import FrameGraph
 from arn_lightning.vocab import PREDICATE_TYPES, predicate_type
+
+if TYPE_CHECKING:  # matplotlib is imported when a timeline is drawn, not before the first frame is predicted
+    from matplotlib.figure import Figure
 
 #: Most rows drawn.
 MAX_ROWS = 40
@@ -94,6 +94,10 @@ def timeline_size(num_rows: int) -> tuple[int, int]:
 
 def render_timeline(rows: Sequence[TimelineRow], duration: float, title: str = "") -> Figure:
     """A matplotlib figure of ``rows`` (from :func:`timeline_rows`) over ``[0, duration]`` seconds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     width_px, height_px = timeline_size(len(rows))
     figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     FigureCanvasAgg(figure)

@@ -41,10 +41,8 @@ from arn_lightning.data.decode import (
     probe_video,
     upright_image,
 )
+from arn_lightning.inference.defaults import DEFAULT_FPS
 
-#: Default sampling rate (frames per second): Action Genome annotates videos at about 1-2 frames per second, so the
-#: model sees frames as far apart as in training, and a minute of video costs 120 frames.
-DEFAULT_FPS = 2.0
 #: File suffixes read from an image folder (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 #: Slack of the sampling slot computation, so that a timestamp of exactly ``k / fps`` lands in slot ``k``.

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_convert
 
-from arn_lightning.boxes import generalized_box_iou
+from arn_lightning.boxes import _generalized_iou, generalized_box_iou
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES
 
@@ -59,6 +60,21 @@ def predicate_cost(logits: Mapping[str, Tensor], targets: Mapping[str, Tensor]) 
     """
     costs = [multilabel_cost(logits[kind].sigmoid(), targets[kind]) for kind in PREDICATE_TYPES]
     return torch.stack(costs).mean(dim=0)
+
+
+def batched_giou_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
+    """:func:`giou_cost` of every frame at once: boxes ``[BT, Q, 4]`` and ``[BT, N, 4]`` -> ``[BT, Q, N]``."""
+    pred, gt = box_convert(pred_cxcywh, "cxcywh", "xyxy"), box_convert(gt_cxcywh, "cxcywh", "xyxy")
+    return -_generalized_iou(pred[:, :, None, :], gt[:, None, :, :])
+
+
+def batched_multilabel_cost(probs: Tensor, targets: Tensor) -> Tensor:
+    """:func:`multilabel_cost` of every frame at once: ``[BT, Q, K]`` and ``[BT, N, K]`` -> ``[BT, Q, N]``."""
+    positives = probs @ targets.transpose(1, 2) / (targets.sum(dim=2)[:, None, :] + PREDICATE_COST_EPS)
+    negatives = (
+        (1 - probs) @ (1 - targets).transpose(1, 2) / ((1 - targets).sum(dim=2)[:, None, :] + PREDICATE_COST_EPS)
+    )
+    return -(positives + negatives) / 2
 
 
 def assign(cost: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,6 +149,51 @@ class HungarianMatcher:
             targets = {kind: branch_targets[kind].float() for kind in PREDICATE_TYPES}
             return cost + self.cost_predicate * predicate_cost(logits, targets)  # [Q, N]
 
+    def cost_matrices(
+        self,
+        outputs: ARNOutput,
+        targets: Sequence[Mapping[str, Any]],
+        branch_targets: Sequence[Mapping[str, Tensor]],
+    ) -> list[Tensor]:
+        """Float32 matching costs of every frame, ``[Q, N_i]`` each, from one batched computation.
+
+        The ground truth is padded to the largest frame (``[BT, N_max, ...]``; padded columns get label 1, empty
+        boxes and no positive category, and are cut off again), the costs of all frames are computed as one
+        ``[BT, Q, N_max]`` tensor and moved to the CPU once. Each frame's matrix equals :meth:`cost_matrix` (the same
+        operations on the same numbers, batched; ``tests/test_matcher.py`` checks 1e-6 and identical assignments).
+        """
+        device = outputs.obj_logits.device
+        sizes = [int(t["obj_labels"].shape[0]) for t in targets]
+        logits = outputs.predicate_logits()
+
+        def padded(rows: list[Tensor], value: float = 0.0) -> Tensor:  # [BT, N_max, ...]
+            return pad_sequence(rows, batch_first=True, padding_value=value).to(device)
+
+        with torch.autocast(device_type=device.type, enabled=False):
+            labels = padded([t["obj_labels"].long() for t in targets], 1.0)  # [BT, N]
+            gt_sub = padded([t["sub_boxes"].float().reshape(-1, 4) for t in targets])  # [BT, N, 4] cxcywh
+            gt_obj = padded([t["obj_boxes"].float().reshape(-1, 4) for t in targets])
+            branch = {
+                kind: padded(
+                    [
+                        b[kind].float() if n else logits[kind].new_zeros(0, logits[kind].shape[-1]).float()
+                        for b, n in zip(branch_targets, sizes)
+                    ]
+                )
+                for kind in PREDICATE_TYPES
+            }  # [BT, N, K]
+            sub, obj = outputs.sub_boxes.float(), outputs.obj_boxes.float()  # [BT, Q, 4] cxcywh
+            probs = outputs.obj_logits.float().softmax(-1)  # [BT, Q, C+1]
+            index = (labels - 1)[:, None, :].expand(-1, probs.shape[1], -1)  # [BT, Q, N]
+            cost = self.cost_class * -probs.gather(2, index)
+            cost = cost + self.cost_bbox * torch.maximum(box_l1_cost(sub, gt_sub), box_l1_cost(obj, gt_obj))
+            cost = cost + self.cost_giou * torch.maximum(batched_giou_cost(sub, gt_sub), batched_giou_cost(obj, gt_obj))
+            predicate = [
+                batched_multilabel_cost(logits[kind].float().sigmoid(), branch[kind]) for kind in PREDICATE_TYPES
+            ]
+            cost = (cost + self.cost_predicate * torch.stack(predicate).mean(dim=0)).cpu()  # [BT, Q, N], one copy
+        return [cost[i, :, :size] for i, size in enumerate(sizes)]
+
     @torch.no_grad()
     def __call__(
         self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], branch_targets: Sequence[Mapping[str, Tensor]]
@@ -160,9 +221,6 @@ class HungarianMatcher:
             return identity_matching(outputs.query_mask, targets)
         empty = torch.zeros(0, dtype=torch.long)
         indices: Indices = []
-        for i, (target, branch) in enumerate(zip(targets, branch_targets)):
-            if target["obj_labels"].numel() == 0:
-                indices.append((empty, empty.clone()))
-                continue
-            indices.append(assign(self.cost_matrix(outputs, i, target, branch)))
+        for cost in self.cost_matrices(outputs, targets, branch_targets):
+            indices.append(assign(cost) if cost.shape[1] else (empty, empty.clone()))
         return indices

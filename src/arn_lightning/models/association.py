@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arn_lightning.models.heads import MLP
-from arn_lightning.models.transformer import Memory, TransformerLayer, safe_padding_mask
+from arn_lightning.models.transformer import Attention, Memory, TransformerLayer, safe_padding_mask
 
 #: Entity-fusion variants (paper Table 4): Model I, Model II, ours.
 FUSION_MODES = ("add", "mlp", "conditional")
@@ -82,7 +82,7 @@ class CueAttention(nn.Module):
             self.value_proj = nn.Linear(d_model, d_model)
             self.out_proj = nn.Linear(d_model, d_model)
         else:
-            self.attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+            self.attn = Attention(d_model, nhead, dropout=dropout)  # SDPA, nn.MultiheadAttention parameters
         _xavier_(self)
 
     def forward(self, cue: Tensor, cue_pos: Tensor, memory: Memory) -> Tensor:

@@ -9,6 +9,11 @@ The attention pattern (positions added to queries and keys, not to values, at ev
 
 Masks follow ``torch.nn.MultiheadAttention``: a key padding mask is True on padding, an attention mask is True where
 attention is *not* allowed.
+
+The attention itself is :class:`Attention`, an ``nn.MultiheadAttention`` (same parameters, same state dict) whose
+weight-free forward calls :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels
+on GPU); asked for weights (``need_weights=True``, e.g. by :mod:`arn_lightning.inference.attention`) it runs
+torch's explicit math. Both agree within :data:`SDPA_TOLERANCE` in float32 (``tests/test_models_attention.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,105 @@ def safe_padding_mask(padding_mask: Tensor | None) -> Tensor | None:
     return padding_mask & ~padding_mask.all(dim=-1, keepdim=True)
 
 
+#: Largest absolute difference allowed in float32 between :class:`Attention`'s SDPA path and torch's explicit math
+#: (``nn.MultiheadAttention`` with the same weights), checked by ``tests/test_models_attention.py``.
+SDPA_TOLERANCE = 1e-5
+
+
+class Attention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` (``batch_first``, same parameters and state dict: DETR's ``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj.*``) computed by :func:`~torch.nn.functional.scaled_dot_product_attention`.
+
+    With ``need_weights=False`` the queries, keys and values are projected with the slices of ``in_proj_weight``
+    and attended with SDPA, dropout on the attention weights in training only. With ``need_weights=True`` (attention
+    maps for visualisation) the parent's explicit math runs and returns the weights as well. Masks are torch's:
+    ``key_padding_mask`` ``[N, S]`` True on padding, ``attn_mask`` ``[L, S]`` or ``[N*nhead, L, S]`` True where
+    attention is not allowed (converted to SDPA's convention, True = allowed). A query row whose keys are all masked
+    has no defined output (NaN or zeros, by torch version and kernel); callers unmask such rows first
+    (:func:`safe_padding_mask`).
+
+    Args:
+        embed_dim: width ``D``.
+        num_heads: heads (``D`` divisible by it).
+        dropout: dropout on the attention weights (training only).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__(embed_dim, num_heads, dropout=dropout, batch_first=True)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend ``query`` ``[N, L, D]`` to ``key`` / ``value`` ``[N, S, D]``: ``([N, L, D], weights or None)``.
+
+        ``weights`` (``need_weights=True`` only) is ``[N, L, S]`` averaged over the heads, or ``[N, H, L, S]``.
+        """
+        explicit = (
+            need_weights
+            or is_causal
+            or query.dim() != 3
+            or any(m is not None and m.dtype != torch.bool for m in (key_padding_mask, attn_mask))
+        )
+        if explicit:
+            return super().forward(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+            )
+        n, length, d = query.shape
+        heads = self.num_heads
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        if key is query:  # self-attention: one projection for queries and keys
+            w_qk = self.in_proj_weight[: 2 * d]
+            b_qk = None if self.in_proj_bias is None else self.in_proj_bias[: 2 * d]
+            q, k = F.linear(query, w_qk, b_qk).chunk(2, dim=-1)
+        else:
+            q, k = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k)
+        v = F.linear(value, w_v, b_v)
+        q = q.view(n, length, heads, -1).transpose(1, 2)  # [N, H, L, D/H]
+        k = k.view(n, k.shape[1], heads, -1).transpose(1, 2)  # [N, H, S, D/H]
+        v = v.view(n, v.shape[1], heads, -1).transpose(1, 2)  # [N, H, S, D/H]
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=_allowed(key_padding_mask, attn_mask, n, heads),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # [N, H, L, D/H]
+        out = out.transpose(1, 2).reshape(n, length, d)  # [N, L, D]
+        return self.out_proj(out), None
+
+
+def _allowed(key_padding_mask: Tensor | None, attn_mask: Tensor | None, n: int, heads: int) -> Tensor | None:
+    """SDPA's bool mask (True = may attend), broadcastable to ``[N, H, L, S]``, from torch's blocked-masks.
+
+    Args:
+        key_padding_mask: ``[N, S]`` True on padding keys, or None.
+        attn_mask: ``[L, S]`` or ``[N*H, L, S]`` True where attention is not allowed, or None.
+    """
+    blocked = None
+    if attn_mask is not None:
+        blocked = attn_mask if attn_mask.dim() == 2 else attn_mask.view(n, heads, *attn_mask.shape[-2:])
+    if key_padding_mask is not None:
+        padding = key_padding_mask.view(n, 1, 1, -1)  # [N, 1, 1, S]
+        blocked = padding if blocked is None else blocked | padding
+    return None if blocked is None else ~blocked
+
+
 def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 
@@ -77,9 +181,9 @@ class TransformerLayer(nn.Module):
         if d_model % nhead != 0:
             raise ValueError(f"Expected d_model divisible by nhead but got d_model={d_model}, nhead={nhead}")
         if self_attention:
-            self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+            self.self_attn = Attention(d_model, nhead, dropout=dropout)
         if cross_attention:
-            self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+            self.multihead_attn = Attention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)

@@ -428,6 +428,9 @@ def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: dic
     assert_same_state(model_state(cli.model), fitted["state"])
     assert "num_object_classes" not in cli.model.hparams["arch"] and "distill" not in cli.model.hparams["loss"]
     assert (tmp_path / "predictions_test.jsonl").is_file()
+    loaded = ARNLitModule.load_from_checkpoint(str(earlier), map_location="cpu", weights_only=True)  # in Python too
+    assert_same_state(model_state(loaded), fitted["state"])
+    assert "box_mlp_layers" not in loaded.hparams["arch"] and "betas" not in loaded.hparams["optim"]
     hparams["arch"]["box_mlp_layers"] = 4  # a model this version cannot build
     torch.save(checkpoint, earlier)
     with pytest.raises(CheckpointError, match=r"earlier\.ckpt: model\.arch\.box_mlp_layers=4 is no longer a setting"):

@@ -19,7 +19,7 @@ TOOLS: dict[str, tuple] = {
     "dump-frames": ("arn_lightning.commands.dump_frames", "decode annotated frames from Charades mp4 files"),
     "evaluate": ("arn_lightning.commands.evaluate", "score a prediction file (R@K / mR@K) against an AG root"),
     "infer": ("arn_lightning.commands.infer", "scene graphs for any video or frame folder"),
-    "benchmark": ("arn_lightning.commands.benchmark", "speed benchmarks: data | model | metrics | train | infer"),
+    "benchmark": ("arn_lightning.commands.benchmark", "speed benchmarks: data, model, metrics, train, infer, suite"),
 }
 
 
@@ -133,3 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(TOOLS[command][0])
     return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":  # `python -m arn_lightning.cli ...` behaves as `arn-lightning ...`
+    sys.exit(main())

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from arn_lightning.checkpoint_file import verify_checkpoint
+from arn_lightning.checkpoint_file import load_checkpoint_file
 from arn_lightning.criterion import LossConfig, SetCriterion
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
@@ -67,6 +67,9 @@ RETIRED_HPARAMS: dict[str, dict[str, Any]] = {
     "post": {"task": ANY_VALUE},  # None, or arch.task
     "optim": {"lr_drop_gamma": LR_DROP_GAMMA, "betas": list(ADAMW_BETAS)},
 }
+#: Keyword arguments of ``torch.compile`` under ``compile=True``; torch's defaults (inductor; a shape that changes
+#: between batches, e.g. the frame size, is made dynamic after one recompilation).
+COMPILE_OPTIONS: dict[str, Any] = {}
 #: Constructor arguments that are configuration dataclasses (kept as plain dicts in the hyperparameters).
 CONFIG_ARGS = ("arch", "loss", "clip", "prompts", "optim", "evaluation", "post")
 
@@ -150,6 +153,9 @@ class ARNLitModule(L.LightningModule):
         init_text_classifiers: initialise the cosine classifiers from CLIP text embeddings at the start of ``fit``.
         detr_checkpoint: optional local DETR-R50 COCO ``.pth`` loaded into backbone / encoder / entity decoder.
         predictions_dir: where ``test`` / ``predict`` write prediction files (default: the run's log directory).
+        compile: ``torch.compile`` the model (``nn.Module.compile``: in place, so the state-dict keys keep no
+            ``_orig_mod.`` prefix) in :meth:`configure_model`, for training and evaluation (:data:`COMPILE_OPTIONS`).
+        channels_last: run the CNN backbone in ``channels_last`` memory format (:meth:`configure_model`).
     """
 
     def __init__(
@@ -166,6 +172,8 @@ class ARNLitModule(L.LightningModule):
         init_text_classifiers: bool = True,
         detr_checkpoint: str | None = None,
         predictions_dir: str | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if triplet_categories is None:
@@ -211,17 +219,39 @@ class ARNLitModule(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ARNLitModule:
-        """Lightning's ``load_from_checkpoint``, after :func:`~arn_lightning.checkpoint_file.verify_checkpoint` of a
-        local file (a truncated or altered checkpoint is refused with its name).
+        """Lightning's ``load_from_checkpoint``, after :func:`~arn_lightning.checkpoint_file.load_checkpoint_file`
+        of a local file (a truncated or altered checkpoint is refused with its name). The configs of a checkpoint of
+        an earlier version are passed on without their retired settings (:func:`drop_retired_hparams`): Lightning
+        re-instantiates a CLI-trained module from its stored hyperparameters, which would otherwise refuse them.
 
         Raises:
             CheckpointError: the file is missing, truncated or altered.
+            ValueError: a retired setting holds a value this version cannot build (named).
         """
         if isinstance(checkpoint_path, (str, Path)):
-            verify_checkpoint(checkpoint_path)
+            stored = load_checkpoint_file(checkpoint_path, mmap=True).get("hyper_parameters") or {}
+            cleaned = drop_retired_hparams(stored)
+            for name in RETIRED_HPARAMS:
+                if name not in kwargs and cleaned.get(name) != stored.get(name):
+                    kwargs[name] = cleaned[name]
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ setup
+    def configure_model(self) -> None:
+        """Lightning hook (every stage, before the optimiser is built): :meth:`apply_speed_switches`."""
+        self.apply_speed_switches()
+
+    def apply_speed_switches(self) -> None:
+        """Apply ``channels_last`` (backbone memory format) and ``compile`` (``self.model.compile``) once each.
+
+        Neither changes the parameters or their state-dict keys: a compiled module saves and loads like a plain one.
+        Outside a Trainer (e.g. a predictor), call it after loading the weights.
+        """
+        if self.hparams.get("channels_last") and not self.model.backbone.channels_last:
+            self.model.backbone.use_channels_last()
+        if self.hparams.get("compile") and getattr(self.model, "_compiled_call_impl", None) is None:
+            self.model.compile(**COMPILE_OPTIONS)
+
     def setup(self, stage: str) -> None:
         """Initialise from CLIP text embeddings and DETR weights at the start of a fresh ``fit``."""
         if stage != "fit" or getattr(self.trainer, "ckpt_path", None):

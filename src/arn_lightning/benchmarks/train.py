@@ -107,6 +107,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="include the frozen CLIP image tower and the distillation loss (default: the preset's)",
     )
+    parser.add_argument(
+        "--detector-path",
+        action="store_true",
+        help="time the detector path alone (backbone, encoder, entity decoder, DETR losses; benchmarks/detector.py)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
@@ -122,7 +127,12 @@ def _module(args: argparse.Namespace, preset: dict[str, Any], triplets: dict[str
     arch = dict(preset["arch"], num_frames=preset["clip_len"])
     if args.distill is not None:
         arch["distill"] = args.distill
-    return ARNLitModule(
+    module_class = ARNLitModule
+    if getattr(args, "detector_path", False):  # the detector path alone, DETR losses (benchmarks/detector.py)
+        from arn_lightning.benchmarks.detector import DetectorPathLitModule
+
+        module_class = DetectorPathLitModule
+    return module_class(
         arch=ARNConfig(**arch),
         loss=LossConfig(),
         clip=ClipConfig(clip_model=preset["clip_model"], clip_pretrained=None),
@@ -144,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="arn_bench_train_") as tmp:
         videos = max(4, (batch_size * steps) // 6 + 2)
         generate(Path(tmp) / "ag", videos=videos, frames=8, size=AG_FRAME_SIZE, seed=0, test_fraction=0.2)
-        shorter, longer = preset["resize"]
+        shorter, longer = getattr(args, "resize", None) or preset["resize"]
         data = AGDataModule(
             str(Path(tmp) / "ag"),
             clip_len=preset["clip_len"],
@@ -179,7 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "batch_clips": batch_size,
         "frames_per_clip": preset["clip_len"],
-        "resize": list(preset["resize"]),
+        "resize": [shorter, longer],
+        "detector_path": bool(getattr(args, "detector_path", False)),
         "frame_size": list(AG_FRAME_SIZE),
         "distill": bool(module.arch_config.distill),
         "steps_timed": len(timed),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("data", "model", "metrics", "train", "infer")
+BENCHMARKS = ("data", "model", "metrics", "train", "infer", "suite")
 
 
 def main(argv: list[str]) -> int:

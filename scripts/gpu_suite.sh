@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite on the GPU machine (docs/benchmarks.md): one call, results under $OUT/suite.
 #
-# Run from the repository root with the staged wheels carried along (`../shared/device/stage.sh av` here first,
+# Run from the repository root with the staged wheels carried along (`scripts/stage_wheels.sh` here first,
 # then a device call with carry [".whl"] running `bash scripts/gpu_suite.sh`). The machine has torch, lightning,
 # torchmetrics, scipy, numpy, pillow, opencv but not open_clip_torch, ftfy, wcwidth, jsonargparse, docstring-parser,
 # typeshed-client, PyAV or wandb, and no package registry: the wheels in .whl/ provide them.
@@ -24,7 +24,7 @@ PYTHON=${PYTHON:-python3}
 shopt -s nullglob
 wheels=("$WHEELS"/*.whl)
 if [ ${#wheels[@]} -eq 0 ]; then
-  echo "gpu_suite.sh: no wheels in $WHEELS/ (run ../shared/device/stage.sh av and carry .whl)" >&2
+  echo "gpu_suite.sh: no wheels in $WHEELS/ (run scripts/stage_wheels.sh and carry .whl)" >&2
   exit 1
 fi
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}"

@@ -15,7 +15,7 @@ import torch
 
 from arn_lightning.inference.api import SceneGraphPredictor, load_model
 from arn_lightning.inference.graph import FrameGraph
-from arn_lightning.inference.loading import RETIRED_HPARAMS, InferenceModule
+from arn_lightning.inference.loading import InferenceModule
 from arn_lightning.inference.video import open_frames
 from infer_fixtures import VIDEO_FPS, InferAssets
 
@@ -157,10 +157,13 @@ def test_bad_hyperparameters_and_weights_are_named(assets: InferAssets, tmp_path
         load_model(tmp_path / "missing.ckpt")
 
 
-def test_retired_settings_match_the_lightning_module() -> None:
-    from arn_lightning.lit_module import RETIRED_HPARAMS as LIGHTNING_RETIRED
+def test_inference_and_the_lightning_module_read_configs_with_the_same_rules() -> None:
+    from arn_lightning import hparams, lit_module
+    from arn_lightning.inference import loading
 
-    assert {name: LIGHTNING_RETIRED[name] for name in RETIRED_HPARAMS} == RETIRED_HPARAMS
+    assert loading.as_config is lit_module.as_config is hparams.as_config
+    assert lit_module.RETIRED_HPARAMS is hparams.RETIRED_HPARAMS
+    assert {"arch", "post"} <= set(hparams.RETIRED_HPARAMS)  # what inference reads
 
 
 def test_startup_benchmark_times_the_first_frame_graph(assets: InferAssets) -> None:

@@ -123,7 +123,7 @@ class ARNLightningCLI(LightningCLI):
     def _apply_checkpoint_hparams(self, subcommand: str, ckpt_path: str) -> None:
         """Lightning's own ``_parse_ckpt_path`` on the hyperparameters read above (the file is not loaded twice),
         without the settings an earlier version stored and this one fixes
-        (:func:`~arn_lightning.lit_module.drop_retired_hparams`)."""
+        (:func:`~arn_lightning.hparams.drop_retired_hparams`)."""
         hparams = dict(self.checkpoint_hparams or {})
         hparams.pop("_instantiator", None)
         if not hparams:

@@ -13,7 +13,7 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from torch import Tensor
 
 from arn_lightning.checkpoint_file import load_checkpoint_file
 from arn_lightning.criterion import LossConfig, SetCriterion
+from arn_lightning.hparams import ADAMW_BETAS, LR_DROP_GAMMA, RETIRED_HPARAMS, as_config, drop_retired_hparams
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
 from arn_lightning.models.arn import ARN
-from arn_lightning.models.config import ANY_VALUE, RETIRED_SETTINGS, ARNConfig, drop_retired_settings
+from arn_lightning.models.config import ARNConfig, drop_retired_settings
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
 from arn_lightning.prediction_writer import PredictionWriter
 from arn_lightning.rng import RandomStateCheckpoint
@@ -56,17 +57,6 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)",
 
 #: The recalls shown on the progress bar after each validation (and named in the end-of-fit summary).
 HEADLINE_METRICS = ("with/R@20", "no/R@20")
-#: AdamW's betas (torch's and DETR's defaults).
-ADAMW_BETAS = (0.9, 0.999)
-#: Factor of the step decay of every learning rate after ``optim.lr_drop_epoch`` (DETR's).
-LR_DROP_GAMMA = 0.1
-#: Settings of earlier versions that are now constants or stored once (config name -> key -> the value it may hold).
-RETIRED_HPARAMS: dict[str, dict[str, Any]] = {
-    "arch": RETIRED_SETTINGS,
-    "loss": {"distill": ANY_VALUE},  # followed arch.distill
-    "post": {"task": ANY_VALUE},  # None, or arch.task
-    "optim": {"lr_drop_gamma": LR_DROP_GAMMA, "betas": list(ADAMW_BETAS)},
-}
 #: Keyword arguments of ``torch.compile`` under ``compile=True``; torch's defaults (inductor; a shape that changes
 #: between batches, e.g. the frame size, is made dynamic after one recompilation).
 COMPILE_OPTIONS: dict[str, Any] = {}
@@ -183,13 +173,13 @@ class ARNLitModule(L.LightningModule):
                 "AGDataModule(...).triplet_categories"
             )
         # The LightningCLI and load_from_checkpoint may hand the configs over as dicts: one typed copy of each.
-        self.arch_config: ARNConfig = _as_config(ARNConfig, arch, "arch")
-        self.loss_config: LossConfig = _as_config(LossConfig, loss, "loss")
-        self.clip_config: ClipConfig = _as_config(ClipConfig, clip, "clip")
-        self.prompt_config: PromptConfig = _as_config(PromptConfig, prompts, "prompts")
-        self.optim_config: OptimConfig = _as_config(OptimConfig, optim, "optim")
-        self.eval_config: EvalConfig = _as_config(EvalConfig, evaluation, "evaluation")
-        self.post_config: PostProcessConfig = _as_config(PostProcessConfig, post, "post")
+        self.arch_config: ARNConfig = as_config(ARNConfig, arch, "arch")
+        self.loss_config: LossConfig = as_config(LossConfig, loss, "loss")
+        self.clip_config: ClipConfig = as_config(ClipConfig, clip, "clip")
+        self.prompt_config: PromptConfig = as_config(PromptConfig, prompts, "prompts")
+        self.optim_config: OptimConfig = as_config(OptimConfig, optim, "optim")
+        self.eval_config: EvalConfig = as_config(EvalConfig, evaluation, "evaluation")
+        self.post_config: PostProcessConfig = as_config(PostProcessConfig, post, "post")
         self.save_hyperparameters()
         for name in CONFIG_ARGS:  # plain dicts in the checkpoint: loadable with weights_only=True, no pickled classes
             if is_dataclass(self.hparams[name]):
@@ -400,32 +390,3 @@ class ARNLitModule(L.LightningModule):
         present = self._trainer.callbacks if self._trainer is not None else []
         needed = (PredictionWriter, RandomStateCheckpoint)
         return [kind() for kind in needed if not any(isinstance(callback, kind) for callback in present)]
-
-
-def drop_retired_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A module's hyperparameters (e.g. a checkpoint's) without the settings an earlier version stored and this one
-    fixes (:data:`RETIRED_HPARAMS`); raises ``ValueError`` naming ``model.<config>.<key>`` where a retired key holds
-    a value this version cannot reproduce."""
-    result = dict(hparams)
-    for name, retired in RETIRED_HPARAMS.items():
-        if isinstance(result.get(name), Mapping):
-            result[name] = drop_retired_settings(result[name], retired, f"model.{name}")
-    return result
-
-
-def _as_config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (unknown keys are an error; keys
-    an earlier version stored are dropped, :func:`drop_retired_hparams`)."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        value = drop_retired_settings(value, RETIRED_HPARAMS.get(name, {}), f"model.{name}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"Expected {name} keys among {sorted(known)} but got unknown {unknown}")
-        try:
-            return cls(**value)
-        except (ValueError, TypeError) as error:  # name the setting: the message itself names the field
-            raise ValueError(f"model.{name}: {error}") from error
-    raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")

@@ -14,44 +14,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from torch import nn
 
+from arn_lightning.hparams import as_config
 from arn_lightning.models.arn import ARN
-from arn_lightning.models.config import ANY_VALUE, RETIRED_SETTINGS, ARNConfig, drop_retired_settings
+from arn_lightning.models.config import ARNConfig
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
 from arn_lightning.triplets import TripletVocabulary
 
-#: Settings of earlier versions that inference drops (``ARNLitModule``'s ``RETIRED_HPARAMS`` of ``arch`` / ``post``).
-RETIRED_HPARAMS: dict[str, dict[str, Any]] = {"arch": RETIRED_SETTINGS, "post": {"task": ANY_VALUE}}
 #: ``state_dict`` prefixes of ``ARNLitModule``'s training-only sub-modules (skipped; none holds persistent state today).
 TRAINING_PREFIXES = ("criterion.", "val_metrics.", "test_metrics.", "_clip_image.")
-
-
-def as_config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass, as ``ARNLitModule`` reads its configuration arguments: kept if it is one,
-    built from a mapping (keys an earlier version stored are dropped, :data:`RETIRED_HPARAMS`).
-
-    Raises:
-        ValueError: a mapping with unknown keys, a retired key with a value this version cannot reproduce, or a value
-            the dataclass refuses (the message names ``model.<name>``).
-        TypeError: neither a ``cls`` nor a mapping.
-    """
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        value = drop_retired_settings(value, RETIRED_HPARAMS.get(name, {}), f"model.{name}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"Expected {name} keys among {sorted(known)} but got unknown {unknown}")
-        try:
-            return cls(**value)
-        except (ValueError, TypeError) as error:  # name the setting: the message itself names the field
-            raise ValueError(f"model.{name}: {error}") from error
-    raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")
 
 
 class InferenceModule(nn.Module):
@@ -113,4 +88,4 @@ class InferenceModule(nn.Module):
         return module.to(device).train(self.training)
 
 
-__all__ = ["RETIRED_HPARAMS", "TRAINING_PREFIXES", "InferenceModule", "as_config"]
+__all__ = ["TRAINING_PREFIXES", "InferenceModule"]

@@ -334,23 +334,6 @@ def tiny_module(triplet_categories: dict[str, list], num_frames: int = 2, task: 
     )
 
 
-def save_checkpoint(module: L.LightningModule, path: Path) -> Path:
-    """Write ``module`` as a Lightning checkpoint without training it."""
-    import lightning as L
-
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-    return path
-
-
 def build_assets(folder: Path) -> InferAssets:
     """Create (or reuse, if ``folder`` already holds them) the shared inference test assets."""
     data_root, checkpoint, video = folder / "synth_ag", folder / "tiny.ckpt", folder / "synthetic.mp4"
@@ -360,6 +343,7 @@ def build_assets(folder: Path) -> InferAssets:
 
 
 def _build(data_root: Path, checkpoint: Path, video: Path) -> None:
+    from arn_lightning.checkpoints import save_untrained_checkpoint
     from arn_lightning.data.ag import load_annotations
     from arn_lightning.data.synth import generate
 
@@ -369,6 +353,6 @@ def _build(data_root: Path, checkpoint: Path, video: Path) -> None:
     if not checkpoint.exists():
         categories = load_annotations(data_root, "sgdet").triplet_categories("train")
         torch.manual_seed(0)
-        save_checkpoint(tiny_module(categories), checkpoint)
+        save_untrained_checkpoint(tiny_module(categories), checkpoint)
     if not video.exists():
         write_video(video, [Image.open(f).convert("RGB") for f in frames], VIDEO_FPS, codec="libx264")

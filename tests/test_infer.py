@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from arn_lightning import cli
+from arn_lightning.checkpoints import save_untrained_checkpoint
 from arn_lightning.commands.infer import main as infer_main
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.inference.api import CheckpointError, SceneGraphPredictor, load_model, predict_video
@@ -29,7 +30,6 @@ from infer_fixtures import (
     InferAssets,
     headers_only_mkv,
     mp4_without_streams,
-    save_checkpoint,
     tiny_module,
     torch_threads,
 )
@@ -328,7 +328,7 @@ def _other_lightning_checkpoint(path: Path) -> Path:
             self.save_hyperparameters()
             self.layer = torch.nn.Linear(width, width)
 
-    return save_checkpoint(Other(), path)
+    return save_untrained_checkpoint(Other(), path)
 
 
 @pytest.mark.parametrize(
@@ -374,7 +374,7 @@ def test_predcls_checkpoint_is_refused(assets: InferAssets, tmp_path: Path) -> N
 
     predcls = tiny_module(load_annotations(assets.data_root, "sgdet").triplet_categories("train"), task="predcls")
     with pytest.raises(CheckpointError, match="trained for SGDet .* task 'predcls'"):
-        load_model(save_checkpoint(predcls, tmp_path / "predcls.ckpt"))
+        load_model(save_untrained_checkpoint(predcls, tmp_path / "predcls.ckpt"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without GPU")

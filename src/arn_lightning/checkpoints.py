@@ -202,6 +202,23 @@ def exit_code(error: SystemExit) -> int | None:
     return None
 
 
+def save_untrained_checkpoint(module: LightningModule, path: PathLike) -> PathLike:
+    """Write ``module`` as a Lightning checkpoint (hyperparameters, weights, the module's checkpoint hooks) without
+    training it: a CPU ``Trainer`` connected to the module saves it. Used by the benchmarks and the tests to make a
+    loadable checkpoint of a freshly built model; returns ``path``."""
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
@@ -210,5 +227,6 @@ __all__ = [
     "RunInterrupted",
     "exit_code",
     "load_checkpoint_file",
+    "save_untrained_checkpoint",
     "verify_checkpoint",
 ]

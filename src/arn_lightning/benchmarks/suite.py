@@ -432,26 +432,10 @@ def metric_figures(figures: Figures, settings: Settings, raw: dict[str, Any]) ->
     )
 
 
-def save_checkpoint(module: Any, path: Path) -> Path:
-    """Write ``module`` (an ``ARNLitModule``) as a Lightning checkpoint without training it."""
-    import lightning as L
-
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-    return path
-
-
 def infer_figures(figures: Figures, settings: Settings, device: torch.device, raw: dict[str, Any]) -> None:
     """``arn-lightning infer`` start-up (``benchmark infer``'s ``measure_startup`` on a one-clip video and a
     checkpoint of the mode's model) and end-to-end frames/s (its ``measure``)."""
+    from arn_lightning.checkpoints import save_untrained_checkpoint
     from arn_lightning.inference.api import SceneGraphPredictor
     from arn_lightning.lit_module import ARNLitModule
 
@@ -463,7 +447,7 @@ def infer_figures(figures: Figures, settings: Settings, device: torch.device, ra
     )
     with tempfile.TemporaryDirectory(prefix="arn_suite_infer_") as tmp:
         folder = Path(tmp)
-        checkpoint = save_checkpoint(module, folder / "model.ckpt")
+        checkpoint = save_untrained_checkpoint(module, folder / "model.ckpt")
         first = infer_bench.write_video(folder / "one_clip.mp4", settings.clip_len, width, height)
         repeats = 1 if settings.name == "quick" else 3
         startup = infer_bench.measure_startup(checkpoint, first, repeats=repeats)

@@ -49,7 +49,7 @@ def detector_forward(model: ARN, pixel_values: Tensor, pixel_mask: Tensor) -> En
             f"Expected an ARN with task='sgdet' (the only task with a detector) but got {model.config.task!r}"
         )
     model._check_inputs(pixel_values, pixel_mask)
-    memory = model._encode(pixel_values.flatten(0, 1), pixel_mask.flatten(0, 1))
+    memory, _ = model.encode(pixel_values.flatten(0, 1), pixel_mask.flatten(0, 1))
     return model.entity(memory, None)
 
 

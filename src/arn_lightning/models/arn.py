@@ -38,7 +38,30 @@ from arn_lightning.models.transformer import Memory, TemporalEncoder, Transforme
 from arn_lightning.triplets import TripletCategories, TripletVocabulary
 from arn_lightning.vocab import NUM_OBJECT_CLASSES
 
-__all__ = ["ARN", "ARNConfig"]
+__all__ = ["ARN", "ARNConfig", "place_on_grid"]
+
+
+def place_on_grid(maps: Sequence[Tensor], grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """Feature maps of frames of different sizes on one grid, each at the top-left, zero elsewhere.
+
+    Args:
+        maps: ``N`` maps ``[h_i, w_i, D]``.
+        grid: ``(H, W)``; default the largest ``h_i`` / ``w_i``. A map larger than the grid is cropped.
+
+    Returns:
+        ``(features [N, H, W, D], cells [N, H, W])``; ``cells`` is True inside each frame's own map.
+    """
+    if grid is None:
+        grid = (max(m.shape[0] for m in maps), max(m.shape[1] for m in maps))
+    height, width = grid
+    first = maps[0]
+    features = first.new_zeros(len(maps), height, width, first.shape[-1])
+    cells = torch.zeros(len(maps), height, width, dtype=torch.bool, device=first.device)
+    for i, m in enumerate(maps):
+        h, w = min(m.shape[0], height), min(m.shape[1], width)
+        features[i, :h, :w] = m[:h, :w]
+        cells[i, :h, :w] = True
+    return features, cells
 
 
 class ARN(nn.Module):
@@ -182,7 +205,21 @@ class ARN(nn.Module):
             ``aux_outputs``.
         """
         num_clips = self._check_inputs(pixel_values, pixel_mask)
-        memory = self._encode(pixel_values.flatten(0, 1), pixel_mask.flatten(0, 1))
+        memory, _ = self.encode(pixel_values.flatten(0, 1), pixel_mask.flatten(0, 1))
+        return self.decode(memory, num_clips, targets)
+
+    def decode(self, memory: Memory, num_clips: int, targets: Sequence[dict[str, Any]] | None = None) -> ARNOutput:
+        """Everything after the encoder: entity decoder, temporal encoder, predicate decoder, heads.
+
+        Args:
+            memory: ``F_vi`` of ``B*T`` frames, frame-major: ``features`` / ``pos`` ``[BT, HW, D]``, ``padding_mask``
+                ``[BT, HW]`` (:meth:`encode` or :meth:`encode_frames`).
+            num_clips: ``B``.
+            targets: see :meth:`forward`.
+
+        Returns:
+            :class:`~arn_lightning.models.outputs.ARNOutput` as :meth:`forward`.
+        """
         entity = self.entity(memory, targets if self.config.task != "sgdet" else None)
         features = memory.features
         if self.temporal is not None:
@@ -194,6 +231,119 @@ class ARN(nn.Module):
             query_padding=None if entity.query_mask is None else ~entity.query_mask,
         )
         return self._assemble(entity, predicate)
+
+    def encode(self, images: Tensor, pixel_mask: Tensor) -> tuple[Memory, Tensor]:
+        """Backbone, projection, position and encoder (paper eq. 1-2).
+
+        Args:
+            images: ``[N, 3, H, W]`` normalised frames, zero padded.
+            pixel_mask: ``[N, H, W]`` bool, True on real pixels.
+
+        Returns:
+            ``(memory, cells)``: ``F_vi`` (``features`` / ``pos`` ``[N, hw, D]``, ``padding_mask`` ``[N, hw]``,
+            row-major over the ``h x w`` feature grid) and ``cells`` ``[N, h, w]`` bool, True on real cells.
+        """
+        features, cells = self.backbone(images, pixel_mask)  # [N, C, h, w], [N, h, w]
+        src = self.input_proj(features).flatten(2).transpose(1, 2)  # [N, hw, D]
+        pos = self.position(cells).flatten(1, 2).to(src.dtype)  # [N, hw, D]
+        padding = ~cells.flatten(1)  # [N, hw]
+        return Memory(self.encoder(src, pos, padding), pos, padding), cells
+
+    def encode_frames(self, images: Sequence[Tensor]) -> Memory:
+        """Encode frames of any sizes, each at its own size, on one token grid (inference; ``docs/streaming.md``).
+
+        A batch padded to its largest frame changes the features near the border of a smaller frame (the
+        backbone's receptive field reaches into the padding), so a frame's scene graph would depend on the size of
+        the frames it is batched with. Here frames are encoded in groups of equal size without padding, and the
+        feature maps are then placed top-left on the largest feature grid (the padding masked), as the temporal
+        encoder aligns the tokens of a clip. Frames of one size give exactly :meth:`encode` of their batch.
+
+        Args:
+            images: ``N`` normalised frames ``[3, h_i, w_i]`` (unpadded), frame-major.
+
+        Returns:
+            ``F_vi`` of the ``N`` frames on the grid ``(max h'_i, max w'_i)``: ``features`` / ``pos`` ``[N, HW, D]``,
+            ``padding_mask`` ``[N, HW]``.
+        """
+        if not images:
+            raise ValueError("Expected at least one frame to encode but got none")
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        maps: list[Tensor | None] = [None] * len(images)
+        for (h, w), members in groups.items():
+            batch = torch.stack([images[i] for i in members])  # [n, 3, h, w]
+            full = torch.ones(len(members), h, w, dtype=torch.bool, device=batch.device)
+            memory, cells = self.encode(batch, full)
+            grid = memory.features.unflatten(1, cells.shape[-2:])  # [n, h', w', D]
+            for row, i in enumerate(members):
+                maps[i] = grid[row]
+        features, cells = place_on_grid(maps)  # [N, H', W', D], [N, H', W']
+        return Memory(
+            features.flatten(1, 2),
+            self.position(cells).flatten(1, 2).to(features.dtype),
+            ~cells.flatten(1),
+        )
+
+    def stream_step(
+        self,
+        image: Tensor,
+        past_maps: Tensor,
+        past_cells: Tensor,
+        reset: Tensor,
+    ) -> tuple[ARNOutput, Tensor, Tensor]:
+        """One step of streaming inference: the newest frame's outputs at the cost of one frame (``docs/streaming.md``).
+
+        The window is the ``W - 1`` previous frames' encoder features (the cache) and the new frame, in time order;
+        the new frame is last, as in a causal clip of ``W`` frames (:mod:`arn_lightning.inference.clips`), so its
+        outputs equal those of :meth:`forward` on that clip (frames encoded by :meth:`encode_frames`). Only the new
+        frame goes through the backbone, the encoder and the decoders; the temporal encoder reads the cache. A
+        token of the new frame attends to the same grid cell of the earlier frames, so the cache is given on the
+        new frame's feature grid (cells outside an earlier frame are padding).
+
+        Args:
+            image: ``[1, 3, H, W]`` the new frame, normalised, unpadded.
+            past_maps: ``[W-1, h, w, D]`` ``F_vi`` of the previous frames, oldest first, on the new frame's feature
+                grid ``h x w`` (``H / stride`` rounded up).
+            past_cells: ``[W-1, h, w]`` bool, True on the cells that are inside each previous frame.
+            reset: bool scalar tensor; True for the first frame of a stream: the cache is then the new frame itself
+                repeated (a causal clip that starts before the stream repeats its first frame).
+
+        Returns:
+            ``(outputs, maps, cells)``: the new frame's :class:`~arn_lightning.models.outputs.ARNOutput` (``BT = 1``,
+            last decoder layers, no ``aux_outputs``), and the cache for the next frame: ``[W-1, h, w, D]`` /
+            ``[W-1, h, w]``, the oldest frame dropped and the new one appended.
+
+        Raises:
+            ValueError: a task other than SGDet (streaming has no ground truth), a batch of more than one frame, or a
+                window longer than ``num_frames``.
+        """
+        if self.config.task != "sgdet":
+            raise ValueError(f"Expected an SGDet model to stream (no ground truth given) but got {self.config.task!r}")
+        if image.dim() != 4 or image.shape[0] != 1:
+            raise ValueError(f"Expected one frame [1, 3, H, W] but got {tuple(image.shape)}")
+        window = past_maps.shape[0] + 1
+        if window > self.config.num_frames:
+            raise ValueError(f"Expected a window of at most {self.config.num_frames} frames but got {window}")
+        full = torch.ones(image.shape[0], *image.shape[-2:], dtype=torch.bool, device=image.device)
+        memory, cells = self.encode(image, full)  # [1, hw, D], [1, h, w]
+        maps = memory.features.unflatten(1, cells.shape[-2:])  # [1, h, w, D]
+        past_maps = torch.where(reset, maps.expand_as(past_maps), past_maps.to(maps.dtype))
+        past_cells = torch.where(reset, cells.expand_as(past_cells), past_cells)
+        window_maps = torch.cat((past_maps, maps))  # [W, h, w, D]
+        window_cells = torch.cat((past_cells, cells))  # [W, h, w]
+        entity = self.entity(memory, None)
+        features = memory.features
+        if self.temporal is not None:
+            features = self.temporal(window_maps.flatten(1, 2), ~window_cells.flatten(1), 1, last_only=True)
+        predicate = self.predicate(
+            entity.pair_pos,
+            Memory(features, memory.pos, memory.padding_mask),
+            entities=(entity.sub_feats, entity.obj_feats),
+        )
+        n_entity, n_predicate = len(entity.obj_logits), self.config.predicate_layers
+        outputs = self._layer_output(entity, predicate, n_entity - 1, n_predicate - 1)
+        return outputs, window_maps[1:], window_cells[1:]
 
     def _check_inputs(self, pixel_values: Tensor, pixel_mask: Tensor) -> int:
         """Validate the batch tensors; returns the number of clips ``B``."""
@@ -208,14 +358,6 @@ class ARN(nn.Module):
         if t > self.config.num_frames:
             raise ValueError(f"Expected at most num_frames={self.config.num_frames} frames per clip but got {t}")
         return b
-
-    def _encode(self, images: Tensor, pixel_mask: Tensor) -> Memory:
-        """Backbone, projection, position and encoder: ``[BT, 3, H, W]`` -> ``F_vi`` ``[BT, HW, D]``."""
-        features, mask = self.backbone(images, pixel_mask)  # [BT, C, h, w], [BT, h, w]
-        src = self.input_proj(features).flatten(2).transpose(1, 2)  # [BT, hw, D]
-        pos = self.position(mask).flatten(1, 2).to(src.dtype)  # [BT, hw, D]
-        padding = ~mask.flatten(1)  # [BT, hw]
-        return Memory(self.encoder(src, pos, padding), pos, padding)
 
     def _assemble(self, entity: EntityOutputs, predicate: Mapping[str, list[Tensor]]) -> ARNOutput:
         """Pair entity and predicate layers from the end (module docstring) and apply the predicate heads."""

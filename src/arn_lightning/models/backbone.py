@@ -167,6 +167,13 @@ class Backbone(nn.Module):
             param.requires_grad_(("stem" if stage in ("conv1", "bn1") else stage) not in frozen)
         self.channels_last = False
 
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of the feature map of an ``height x width`` image: every stride-2 stage of the trunk rounds
+        up (``ceil(size / 2)``, padding 1 / 3 with kernels 3 / 7), so ``h = ceil(height / stride)`` stage by stage."""
+        for _ in range(self.stride.bit_length() - 1):  # log2(stride) halvings
+            height, width = -(-height // 2), -(-width // 2)
+        return height, width
+
     def use_channels_last(self) -> None:
         """Run the trunk in ``torch.channels_last`` memory format (NHWC: faster convolutions with cuDNN / oneDNN,
         notably under bf16 / fp16); the parameters keep their shapes and state-dict keys. Idempotent."""

@@ -218,6 +218,8 @@ class TransformerLayer(nn.Module):
         memory_key: Tensor | None = None,
         self_attn_mask: Tensor | None = None,
         tgt_padding_mask: Tensor | None = None,
+        context: Tensor | None = None,
+        context_pos: Tensor | None = None,
     ) -> Tensor:
         """Update ``tgt``.
 
@@ -228,17 +230,22 @@ class TransformerLayer(nn.Module):
             memory_key: ``[N, S, D]`` keys of the cross-attention when they differ from the values
                 (hierarchical attention, eq. 12); default ``memory.features``. ``memory.pos`` is added to them.
             self_attn_mask: ``[L, L]`` or ``[N*nhead, L, L]`` bool, True where self-attention is not allowed.
-            tgt_padding_mask: ``[N, L]`` bool, True on padded queries (masked as self-attention keys).
+            tgt_padding_mask: ``[N, L]`` bool, True on padded queries (masked as self-attention keys; with
+                ``context``, on padded context rows ``[N, S]``).
+            context: ``[N, S, D]`` the self-attention's keys and values when only some of the sequence's rows are
+                updated (``tgt`` holds those rows; streaming updates the newest frame only); default ``tgt``.
+            context_pos: ``[N or 1, S, D]`` the position of ``context`` (added to its keys).
 
         Returns:
             ``[N, L, D]`` updated queries.
         """
         if self.has_self_attention:
-            q = k = _with_pos(tgt, query_pos)
+            q = _with_pos(tgt, query_pos)
+            k = q if context is None else _with_pos(context, context_pos)
             update = self.self_attn(
                 q,
                 k,
-                tgt,
+                tgt if context is None else context,
                 attn_mask=self_attn_mask,
                 key_padding_mask=safe_padding_mask(tgt_padding_mask),
                 need_weights=False,
@@ -356,16 +363,19 @@ class TemporalEncoder(nn.Module):
         self.causal = causal
         self.nhead = nhead
 
-    def forward(self, memory: Tensor, padding_mask: Tensor, num_clips: int) -> Tensor:
+    def forward(self, memory: Tensor, padding_mask: Tensor, num_clips: int, last_only: bool = False) -> Tensor:
         """Mix every spatial token with the same token of the clip's other frames.
 
         Args:
             memory: ``[B*T, HW, D]`` per-frame encoder features ``F_vi``, frame-major.
             padding_mask: ``[B*T, HW]`` True on padding tokens.
             num_clips: ``B``.
+            last_only: return the last frame of each clip only; its last layer then updates that frame alone
+                (the same values as the full computation's last frame; streaming inference).
 
         Returns:
-            ``[B*T, HW, D]`` spatio-temporal features ``F_vit``.
+            ``[B*T, HW, D]`` spatio-temporal features ``F_vit`` (``[B, HW, D]``, the last frames, with
+            ``last_only``).
         """
         bt, hw, d = memory.shape
         t = bt // num_clips
@@ -375,8 +385,17 @@ class TemporalEncoder(nn.Module):
         padding = padding_mask.view(num_clips, t, hw).transpose(1, 2).reshape(num_clips * hw, t)  # [B*HW, T]
         attn_mask = self._attention_mask(padding)
         pos = self.frame_embed.weight[:t].unsqueeze(0)  # [1, T, D]
-        for layer in self.layers:
+        layers = list(self.layers)
+        if last_only and layers:
+            for layer in layers[:-1]:
+                x = layer(x, query_pos=pos, self_attn_mask=attn_mask)
+            last_mask = None if attn_mask is None else attn_mask[:, -1:]  # [B*HW*nhead, 1, T]
+            x = layers[-1](x[:, -1:], pos[:, -1:], self_attn_mask=last_mask, context=x, context_pos=pos)
+            return x.view(num_clips, hw, d)  # [B, HW, D]
+        for layer in layers:
             x = layer(x, query_pos=pos, self_attn_mask=attn_mask)
+        if last_only:  # no layer: F_vit = F_vi
+            return x[:, -1].reshape(num_clips, hw, d)
         return x.view(num_clips, hw, t, d).transpose(1, 2).reshape(bt, hw, d)  # [B*T, HW, D]
 
     def _attention_mask(self, padding: Tensor) -> Tensor | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -308,8 +308,11 @@ class InferAssets:
     num_video_frames: int
 
 
-def tiny_module(triplet_categories: dict[str, list], num_frames: int = 2, task: str = "sgdet") -> L.LightningModule:
-    """A tiny ``ARNLitModule`` (random weights) with the test's resize settings."""
+def tiny_module(
+    triplet_categories: dict[str, list], num_frames: int = 2, task: str = "sgdet", **arch_settings: Any
+) -> L.LightningModule:
+    """A tiny ``ARNLitModule`` (random weights) with the test's resize settings (``arch_settings`` override
+    ``ARNConfig`` fields)."""
     from arn_lightning.lit_module import ARNLitModule
     from arn_lightning.models.arn import ARNConfig
 
@@ -325,6 +328,7 @@ def tiny_module(triplet_categories: dict[str, list], num_frames: int = 2, task: 
         num_frames=num_frames,
         clip_embed_dim=16,
         task=task,
+        **arch_settings,
     )
     return ARNLitModule(
         arch=arch,

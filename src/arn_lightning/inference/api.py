@@ -229,18 +229,31 @@ class SceneGraphPredictor:
             checkpoint (its ``model``, ``postprocess`` and ``hparams.data_settings`` are used).
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         precision: ``"auto"`` (bf16 autocast on GPU, float32 on CPU), ``"fp32"`` or ``"bf16"``.
+        window: frames per clip (``1..T``); default the model's ``T`` (``num_frames``).
+
+    Frames of one clip (or batch of clips) that differ in size are encoded each at its own size
+    (:meth:`~arn_lightning.models.arn.ARN.encode_frames`), so that a frame's graph never depends on the size of the
+    frames around it; frames of one size take the batched path of training, with the same values.
 
     Raises:
         CheckpointError: the module is not trained for SGDet (the other tasks need ground-truth boxes).
-        ValueError: an unavailable device or an unknown precision.
+        ValueError: an unavailable device, an unknown precision, or a window outside ``1..T``.
     """
 
-    def __init__(self, module: Any, device: str | torch.device = "cpu", precision: str = "auto") -> None:
+    def __init__(
+        self, module: Any, device: str | torch.device = "cpu", precision: str = "auto", window: int | None = None
+    ) -> None:
         task = module.model.config.task
         if task != "sgdet":
             raise CheckpointError(
                 f"Expected a model trained for SGDet (it must find the boxes itself) but got one for task {task!r}"
             )
+        num_frames = int(module.model.config.num_frames)
+        if window is not None and not 1 <= window <= num_frames:
+            raise ValueError(
+                f"Expected a window of 1 to {num_frames} frames (the model's num_frames) but got window={window}"
+            )
+        self.window = num_frames if window is None else int(window)
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(precision, self.device)
         self._module = module.eval().to(self.device)
@@ -261,8 +274,8 @@ class SceneGraphPredictor:
 
     @property
     def clip_length(self) -> int:
-        """``T``: frames per clip of the model."""
-        return int(self.model.config.num_frames)
+        """Frames per clip: the ``window`` given, else the model's ``T``."""
+        return self.window
 
     def prepare(self, frame: VideoFrame) -> PreparedFrame:
         """Transform one frame as evaluation does (resize, no flip) and build its target."""
@@ -291,8 +304,14 @@ class SceneGraphPredictor:
     def predict_clips(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> list[tuple[PreparedFrame, dict[str, Any]]]:
         """Run a batch of clips; returns the emitted frames with their predictions (CPU tensors), in order."""
         batch = self._batch(jobs)
+        pixel_values = batch["pixel_values"].to(self.device)
+        sizes = [tuple(p.image.shape[-2:]) for job in jobs for p in job.frames]
         with self._autocast():
-            outputs = self.model(batch["pixel_values"].to(self.device), batch["pixel_mask"].to(self.device))
+            if len(set(sizes)) == 1:
+                outputs = self.model(pixel_values, batch["pixel_mask"].to(self.device))
+            else:  # each frame at its own size (class docstring)
+                frames = [image[:, :h, :w] for image, (h, w) in zip(pixel_values.flatten(0, 1), sizes)]
+                outputs = self.model.decode(self.model.encode_frames(frames), len(jobs))
         predictions = self.postprocess(outputs, batch["targets"], only_evaluated=True)
         emitted = [job.frames[i] for job in jobs for i in job.emit]
         assert len(emitted) == len(predictions), "postprocess must return one prediction per emitted frame"
@@ -325,18 +344,18 @@ class SceneGraphPredictor:
 
 
 def load_model(
-    checkpoint: PathLike, device: str | torch.device = "cpu", precision: str = "auto"
+    checkpoint: PathLike, device: str | torch.device = "cpu", precision: str = "auto", window: int | None = None
 ) -> SceneGraphPredictor:
     """A :class:`SceneGraphPredictor` from an ARN Lightning checkpoint.
 
     Raises:
         CheckpointError: the checkpoint is missing, not a Lightning checkpoint, of another model, or not SGDet.
-        ValueError: an unavailable device or an unknown precision.
+        ValueError: an unavailable device, an unknown precision or a window outside ``1..T``.
     """
     device = resolve_device(device)
     resolve_precision(precision, device)
     try:
-        return SceneGraphPredictor(load_inference_module(checkpoint), device=device, precision=precision)
+        return SceneGraphPredictor(load_inference_module(checkpoint), device=device, precision=precision, window=window)
     except CheckpointError as error:
         if str(checkpoint) in str(error):
             raise

@@ -51,6 +51,11 @@ _SLOT_EPSILON = 1e-6
 PREFERRED_CODECS = ("libx264", "h264", "mpeg4")
 #: Largest denominator of the output frame rate as a fraction (NTSC rates are n/1001).
 _MAX_RATE_DENOMINATOR = 1001
+#: mp4 / mov muxer flags of a live video: an empty header first, then self-contained fragments at every key frame.
+LIVE_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+#: Seconds of video per fragment of a live video (its key-frame interval): at most this much is lost if the
+#: process dies.
+LIVE_FRAGMENT_SECONDS = 2.0
 #: FFmpeg muxer of an output file suffix (the temporary file of an atomic write has another suffix).
 _CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
 
@@ -229,14 +234,22 @@ class VideoWriter:
     written atomically (:func:`arn_lightning.atomic.atomic_path`): it appears complete on :meth:`close`, and a
     block left by an exception leaves no file (nor the previous one damaged).
 
+    With ``live`` the file is written in place as frames arrive, for a stream that may run for hours or be stopped
+    at any time: an mp4 / mov is fragmented (``movflags=frag_keyframe+empty_moov+default_base_moof``: a header
+    first, then self-contained fragments), so the file plays while it grows and everything up to the last complete
+    fragment stays playable if the process dies; Matroska and WebM are streamable as they are. :meth:`abort` then
+    keeps what was written.
+
     Args:
         path: the video to write (the container format follows the suffix: mp4, mov, mkv, webm or avi; mp4 for
             any other).
         fps: frames per second of the output.
+        live: write in place, playable while it grows (see above), instead of atomically.
     """
 
-    def __init__(self, path: PathLike, fps: float) -> None:
+    def __init__(self, path: PathLike, fps: float, live: bool = False) -> None:
         self.path = Path(path)
+        self.live = live
         self.rate = Fraction(_check_fps(fps)).limit_denominator(_MAX_RATE_DENOMINATOR)
         self.frame_size: tuple[int, int] | None = None
         self.size: tuple[int, int] | None = None
@@ -248,18 +261,29 @@ class VideoWriter:
     def _start(self, size: tuple[int, int]) -> None:
         width, height = (value + value % 2 for value in size)
         self.frame_size, self.size = size, (width, height)
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
         container_format = _CONTAINER_FORMATS.get(self.path.suffix.lower(), "mp4")  # tmp's suffix is not the format
-        try:
-            self._container = av.open(str(tmp), mode="w", format=container_format)
-        except BaseException as error:
-            self._atomic.__exit__(type(error), error, error.__traceback__)
-            self._atomic = None
-            raise
-        self._stream = self._container.add_stream(_pick_codec(), rate=self.rate)
+        if self.live:
+            options = {"flush_packets": "1"}  # each packet reaches the file at once, not when a buffer fills
+            if container_format in ("mp4", "mov"):
+                options["movflags"] = LIVE_MOVFLAGS
+            self._container = av.open(str(self.path), mode="w", format=container_format, options=options)
+        else:
+            self._atomic = atomic_path(self.path)
+            tmp = self._atomic.__enter__()
+            try:
+                self._container = av.open(str(tmp), mode="w", format=container_format)
+            except BaseException as error:
+                self._atomic.__exit__(type(error), error, error.__traceback__)
+                self._atomic = None
+                raise
+        codec = _pick_codec()
+        self._stream = self._container.add_stream(codec, rate=self.rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
+        if self.live:  # a key frame (so a fragment) every LIVE_FRAGMENT_SECONDS, no encoder look-ahead
+            self._stream.codec_context.gop_size = max(1, round(float(self.rate) * LIVE_FRAGMENT_SECONDS))
+            if codec == "libx264":
+                self._stream.codec_context.options = {"tune": "zerolatency"}
 
     def _fit(self, image: Image.Image) -> Image.Image:
         assert self.size is not None and self.frame_size is not None
@@ -292,12 +316,18 @@ class VideoWriter:
             container.close()
         except BaseException as error:
             container.close()
-            atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
+            if atomic is not None:
+                atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
             raise
-        atomic.__exit__(None, None, None)
+        if atomic is not None:
+            atomic.__exit__(None, None, None)
 
     def abort(self) -> None:
-        """Stop without creating ``path`` (the temporary file is removed)."""
+        """Stop without creating ``path`` (the temporary file is removed); a ``live`` video is closed with what it
+        holds (the frames written so far stay playable)."""
+        if self.live:
+            self.close()
+            return
         if self._container is None:
             return
         container, atomic = self._container, self._atomic

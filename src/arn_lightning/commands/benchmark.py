@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("data", "model", "metrics", "train", "infer", "suite")
+BENCHMARKS = ("data", "model", "metrics", "train", "infer", "streaming", "suite")
 
 
 def main(argv: list[str]) -> int:

@@ -66,6 +66,17 @@ def test_the_inference_path_imports_no_training_package(assets: InferAssets) -> 
     assert imported == {"heavy": [], "torch": True}
 
 
+def test_the_streaming_path_imports_no_training_package(assets: InferAssets) -> None:
+    imported = _imported_after(
+        "import arn_lightning.inference.streaming, arn_lightning.inference.sources\n"
+        "from arn_lightning.inference.streaming import StreamingPredictor\n"
+        "from arn_lightning.inference.sources import open_source\n"
+        f"predictor = StreamingPredictor({str(assets.checkpoint)!r})\n"
+        f"predictor.push(next(iter(open_source({str(assets.video)!r}))))"
+    )
+    assert imported == {"heavy": [], "torch": True}
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["infer", "--help"]])
 def test_help_imports_neither_torch_nor_lightning(argv: list[str]) -> None:
     imported = _imported_after(

@@ -46,18 +46,27 @@ from arn_lightning.inference.video import VideoWriter, open_frames
 #: Frame rate of the synthetic input video (every frame is sampled).
 VIDEO_FPS = 10.0
 #: Run by :func:`measure_startup` in a fresh interpreter: ``arn-lightning infer`` (arguments from ``sys.argv``) that
-#: prints the wall-clock time of its first frame graph to stderr. Importing the API first adds nothing: the command
-#: imports it anyway before its first frame.
+#: prints the wall-clock time of its first frame graph to stderr (``--stream`` too). Importing the APIs first adds
+#: nothing: the command imports them anyway before its first frame.
 STARTUP_PROBE = """
 import sys, time
-from arn_lightning.inference import api
+from arn_lightning.inference import api, streaming
+def stamp():
+    if not getattr(stamp, "done", False):
+        stamp.done = True
+        print(f"FIRST_GRAPH_AT {time.time()!r}", file=sys.stderr, flush=True)
 stream = api.SceneGraphPredictor.stream
 def first_stamped(self, *args, **kwargs):
-    for i, item in enumerate(stream(self, *args, **kwargs)):
-        if i == 0:
-            print(f"FIRST_GRAPH_AT {time.time()!r}", file=sys.stderr, flush=True)
+    for item in stream(self, *args, **kwargs):
+        stamp()
         yield item
 api.SceneGraphPredictor.stream = first_stamped
+push = streaming.StreamingPredictor.push
+def stamped_push(self, *args, **kwargs):
+    graph = push(self, *args, **kwargs)
+    stamp()
+    return graph
+streaming.StreamingPredictor.push = stamped_push
 from arn_lightning.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -125,8 +134,11 @@ def measure(predictor: SceneGraphPredictor, video: Path, batch_size: int, repeat
     }
 
 
-def measure_startup(checkpoint: Path, video: Path, repeats: int = 3, fps: float = VIDEO_FPS) -> dict[str, Any]:
-    """Start-up of ``arn-lightning infer --checkpoint checkpoint --input video`` in fresh interpreters.
+def measure_startup(
+    checkpoint: Path, video: Path, repeats: int = 3, fps: float = VIDEO_FPS, stream: bool = False
+) -> dict[str, Any]:
+    """Start-up of ``arn-lightning infer --checkpoint checkpoint --input video`` (with ``--stream`` if asked) in
+    fresh interpreters.
 
     Returns:
         ``first_graph_s`` (launch to the first frame graph), ``total_s`` (the whole command, outputs written) and
@@ -141,6 +153,8 @@ def measure_startup(checkpoint: Path, video: Path, repeats: int = 3, fps: float 
     for i in range(repeats):
         with tempfile.TemporaryDirectory(prefix="arn_bench_startup_") as folder:
             command = ["infer", "--checkpoint", str(checkpoint), "--input", str(video), "--out", f"{folder}/out"]
+            if stream:
+                command.append("--stream")
             cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.time()
             result = subprocess.run(

@@ -35,6 +35,7 @@ from arn_lightning.atomic import atomic_write_json, atomic_write_text
 from arn_lightning.benchmarks import data as data_bench
 from arn_lightning.benchmarks import infer as infer_bench
 from arn_lightning.benchmarks import metrics as metrics_bench
+from arn_lightning.benchmarks import streaming as stream_bench
 from arn_lightning.benchmarks import train as train_bench
 from arn_lightning.benchmarks.detector import detector_forward
 from arn_lightning.benchmarks.model import all_triplet_categories
@@ -82,6 +83,7 @@ class Settings:
     metric_frames: int
     infer_size: tuple[int, int]  #: (width, height) of the synthetic video, pixels
     infer_frames: int  #: frames of the end-to-end video
+    stream_frames: int  #: frames of the streaming-latency video (the first two are warm-up)
     description: str
     compile_reason: str | None = None  #: why torch.compile is skipped (None: it runs)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +111,7 @@ def settings_for(quick: bool, device: torch.device) -> Settings:
             metric_frames=1_000,
             infer_size=(128, 96),
             infer_frames=4,
+            stream_frames=5,
             description="--quick: demo architecture (ResNet-18 stride 16, D 128, 2/2/2 layers, Q 10, T 2) at 96x128",
             compile_reason="skipped: --quick (compiling costs minutes)",
         )
@@ -132,6 +135,7 @@ def settings_for(quick: bool, device: torch.device) -> Settings:
         metric_frames=10_000,
         infer_size=(480, 270),
         infer_frames=30,
+        stream_frames=8,
         description="paper architecture (ResNet-50, D 256, 6/3/3 layers, Q 100, T 3) at 563x1000 "
         "(a 480x270 AG frame after the 600/1000 resize)",
     )
@@ -433,8 +437,9 @@ def metric_figures(figures: Figures, settings: Settings, raw: dict[str, Any]) ->
 
 
 def infer_figures(figures: Figures, settings: Settings, device: torch.device, raw: dict[str, Any]) -> None:
-    """``arn-lightning infer`` start-up (``benchmark infer``'s ``measure_startup`` on a one-clip video and a
-    checkpoint of the mode's model) and end-to-end frames/s (its ``measure``)."""
+    """``arn-lightning infer`` start-up, with and without ``--stream`` (``benchmark infer``'s ``measure_startup`` on a
+    one-clip video and a checkpoint of the mode's model), end-to-end frames/s (its ``measure``) and the streaming
+    latency against ``--causal`` and one frame (``benchmark streaming``'s ``measure_streaming``)."""
     from arn_lightning.checkpoints import save_untrained_checkpoint
     from arn_lightning.inference.api import SceneGraphPredictor
     from arn_lightning.lit_module import ARNLitModule
@@ -462,10 +467,48 @@ def infer_figures(figures: Figures, settings: Settings, device: torch.device, ra
             f"{settings.clip_len}-frame {width}x{height} mp4, median of {repeats}; whole command "
             f"{startup['total_s']:.2f} s, CPU {startup['cpu_s']:.2f} s",
         )
+        stream_startup = infer_bench.measure_startup(checkpoint, first, repeats=repeats, stream=True)
+        seconds = stream_startup["first_graph_s"]
+        figures.add(
+            "infer --stream time to first frame graph",
+            seconds,
+            "s",
+            f"<= {GOAL_INFER_FIRST_GRAPH_S:g}",
+            seconds <= GOAL_INFER_FIRST_GRAPH_S,
+            f"as above with --stream (StreamingPredictor, live sources); whole command {stream_startup['total_s']:.2f} "
+            f"s, CPU {stream_startup['cpu_s']:.2f} s",
+        )
         video = infer_bench.write_video(folder / "video.mp4", settings.infer_frames, width, height)
         predictor = SceneGraphPredictor(module, device=str(device), precision="auto")
         rates = infer_bench.measure(predictor, video, batch_size=1, repeats=1 if settings.name == "quick" else 2)
-    raw["infer"] = {"startup": startup, **rates}
+        stream_video = infer_bench.write_video(folder / "stream.mp4", settings.stream_frames, width, height)
+        streaming = stream_bench.measure_streaming(predictor, stream_video, fps=1000.0)
+    raw["infer"] = {"startup": startup, "stream_startup": stream_startup, **rates}
+    raw["streaming"] = streaming
+    window, timed = streaming["window"], streaming["frames"]
+    figures.add(
+        "streaming latency p50",
+        streaming["stream_p50_ms"],
+        "ms/frame",
+        note=f"StreamingPredictor.push, window T={window}, {timed} frames at {settings.height}/{settings.width}: p95 "
+        f"{streaming['stream_p95_ms']:.1f} ms, {streaming['stream_fps']:.2f} frames/s; --causal p50 "
+        f"{streaming['causal_p50_ms']:.1f} / p95 {streaming['causal_p95_ms']:.1f} ms",
+    )
+    ratio = streaming["stream_over_one_frame"]
+    figures.add(
+        "streaming / one-frame forward",
+        ratio,
+        "ratio",
+        f"<= {stream_bench.GOAL_STREAM_OVER_ONE_FRAME:g}",
+        ratio <= stream_bench.GOAL_STREAM_OVER_ONE_FRAME,
+        f"p50 per frame, interleaved in one run; one frame alone {streaming['one_frame_p50_ms']:.1f} ms",
+    )
+    figures.add(
+        "--causal / streaming",
+        streaming["causal_over_stream"],
+        "ratio",
+        note=f"p50 per frame; the causal schedule runs T={window} frames per frame, so about T is the ideal",
+    )
     figures.add(
         "infer end-to-end frames/s",
         rates["end_to_end_fps"],

@@ -87,7 +87,7 @@ from arn_lightning.data.decode import (
     upright_image,
 )
 from arn_lightning.inference.defaults import DEFAULT_FPS
-from arn_lightning.inference.video import _SLOT_EPSILON, FolderFrames, VideoFrame, _check_fps
+from arn_lightning.inference.video import SLOT_EPSILON, FolderFrames, VideoFrame, check_fps
 
 #: URL schemes read as network streams.
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -467,7 +467,7 @@ class LiveSource:
                     )
                 size = decoded.image.size
                 if self.fps is not None:
-                    slot = math.floor(decoded.timestamp * self.fps + _SLOT_EPSILON)  # first frame of each slot
+                    slot = math.floor(decoded.timestamp * self.fps + SLOT_EPSILON)  # first frame of each slot
                     if slot <= last_slot:
                         continue
                     last_slot = slot
@@ -753,8 +753,8 @@ def open_source(
     """
     text = os.fspath(spec)
     if fps is not None:
-        fps = _check_fps(fps)
-    rate = _check_fps(frame_rate) if frame_rate is not None else (fps if fps is not None else DEFAULT_FRAME_RATE)
+        fps = check_fps(fps)
+    rate = check_fps(frame_rate) if frame_rate is not None else (fps if fps is not None else DEFAULT_FRAME_RATE)
     timeout = _check_positive("timeout", timeout)
     if duration is not None and not (isinstance(duration, (int, float)) and duration >= 0 and math.isfinite(duration)):
         raise ValueError(f"Expected a duration of zero or more seconds but got {duration!r}")

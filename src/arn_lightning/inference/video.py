@@ -46,7 +46,7 @@ from arn_lightning.inference.defaults import DEFAULT_FPS
 #: File suffixes read from an image folder (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 #: Slack of the sampling slot computation, so that a timestamp of exactly ``k / fps`` lands in slot ``k``.
-_SLOT_EPSILON = 1e-6
+SLOT_EPSILON = 1e-6
 #: Encoders tried in order for the annotated video (the first one PyAV's FFmpeg build offers is used).
 PREFERRED_CODECS = ("libx264", "h264", "mpeg4")
 #: Largest denominator of the output frame rate as a fraction (NTSC rates are n/1001).
@@ -81,7 +81,7 @@ class VideoFrame:
     image: Image.Image
 
 
-def _check_fps(fps: float) -> float:
+def check_fps(fps: float) -> float:
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"Expected a positive frame rate (frames per second) but got fps={fps!r}")
     return float(fps)
@@ -104,7 +104,7 @@ class FrameSource(ABC):
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = path
-        self.fps = _check_fps(fps)
+        self.fps = check_fps(fps)
         self.name = path.name
 
     @property
@@ -172,7 +172,7 @@ class VideoFileFrames(FrameSource):
         if self.duration is None:
             return None
         rate = min(self.fps, self.native_fps) if self.native_fps else self.fps
-        return max(1, math.ceil(self.duration * rate - _SLOT_EPSILON))
+        return max(1, math.ceil(self.duration * rate - SLOT_EPSILON))
 
     def __iter__(self) -> Iterator[VideoFrame]:
         """Decode and sample.
@@ -183,7 +183,7 @@ class VideoFileFrames(FrameSource):
         last_slot = -1
         index = 0
         for decoded in decode_video(self.path):
-            slot = math.floor(decoded.timestamp * self.fps + _SLOT_EPSILON)  # first frame of each slot
+            slot = math.floor(decoded.timestamp * self.fps + SLOT_EPSILON)  # first frame of each slot
             if slot <= last_slot:
                 continue
             last_slot = slot
@@ -207,7 +207,7 @@ def open_frames(path: PathLike, fps: float = DEFAULT_FPS) -> FrameSource:
         ValueError: ``fps`` is not a positive number.
     """
     path = Path(path)
-    _check_fps(fps)
+    check_fps(fps)
     if path.is_dir():
         return FolderFrames(path, fps)
     if path.is_file():
@@ -250,7 +250,7 @@ class VideoWriter:
     def __init__(self, path: PathLike, fps: float, live: bool = False) -> None:
         self.path = Path(path)
         self.live = live
-        self.rate = Fraction(_check_fps(fps)).limit_denominator(_MAX_RATE_DENOMINATOR)
+        self.rate = Fraction(check_fps(fps)).limit_denominator(_MAX_RATE_DENOMINATOR)
         self.frame_size: tuple[int, int] | None = None
         self.size: tuple[int, int] | None = None
         self.frames_written = 0

@@ -20,6 +20,7 @@ TOOLS: dict[str, tuple] = {
     "evaluate": ("arn_lightning.commands.evaluate", "score a prediction file (R@K / mR@K) against an AG root"),
     "infer": ("arn_lightning.commands.infer", "scene graphs for any video or frame folder"),
     "benchmark": ("arn_lightning.commands.benchmark", "speed benchmarks: data, model, metrics, train, infer, suite"),
+    "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as an ONNX model (+ JSON settings)"),
 }
 
 

@@ -120,6 +120,18 @@ def pil_to_uint8(image: Image.Image) -> Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
+def prepare_frame(transform: ClipTransform, frame: VideoFrame) -> PreparedFrame:
+    """One frame through the evaluation transform (resize, no flip), with its postprocess target (``frame``,
+    ``orig_size``, ``size``); the preprocessing of every predictor (PyTorch and ONNX)."""
+    [image], _, _ = transform([pil_to_uint8(frame.image)], [torch.zeros(0, 4)], flip=False)
+    target = {
+        "frame": frame.key,
+        "orig_size": torch.tensor([frame.image.height, frame.image.width]),
+        "size": torch.tensor(image.shape[-2:]),
+    }
+    return PreparedFrame(frame, image, target)
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 def _hparam_classes() -> list[type]:
     """The configuration dataclasses that ``ARNLitModule`` keeps in its hyperparameters (safe to unpickle)."""
@@ -279,13 +291,7 @@ class SceneGraphPredictor:
 
     def prepare(self, frame: VideoFrame) -> PreparedFrame:
         """Transform one frame as evaluation does (resize, no flip) and build its target."""
-        [image], _, _ = self.transform([pil_to_uint8(frame.image)], [torch.zeros(0, 4)], flip=False)
-        target = {
-            "frame": frame.key,
-            "orig_size": torch.tensor([frame.image.height, frame.image.width]),
-            "size": torch.tensor(image.shape[-2:]),
-        }
-        return PreparedFrame(frame, image, target)
+        return prepare_frame(self.transform, frame)
 
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:

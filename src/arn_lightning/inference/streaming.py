@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -51,16 +52,39 @@ DEFAULT_STREAM = "stream"
 
 
 @dataclass
-class _StreamState:
-    """The cache and counters of one stream."""
+class StreamState:
+    """The cache and counters of one stream.
+
+    Attributes:
+        window: frames of temporal context including the new one.
+        cache: ``F_vi`` maps ``[h, w, D]`` of the previous ``window - 1`` frames, oldest first, each on its own
+            frame's feature grid.
+        frames: frames pushed so far (the next frame's index).
+        started: monotonic clock of the first frame (the timestamps of frames pushed without one).
+    """
 
     window: int
-    cache: deque[Tensor] = field(init=False)  # F_vi maps [h, w, D] of the previous frames, oldest first
-    frames: int = 0  # frames pushed (the next frame's index)
-    started: float | None = None  # wall clock of the first frame (timestamps of frames pushed without one)
+    cache: deque[Tensor] = field(init=False)
+    frames: int = 0
+    started: float | None = None
 
     def __post_init__(self) -> None:
         self.cache = deque(maxlen=max(self.window - 1, 0))
+
+    @property
+    def starts(self) -> bool:
+        """Whether the next frame starts the temporal context (nothing cached: a new stream or a reset)."""
+        return len(self.cache) == 0
+
+    def remember(self, maps: Tensor, reset: bool) -> None:
+        """Cache the new frame's ``F_vi`` ``[h, w, D]``; after a ``reset`` it also stands for the frames before the
+        stream (a causal clip that starts before the stream repeats its first frame)."""
+        if self.cache.maxlen == 0:
+            return
+        if reset:
+            self.cache.extend([maps] * self.cache.maxlen)
+        else:
+            self.cache.append(maps)
 
 
 def as_video_frame(
@@ -89,8 +113,110 @@ def as_video_frame(
     return VideoFrame(index, index + 1, timestamp, f"{stream}/{frame_file_name(index + 1)}", image)
 
 
-class StreamingPredictor:
-    """Scene graphs of live video streams, one frame at a time (see the module docstring).
+class StreamPredictorBase(ABC):
+    """Named streams, one frame at a time: what every streaming predictor shares (PyTorch here, ONNX in
+    :mod:`arn_lightning.inference.onnx_predictor`); a subclass gives the model step, :meth:`predict_step`.
+
+    Args:
+        window: frames of temporal context including the new one (``>= 1``).
+        top_k: triplets kept per frame.
+        threshold: lowest triplet score kept.
+
+    Raises:
+        ValueError: a negative ``top_k`` or a window below 1.
+    """
+
+    def __init__(self, window: int, top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD) -> None:
+        if window < 1:
+            raise ValueError(f"Expected a window of at least 1 frame but got {window}")
+        if top_k < 0:
+            raise ValueError(f"Expected top_k >= 0 but got {top_k}")
+        self.window = int(window)
+        self.top_k = top_k
+        self.threshold = threshold
+        self._streams: dict[Hashable, StreamState] = {}
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def predict_step(self, state: StreamState, frame: VideoFrame) -> dict[str, Any]:
+        """Predict ``frame`` from it and ``state.cache`` (:attr:`StreamState.starts`: nothing cached), and
+        :meth:`StreamState.remember` its ``F_vi``.
+
+        Returns:
+            The frame's per-frame prediction (``ARCHITECTURE.md`` section 4), tensors on the CPU.
+        """
+
+    @property
+    def streams(self) -> list[Hashable]:
+        """Names of the open streams (those pushed to and not closed)."""
+        return list(self._streams)
+
+    def frames_seen(self, stream: Hashable = DEFAULT_STREAM) -> int:
+        """Frames pushed to ``stream`` so far (0 for a stream never pushed to)."""
+        state = self._streams.get(stream)
+        return 0 if state is None else state.frames
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Forget the temporal context of ``stream`` (every stream when None): the next frame is predicted as the
+        first frame of a video (a scene cut, a camera switched). Frame numbering goes on."""
+        with self._lock:
+            targets = list(self._streams.values()) if stream is None else [self._streams.get(stream)]
+            for state in targets:
+                if state is not None:
+                    state.cache.clear()
+
+    def close(self, stream: Hashable = DEFAULT_STREAM) -> None:
+        """Forget ``stream`` entirely (cache and numbering); a later push starts it again from frame 1."""
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    def push(
+        self,
+        frame: VideoFrame | np.ndarray | Image.Image,
+        timestamp: float | None = None,
+        stream: Hashable = DEFAULT_STREAM,
+    ) -> FrameGraph:
+        """Predict the next frame of ``stream``.
+
+        Args:
+            frame: an ``uint8 [H, W, 3]`` RGB array, a PIL image (any mode, converted to RGB) or a
+                :class:`~arn_lightning.inference.video.VideoFrame` (a source's frame: its key, numbers and time
+                are kept). Any size; consecutive frames may differ in size.
+            timestamp: seconds of the frame in its stream; default the wall-clock seconds since the stream's first
+                frame (ignored for a ``VideoFrame``, which has its own).
+            stream: the stream's name (any hashable); frames of different streams never see each other.
+
+        Returns:
+            The frame's :class:`~arn_lightning.inference.graph.FrameGraph` (prediction tensors on the CPU). A pushed
+            image's key is ``"<stream>/<NNNNNN>.png"``, ``NNNNNN`` its 1-based position in the stream.
+
+        Raises:
+            ValueError: a frame of the wrong type, dtype or shape.
+        """
+        with self._lock:
+            state = self._streams.get(stream)
+            if state is None:
+                state = self._streams[stream] = StreamState(self.window)
+            now = time.monotonic()
+            if state.started is None:
+                state.started = now
+            seconds = float(timestamp) if timestamp is not None else now - state.started
+            video_frame = as_video_frame(frame, state.frames, seconds, stream)
+            with torch.no_grad():
+                prediction = self.predict_step(state, video_frame)
+            state.frames += 1
+        triplets = rank_triplets(prediction, top_k=self.top_k, threshold=self.threshold)
+        return FrameGraph(video_frame.index, video_frame.source_index, video_frame.timestamp, prediction, triplets)
+
+    def follow(self, frames: Iterable[VideoFrame], stream: Hashable = DEFAULT_STREAM) -> Iterator[FrameGraph]:
+        """:meth:`push` every frame of an iterable (e.g. a live source) lazily, yielding each graph as it is
+        computed."""
+        for frame in frames:
+            yield self.push(frame, stream=stream)
+
+
+class StreamingPredictor(StreamPredictorBase):
+    """Scene graphs of live video streams, one frame at a time, with the PyTorch model (see the module docstring).
 
     Args:
         model: an ARN Lightning checkpoint (loaded with :func:`~arn_lightning.inference.api.load_model`) or a
@@ -121,101 +247,28 @@ class StreamingPredictor:
                     f"Expected a window of 1 to {model.model.config.num_frames} frames (the model's num_frames) "
                     f"but got window={window}"
                 )
-            self.predictor = model
-            self.window = model.clip_length if window is None else int(window)
+            predictor = model
+            window = model.clip_length if window is None else int(window)
         else:
-            self.predictor = load_model(model, device=device, precision=precision, window=window)
-            self.window = self.predictor.clip_length
-        if top_k < 0:
-            raise ValueError(f"Expected top_k >= 0 but got {top_k}")
-        self.top_k = top_k
-        self.threshold = threshold
-        self.model = self.predictor.model
-        self._streams: dict[Hashable, _StreamState] = {}
-        self._lock = threading.Lock()
+            predictor = load_model(model, device=device, precision=precision, window=window)
+            window = predictor.clip_length
+        super().__init__(window, top_k, threshold)
+        self.predictor = predictor
+        self.model = predictor.model
 
     @property
     def device(self) -> torch.device:
         """Where the model runs."""
         return self.predictor.device
 
-    @property
-    def streams(self) -> list[Hashable]:
-        """Names of the open streams (those pushed to and not closed)."""
-        return list(self._streams)
-
-    def frames_seen(self, stream: Hashable = DEFAULT_STREAM) -> int:
-        """Frames pushed to ``stream`` so far (0 for a stream never pushed to)."""
-        state = self._streams.get(stream)
-        return 0 if state is None else state.frames
-
-    def reset(self, stream: Hashable | None = None) -> None:
-        """Forget the temporal context of ``stream`` (every stream when None): the next frame is predicted as the
-        first frame of a video (a scene cut, a camera switched). Frame numbering goes on."""
-        with self._lock:
-            targets = list(self._streams.values()) if stream is None else [self._streams.get(stream)]
-            for state in targets:
-                if state is not None:
-                    state.cache.clear()
-
-    def close(self, stream: Hashable = DEFAULT_STREAM) -> None:
-        """Forget ``stream`` entirely (cache and numbering); a later push starts it again from frame 1."""
-        with self._lock:
-            self._streams.pop(stream, None)
-
-    @torch.no_grad()
-    def push(
-        self,
-        frame: VideoFrame | np.ndarray | Image.Image,
-        timestamp: float | None = None,
-        stream: Hashable = DEFAULT_STREAM,
-    ) -> FrameGraph:
-        """Predict the next frame of ``stream``.
-
-        Args:
-            frame: an ``uint8 [H, W, 3]`` RGB array, a PIL image (any mode, converted to RGB) or a
-                :class:`~arn_lightning.inference.video.VideoFrame` (a source's frame: its key, numbers and time
-                are kept). Any size; consecutive frames may differ in size.
-            timestamp: seconds of the frame in its stream; default the wall-clock seconds since the stream's first
-                frame (ignored for a ``VideoFrame``, which has its own).
-            stream: the stream's name (any hashable); frames of different streams never see each other.
-
-        Returns:
-            The frame's :class:`~arn_lightning.inference.graph.FrameGraph` (prediction tensors on the CPU). A pushed
-            image's key is ``"<stream>/<NNNNNN>.png"``, ``NNNNNN`` its 1-based position in the stream.
-
-        Raises:
-            ValueError: a frame of the wrong type, dtype or shape.
-        """
-        with self._lock:
-            state = self._streams.get(stream)
-            if state is None:
-                state = self._streams[stream] = _StreamState(self.window)
-            now = time.monotonic()
-            if state.started is None:
-                state.started = now
-            seconds = float(timestamp) if timestamp is not None else now - state.started
-            video_frame = as_video_frame(frame, state.frames, seconds, stream)
-            prediction = self._step(state, video_frame)
-            state.frames += 1
-        triplets = rank_triplets(prediction, top_k=self.top_k, threshold=self.threshold)
-        return FrameGraph(video_frame.index, video_frame.source_index, video_frame.timestamp, prediction, triplets)
-
-    def follow(self, frames: Iterable[VideoFrame], stream: Hashable = DEFAULT_STREAM) -> Iterator[FrameGraph]:
-        """:meth:`push` every frame of an iterable (e.g. a live source) lazily, yielding each graph as it is
-        computed."""
-        for frame in frames:
-            yield self.push(frame, stream=stream)
-
-    def _step(self, state: _StreamState, frame: VideoFrame) -> dict[str, Any]:
+    def predict_step(self, state: StreamState, frame: VideoFrame) -> dict[str, Any]:
         """Run :meth:`~arn_lightning.models.arn.ARN.stream_step` on one frame and update the stream's cache."""
         prepared = self.predictor.prepare(frame)
         batch = self.predictor.collate([[{"image": prepared.image, "target": {**prepared.target, "evaluate": True}}]])
         image = batch["pixel_values"][0].to(self.device)  # [1, 3, H, W], normalised, no padding (one frame)
         grid = self.model.backbone.feature_size(*image.shape[-2:])
-        past = self.window - 1
-        reset = len(state.cache) == 0
-        if reset:
+        past, reset = self.window - 1, state.starts
+        if reset:  # ignored by stream_step, which puts the new frame in their place
             past_maps = torch.zeros(past, *grid, self.model.config.hidden_dim, device=self.device)
             past_cells = torch.zeros(past, *grid, dtype=torch.bool, device=self.device)
         else:
@@ -225,13 +278,9 @@ class StreamingPredictor:
                 image, past_maps, past_cells, torch.tensor(reset, device=self.device)
             )
         if past:
-            new = maps[-1]  # the new frame's F_vi on its own grid (every cell inside it)
-            if reset:
-                state.cache.extend([new] * past)  # the first frame stands for the frames before the stream
-            else:
-                state.cache.append(new)
+            state.remember(maps[-1], reset)  # the new frame's F_vi on its own grid (every cell inside it)
         [prediction] = self.predictor.postprocess(outputs, batch["targets"], only_evaluated=True)
         return {k: v.cpu() if isinstance(v, Tensor) else v for k, v in prediction.items()}
 
 
-__all__ = ["DEFAULT_STREAM", "StreamingPredictor", "as_video_frame"]
+__all__ = ["DEFAULT_STREAM", "StreamPredictorBase", "StreamState", "StreamingPredictor", "as_video_frame"]

@@ -329,7 +329,8 @@ class ARN(nn.Module):
         memory, cells = self.encode(image, full)  # [1, hw, D], [1, h, w]
         maps = memory.features.unflatten(1, cells.shape[-2:])  # [1, h, w, D]
         past_maps = torch.where(reset, maps.expand_as(past_maps), past_maps.to(maps.dtype))
-        past_cells = torch.where(reset, cells.expand_as(past_cells), past_cells)
+        # logic, not torch.where, on bool: an exported bool Where has no onnxruntime CPU kernel
+        past_cells = (reset & cells.expand_as(past_cells)) | (~reset & past_cells)
         window_maps = torch.cat((past_maps, maps))  # [W, h, w, D]
         window_cells = torch.cat((past_cells, cells))  # [W, h, w]
         entity = self.entity(memory, None)

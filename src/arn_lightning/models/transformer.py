@@ -401,7 +401,9 @@ class TemporalEncoder(nn.Module):
     def _attention_mask(self, padding: Tensor) -> Tensor | None:
         """``[B*HW*nhead, T, T]`` bool (True = blocked) from padding ``[B*HW, T]`` and causality, or None."""
         t = padding.shape[1]
-        if not self.causal and not bool(padding.any()):
+        # no mask when nothing is blocked (the fast path); an exported graph always builds it, since torch.export
+        # refuses a branch on data (an all-False mask blocks nothing, exactly as no mask)
+        if not self.causal and not torch.compiler.is_exporting() and not bool(padding.any()):
             return None
         future = torch.ones(t, t, dtype=torch.bool, device=padding.device).triu(diagonal=1)  # [T, T]
         blocked = padding.unsqueeze(1).expand(-1, t, -1)  # [B*HW, T, T]: key s padded

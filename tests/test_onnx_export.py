@@ -346,3 +346,25 @@ def test_a_missing_onnxruntime_names_the_extra(window4: ExportReport, monkeypatc
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'arn-lightning\[onnx\]'"):
         OnnxStreamingPredictor(window4.model_path)
+
+
+def test_infer_stream_runs_the_onnx_model(checkpoint: Path, window4: ExportReport, tmp_path: Path, capsys) -> None:
+    """The exported model serves `infer --stream` like its checkpoint: the same frames, triplets and boxes."""
+    from arn_lightning.commands import infer
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for frame in frames()[:4]:
+        frame.image.save(folder / f"{frame.source_index:06d}.png")
+    args = ["--stream", "--input", str(folder), "--top-k", "1000", "--threshold", "0", "--quiet"]
+    assert infer.main(["--checkpoint", str(window4.model_path), *args]) == 0
+    from_onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert infer.main(["--checkpoint", str(checkpoint), "--window", "4", "--precision", "fp32", *args]) == 0
+    from_checkpoint = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(from_onnx) == len(from_checkpoint) == 4
+    for a, b in zip(from_onnx, from_checkpoint, strict=True):
+        assert a["frame"] == b["frame"]
+        assert [t[:3] for t in a["triplets"][:20]] == [t[:3] for t in b["triplets"][:20]]
+        assert max(abs(x - y) for ra, rb in zip(a["boxes"], b["boxes"]) for x, y in zip(ra, rb)) < 1e-2
+    assert infer.main(["--checkpoint", str(window4.model_path), "--window", "2", *args]) == infer.EXIT_ERROR
+    assert "fixed at export" in capsys.readouterr().err

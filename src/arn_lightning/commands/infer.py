@@ -88,7 +88,12 @@ def _non_negative_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="Lightning checkpoint of an ARNLitModule")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="Lightning checkpoint of an ARNLitModule; with --stream also a model.onnx of `arn-lightning export`",
+    )
     parser.add_argument(
         "--input",
         required=True,
@@ -204,6 +209,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if args.batch_size != 1:
             parser.error("--batch-size: --stream predicts one frame at a time (drop --batch-size)")
         return
+    if args.checkpoint.suffix.lower() == ".onnx":
+        parser.error(f"--checkpoint {args.checkpoint}: an ONNX model runs with --stream only")
     given = [f"--{name.replace('_', '-')}" for name in STREAM_ONLY if getattr(args, name) not in (None, False)]
     if given:
         parser.error(f"{', '.join(given)}: only with --stream")
@@ -291,14 +298,24 @@ def run_stream(args: argparse.Namespace) -> int:
         from arn_lightning.inference.output import check_output_folder
 
         check_output_folder(folder, args.overwrite)
-    predictor = StreamingPredictor(
-        args.checkpoint,
-        device=args.device,
-        precision=args.precision,
-        window=args.window,
-        top_k=args.top_k,
-        threshold=args.threshold,
-    )
+    if args.checkpoint.suffix.lower() == ".onnx":  # an exported model (arn-lightning export): onnxruntime
+        from arn_lightning.inference.onnx_predictor import OnnxStreamingPredictor
+
+        if args.window is not None or args.device != "cpu" or args.precision != "auto":
+            raise ValueError(
+                f"Expected no --window, --device or --precision with the ONNX model {args.checkpoint} (its window "
+                "is fixed at export; it runs on onnxruntime's CPU provider) but got some"
+            )
+        predictor = OnnxStreamingPredictor(args.checkpoint, top_k=args.top_k, threshold=args.threshold)
+    else:
+        predictor = StreamingPredictor(
+            args.checkpoint,
+            device=args.device,
+            precision=args.precision,
+            window=args.window,
+            top_k=args.top_k,
+            threshold=args.threshold,
+        )
     source = open_source(  # after the model: a live source buffers from the moment it is opened
         args.input,
         fps=args.fps,

@@ -368,3 +368,32 @@ def test_infer_stream_runs_the_onnx_model(checkpoint: Path, window4: ExportRepor
         assert max(abs(x - y) for ra, rb in zip(a["boxes"], b["boxes"]) for x, y in zip(ra, rb)) < 1e-2
     assert infer.main(["--checkpoint", str(window4.model_path), "--window", "2", *args]) == infer.EXIT_ERROR
     assert "fixed at export" in capsys.readouterr().err
+
+
+def test_the_readme_python_examples_run(checkpoint: Path, window4: ExportReport, assets: InferAssets, tmp_path: Path):
+    """The README's streaming and ONNX examples, executed as written, in a folder holding the files they name."""
+    import contextlib
+    import io
+    import os
+    import re
+    import shutil
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Streaming, live video and ONNX") : readme.index("### The notebook")]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+    shutil.copy(checkpoint, tmp_path / "last.ckpt")
+    shutil.copy(window4.model_path, tmp_path / "model.onnx")
+    shutil.copy(window4.settings_path, tmp_path / "model.json")
+    shutil.copy(assets.video, tmp_path / "my_video.mp4")
+    previous = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        for block in blocks:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(compile(block, "README.md", "exec"), {})
+            lines = printed.getvalue().splitlines()
+            assert len(lines) == 4 and lines[0].startswith("  0.0 s [")  # a 2 s video sampled at 2 frames/s
+    finally:
+        os.chdir(previous)

@@ -79,11 +79,35 @@ def _load_imagenet_state(name: str, timeout_s: float | None = None) -> dict[str,
         ) from err
 
 
-def _load_local_state(path: str) -> dict[str, Tensor]:
+def _registered_file(name: str, weights: str) -> Path:
+    """The verified file of the registry name ``weights`` (:mod:`arn_lightning.weights`) for the ResNet ``name``.
+
+    Raises:
+        ValueError: the name is registered for another setting or another architecture.
+        WeightsUnavailable: the file is absent and cannot be downloaded, or mismatches its hash.
+    """
+    from arn_lightning import weights as registry
+
+    entry = registry.get_entry(weights)
+    if entry.setting != "backbone_weights" or entry.architecture != name:
+        raise ValueError(
+            f"Expected backbone_weights to name ImageNet weights of {name} but got {weights!r}, which are weights "
+            f"of {entry.architecture} for {entry.setting}"
+        )
+    return registry.resolve(weights)
+
+
+def _load_local_state(path: str | Path) -> dict[str, Tensor]:
     """A torchvision-layout ResNet state dict saved with ``torch.save`` (optionally under a ``state_dict`` key)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"Expected backbone_weights to be None, 'imagenet' or an existing file but got {path}")
+        from arn_lightning import weights as registry
+
+        names = [e.name for e in registry.list_entries() if e.setting == "backbone_weights"]
+        raise FileNotFoundError(
+            f"Expected backbone_weights to be None, 'imagenet', a registered name ({', '.join(names)}) or an "
+            f"existing file but got {path}"
+        )
     state = torch.load(file, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -92,8 +116,18 @@ def _load_local_state(path: str) -> dict[str, Tensor]:
     return state
 
 
+def _is_registered(value: str) -> bool:
+    from arn_lightning import weights as registry
+
+    return registry.is_registered(value)
+
+
 def load_resnet_weights(resnet: nn.Module, name: str, weights: str | None) -> None:
-    """Load ``weights`` (None: keep random, ``"imagenet"``, or a local ``.pth``) into a torchvision ResNet.
+    """Load ``weights`` (None: keep random, ``"imagenet"``, a registry name such as ``"resnet50-imagenet"``, or a
+    local ``.pth``) into a torchvision ResNet.
+
+    ``"imagenet"`` uses the hub-cache file as torchvision does (a file placed there is trusted); a registry name
+    (:mod:`arn_lightning.weights`) uses the weights folder and checks the file against its published hash.
 
     The classifier (``fc.*``) is ignored; any other missing, unexpected or mis-shaped key is an error.
 
@@ -105,7 +139,12 @@ def load_resnet_weights(resnet: nn.Module, name: str, weights: str | None) -> No
     """
     if weights is None:
         return
-    state = _load_imagenet_state(name) if weights == "imagenet" else _load_local_state(weights)
+    if weights == "imagenet":
+        state = _load_imagenet_state(name)
+    elif _is_registered(weights) and not Path(weights).expanduser().is_file():
+        state = _load_local_state(_registered_file(name, weights))
+    else:
+        state = _load_local_state(weights)
     state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
     own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
     missing = sorted(set(own) - set(state))
@@ -126,8 +165,8 @@ class Backbone(nn.Module):
     Args:
         name: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
         weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1`` from torch's hub cache, downloaded
-            there when absent and online: see :func:`imagenet_weights_file`, ``docs/weights.md``) or a local
-            state-dict path.
+            there when absent and online: see :func:`imagenet_weights_file`, ``docs/weights.md``), a registry name
+            (``"resnet50-imagenet"``: the same file, checked against its hash) or a local state-dict path.
         stride: output stride, 32 (``layer4``) or 16 (``layer3``).
         train_backbone: False freezes every backbone parameter.
         freeze_layers: number of leading stages of :data:`STAGES` frozen (2 = stem + ``layer1``, as DETR).

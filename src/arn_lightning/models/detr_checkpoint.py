@@ -1,4 +1,9 @@
-"""Initialise ARN from an official DETR-R50 COCO checkpoint (a local ``.pth``; paper Sec. 4.1).
+"""Initialise ARN from an official DETR-R50 COCO checkpoint (paper Sec. 4.1): a local ``.pth`` or a registry name.
+
+``detr_checkpoint`` is either a path (an existing file, or a value with a path separator or a ``.pth`` / ``.pt``
+suffix) or a name of :mod:`arn_lightning.weights` (``detr-r50-coco``: the official ``detr-r50-e632da11.pth``, found
+in the weights folder and checked against its published hash, downloaded there when absent and online); anything
+else is an error naming the setting and the registered names (:func:`resolve_detr_checkpoint`).
 
 Key mapping (DETR -> ARN); layer names are identical below the prefixes because
 :class:`~arn_lightning.models.transformer.TransformerLayer` uses DETR's names:
@@ -26,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +42,15 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-#: The official DETR-R50 COCO checkpoint (paper Sec. 4.1); the project reads it from a local path only, never
-#: downloading it (``docs/weights.md``).
+#: The official DETR-R50 COCO checkpoint (paper Sec. 4.1), registered as ``detr-r50-coco`` (``docs/weights.md``).
 DETR_R50_FILE = "detr-r50-e632da11.pth"
 DETR_R50_URL = f"https://dl.fbaipublicfiles.com/detr/{DETR_R50_FILE}"
+#: The registry name of the official checkpoint.
+DETR_R50_NAME = "detr-r50-coco"
+#: The config setting, named in errors.
+SETTING = "detr_checkpoint"
+#: Suffixes that make a ``detr_checkpoint`` value a path even when the file does not exist.
+PATH_SUFFIXES = (".pth", ".pt")
 #: (DETR key pattern, ARN key templates filled with the pattern's groups).
 DETR_KEY_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"backbone\.0\.body\.(.+)", ("backbone.body.{0}",)),
@@ -80,12 +92,14 @@ class DetrLoadReport:
         missing: ARN keys of the mapped modules that received nothing.
         unexpected: DETR keys with no target in this model.
         mismatched: ``(detr key, arn key, detr shape, arn shape)`` skipped for a shape mismatch.
+        source: the file the tensors came from (empty when not loaded from a file).
     """
 
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    source: str = ""
 
     def __str__(self) -> str:
         lines = [
@@ -108,9 +122,10 @@ def read_detr_state_dict(path: str | Path) -> dict[str, Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(
-            f"Expected a DETR checkpoint file at {file} (detr_checkpoint) but it does not exist. It is never "
+            f"Expected a DETR checkpoint file at {file} (detr_checkpoint) but it does not exist. A path is never "
             f"downloaded: fetch {DETR_R50_FILE} from {DETR_R50_URL} on a machine with network, place it anywhere "
-            f"(e.g. {file.parent}) and set detr_checkpoint to its path"
+            f"(e.g. {file.parent}) and set detr_checkpoint to its path, or set detr_checkpoint: {DETR_R50_NAME} "
+            f"(the weights folder, downloaded there when online: `arn-lightning weights fetch {DETR_R50_NAME}`)"
         )
     # Training checkpoints of the DETR repository also pickle their argparse Namespace.
     with torch.serialization.safe_globals([argparse.Namespace]):
@@ -140,18 +155,120 @@ def map_detr_state_dict(model: nn.Module, detr_state: dict[str, Tensor]) -> tupl
     return mapped, report
 
 
-def load_detr_checkpoint(model: nn.Module, path: str | Path) -> DetrLoadReport:
-    """Load a local DETR checkpoint into ``model`` (an :class:`~arn_lightning.models.arn.ARN`) and log the report.
+def resolve_detr_checkpoint(value: str | os.PathLike[str], setting: str = SETTING) -> Path:
+    """The file a ``detr_checkpoint`` value names: a path as it is, a registry name resolved and verified.
+
+    A value is a path when it is an existing file, a :class:`os.PathLike`, or contains a path separator or ends in
+    ``.pth`` / ``.pt`` (a missing file then fails in :func:`read_detr_state_dict`, naming it); a registered name of
+    :mod:`arn_lightning.weights` for this setting is resolved there (:func:`arn_lightning.weights.resolve`).
+
+    Args:
+        value: the setting's value.
+        setting: the setting's name, for messages.
+
+    Raises:
+        ValueError: neither a path nor a registered name (the message lists the names), or a name of weights meant
+            for another setting.
+        WeightsUnavailable: a registered name whose file is absent and cannot be downloaded (offline, timeout), or
+            present with another hash (:class:`~arn_lightning.weights.WeightsMismatch`).
+    """
+    from arn_lightning import weights
+
+    if not isinstance(value, str):
+        return Path(value).expanduser()
+    path = Path(value).expanduser()
+    if path.is_file() or "/" in value or os.sep in value or path.suffix in PATH_SUFFIXES:
+        return path
+    candidates = [e.name for e in weights.list_entries() if e.setting == SETTING]
+    if not weights.is_registered(value):
+        raise ValueError(
+            f"Expected {setting} to be a path to a DETR .pth file or a registered weights name "
+            f"({', '.join(candidates)}; `arn-lightning weights list`) but got {value!r}, which is neither an "
+            f"existing file nor a name"
+        )
+    entry = weights.get_entry(value)
+    if entry.setting != SETTING:
+        raise ValueError(
+            f"Expected {setting} to name DETR weights ({', '.join(candidates)}) but got {value!r}, which are "
+            f"weights for {entry.setting}"
+        )
+    return weights.resolve(value)
+
+
+def _group_keys(keys: list[str]) -> str:
+    """``"class_embed.* (2), transformer.decoder.layers.{3-5}.* (78)"``: keys counted by module, layers merged."""
+    counts: Counter[str] = Counter()
+    for key in keys:
+        match = re.match(r"(.*?\.layers\.\d+)\.", key) or re.match(r"(.*?\.layer\d+)\.", key)
+        counts[match.group(1) if match else key.rsplit(".", 1)[0]] += 1
+    merged: dict[str, tuple[list[int], int]] = {}
+    for group, count in counts.items():
+        match = re.fullmatch(r"(.*\.layers\.)(\d+)", group)
+        base, index = (match.group(1), int(match.group(2))) if match else (group, -1)
+        indices, total = merged.get(base, ([], 0))
+        merged[base] = (indices + [index], total + count)
+    parts = []
+    for base, (indices, total) in merged.items():
+        layers = sorted(i for i in indices if i >= 0)
+        if not layers:
+            parts.append(f"{base}.* ({total})")
+            continue
+        contiguous = layers == list(range(layers[0], layers[-1] + 1))
+        span = f"{layers[0]}-{layers[-1]}" if contiguous and len(layers) > 1 else ",".join(map(str, layers))
+        parts.append(f"{base}{span}.* ({total})")
+    return ", ".join(parts) if parts else "none"
+
+
+def format_detr_report(report: DetrLoadReport) -> str:
+    """A few readable lines for the start of training: what was loaded from where, what was skipped and why.
+
+    Keys are counted per module (decoder layers merged into ranges) instead of listed one by one; ``str(report)``
+    keeps the complete list. Example::
+
+        DETR weights from /cache/detr-r50-e632da11.pth: 434 tensors loaded (backbone.body 265, encoder 96, ...)
+          not in this model, skipped (2 + 78): class_embed.* (2), transformer.decoder.layers.3-5.* (78)
+          kept their own initialisation: none
+          shape mismatch, skipped: none
+    """
+    loaded: Counter[str] = Counter()
+    for key in report.loaded:
+        prefix = next((p for p in MAPPED_PREFIXES if key.startswith(p)), key)
+        loaded[prefix.rstrip(".")] += 1
+    summary = ", ".join(f"{prefix} {count}" for prefix, count in loaded.items())
+    source = f" from {report.source}" if report.source else ""
+    mismatched = ", ".join(f"{s} {tuple(a)} -> {t} {tuple(b)}" for s, t, a, b in report.mismatched) or "none"
+    return "\n".join(
+        [
+            f"DETR weights{source}: {len(report.loaded)} tensors loaded ({summary or 'none'})",
+            f"  not in this model, skipped ({len(report.unexpected)}): {_group_keys(report.unexpected)}",
+            f"  kept their own initialisation ({len(report.missing)}): {_group_keys(report.missing)}",
+            f"  shape mismatch, skipped ({len(report.mismatched)}): {mismatched}",
+        ]
+    )
+
+
+def load_detr_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> DetrLoadReport:
+    """Load a DETR checkpoint into ``model`` (an :class:`~arn_lightning.models.arn.ARN`) and log the report.
 
     Args:
         model: the ARN model; only the modules of :data:`MAPPED_PREFIXES` change.
-        path: the ``.pth`` file (e.g. the official ``detr-r50-e632da11.pth``).
+        path: the ``.pth`` file (e.g. the official ``detr-r50-e632da11.pth``) or a registry name
+            (``detr-r50-coco``), see :func:`resolve_detr_checkpoint`.
 
     Returns:
-        The :class:`DetrLoadReport` (``str(report)`` lists every skipped key).
+        The :class:`DetrLoadReport` (``str(report)`` lists every skipped key, :func:`format_detr_report` sums them
+        up); the summary is logged at INFO, the complete list at DEBUG.
+
+    Raises:
+        ValueError: ``path`` is neither a path nor a registered DETR name, or the file holds no DETR state dict.
+        FileNotFoundError: a path that does not exist; :class:`~arn_lightning.download.WeightsUnavailable` for a
+            name whose file is absent offline or mismatches its hash.
     """
-    mapped, report = map_detr_state_dict(model, read_detr_state_dict(path))
+    file = resolve_detr_checkpoint(path)
+    mapped, report = map_detr_state_dict(model, read_detr_state_dict(file))
+    report.source = str(file)
     result = model.load_state_dict(mapped, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys  # mapped only holds keys of the model
-    log.info("%s", report)
+    log.info("%s", format_detr_report(report))
+    log.debug("%s", report)
     return report

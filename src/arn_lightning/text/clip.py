@@ -129,20 +129,47 @@ def check_model_name(config: ClipConfig) -> None:
 
 
 def _weights_source(config: ClipConfig) -> tuple[str, str | None]:
-    """``("random", None)``, ``("file", absolute path)`` or ``("tag", tag)`` for ``config.clip_pretrained``."""
+    """``("random", None)``, ``("file", absolute path)``, ``("registry", name)`` or ``("tag", tag)`` for
+    ``config.clip_pretrained``; a registry name (:mod:`arn_lightning.weights`) must be meant for ``clip_pretrained``
+    and ``config.clip_model``."""
+    from arn_lightning import weights
+
     value = config.clip_pretrained
     if value is None:
         return "random", None
     path = Path(value).expanduser()
     if path.is_file():
         return "file", str(path.resolve())
+    if weights.is_registered(value):
+        entry = weights.get_entry(value)
+        if entry.setting != "clip_pretrained" or entry.architecture != config.clip_model:
+            raise ValueError(
+                f"Expected clip_pretrained to name CLIP weights of {config.clip_model} but got {value!r}, which are "
+                f"weights of {entry.architecture} for {entry.setting}"
+            )
+        return "registry", value
     if open_clip.get_pretrained_cfg(config.clip_model, value):
         return "tag", value
     tags = open_clip.list_pretrained_tags_by_model(config.clip_model)
+    names = [e.name for e in weights.list_entries() if e.architecture == config.clip_model]
     raise ValueError(
-        f"Expected clip_pretrained to be null, an existing checkpoint file or a pretrained tag of "
-        f"{config.clip_model} ({tags}) but got {value!r}"
+        f"Expected clip_pretrained to be null, an existing checkpoint file, a pretrained tag of "
+        f"{config.clip_model} ({tags}) or a registered weights name ({names}) but got {value!r}"
     )
+
+
+def registry_tag_cfg(clip_model: str, name: str) -> dict[str, Any]:
+    """The open_clip pretrained config whose URL is the file of the registry entry ``name`` (its QuickGELU and
+    preprocessing settings), or ``{}`` when open_clip lists no such URL."""
+    from arn_lightning import weights
+
+    entry = weights.get_entry(name)
+    for tag in open_clip.list_pretrained_tags_by_model(clip_model):
+        cfg = open_clip.get_pretrained_cfg(clip_model, tag)
+        url = cfg.get("url", "")
+        if url and os.path.basename(url) == entry.file_name and entry.sha256 in url:
+            return dict(cfg)
+    return {}
 
 
 def _hub_candidates(hf_hub: str) -> list[tuple[str, str]]:
@@ -316,15 +343,28 @@ def resolve_weights(config: ClipConfig) -> ResolvedWeights:
     """Find the local checkpoint of ``config`` (downloading only when online), without loading it.
 
     Raises:
-        ValueError: unknown architecture or ``clip_pretrained`` neither a file nor a known tag.
-        ClipWeightsUnavailable: a tag that is not cached while offline or with the hub unreachable.
+        ValueError: unknown architecture or ``clip_pretrained`` neither a file, a registered name nor a known tag.
+        ClipWeightsUnavailable: a tag that is not cached while offline or with the hub unreachable, or a registry
+            name (:mod:`arn_lightning.weights`) whose file is absent and cannot be downloaded.
+        WeightsMismatch: a registry name whose file has another hash (left in place, not used).
     """
     check_model_name(config)
     kind, value = _weights_source(config)
-    if kind != "tag":
+    if kind in ("random", "file"):
         return ResolvedWeights(value, bool(config.quick_gelu), {})
-    tag_cfg = open_clip.get_pretrained_cfg(config.clip_model, value)
-    path = locate_cached_weights(tag_cfg, config.weights_dir) or _download(config, tag_cfg)
+    if kind == "registry":
+        from arn_lightning import weights
+
+        tag_cfg = registry_tag_cfg(config.clip_model, value)
+        try:
+            path = str(weights.resolve(value, timeout_s=config.network_timeout_s))
+        except weights.WeightsMismatch:
+            raise
+        except WeightsUnavailable as error:
+            raise ClipWeightsUnavailable(str(error)) from error
+    else:
+        tag_cfg = open_clip.get_pretrained_cfg(config.clip_model, value)
+        path = locate_cached_weights(tag_cfg, config.weights_dir) or _download(config, tag_cfg)
     quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if config.quick_gelu is None else config.quick_gelu
     preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
     return ResolvedWeights(path, quick_gelu, preprocess)
@@ -383,6 +423,10 @@ def _weights_identity(config: ClipConfig) -> dict[str, Any]:
         return {"random_init_seed": config.random_init_seed}
     if kind == "tag":
         return {"tag": value}
+    if kind == "registry":
+        from arn_lightning import weights
+
+        return {"registry": value, "sha256": weights.get_entry(value).sha256}
     stat = Path(value).stat()
     return {"file": value, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 

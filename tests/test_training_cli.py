@@ -7,6 +7,7 @@ runs a step; bf16-mixed runs on the CPU; W&B offline writes its run with the rep
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import math
 from pathlib import Path
@@ -96,6 +97,9 @@ def test_test_from_saved_config_writes_predictions_that_evaluate_rescores_identi
     assert cli.trainer.callback_metrics["test/no/mR@50"] == pytest.approx(metrics["no/mR@50"])
     written = json.loads((tmp_path / "metrics_test.json").read_text())
     assert written.pop("unreadable_frames") == []
+    tested = written.pop("checkpoint")  # which checkpoint: a best and a last one's results cannot be confused
+    saved = torch.load(fitted["best"], map_location="cpu", weights_only=False)
+    assert tested == {"path": str(fitted["best"]), "epoch": saved["epoch"], "global_step": saved["global_step"]}
     assert written == pytest.approx(metrics)
     report = evaluate(str(train_root), str(tmp_path / "predictions_test.jsonl"), split="test", task="sgdet")
     _assert_same_scores(metrics, report)
@@ -246,6 +250,7 @@ def _tiny_overrides(root: Path, work: Path) -> dict[str, Any]:
         config["model"]["arch"].pop(key, None)
     config["data"].update(persistent_workers=False, pin_memory=False)
     del config["data"]["task"]
+    config["model"]["detr_checkpoint"] = None  # the paper configs name the DETR weights; the tiny model has none
     return config
 
 
@@ -400,6 +405,31 @@ def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: dict[str, An
     # 4 steps of a tiny model: recall is an untrained model's, and the summary says so
     assert "still at an untrained model's level" in text
     assert {"val/with/R@20", "val/no/R@20"} <= set(trainer.progress_bar_metrics)
+
+
+def test_fit_reports_the_best_and_the_last_epoch(fitted: dict[str, Any]) -> None:
+    """AG has no validation split, so the best epoch is chosen on test data: both are written, named, and logged."""
+    from arn_lightning.callbacks import FIT_SUMMARY_FILE, RunSummary
+
+    trainer = fitted["cli"].trainer
+    (callback,) = [c for c in trainer.callbacks if isinstance(c, RunSummary)]
+    written = json.loads((fitted["log_dir"] / FIT_SUMMARY_FILE).read_text())
+    best = max(callback.history, key=lambda h: h["with/R@20"])
+    assert written["best"]["epoch"] == best["epoch"] and written["last"]["epoch"] == 1
+    assert written["last"]["metrics"] == pytest.approx(callback.history[-1]["metrics"])
+    for which in ("best", "last"):  # every constraint, R, both mR definitions
+        keys = set(written[which]["metrics"])
+        assert {"with/R@20", "semi/mR@50", "no/mR_per_frame@10", "no/hmean@20"} <= keys
+        assert not any(key.startswith("per_predicate/") for key in keys)
+    assert "test split" in written["note"] and written["selected_by"] == "val/with/R@20"
+    rows = [row for row in csv.DictReader((fitted["log_dir"] / "metrics.csv").open()) if row.get("fit/last/no/R@20")]
+    assert len(rows) == 1  # logged once, to every logger of the run (here the CSV logger)
+    assert float(rows[0]["fit/last/no/R@20"]) == pytest.approx(written["last"]["metrics"]["no/R@20"])
+    assert float(rows[0]["fit/best/no/mR_per_frame@50"]) == pytest.approx(
+        written["best"]["metrics"]["no/mR_per_frame@50"]
+    )
+    assert float(rows[0]["fit/best/epoch"]) == best["epoch"]
+    assert FIT_SUMMARY_FILE in callback.summary(trainer)
 
 
 def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: dict[str, Any], tmp_path: Path) -> None:

@@ -247,10 +247,12 @@ class ARNLitModule(L.LightningModule):
         if stage != "fit" or getattr(self.trainer, "ckpt_path", None):
             return
         hp = self.hparams
-        if hp.detr_checkpoint:
-            from arn_lightning.models.detr_checkpoint import load_detr_checkpoint
+        if hp.detr_checkpoint:  # a registered name (arn-lightning weights list) or a path
+            from lightning.pytorch.utilities import rank_zero_info
 
-            load_detr_checkpoint(self.model, hp.detr_checkpoint)
+            from arn_lightning.models.detr_checkpoint import format_detr_report, load_detr_checkpoint
+
+            rank_zero_info(format_detr_report(load_detr_checkpoint(self.model, hp.detr_checkpoint)))
         if hp.init_text_classifiers and self.arch_config.clip_triplets:
             embeds = text_embeddings(self.clip_config, self.prompt_config, hp.triplet_categories)
             self.model.init_text_classifiers(embeds)
@@ -380,6 +382,10 @@ class ARNLitModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        #: Epoch and step of the checkpoint this module was restored from (``metrics_test.json`` names them).
+        self.loaded_checkpoint = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The callbacks every run of this module needs, with the CLI or a plain ``lightning.Trainer``: the

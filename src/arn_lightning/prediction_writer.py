@@ -32,7 +32,8 @@ METRICS_FILE = "metrics_test.json"
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predictions_test.jsonl`` / ``predictions_predict.jsonl`` (float32 values, frames sorted by key) and
-    ``metrics_test.json`` (the module's ``last_metrics`` plus ``unreadable_frames``).
+    ``metrics_test.json`` (the module's ``last_metrics`` plus ``unreadable_frames`` and ``checkpoint``: the file
+    tested, its epoch and step, so that a best and a last checkpoint's results cannot be confused).
 
     Where: the module's ``predictions_dir`` hyperparameter, else the run folder (:func:`arn_lightning.runs.run_folder`),
     else the working directory. Nothing is written when the module's ``evaluation.save_predictions`` is off.
@@ -89,7 +90,9 @@ class PredictionWriter(BasePredictionWriter):
         if pl_module.eval_config.save_predictions:
             path = self.predictions_path(trainer, pl_module, "test").with_name(METRICS_FILE)  # every rank: broadcasts
             if trainer.is_global_zero:
-                atomic_write_json(path, {**pl_module.last_metrics, "unreadable_frames": pl_module.last_unreadable})
+                checkpoint = {"path": trainer.ckpt_path, **getattr(pl_module, "loaded_checkpoint", {})}
+                payload = {**pl_module.last_metrics, "unreadable_frames": pl_module.last_unreadable}
+                atomic_write_json(path, {**payload, "checkpoint": checkpoint})
         self._flush(trainer, pl_module, "test")
 
     @staticmethod

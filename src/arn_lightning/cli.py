@@ -20,7 +20,9 @@ TOOLS: dict[str, tuple] = {
     "evaluate": ("arn_lightning.commands.evaluate", "score a prediction file (R@K / mR@K) against an AG root"),
     "infer": ("arn_lightning.commands.infer", "scene graphs for any video or frame folder"),
     "benchmark": ("arn_lightning.commands.benchmark", "speed benchmarks: data, model, metrics, train, infer, suite"),
-    "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as an ONNX model (+ JSON settings)"),
+    "ablate": ("arn_lightning.commands.ablate", "the paper's ablation Tables 3 and 4 on the synthetic AG (resumable)"),
+    "weights": ("arn_lightning.commands.weights", "pretrained weight files by name: list, fetch, verify, path"),
+    "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as ONNX, with its settings"),
 }
 
 

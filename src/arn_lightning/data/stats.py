@@ -1,10 +1,13 @@
-"""Statistics of a filtered AG root: counts per split, objects per class and predicates head to tail.
+"""Statistics of a filtered AG root: counts per split, objects per class, predicates head to tail and the
+association strength between object classes and predicates (ARN's premise, paper Fig. 1).
 
 The JSON layout is documented in ``docs/stats.md``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import permutations
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,74 @@ from arn_lightning.data.ag import AGAnnotations, FrameAnnotation
 
 #: Rows of the objects / predicates tables in the text output.
 TEXT_ROWS = 40
+
+
+def entropy(counts: Counter) -> float:
+    """Shannon entropy in bits of the empirical distribution given by ``counts`` (0 for no observations)."""
+    values = np.array([c for c in counts.values() if c > 0], dtype=np.float64)
+    if values.size == 0:
+        return 0.0
+    p = values / values.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def uncertainty_coefficient(pairs: list[tuple[Any, Any]]) -> float | None:
+    """Theil's uncertainty coefficient ``U(Y|X) = I(X; Y) / H(Y) = 1 - H(Y|X) / H(Y)`` of observed ``(x, y)`` pairs.
+
+    0: knowing ``x`` tells nothing about ``y``; 1: ``x`` determines ``y``. Empirical (plug-in) entropies, so a
+    small sample reads somewhat high.
+
+    Args:
+        pairs: the observations (hashable ``x`` and ``y``).
+
+    Returns:
+        The coefficient in [0, 1], or None when ``y`` never varies (``H(Y) = 0``, nothing to predict).
+    """
+    h_y = entropy(Counter(y for _, y in pairs))
+    if h_y <= 0.0:
+        return None
+    h_xy = entropy(Counter(pairs))
+    h_x = entropy(Counter(x for x, _ in pairs))
+    return float(min(1.0, max(0.0, (h_y - (h_xy - h_x)) / h_y)))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the defined values (None if none is)."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def association_stats(frames: list[FrameAnnotation]) -> dict[str, Any]:
+    """How predictable each predicate type is from the object class and from the other types (``docs/stats.md``).
+
+    Each kept object contributes one observation: its class and, per type, the set of its labels of that type (a
+    multi-label set is one category; an empty set is a category too). Only annotation counts are used, so this works
+    on the real AG as on the synthetic one.
+
+    Args:
+        frames: the kept frames of one split.
+
+    Returns:
+        ``{"objects": N, "object_to_predicate": {type: U, "mean": U}, "predicate_to_predicate":
+        {"<given>-><predicted>": U, "mean": U}}`` with ``U`` = :func:`uncertainty_coefficient` (None: undefined).
+    """
+    rows: list[tuple[int, dict[str, tuple[int, ...]]]] = []
+    for frame in frames:
+        for j, label in enumerate(frame.labels[1:]):
+            sets = {kind: tuple(np.flatnonzero(getattr(frame, kind)[j]).tolist()) for kind in vocab.PREDICATE_TYPES}
+            rows.append((int(label), sets))
+    objects = {
+        kind: uncertainty_coefficient([(label, sets[kind]) for label, sets in rows]) for kind in vocab.PREDICATE_TYPES
+    }
+    predicates = {
+        f"{given}->{predicted}": uncertainty_coefficient([(sets[given], sets[predicted]) for _, sets in rows])
+        for given, predicted in permutations(vocab.PREDICATE_TYPES, 2)
+    }
+    return {
+        "objects": len(rows),
+        "object_to_predicate": {**objects, "mean": _mean(list(objects.values()))},
+        "predicate_to_predicate": {**predicates, "mean": _mean(list(predicates.values()))},
+    }
 
 
 def _split_stats(frames: list[FrameAnnotation]) -> dict[str, Any]:
@@ -38,6 +109,7 @@ def _split_stats(frames: list[FrameAnnotation]) -> dict[str, Any]:
         "objects_per_class": sorted(objects, key=lambda row: -row["count"]),
         "predicates": sorted(predicates, key=lambda row: -row["count"]),
         "relationships": int(predicate_counts.sum()),
+        "association": association_stats(frames),
     }
 
 
@@ -67,6 +139,20 @@ def _table(rows: list[dict[str, Any]], label: str) -> list[str]:
     return lines
 
 
+def _association_line(association: dict[str, Any]) -> str:
+    """One text line of :func:`association_stats`'s output."""
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    objects, predicates = association["object_to_predicate"], association["predicate_to_predicate"]
+    return (
+        "    association (uncertainty coefficient, 0 none .. 1 determined): object -> "
+        + ", ".join(f"{kind} {cell(objects[kind])}" for kind in vocab.PREDICATE_TYPES)
+        + f" (mean {cell(objects['mean'])}); predicate -> predicate mean {cell(predicates['mean'])}"
+    )
+
+
 def format_stats(stats: dict[str, Any]) -> str:
     """Human-readable text of :func:`dataset_stats`'s output."""
     lines = [
@@ -91,6 +177,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         )
         if split["boxes"]["invalid_ignored"]:  # docs/boxes.md: boxes breaking the rule in frames dropped anyway
             lines.append(f"    {split['boxes']['invalid_ignored']:,} invalid boxes in dropped frames (ignored)")
+        lines.append(_association_line(split["association"]))
         lines += _table(split["objects_per_class"], "objects per class")
         lines += _table(split["predicates"], "predicates, head to tail")
     return "\n".join(lines)

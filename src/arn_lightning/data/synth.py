@@ -12,10 +12,24 @@ relationships None), frames whose person box is missing, tiny boxes (a lamp, < 1
 frame numbers with irregular gaps, and keys inserted into the pickles out of frame order.
 
 The output is a deterministic function of the arguments: the same seed gives bit-identical pickles and PNGs.
+
+**Association structure** (ARN's premise, paper Fig. 1: objects imply predicates, predicates imply each other).
+``association`` (object -> predicate) and ``predicate_association`` (predicate -> predicate across types) are
+probabilities in [0, 1]. Each object class has a preferred contacting predicate (:data:`PREFERRED_CONTACTING`: a cup
+is drunk from, a bag carried) and each contacting predicate a preferred attention and spatial predicate
+(:data:`PREFERRED_ATTENTION`, :data:`PREFERRED_SPATIAL`: what is held is looked at and in front of the person). Per
+video, the object rule is switched on with probability ``association`` and the predicate rule with probability
+``predicate_association``; with a rule on, the video's plan is redrawn (from a separate random stream) until every
+visible object of every frame follows it (:func:`follows_preferences`), keeping the best of
+:data:`ASSOCIATION_ATTEMPTS` plans. The labels are still computed from the drawn geometry, so what the model must
+predict stays visible in the pixels; only which scenes occur changes. At 0 (the default) no extra random number is
+drawn and the output is bit-identical to the generator without this option. ``arn-lightning stats`` measures the
+strength back (``docs/stats.md``).
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import tempfile
@@ -55,6 +69,66 @@ BOX_DECIMALS = 2
 #: Permissions of the written root (mkdtemp would leave it private).
 FOLDER_MODE = 0o755
 
+#: Association structure: the preferred contacting predicate of each object class the scenarios draw (the mode of
+#: the class at association 0, so every preference is a scene the plans can produce).
+PREFERRED_CONTACTING: dict[str, str] = {
+    "cup/glass/bottle": "drinking_from",
+    "book": "holding",
+    "phone/camera": "holding",
+    "food": "eating",
+    "television": "not_contacting",
+    "chair": "sitting_on",
+    "sofa/couch": "sitting_on",
+    "table": "not_contacting",
+    "laptop": "touching",
+    "bed": "lying_on",
+    "blanket": "covered_by",
+    "bag": "carrying",
+    "clothes": "wearing",
+    "door": "touching",
+    "light": "not_contacting",
+    "floor": "standing_on",
+}
+#: Preferred attention and spatial predicate of each contacting predicate the scenarios produce (paper Fig. 1:
+#: holding -> in front of, lying on -> beneath).
+PREFERRED_ATTENTION: dict[str, str] = {
+    "holding": "looking_at",
+    "drinking_from": "looking_at",
+    "eating": "looking_at",
+    "touching": "looking_at",
+    "not_contacting": "looking_at",
+    "sitting_on": "not_looking_at",
+    "lying_on": "not_looking_at",
+    "covered_by": "not_looking_at",
+    "standing_on": "not_looking_at",
+    "carrying": "not_looking_at",
+    "have_it_on_the_back": "not_looking_at",
+    "wearing": "not_looking_at",
+}
+PREFERRED_SPATIAL: dict[str, str] = {
+    "holding": "in_front_of",
+    "drinking_from": "in_front_of",
+    "eating": "in_front_of",
+    "touching": "on_the_side_of",
+    "not_contacting": "on_the_side_of",
+    "sitting_on": "beneath",
+    "lying_on": "beneath",
+    "covered_by": "in_front_of",
+    "standing_on": "beneath",
+    "carrying": "in_front_of",
+    "have_it_on_the_back": "behind",
+    "wearing": "in_front_of",
+}
+#: Contacting predicates that name the relation more precisely than the others of the same object
+#: (``holding`` + ``drinking_from``: the key is ``drinking_from``).
+SPECIFIC_CONTACTING = ("drinking_from", "eating")
+#: Plans drawn per video, at most, to find one that follows the switched-on rules.
+ASSOCIATION_ATTEMPTS = 64
+#: Spawn key of the association's random stream (independent of the streams of the videos and the splits).
+ASSOCIATION_STREAM = 0xA550C
+#: Prefix of the line of the marker file that records a non-zero association (absent: both strengths are 0).
+ASSOCIATION_LINE = "association: "
+
 
 @dataclass
 class SynthResult:
@@ -65,12 +139,14 @@ class SynthResult:
         videos: ``split -> number of videos``.
         frames: ``split -> number of frame keys`` (before any filtering).
         scenarios: ``scenario -> number of videos``.
+        association: ``{"object": s, "predicate": s}``, the strengths the root was generated with.
     """
 
     root: Path
     videos: dict[str, int] = field(default_factory=dict)
     frames: dict[str, int] = field(default_factory=dict)
     scenarios: dict[str, int] = field(default_factory=dict)
+    association: dict[str, float] = field(default_factory=lambda: {"object": 0.0, "predicate": 0.0})
 
 
 def video_name(index: int) -> str:
@@ -143,8 +219,13 @@ def render_video_frame(
     return image, _person_entry(figure if detected else None, person_xyxy, plan.size, score), objects
 
 
-def _check_args(videos: int, frames: int, size: tuple[int, int], test_fraction: float) -> None:
+def _check_args(
+    videos: int, frames: int, size: tuple[int, int], test_fraction: float, strengths: tuple[float, float] = (0.0, 0.0)
+) -> None:
     """Validate the arguments of :func:`generate`."""
+    for name, value in zip(("association", "predicate_association"), strengths):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Expected {name} in [0, 1] but got {value}")
     if videos < 1 or frames < 1:
         raise ValueError(f"Expected videos >= 1 and frames >= 1 but got videos={videos}, frames={frames}")
     if len(size) != 2 or size[0] < MIN_SIZE[0] or size[1] < MIN_SIZE[1]:
@@ -161,6 +242,86 @@ def _test_videos(seed_seq: np.random.SeedSequence, videos: int, test_fraction: f
     return set(np.random.default_rng(seed_seq).permutation(videos)[:count].tolist())
 
 
+def contacting_key(contacting: list[str]) -> str:
+    """The contacting predicate that names an object's relation: a specific one (``drinking_from``, ``eating``)
+    over ``holding``, else the first label.
+
+    Args:
+        contacting: the object's contacting labels (at least one).
+    """
+    return next((name for name in SPECIFIC_CONTACTING if name in contacting), contacting[0])
+
+
+def follows_preferences(name: str, labels: dict[str, list[str]], object_rule: bool, predicate_rule: bool) -> bool:
+    """Whether one visible object's labels follow the switched-on association rules.
+
+    Args:
+        name: AG object class (pickle spelling).
+        labels: ``{"attention": [...], "spatial": [...], "contacting": [...]}`` of the object.
+        object_rule: the class's preferred contacting predicate (:data:`PREFERRED_CONTACTING`) must be among its
+            contacting labels.
+        predicate_rule: its attention label must be the preferred one of its contacting predicate
+            (:func:`contacting_key`, :data:`PREFERRED_ATTENTION`) and that predicate's preferred spatial predicate
+            (:data:`PREFERRED_SPATIAL`) must be among its spatial labels.
+
+    Classes and predicates without a preference are unconstrained.
+    """
+    if object_rule and name in PREFERRED_CONTACTING and PREFERRED_CONTACTING[name] not in labels["contacting"]:
+        return False
+    if predicate_rule:
+        key = contacting_key(labels["contacting"])
+        if key in PREFERRED_ATTENTION and labels["attention"] != [PREFERRED_ATTENTION[key]]:
+            return False
+        if key in PREFERRED_SPATIAL and PREFERRED_SPATIAL[key] not in labels["spatial"]:
+            return False
+    return True
+
+
+def plan_agreement(plan: VideoPlan, times: list[float], object_rule: bool, predicate_rule: bool) -> float:
+    """Fraction of the (frame, visible object) labels of a plan that follow the rules (1.0 with none visible).
+
+    Args:
+        plan: the video's plan.
+        times: the time ``u`` in [0, 1] of each annotated frame.
+        object_rule: see :func:`follows_preferences`.
+        predicate_rule: see :func:`follows_preferences`.
+    """
+    total = agree = 0
+    for index, u in enumerate(times):
+        figure, things = frame_scene(plan, index, u)
+        person_xyxy = clip_box(figure.box_xyxy, *plan.size)
+        for obj, thing in things:
+            if thing is None:
+                continue
+            total += 1
+            labels = relationship_labels(figure, person_xyxy, thing)
+            agree += follows_preferences(obj.name, labels, object_rule, predicate_rule)
+    return 1.0 if total == 0 else agree / total
+
+
+def _associated_plan(
+    plan: VideoPlan, times: list[float], size: tuple[int, int], rng: np.random.Generator, strengths: tuple[float, float]
+) -> VideoPlan:
+    """The plan of a video under the association rules (:func:`follows_preferences`).
+
+    Each rule is switched on with its probability; with one on, plans are drawn from ``rng`` (the video's
+    association stream, never its main stream) until one follows the rules everywhere, keeping the best of
+    :data:`ASSOCIATION_ATTEMPTS` (the video's own plan counts as the first).
+    """
+    object_rule, predicate_rule = (bool(rng.random() < strength) for strength in strengths)
+    if not (object_rule or predicate_rule):
+        return plan
+    best, best_score = plan, plan_agreement(plan, times, object_rule, predicate_rule)
+    for _ in range(ASSOCIATION_ATTEMPTS - 1):
+        if best_score == 1.0:
+            break
+        candidate = make_plan(rng, len(times), size)
+        score = plan_agreement(candidate, times, object_rule, predicate_rule)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
+
+
 def _write_video(
     tmp: Path,
     index: int,
@@ -170,15 +331,24 @@ def _write_video(
     seed_seq: np.random.SeedSequence,
     person: dict[str, Any],
     objects: dict[str, Any],
+    association: tuple[np.random.SeedSequence, float, float] | None = None,
 ) -> str:
-    """Plan, render and store one video; fills ``person`` / ``objects`` by key and returns the scenario."""
+    """Plan, render and store one video; fills ``person`` / ``objects`` by key and returns the scenario.
+
+    ``association`` is ``(the video's association stream, object strength, predicate strength)``, or None when both
+    strengths are 0 (then nothing else is drawn: the output of the generator without association).
+    """
     rng = np.random.default_rng(seed_seq)
     count = int(rng.integers(1, 3)) if rng.random() < SHORT_VIDEO_RATE else frames
     numbers = frame_numbers(rng, count)
     plan = make_plan(rng, count, size)
+    span = max(1, numbers[-1] - numbers[0])
+    if association is not None:
+        stream, *strengths = association
+        times = [(number - numbers[0]) / span for number in numbers]
+        plan = _associated_plan(plan, times, size, np.random.default_rng(stream), (strengths[0], strengths[1]))
     video = video_name(index)
     (tmp / ag.FRAMES_DIR / video).mkdir(parents=True)
-    span = max(1, numbers[-1] - numbers[0])
     for i, number in enumerate(numbers):
         score = float(rng.uniform(*PERSON_SCORE_RANGE))
         image, person_entry, object_entries = render_video_frame(
@@ -232,6 +402,8 @@ def generate(
     seed: int = 0,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     overwrite: bool = False,
+    association: float = 0.0,
+    predicate_association: float | None = None,
 ) -> SynthResult:
     """Write a synthetic Action Genome root.
 
@@ -246,11 +418,19 @@ def generate(
         seed: random seed; the output is bit-identical for the same arguments.
         test_fraction: fraction of the videos in the test split (the rest is train).
         overwrite: replace an existing ``root``.
+        association: probability in [0, 1] that a video follows the object -> predicate rule (module docstring);
+            0 draws nothing extra: the output is bit-identical to the generator without association.
+        predicate_association: probability in [0, 1] of the predicate -> predicate rule; None: ``association``.
 
     Returns:
         Counts of what was written.
+
+    Raises:
+        ValueError: a count, the size, the test fraction or a strength out of range.
+        FileExistsError: ``root`` is not empty (and not an earlier synthetic root with ``overwrite``).
     """
-    _check_args(videos, frames, size, test_fraction)
+    strengths = (float(association), float(association if predicate_association is None else predicate_association))
+    _check_args(videos, frames, size, test_fraction, strengths)
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         if not overwrite:
@@ -264,8 +444,11 @@ def generate(
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     tmp.chmod(FOLDER_MODE)
     try:
-        result = _write_dataset(tmp, videos, frames, tuple(size), seed, test_fraction)
-        (tmp / MARKER_FILE).write_text("synthetic Action Genome written by arn-lightning synth\n", encoding="utf-8")
+        result = _write_dataset(tmp, videos, frames, tuple(size), seed, test_fraction, strengths)
+        marker = "synthetic Action Genome written by arn-lightning synth\n"
+        if any(strengths):  # recorded only when set: at 0 the root stays bit-identical to the plain generator's
+            marker += ASSOCIATION_LINE + json.dumps(result.association) + "\n"
+        (tmp / MARKER_FILE).write_text(marker, encoding="utf-8")
         _move_into_place(tmp, root, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,20 +457,60 @@ def generate(
 
 
 def _write_dataset(
-    tmp: Path, videos: int, frames: int, size: tuple[int, int], seed: int, test_fraction: float
+    tmp: Path,
+    videos: int,
+    frames: int,
+    size: tuple[int, int],
+    seed: int,
+    test_fraction: float,
+    strengths: tuple[float, float] = (0.0, 0.0),
 ) -> SynthResult:
     """Write every video and the annotations into ``tmp``; independent random streams per video."""
     split_seq, key_seq, *video_seqs = np.random.SeedSequence(seed).spawn(2 + videos)
     test = _test_videos(split_seq, videos, test_fraction)
-    result = SynthResult(root=tmp)
+    result = SynthResult(root=tmp, association={"object": strengths[0], "predicate": strengths[1]})
     person: dict[str, Any] = {}
     objects: dict[str, Any] = {}
     for index in range(videos):
         split = "test" if index in test else "train"
         before = len(person)
-        scenario = _write_video(tmp, index, split, frames, size, video_seqs[index], person, objects)
+        association = None
+        if any(strengths):
+            stream = np.random.SeedSequence(seed, spawn_key=(ASSOCIATION_STREAM, index))
+            association = (stream, *strengths)
+        scenario = _write_video(tmp, index, split, frames, size, video_seqs[index], person, objects, association)
         result.videos[split] = result.videos.get(split, 0) + 1
         result.frames[split] = result.frames.get(split, 0) + len(person) - before
         result.scenarios[scenario] = result.scenarios.get(scenario, 0) + 1
     _write_annotations(tmp, person, objects, key_seq)
     return result
+
+
+def read_association(root: PathLike) -> dict[str, float] | None:
+    """The association strengths a synthetic root was generated with (:func:`generate`).
+
+    Args:
+        root: a dataset root.
+
+    Returns:
+        ``{"object": s, "predicate": s}`` for a root written by :func:`generate` (both 0 when its marker file holds
+        no association line), None for any other root (the real AG has no marker file).
+
+    Raises:
+        ValueError: the marker's association line is not the JSON object :func:`generate` writes.
+    """
+    marker = Path(root) / MARKER_FILE
+    if not marker.is_file():
+        return None
+    for line in marker.read_text(encoding="utf-8").splitlines():
+        if line.startswith(ASSOCIATION_LINE):
+            text = line[len(ASSOCIATION_LINE) :]
+            try:
+                value = json.loads(text)
+                return {"object": float(value["object"]), "predicate": float(value["predicate"])}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{marker}: Expected an association line like "
+                    f'{ASSOCIATION_LINE}{{"object": 0.9, "predicate": 0.9}} but got {line!r}'
+                ) from exc
+    return {"object": 0.0, "predicate": 0.0}

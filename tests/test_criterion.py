@@ -187,3 +187,31 @@ def test_vocabulary_buffers_follow_the_module_and_stay_out_of_the_state_dict():
     assert criterion.state_dict() == {}
     assert criterion.vocab.triplet_objects["attention"].tolist() == [11, 11]
     assert criterion.double().class_weight.dtype == torch.float64
+
+
+def test_loss_on_key_frames_only_equals_the_loss_of_those_frames_alone():
+    """loss.frames: key (OED's target frame with reference frames): the context frames of a training clip get no
+    loss; the terms equal the criterion run on the key frames' outputs alone. Evaluation targets (no "key") all
+    count."""
+    torch.manual_seed(0)
+    frames = 6  # 2 clips x 3 frames, key frames last (causal windows)
+    out = make_outputs(
+        frames=frames,
+        obj_logits=torch.randn(frames, 2, 37),
+        attention_logits=torch.randn(frames, 2, 2),
+        obj_boxes=torch.rand(frames, 2, 4) * 0.3 + 0.2,
+        aux_outputs=[make_outputs(frames=frames, obj_logits=torch.randn(frames, 2, 37))],
+    )
+    targets = [{**frame_target(n=1 + i % 2), "key": i % 3 == 2} for i in range(frames)]
+    key = SetCriterion(LossConfig(frames="key"), TRIPLETS, distill=False)
+    every = SetCriterion(LossConfig(frames="all"), TRIPLETS, distill=False)
+    alone = every(out.select(torch.tensor([2, 5])), [targets[2], targets[5]])
+    got = key(out, targets)
+    assert set(got) == set(alone) and {k: v.item() for k, v in got.items()} == pytest.approx(
+        {k: v.item() for k, v in alone.items()}
+    )
+    assert every(out, targets)["loss_obj_ce"].item() != pytest.approx(got["loss_obj_ce"].item())
+    no_keys = [{k: v for k, v in t.items() if k != "key"} for t in targets]  # evaluation: every frame counts
+    assert key(out, no_keys)["loss_obj_ce"].item() == pytest.approx(every(out, targets)["loss_obj_ce"].item())
+    with pytest.raises(ValueError, match="loss frames"):
+        LossConfig(frames="first")

@@ -79,11 +79,13 @@ def test_keyframe_evaluation_scores_only_the_key_frame():
 def test_training_clips_one_per_frame_with_global_indices():
     clips = training_clips([[0, 1], [2, 3, 4, 5]], 3, "causal")
     assert len(clips) == 6
-    assert clips[0] == Clip((0, 0, 0), (False, False, True))
-    assert clips[1] == Clip((0, 0, 1), (False, True, True))
-    assert clips[5] == Clip((3, 4, 5), (True, True, True))
+    assert clips[0] == Clip((0, 0, 0), (False, False, True), key=2)
+    assert clips[1] == Clip((0, 0, 1), (False, True, True), key=2)
+    assert clips[5] == Clip((3, 4, 5), (True, True, True), key=2)
     centred = training_clips([[2, 3, 4, 5]], 3, "centred")
     assert [c.frames for c in centred] == [(2, 3, 4), (2, 3, 4), (3, 4, 5), (3, 4, 5)]
+    assert [c.frames[c.key] for c in centred] == [2, 3, 4, 5]  # the key slot holds the clip's own frame
+    assert [c.key for c in centred] == [0, 1, 1, 2]
 
 
 def test_subsample_videos_whole_videos_then_cut():

@@ -52,6 +52,10 @@ def test_training_batches_follow_the_contract(standard_root_with_frames):
         red = batch["pixel_values"].view(6, 3, 24, 32)[index, 0]
         torch.testing.assert_close(red, torch.full_like(red, (number / 255 - 0.485) / 0.229), atol=1e-4, rtol=0)
         assert target["size"].tolist() == [24, 32] and target["orig_size"].tolist() == [48, 64]
+    # each training clip marks its key frame (causal windows: the last slot), for loss.frames: key
+    assert [t["key"] for t in batch["targets"]] == [False, False, True] * 2
+    dm.setup("test")
+    assert not any("key" in t for batch in dm.test_dataloader() for t in batch["targets"])
 
 
 def test_every_test_frame_evaluated_once_in_ground_truth_order(standard_root_with_frames):

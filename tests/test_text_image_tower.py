@@ -57,6 +57,24 @@ def test_squash_keeps_the_whole_frame(tiny_clip):
     assert out.shape == (1, 3, 32, 32)
 
 
+def test_letterbox_keeps_the_whole_frame_and_its_aspect(tiny_clip):
+    """A 16:9 frame: centre crop drops 44 % of it; letterbox keeps it all, unstretched, in a band of CLIP's mean
+    colour (0 after CLIP's normalisation)."""
+    encoder = FrozenClipImageEncoder(ClipConfig(**{**vars(tiny_clip), "image_resize": "letterbox"}))
+    image = torch.zeros(3, 18, 64)
+    image[:, :, :4] = 1.0  # a white strip at the left edge, which a centre crop would cut off
+    out = encoder.preprocess(_normalised(image)[None], torch.ones(1, 18, 64, dtype=torch.bool))
+    assert out.shape == (1, 3, 32, 32)
+    # 64 -> 32 columns: the frame is 9 rows high (rows 11..19), the bands above and below are exactly 0
+    assert out[0, :, :11].abs().max().item() < 1e-6 and out[0, :, 20:].abs().max().item() < 1e-6
+    white = _clip_normalised(encoder, torch.ones(3, 1, 1))[:, 0, 0]
+    torch.testing.assert_close(out[0, :, 15, 0], white, atol=1e-4, rtol=0)  # the left edge survives
+    cropped = FrozenClipImageEncoder(tiny_clip).preprocess(
+        _normalised(image)[None], torch.ones(1, 18, 64, dtype=torch.bool)
+    )
+    assert (cropped[0, :, :, :4] - white[:, None, None]).abs().min().item() > 0.1  # centre crop lost it
+
+
 def test_forward_gives_unit_embeddings_independent_of_padding(tiny_clip):
     encoder = FrozenClipImageEncoder(tiny_clip)
     image = _normalised(torch.rand(3, 48, 40))

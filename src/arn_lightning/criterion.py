@@ -44,6 +44,8 @@ from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PREDICATE_TYPES
 
 PREDICATE_LOSSES = ("focal", "ce")
+#: Values of ``LossConfig.frames``: which frames of a training clip get a loss.
+LOSS_FRAMES = ("all", "key")
 #: Branches whose ground truth has exactly one label per pair (softmax cross-entropy in the "ce" variant).
 SINGLE_LABEL_BRANCHES = ("attention",)
 #: Class target of queries excluded from the object loss (padding queries of SGCls / PredCls).
@@ -69,6 +71,9 @@ class LossConfig:
         focal_alpha: focal-loss weight of positives (negatives get ``1 - alpha``; negative: no weighting).
         focal_gamma: focal-loss focusing exponent.
         predicate_loss: ``"focal"`` (ARN) or ``"ce"`` (the cross-entropy baseline, see the module docstring).
+        frames: the frames of a training clip that get a loss: ``"all"`` (every frame, the ``T`` frames of each
+            clip) or ``"key"`` (the clip's key frame only, the other frames being its temporal context, as in OED's
+            training on a target frame with reference frames); evaluation frames always all count.
 
     Whether the distillation term is computed is the model's switch (``ARNConfig.distill``), handed to
     :class:`SetCriterion`.
@@ -87,10 +92,13 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     predicate_loss: str = "focal"
+    frames: str = "all"
 
     def __post_init__(self) -> None:
         if self.predicate_loss not in PREDICATE_LOSSES:
             raise ValueError(f"Expected predicate_loss in {PREDICATE_LOSSES} but got {self.predicate_loss!r}")
+        if self.frames not in LOSS_FRAMES:
+            raise ValueError(f"Expected loss frames in {LOSS_FRAMES} but got {self.frames!r}")
         if not 0.0 <= self.eos_coef <= 1.0:
             raise ValueError(f"Expected eos_coef in [0, 1] but got {self.eos_coef}")
         if self.focal_gamma < 0:
@@ -281,6 +289,11 @@ class SetCriterion(nn.Module):
         """
         if len(targets) != outputs.obj_logits.shape[0]:
             raise ValueError(f"Expected {outputs.obj_logits.shape[0]} targets (one per frame) but got {len(targets)}")
+        if self.config.frames == "key" and any("key" in t for t in targets):  # training clips: key frames only
+            keep = [i for i, t in enumerate(targets) if t.get("key", False)]
+            index = torch.tensor(keep, dtype=torch.long, device=outputs.obj_logits.device)
+            outputs, targets = outputs.select(index), [targets[i] for i in keep]
+            clip_image_embeds = None if clip_image_embeds is None else clip_image_embeds[index]
         vocab = self.vocab
         branch_targets = [triplet_targets(t, vocab) for t in targets]
         queries = outputs.obj_logits.shape[1]

@@ -112,6 +112,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="time the detector path alone (backbone, encoder, entity decoder, DETR losses; benchmarks/detector.py)",
     )
+    parser.add_argument(
+        "--loss-frames",
+        choices=("all", "key"),
+        default="all",
+        help="frames of a clip that get a loss (model.loss.frames; default %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
@@ -134,11 +140,21 @@ def _module(args: argparse.Namespace, preset: dict[str, Any], triplets: dict[str
         module_class = DetectorPathLitModule
     return module_class(
         arch=ARNConfig(**arch),
-        loss=LossConfig(),
+        loss=LossConfig(frames=getattr(args, "loss_frames", "all")),
         clip=ClipConfig(clip_model=preset["clip_model"], clip_pretrained=None),
         triplet_categories=triplets,
         init_text_classifiers=False,
     )
+
+
+def _peak_memory_gib(device: str) -> float:
+    """Peak memory so far, GiB: the CUDA allocator's peak on a GPU; on the CPU the process's peak resident size (the
+    model, the data and the Python process included: compare runs of different batch sizes for the per-clip cost)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             num_workers=args.workers,
         )
         module = _module(args, preset, data.triplet_categories)
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         timer = StepTimer()
         trainer = L.Trainer(
             accelerator=args.device,
@@ -197,6 +215,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "step_s_median": step_s,
         "clips_per_s": batch_size / step_s,
         "frames_per_s": frames / step_s,
+        "loss_frames": getattr(args, "loss_frames", "all"),
+        "peak_memory_gib": _peak_memory_gib(args.device),
+        "peak_memory_kind": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS of the process",
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else None,
@@ -212,7 +233,9 @@ def main(argv: list[str]) -> int:
     print(
         f"train [{result['preset']}] {result['device']} {result['precision']}: batch {result['batch_clips']} clips x "
         f"{result['frames_per_clip']} frames, step {result['step_s_median']:.3f} s (median of "
-        f"{result['steps_timed']}) -> {result['clips_per_s']:.2f} clips/s, {result['frames_per_s']:.2f} frames/s"
+        f"{result['steps_timed']}) -> {result['clips_per_s']:.2f} clips/s, {result['frames_per_s']:.2f} frames/s; "
+        f"loss on {result['loss_frames']} frames; peak memory {result['peak_memory_gib']:.2f} GiB "
+        f"({result['peak_memory_kind']})"
     )
     if args.out is not None:
         atomic_write_json(args.out, result, indent=2, sort_keys=False)

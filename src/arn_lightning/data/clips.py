@@ -27,10 +27,12 @@ EVAL_SCHEMES = ("tiled", "keyframe")
 
 @dataclass(frozen=True)
 class Clip:
-    """One clip: ``frames`` are indices into the dataset's frame list, ``evaluate`` flags the slots to score."""
+    """One clip: ``frames`` are indices into the dataset's frame list, ``evaluate`` flags the slots to score, and
+    ``key`` is the slot of a training clip's key frame (the frame the clip was made for; None in evaluation)."""
 
     frames: tuple[int, ...]
     evaluate: tuple[bool, ...]
+    key: int | None = None
 
 
 def _check(clip_len: int, window: str = "causal") -> None:
@@ -92,7 +94,8 @@ def tiled_windows(num_frames: int, clip_len: int) -> list[tuple[list[int], tuple
 
 
 def training_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str) -> list[Clip]:
-    """One clip per frame of every video (its key frame); ``evaluate`` marks distinct frames (last occurrence).
+    """One clip per frame of every video (its key frame, slot ``key``); ``evaluate`` marks distinct frames (last
+    occurrence).
 
     Args:
         videos: per video, the dataset indices of its frames sorted by frame number.
@@ -102,8 +105,8 @@ def training_clips(videos: Sequence[Sequence[int]], clip_len: int, window: str) 
     clips = []
     for frames in videos:
         for key in range(len(frames)):
-            positions, _ = keyframe_window(len(frames), key, clip_len, window)
-            clips.append(Clip(tuple(frames[p] for p in positions), last_occurrence(positions)))
+            positions, slot = keyframe_window(len(frames), key, clip_len, window)
+            clips.append(Clip(tuple(frames[p] for p in positions), last_occurrence(positions), slot))
     return clips
 
 

@@ -140,13 +140,13 @@ class AGClipDataset(Dataset):
             flags.append(clip.evaluate[slot] and usable)
             if clip.evaluate[slot] and not usable:
                 unreadable[slot] = index
-        return [decoded[i] for i in indices], indices, flags, unreadable
+        return [decoded[i] for i in indices], indices, flags, unreadable, clip.key
 
     def _blank_clip(self, clip: Clip) -> tuple:
         """An evaluation clip none of whose frames is readable: black frames of the annotated size, none scored."""
         images = [torch.zeros(3, self.frames[i].height, self.frames[i].width, dtype=torch.uint8) for i in clip.frames]
         unreadable = {slot: index for slot, index in enumerate(clip.frames) if clip.evaluate[slot]}
-        return images, list(clip.frames), [False] * len(clip.frames), unreadable
+        return images, list(clip.frames), [False] * len(clip.frames), unreadable, clip.key
 
     def _readable_clip(self, index: int) -> tuple:
         """The loaded clip ``index``; in a training split a clip with no readable frame is replaced by the next
@@ -176,13 +176,16 @@ class AGClipDataset(Dataset):
         (:class:`~arn_lightning.data.samplers.EpochSampler`) whose seed alone decides the random augmentation.
         """
         index, seed = item if isinstance(item, tuple) else (item, None)
-        images, indices, flags, unreadable = self._readable_clip(index)
+        images, indices, flags, unreadable, key = self._readable_clip(index)
         boxes = [torch.from_numpy(self.frames[i].boxes_xyxy.copy()) for i in indices]
         images, boxes, flipped = self.transform(images, boxes, flip=self.transform.draw_flip(seed))
         samples = [
             {"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
             for image, box, i, flag in zip(images, boxes, indices, flags)
         ]
+        if key is not None:  # a training clip: its key frame (the loss may be restricted to it, loss.frames: key)
+            for slot, sample in enumerate(samples):
+                sample["target"]["key"] = slot == key
         for slot, frame_index in ({} if self.train else unreadable).items():
             samples[slot]["target"]["unreadable"] = {
                 "reason": self._reasons.get(frame_index, "no readable frame in its clip"),

@@ -39,6 +39,23 @@ class ARNOutput:
     query_mask: Tensor | None = None
     aux_outputs: list[ARNOutput] = field(default_factory=list)
 
+    def select(self, index: Tensor) -> ARNOutput:
+        """The outputs of the frames ``index`` (``[n]`` long, into ``BT``), auxiliary outputs included."""
+        fields = {
+            name: None if getattr(self, name) is None else getattr(self, name)[index]
+            for name in (
+                "obj_logits",
+                "sub_boxes",
+                "obj_boxes",
+                "attention_logits",
+                "spatial_logits",
+                "contacting_logits",
+                "predicate_embeds",
+                "query_mask",
+            )
+        }
+        return ARNOutput(**fields, aux_outputs=[aux.select(index) for aux in self.aux_outputs])
+
     def predicate_logits(self) -> dict[str, Tensor]:
         """The three branch logits keyed by predicate type (``"attention"``, ``"spatial"``, ``"contacting"``)."""
         return {kind: getattr(self, f"{kind}_logits") for kind in BRANCHES}

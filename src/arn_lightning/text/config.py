@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Values of ``ClipConfig.image_resize`` (see :class:`arn_lightning.text.image_tower.FrozenClipImageEncoder`).
-_IMAGE_RESIZE_MODES = ("center_crop", "squash")
+_IMAGE_RESIZE_MODES = ("center_crop", "letterbox", "squash")
 
 
 @dataclass
@@ -29,8 +29,9 @@ class ClipConfig:
         image_cache: cache per-frame CLIP image embeddings on disk, keyed by frame key (the first view of a frame
             seen in training is kept: flips and rescaling barely move a whole-frame CLIP embedding).
         image_resize: fit of a frame's valid region to the tower's input: ``"center_crop"`` (CLIP's own
-            preprocessing: shorter side to the input size, then a centre crop) or ``"squash"`` (resize to the input
-            size, aspect ratio not kept, nothing cut off).
+            preprocessing: shorter side to the input size, then a centre crop, which drops 44 % of a 16:9 frame),
+            ``"letterbox"`` (the whole frame, aspect kept, longer side to the input size, the rest CLIP's mean
+            colour; the paper configs) or ``"squash"`` (resize to the input size, aspect ratio not kept).
         text_batch_size: prompts encoded per forward pass of the text tower.
         network_timeout_s: seconds allowed to reach the hub (or the proxy) and for each answer of a download
             before declaring it unreachable.

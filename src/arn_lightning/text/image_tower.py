@@ -32,15 +32,25 @@ def _valid_extent(mask: Tensor) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _fit(image: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    """Resize a ``[3, h, w]`` image in [0, 1] to ``[3, *size]``: shorter side + centre crop, or squash."""
+def _fit(image: Tensor, size: tuple[int, int], mode: str, fill: Tensor | None = None) -> Tensor:
+    """Resize a ``[3, h, w]`` image in [0, 1] to ``[3, *size]``: shorter side + centre crop (``center_crop``), the
+    whole frame stretched (``squash``), or the whole frame with its aspect ratio, longer side to the size and the rest
+    filled with ``fill`` ``[3, 1, 1]`` (``letterbox``; default 0.5 grey), centred."""
     height, width = image.shape[-2:]
     if mode == "squash":
         target = size
+    elif mode == "letterbox":
+        scale = min(size[0] / height, size[1] / width)
+        target = (max(1, min(size[0], round(height * scale))), max(1, min(size[1], round(width * scale))))
     else:
         scale = max(size[0] / height, size[1] / width)
         target = (max(size[0], round(height * scale)), max(size[1], round(width * scale)))
     resized = F.interpolate(image[None], size=target, mode="bicubic", align_corners=False, antialias=True)[0]
+    if mode == "letterbox":
+        canvas = (image.new_full((3, 1, 1), 0.5) if fill is None else fill.to(image)).expand(3, *size).clone()
+        top, left = (size[0] - target[0]) // 2, (size[1] - target[1]) // 2
+        canvas[:, top : top + target[0], left : left + target[1]] = resized
+        return canvas.clamp(0.0, 1.0)  # [3, *size]
     top, left = (target[0] - size[0]) // 2, (target[1] - size[1]) // 2
     return resized[:, top : top + size[0], left : left + size[1]].clamp(0.0, 1.0)  # [3, *size]
 
@@ -107,7 +117,8 @@ class FrozenClipImageEncoder(nn.Module):
         crops = []
         for image, mask in zip(images, pixel_mask):
             top, bottom, left, right = _valid_extent(mask)
-            crops.append(_fit(image[:, top:bottom, left:right], self.image_size, self.config.image_resize))
+            fitted = _fit(image[:, top:bottom, left:right], self.image_size, self.config.image_resize, self.clip_mean)
+            crops.append(fitted)  # a letterbox is filled with CLIP's mean colour: 0 after normalisation
         return (torch.stack(crops) - self.clip_mean) / self.clip_std  # [BT, 3, S, S]
 
     @torch.no_grad()

@@ -230,6 +230,37 @@ def test_detr_checkpoint_by_name_loads_through_the_registry(tmp_path, detr_file)
     assert "class_embed.* (2)" in text and len(text.splitlines()) == 4
 
 
+def test_training_start_prints_the_detr_key_mapping(tmp_path, detr_file, caplog):
+    """A fresh fit loads the named DETR weights in setup and prints the loaded / skipped keys (rank zero)."""
+    import dataclasses
+    import logging
+    import types
+
+    from arn_lightning.lit_module import ARNLitModule
+
+    source, state = detr_file
+    file = write(tmp_path / "weights", source.name, source.read_bytes())
+    module = ARNLitModule(
+        arch=dataclasses.asdict(tiny_config()),
+        triplet_categories=CATEGORIES,
+        init_text_classifiers=False,
+        detr_checkpoint="tiny-detr",
+    )
+    module._trainer = types.SimpleNamespace(ckpt_path=None)  # a fresh fit (a resume does not reload DETR)
+    with weights.registered(entry_for(file, name="tiny-detr")), caplog.at_level(logging.INFO):
+        module.setup("fit")
+    printed = [  # through Lightning's rank-zero logger, which the CLI shows (the module's own logger is silent)
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("lightning") and r.getMessage().startswith("DETR weights from")
+    ]
+    assert len(printed) == 1 and str(file) in printed[0] and "skipped" in printed[0]
+    assert torch.equal(
+        module.model.state_dict()["encoder.layers.0.linear1.weight"],
+        state["transformer.encoder.layers.0.linear1.weight"],
+    )
+
+
 def test_detr_checkpoint_paths_still_work_and_unknown_names_are_refused(tmp_path, detr_file):
     source, _ = detr_file
     assert resolve_detr_checkpoint(str(source)) == source

@@ -34,6 +34,10 @@ EXPECTED = [
     "data pipeline frames/s per core, 600/1000",
     "evaluator frames/s (one core)",
     "infer time to first frame graph",
+    "infer --stream time to first frame graph",
+    "streaming latency p50",
+    "streaming / one-frame forward",
+    "--causal / streaming",
     "infer end-to-end frames/s",
     "ARN frames/s, fp32, batch 1, compiled",
     "ARN frames/s, fp32, batch 32, compiled",
@@ -63,6 +67,13 @@ def test_quick_suite_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
     assert ratio["unit"] == "ratio" and 0 < ratio["value"] < 5
     p50, p95 = rows["ARN latency p50, fp32, batch 1"]["value"], rows["ARN latency p95, fp32, batch 1"]["value"]
     assert 0 < p50 <= p95
+    streaming = report["raw"]["streaming"]  # the streaming figures are the ratios of the same interleaved run
+    assert rows["streaming latency p50"]["value"] == streaming["stream_p50_ms"] > 0
+    assert rows["streaming / one-frame forward"]["value"] == pytest.approx(
+        streaming["stream_p50_ms"] / streaming["one_frame_p50_ms"]
+    )
+    assert streaming["window"] == 2 and len(streaming["stream_ms"]) == streaming["frames"] == 3
+    assert rows["infer --stream time to first frame graph"]["value"] > 0
     assert rows["projected AG test pass"]["value"] == pytest.approx(
         suite.AG_TEST_FRAMES / 60 / (64 / sorted(report["raw"]["model"]["fp32, batch 32"]["arn_s"])[0])
     )
@@ -95,3 +106,19 @@ def test_detector_path_is_the_first_stages_of_the_model(one_thread: None) -> Non
         full, entity = model(pixels, mask), detector_forward(model, pixels, mask)
     assert torch.equal(full.obj_logits, entity.obj_logits[-1]) and torch.equal(full.sub_boxes, entity.sub_boxes[-1])
     assert torch.equal(full.obj_boxes, entity.obj_boxes[-1])
+
+
+@pytest.mark.slow
+def test_streaming_benchmark_times_three_ways_per_frame(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "streaming.json"
+    argv = ["benchmark", "streaming", "--size", "tiny", "--frames", "5", "--width", "64", "--height", "48"]
+    assert cli_main([*argv, "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 3 and result["window"] >= 1  # 5 frames, 2 of them warm-up
+    for way in ("stream", "causal", "one_frame"):
+        assert len(result[f"{way}_ms"]) == 3 and 0 < result[f"{way}_p50_ms"] <= result[f"{way}_p95_ms"]
+    assert result["causal_over_stream"] == pytest.approx(result["causal_p50_ms"] / result["stream_p50_ms"])
+    printed = capsys.readouterr().out
+    assert "streaming / one frame" in printed and "causal / streaming" in printed
+    with pytest.raises(SystemExit):
+        cli_main(["benchmark", "streaming", "--frames", "2"])  # no frame left after the warm-up

@@ -7,7 +7,7 @@ DEMO_OUT ?= demo_output
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast lint format demo notebook clean
+.PHONY: install browser test test-fast lint format demo notebook clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,16 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PIP) install -q -c constraints-cpu.txt -e '.[test]'
 	touch $@
 
-test: install
+# The web-app tests (tests/test_app.py) drive Debian's headless Chromium; nothing is downloaded at test time.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's chromium and chromium-driver for the web-app tests (apt, about 1 minute)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			|| echo "apt-get could not install chromium: tests/test_app.py will be skipped"; \
+	else echo "No /usr/bin/chromium (and no apt-get as root): install chromium and chromedriver to run tests/test_app.py (it is skipped otherwise)"; fi
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install

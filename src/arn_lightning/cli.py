@@ -21,6 +21,7 @@ TOOLS: dict[str, tuple] = {
     "infer": ("arn_lightning.commands.infer", "scene graphs for any video or frame folder"),
     "benchmark": ("arn_lightning.commands.benchmark", "speed benchmarks: data, model, metrics, train, infer, suite"),
     "ablate": ("arn_lightning.commands.ablate", "the paper's ablation Tables 3 and 4 on the synthetic AG (resumable)"),
+    "serve": ("arn_lightning.commands.serve", "a local web app: run a video, open an infer output, compare with GT"),
     "weights": ("arn_lightning.commands.weights", "pretrained weight files by name: list, fetch, verify, path"),
     "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as ONNX, with its settings"),
 }

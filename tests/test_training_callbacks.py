@@ -199,7 +199,8 @@ def test_a_plain_trainer_validation_draws_the_report_frames(train_root: Path, tm
     trainer = _trainer(tmp_path, limit_val_batches=1, callbacks=[SceneGraphReport(num_images=2)])
     trainer.validate(module, datamodule=data, verbose=False)
     assert not hasattr(module, "last_val_examples")
-    assert sorted(p.name for p in (tmp_path / "reports" / "val_epoch000").iterdir()) == ["frame0.png", "frame1.png"]
+    drawn = sorted(p.name for p in (tmp_path / "reports" / "val_epoch000").iterdir())
+    assert drawn == ["frame0.png", "frame0_graph.png", "frame1.png", "frame1_graph.png"]  # boxes, and the graph
 
 
 @pytest.mark.parametrize("constraint", CONSTRAINTS)

@@ -89,6 +89,18 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
     return canvas
 
 
+def graph_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Image.Image:
+    """The predicted scene graph of one frame drawn as a graph (nodes placed at their boxes, edges coloured by
+    predicate type): :func:`~arn_lightning.inference.scene_graph_plot.scene_graph_figure`, the drawing of the web app
+    and the notebook."""
+    from arn_lightning.inference.scene_graph_plot import figure_image, scene_graph_figure
+
+    pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
+    number = parse_frame_key(example["target"]["frame"], "the validation batch")[1]
+    graph = FrameGraph(0, number, math.nan, pred, rank_triplets(pred, top_k=top_k, threshold=threshold))
+    return figure_image(scene_graph_figure(graph, title=f"predicted: {example['target']['frame']}"))
+
+
 def per_predicate_rows(metrics: Mapping[str, float], constraint: str, k: int) -> list[dict[str, Any]]:
     """Per-predicate recall rows ordered head to tail (by ground-truth count, then index)."""
     rows = []
@@ -186,8 +198,10 @@ class SceneGraphReport(L.Callback):
         examples, self._examples = self._examples[: self.num_images], []
         if examples:
             images = [comparison_image(e, self.top_k, self.threshold) for e in examples]
+            graphs = [graph_image(e, self.top_k, self.threshold) for e in examples]
             captions = [e["target"]["frame"] for e in examples]
-            self._log_images(trainer, directory, images, captions)
+            self._log_images(trainer, directory, images, captions, "scene_graphs", "frame{i}.png")
+            self._log_images(trainer, directory, graphs, captions, "scene_graph_plots", "frame{i}_graph.png")
         self._report_recall(trainer, pl_module, directory, "val")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -195,19 +209,28 @@ class SceneGraphReport(L.Callback):
         if trainer.is_global_zero:
             self._report_recall(trainer, pl_module, directory, "test")
 
-    def _log_images(self, trainer: L.Trainer, reports: Path, images: list[Image.Image], captions: list[str]) -> None:
+    def _log_images(
+        self,
+        trainer: L.Trainer,
+        reports: Path,
+        images: list[Image.Image],
+        captions: list[str],
+        key: str,
+        file_name: str,
+    ) -> None:
+        """Save ``images`` as ``reports/val_epochNNN/<file_name>`` and log them as ``val/<key>`` (W&B, TensorBoard)."""
         directory = reports / f"val_epoch{trainer.current_epoch:03d}"
         directory.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
-            with atomic_path(directory / f"frame{i}.png") as tmp:
+            with atomic_path(directory / file_name.format(i=i)) as tmp:
                 image.save(tmp, format="PNG")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/scene_graphs", images=images, caption=captions, step=trainer.global_step)
+                logger.log_image(key=f"val/{key}", images=images, caption=captions, step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
                 for i, image in enumerate(images):
                     array = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
-                    logger.experiment.add_image(f"val/scene_graph_{i}", array, trainer.global_step)
+                    logger.experiment.add_image(f"val/{key.rstrip('s')}_{i}", array, trainer.global_step)
 
     def _report_recall(self, trainer: L.Trainer, pl_module: L.LightningModule, directory: Path, stage: str) -> None:
         metrics: Mapping[str, float] | None = getattr(pl_module, "last_metrics", None)

@@ -178,14 +178,16 @@ def _startup_main(args: argparse.Namespace) -> int:
     """``--startup CKPT``: print (and write ``--out``) the start-up of ``arn-lightning infer``."""
     with tempfile.TemporaryDirectory(prefix="arn_bench_video_") as folder:
         video = write_video(Path(folder) / "bench.mp4", args.frames, args.width, args.height)
-        startup = measure_startup(args.startup, video, args.repeats)
+        startup = measure_startup(args.startup, video, args.repeats, stream=args.stream)
+    command = "arn-lightning infer --stream" if args.stream else "arn-lightning infer"
     print(
-        f"arn-lightning infer start-up (median of {args.repeats}, {args.width}x{args.height}, {args.frames} frames, "
+        f"{command} start-up (median of {args.repeats}, {args.width}x{args.height}, {args.frames} frames, "
         f"load average {startup['load_average'][0]:.2f} -> {startup['load_average'][1]:.2f}): first frame graph "
         f"{startup['first_graph_s']:.2f} s, whole command {startup['total_s']:.2f} s, CPU {startup['cpu_s']:.2f} s"
     )
     if args.out is not None:
-        atomic_write_json(args.out, {"checkpoint": str(args.startup), "startup": startup}, indent=2, sort_keys=False)
+        payload = {"checkpoint": str(args.startup), "stream": args.stream, "startup": startup}
+        atomic_write_json(args.out, payload, indent=2, sort_keys=False)
     return 0
 
 
@@ -197,6 +199,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=12, help="frames of the synthetic video")
     parser.add_argument("--batch-size", type=int, default=1, help="clips per forward pass")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
+    parser.add_argument("--stream", action="store_true", help="with --startup: the start-up of `infer --stream`")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -31,7 +31,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
@@ -108,55 +107,6 @@ def staged_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-class OutputWriter:
-    """Writes the files of one inference run into a folder as frames arrive (see the module docstring).
-
-    Use as a context manager around the frame loop; :meth:`add` each frame in order. The folder is the staging
-    folder of :func:`staged_directory`, which the caller turns into the output.
-
-    Args:
-        folder: where to write (must exist).
-        fps: rate of the sampled frames: the annotated video's frame rate and the timeline's frame duration.
-        save_frames: also write each annotated frame as a PNG.
-        title: the timeline's title (e.g. the video's name).
-    """
-
-    def __init__(self, folder: Path, fps: float, save_frames: bool = False, title: str = "") -> None:
-        self.folder = Path(folder)
-        self.fps = fps
-        self.save_frames = save_frames
-        self.title = title
-        self.graphs: list[FrameGraph] = []
-        self._video = VideoWriter(self.folder / OUTPUT_FILES["video"], fps)
-        self._lines: IO[str] | None = None
-
-    def __enter__(self) -> OutputWriter:
-        self._lines = open(self.folder / OUTPUT_FILES["graphs"], "w", encoding="utf-8")
-        if self.save_frames:
-            (self.folder / OUTPUT_FILES["frames"]).mkdir()
-        return self
-
-    def add(self, frame: VideoFrame, graph: FrameGraph) -> None:
-        """Write one frame's JSON line and annotated image (frames must come in order)."""
-        assert self._lines is not None, "use OutputWriter as a context manager"
-        self._lines.write(json.dumps(graph.to_json(), allow_nan=False, separators=(",", ":")) + "\n")
-        annotated = annotate_frame(frame.image, graph)
-        self._video.write(annotated)
-        if self.save_frames:
-            name = f"{frame.source_index:0{FRAME_NUMBER_DIGITS}d}.png"  # the number of the frame's key
-            annotated.save(self.folder / OUTPUT_FILES["frames"] / name)
-        self.graphs.append(graph)
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._lines is not None
-        self._lines.close()
-        self._video.close()
-        if exc_type is None:
-            save_timeline(self.graphs, self.folder / OUTPUT_FILES["timeline"], 1 / self.fps, title=self.title)
 
 
 def write_inference(
@@ -281,18 +231,52 @@ class LiveOutput:
         with atomic_path(self.folder / OUTPUT_FILES["timeline"]) as tmp:
             save_timeline(self.history, tmp, 1 / self.fps, title=self.title)
 
-    def close(self) -> None:
-        """Finish the files: the JSON lines closed, the video closed (playable), the final timeline drawn."""
+    def close(self, timeline: bool = True) -> None:
+        """Finish the files: the JSON lines closed, the video closed (playable), the final timeline drawn (unless
+        ``timeline`` is False)."""
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._video is not None:
             video, self._video = self._video, None
             video.close()
-        self.write_timeline()
+        if timeline:
+            self.write_timeline()
 
     def __enter__(self) -> LiveOutput:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class OutputWriter(LiveOutput):
+    """Writes the files of one inference run into a folder as frames arrive, for :func:`write_inference` (see the
+    module docstring): :class:`LiveOutput` with the video and the timeline written at the end (``at_end``), every
+    frame's whole graph kept in :attr:`graphs`, and no timeline when the block ends with an error.
+
+    Use as a context manager around the frame loop; :meth:`add` each frame in order. The folder is the staging
+    folder of :func:`staged_directory`, which the caller turns into the output.
+
+    Args:
+        folder: where to write (must exist).
+        fps: rate of the sampled frames: the annotated video's frame rate and the timeline's frame duration.
+        save_frames: also write each annotated frame as a PNG.
+        title: the timeline's title (e.g. the video's name).
+    """
+
+    def __init__(self, folder: Path, fps: float, save_frames: bool = False, title: str = "") -> None:
+        super().__init__(folder, fps, save_frames=save_frames, at_end=True, title=title)
+        #: Every frame's graph, its prediction included.
+        self.graphs: list[FrameGraph] = []
+
+    def add(self, frame: VideoFrame, graph: FrameGraph) -> None:
+        """Write one frame's JSON line and annotated image (frames must come in order)."""
+        super().add(frame, graph)
+        self.graphs.append(graph)
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        self.close(timeline=exc_type is None)  # the staging folder of a failed run is removed anyway

@@ -120,6 +120,26 @@ def pil_to_uint8(image: Image.Image) -> Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
+def resolve_window(window: int | None, num_frames: int, owner: str = "the model's num_frames") -> int:
+    """The frames per clip of a predictor: ``window``, or the model's ``num_frames`` when None.
+
+    Raises:
+        ValueError: a window outside ``1..num_frames`` (the message names ``owner``, where ``num_frames`` comes from).
+    """
+    if window is None:
+        return num_frames
+    if not 1 <= window <= num_frames:
+        raise ValueError(f"Expected a window of 1 to {num_frames} frames ({owner}) but got window={window}")
+    return int(window)
+
+
+def frame_batch(transform: ClipTransform, collate: ClipCollator, frame: VideoFrame) -> dict[str, Any]:
+    """One frame as a batch of one clip of one frame (:func:`prepare_frame`, then the collate): ``pixel_values``
+    ``[1, 1, 3, H, W]`` unpadded, and its target marked ``evaluate``; the input of every streaming step."""
+    prepared = prepare_frame(transform, frame)
+    return collate([[{"image": prepared.image, "target": {**prepared.target, "evaluate": True}}]])
+
+
 def prepare_frame(transform: ClipTransform, frame: VideoFrame) -> PreparedFrame:
     """One frame through the evaluation transform (resize, no flip), with its postprocess target (``frame``,
     ``orig_size``, ``size``); the preprocessing of every predictor (PyTorch and ONNX)."""
@@ -260,12 +280,7 @@ class SceneGraphPredictor:
             raise CheckpointError(
                 f"Expected a model trained for SGDet (it must find the boxes itself) but got one for task {task!r}"
             )
-        num_frames = int(module.model.config.num_frames)
-        if window is not None and not 1 <= window <= num_frames:
-            raise ValueError(
-                f"Expected a window of 1 to {num_frames} frames (the model's num_frames) but got window={window}"
-            )
-        self.window = num_frames if window is None else int(window)
+        self.window = resolve_window(window, int(module.model.config.num_frames))
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(precision, self.device)
         self._module = module.eval().to(self.device)

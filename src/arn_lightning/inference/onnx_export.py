@@ -82,7 +82,7 @@ from torch import Tensor, nn
 from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_save, atomic_write_json
 from arn_lightning.checkpoint_file import CheckpointError
-from arn_lightning.inference.api import load_inference_module, transform_settings
+from arn_lightning.inference.api import load_inference_module, resolve_window, transform_settings
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.outputs import BRANCHES
 
@@ -366,11 +366,10 @@ def export_onnx(
             f"Expected a model trained for SGDet in {checkpoint} (streaming finds the boxes itself) but got one "
             f"for task {config.task!r}"
         )
-    window = int(config.num_frames) if window is None else int(window)
-    if not 1 <= window <= config.num_frames:
-        raise ExportArgumentError(
-            f"Expected a window of 1 to {config.num_frames} frames (the num_frames of {checkpoint}) but got {window}"
-        )
+    try:
+        window = resolve_window(window, int(config.num_frames), f"the num_frames of {checkpoint}")
+    except ValueError as error:
+        raise ExportArgumentError(str(error)) from None
     graph = StreamStepGraph(model.float().eval(), window).eval()
     inputs, shapes = _example_inputs(graph)
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}

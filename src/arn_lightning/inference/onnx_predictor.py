@@ -32,7 +32,7 @@ import torch
 from arn_lightning._types import PathLike
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import ClipTransform
-from arn_lightning.inference.api import PreparedFrame, prepare_frame
+from arn_lightning.inference.api import frame_batch
 from arn_lightning.inference.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INSTALL_HINT, read_settings
 from arn_lightning.inference.streaming import StreamPredictorBase, StreamState
@@ -116,15 +116,9 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         """The onnxruntime execution providers of the session."""
         return list(self.session.get_providers())
 
-    def prepare(self, frame: VideoFrame) -> PreparedFrame:
-        """Transform one frame as evaluation does (resize, no flip) and build its target, with the JSON's
-        transform (:func:`~arn_lightning.inference.api.prepare_frame`)."""
-        return prepare_frame(self.transform, frame)
-
     def predict_step(self, state: StreamState, frame: VideoFrame) -> dict[str, Any]:
         """Run the ONNX streaming step on one frame and update the stream's cache."""
-        prepared = self.prepare(frame)
-        batch = self.collate([[{"image": prepared.image, "target": {**prepared.target, "evaluate": True}}]])
+        batch = frame_batch(self.transform, self.collate, frame)
         image = batch["pixel_values"][0]  # [1, 3, H, W], normalised, no padding (one frame)
         feeds: dict[str, np.ndarray] = {"pixel_values": image.float().numpy()}
         past = self.window - 1

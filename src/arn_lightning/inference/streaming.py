@@ -41,7 +41,7 @@ from torch import Tensor
 
 from arn_lightning._types import PathLike
 from arn_lightning.data.decode import frame_file_name
-from arn_lightning.inference.api import SceneGraphPredictor, load_model
+from arn_lightning.inference.api import SceneGraphPredictor, frame_batch, load_model, resolve_window
 from arn_lightning.inference.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.graph import FrameGraph, rank_triplets
 from arn_lightning.inference.video import VideoFrame
@@ -242,13 +242,8 @@ class StreamingPredictor(StreamPredictorBase):
         threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         if isinstance(model, SceneGraphPredictor):
-            if window is not None and not 1 <= window <= model.model.config.num_frames:
-                raise ValueError(
-                    f"Expected a window of 1 to {model.model.config.num_frames} frames (the model's num_frames) "
-                    f"but got window={window}"
-                )
             predictor = model
-            window = model.clip_length if window is None else int(window)
+            window = model.clip_length if window is None else resolve_window(window, model.model.config.num_frames)
         else:
             predictor = load_model(model, device=device, precision=precision, window=window)
             window = predictor.clip_length
@@ -263,8 +258,7 @@ class StreamingPredictor(StreamPredictorBase):
 
     def predict_step(self, state: StreamState, frame: VideoFrame) -> dict[str, Any]:
         """Run :meth:`~arn_lightning.models.arn.ARN.stream_step` on one frame and update the stream's cache."""
-        prepared = self.predictor.prepare(frame)
-        batch = self.predictor.collate([[{"image": prepared.image, "target": {**prepared.target, "evaluate": True}}]])
+        batch = frame_batch(self.predictor.transform, self.predictor.collate, frame)
         image = batch["pixel_values"][0].to(self.device)  # [1, 3, H, W], normalised, no padding (one frame)
         grid = self.model.backbone.feature_size(*image.shape[-2:])
         past, reset = self.window - 1, state.starts

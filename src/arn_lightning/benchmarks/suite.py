@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
@@ -228,14 +229,6 @@ def time_pair(
     return arn_s, det_s
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def build_model(settings: Settings, device: torch.device) -> ARN:
     """A randomly initialised SGDet ARN of the mode's architecture, all triplet classes, eval mode, on ``device``."""
     config = ARNConfig(**dict(settings.arch, num_frames=settings.clip_len), backbone_weights=None)
@@ -307,10 +300,10 @@ def model_figures(
                 goal = met = None
                 if precision == default_precision:
                     goal = f"<= {GOAL_GPU_LATENCY_MS:g} ms (GPU)"
-                    met = _percentile(latency, 0.5) <= GOAL_GPU_LATENCY_MS if device.type == "cuda" else None
+                    met = float(np.quantile(latency, 0.5)) <= GOAL_GPU_LATENCY_MS if device.type == "cuda" else None
                 note = f"forward of one {t}-frame clip / {t}; {len(latency)} runs"
-                figures.add(f"ARN latency p50, {label}", _percentile(latency, 0.5), "ms/frame", goal, met, note)
-                figures.add(f"ARN latency p95, {label}", _percentile(latency, 0.95), "ms/frame", note=note)
+                figures.add(f"ARN latency p50, {label}", float(np.quantile(latency, 0.5)), "ms/frame", goal, met, note)
+                figures.add(f"ARN latency p95, {label}", float(np.quantile(latency, 0.95)), "ms/frame", note=note)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -44,7 +44,7 @@ format: install
 	$(VENV)/bin/ruff format src tests
 
 demo: install
-	$(PY) -m arn_lightning.demo --out $(DEMO_OUT)
+	$(PY) -m arn_lightning.experiments.demo --out $(DEMO_OUT)
 
 # An executed copy of the notebook on the newest `make demo` run: notebooks/explore_checkpoint_executed.ipynb (no dot
 # in the --output name: nbclient replaces the last suffix, and "x.executed" would overwrite the notebook itself).

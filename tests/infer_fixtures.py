@@ -313,8 +313,8 @@ def tiny_module(
 ) -> L.LightningModule:
     """A tiny ``ARNLitModule`` (random weights) with the test's resize settings (``arch_settings`` override
     ``ARNConfig`` fields)."""
-    from arn_lightning.lit_module import ARNLitModule
     from arn_lightning.models.arn import ARNConfig
+    from arn_lightning.training.lit_module import ARNLitModule
 
     arch = ARNConfig(
         backbone="resnet18",
@@ -347,9 +347,9 @@ def build_assets(folder: Path) -> InferAssets:
 
 
 def _build(data_root: Path, checkpoint: Path, video: Path) -> None:
-    from arn_lightning.checkpoints import save_untrained_checkpoint
     from arn_lightning.data.ag import load_annotations
     from arn_lightning.data.synth import generate
+    from arn_lightning.training.checkpoints import save_untrained_checkpoint
 
     if not data_root.exists():
         generate(data_root, videos=4, frames=4, size=SYNTH_SIZE, seed=0)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from arn_lightning import ablation
-from arn_lightning.ablation import COLUMNS, OUT_SETTINGS_FILE, PAPER, TABLES, run_folder, study_settings
 from arn_lightning.commands import ablate
+from arn_lightning.experiments import ablation
+from arn_lightning.experiments.ablation import COLUMNS, OUT_SETTINGS_FILE, PAPER, TABLES, run_folder, study_settings
 
 
 def test_a_bad_rows_value_is_named(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +54,7 @@ def test_other_settings_in_the_same_out_are_refused(tmp_path: Path, capsys: pyte
 
 
 def test_the_metrics_file_name_is_the_prediction_writers() -> None:
-    from arn_lightning.prediction_writer import METRICS_FILE
+    from arn_lightning.training.prediction_writer import METRICS_FILE
 
     assert ablation.METRICS_FILE == METRICS_FILE
 

@@ -36,8 +36,8 @@ def ag_outputs(assets: InferAssets, tmp_path_factory: pytest.TempPathFactory) ->
     from arn_lightning.data.ag import load_annotations
     from arn_lightning.inference.api import load_model
     from arn_lightning.inference.output import staged_directory, write_inference
-    from arn_lightning.inference.video import open_frames
     from arn_lightning.metrics.predictions import read_predictions, write_predictions
+    from arn_lightning.video.files import open_frames
 
     base = tmp_path_factory.mktemp("app_outputs")
     annotations = load_annotations(assets.data_root, "sgdet")
@@ -68,7 +68,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _expected_frames(video: Path) -> int:
-    from arn_lightning.inference.video import open_frames
+    from arn_lightning.video.files import open_frames
 
     return sum(1 for _ in open_frames(video, logic.APP_FPS))
 

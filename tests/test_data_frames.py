@@ -11,7 +11,6 @@ from PIL import Image
 from ag_fixtures import person_entry, write_frame, write_root
 from arn_lightning.cli import main as cli_main
 from arn_lightning.data import ag
-from arn_lightning.data.decode import VideoError, decode_video, frame_file_name, off_grid, probe_video
 from arn_lightning.data.frames import (
     FrameError,
     dump_frames,
@@ -21,6 +20,7 @@ from arn_lightning.data.frames import (
     load_frame_keys,
     read_frame,
 )
+from arn_lightning.video.decode import VideoError, decode_video, frame_file_name, off_grid, probe_video
 from infer_fixtures import (
     audio_only,
     corner_frames,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from arn_lightning.demo import README_ROWS, TABLE_KS, readme_differences
+from arn_lightning.experiments.demo import README_ROWS, TABLE_KS, readme_differences
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 import torchvision
 
-from arn_lightning import download
-from arn_lightning.download import (
+from arn_lightning.models.backbone import Backbone, imagenet_weights_file
+from arn_lightning.weights import download
+from arn_lightning.weights.download import (
     DEFAULT_TIMEOUT_S,
     WeightsUnavailable,
     download_timeout_s,
@@ -22,7 +23,6 @@ from arn_lightning.download import (
     offline_reason,
     weights_url,
 )
-from arn_lightning.models.backbone import Backbone, imagenet_weights_file
 from net_fixtures import PROXY_VARS, FileServer
 
 #: A hang would last minutes; failing within this bound proves there is none.

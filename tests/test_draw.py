@@ -1,4 +1,4 @@
-"""Drawing boxes and the triplet panel (arn_lightning.inference.draw)."""
+"""Drawing boxes and the triplet panel (arn_lightning.drawing.annotate)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arn_lightning.inference.draw import (
+from arn_lightning.drawing.annotate import (
     PANEL_BACKGROUND,
     PREDICATE_TYPE_COLORS,
     annotate_frame,
@@ -16,7 +16,7 @@ from arn_lightning.inference.draw import (
     panel_lines,
     panel_width,
 )
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from infer_fixtures import prediction
 
 WIDTH, HEIGHT = 160, 120

@@ -13,15 +13,15 @@ import torch
 from PIL import Image
 
 from arn_lightning import cli
-from arn_lightning.checkpoints import save_untrained_checkpoint
 from arn_lightning.commands.infer import main as infer_main
 from arn_lightning.data.datamodule import AGDataModule
+from arn_lightning.drawing.annotate import panel_width
+from arn_lightning.drawing.timeline import MAX_ROWS, timeline_size
 from arn_lightning.inference.api import CheckpointError, SceneGraphPredictor, load_model, predict_video
 from arn_lightning.inference.clips import ClipJob
-from arn_lightning.inference.draw import panel_width
-from arn_lightning.inference.timeline import MAX_ROWS, timeline_size
-from arn_lightning.inference.video import open_frames
 from arn_lightning.metrics.predictions import read_predictions
+from arn_lightning.training.checkpoints import save_untrained_checkpoint
+from arn_lightning.video.files import open_frames
 from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES
 from infer_fixtures import (
     SYNTH_SIZE,

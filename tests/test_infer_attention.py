@@ -19,9 +19,9 @@ from arn_lightning.inference.attention import (
     pair_queries,
 )
 from arn_lightning.inference.clips import ClipJob
-from arn_lightning.inference.evaluation import evaluate_module
-from arn_lightning.inference.video import open_frames
 from arn_lightning.postprocess import scale_boxes
+from arn_lightning.training.evaluation import evaluate_module
+from arn_lightning.video.files import open_frames
 from arn_lightning.vocab import PREDICATES
 from infer_fixtures import TEST_DATA_SETTINGS, InferAssets, torch_threads
 

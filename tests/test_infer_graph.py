@@ -1,4 +1,4 @@
-"""Ranked readable triplets and the JSON record of a frame (arn_lightning.inference.graph)."""
+"""Ranked readable triplets and the JSON record of a frame (arn_lightning.scene_graph)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from arn_lightning.inference.graph import FrameGraph, Triplet, object_name, rank_triplets
 from arn_lightning.metrics.predictions import read_predictions
+from arn_lightning.scene_graph import FrameGraph, Triplet, object_name, rank_triplets
 from infer_fixtures import prediction
 
 LOOKING_AT, BENEATH, IN_FRONT_OF, HOLDING, SITTING_ON = 0, 4, 5, 14, 19

@@ -1,4 +1,4 @@
-"""Live frame sources of streaming inference (arn_lightning.inference.sources): every kind that can be made locally
+"""Live frame sources of streaming inference (arn_lightning.video.live): every kind that can be made locally
 (file, folder, raw and container standard input, HTTP), stalls, disconnects, reconnects, bad frames, limits."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arn_lightning.inference.sources import LiveSource, SourceError, SourceEvent, open_source
-from arn_lightning.inference.video import VideoError, open_frames
+from arn_lightning.video.files import VideoError, open_frames
+from arn_lightning.video.live import LiveSource, SourceError, SourceEvent, open_source
 from infer_fixtures import moving_box_frames, write_video
 from source_fixtures import (
     RATE,

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from arn_lightning.inference.api import SceneGraphPredictor, load_model
-from arn_lightning.inference.graph import FrameGraph
 from arn_lightning.inference.loading import InferenceModule
-from arn_lightning.inference.video import open_frames
+from arn_lightning.scene_graph import FrameGraph
+from arn_lightning.video.files import open_frames
 from infer_fixtures import VIDEO_FPS, InferAssets
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # subprocesses and a tiny model: seconds
@@ -59,7 +59,7 @@ def test_the_inference_path_imports_no_training_package(assets: InferAssets) -> 
     imported = _imported_after(
         "import arn_lightning.inference.api, arn_lightning.commands.infer, arn_lightning.inference.output\n"
         "from arn_lightning.inference.api import load_model\n"
-        "from arn_lightning.inference.video import open_frames\n"
+        "from arn_lightning.video.files import open_frames\n"
         f"predictor = load_model({str(assets.checkpoint)!r})\n"
         f"next(predictor.stream(open_frames({str(assets.video)!r}, 2.0)))"
     )
@@ -68,9 +68,9 @@ def test_the_inference_path_imports_no_training_package(assets: InferAssets) -> 
 
 def test_the_streaming_path_imports_no_training_package(assets: InferAssets) -> None:
     imported = _imported_after(
-        "import arn_lightning.inference.streaming, arn_lightning.inference.sources\n"
+        "import arn_lightning.inference.streaming, arn_lightning.video.live\n"
         "from arn_lightning.inference.streaming import StreamingPredictor\n"
-        "from arn_lightning.inference.sources import open_source\n"
+        "from arn_lightning.video.live import open_source\n"
         f"predictor = StreamingPredictor({str(assets.checkpoint)!r})\n"
         f"predictor.push(next(iter(open_source({str(assets.video)!r}))))"
     )
@@ -104,13 +104,13 @@ def _assert_identical(ours: list[FrameGraph], reference: list[FrameGraph]) -> No
 
 
 def _lightning_predictor(checkpoint: Path) -> SceneGraphPredictor:
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     return SceneGraphPredictor(ARNLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu"))
 
 
 def test_load_model_predicts_exactly_as_load_from_checkpoint(assets: InferAssets) -> None:
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     predictor = load_model(assets.checkpoint)
     reference = _lightning_predictor(assets.checkpoint)

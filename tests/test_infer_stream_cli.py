@@ -19,7 +19,7 @@ from PIL import Image
 from arn_lightning.commands import infer
 from arn_lightning.inference.api import load_model
 from arn_lightning.inference.streaming import StreamingPredictor
-from arn_lightning.inference.video import open_frames
+from arn_lightning.video.files import open_frames
 from infer_fixtures import InferAssets
 from source_fixtures import Reply, StreamServer, encode, grey
 

@@ -1,4 +1,4 @@
-"""The relation timeline (arn_lightning.inference.timeline)."""
+"""The relation timeline (arn_lightning.drawing.timeline)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
-from arn_lightning.inference.timeline import save_timeline, timeline_rows, timeline_size
+from arn_lightning.drawing.timeline import save_timeline, timeline_rows, timeline_size
+from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from infer_fixtures import prediction
 
 LOOKING_AT, IN_FRONT_OF, HOLDING = 0, 5, 14

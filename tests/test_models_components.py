@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from arn_lightning.download import WeightsUnavailable
 from arn_lightning.models.association import AssociationLayer, CueAttention, EntityFusion
 from arn_lightning.models.backbone import Backbone
 from arn_lightning.models.heads import MLP, CosineClassifier
@@ -21,6 +20,7 @@ from arn_lightning.models.transformer import (
     TransformerLayer,
     safe_padding_mask,
 )
+from arn_lightning.weights.download import WeightsUnavailable
 
 
 # ---------------------------------------------------------------- position encoding

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arn_lightning.models.arn import ARN, ARNConfig
-from arn_lightning.models.detr_checkpoint import (
+from arn_lightning.weights.detr import (
     MAPPED_PREFIXES,
     detr_target_keys,
     load_detr_checkpoint,

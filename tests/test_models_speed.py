@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from arn_lightning import lit_module
-from arn_lightning.lit_module import ARNLitModule
 from arn_lightning.models.backbone import Backbone
 from arn_lightning.models.config import ARNConfig
+from arn_lightning.training import lit_module
+from arn_lightning.training.lit_module import ARNLitModule
 from test_overfit import CATEGORIES, make_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -21,11 +21,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
-from arn_lightning.checkpoints import save_untrained_checkpoint  # noqa: E402
 from arn_lightning.commands.export import main as export_main  # noqa: E402
 from arn_lightning.data.ag import load_annotations  # noqa: E402
 from arn_lightning.inference.api import load_model  # noqa: E402
-from arn_lightning.inference.graph import FrameGraph  # noqa: E402
 from arn_lightning.inference.onnx_export import (  # noqa: E402
     FORMAT,
     FORMAT_VERSION,
@@ -35,8 +33,10 @@ from arn_lightning.inference.onnx_export import (  # noqa: E402
 )
 from arn_lightning.inference.onnx_predictor import OnnxStreamingPredictor  # noqa: E402
 from arn_lightning.inference.streaming import StreamingPredictor  # noqa: E402
-from arn_lightning.inference.video import VideoFrame  # noqa: E402
 from arn_lightning.models.arn import place_on_grid  # noqa: E402
+from arn_lightning.scene_graph import FrameGraph  # noqa: E402
+from arn_lightning.training.checkpoints import save_untrained_checkpoint  # noqa: E402
+from arn_lightning.video.files import VideoFrame  # noqa: E402
 from infer_fixtures import TEST_DATA_SETTINGS, InferAssets, noisy_frames, tiny_module, torch_threads  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

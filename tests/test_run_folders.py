@@ -1,5 +1,5 @@
 """A run is one folder: a tested or resumed checkpoint writes into its run, and W&B runs keep their own files
-(arn_lightning.runs, docs/runs.md)."""
+(arn_lightning.training.runs, docs/runs.md)."""
 
 from __future__ import annotations
 

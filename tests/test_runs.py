@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arn_lightning.runs import latest_checkpoint, repository_root, resolve_from_repository
+from arn_lightning.training.runs import latest_checkpoint, repository_root, resolve_from_repository
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,8 @@ import math
 
 import torch
 
-from arn_lightning.inference.draw import PREDICATE_TYPE_COLORS
-from arn_lightning.inference.graph import FrameGraph, Triplet
-from arn_lightning.inference.scene_graph_plot import (
+from arn_lightning.drawing.annotate import PREDICATE_TYPE_COLORS
+from arn_lightning.drawing.graph_plot import (
     figure_image,
     frame_edges,
     frame_layout,
@@ -17,6 +16,7 @@ from arn_lightning.inference.scene_graph_plot import (
     scene_graph_figure,
     video_layout,
 )
+from arn_lightning.scene_graph import FrameGraph, Triplet
 from arn_lightning.vocab import PREDICATES
 
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from arn_lightning.checkpoints import save_untrained_checkpoint
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.inference.api import SceneGraphPredictor, load_model
-from arn_lightning.inference.graph import FrameGraph
 from arn_lightning.inference.streaming import StreamingPredictor
-from arn_lightning.inference.video import VideoFrame, open_frames
+from arn_lightning.scene_graph import FrameGraph
+from arn_lightning.training.checkpoints import save_untrained_checkpoint
+from arn_lightning.video.files import VideoFrame, open_frames
 from infer_fixtures import InferAssets, noisy_frames, tiny_module, torch_threads
 
 pytestmark = pytest.mark.usefixtures("one_thread")

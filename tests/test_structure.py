@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from arn_lightning.lit_module import ARNLitModule, drop_retired_hparams
 from arn_lightning.models.config import RETIRED_SETTINGS, ARNConfig, drop_retired_settings
+from arn_lightning.training.lit_module import ARNLitModule, drop_retired_hparams
 from arn_lightning.triplets import TripletVocabulary
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "arn_lightning"

@@ -8,7 +8,6 @@ import huggingface_hub.constants
 import open_clip
 import pytest
 
-from arn_lightning.download import WeightsUnavailable
 from arn_lightning.text import clip as clip_mod
 from arn_lightning.text.clip import (
     ClipWeightsUnavailable,
@@ -18,6 +17,7 @@ from arn_lightning.text.clip import (
 )
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.embeddings import text_embeddings
+from arn_lightning.weights.download import WeightsUnavailable
 from clip_fixtures import CATEGORIES
 from net_fixtures import PROXY_VARS, FakeHub, FileServer, closed_port_url
 

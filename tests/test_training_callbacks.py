@@ -16,10 +16,10 @@ import pytest
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from arn_lightning.callbacks import SceneGraphReport, validation_examples
 from arn_lightning.metrics.predictions import prediction_from_ground_truth, read_predictions, write_predictions
-from arn_lightning.prediction_writer import METRICS_FILE, PREDICTIONS_FILE, PredictionWriter, merge_shards
-from arn_lightning.rng import CHECKPOINT_KEY, RandomStateCheckpoint, collect_rng_states
+from arn_lightning.training.callbacks import SceneGraphReport, validation_examples
+from arn_lightning.training.prediction_writer import METRICS_FILE, PREDICTIONS_FILE, PredictionWriter, merge_shards
+from arn_lightning.training.rng import CHECKPOINT_KEY, RandomStateCheckpoint, collect_rng_states
 from arn_lightning.vocab import CONSTRAINTS
 from train_fixtures import tiny_config
 
@@ -27,7 +27,7 @@ from train_fixtures import tiny_config
 def _module_and_data(root: Path, work: Path, **module_args: Any) -> tuple[L.LightningModule, L.LightningDataModule]:
     """The tiny ARN of the CLI tests and its data module, built in plain Python (no CLI links)."""
     from arn_lightning.data.datamodule import AGDataModule
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     config = tiny_config(root, work)
     data = AGDataModule(**config["data"])

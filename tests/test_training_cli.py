@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from arn_lightning.commands.evaluate import evaluate
-from arn_lightning.lit_module import ARNLitModule
+from arn_lightning.training.lit_module import ARNLitModule
 from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 
 CONSTRAINTS = ("with", "semi", "no")
@@ -318,7 +318,7 @@ def test_disabling_checkpointing_and_the_progress_bar_is_honoured(train_root: Pa
 
 
 def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from arn_lightning import demo
+    from arn_lightning.experiments import demo
 
     config = tiny_config(
         tmp_path / "unused", tmp_path / "work", max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=1
@@ -333,7 +333,7 @@ def test_demo_runs_end_to_end_on_a_tiny_config(tmp_path: Path, capsys: pytest.Ca
     assert Path(summary["checkpoint"]).is_file() and Path(summary["predictions"]).is_file()
     assert summary["frames"] and all(Path(p).is_file() for p in summary["frames"])
     # the notebook opens the newest demo run by default: it must find this run's last.ckpt where the demo writes it
-    from arn_lightning.runs import DEMO_RUNS, latest_checkpoint
+    from arn_lightning.training.runs import DEMO_RUNS, latest_checkpoint
 
     assert DEMO_RUNS.parts[0] == "demo_output"  # the Makefile's DEMO_OUT
     assert (
@@ -382,7 +382,7 @@ def test_tensorboard_fallback_gets_the_scalars_and_the_validation_frames(train_r
 
 
 def test_the_demo_is_defined_by_its_work_not_by_a_clock(capsys: pytest.CaptureFixture) -> None:
-    from arn_lightning import demo
+    from arn_lightning.experiments import demo
 
     trainer = yaml.safe_load((REPO / "configs" / "synthetic_demo.yaml").read_text())["trainer"]
     assert "max_time" not in trainer and trainer.get("max_steps", -1) == -1 and trainer["max_epochs"] == 4
@@ -392,7 +392,7 @@ def test_the_demo_is_defined_by_its_work_not_by_a_clock(capsys: pytest.CaptureFi
 
 
 def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: dict[str, Any]) -> None:
-    from arn_lightning.callbacks import RunSummary
+    from arn_lightning.training.callbacks import RunSummary
 
     trainer = fitted["cli"].trainer
     (summary,) = [c for c in trainer.callbacks if isinstance(c, RunSummary)]
@@ -409,7 +409,7 @@ def test_fit_ends_with_a_summary_that_flags_a_too_short_run(fitted: dict[str, An
 
 def test_fit_reports_the_best_and_the_last_epoch(fitted: dict[str, Any]) -> None:
     """AG has no validation split, so the best epoch is chosen on test data: both are written, named, and logged."""
-    from arn_lightning.callbacks import FIT_SUMMARY_FILE, RunSummary
+    from arn_lightning.training.callbacks import FIT_SUMMARY_FILE, RunSummary
 
     trainer = fitted["cli"].trainer
     (callback,) = [c for c in trainer.callbacks if isinstance(c, RunSummary)]
@@ -433,8 +433,8 @@ def test_fit_reports_the_best_and_the_last_epoch(fitted: dict[str, Any]) -> None
 
 
 def test_a_checkpoint_holding_retired_settings_tests_through_the_cli(fitted: dict[str, Any], tmp_path: Path) -> None:
-    from arn_lightning.checkpoints import CheckpointError
     from arn_lightning.models.config import RETIRED_SETTINGS
+    from arn_lightning.training.checkpoints import CheckpointError
 
     checkpoint = torch.load(fitted["last"], map_location="cpu", weights_only=True)
     hparams = checkpoint["hyper_parameters"]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, verify_checkpoint
-from arn_lightning.lightning_cli import run_lightning_cli
+from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, verify_checkpoint
+from arn_lightning.training.lightning_cli import run_lightning_cli
 from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -153,7 +153,7 @@ def test_a_sigterm_process_exits_143_after_saving(train_root: Path, tmp_path: Pa
 # ------------------------------------------------------------------------------------------- atomic and verified
 _FULL_DISK = """
 import resource, signal, sys, torch
-from arn_lightning.checkpoints import AtomicCheckpointIO
+from arn_lightning.training.checkpoints import AtomicCheckpointIO
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)             # a write past the limit fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # files of at most 1 MiB: the disk is 'full'
 try:
@@ -217,7 +217,7 @@ def test_the_cli_refuses_a_damaged_checkpoint_with_its_name(
 
 def test_load_from_checkpoint_and_infer_refuse_an_altered_checkpoint(train_root: Path, tmp_path: Path) -> None:
     from arn_lightning.inference.api import load_module
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 2))])
     altered = _altered_copy(_last(tmp_path / "a"), tmp_path / "altered.ckpt")

@@ -1,4 +1,4 @@
-"""Reading sampled frames from videos and image folders, writing mp4s (arn_lightning.inference.video)."""
+"""Reading sampled frames from videos and image folders, writing mp4s (arn_lightning.video.files)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arn_lightning.data.decode import rotate_upright
 from arn_lightning.data.frames import dump_frames
-from arn_lightning.inference.video import DEFAULT_FPS, VideoError, VideoWriter, open_frames
+from arn_lightning.video.decode import rotate_upright
+from arn_lightning.video.files import DEFAULT_FPS, VideoError, VideoWriter, open_frames
 from infer_fixtures import (
     FRAME_SIZE,
     audio_only,

@@ -1,7 +1,8 @@
-"""Named weight files (``arn_lightning.weights``, ``arn-lightning weights``), offline except for a 127.0.0.1 mirror.
+"""Named weight files (``arn_lightning.weights.registry``, ``arn-lightning weights``), offline except for a 127.0.0.1
+mirror.
 
 Every test registers its own entry (a file the test writes, with its real sha256) through
-:func:`arn_lightning.weights.registered`; the cache folder is ``tmp_path`` through ``ARN_WEIGHTS_DIR``.
+:func:`arn_lightning.weights.registry.registered`; the cache folder is ``tmp_path`` through ``ARN_WEIGHTS_DIR``.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import pytest
 import torch
 import torchvision
 
-from arn_lightning import weights
 from arn_lightning.commands import weights as weights_command
-from arn_lightning.download import WeightsUnavailable
 from arn_lightning.models.arn import ARN, ARNConfig
-from arn_lightning.models.detr_checkpoint import (
+from arn_lightning.text.clip import _weights_source, model_identity, registry_tag_cfg
+from arn_lightning.text.config import ClipConfig
+from arn_lightning.weights import registry as weights
+from arn_lightning.weights.detr import (
     DetrLoadReport,
     format_detr_report,
     load_detr_checkpoint,
     resolve_detr_checkpoint,
 )
-from arn_lightning.text.clip import _weights_source, model_identity, registry_tag_cfg
-from arn_lightning.text.config import ClipConfig
-from arn_lightning.weights import WeightsEntry, WeightsMismatch
+from arn_lightning.weights.download import WeightsUnavailable
+from arn_lightning.weights.registry import WeightsEntry, WeightsMismatch
 from net_fixtures import PROXY_VARS, FileServer
 
 CATEGORIES = {"attention": [[0, 2]], "spatial": [[3, 2]], "contacting": [[9, 2]]}
@@ -236,7 +237,7 @@ def test_training_start_prints_the_detr_key_mapping(tmp_path, detr_file, caplog)
     import logging
     import types
 
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     source, state = detr_file
     file = write(tmp_path / "weights", source.name, source.read_bytes())

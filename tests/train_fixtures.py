@@ -83,7 +83,7 @@ def write_config(config: dict[str, Any], path: Path) -> Path:
 
 def run_cli(args: list[str]):
     """Run the project's LightningCLI in this process; returns the CLI object (``.trainer``, ``.model``)."""
-    from arn_lightning.lightning_cli import build_cli
+    from arn_lightning.training.lightning_cli import build_cli
 
     return build_cli(args)
 

@@ -1,6 +1,6 @@
 """The ``arn-lightning`` command: LightningCLI subcommands next to the project's own tools.
 
-``fit | validate | test | predict`` go to LightningCLI (see :mod:`arn_lightning.lightning_cli`); every other
+``fit | validate | test | predict`` go to LightningCLI (see :mod:`arn_lightning.training.lightning_cli`); every other
 subcommand is a small tool module under :mod:`arn_lightning.commands` exposing ``main(argv) -> int``. Tool modules
 are imported lazily so that ``arn-lightning stats`` does not pay for importing Lightning.
 """
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if rest in (["-h"], ["--help"]):
             print(lightning_help(command))
             return 0
-        from arn_lightning.lightning_cli import run_lightning_cli
+        from arn_lightning.training.lightning_cli import run_lightning_cli
 
         return run_lightning_cli([command, *["--help" if a == "--help-all" else a for a in rest]])
     if command not in TOOLS:

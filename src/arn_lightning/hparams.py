@@ -1,6 +1,6 @@
 """``ARNLitModule``'s configuration arguments as typed dataclasses, and the settings earlier versions stored.
 
-Lightning-free, so that training (:mod:`arn_lightning.lit_module`) and inference
+Lightning-free, so that training (:mod:`arn_lightning.training.lit_module`) and inference
 (:mod:`arn_lightning.inference.loading`) read a checkpoint's ``hyper_parameters`` with the same rules: a config is
 a dataclass or a plain mapping, unknown keys are refused, and a key an earlier version stored and this one fixes
 (:data:`RETIRED_HPARAMS`, ``docs/model.md`` section 6) is dropped when it holds the fixed value, refused otherwise.

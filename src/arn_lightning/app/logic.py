@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from arn_lightning.inference.graph import FrameGraph, Triplet
+from arn_lightning.drawing.graph_plot import figure_image, scene_graph_figure, video_layout
 from arn_lightning.inference.output import OUTPUT_FILES
-from arn_lightning.inference.scene_graph_plot import figure_image, scene_graph_figure, video_layout
+from arn_lightning.scene_graph import FrameGraph, Triplet
 from arn_lightning.vocab import NUM_PREDICATES, PREDICATES, predicate_type
 
 #: Defaults of the limits (``arn-lightning serve --max-upload-mb / --max-seconds``).
@@ -92,7 +92,7 @@ def new_subfolder(session_folder: Path, prefix: str) -> Path:
 
 def write_sample_video(path: Path, frames: int = SAMPLE_FRAMES, fps: int = SAMPLE_FPS) -> Path:
     """A small synthetic video: a stick person and a box that moves towards it (``SAMPLE_SIZE``, mp4)."""
-    from arn_lightning.inference.video import VideoWriter
+    from arn_lightning.video.files import VideoWriter
 
     width, height = SAMPLE_SIZE
     writer = VideoWriter(path, fps)
@@ -157,7 +157,7 @@ class VideoRun:
         folder: the run's folder (an ``infer`` output: ``scene_graphs.jsonl``, ``annotated.mp4``, ``timeline.png``,
             ``frames/``).
         graphs: the frames' scene graphs.
-        layout: the node positions of the whole video (:func:`~arn_lightning.inference.scene_graph_plot.video_layout`).
+        layout: the node positions of the whole video (:func:`~arn_lightning.drawing.graph_plot.video_layout`).
         frame_images: per frame, the annotated frame PNG (boxes and triplet panel), or None when unavailable.
     """
 
@@ -185,12 +185,12 @@ def check_video(path: Path, max_bytes: int, max_seconds: float, fps: float = APP
     """Open an uploaded file as a video within the limits.
 
     Returns:
-        Its :class:`~arn_lightning.inference.video.FrameSource`.
+        Its :class:`~arn_lightning.video.files.FrameSource`.
 
     Raises:
         AppInputError: no file, a file over ``max_bytes``, not a readable video, or longer than ``max_seconds``.
     """
-    from arn_lightning.inference.video import VideoError, open_frames
+    from arn_lightning.video.files import VideoError, open_frames
 
     path = Path(path)
     if not path.is_file():
@@ -235,7 +235,7 @@ def run_video(
         AppInputError: the video cannot be decoded, holds no frame, or runs past ``max_seconds``.
     """
     from arn_lightning.inference.output import MARKER_FILE, OutputWriter
-    from arn_lightning.inference.video import VideoError
+    from arn_lightning.video.files import VideoError
 
     (folder / MARKER_FILE).write_text("written by arn-lightning serve\n")
     total = source.estimated_count
@@ -398,7 +398,7 @@ def load_comparison(root: str | Path, predictions: str | Path, task: str = "sgde
 
 
 def _names(labels: Iterable[int]) -> list[str]:
-    from arn_lightning.inference.graph import object_name
+    from arn_lightning.scene_graph import object_name
 
     return [object_name(int(label)) for label in labels]
 
@@ -504,9 +504,9 @@ def comparison_frame_image(comparison: Comparison, key: str, top_k: int, path: P
     """Prediction (left, its ``top_k`` no-constraint triplets) and ground truth (right) drawn on the frame's PNG
     from the root's ``frames/``; None when the root has no frame image."""
     from arn_lightning.data.ag import parse_frame_key
-    from arn_lightning.inference.draw import annotate_frame
-    from arn_lightning.inference.graph import rank_triplets
+    from arn_lightning.drawing.annotate import annotate_frame
     from arn_lightning.metrics.predictions import prediction_from_ground_truth
+    from arn_lightning.scene_graph import rank_triplets
 
     file = comparison.root / "frames" / key
     if not file.is_file():
@@ -529,7 +529,7 @@ def comparison_frame_image(comparison: Comparison, key: str, top_k: int, path: P
 def recall_chart(report: dict[str, Any], constraint: str, k: int, path: Path) -> Path:
     """The per-predicate recall chart of an ``evaluate`` report (head to tail by GT count), with both mR
     definitions, saved as a PNG."""
-    from arn_lightning.inference.scene_graph_plot import recall_figure, recall_rows
+    from arn_lightning.drawing.graph_plot import recall_figure, recall_rows
 
     means = {
         f"mR@{k} (aggregated)": report[constraint][f"mR@{k}"],

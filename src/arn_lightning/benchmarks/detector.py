@@ -10,7 +10,8 @@ their losses) is what a ratio ``ARN / detector path`` below 1 costs.
   ground truth, there is no detector).
 - :func:`detector_losses`: DETR's losses on its output: Hungarian matching on class + box costs only, the object
   cross-entropy and the L1 / GIoU box terms of every entity decoder layer (no predicate or distillation term).
-- :class:`DetectorPathLitModule`: an :class:`~arn_lightning.lit_module.ARNLitModule` whose training step is that
+- :class:`DetectorPathLitModule`: an :class:`~arn_lightning.training.lit_module.ARNLitModule` whose training step is
+that
   of the detector path (same optimiser, parameter groups and gradient clipping), for ``benchmark train``.
 """
 
@@ -24,10 +25,10 @@ import torch
 from torch import Tensor
 
 from arn_lightning.criterion import SetCriterion, world_mean_count
-from arn_lightning.lit_module import ARNLitModule
 from arn_lightning.matcher import Indices, assign, box_l1_cost, class_cost, giou_cost
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.entity import EntityOutputs
+from arn_lightning.training.lit_module import ARNLitModule
 
 
 def detector_forward(model: ARN, pixel_values: Tensor, pixel_mask: Tensor) -> EntityOutputs:

@@ -41,7 +41,7 @@ from arn_lightning.benchmarks.model import CONFIGS, all_triplet_categories
 from arn_lightning.inference.api import SceneGraphPredictor, resolve_device
 from arn_lightning.inference.clips import batched, schedule_clips
 from arn_lightning.inference.output import write_inference
-from arn_lightning.inference.video import VideoWriter, open_frames
+from arn_lightning.video.files import VideoWriter, open_frames
 
 #: Frame rate of the synthetic input video (every frame is sampled).
 VIDEO_FPS = 10.0
@@ -74,7 +74,7 @@ sys.exit(main(sys.argv[1:]))
 
 def build_predictor(size: str, width: int, height: int, device: str, precision: str) -> SceneGraphPredictor:
     """A predictor around a randomly initialised ``ARNLitModule`` of configuration ``size``."""
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     module = ARNLitModule(
         arch=replace(CONFIGS[size], backbone_weights=None),

@@ -34,9 +34,9 @@ from arn_lightning.benchmarks.infer import build_predictor, write_video
 from arn_lightning.benchmarks.model import CONFIGS
 from arn_lightning.inference.api import SceneGraphPredictor
 from arn_lightning.inference.clips import ClipScheduler
-from arn_lightning.inference.graph import rank_triplets
 from arn_lightning.inference.streaming import StreamingPredictor
-from arn_lightning.inference.video import open_frames
+from arn_lightning.scene_graph import rank_triplets
+from arn_lightning.video.files import open_frames
 
 #: Goal of the streaming cost per frame, as a multiple of one frame's forward.
 GOAL_STREAM_OVER_ONE_FRAME = 1.2

@@ -433,9 +433,9 @@ def infer_figures(figures: Figures, settings: Settings, device: torch.device, ra
     """``arn-lightning infer`` start-up, with and without ``--stream`` (``benchmark infer``'s ``measure_startup`` on a
     one-clip video and a checkpoint of the mode's model), end-to-end frames/s (its ``measure``) and the streaming
     latency against ``--causal`` and one frame (``benchmark streaming``'s ``measure_streaming``)."""
-    from arn_lightning.checkpoints import save_untrained_checkpoint
     from arn_lightning.inference.api import SceneGraphPredictor
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.checkpoints import save_untrained_checkpoint
+    from arn_lightning.training.lit_module import ARNLitModule
 
     width, height = settings.infer_size
     config = ARNConfig(**dict(settings.arch, num_frames=settings.clip_len), backbone_weights=None)

@@ -126,9 +126,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _module(args: argparse.Namespace, preset: dict[str, Any], triplets: dict[str, Any]):
     from arn_lightning.criterion import LossConfig
-    from arn_lightning.lit_module import ARNLitModule
     from arn_lightning.models.config import ARNConfig
     from arn_lightning.text.config import ClipConfig
+    from arn_lightning.training.lit_module import ARNLitModule
 
     arch = dict(preset["arch"], num_frames=preset["clip_len"])
     if args.distill is not None:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from arn_lightning.ablation import DEFAULT_ASSOCIATION, ROW_CHOICES, SIZES, AblationError, run_ablation
+from arn_lightning.experiments.ablation import DEFAULT_ASSOCIATION, ROW_CHOICES, SIZES, AblationError, run_ablation
 
 
 def build_parser() -> argparse.ArgumentParser:

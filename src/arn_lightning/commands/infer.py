@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 # the parser needs only these constants: torch, PyAV and the model are imported by `run`, so --help is instant
-from arn_lightning.inference.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
+from arn_lightning.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
 
 #: Exit code of a streaming run stopped by Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> Path:
     """Predict and write every output; returns the output folder (raises on any error, leaving nothing behind)."""
     from arn_lightning.inference.api import load_model
     from arn_lightning.inference.output import staged_directory, write_inference
-    from arn_lightning.inference.video import open_frames
+    from arn_lightning.video.files import open_frames
 
     input_path = Path(args.input)
     out = Path(args.out) if args.out else default_out(input_path)
@@ -286,8 +286,8 @@ def run_stream(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from arn_lightning.inference.output import LiveOutput, live_directory
-    from arn_lightning.inference.sources import SourceEvent, open_source
     from arn_lightning.inference.streaming import StreamingPredictor
+    from arn_lightning.video.live import SourceEvent, open_source
 
     def report(event: SourceEvent) -> None:
         print(f"{PROG}: {event.kind}: {event.message}", file=sys.stderr, flush=True)

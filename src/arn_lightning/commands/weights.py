@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list(folder: str | None) -> int:
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     base = weights.weights_dir(folder)
     rows = [("name", "file", "hash", "size", "state", "used by")]
@@ -87,7 +87,7 @@ def _list(folder: str | None) -> int:
 
 
 def _fetch(names: list[str], folder: str | None, timeout_s: float | None) -> int:
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     failed = False
     for name in names:
@@ -100,7 +100,7 @@ def _fetch(names: list[str], folder: str | None, timeout_s: float | None) -> int
 
 
 def _verify(names: list[str], folder: str | None) -> int:
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     base = weights.weights_dir(folder)
     explicit = bool(names)
@@ -119,7 +119,7 @@ def _verify(names: list[str], folder: str | None) -> int:
 
 
 def _path(name: str, folder: str | None) -> int:
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     entry = weights.get_entry(name)
     result = weights.verify(name, folder)
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
     """Run ``arn-lightning weights``; returns the exit code (0 done, 1 file problem, 2 bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     requested = list(getattr(args, "names", None) or []) + ([args.name] if getattr(args, "name", None) else [])
     unknown = [name for name in requested if not weights.is_registered(name)]

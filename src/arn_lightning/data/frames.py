@@ -4,7 +4,7 @@ Frame keys name the same image as the Action Genome toolkit, which dumps frames 
 ``ffmpeg -i <video> <dir>/%06d.png``: ``NNNNNN`` in ``<VID>.mp4/<NNNNNN>.png`` is the **1-based** position of the
 frame in decode order (``000001.png`` is the first frame, ``000010.png`` the last frame of a 10-frame video; there is
 no ``000000.png``), and the frame is turned upright by the container's display rotation, as ffmpeg does by default.
-Decoding goes through :func:`arn_lightning.data.decode.decode_video`, the one decoding path that
+Decoding goes through :func:`arn_lightning.video.decode.decode_video`, the one decoding path that
 ``arn-lightning infer`` uses too; ``docs/frames.md`` gives the rules (variable frame rate included).
 
 Unlike the toolkit, the dump checks what it writes and reports every video it cannot use, with a plain reason:
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_path
 from arn_lightning.data import ag
-from arn_lightning.data.decode import (
+from arn_lightning.video.decode import (
     FIRST_FRAME_NUMBER,
     FRAME_NUMBER_DIGITS,
     OFF_GRID_PERIODS,

@@ -41,11 +41,11 @@ from arn_lightning._types import PathLike
 from arn_lightning.checkpoint_file import CheckpointError, load_checkpoint_file
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from arn_lightning.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
 from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
-from arn_lightning.inference.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
 from arn_lightning.inference.loading import InferenceModule
-from arn_lightning.inference.video import VideoFrame, open_frames
+from arn_lightning.scene_graph import FrameGraph, rank_triplets
+from arn_lightning.video.files import VideoFrame, open_frames
 
 #: Key that ``ARNLitModule.on_save_checkpoint`` writes into every checkpoint of this project.
 CHECKPOINT_MARKER = "arn_lightning"
@@ -157,7 +157,7 @@ def _hparam_classes() -> list[type]:
     """The configuration dataclasses that ``ARNLitModule`` keeps in its hyperparameters (safe to unpickle)."""
     from lightning.fabric.utilities.data import AttributeDict
 
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     parameters = inspect.signature(ARNLitModule.__init__).parameters.values()
     return [AttributeDict, *(type(p.default) for p in parameters if dataclasses.is_dataclass(p.default))]
@@ -217,7 +217,7 @@ def load_module(path: PathLike) -> ARNLitModule:  # noqa: F821 - imported lazily
         CheckpointError: see :func:`check_checkpoint`; also when the weights do not fit the stored
             hyperparameters.
     """
-    from arn_lightning.lit_module import ARNLitModule
+    from arn_lightning.training.lit_module import ARNLitModule
 
     checkpoint = check_checkpoint(path)
     overrides = _offline_overrides(checkpoint["hyper_parameters"])
@@ -292,7 +292,7 @@ class SceneGraphPredictor:
 
     @property
     def module(self) -> Any:
-        """The ``ARNLitModule`` (e.g. for :func:`~arn_lightning.inference.evaluation.evaluate_module`): the one given,
+        """The ``ARNLitModule`` (e.g. for :func:`~arn_lightning.training.evaluation.evaluate_module`): the one given,
         or, for a predictor of :func:`load_model`, one built on first use around the predictor's ``model`` and
         ``postprocess`` (this imports Lightning)."""
         if isinstance(self._module, InferenceModule):
@@ -350,7 +350,7 @@ class SceneGraphPredictor:
         """Predict a stream of sampled frames lazily, yielding ``(frame, graph)`` in frame order.
 
         Args:
-            frames: sampled frames in time order (e.g. :func:`~arn_lightning.inference.video.open_frames`).
+            frames: sampled frames in time order (e.g. :func:`~arn_lightning.video.files.open_frames`).
             causal: each frame is the last of its clip (see :mod:`arn_lightning.inference.clips`).
             batch_size: clips per forward pass.
             top_k: triplets kept per frame.
@@ -396,7 +396,7 @@ def predict_video(
     """Scene graphs of every sampled frame of a video file or image folder.
 
     Args:
-        path: video file or folder of images (see :func:`~arn_lightning.inference.video.open_frames`).
+        path: video file or folder of images (see :func:`~arn_lightning.video.files.open_frames`).
         model: a predictor, or a checkpoint path (loaded on the CPU).
         fps: sampling rate of a video; the frame rate of a folder's images.
         causal: each frame is predicted from itself and the previous frames only.

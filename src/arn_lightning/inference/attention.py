@@ -28,13 +28,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
+from arn_lightning.drawing.annotate import draw_boxes
 from arn_lightning.inference.api import SceneGraphPredictor
 from arn_lightning.inference.clips import schedule_clips
-from arn_lightning.inference.draw import draw_boxes
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
-from arn_lightning.inference.video import VideoFrame
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.postprocess import scale_boxes
+from arn_lightning.scene_graph import FrameGraph, rank_triplets
+from arn_lightning.video.files import VideoFrame
 
 #: Colour map and opacity of the attention overlay.
 OVERLAY_CMAP = "inferno"

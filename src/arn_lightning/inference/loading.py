@@ -2,7 +2,8 @@
 
 ``arn-lightning infer`` and :func:`arn_lightning.inference.api.load_model` need the model, the postprocess and the
 frame settings of a checkpoint, not the trainer, the metrics, the criterion or the CLIP towers. Importing
-:mod:`arn_lightning.lit_module` costs seconds (Lightning, open_clip, torchmetrics); :class:`InferenceModule` is built
+:mod:`arn_lightning.training.lit_module` costs seconds (Lightning, open_clip, torchmetrics); :class:`InferenceModule`
+is built
 from the checkpoint's ``hyper_parameters`` exactly as ``ARNLitModule.__init__`` builds ``model`` and ``postprocess``
 (same configuration checks, same retired settings, same :class:`~arn_lightning.triplets.TripletVocabulary`) and loads
 the ``model.`` / ``postprocess.`` weights of its ``state_dict``, so that its predictions are bit-for-bit those of
@@ -79,7 +80,7 @@ class InferenceModule(nn.Module):
     def to_lightning(self) -> Any:
         """The ``ARNLitModule`` of these hyperparameters around this module's ``model`` and ``postprocess`` (the same
         objects, so the same weights), in this module's train / eval mode and on its device. Imports Lightning."""
-        from arn_lightning.lit_module import ARNLitModule
+        from arn_lightning.training.lit_module import ARNLitModule
 
         names = inspect.signature(ARNLitModule.__init__).parameters
         module = ARNLitModule(**{key: value for key, value in self.hparams.items() if key in names})

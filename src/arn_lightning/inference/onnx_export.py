@@ -54,7 +54,7 @@ runner places the cached maps with ``place_on_grid`` on the largest of their gri
 only; their embeddings are already in the classifier weights), the postprocess and the ranking of triplets: the
 runner (:class:`~arn_lightning.inference.onnx_predictor.OnnxStreamingPredictor`) does them in Python with the
 project's :class:`~arn_lightning.postprocess.PostProcess` and
-:func:`~arn_lightning.inference.graph.rank_triplets`, built from the JSON (``post``, ``triplet_categories``,
+:func:`~arn_lightning.scene_graph.rank_triplets`, built from the JSON (``post``, ``triplet_categories``,
 ``clip_triplets``, ``task``), as it does the preprocessing (``transform``). The JSON is the only settings file the
 runner reads; the checkpoint is not needed.
 

@@ -15,7 +15,7 @@ rule); only the model step differs: the frame is prepared with the project's
 :class:`~arn_lightning.data.transforms.ClipTransform` and :class:`~arn_lightning.data.collate.ClipCollator` from the
 JSON's ``transform``, the ONNX graph runs in onnxruntime, and its outputs go through the project's
 :class:`~arn_lightning.postprocess.PostProcess` (the JSON's ``post``, ``triplet_categories``, ``clip_triplets``) and
-:func:`~arn_lightning.inference.graph.rank_triplets`. The cached maps, each on its own frame's grid, are placed
+:func:`~arn_lightning.scene_graph.rank_triplets`. The cached maps, each on its own frame's grid, are placed
 top-left on their largest grid with :func:`~arn_lightning.models.arn.place_on_grid`; the graph crops or pads them to
 the new frame's grid (:mod:`arn_lightning.inference.onnx_export`).
 """
@@ -32,15 +32,15 @@ import torch
 from arn_lightning._types import PathLike
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import ClipTransform
+from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.api import frame_batch
-from arn_lightning.inference.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INSTALL_HINT, read_settings
 from arn_lightning.inference.streaming import StreamPredictorBase, StreamState
-from arn_lightning.inference.video import VideoFrame
 from arn_lightning.models.arn import place_on_grid
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
 from arn_lightning.triplets import TripletVocabulary
+from arn_lightning.video.files import VideoFrame
 
 
 def import_onnxruntime() -> Any:

@@ -6,9 +6,9 @@ folder is left as it was.
 
 Files (names in :data:`OUTPUT_FILES`):
 
-- ``scene_graphs.jsonl``: one line per sampled frame, see :meth:`arn_lightning.inference.graph.FrameGraph.to_json`;
+- ``scene_graphs.jsonl``: one line per sampled frame, see :meth:`arn_lightning.scene_graph.FrameGraph.to_json`;
 - ``annotated.mp4``: each sampled frame with its boxes and triplet panel, at the sampling rate;
-- ``timeline.png``: the relation timeline (:mod:`arn_lightning.inference.timeline`);
+- ``timeline.png``: the relation timeline (:mod:`arn_lightning.drawing.timeline`);
 - ``frames/<NNNNNN>.png``: the annotated frames as images (optional), named by the frame's number in its source (the
   number of its key, 1-based, see docs/frames.md);
 - ``.arn-lightning-output``: marks the folder as written by this command; ``--overwrite`` replaces only a folder that
@@ -16,7 +16,7 @@ Files (names in :data:`OUTPUT_FILES`):
 
 A streaming run (:class:`LiveOutput`) writes the same files into the output folder itself while the stream goes, so
 that they can be watched (and piped) as they grow: each JSON line is written whole and flushed as soon as its frame
-is predicted; the annotated video is a fragmented mp4 (:class:`~arn_lightning.inference.video.VideoWriter`'s
+is predicted; the annotated video is a fragmented mp4 (:class:`~arn_lightning.video.files.VideoWriter`'s
 ``live`` mode: playable while it grows, everything up to the last fragment intact if the process dies); the timeline
 is redrawn every ``timeline_every`` frames and at the end, each time replacing the previous PNG atomically; frame
 PNGs are written atomically one by one. With ``at_end`` the video and the timeline are written only when the stream
@@ -36,10 +36,10 @@ from typing import IO, TYPE_CHECKING
 from tqdm import tqdm
 
 from arn_lightning.atomic import atomic_path, replace_folder
-from arn_lightning.inference.draw import annotate_frame
-from arn_lightning.inference.graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K, FrameGraph
-from arn_lightning.inference.timeline import save_timeline
-from arn_lightning.inference.video import FRAME_NUMBER_DIGITS, FrameSource, VideoFrame, VideoWriter
+from arn_lightning.drawing.annotate import annotate_frame
+from arn_lightning.drawing.timeline import save_timeline
+from arn_lightning.scene_graph import DEFAULT_THRESHOLD, DEFAULT_TOP_K, FrameGraph
+from arn_lightning.video.files import FRAME_NUMBER_DIGITS, FrameSource, VideoFrame, VideoWriter
 
 if TYPE_CHECKING:
     from arn_lightning.inference.api import SceneGraphPredictor
@@ -124,7 +124,7 @@ def write_inference(
 
     Args:
         predictor: the model.
-        source: the sampled frames (:func:`~arn_lightning.inference.video.open_frames`).
+        source: the sampled frames (:func:`~arn_lightning.video.files.open_frames`).
         folder: an existing folder (the staging folder of :func:`staged_directory`).
         causal, batch_size, top_k, threshold: see :meth:`SceneGraphPredictor.stream`.
         save_frames: also write each annotated frame as a PNG.

@@ -40,12 +40,12 @@ from PIL import Image
 from torch import Tensor
 
 from arn_lightning._types import PathLike
-from arn_lightning.data.decode import frame_file_name
+from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.api import SceneGraphPredictor, frame_batch, load_model, resolve_window
-from arn_lightning.inference.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
-from arn_lightning.inference.video import VideoFrame
 from arn_lightning.models.arn import place_on_grid
+from arn_lightning.scene_graph import FrameGraph, rank_triplets
+from arn_lightning.video.decode import frame_file_name
+from arn_lightning.video.files import VideoFrame
 
 #: Name of the stream that :meth:`StreamingPredictor.push` feeds when none is given.
 DEFAULT_STREAM = "stream"
@@ -90,7 +90,7 @@ class StreamState:
 def as_video_frame(
     frame: VideoFrame | np.ndarray | Image.Image, index: int, timestamp: float, stream: Hashable
 ) -> VideoFrame:
-    """A pushed frame as a :class:`~arn_lightning.inference.video.VideoFrame`: one already (from a source) is kept,
+    """A pushed frame as a :class:`~arn_lightning.video.files.VideoFrame`: one already (from a source) is kept,
     an image gets the key ``"<stream>/<NNNNNN>.png"`` with its 1-based position in the stream.
 
     Raises:
@@ -180,14 +180,14 @@ class StreamPredictorBase(ABC):
 
         Args:
             frame: an ``uint8 [H, W, 3]`` RGB array, a PIL image (any mode, converted to RGB) or a
-                :class:`~arn_lightning.inference.video.VideoFrame` (a source's frame: its key, numbers and time
+                :class:`~arn_lightning.video.files.VideoFrame` (a source's frame: its key, numbers and time
                 are kept). Any size; consecutive frames may differ in size.
             timestamp: seconds of the frame in its stream; default the wall-clock seconds since the stream's first
                 frame (ignored for a ``VideoFrame``, which has its own).
             stream: the stream's name (any hashable); frames of different streams never see each other.
 
         Returns:
-            The frame's :class:`~arn_lightning.inference.graph.FrameGraph` (prediction tensors on the CPU). A pushed
+            The frame's :class:`~arn_lightning.scene_graph.FrameGraph` (prediction tensors on the CPU). A pushed
             image's key is ``"<stream>/<NNNNNN>.png"``, ``NNNNNN`` its 1-based position in the stream.
 
         Raises:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
-from arn_lightning.download import fetch_weights
+from arn_lightning.weights.download import fetch_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _load_imagenet_state(name: str, timeout_s: float | None = None) -> dict[str,
     """torchvision's ImageNet weights of ``name``: the hub-cache file, downloaded first if absent.
 
     The download honours ``ARN_OFFLINE`` / ``HF_HUB_OFFLINE``, ``ARN_DOWNLOAD_TIMEOUT`` and ``ARN_WEIGHTS_URL``
-    (:func:`arn_lightning.download.fetch_weights`) and checks the sha256 prefix of the file name.
+    (:func:`arn_lightning.weights.download.fetch_weights`) and checks the sha256 prefix of the file name.
 
     Raises:
         WeightsUnavailable: the file is absent and cannot be downloaded (offline, no answer in time, bad hash).
@@ -80,13 +80,14 @@ def _load_imagenet_state(name: str, timeout_s: float | None = None) -> dict[str,
 
 
 def _registered_file(name: str, weights: str) -> Path:
-    """The verified file of the registry name ``weights`` (:mod:`arn_lightning.weights`) for the ResNet ``name``.
+    """The verified file of the registry name ``weights`` (:mod:`arn_lightning.weights.registry`) for the ResNet
+    ``name``.
 
     Raises:
         ValueError: the name is registered for another setting or another architecture.
         WeightsUnavailable: the file is absent and cannot be downloaded, or mismatches its hash.
     """
-    from arn_lightning import weights as registry
+    from arn_lightning.weights import registry
 
     entry = registry.get_entry(weights)
     if entry.setting != "backbone_weights" or entry.architecture != name:
@@ -101,7 +102,7 @@ def _load_local_state(path: str | Path) -> dict[str, Tensor]:
     """A torchvision-layout ResNet state dict saved with ``torch.save`` (optionally under a ``state_dict`` key)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        from arn_lightning import weights as registry
+        from arn_lightning.weights import registry
 
         names = [e.name for e in registry.list_entries() if e.setting == "backbone_weights"]
         raise FileNotFoundError(
@@ -117,7 +118,7 @@ def _load_local_state(path: str | Path) -> dict[str, Tensor]:
 
 
 def _is_registered(value: str) -> bool:
-    from arn_lightning import weights as registry
+    from arn_lightning.weights import registry
 
     return registry.is_registered(value)
 
@@ -127,7 +128,7 @@ def load_resnet_weights(resnet: nn.Module, name: str, weights: str | None) -> No
     local ``.pth``) into a torchvision ResNet.
 
     ``"imagenet"`` uses the hub-cache file as torchvision does (a file placed there is trusted); a registry name
-    (:mod:`arn_lightning.weights`) uses the weights folder and checks the file against its published hash.
+    (:mod:`arn_lightning.weights.registry`) uses the weights folder and checks the file against its published hash.
 
     The classifier (``fc.*``) is ignored; any other missing, unexpected or mis-shaped key is an error.
 

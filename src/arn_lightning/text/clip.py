@@ -33,9 +33,9 @@ import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from torch import nn
 
-from arn_lightning.download import WeightsUnavailable, fetch_weights, offline_reason
 from arn_lightning.text.cache import CACHE_FORMAT_VERSION
 from arn_lightning.text.config import ClipConfig
+from arn_lightning.weights.download import WeightsUnavailable, fetch_weights, offline_reason
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,10 @@ def check_model_name(config: ClipConfig) -> None:
 
 def _weights_source(config: ClipConfig) -> tuple[str, str | None]:
     """``("random", None)``, ``("file", absolute path)``, ``("registry", name)`` or ``("tag", tag)`` for
-    ``config.clip_pretrained``; a registry name (:mod:`arn_lightning.weights`) must be meant for ``clip_pretrained``
+    ``config.clip_pretrained``; a registry name (:mod:`arn_lightning.weights.registry`) must be meant for
+    ``clip_pretrained``
     and ``config.clip_model``."""
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     value = config.clip_pretrained
     if value is None:
@@ -161,7 +162,7 @@ def _weights_source(config: ClipConfig) -> tuple[str, str | None]:
 def registry_tag_cfg(clip_model: str, name: str) -> dict[str, Any]:
     """The open_clip pretrained config whose URL is the file of the registry entry ``name`` (its QuickGELU and
     preprocessing settings), or ``{}`` when open_clip lists no such URL."""
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     entry = weights.get_entry(name)
     for tag in open_clip.list_pretrained_tags_by_model(clip_model):
@@ -345,7 +346,7 @@ def resolve_weights(config: ClipConfig) -> ResolvedWeights:
     Raises:
         ValueError: unknown architecture or ``clip_pretrained`` neither a file, a registered name nor a known tag.
         ClipWeightsUnavailable: a tag that is not cached while offline or with the hub unreachable, or a registry
-            name (:mod:`arn_lightning.weights`) whose file is absent and cannot be downloaded.
+            name (:mod:`arn_lightning.weights.registry`) whose file is absent and cannot be downloaded.
         WeightsMismatch: a registry name whose file has another hash (left in place, not used).
     """
     check_model_name(config)
@@ -353,7 +354,7 @@ def resolve_weights(config: ClipConfig) -> ResolvedWeights:
     if kind in ("random", "file"):
         return ResolvedWeights(value, bool(config.quick_gelu), {})
     if kind == "registry":
-        from arn_lightning import weights
+        from arn_lightning.weights import registry as weights
 
         tag_cfg = registry_tag_cfg(config.clip_model, value)
         try:
@@ -424,7 +425,7 @@ def _weights_identity(config: ClipConfig) -> dict[str, Any]:
     if kind == "tag":
         return {"tag": value}
     if kind == "registry":
-        from arn_lightning import weights
+        from arn_lightning.weights import registry as weights
 
         return {"registry": value, "sha256": weights.get_entry(value).sha256}
     stat = Path(value).stat()

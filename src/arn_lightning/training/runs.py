@@ -33,7 +33,7 @@ def repository_root(start: PathLike | None = None) -> Path:
         project = folder / "pyproject.toml"
         if project.is_file() and 'name = "arn-lightning"' in project.read_text(encoding="utf-8"):
             return folder
-    package_checkout = Path(__file__).resolve().parents[2]
+    package_checkout = Path(__file__).resolve().parents[3]
     if (package_checkout / "pyproject.toml").is_file():
         return package_checkout
     raise FileNotFoundError(

@@ -10,9 +10,11 @@ path (``detr_checkpoint: detr-r50-coco``, ``backbone_weights: resnet50-imagenet`
   ``$ARN_WEIGHTS_DIR``, else torch.hub's ``torch.hub.get_dir()/checkpoints`` (where torchvision and DETR's own
   ``torch.hub.load`` keep the same files, so an existing download is found).
 * :func:`resolve` returns the verified file: present and matching its hash, it is used with no network access;
-  absent, it is downloaded with :func:`arn_lightning.download.fetch_weights` (``ARN_OFFLINE`` / ``HF_HUB_OFFLINE``,
+  absent, it is downloaded with :func:`arn_lightning.weights.download.fetch_weights` (``ARN_OFFLINE`` /
+  ``HF_HUB_OFFLINE``,
   ``ARN_DOWNLOAD_TIMEOUT``, the mirror ``ARN_WEIGHTS_URL``, a temporary file renamed once complete and matching);
-  offline or failing, :class:`~arn_lightning.download.WeightsUnavailable` names the file, its checksum, the URL and
+  offline or failing, :class:`~arn_lightning.weights.download.WeightsUnavailable` names the file, its checksum, the URL
+  and
   the folder to place it in by hand. A present file with another hash is refused (:class:`WeightsMismatch`) and
   left where it is.
 * :func:`verify` hashes a file once (1 MiB chunks) and remembers the result in ``.arn-weights-verified.json`` in the
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arn_lightning.atomic import atomic_write_json
-from arn_lightning.download import (
+from arn_lightning.weights.download import (
     CHUNK_BYTES,
     WeightsUnavailable,
     fetch_weights,

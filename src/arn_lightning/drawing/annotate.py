@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from arn_lightning.inference.graph import FrameGraph, Triplet, object_name
+from arn_lightning.scene_graph import FrameGraph, Triplet, object_name
 
 #: Colour of each predicate type (matplotlib's tab10 blue, green, red), shared with the timeline.
 PREDICATE_TYPE_COLORS: dict[str, str] = {"attention": "#1f77b4", "spatial": "#2ca02c", "contacting": "#d62728"}

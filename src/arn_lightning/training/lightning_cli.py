@@ -4,8 +4,8 @@ Links the data module's derived values into the model (triplet categories, trans
 so that a config names each value once, and adds the project's callbacks: the best checkpoint on ``val/with/R@20``
 (``checkpoint.*``), the latest one as ``last.ckpt`` (``last_checkpoint.*``, also saved wherever a run stops early),
 the scene-graph report (``report.*``), a rich progress bar showing the headline recalls, and the end-of-fit summary
-(:class:`~arn_lightning.callbacks.RunSummary`). Checkpoints are written atomically and verified when
-loaded (:mod:`arn_lightning.checkpoints`).
+(:class:`~arn_lightning.training.callbacks.RunSummary`). Checkpoints are written atomically and verified when
+loaded (:mod:`arn_lightning.training.checkpoints`).
 
 With ``--ckpt_path``, the model is the checkpoint's: ``validate`` / ``test`` / ``predict`` build it from the
 checkpoint's hyperparameters and triplet categories whatever the data root's train split holds; a resumed ``fit``
@@ -31,12 +31,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
-from arn_lightning.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.checkpoint_file import is_local_path, load_checkpoint_file
-from arn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
-from arn_lightning.lit_module import ARNLitModule, drop_retired_hparams
-from arn_lightning.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
+from arn_lightning.training.callbacks import RunSummary, SceneGraphReport
+from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
+from arn_lightning.training.lit_module import ARNLitModule, drop_retired_hparams
+from arn_lightning.training.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
 RUNTIME_MODEL_KEYS = ("predictions_dir", "evaluation")
@@ -49,7 +49,8 @@ class ConfigError(ValueError):
 
 
 class RunConfigCallback(SaveConfigCallback):
-    """Saves the run's complete config as ``config.yaml`` in its run folder (:func:`arn_lightning.runs.run_folder`,
+    """Saves the run's complete config as ``config.yaml`` in its run folder
+    (:func:`arn_lightning.training.runs.run_folder`,
     not the shared ``save_dir`` of a W&B logger), atomically; with W&B it also links the two: ``wandb_run.json`` in
     the folder names the W&B run, and the W&B run's config names the folder."""
 
@@ -380,7 +381,7 @@ def run_lightning_cli(args: list[str]) -> int:
     """Entry point used by ``arn-lightning fit|validate|test|predict``.
 
     Returns:
-        0, or :data:`arn_lightning.checkpoints.EXIT_CODES` of the signal that stopped a run after it saved
+        0, or :data:`arn_lightning.training.checkpoints.EXIT_CODES` of the signal that stopped a run after it saved
         ``last.ckpt`` (130 for SIGINT, 143 for SIGTERM).
     """
     try:

@@ -1,5 +1,5 @@
 """Live frame sources for streaming inference: any SOURCE of ``arn-lightning infer --stream --input SOURCE`` as one
-lazy pass of :class:`~arn_lightning.inference.video.VideoFrame`.
+lazy pass of :class:`~arn_lightning.video.files.VideoFrame`.
 
 Kinds of SOURCE (:func:`open_source` decides in this order):
 
@@ -11,13 +11,13 @@ Kinds of SOURCE (:func:`open_source` decides in this order):
   (the PyAV wheel of this project has every scheme above except ``srt``).
 - ``/dev/video<N>``: a V4L2 camera (``"camera"``, Linux), read with FFmpeg's ``v4l2`` input.
 - an existing folder (``"folder"``) or file (``"file"``): the same frames as
-  :func:`~arn_lightning.inference.video.open_frames`.
+  :func:`~arn_lightning.video.files.open_frames`.
 
 Numbering, keys and time:
 
 - A frame's number (``VideoFrame.source_index``) is its 1-based position in decode order, as in
-  :mod:`arn_lightning.data.decode` (a folder: the number of the image's file name, see
-  :class:`~arn_lightning.inference.video.FolderFrames`). Its key is ``"<name>/<NNNNNN>.png"`` (a folder:
+  :mod:`arn_lightning.video.decode` (a folder: the number of the image's file name, see
+  :class:`~arn_lightning.video.files.FolderFrames`). Its key is ``"<name>/<NNNNNN>.png"`` (a folder:
   ``"<folder>/<file name>"``), where the name is the file or folder name, ``video0`` for ``/dev/video0``, the URL's
   last path part (else its host) and ``stdin`` for standard input.
 - Its timestamp is seconds of source time from the first frame: presentation time for a container (frames without
@@ -29,7 +29,7 @@ Numbering, keys and time:
   frame.
 
 Sampling and limits: with ``fps`` the first frame of each ``1 / fps`` slot of time (``floor(t * fps)``) is kept, as
-:class:`~arn_lightning.inference.video.VideoFileFrames` does; ``fps=None`` keeps every frame. ``max_frames`` ends
+:class:`~arn_lightning.video.files.VideoFileFrames` does; ``fps=None`` keeps every frame. ``max_frames`` ends
 the pass after that many kept frames, ``duration`` at the first decoded frame whose timestamp exceeds it (that frame
 is not given); both stop without reading further and close the input.
 
@@ -78,7 +78,8 @@ import av
 import av.error
 from PIL import Image, UnidentifiedImageError
 
-from arn_lightning.data.decode import (
+from arn_lightning.defaults import DEFAULT_FPS
+from arn_lightning.video.decode import (
     DecodedFrame,
     VideoError,
     frame_file_name,
@@ -86,8 +87,7 @@ from arn_lightning.data.decode import (
     probe_video,
     upright_image,
 )
-from arn_lightning.inference.defaults import DEFAULT_FPS
-from arn_lightning.inference.video import SLOT_EPSILON, FolderFrames, VideoFrame, check_fps
+from arn_lightning.video.files import SLOT_EPSILON, FolderFrames, VideoFrame, check_fps
 
 #: URL schemes read as network streams.
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")

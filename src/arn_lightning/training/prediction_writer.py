@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from arn_lightning.atomic import atomic_write_json
 from arn_lightning.metrics.predictions import read_predictions, write_predictions
-from arn_lightning.runs import run_folder
+from arn_lightning.training.runs import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,13 @@ class PredictionWriter(BasePredictionWriter):
     ``metrics_test.json`` (the module's ``last_metrics`` plus ``unreadable_frames`` and ``checkpoint``: the file
     tested, its epoch and step, so that a best and a last checkpoint's results cannot be confused).
 
-    Where: the module's ``predictions_dir`` hyperparameter, else the run folder (:func:`arn_lightning.runs.run_folder`),
+    Where: the module's ``predictions_dir`` hyperparameter, else the run folder
+    (:func:`arn_lightning.training.runs.run_folder`),
     else the working directory. Nothing is written when the module's ``evaluation.save_predictions`` is off.
 
     The module must return its list of per-frame predictions from ``test_step`` / ``predict_step`` and provide
     ``eval_config.save_predictions``, ``hparams.predictions_dir``, ``last_metrics`` and ``last_unreadable`` (as
-    :class:`~arn_lightning.lit_module.ARNLitModule` does).
+    :class:`~arn_lightning.training.lit_module.ARNLitModule` does).
     """
 
     def __init__(self) -> None:

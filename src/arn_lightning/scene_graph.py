@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from arn_lightning.inference.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
+from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.metrics.functional import RecallConfig, ranked_triplets
 from arn_lightning.metrics.predictions import prediction_to_json
 from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES, predicate_type

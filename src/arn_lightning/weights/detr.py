@@ -1,7 +1,8 @@
 """Initialise ARN from an official DETR-R50 COCO checkpoint (paper Sec. 4.1): a local ``.pth`` or a registry name.
 
 ``detr_checkpoint`` is either a path (an existing file, or a value with a path separator or a ``.pth`` / ``.pt``
-suffix) or a name of :mod:`arn_lightning.weights` (``detr-r50-coco``: the official ``detr-r50-e632da11.pth``, found
+suffix) or a name of :mod:`arn_lightning.weights.registry` (``detr-r50-coco``: the official ``detr-r50-e632da11.pth``,
+found
 in the weights folder and checked against its published hash, downloaded there when absent and online); anything
 else is an error naming the setting and the registered names (:func:`resolve_detr_checkpoint`).
 
@@ -160,7 +161,8 @@ def resolve_detr_checkpoint(value: str | os.PathLike[str], setting: str = SETTIN
 
     A value is a path when it is an existing file, a :class:`os.PathLike`, or contains a path separator or ends in
     ``.pth`` / ``.pt`` (a missing file then fails in :func:`read_detr_state_dict`, naming it); a registered name of
-    :mod:`arn_lightning.weights` for this setting is resolved there (:func:`arn_lightning.weights.resolve`).
+    :mod:`arn_lightning.weights.registry` for this setting is resolved there
+    (:func:`arn_lightning.weights.registry.resolve`).
 
     Args:
         value: the setting's value.
@@ -170,9 +172,9 @@ def resolve_detr_checkpoint(value: str | os.PathLike[str], setting: str = SETTIN
         ValueError: neither a path nor a registered name (the message lists the names), or a name of weights meant
             for another setting.
         WeightsUnavailable: a registered name whose file is absent and cannot be downloaded (offline, timeout), or
-            present with another hash (:class:`~arn_lightning.weights.WeightsMismatch`).
+            present with another hash (:class:`~arn_lightning.weights.registry.WeightsMismatch`).
     """
-    from arn_lightning import weights
+    from arn_lightning.weights import registry as weights
 
     if not isinstance(value, str):
         return Path(value).expanduser()
@@ -261,7 +263,7 @@ def load_detr_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Detr
 
     Raises:
         ValueError: ``path`` is neither a path nor a registered DETR name, or the file holds no DETR state dict.
-        FileNotFoundError: a path that does not exist; :class:`~arn_lightning.download.WeightsUnavailable` for a
+        FileNotFoundError: a path that does not exist; :class:`~arn_lightning.weights.download.WeightsUnavailable` for a
             name whose file is absent offline or mismatches its hash.
     """
     file = resolve_detr_checkpoint(path)

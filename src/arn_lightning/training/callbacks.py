@@ -26,10 +26,10 @@ from torch import Tensor
 from arn_lightning.atomic import atomic_open, atomic_path, atomic_write_json
 from arn_lightning.data.ag import parse_frame_key
 from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from arn_lightning.inference.draw import annotate_frame
-from arn_lightning.inference.graph import FrameGraph, rank_triplets
+from arn_lightning.drawing.annotate import annotate_frame
 from arn_lightning.metrics.predictions import prediction_from_ground_truth
-from arn_lightning.runs import run_folder
+from arn_lightning.scene_graph import FrameGraph, rank_triplets
+from arn_lightning.training.runs import run_folder
 from arn_lightning.vocab import CONSTRAINTS, PREDICATES, predicate_type
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,9 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
 
 def graph_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Image.Image:
     """The predicted scene graph of one frame drawn as a graph (nodes placed at their boxes, edges coloured by
-    predicate type): :func:`~arn_lightning.inference.scene_graph_plot.scene_graph_figure`, the drawing of the web app
+    predicate type): :func:`~arn_lightning.drawing.graph_plot.scene_graph_figure`, the drawing of the web app
     and the notebook."""
-    from arn_lightning.inference.scene_graph_plot import figure_image, scene_graph_figure
+    from arn_lightning.drawing.graph_plot import figure_image, scene_graph_figure
 
     pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
     number = parse_frame_key(example["target"]["frame"], "the validation batch")[1]

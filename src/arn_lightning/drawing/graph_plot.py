@@ -7,8 +7,8 @@ graph; this module imports neither gradio nor torch.
 Nodes are the boxes that take part in a frame's triplets: ``person`` and the object classes (a second box of the same
 class in a frame is ``cup/glass/bottle #2``, numbered in the order the frame's ranked triplets first name them).
 Edges are the triplets in reading order (spatial triplets point from the object to the person, as
-:mod:`arn_lightning.inference.graph` reads them), coloured by predicate type with the colours of
-:mod:`arn_lightning.inference.draw`.
+:mod:`arn_lightning.scene_graph` reads them), coloured by predicate type with the colours of
+:mod:`arn_lightning.drawing.annotate`.
 
 **A layout that holds still.** :func:`video_layout` places every node of a whole video once: each node starts at the
 mean centre of its boxes in the image (so the drawing resembles the frame: a cup to the right of the person is drawn
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 import numpy as np
 
-from arn_lightning.inference.draw import PREDICATE_TYPE_COLORS
-from arn_lightning.inference.graph import FrameGraph, Triplet
+from arn_lightning.drawing.annotate import PREDICATE_TYPE_COLORS
+from arn_lightning.scene_graph import FrameGraph, Triplet
 from arn_lightning.vocab import PREDICATE_TYPES
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
@@ -61,7 +61,7 @@ class GraphEdge:
         target: node name of the triplet's object.
         predicate: predicate name (``holding``).
         kind: predicate type (``attention``, ``spatial``, ``contacting``).
-        color: the type's colour (:data:`~arn_lightning.inference.draw.PREDICATE_TYPE_COLORS`).
+        color: the type's colour (:data:`~arn_lightning.drawing.annotate.PREDICATE_TYPE_COLORS`).
         score: the triplet's score.
     """
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arn_lightning.inference.draw import PREDICATE_TYPE_COLORS
-from arn_lightning.inference.graph import FrameGraph
+from arn_lightning.drawing.annotate import PREDICATE_TYPE_COLORS
+from arn_lightning.scene_graph import FrameGraph
 from arn_lightning.vocab import PREDICATE_TYPES, predicate_type
 
 if TYPE_CHECKING:  # matplotlib is imported when a timeline is drawn, not before the first frame is predicted

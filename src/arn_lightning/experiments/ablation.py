@@ -2,7 +2,8 @@
 
 Each row of a table is a config of ``configs/ablation/`` layered on a base config (``configs/synthetic_demo.yaml``);
 each (row, seed) run trains through the LightningCLI and tests its best checkpoint exactly as ``make demo`` does
-(:func:`arn_lightning.demo.run_cli`, :func:`arn_lightning.demo.score_checkpoint`), in its own folder
+(:func:`arn_lightning.experiments.demo.run_cli`, :func:`arn_lightning.experiments.demo.score_checkpoint`), in its own
+folder
 ``<out>/runs/<row>/seed<k>/``:
 
 - ``settings.json``: the settings of the run (written first; a later command with other settings is refused);
@@ -33,7 +34,7 @@ import numpy as np
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
 
 #: Repository root (the configs live under it).
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASE_CONFIG = REPO / "configs" / "synthetic_demo.yaml"
 ABLATION_DIR = REPO / "configs" / "ablation"
 
@@ -96,7 +97,8 @@ class Size:
     overrides: tuple[str, ...]
 
 
-#: ``demo``: the data and training of ``make demo`` (``python -m arn_lightning.demo``'s defaults: 240 videos of 8
+#: ``demo``: the data and training of ``make demo`` (``python -m arn_lightning.experiments.demo``'s defaults: 240
+# videos of 8
 #: frames at 320x240, seed 0; ``configs/synthetic_demo.yaml`` unchanged: 4 epochs). ``tiny``: a seconds-long run
 #: for tests (a 16-video root, a 16-wide model, 3 training steps).
 SIZES: dict[str, Size] = {
@@ -314,7 +316,7 @@ def train_and_test(run: Path, root: Path, row: str, seed: int, size: Size, accel
     Returns:
         The test metrics (also in ``<run>/metrics_test.json``).
     """
-    from arn_lightning.demo import run_cli, score_checkpoint
+    from arn_lightning.experiments.demo import run_cli, score_checkpoint
 
     previous = _fit_run_folder(run)
     if previous is not None:

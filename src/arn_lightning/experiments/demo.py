@@ -31,7 +31,9 @@ TABLE_KS = (10, 20, 50, 100)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m arn_lightning.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m arn_lightning.experiments.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (created)")
     parser.add_argument("--config", type=Path, default=Path("configs/synthetic_demo.yaml"), help="LightningCLI config")
     parser.add_argument("--videos", type=int, default=240, help="synthetic videos (train + test)")
@@ -42,7 +44,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_cli(args: list[str]):
-    from arn_lightning.lightning_cli import build_cli
+    from arn_lightning.training.lightning_cli import build_cli
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # the demo's own flags are not LightningCLI arguments
     try:
@@ -74,9 +76,9 @@ def _render_frames(root: Path, predictions: Path, out: Path, count: int = 4) -> 
     from PIL import Image
 
     from arn_lightning.data.ag import parse_frame_key
-    from arn_lightning.inference.draw import annotate_frame
-    from arn_lightning.inference.graph import FrameGraph, rank_triplets
+    from arn_lightning.drawing.annotate import annotate_frame
     from arn_lightning.metrics.predictions import read_predictions
+    from arn_lightning.scene_graph import FrameGraph, rank_triplets
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_table("trained model, last checkpoint (synthetic test split, SGDet)", trained_last)
     agree = abs(offline["no"]["R@20"] - trained[CHECK_KEY]) < 1e-6
     wall = time.time() - start
-    readme = Path(__file__).resolve().parents[2] / "README.md"
+    readme = Path(__file__).resolve().parents[3] / "README.md"
     differences = readme_differences(trained, readme)
     last_differences = readme_differences(trained_last, readme, README_ROWS["last"])
     if differences is not None:

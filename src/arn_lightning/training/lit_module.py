@@ -1,9 +1,10 @@
 """ARNLitModule: the Lightning wrapper around the pure ARN model, its criterion, postprocess and metrics.
 
 The module holds the steps, the optimiser and the metrics. The rest of what is Lightning-specific lives in callbacks:
-the prediction and metrics files (:mod:`arn_lightning.prediction_writer`) and the random states of a checkpoint
-(:mod:`arn_lightning.rng`), both attached by :meth:`ARNLitModule.configure_callbacks`; the reports
-(:mod:`arn_lightning.callbacks`); the CLI (:mod:`arn_lightning.lightning_cli`). The model, criterion, matcher,
+the prediction and metrics files (:mod:`arn_lightning.training.prediction_writer`) and the random states of a checkpoint
+(:mod:`arn_lightning.training.rng`), both attached by :meth:`ARNLitModule.configure_callbacks`; the reports
+(:mod:`arn_lightning.training.callbacks`); the CLI (:mod:`arn_lightning.training.lightning_cli`). The model, criterion,
+matcher,
 postprocess and metrics are plain modules.
 """
 
@@ -30,12 +31,12 @@ from arn_lightning.metrics.recall import SceneGraphRecall
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.config import ARNConfig, drop_retired_settings
 from arn_lightning.postprocess import PostProcess, PostProcessConfig
-from arn_lightning.prediction_writer import PredictionWriter
-from arn_lightning.rng import RandomStateCheckpoint
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.embeddings import text_embeddings
 from arn_lightning.text.image_tower import FrozenClipImageEncoder
 from arn_lightning.text.prompts import PromptConfig
+from arn_lightning.training.prediction_writer import PredictionWriter
+from arn_lightning.training.rng import RandomStateCheckpoint
 from arn_lightning.triplets import TripletVocabulary
 from arn_lightning.vocab import PREDICATES
 
@@ -250,7 +251,7 @@ class ARNLitModule(L.LightningModule):
         if hp.detr_checkpoint:  # a registered name (arn-lightning weights list) or a path
             from lightning.pytorch.utilities import rank_zero_info
 
-            from arn_lightning.models.detr_checkpoint import format_detr_report, load_detr_checkpoint
+            from arn_lightning.weights.detr import format_detr_report, load_detr_checkpoint
 
             rank_zero_info(format_detr_report(load_detr_checkpoint(self.model, hp.detr_checkpoint)))
         if hp.init_text_classifiers and self.arch_config.clip_triplets:
@@ -389,8 +390,8 @@ class ARNLitModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The callbacks every run of this module needs, with the CLI or a plain ``lightning.Trainer``: the
-        :class:`~arn_lightning.prediction_writer.PredictionWriter` (prediction and metrics files) and the
-        :class:`~arn_lightning.rng.RandomStateCheckpoint` (``checkpoint["rng_states"]``, exact resume). One the
+        :class:`~arn_lightning.training.prediction_writer.PredictionWriter` (prediction and metrics files) and the
+        :class:`~arn_lightning.training.rng.RandomStateCheckpoint` (``checkpoint["rng_states"]``, exact resume). One the
         trainer already has (passed by the user, or attached by an earlier run of the same trainer) is kept and not
         added again. Lightning attaches these before it restores callbacks from a ``ckpt_path``."""
         present = self._trainer.callbacks if self._trainer is not None else []

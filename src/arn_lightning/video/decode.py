@@ -1,7 +1,7 @@
 """The one video decoding path of the project: frame numbers, display rotation and timestamps (PyAV).
 
 Both ``arn-lightning dump-frames`` (:mod:`arn_lightning.data.frames`) and ``arn-lightning infer``
-(:mod:`arn_lightning.inference.video`) decode videos with :func:`decode_video`, so a frame number means the same
+(:mod:`arn_lightning.video.files`) decode videos with :func:`decode_video`, so a frame number means the same
 image everywhere. The rules are those of the Action Genome toolkit, which dumps frames with
 ``ffmpeg -i <video> <dir>/%06d.png`` (see ``docs/frames.md``):
 
@@ -43,7 +43,7 @@ OFF_GRID_PERIODS = 0.5
 
 
 class VideoError(ValueError):
-    """A video file (or, for :mod:`arn_lightning.inference.video`, an image folder) that cannot be read or
+    """A video file (or, for :mod:`arn_lightning.video.files`, an image folder) that cannot be read or
     decoded; the message names the file and says what was expected."""
 
 

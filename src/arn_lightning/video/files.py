@@ -1,6 +1,6 @@
 """Reading frames from a video file or an image folder, and writing an mp4, with PyAV.
 
-Decoding: a video goes through :func:`arn_lightning.data.decode.decode_video`, the decoding path of
+Decoding: a video goes through :func:`arn_lightning.video.decode.decode_video`, the decoding path of
 ``arn-lightning dump-frames`` too, so both give a frame the same number and image: frames are numbered from 1 in
 decode order (``000001.png`` is the first frame, as the Action Genome toolkit's ``ffmpeg -i <video> %06d.png``
 names it) and turned upright by the container's display rotation (portrait phone videos); see ``docs/frames.md``.
@@ -32,7 +32,8 @@ from PIL import Image, UnidentifiedImageError
 
 from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_path
-from arn_lightning.data.decode import (
+from arn_lightning.defaults import DEFAULT_FPS
+from arn_lightning.video.decode import (
     FIRST_FRAME_NUMBER,
     FRAME_NUMBER_DIGITS,
     VideoError,
@@ -41,7 +42,6 @@ from arn_lightning.data.decode import (
     probe_video,
     upright_image,
 )
-from arn_lightning.inference.defaults import DEFAULT_FPS
 
 #: File suffixes read from an image folder (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -154,7 +154,7 @@ class FolderFrames(FrameSource):
 
 class VideoFileFrames(FrameSource):
     """The frames of a video file sampled at ``fps`` (see the module docstring), decoded with
-    :func:`~arn_lightning.data.decode.decode_video`.
+    :func:`~arn_lightning.video.decode.decode_video`.
 
     Raises:
         VideoError: (construction) the file cannot be opened or has no video stream.

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from arn_lightning.matcher import HungarianMatcher, giou_cost, identity_matching, multilabel_cost
+from arn_lightning.matcher import HungarianMatcher, batched_multilabel_cost, giou_cost, identity_matching
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.triplets import TripletVocabulary, triplet_targets
 from output_fixtures import class_logits
@@ -82,7 +82,7 @@ def test_multilabel_cost_by_hand():
     targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     # pair 0: -(0.8 / 1 + (0.8 + 0.6) / 2) / 2; pair 1 (no positive): -(0 + (0.2 + 0.8 + 0.6) / 3) / 2
     expected = torch.tensor([[-(0.8 + 0.7) / 2, -(1.6 / 3) / 2]])
-    torch.testing.assert_close(multilabel_cost(probs, targets), expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(batched_multilabel_cost(probs[None], targets[None])[0], expected, atol=1e-3, rtol=0)
 
 
 def two_by_two():
@@ -102,7 +102,7 @@ def test_cost_matrix_2x2_by_hand_and_assignment():
             [-0.7 + 0.0 - 1.0 + 2 * pred, -0.1 + 2.5 * 1.0 + giou_far + 2 * pred],
         ]
     )
-    cost = matcher.cost_matrix(out, 0, gt, triplet_targets(gt, PLAIN))
+    cost = matcher.cost_matrices(out, [gt], [triplet_targets(gt, PLAIN)])[0]
     torch.testing.assert_close(cost, expected, atol=1e-3, rtol=0)
     [(queries, gts)] = matcher(out, [gt], [triplet_targets(gt, PLAIN)])
     assert queries.tolist() == [0, 1] and gts.tolist() == [1, 0]
@@ -121,7 +121,7 @@ def test_predicate_cost_decides_a_3x2_matching():
     matcher = HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0, cost_predicate=1)
     branch = triplet_targets(gt, TRIPLETS)
     expected = torch.tensor([[-0.6, -0.2 / 3], [-1 / 3, -1 / 3], [-0.2 / 3, -0.6]])
-    torch.testing.assert_close(matcher.cost_matrix(out, 0, gt, branch), expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(matcher.cost_matrices(out, [gt], [branch])[0], expected, atol=1e-3, rtol=0)
     [(queries, gts)] = matcher(out, [gt], [branch])
     assert queries.tolist() == [0, 2] and gts.tolist() == [0, 1]
 
@@ -198,10 +198,10 @@ def test_matching_is_float32_under_autocast_and_rejects_nan():
             )
         )
     )
-    reference = HungarianMatcher().cost_matrix(half, 0, gt, branch[0])
+    reference = HungarianMatcher().cost_matrices(half, [gt], [branch[0]])[0]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         [(queries, gts)] = HungarianMatcher()(half, [gt], branch)
-        cost = HungarianMatcher().cost_matrix(half, 0, gt, branch[0])
+        cost = HungarianMatcher().cost_matrices(half, [gt], [branch[0]])[0]
     assert cost.dtype == torch.float32 and torch.equal(cost, reference)  # no bf16 arithmetic inside
     assert queries.tolist() == [0, 1] and gts.tolist() == [1, 0]
     out.obj_boxes[0, 0, 0] = math.nan

@@ -41,35 +41,20 @@ def giou_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
     return -generalized_box_iou(box_convert(pred_cxcywh, "cxcywh", "xyxy"), box_convert(gt_cxcywh, "cxcywh", "xyxy"))
 
 
-def multilabel_cost(probs: Tensor, targets: Tensor) -> Tensor:
-    """QPIC's multi-label cost ``[Q, N]`` from sigmoid scores ``[Q, K]`` and multi-hot targets ``[N, K]``.
-
-    ``-(mean score on the pair's positive columns + mean (1 - score) on its negative columns) / 2``, in [-1, 0].
-    Credit: the cost of QPIC (Tamura et al., CVPR 2021) for HOI verbs.
-    """
-    positives = probs @ targets.T / (targets.sum(dim=1)[None, :] + PREDICATE_COST_EPS)  # [Q, N]
-    negatives = (1 - probs) @ (1 - targets).T / ((1 - targets).sum(dim=1)[None, :] + PREDICATE_COST_EPS)
-    return -(positives + negatives) / 2
-
-
-def predicate_cost(logits: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-    """Mean over the three branches of :func:`multilabel_cost` on the sigmoid of the branch logits ``[Q, K]``.
-
-    Averaging keeps the predicate term on the same [-1, 0] scale as one branch, so that ``cost_predicate`` weighs
-    all three predicate types together like the single verb cost of QPIC.
-    """
-    costs = [multilabel_cost(logits[kind].sigmoid(), targets[kind]) for kind in PREDICATE_TYPES]
-    return torch.stack(costs).mean(dim=0)
-
-
 def batched_giou_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:
-    """:func:`giou_cost` of every frame at once: boxes ``[BT, Q, 4]`` and ``[BT, N, 4]`` -> ``[BT, Q, N]``."""
+    """The GIoU cost of every frame at once (:func:`giou_cost` batched): boxes ``[BT, Q, 4]`` and ``[BT, N, 4]``
+    -> ``[BT, Q, N]``."""
     pred, gt = box_convert(pred_cxcywh, "cxcywh", "xyxy"), box_convert(gt_cxcywh, "cxcywh", "xyxy")
     return -_generalized_iou(pred[:, :, None, :], gt[:, None, :, :])
 
 
 def batched_multilabel_cost(probs: Tensor, targets: Tensor) -> Tensor:
-    """:func:`multilabel_cost` of every frame at once: ``[BT, Q, K]`` and ``[BT, N, K]`` -> ``[BT, Q, N]``."""
+    """QPIC's multi-label cost of every frame: sigmoid scores ``[BT, Q, K]`` and multi-hot targets ``[BT, N, K]``
+    -> ``[BT, Q, N]``.
+
+    ``-(mean score on the pair's positive columns + mean (1 - score) on its negative columns) / 2``, in [-1, 0].
+    Credit: the cost of QPIC (Tamura et al., CVPR 2021) for HOI verbs.
+    """
     positives = probs @ targets.transpose(1, 2) / (targets.sum(dim=2)[:, None, :] + PREDICATE_COST_EPS)
     negatives = (
         (1 - probs) @ (1 - targets).transpose(1, 2) / ((1 - targets).sum(dim=2)[:, None, :] + PREDICATE_COST_EPS)
@@ -132,23 +117,6 @@ class HungarianMatcher:
         self.cost_class, self.cost_bbox = cost_class, cost_bbox
         self.cost_giou, self.cost_predicate = cost_giou, cost_predicate
 
-    def cost_matrix(
-        self, outputs: ARNOutput, frame: int, target: Mapping[str, Any], branch_targets: Mapping[str, Tensor]
-    ) -> Tensor:
-        """Float32 matching cost ``[Q, N]`` of frame ``frame`` (``target`` / ``branch_targets``: its GT).
-
-        Autocast is disabled inside: low-precision costs would make near-ties flip between runs.
-        """
-        with torch.autocast(device_type=outputs.obj_logits.device.type, enabled=False):
-            sub, obj = outputs.sub_boxes[frame].float(), outputs.obj_boxes[frame].float()  # [Q, 4] cxcywh
-            gt_sub, gt_obj = target["sub_boxes"].float(), target["obj_boxes"].float()  # [N, 4] cxcywh
-            cost = self.cost_class * class_cost(outputs.obj_logits[frame].float(), target["obj_labels"])
-            cost = cost + self.cost_bbox * torch.maximum(box_l1_cost(sub, gt_sub), box_l1_cost(obj, gt_obj))
-            cost = cost + self.cost_giou * torch.maximum(giou_cost(sub, gt_sub), giou_cost(obj, gt_obj))
-            logits = {kind: value[frame].float() for kind, value in outputs.predicate_logits().items()}
-            targets = {kind: branch_targets[kind].float() for kind in PREDICATE_TYPES}
-            return cost + self.cost_predicate * predicate_cost(logits, targets)  # [Q, N]
-
     def cost_matrices(
         self,
         outputs: ARNOutput,
@@ -159,8 +127,8 @@ class HungarianMatcher:
 
         The ground truth is padded to the largest frame (``[BT, N_max, ...]``; padded columns get label 1, empty
         boxes and no positive category, and are cut off again), the costs of all frames are computed as one
-        ``[BT, Q, N_max]`` tensor and moved to the CPU once. Each frame's matrix equals :meth:`cost_matrix` (the same
-        operations on the same numbers, batched; ``tests/test_matcher.py`` checks 1e-6 and identical assignments).
+        ``[BT, Q, N_max]`` tensor and moved to the CPU once. Each frame's matrix equals the per-frame formula of
+        ``tests/matcher_reference.py`` (checked there to 1e-6, with identical assignments).
         """
         device = outputs.obj_logits.device
         sizes = [int(t["obj_labels"].shape[0]) for t in targets]

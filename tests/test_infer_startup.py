@@ -169,7 +169,8 @@ def test_bad_hyperparameters_and_weights_are_named(assets: InferAssets, tmp_path
 
 
 def test_inference_and_the_lightning_module_read_configs_with_the_same_rules() -> None:
-    from arn_lightning import hparams, lit_module
+    from arn_lightning import hparams
+    from arn_lightning.training import lit_module
     from arn_lightning.inference import loading
 
     assert loading.as_config is lit_module.as_config is hparams.as_config

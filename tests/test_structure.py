@@ -125,3 +125,138 @@ def test_one_vocabulary_is_shared_by_model_criterion_and_postprocess():
         assert predicates.tolist() == [p for p, _ in CATEGORIES[kind]]
         assert module.criterion.vocab.triplet_predicates[kind].tolist() == predicates.tolist()
         assert module.model.triplet_objects[kind].tolist() == vocabulary.triplet_objects[kind].tolist()
+
+
+# --- Layers of the whole package (docs/ARCHITECTURE.md, "Layers") ---------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _edges(name: str) -> set[str]:
+    """The package modules ``name`` imports anywhere in its file (inside functions and ``TYPE_CHECKING`` too);
+    ``from arn_lightning.x import y`` counts as an import of ``x.y`` when that is a module, else of ``x``."""
+    path, found = MODULES[name], set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                found.add(target if target in MODULES else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {target for target in found if target in MODULES and target != name}
+
+
+GRAPH = {name: _edges(name) for name in MODULES}
+
+
+def _area(module: str) -> str:
+    """The package a module belongs to (``training``, ``models``, ...), or ``root`` for a top-level module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or MODULES[module].name == "__init__.py" and len(parts) > 1 else "root"
+
+
+def _crossings(source: str, target: str) -> list[str]:
+    return sorted(
+        f"{name} -> {dep}" for name, deps in GRAPH.items() if _area(name) == source for dep in deps if _area(dep) == target
+    )
+
+
+def test_the_import_graph_sees_the_whole_package():
+    assert len(MODULES) > 100 and len(GRAPH["arn_lightning.criterion"]) >= 3
+    assert _area("arn_lightning.training.lit_module") == "training" and _area("arn_lightning.vocab") == "root"
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    visiting, done = set(), set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in visiting:
+            cycle = trail[trail.index(name) :] + (name,)
+            pytest.fail(f"import circle: {' -> '.join(cycle)}")
+        if name in done:
+            return
+        visiting.add(name)
+        for target in sorted(GRAPH[name]):
+            visit(target, trail + (name,))
+        visiting.discard(name)
+        done.add(name)
+
+    for name in sorted(GRAPH):
+        visit(name, ())
+
+
+#: Areas a package may never import, per package (the layers of docs/ARCHITECTURE.md).
+FORBIDDEN = {
+    "models": {"weights", "training", "inference", "data", "video", "drawing", "app", "experiments", "benchmarks"},
+    "training": {"inference", "app"},
+    "inference": {"training", "app"},
+    "weights": {"training", "inference", "data", "app"},
+    "video": {"data", "training", "inference", "models", "app"},
+    "drawing": {"training", "inference", "models", "app", "data"},
+    "data": {"training", "inference", "models", "app", "weights"},
+    "metrics": {"training", "inference", "models", "app", "data", "weights", "video", "drawing"},
+    "text": {"training", "inference", "app", "data"},
+}
+
+
+@pytest.mark.parametrize("source", sorted(FORBIDDEN))
+def test_layers(source):
+    crossings = [c for target in sorted(FORBIDDEN[source]) for c in _crossings(source, target)]
+    assert not crossings, f"{source}/ imports what it must not: {crossings}"
+
+
+@pytest.mark.parametrize("target", ["commands", "experiments"])
+def test_nothing_in_the_library_imports_the_drivers(target):
+    """Commands parse arguments and call the library; experiments use it. Only commands import experiments, and
+    nothing imports a command (``cli.py`` names them as strings)."""
+    allowed = {"commands", target} if target == "commands" else {"commands", "experiments"}
+    importers = sorted(
+        f"{name} -> {dep}"
+        for name, deps in GRAPH.items()
+        if _area(name) not in allowed
+        for dep in deps
+        if _area(dep) == target
+    )
+    assert not importers, f"library modules import {target}/: {importers}"
+
+
+def test_the_package_never_reads_the_checkout():
+    readers = sorted(p.relative_to(PACKAGE).as_posix() for p in MODULES.values() if "__file__" in p.read_text())
+    assert not readers, f"modules that find files through __file__ (use importlib.resources): {readers}"
+
+
+def _module_map() -> set[str]:
+    """The files named by the module map of docs/ARCHITECTURE.md: a tree of names, two spaces per level, with
+    descriptions and their continuation lines indented past the names."""
+    text = (PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    block = text.split("## Module map", 1)[1].split("```", 2)[1]
+    named, stack = set(), []
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        token = line.strip().split(" ", 1)[0]
+        if not line.strip() or indent % 2 or indent > 8 or not (token.endswith((".py", "/")) and len(token) > 1):
+            continue
+        level = indent // 2
+        stack[level:] = [token]
+        if token.endswith(".py"):
+            named.add("".join(stack))
+    return named
+
+
+def test_the_module_map_of_the_architecture_page_is_the_tree():
+    named = _module_map()
+    files = {"src/" + p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")}
+    files = {f for f in files if not f.endswith("__init__.py") and not f.endswith("__main__.py")}
+    assert len(named) > 50
+    assert not files - named, f"source files missing from docs/ARCHITECTURE.md's module map: {sorted(files - named)}"
+    assert not named - files, f"the module map names files that do not exist: {sorted(named - files)}"

@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: <input name without suffix>_scene_graphs next to the input; with --stream, "
         "standard output for the JSON lines, or - to say so)",
     )
+    _add_prediction_options(parser)
+    _add_stream_options(parser)
+    return parser
+
+
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """Sampling, model and output options, shared by a whole-video run and ``--stream``."""
     parser.add_argument(
         "--fps",
         type=_positive_float,
@@ -151,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-frames", action="store_true", help="also write every annotated frame as a PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--stream`` and its live sources."""
     stream = parser.add_argument_group("streaming (--stream)")
     stream.add_argument(
         "--stream",
@@ -203,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frames between two redraws of the timeline while streaming (0: only at the end; default 50)",
     )
-    return parser
 
 
 STREAM_ONLY = ("raw_size", "frame_rate", "max_frames", "duration", "write_at_end", "timeline_every")

@@ -7,10 +7,11 @@ image everywhere. The rules are those of the Action Genome toolkit, which dumps 
 
 - **Numbering**: 1-based decode order. Frame 1 (``000001.png``) is the first frame the decoder outputs and frame
   ``N`` the last one of an ``N``-frame video, as ffmpeg's image2 muxer numbers its files. Every decoded frame counts,
-  whatever its timestamp; PyAV's ``container.decode`` neither drops nor duplicates frames (it has no ``-vsync``
-  stage), so the numbers are decode positions (``-vsync passthrough``). ffmpeg's default for image2 output is a
-  constant-rate output at the stream's frame rate, which equals decode order for a constant-rate video that starts
-  with its file; :func:`off_grid` and :meth:`VideoInfo.leading_gap` find the videos where the two may differ.
+  whatever its timestamp; PyAV's demux-and-decode (:func:`decode_packets`, as ``container.decode``) neither drops
+  nor duplicates frames (it has no ``-vsync`` stage), so the numbers are decode positions (``-vsync passthrough``).
+  ffmpeg's default for image2 output is a constant-rate output at the stream's frame rate, which equals decode order
+  for a constant-rate video that starts with its file; :func:`off_grid` and :meth:`VideoInfo.leading_gap` find the
+  videos where the two may differ.
 - **Rotation**: the frame is turned upright by the container's display matrix, as ffmpeg's ``-autorotate`` (on by
   default) does: exact transposes for 90 / 180 / 270 degrees, ffmpeg's ``rotate`` filter semantics (same size,
   black corners) for other angles.

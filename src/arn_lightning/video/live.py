@@ -534,10 +534,8 @@ class _ContainerSource(LiveSource):
     expected: ClassVar[str] = "a readable video stream"
     #: Decode with frame / slice threads (they change the speed, never the frames).
     threaded: ClassVar[bool] = False
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._container: av.container.InputContainer | None = None
+    #: The open input (None before the first opening and between two).
+    _container: av.container.InputContainer | None = None
 
     def _open(self) -> None:
         self._container = self._open_container()

@@ -273,3 +273,15 @@ def test_a_stalled_source_ends_with_a_message_and_keeps_its_lines(assets: InferA
     assert code == infer.EXIT_ERROR, err
     assert [line["frame_index"] for line in lines_of(out)] == [1, 2]
     assert "stall" in err and "3" in err
+
+
+def test_a_process_reading_a_url_that_disconnects_prints_no_secret(assets: InferAssets) -> None:
+    """The file descriptors themselves (FFmpeg's own log would write there, past Python's ``sys.stderr``)."""
+    data = encode(grey(20))
+    with StreamServer([Reply(data[:6000], "close", len(data)), Reply(b"gone", content_length=4, status=404)]) as server:
+        url = server.url.replace("://", f"://admin:{SECRET}@") + f"?token={TOKEN}"
+        process = spawn(assets, "--input", url, "--fps", "100", "--reconnect", "1")
+        out, err = (stream.decode() for stream in process.communicate(timeout=120))
+    assert process.returncode == infer.EXIT_ERROR, err
+    assert lines_of(out) and "disconnect: " in err and "admin:***@" in err
+    assert SECRET not in out + err and TOKEN not in out + err

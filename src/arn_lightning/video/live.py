@@ -52,6 +52,14 @@ Events (:class:`SourceEvent`, recorded in ``LiveSource.events`` and passed to ``
 - ``"reconnect"``: a reopen attempt (``reconnect`` of them at most over the whole pass). A reopen that fails
   uses up an attempt; when none is left the pass ends with a :class:`SourceError`.
 
+Classes: each kind is its own :class:`LiveSource` subclass (:data:`SOURCE_CLASSES`); they share the decode loop
+(:func:`~arn_lightning.video.decode.decode_packets`), the folder loop and the sampler with
+:mod:`arn_lightning.video.files`.
+
+Secrets: a URL's password and secret-looking query values (``token=``, ``sig=``, ...) are masked
+(:mod:`arn_lightning.redact`) in every label, event, error and frame key a source makes, PyAV's own messages
+included (docs/streaming.md).
+
 Opening: :func:`open_source` checks the input and opens it: a file is probed, a folder listed, a camera, URL or
 container on standard input connected and probed (so a missing device, a refused connection or an unknown
 protocol fails there, within about ``timeout`` seconds). A live source buffers data from then on, so open it when

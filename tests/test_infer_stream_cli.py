@@ -21,7 +21,7 @@ from arn_lightning.inference.api import load_model
 from arn_lightning.inference.streaming import StreamingPredictor
 from arn_lightning.video.files import open_frames
 from infer_fixtures import InferAssets
-from source_fixtures import Reply, StreamServer, encode, grey
+from source_fixtures import Reply, StreamServer, encode, grey, refused_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -162,6 +162,50 @@ def test_live_sources_need_stream(assets: InferAssets, source: str, capsys) -> N
     assert "needs --stream" in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------------------------- secrets
+SECRET = "PASSWORD"
+TOKEN = "t0k3nVALUE"
+
+
+def test_an_rtsp_password_never_reaches_standard_error(assets: InferAssets, capsys) -> None:
+    port = refused_url().rsplit(":", 1)[1].split("/")[0]
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{port}/live"
+    code = infer.main(["--stream", "--checkpoint", str(assets.checkpoint), "--input", url, "--timeout", "2"])
+    captured = capsys.readouterr()
+    assert code == infer.EXIT_ERROR and captured.out == ""
+    assert "rtsp://admin:***@127.0.0.1" in captured.err and SECRET not in captured.err
+    with pytest.raises(SystemExit):  # without --stream: refused by the parser, URL masked
+        infer.main(["--checkpoint", str(assets.checkpoint), "--input", url])
+    refused = capsys.readouterr().err
+    assert "admin:***@" in refused and SECRET not in refused
+
+
+def test_a_disconnecting_url_keeps_its_secrets_out_of_lines_events_and_files(
+    assets: InferAssets, tmp_path: Path, capsys
+) -> None:
+    data = encode(grey(20))
+    cut = Reply(data[:6000], "close", len(data))
+    with StreamServer([cut]) as server:  # a disconnect, no reconnect: the lines so far, exit 0
+        url = server.url.replace("://", f"://admin:{SECRET}@") + f"?token={TOKEN}"
+        code = infer.main(["--stream", "--checkpoint", str(assets.checkpoint), "--input", url, "--fps", "100"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert lines_of(captured.out) and "disconnect: " in captured.err and "token=***" in captured.err
+    assert all(line["frame"].startswith("live.ts/") for line in lines_of(captured.out))
+    out = tmp_path / "live"
+    with StreamServer([cut, Reply(b"gone", content_length=4, status=404)]) as server:  # then a failed reopen
+        url = server.url.replace("://", f"://admin:{SECRET}@") + f"?token={TOKEN}"
+        args = ["--input", url, "--fps", "100", "--reconnect", "1", "--out", str(out)]  # with the progress line
+        code = infer.main(["--stream", "--checkpoint", str(assets.checkpoint), *args])
+    failed = capsys.readouterr()
+    assert code == infer.EXIT_ERROR and "reconnect: " in failed.err and "404" in failed.err
+    written = sorted(out.rglob("*"))
+    assert (out / "scene_graphs.jsonl").read_text().strip()
+    texts = [captured.out, captured.err, failed.out, failed.err, *(str(path) for path in written)]
+    texts += [path.read_bytes().decode("latin-1") for path in written if path.is_file()]
+    assert not [text for text in texts if SECRET in text or TOKEN in text]
+
+
 # ----------------------------------------------------------------------------------------------- real processes
 def test_raw_frames_on_standard_input_are_answered_one_by_one(assets: InferAssets) -> None:
     frames = grey(4, size=RAW)
@@ -229,3 +273,15 @@ def test_a_stalled_source_ends_with_a_message_and_keeps_its_lines(assets: InferA
     assert code == infer.EXIT_ERROR, err
     assert [line["frame_index"] for line in lines_of(out)] == [1, 2]
     assert "stall" in err and "3" in err
+
+
+def test_a_process_reading_a_url_that_disconnects_prints_no_secret(assets: InferAssets) -> None:
+    """The file descriptors themselves (FFmpeg's own log would write there, past Python's ``sys.stderr``)."""
+    data = encode(grey(20))
+    with StreamServer([Reply(data[:6000], "close", len(data)), Reply(b"gone", content_length=4, status=404)]) as server:
+        url = server.url.replace("://", f"://admin:{SECRET}@") + f"?token={TOKEN}"
+        process = spawn(assets, "--input", url, "--fps", "100", "--reconnect", "1")
+        out, err = (stream.decode() for stream in process.communicate(timeout=120))
+    assert process.returncode == infer.EXIT_ERROR, err
+    assert lines_of(out) and "disconnect: " in err and "admin:***@" in err
+    assert SECRET not in out + err and TOKEN not in out + err

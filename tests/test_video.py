@@ -230,3 +230,27 @@ def test_writer_is_atomic(tmp_path: Path) -> None:
     with VideoWriter(path, fps=2) as writer:
         writer.write(moving_box_frames(1)[0])
     assert os.listdir(tmp_path) == ["out.mp4"] and len(decode_all(path)) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one home: the decode loop, the sampler, one class per live-source kind
+
+VIDEO_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "arn_lightning"
+
+
+def test_one_decode_loop_one_sampler_and_no_kind_branching() -> None:
+    sources = {p.relative_to(VIDEO_PACKAGE).as_posix(): p.read_text() for p in VIDEO_PACKAGE.rglob("*.py")}
+    demuxing = sorted(name for name, text in sources.items() if ".demux(" in text or ".decode(stream" in text)
+    assert demuxing == ["video/decode.py"]  # decode_packets: every video source decodes through it
+    sampling = sorted(name for name, text in sources.items() if "* self.fps + SLOT_EPSILON" in text)
+    assert sampling == ["video/files.py"]  # SlotSampler.keep
+    assert sum(text.count("math.floor(") for text in sources.values() if "SLOT_EPSILON" in text) == 1
+    opening = sorted(name for name, text in sources.items() if name.startswith("video/") and "Image.open(" in text)
+    assert opening == ["video/files.py"]  # FolderFrames.decoded: the one folder loop
+    live = sources["video/live.py"]
+    assert "self.kind ==" not in live and "self.kind in" not in live
+
+    from arn_lightning.video.live import SOURCE_CLASSES, SOURCE_KINDS, LiveSource
+
+    assert SOURCE_KINDS == ("file", "folder", "camera", "url", "stdin-raw", "stdin-container")
+    assert all(issubclass(cls, LiveSource) and cls.kind == kind for kind, cls in SOURCE_CLASSES.items())

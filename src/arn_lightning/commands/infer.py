@@ -34,9 +34,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # the parser needs only these constants: torch, PyAV and the model are imported by `run`, so --help is instant
 from arn_lightning.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
+from arn_lightning.redact import redact
+
+if TYPE_CHECKING:
+    from arn_lightning.inference.onnx_predictor import OnnxStreamingPredictor
+    from arn_lightning.inference.output import LiveOutput
+    from arn_lightning.inference.streaming import StreamingPredictor
+    from arn_lightning.video.live import LiveSource, SourceEvent
 
 #: Exit code of a streaming run stopped by Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
@@ -106,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: <input name without suffix>_scene_graphs next to the input; with --stream, "
         "standard output for the JSON lines, or - to say so)",
     )
+    _add_prediction_options(parser)
+    _add_stream_options(parser)
+    return parser
+
+
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """Sampling, model and output options, shared by a whole-video run and ``--stream``."""
     parser.add_argument(
         "--fps",
         type=_positive_float,
@@ -143,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-frames", action="store_true", help="also write every annotated frame as a PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--stream`` and its live sources."""
     stream = parser.add_argument_group("streaming (--stream)")
     stream.add_argument(
         "--stream",
@@ -195,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frames between two redraws of the timeline while streaming (0: only at the end; default 50)",
     )
-    return parser
 
 
 STREAM_ONLY = ("raw_size", "frame_rate", "max_frames", "duration", "write_at_end", "timeline_every")
@@ -215,7 +233,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if given:
         parser.error(f"{', '.join(given)}: only with --stream")
     if args.input == "-" or "://" in args.input or args.input.startswith("/dev/video"):
-        parser.error(f"--input {args.input}: a camera, URL or standard input needs --stream")
+        parser.error(f"--input {redact(args.input, args.input)}: a camera, URL or standard input needs --stream")
     if args.out == "-":
         parser.error("--out -: JSON lines on standard output need --stream")
 
@@ -281,23 +299,8 @@ class _StopSignals:
             signal.signal(signum, handler)
 
 
-def run_stream(args: argparse.Namespace) -> int:
-    """``--stream``: follow the source frame by frame, writing as it goes; returns the exit code."""
-    from tqdm import tqdm
-
-    from arn_lightning.inference.output import LiveOutput, live_directory
-    from arn_lightning.inference.streaming import StreamingPredictor
-    from arn_lightning.video.live import SourceEvent, open_source
-
-    def report(event: SourceEvent) -> None:
-        print(f"{PROG}: {event.kind}: {event.message}", file=sys.stderr, flush=True)
-
-    to_stdout = args.out in (None, "-")
-    folder = None if to_stdout else Path(args.out)
-    if folder is not None:  # checked before the model loads: a refused folder costs nothing
-        from arn_lightning.inference.output import check_output_folder
-
-        check_output_folder(folder, args.overwrite)
+def _stream_predictor(args: argparse.Namespace) -> StreamingPredictor | OnnxStreamingPredictor:
+    """The streaming predictor of ``--checkpoint``: onnxruntime for a ``.onnx`` export, else PyTorch."""
     if args.checkpoint.suffix.lower() == ".onnx":  # an exported model (arn-lightning export): onnxruntime
         from arn_lightning.inference.onnx_predictor import OnnxStreamingPredictor
 
@@ -306,17 +309,29 @@ def run_stream(args: argparse.Namespace) -> int:
                 f"Expected no --window, --device or --precision with the ONNX model {args.checkpoint} (its window "
                 "is fixed at export; it runs on onnxruntime's CPU provider) but got some"
             )
-        predictor = OnnxStreamingPredictor(args.checkpoint, top_k=args.top_k, threshold=args.threshold)
-    else:
-        predictor = StreamingPredictor(
-            args.checkpoint,
-            device=args.device,
-            precision=args.precision,
-            window=args.window,
-            top_k=args.top_k,
-            threshold=args.threshold,
-        )
-    source = open_source(  # after the model: a live source buffers from the moment it is opened
+        return OnnxStreamingPredictor(args.checkpoint, top_k=args.top_k, threshold=args.threshold)
+    from arn_lightning.inference.streaming import StreamingPredictor
+
+    return StreamingPredictor(
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        window=args.window,
+        top_k=args.top_k,
+        threshold=args.threshold,
+    )
+
+
+def _report_event(event: SourceEvent) -> None:
+    """A source event on standard error (its message is masked where it is made: no password or token)."""
+    print(f"{PROG}: {event.kind}: {event.message}", file=sys.stderr, flush=True)
+
+
+def _open_stream_source(args: argparse.Namespace) -> LiveSource:
+    """The live source of ``--input`` (:func:`arn_lightning.video.live.open_source`), events to standard error."""
+    from arn_lightning.video.live import open_source
+
+    return open_source(
         args.input,
         fps=args.fps,
         raw_size=args.raw_size,
@@ -326,23 +341,20 @@ def run_stream(args: argparse.Namespace) -> int:
         on_bad_frame=args.on_bad_frame,
         max_frames=args.max_frames,
         duration=args.duration,
-        on_event=report,
+        on_event=_report_event,
     )
-    if folder is not None:
-        live_directory(folder, overwrite=args.overwrite)
-    timeline_every = {} if args.timeline_every is None else {"timeline_every": args.timeline_every}
-    output = LiveOutput(
-        folder,
-        fps=source.fps or args.frame_rate or args.fps,
-        lines=sys.stdout if to_stdout else None,
-        save_frames=args.save_frames,
-        at_end=args.write_at_end,
-        title=source.name,
-        **timeline_every,
-    )
+
+
+def _follow(
+    source: LiveSource, predictor: StreamingPredictor | OnnxStreamingPredictor, output: LiveOutput, quiet: bool
+) -> int:
+    """Push every frame of ``source`` through ``predictor`` into ``output``; returns the exit code (0, or
+    :data:`EXIT_INTERRUPTED` after Ctrl-C / SIGTERM)."""
+    from tqdm import tqdm
+
     stop = _StopSignals()
     code = 0
-    progress = tqdm(unit="frame", disable=args.quiet, file=sys.stderr, desc=source.name)
+    progress = tqdm(unit="frame", disable=quiet, file=sys.stderr, desc=source.name)
     try:
         with stop, source, output:
             for frame in source:
@@ -362,6 +374,34 @@ def run_stream(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         progress.close()
+    return code
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """``--stream``: follow the source frame by frame, writing as it goes; returns the exit code."""
+    from arn_lightning.inference.output import LiveOutput, live_directory
+
+    to_stdout = args.out in (None, "-")
+    folder = None if to_stdout else Path(args.out)
+    if folder is not None:  # checked before the model loads: a refused folder costs nothing
+        from arn_lightning.inference.output import check_output_folder
+
+        check_output_folder(folder, args.overwrite)
+    predictor = _stream_predictor(args)
+    source = _open_stream_source(args)  # after the model: a live source buffers from the moment it is opened
+    if folder is not None:
+        live_directory(folder, overwrite=args.overwrite)
+    timeline_every = {} if args.timeline_every is None else {"timeline_every": args.timeline_every}
+    output = LiveOutput(
+        folder,
+        fps=source.fps or args.frame_rate or args.fps,
+        lines=sys.stdout if to_stdout else None,
+        save_frames=args.save_frames,
+        at_end=args.write_at_end,
+        title=source.name,
+        **timeline_every,
+    )
+    code = _follow(source, predictor, output, args.quiet)
     where = "standard output" if folder is None else str(folder)
     print(f"{PROG}: {output.frames} frames -> {where}", file=sys.stderr)
     return code
@@ -376,12 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_stream(args)
         except (ValueError, OSError) as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+            print(f"{PROG}: error: {redact(str(error), args.input)}", file=sys.stderr)
             return EXIT_ERROR
     try:
         out = run(args)
     except (ValueError, OSError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {redact(str(error), args.input)}", file=sys.stderr)
         return EXIT_ERROR
     print(f"{PROG}: wrote {out}")
     return 0

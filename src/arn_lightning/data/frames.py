@@ -36,7 +36,9 @@ from arn_lightning.video.decode import (
     FIRST_FRAME_NUMBER,
     FRAME_NUMBER_DIGITS,
     OFF_GRID_PERIODS,
+    DecodedFrame,
     VideoError,
+    VideoInfo,
     decode_video,
     frame_file_name,
     off_grid,
@@ -289,6 +291,68 @@ def dump_video(
     return result
 
 
+def _leading_gap_warning(video_path: Path, info: VideoInfo) -> str | None:
+    """The warning of a video that starts after its other streams (see ``VideoInfo.leading_gap``), or None."""
+    if info.leading_gap() < OFF_GRID_PERIODS:
+        return None
+    return (
+        f"{video_path} starts its video {info.start_offset:.3f} s ({info.leading_gap():.2f} frame periods) "
+        f"after its other streams, so the Action Genome toolkit's ffmpeg (constant-rate image2 output) may "
+        f"have repeated the first frame and numbered every later frame one or more higher than decode order "
+        f"(frames are numbered in decode order; see docs/frames.md)"
+    )
+
+
+def _off_grid_warning(video_path: Path, frame: DecodedFrame, frame_rate: float | None) -> str | None:
+    """The warning of a variable-rate video whose ``frame`` is off the constant-rate grid (:func:`off_grid`)."""
+    if not off_grid(frame, frame_rate):
+        return None
+    assert frame_rate is not None
+    return (
+        f"{video_path} has a variable frame rate: frame {frame.number} is at {frame.timestamp:.3f} s, "
+        f"{frame.timestamp * frame_rate - (frame.number - 1):+.2f} frame periods off the "
+        f"{frame_rate:g} fps grid, so the Action Genome toolkit's ffmpeg (constant-rate image2 output) "
+        f"may number the frames from there on differently (frames are numbered in decode order; see "
+        f"docs/frames.md)"
+    )
+
+
+def _write_pending(
+    video_path: Path,
+    out_dir: Path,
+    names: Mapping[int, str],
+    pending: set,
+    png_level: int,
+    sizes: Mapping[int, Size],
+    result: VideoDump,
+) -> tuple[VideoInfo, int, list[str]]:
+    """Decode up to the last pending frame (:func:`decode_video`, the shared decode loop) and write the pending
+    frames of the annotated size; returns the video's info, the frames decoded and the wrong-size reports.
+
+    Raises:
+        VideoError: the video cannot be read or decoded.
+        OSError: writing a frame failed.
+    """
+    info = probe_video(video_path)
+    result.warning = _leading_gap_warning(video_path, info)
+    decoded, wrong_size = 0, []
+    for frame in decode_video(video_path, last=max(pending)):
+        decoded = frame.number
+        result.warning = result.warning or _off_grid_warning(video_path, frame, info.frame_rate)
+        if frame.number not in pending:
+            continue
+        expected = sizes.get(frame.number)
+        if expected is not None and frame.image.size != tuple(expected):
+            wrong_size.append(
+                f"{names[frame.number]}: Expected {expected[0]}x{expected[1]} (bbox_size of "
+                f"{ag.PERSON_FILE}) but got {frame.image.width}x{frame.image.height}"
+            )
+            continue
+        _save_png(frame.image, out_dir / names[frame.number], png_level)
+        result.written += 1
+    return info, decoded, wrong_size
+
+
 def _decode_into(
     video_path: Path,
     out_dir: Path,
@@ -298,48 +362,16 @@ def _decode_into(
     sizes: Mapping[int, Size],
     result: VideoDump,
 ) -> None:
-    """The decoding loop of :func:`dump_video`, filling ``result``."""
-    problems: list[str] = []
-    wrong_size: list[str] = []
-    last = max(pending)
-    decoded = 0
+    """The dumping of :func:`dump_video`: write the pending frames, then report what is missing in ``result``."""
     try:
-        info = probe_video(video_path)
-        frame_rate = info.frame_rate
-        if info.leading_gap() >= OFF_GRID_PERIODS:
-            result.warning = (
-                f"{video_path} starts its video {info.start_offset:.3f} s ({info.leading_gap():.2f} frame periods) "
-                f"after its other streams, so the Action Genome toolkit's ffmpeg (constant-rate image2 output) may "
-                f"have repeated the first frame and numbered every later frame one or more higher than decode order "
-                f"(frames are numbered in decode order; see docs/frames.md)"
-            )
-        for frame in decode_video(video_path, last=last):
-            decoded = frame.number
-            if result.warning is None and off_grid(frame, frame_rate):
-                result.warning = (
-                    f"{video_path} has a variable frame rate: frame {frame.number} is at {frame.timestamp:.3f} s, "
-                    f"{frame.timestamp * frame_rate - (frame.number - 1):+.2f} frame periods off the "
-                    f"{frame_rate:g} fps grid, so the Action Genome toolkit's ffmpeg (constant-rate image2 output) "
-                    f"may number the frames from there on differently (frames are numbered in decode order; see "
-                    f"docs/frames.md)"
-                )
-            if frame.number not in pending:
-                continue
-            expected = sizes.get(frame.number)
-            if expected is not None and frame.image.size != tuple(expected):
-                wrong_size.append(
-                    f"{names[frame.number]}: Expected {expected[0]}x{expected[1]} (bbox_size of "
-                    f"{ag.PERSON_FILE}) but got {frame.image.width}x{frame.image.height}"
-                )
-                continue
-            _save_png(frame.image, out_dir / names[frame.number], png_level)
-            result.written += 1
+        info, decoded, wrong_size = _write_pending(video_path, out_dir, names, pending, png_level, sizes, result)
     except VideoError as error:
         result.failure = str(error)
         return
     except OSError as error:  # writing a frame failed: a full disk, a read-only folder
         result.failure = f"Expected to write the frames of {video_path} into {out_dir} but writing failed: {error}"
         return
+    problems: list[str] = []
     beyond = sorted(n for n in pending if n > decoded)
     if beyond:
         problem = (

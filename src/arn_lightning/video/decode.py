@@ -7,21 +7,25 @@ image everywhere. The rules are those of the Action Genome toolkit, which dumps 
 
 - **Numbering**: 1-based decode order. Frame 1 (``000001.png``) is the first frame the decoder outputs and frame
   ``N`` the last one of an ``N``-frame video, as ffmpeg's image2 muxer numbers its files. Every decoded frame counts,
-  whatever its timestamp; PyAV's ``container.decode`` neither drops nor duplicates frames (it has no ``-vsync``
-  stage), so the numbers are decode positions (``-vsync passthrough``). ffmpeg's default for image2 output is a
-  constant-rate output at the stream's frame rate, which equals decode order for a constant-rate video that starts
-  with its file; :func:`off_grid` and :meth:`VideoInfo.leading_gap` find the videos where the two may differ.
+  whatever its timestamp; PyAV's demux-and-decode (:func:`decode_packets`, as ``container.decode``) neither drops
+  nor duplicates frames (it has no ``-vsync`` stage), so the numbers are decode positions (``-vsync passthrough``).
+  ffmpeg's default for image2 output is a constant-rate output at the stream's frame rate, which equals decode order
+  for a constant-rate video that starts with its file; :func:`off_grid` and :meth:`VideoInfo.leading_gap` find the
+  videos where the two may differ.
 - **Rotation**: the frame is turned upright by the container's display matrix, as ffmpeg's ``-autorotate`` (on by
   default) does: exact transposes for 90 / 180 / 270 degrees, ffmpeg's ``rotate`` filter semantics (same size,
   black corners) for other angles.
-- **Timestamps**: seconds of presentation time from the first decoded frame.
+- **Timestamps**: seconds of presentation time from the first decoded frame (:class:`FrameClock`).
+
+:func:`decode_packets` is the one decode loop (demux, decode, stamp, turn upright) of every source: video files
+here, and the file, camera, URL and standard-input sources of :mod:`arn_lightning.video.live`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import av.error
 from PIL import Image
 
 from arn_lightning._types import PathLike
+from arn_lightning.redact import redact
 
 #: Number of the first frame of a video (ffmpeg's image2 muxer starts its ``%06d`` at 1).
 FIRST_FRAME_NUMBER = 1
@@ -44,7 +49,14 @@ OFF_GRID_PERIODS = 0.5
 
 class VideoError(ValueError):
     """A video file (or, for :mod:`arn_lightning.video.files`, an image folder) that cannot be read or
-    decoded; the message names the file and says what was expected."""
+    decoded; the message names the file and says what was expected.
+
+    The message is masked when the error is made (:func:`arn_lightning.redact.redact`): no password or token of a
+    URL in it, nor any secret of the ``urls`` it is about, is ever stored, printed or logged.
+    """
+
+    def __init__(self, message: str = "", *urls: str) -> None:
+        super().__init__(redact(message, *urls))
 
 
 def frame_file_name(number: int) -> str:
@@ -107,9 +119,8 @@ class VideoInfo:
         return max(0.0, self.start_offset * self.frame_rate)
 
 
-@contextlib.contextmanager
-def open_video(path: PathLike) -> Iterator[av.container.InputContainer]:
-    """Open ``path`` with PyAV and check that it holds a video stream; closes the container on exit.
+def open_container(path: PathLike) -> av.container.InputContainer:
+    """Open ``path`` with PyAV and check that it holds a video stream (the caller closes the container).
 
     Raises:
         VideoError: the file does not exist, is empty (0 bytes), cannot be opened, or has no video stream.
@@ -123,11 +134,19 @@ def open_video(path: PathLike) -> Iterator[av.container.InputContainer]:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"Expected a readable video file but could not open {path}: {error}") from error
+    if not container.streams.video:
+        kinds = sorted({stream.type for stream in container.streams})
+        container.close()
+        found = f"only {', '.join(kinds)} streams (unsupported)" if kinds else "no stream at all (empty video)"
+        raise VideoError(f"Expected a video stream in {path} but found {found}")
+    return container
+
+
+@contextlib.contextmanager
+def open_video(path: PathLike) -> Iterator[av.container.InputContainer]:
+    """:func:`open_container` as a context manager: the container is closed on exit (raises like it)."""
+    container = open_container(path)
     try:
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams})
-            found = f"only {', '.join(kinds)} streams (unsupported)" if kinds else "no stream at all (empty video)"
-            raise VideoError(f"Expected a video stream in {path} but found {found}")
         yield container
     finally:
         container.close()
@@ -202,6 +221,101 @@ def upright_image(frame: av.VideoFrame, stream: av.video.stream.VideoStream | No
     return rotate_upright(frame.to_image(), display_rotation(frame, stream))
 
 
+class FrameClock:
+    """Seconds of source time of decoded frames, segment by segment (one segment per opening of an input).
+
+    A segment's first frame is at 0 (the first segment) and each later frame at its presentation time minus the
+    first one's; a frame without a presentation time is at ``i / rate`` of the segment (0 with no rate). With
+    ``monotonic`` (live sources), a new segment, or a frame whose time goes back, restarts the time one frame
+    period after the last frame, so the time never goes back.
+    """
+
+    def __init__(self, rate: float | None, monotonic: bool = False) -> None:
+        self.rate = rate
+        self.monotonic = monotonic
+        self.last: float | None = None
+        self._start: float | None = None
+        self._offset = 0.0
+        self._count = 0
+
+    def new_segment(self, rate: float | None) -> None:
+        """Start a segment (a new opening); ``rate`` is its stream's frame rate when known."""
+        self._start = None
+        self._count = 0
+        if rate:
+            self.rate = rate
+
+    def _period(self) -> float:
+        return 1.0 / self.rate if self.rate else 0.0
+
+    def stamp(self, time_s: float | None) -> float:
+        """The timestamp of the next frame of the segment, given its presentation time (None: unknown)."""
+        if time_s is None or not math.isfinite(time_s):
+            time_s = self._count / self.rate if self.rate else 0.0
+        self._count += 1
+        if self._start is None:
+            self._start = time_s
+            self._offset = 0.0 if self.last is None else self.last + self._period()
+        stamp = self._offset + (time_s - self._start)
+        if self.monotonic and self.last is not None and stamp < self.last:
+            self._start, self._offset = time_s, self.last + self._period()
+            stamp = self._offset
+        self.last = stamp
+        return stamp
+
+
+def stream_rate(stream: av.video.stream.VideoStream) -> float | None:
+    """Frames per second of ``stream``: ffmpeg's guessed rate, else the average rate, else None."""
+    rate = getattr(stream, "guessed_rate", None) or stream.average_rate
+    return float(rate) if rate else None
+
+
+def decode_packets(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    clock: FrameClock,
+    on_bad_packet: Callable[[str], None] | None = None,
+) -> Iterator[tuple[float, Image.Image]]:
+    """The one decode loop: demux ``stream``, decode each packet, yield ``(timestamp, upright RGB image)``.
+
+    Args:
+        container: an open PyAV input.
+        stream: its video stream to decode.
+        clock: stamps each frame (:class:`FrameClock`; the caller starts the segment).
+        on_bad_packet: None decodes every packet and lets a decoder error propagate (as ``container.decode``
+            does); a function skips a packet the demuxer marks corrupt or the decoder rejects, and is called with
+            what was wrong (the decoder resumes where it can).
+
+    Raises:
+        av.error.FFmpegError, OSError: demuxing fails, or (without ``on_bad_packet``) decoding does.
+    """
+    for packet in container.demux(stream):
+        if on_bad_packet is None:
+            frames = packet.decode()
+        elif packet.size and packet.is_corrupt:
+            on_bad_packet("a packet is marked corrupt by the demuxer (damaged data)")
+            continue
+        else:
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as error:
+                on_bad_packet(f"the decoder rejected a packet ({error})")
+                continue
+        for frame in frames:
+            yield clock.stamp(frame.time), upright_image(frame, stream)
+
+
+def flush_decoder(stream: av.video.stream.VideoStream, clock: FrameClock) -> Iterator[tuple[float, Image.Image]]:
+    """The frames the decoder of ``stream`` still holds after its input ended early (none if flushing fails),
+    stamped and upright like :func:`decode_packets`."""
+    try:
+        flushed = stream.codec_context.decode(None)
+    except av.error.FFmpegError:
+        flushed = []
+    for frame in flushed:
+        yield clock.stamp(frame.time), upright_image(frame, stream)
+
+
 def decode_video(path: PathLike, last: int | None = None) -> Iterator[DecodedFrame]:
     """Decode ``path`` in decode order, yielding every frame numbered from 1, upright, with its timestamp.
 
@@ -221,17 +335,11 @@ def decode_video(path: PathLike, last: int | None = None) -> Iterator[DecodedFra
     with open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame / slice threads change the speed, never the frames output
-        rate = float(getattr(stream, "guessed_rate", None) or stream.average_rate or 0) or None
         declared = int(stream.frames or 0)
-        start: float | None = None
         try:
-            for frame in container.decode(stream):
+            for timestamp, image in decode_packets(container, stream, FrameClock(stream_rate(stream))):
                 number += 1
-                time = frame.time
-                if time is None or not math.isfinite(time):
-                    time = (number - 1) / rate if rate else 0.0
-                start = time if start is None else start
-                yield DecodedFrame(number, time - start, upright_image(frame, stream))
+                yield DecodedFrame(number, timestamp, image)
                 if last is not None and number >= last:
                     return
         except (av.error.FFmpegError, OSError, ValueError) as error:
@@ -264,14 +372,19 @@ __all__ = [
     "FRAME_NUMBER_DIGITS",
     "OFF_GRID_PERIODS",
     "DecodedFrame",
+    "FrameClock",
     "VideoError",
     "VideoInfo",
+    "decode_packets",
     "decode_video",
     "display_rotation",
+    "flush_decoder",
     "frame_file_name",
     "off_grid",
+    "open_container",
     "open_video",
     "probe_video",
     "rotate_upright",
+    "stream_rate",
     "upright_image",
 ]

@@ -13,14 +13,20 @@ keeps every frame. An image folder is taken as already sampled: every image (nat
 Each sampled frame gets an Action Genome style key: ``"<video name>/<NNNNNN>.png"`` with its 1-based frame number for
 a video (so the predictions of an AG video carry AG keys), ``"<folder name>/<file name>"`` for a folder (so the
 predictions of a frame folder dumped from AG keep the AG keys).
+
+The family: :class:`FrameSource` is every source of sampled frames; :class:`FolderFrames` and
+:class:`VideoFileFrames` here, the live sources (one class per kind) in :mod:`arn_lightning.video.live`. All share
+the decode loop (:func:`~arn_lightning.video.decode.decode_packets`), the folder loop
+(:meth:`FolderFrames.decoded`) and the sampling (:class:`SlotSampler`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -36,6 +42,7 @@ from arn_lightning.defaults import DEFAULT_FPS
 from arn_lightning.video.decode import (
     FIRST_FRAME_NUMBER,
     FRAME_NUMBER_DIGITS,
+    DecodedFrame,
     VideoError,
     decode_video,
     frame_file_name,
@@ -82,6 +89,7 @@ class VideoFrame:
 
 
 def check_fps(fps: float) -> float:
+    """``fps`` as a float; raises ValueError unless it is a positive finite number (frames per second)."""
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"Expected a positive frame rate (frames per second) but got fps={fps!r}")
     return float(fps)
@@ -91,26 +99,48 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-class FrameSource(ABC):
-    """The sampled frames of a video file or an image folder; iterate to decode (each iteration starts over).
-
-    Construct with :func:`open_frames`, which checks the input before anything is decoded.
+class SlotSampler:
+    """The frame sampling of every source: keep the first frame of each ``1 / fps`` slot of time
+    (``floor(t * fps)``); ``fps=None`` keeps every frame.
 
     Attributes:
-        path: the video file or image folder.
-        fps: sampling rate of a video, frame rate of a folder's images (frames per second).
-        name: the video's name used in frame keys (file or folder name).
+        fps: sampling rate (frames per second), or None.
     """
 
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path = path
-        self.fps = check_fps(fps)
-        self.name = path.name
+    def __init__(self, fps: float | None) -> None:
+        self.fps = fps
+        self._last_slot = -1
+
+    def keep(self, timestamp: float) -> bool:
+        """Whether the frame at ``timestamp`` (seconds, non-decreasing over calls) opens a new slot."""
+        if self.fps is None:
+            return True
+        slot = math.floor(timestamp * self.fps + SLOT_EPSILON)  # first frame of each slot
+        if slot <= self._last_slot:
+            return False
+        self._last_slot = slot
+        return True
+
+
+class FrameSource(ABC):
+    """Sampled frames (:class:`VideoFrame`) of a video file, an image folder or a live source; iterate to decode.
+
+    Construct with :func:`open_frames` (files and folders: each iteration starts over) or
+    :func:`arn_lightning.video.live.open_source` (any source, one pass), which check the input first.
+
+    Attributes:
+        name: the name used in frame keys (file or folder name, ...).
+        fps: the sampling rate (frames per second; a folder's image rate), None for a live source keeping every
+            frame.
+    """
+
+    name: str
+    fps: float | None
 
     @property
-    @abstractmethod
     def estimated_count(self) -> int | None:
         """Number of frames the iteration will give, if known in advance (a progress bar's total)."""
+        return None
 
     @abstractmethod
     def __iter__(self) -> Iterator[VideoFrame]:
@@ -122,10 +152,15 @@ class FolderFrames(FrameSource):
 
     Frame numbers (``VideoFrame.source_index``) are the numbers in the file names when every image is named by a
     plain number (``000089.png``), else the 1-based positions.
+
+    Attributes:
+        path: the folder.
+        files: its images, in natural sort order.
+        numbers: the frame number of each image.
     """
 
     def __init__(self, path: Path, fps: float) -> None:
-        super().__init__(path, fps)
+        self.path, self.fps, self.name = path, check_fps(fps), path.name
         self.files = sorted(
             (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
             key=lambda p: _natural_key(p.name),
@@ -142,26 +177,48 @@ class FolderFrames(FrameSource):
         """The number of images."""
         return len(self.files)
 
-    def __iter__(self) -> Iterator[VideoFrame]:
+    def decoded(
+        self, rate: float, on_bad_image: Callable[[int, str], None] | None = None
+    ) -> Iterator[tuple[DecodedFrame, str]]:
+        """The folder loop: ``(DecodedFrame(number, i / rate, image), key)`` of each image, in order.
+
+        Args:
+            rate: images per second (image ``i`` is at ``i / rate`` seconds).
+            on_bad_image: None raises on an unreadable image; a function skips it and is called with its frame
+                number and what was wrong.
+
+        Raises:
+            VideoError: an image cannot be decoded (without ``on_bad_image``).
+        """
         for i, (file, number) in enumerate(zip(self.files, self.numbers)):
             try:
                 with Image.open(file) as image:
                     rgb = image.convert("RGB")
-            except (OSError, UnidentifiedImageError) as error:
-                raise VideoError(f"Expected a readable image but could not decode {file}: {error}") from error
-            yield VideoFrame(i, number, i / self.fps, f"{self.name}/{file.name}", rgb)
+            except (OSError, UnidentifiedImageError, ValueError) as error:
+                if on_bad_image is None:
+                    raise VideoError(f"Expected a readable image but could not decode {file}: {error}") from error
+                on_bad_image(number, f"{file.name} is not a readable image ({error})")
+                continue
+            yield DecodedFrame(number, i / rate, rgb), f"{self.name}/{file.name}"
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        for i, (decoded, key) in enumerate(self.decoded(self.fps)):
+            yield VideoFrame(i, decoded.number, decoded.timestamp, key, decoded.image)
 
 
 class VideoFileFrames(FrameSource):
     """The frames of a video file sampled at ``fps`` (see the module docstring), decoded with
     :func:`~arn_lightning.video.decode.decode_video`.
 
+    Attributes:
+        path: the video file.
+
     Raises:
         VideoError: (construction) the file cannot be opened or has no video stream.
     """
 
     def __init__(self, path: Path, fps: float) -> None:
-        super().__init__(path, fps)
+        self.path, self.fps, self.name = path, check_fps(fps), path.name
         info = probe_video(path)
         self.native_fps = info.average_rate
         self.duration = info.duration
@@ -180,13 +237,11 @@ class VideoFileFrames(FrameSource):
         Raises:
             VideoError: decoding fails, or the video holds no decodable frame.
         """
-        last_slot = -1
+        sampler = SlotSampler(self.fps)
         index = 0
         for decoded in decode_video(self.path):
-            slot = math.floor(decoded.timestamp * self.fps + SLOT_EPSILON)  # first frame of each slot
-            if slot <= last_slot:
+            if not sampler.keep(decoded.timestamp):
                 continue
-            last_slot = slot
             key = f"{self.name}/{frame_file_name(decoded.number)}"
             yield VideoFrame(index, decoded.number, decoded.timestamp, key, decoded.image)
             index += 1
@@ -206,13 +261,13 @@ def open_frames(path: PathLike, fps: float = DEFAULT_FPS) -> FrameSource:
         VideoError: the path does not exist, a folder holds no images, or a file is not a readable video.
         ValueError: ``fps`` is not a positive number.
     """
-    path = Path(path)
+    text, path = os.fspath(path), Path(path)
     check_fps(fps)
     if path.is_dir():
         return FolderFrames(path, fps)
     if path.is_file():
         return VideoFileFrames(path, fps)
-    raise VideoError(f"Expected a video file or a folder of images but {path} does not exist")
+    raise VideoError(f"Expected a video file or a folder of images but {path} does not exist", text)
 
 
 def _pick_codec() -> str:
@@ -352,6 +407,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "FolderFrames",
     "FrameSource",
+    "SlotSampler",
     "VideoError",
     "VideoFileFrames",
     "VideoFrame",

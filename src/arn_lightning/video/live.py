@@ -52,6 +52,14 @@ Events (:class:`SourceEvent`, recorded in ``LiveSource.events`` and passed to ``
 - ``"reconnect"``: a reopen attempt (``reconnect`` of them at most over the whole pass). A reopen that fails
   uses up an attempt; when none is left the pass ends with a :class:`SourceError`.
 
+Classes: each kind is its own :class:`LiveSource` subclass (:data:`SOURCE_CLASSES`); they share the decode loop
+(:func:`~arn_lightning.video.decode.decode_packets`), the folder loop and the sampler with
+:mod:`arn_lightning.video.files`.
+
+Secrets: a URL's password and secret-looking query values (``token=``, ``sig=``, ...) are masked
+(:mod:`arn_lightning.redact`) in every label, event, error and frame key a source makes, PyAV's own messages
+included (docs/streaming.md).
+
 Opening: :func:`open_source` checks the input and opens it: a file is probed, a folder listed, a camera, URL or
 container on standard input connected and probed (so a missing device, a refused connection or an unknown
 protocol fails there, within about ``timeout`` seconds). A live source buffers data from then on, so open it when
@@ -60,6 +68,7 @@ you are ready to read. Raw standard input is read only when iterated.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import queue
@@ -67,32 +76,35 @@ import re
 import sys
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import av
 import av.error
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from arn_lightning.defaults import DEFAULT_FPS
+from arn_lightning.redact import mask_url, redact
 from arn_lightning.video.decode import (
     DecodedFrame,
+    FrameClock,
     VideoError,
+    decode_packets,
+    flush_decoder,
     frame_file_name,
-    open_video,
+    open_container,
     probe_video,
-    upright_image,
+    stream_rate,
 )
-from arn_lightning.video.files import SLOT_EPSILON, FolderFrames, VideoFrame, check_fps
+from arn_lightning.video.files import FolderFrames, FrameSource, SlotSampler, VideoFrame, check_fps
 
 #: URL schemes read as network streams.
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-#: The ``kind`` of every source.
-SOURCE_KINDS = ("file", "folder", "camera", "url", "stdin-raw", "stdin-container")
 #: The ``kind`` of every event.
 EVENT_KINDS = ("bad_frame", "resolution_change", "stall", "disconnect", "reconnect")
 #: The ``on_bad_frame`` policies.
@@ -121,8 +133,8 @@ _URL_PATTERN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class SourceError(VideoError):
-    """A frame source that cannot be opened or read; the message names the source, the frame number where
-    relevant, and what was expected."""
+    """A frame source that cannot be opened or read; the message names the source (its URL masked), the frame
+    number where relevant, and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ class SourceEvent:
     kind: str
     frame_number: int | None
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))  # masked where it is made (docs/streaming.md)
 
 
 class _Stalled(Exception):
@@ -235,57 +250,11 @@ class _TimedReader:
         self._stop.set()
 
 
-class _Clock:
-    """Seconds of source time of decoded frames, segment by segment (one segment per opening of the input).
-
-    The first segment starts at 0 from its first frame. With ``monotonic`` (live sources), a new segment, or a
-    frame whose time goes back, restarts the time one frame period after the last frame.
-    """
-
-    def __init__(self, rate: float, monotonic: bool) -> None:
-        self.rate = rate
-        self.monotonic = monotonic
-        self.last: float | None = None
-        self._start: float | None = None
-        self._offset = 0.0
-        self._count = 0
-
-    def new_segment(self, rate: float | None) -> None:
-        """Start a segment (a new opening); ``rate`` is its stream's frame rate when known."""
-        self._start = None
-        self._count = 0
-        if rate:
-            self.rate = rate
-
-    def stamp(self, time_s: float | None) -> float:
-        """The timestamp of the next frame of the segment, given its presentation time (None: unknown)."""
-        if time_s is None or not math.isfinite(time_s):
-            time_s = self._count / self.rate
-        self._count += 1
-        if self._start is None:
-            self._start = time_s
-            self._offset = 0.0 if self.last is None else self.last + 1.0 / self.rate
-        stamp = self._offset + (time_s - self._start)
-        if self.monotonic and self.last is not None and stamp < self.last:
-            self._start, self._offset = time_s, self.last + 1.0 / self.rate
-            stamp = self._offset
-        self.last = stamp
-        return stamp
-
-
-def _safe_display(spec: str) -> str:
-    """``spec`` with a URL's password replaced by ``***`` (messages are printed)."""
-    parts = urlsplit(spec)
-    if parts.password is None:
-        return spec
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def _url_name(url: str) -> str:
+    """The name of a URL in frame keys: its last path part, else its host; no secret of the URL in it."""
     parts = urlsplit(url)
     name = unquote(PurePosixPath(parts.path).name) if parts.path else ""
-    return name or parts.hostname or "stream"
+    return redact(name or parts.hostname or "stream", url)
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -294,8 +263,38 @@ def _check_positive(name: str, value: float) -> float:
     return float(value)
 
 
-class LiveSource:
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source is read (checked by :func:`open_source`; see its arguments).
+
+    Attributes:
+        fps: sampling rate (frames per second), None to keep every frame.
+        frame_rate: frames per second of images and raw frames.
+        raw_size: ``(width, height)`` of raw rgb24 frames on standard input, else None.
+        timeout: seconds without data before a live source is stalled.
+        reconnect: reopen attempts of a URL or camera over the whole pass.
+        on_bad_frame: ``"skip"`` or ``"error"``.
+        max_frames: kept frames after which the pass ends, or None.
+        duration: seconds after which the pass ends, or None.
+    """
+
+    fps: float | None = DEFAULT_FPS
+    frame_rate: float = DEFAULT_FRAME_RATE
+    raw_size: tuple[int, int] | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    reconnect: int = 0
+    on_bad_frame: str = "skip"
+    max_frames: int | None = None
+    duration: float | None = None
+
+
+class LiveSource(FrameSource):
     """One lazy pass over the frames of a source; build with :func:`open_source` (see the module docstring).
+
+    Each kind of source is its own subclass (:class:`FileSource`, :class:`FolderSource`, :class:`CameraSource`,
+    :class:`UrlSource`, :class:`StdinRawSource`, :class:`StdinContainerSource`): it opens its input (``_open``)
+    and decodes it (``_decoded``, numbered frames with their keys); this class samples them
+    (:class:`~arn_lightning.video.files.SlotSampler`), applies the limits and reports events.
 
     Attributes:
         kind: ``"file"``, ``"folder"``, ``"camera"``, ``"url"``, ``"stdin-raw"`` or ``"stdin-container"``.
@@ -307,120 +306,62 @@ class LiveSource:
             cut raw frame count as one each).
     """
 
+    kind: ClassVar[str]
+    live: ClassVar[bool] = True
+    #: Whether a stall or disconnect may be followed by a reopen (``reconnect`` attempts).
+    reopens: ClassVar[bool] = False
+
     def __init__(
         self,
         spec: str,
-        kind: str,
         name: str,
-        *,
-        fps: float | None,
-        frame_rate: float,
-        raw_size: tuple[int, int] | None,
-        timeout: float,
-        reconnect: int,
-        on_bad_frame: str,
-        max_frames: int | None,
-        duration: float | None,
-        on_event: Callable[[SourceEvent], None] | None,
-        stdin: BinaryIO | None,
+        options: SourceOptions,
+        on_event: Callable[[SourceEvent], None] | None = None,
+        stdin: BinaryIO | None = None,
     ) -> None:
-        self.spec = spec
-        self.kind = kind
-        self.name = name
-        self.live = kind in ("camera", "url", "stdin-raw", "stdin-container")
-        self.fps = fps
-        self.frame_rate = frame_rate
-        self.raw_size = raw_size
-        self.timeout = timeout
-        self.reconnect = reconnect
-        self.on_bad_frame = on_bad_frame
-        self.max_frames = max_frames
-        self.duration = duration
+        self.spec, self.name, self.options = spec, name, options
+        self.fps, self.frame_rate, self.raw_size = options.fps, options.frame_rate, options.raw_size
+        self.timeout, self.reconnect, self.on_bad_frame = options.timeout, options.reconnect, options.on_bad_frame
+        self.max_frames, self.duration = options.max_frames, options.duration
         self.on_event = on_event
         self.events: list[SourceEvent] = []
         self.frames_read = 0
         self.closed = False
-        self._label = "standard input" if spec == "-" else _safe_display(spec)
+        self._label = "standard input" if spec == "-" else mask_url(spec)
         self._stdin = stdin
         self._reader: _TimedReader | None = None
-        self._container: av.container.InputContainer | None = None
-        self._folder: FolderFrames | None = None
         self._generator: Generator[VideoFrame, None, None] | None = None
         self._next_number = 1
         self._attempts = 0
 
-    # ----------------------------------------------------------------------------------------------------------------
-    # opening
-
+    @abstractmethod
     def _open(self) -> None:
         """Check the input and open it (see the module docstring); raises SourceError."""
-        if self.kind == "file":
-            try:
-                probe_video(self.spec)
-            except VideoError as error:
-                raise SourceError(str(error)) from error
-        elif self.kind == "folder":
-            try:
-                self._folder = FolderFrames(Path(self.spec), self.frame_rate)
-            except VideoError as error:
-                raise SourceError(str(error)) from error
-        elif self.kind == "stdin-raw":
-            self._reader = _TimedReader(self._stdin_stream(), self.timeout)
-        elif self.kind == "stdin-container":
-            self._reader = _TimedReader(self._stdin_stream(), self.timeout)
-            self._container = self._open_container()
-        else:
-            self._container = self._open_container()
+
+    @abstractmethod
+    def _decoded(self) -> Iterator[tuple[DecodedFrame, str]]:
+        """Every decoded frame with its key, in order, before sampling and limits."""
+
+    def _error(self, message: str) -> SourceError:
+        """A :class:`SourceError` with ``message``, every secret of the source masked."""
+        return SourceError(message, self.spec)
+
+    def _cause(self, error: BaseException) -> BaseException | None:
+        """``error`` as the cause of a SourceError, or None when its text holds a secret of the source (PyAV's
+        messages repeat the URL): a printed traceback then shows the masked SourceError alone."""
+        return error if redact(str(error), self.spec) == str(error) else None
 
     def _stdin_stream(self) -> BinaryIO:
         return self._stdin if self._stdin is not None else sys.stdin.buffer
 
-    def _open_container(self) -> av.container.InputContainer:
-        """Open the camera, URL or standard input container with PyAV and check that it holds a video stream.
-
-        Raises:
-            SourceError: the device is missing, the protocol is not in PyAV's FFmpeg build, the connection fails or
-                times out, no data comes within ``timeout`` seconds, or the input holds no video stream.
-        """
-        label = self._label
-        try:
-            if self.kind == "stdin-container":
-                assert self._reader is not None
-                container = av.open(self._reader, mode="r")
-            elif self.kind == "camera":
-                container = av.open(self.spec, mode="r", format="v4l2", timeout=(self.timeout, self.timeout))
-            else:
-                options = {"rtsp_transport": "tcp"} if self.spec.lower().startswith(("rtsp:", "rtsps:")) else {}
-                container = av.open(self.spec, mode="r", options=options, timeout=(self.timeout, self.timeout))
-        except _Stalled:
-            raise SourceError(
-                f"Expected a video container on {label} but no data came for {self.timeout:g} s"
-            ) from None
-        except av.error.ProtocolNotFoundError as error:
-            scheme = self.spec.split("://", 1)[0]
-            raise SourceError(
-                f"Expected a protocol PyAV's FFmpeg build can read but it has no '{scheme}' protocol compiled in: "
-                f"cannot open {label}"
-            ) from error
-        except (av.error.ExitError, av.error.TimeoutError) as error:
-            raise SourceError(
-                f"Expected {label} to answer within {self.timeout:g} s but it did not (timed out): {error}"
-            ) from error
-        except (av.error.FFmpegError, OSError, ValueError) as error:
-            what = "a camera device" if self.kind == "camera" else "a readable video stream"
-            raise SourceError(f"Expected {what} at {label} but could not open it: {error}") from error
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams})
-            container.close()
-            found = f"only {', '.join(kinds)} streams" if kinds else "no stream at all"
-            raise SourceError(f"Expected a video stream in {label} but found {found}")
-        return container
+    def _key(self, number: int) -> str:
+        return f"{self.name}/{frame_file_name(number)}"
 
     # ----------------------------------------------------------------------------------------------------------------
     # events
 
     def _event(self, kind: str, number: int | None, message: str) -> None:
-        event = SourceEvent(kind, number, message)
+        event = SourceEvent(kind, number, redact(message, self.spec))
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
@@ -428,8 +369,33 @@ class LiveSource:
     def _bad_frame(self, number: int, message: str) -> None:
         """Report a bad frame per ``on_bad_frame`` (``message`` says what was wrong, without the source)."""
         if self.on_bad_frame == "error":
-            raise SourceError(f"Expected a decodable frame {number} from {self._label} but {message}")
+            raise self._error(f"Expected a decodable frame {number} from {self._label} but {message}")
         self._event("bad_frame", number, f"{self._label}: frame {number}: {message}; skipped")
+
+    def _stall(self, number: int) -> bool:
+        """Report a stall before frame ``number``; True if a reopen follows, else raise SourceError."""
+        self._event("stall", number, f"{self._label}: no data for {self.timeout:g} s while waiting for frame {number}")
+        if self._reopen_allowed():
+            return True
+        tried = f" and {self.reconnect} reconnect attempt(s)" if self.reconnect else ""
+        raise self._error(
+            f"Expected data from {self._label} at least every {self.timeout:g} s but got none for {self.timeout:g} s "
+            f"while waiting for frame {number}{tried}"
+        )
+
+    def _reopen_allowed(self) -> bool:
+        return self.reopens and self._attempts < self.reconnect
+
+    def _size_changed(self, size: tuple[int, int] | None, decoded: DecodedFrame) -> tuple[int, int]:
+        """Report a ``resolution_change`` when ``decoded`` is not of ``size``; returns its size."""
+        if size is not None and decoded.image.size != size:
+            (old_w, old_h), (new_w, new_h) = size, decoded.image.size
+            self._event(
+                "resolution_change",
+                decoded.number,
+                f"{self._label}: frame {decoded.number}: resolution changed from {old_w}x{old_h} to {new_w}x{new_h}",
+            )
+        return decoded.image.size
 
     # ----------------------------------------------------------------------------------------------------------------
     # iteration
@@ -448,218 +414,34 @@ class LiveSource:
         return self._generator
 
     def _frames(self) -> Generator[VideoFrame, None, None]:
-        last_slot = -1
-        index = 0
+        sampler = SlotSampler(self.fps)
+        index = good = 0
         size: tuple[int, int] | None = None
-        good = 0
         try:
             for decoded, key in self._decoded():
                 good += 1
                 if self.duration is not None and decoded.timestamp > self.duration:
                     return
-                if size is not None and decoded.image.size != size:
-                    (old_w, old_h), (new_w, new_h) = size, decoded.image.size
-                    self._event(
-                        "resolution_change",
-                        decoded.number,
-                        f"{self._label}: frame {decoded.number}: resolution changed from {old_w}x{old_h} to "
-                        f"{new_w}x{new_h}",
-                    )
-                size = decoded.image.size
-                if self.fps is not None:
-                    slot = math.floor(decoded.timestamp * self.fps + SLOT_EPSILON)  # first frame of each slot
-                    if slot <= last_slot:
-                        continue
-                    last_slot = slot
+                size = self._size_changed(size, decoded)
+                if not sampler.keep(decoded.timestamp):
+                    continue
                 yield VideoFrame(index, decoded.number, decoded.timestamp, key, decoded.image)
                 index += 1
                 if self.max_frames is not None and index >= self.max_frames:
                     return
             if good == 0:
-                raise SourceError(
+                raise self._error(
                     f"Expected at least one decodable frame from {self._label} but it gave none "
                     f"({self.frames_read} bad)"
                 )
         finally:
             self._release()
 
-    def _decoded(self) -> Iterator[tuple[DecodedFrame, str]]:
-        if self.kind == "folder":
-            yield from self._folder_frames()
-        elif self.kind == "stdin-raw":
-            yield from self._raw_frames()
-        elif self.kind == "file":
-            with open_video(self.spec) as container:
-                clock = _Clock(self.frame_rate, monotonic=False)
-                ending = yield from self._segment(container, clock)
-            if ending is not None:
-                raise SourceError(
-                    f"Expected a decodable video but decoding {self._label} failed after "
-                    f"{self._next_number - 1} frame(s): {ending}"
-                ) from ending
-        else:
-            yield from self._live_frames()
-
-    def _key(self, number: int) -> str:
-        return f"{self.name}/{frame_file_name(number)}"
-
-    def _folder_frames(self) -> Iterator[tuple[DecodedFrame, str]]:
-        assert self._folder is not None
-        for i, (file, number) in enumerate(zip(self._folder.files, self._folder.numbers)):
-            self.frames_read += 1
-            try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB")
-            except (OSError, UnidentifiedImageError, ValueError) as error:
-                self._bad_frame(number, f"{file.name} is not a readable image ({error})")
-                continue
-            yield DecodedFrame(number, i / self.frame_rate, rgb), f"{self.name}/{file.name}"
-
-    def _raw_frames(self) -> Iterator[tuple[DecodedFrame, str]]:
-        assert self._reader is not None and self.raw_size is not None
-        width, height = self.raw_size
-        frame_bytes = width * height * 3
-        number = 1
-        while True:
-            try:
-                data = self._reader.read_exactly(frame_bytes)
-            except _Stalled:
-                self._stall(number)
-                return
-            except OSError as error:
-                raise SourceError(
-                    f"Expected raw frames on {self._label} but reading frame {number} failed: {error}"
-                ) from error
-            if not data:
-                return
-            self.frames_read += 1
-            if len(data) < frame_bytes:
-                self._bad_frame(
-                    number,
-                    f"frame {number} has {len(data)} of {frame_bytes} bytes (raw rgb24 {width}x{height}: the stream "
-                    f"ended inside it)",
-                )
-                return
-            image = Image.frombytes("RGB", (width, height), data)
-            yield DecodedFrame(number, (number - 1) / self.frame_rate, image), self._key(number)
-            number += 1
-
-    def _stall(self, number: int) -> bool:
-        """Report a stall before frame ``number``; True if a reopen follows, else raise SourceError."""
-        self._event("stall", number, f"{self._label}: no data for {self.timeout:g} s while waiting for frame {number}")
-        if self._reopen_allowed():
-            return True
-        tried = f" and {self.reconnect} reconnect attempt(s)" if self.reconnect else ""
-        raise SourceError(
-            f"Expected data from {self._label} at least every {self.timeout:g} s but got none for {self.timeout:g} s "
-            f"while waiting for frame {number}{tried}"
-        )
-
-    def _reopen_allowed(self) -> bool:
-        return self.kind in ("url", "camera") and self._attempts < self.reconnect
-
-    def _live_frames(self) -> Iterator[tuple[DecodedFrame, str]]:
-        self._attempts = 0
-        clock = _Clock(self.frame_rate, monotonic=True)
-        while True:
-            container = self._container
-            assert container is not None
-            ending = yield from self._segment(container, clock)
-            self._close_container()
-            number = self._next_number
-            if isinstance(ending, _Stalled):
-                self._stall(number)  # raises when no reopen follows
-            elif self.kind == "camera" or (ending is not None and self.kind == "url"):
-                reason = f" ({ending})" if ending is not None else " (end of input)"
-                self._event("disconnect", number, f"{self._label}: disconnected before frame {number}{reason}")
-                if not self._reopen_allowed():
-                    return
-            elif ending is not None:  # standard input: a read error ends the pass
-                raise SourceError(
-                    f"Expected a readable container on {self._label} but reading failed before frame {number}: {ending}"
-                ) from ending
-            else:
-                return
-            self._reopen(number)
-
-    def _reopen(self, number: int) -> None:
-        """Reopen a URL or camera, using up attempts until one succeeds (raises SourceError when none is left)."""
-        while True:
-            self._attempts += 1
-            self._event(
-                "reconnect",
-                number,
-                f"{self._label}: reopening (attempt {self._attempts} of {self.reconnect}) before frame {number}",
-            )
-            try:
-                self._container = self._open_container()
-                return
-            except SourceError as error:
-                if self._attempts >= self.reconnect:
-                    raise SourceError(
-                        f"Expected to reopen {self._label} before frame {number} but {self.reconnect} attempt(s) "
-                        f"failed; last: {error}"
-                    ) from error
-                time.sleep(min(_RETRY_WAIT_S, self.timeout))
-
-    def _segment(
-        self, container: av.container.InputContainer, clock: _Clock
-    ) -> Generator[tuple[DecodedFrame, str], None, BaseException | None]:
-        """Decode one opening of a container; return None at its orderly end, else the exception that ended it
-        (a :class:`_Stalled` for a stall)."""
-        stream = container.streams.video[0]
-        if self.kind == "file":
-            stream.thread_type = "AUTO"  # as decode_video: threads change the speed, never the frames
-        rate = getattr(stream, "guessed_rate", None) or stream.average_rate
-        clock.new_segment(float(rate) if rate else None)
-        ending: BaseException | None = None
-        try:
-            for packet in container.demux(stream):
-                if packet.size and packet.is_corrupt:
-                    self.frames_read += 1
-                    self._bad_frame(self._next_number, "a packet is marked corrupt by the demuxer (damaged data)")
-                    continue
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError as error:
-                    self.frames_read += 1
-                    self._bad_frame(self._next_number, f"the decoder rejected a packet ({error})")
-                    continue
-                for frame in frames:
-                    yield self._frame(frame, stream, clock)
-        except (_Stalled, av.error.ExitError, av.error.TimeoutError) as error:
-            ending = error if isinstance(error, _Stalled) else _Stalled(str(error))
-        except (av.error.FFmpegError, OSError) as error:
-            ending = error
-        if ending is not None:  # frames the decoder still holds were decoded before the end: keep them
-            try:
-                flushed = stream.codec_context.decode(None)
-            except av.error.FFmpegError:
-                flushed = []
-            for frame in flushed:
-                yield self._frame(frame, stream, clock)
-        return ending
-
-    def _frame(
-        self, frame: av.VideoFrame, stream: av.video.stream.VideoStream, clock: _Clock
-    ) -> tuple[DecodedFrame, str]:
-        number = self._next_number
-        self._next_number += 1
-        self.frames_read += 1
-        decoded = DecodedFrame(number, clock.stamp(frame.time), upright_image(frame, stream))
-        return decoded, self._key(number)
-
     # ----------------------------------------------------------------------------------------------------------------
     # closing
 
-    def _close_container(self) -> None:
-        container, self._container = self._container, None
-        if container is not None:
-            container.close()
-
     def _release(self) -> None:
         self.closed = True
-        self._close_container()
         if self._reader is not None:
             self._reader.close()
 
@@ -682,31 +464,369 @@ class LiveSource:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LiveSource(kind={self.kind!r}, name={self.name!r}, source={self._label!r})"
+        return f"{type(self).__name__}(kind={self.kind!r}, name={self.name!r}, source={self._label!r})"
 
 
-def _classify(spec: str) -> tuple[str, str]:
-    """``(kind, name)`` of a SOURCE string (raw or container standard input is decided by the caller)."""
+class FolderSource(LiveSource):
+    """An image folder: the images of :class:`~arn_lightning.video.files.FolderFrames` at ``frame_rate``; an
+    unreadable image is a bad frame."""
+
+    kind = "folder"
+    live = False
+    _folder: FolderFrames
+
+    def _open(self) -> None:
+        try:
+            self._folder = FolderFrames(Path(self.spec), self.frame_rate)
+        except VideoError as error:
+            raise self._error(str(error)) from error
+
+    def _bad_image(self, number: int, message: str) -> None:
+        self.frames_read += 1
+        self._bad_frame(number, message)
+
+    def _decoded(self) -> Iterator[tuple[DecodedFrame, str]]:
+        for decoded, key in self._folder.decoded(self.frame_rate, self._bad_image):
+            self.frames_read += 1
+            yield decoded, key
+
+
+class StdinRawSource(LiveSource):
+    """Raw rgb24 frames of ``raw_size`` on standard input, ``1 / frame_rate`` seconds apart (read when iterated)."""
+
+    kind = "stdin-raw"
+
+    def _open(self) -> None:
+        self._reader = _TimedReader(self._stdin_stream(), self.timeout)
+
+    def _read_frame(self, number: int, frame_bytes: int) -> bytes | None:
+        """The bytes of frame ``number`` (fewer at the end of the stream), or None after a stall (raises)."""
+        assert self._reader is not None
+        try:
+            return self._reader.read_exactly(frame_bytes)
+        except _Stalled:
+            self._stall(number)  # standard input is never reopened: raises
+            return None
+        except OSError as error:
+            raise self._error(
+                f"Expected raw frames on {self._label} but reading frame {number} failed: {error}"
+            ) from self._cause(error)
+
+    def _decoded(self) -> Iterator[tuple[DecodedFrame, str]]:
+        assert self.raw_size is not None
+        width, height = self.raw_size
+        frame_bytes = width * height * 3
+        number = 1
+        while True:
+            data = self._read_frame(number, frame_bytes)
+            if not data:
+                return
+            self.frames_read += 1
+            if len(data) < frame_bytes:
+                self._bad_frame(
+                    number,
+                    f"frame {number} has {len(data)} of {frame_bytes} bytes (raw rgb24 {width}x{height}: the stream "
+                    f"ended inside it)",
+                )
+                return
+            image = Image.frombytes("RGB", (width, height), data)
+            yield DecodedFrame(number, (number - 1) / self.frame_rate, image), self._key(number)
+            number += 1
+
+
+class _ContainerSource(LiveSource):
+    """A source PyAV demuxes and decodes (:func:`~arn_lightning.video.decode.decode_packets`), one segment per
+    opening of the input; a subclass opens it (``_av_open``) and says what an ending means (``_goes_on``)."""
+
+    #: What the input should be, for the message of a failed open.
+    expected: ClassVar[str] = "a readable video stream"
+    #: Decode with frame / slice threads (they change the speed, never the frames).
+    threaded: ClassVar[bool] = False
+    #: The open input (None before the first opening and between two).
+    _container: av.container.InputContainer | None = None
+
+    def _open(self) -> None:
+        self._container = self._open_container()
+
+    @abstractmethod
+    def _av_open(self) -> av.container.InputContainer:
+        """Open the input with PyAV (may raise PyAV's errors or ``_Stalled``)."""
+
+    @abstractmethod
+    def _goes_on(self, ending: BaseException | None, number: int) -> bool:
+        """After a segment ended (``ending``: None for an orderly end, else what ended it) before frame
+        ``number``: True to reopen, False to end the pass; raises SourceError when the pass fails."""
+
+    def _open_container(self) -> av.container.InputContainer:
+        """Open the input and check that it holds a video stream.
+
+        Raises:
+            SourceError: the device is missing, the protocol is not in PyAV's FFmpeg build, the connection fails or
+                times out, no data comes within ``timeout`` seconds, or the input holds no video stream.
+        """
+        label = self._label
+        try:
+            container = self._av_open()
+        except _Stalled:
+            message = f"Expected a video container on {label} but no data came for {self.timeout:g} s"
+            raise self._error(message) from None
+        except av.error.ProtocolNotFoundError as error:
+            scheme = self.spec.split("://", 1)[0]
+            raise self._error(
+                f"Expected a protocol PyAV's FFmpeg build can read but it has no '{scheme}' protocol compiled in: "
+                f"cannot open {label}"
+            ) from self._cause(error)
+        except (av.error.ExitError, av.error.TimeoutError) as error:
+            raise self._error(
+                f"Expected {label} to answer within {self.timeout:g} s but it did not (timed out): {error}"
+            ) from self._cause(error)
+        except (av.error.FFmpegError, OSError, ValueError) as error:
+            raise self._error(f"Expected {self.expected} at {label} but could not open it: {error}") from self._cause(
+                error
+            )
+        if not container.streams.video:
+            kinds = sorted({stream.type for stream in container.streams})
+            container.close()
+            found = f"only {', '.join(kinds)} streams" if kinds else "no stream at all"
+            raise self._error(f"Expected a video stream in {label} but found {found}")
+        return container
+
+    def _decoded(self) -> Iterator[tuple[DecodedFrame, str]]:
+        self._attempts = 0
+        clock = FrameClock(self.frame_rate, monotonic=self.live)
+        while True:
+            if self._container is None:
+                self._container = self._open_container()
+            ending = yield from self._segment(self._container, clock)
+            self._close_container()
+            if not self._goes_on(ending, self._next_number):
+                return
+            self._reopen(self._next_number)
+
+    def _reopen(self, number: int) -> None:
+        """Reopen the input, using up attempts until one succeeds (raises SourceError when none is left)."""
+        while True:
+            self._attempts += 1
+            self._event(
+                "reconnect",
+                number,
+                f"{self._label}: reopening (attempt {self._attempts} of {self.reconnect}) before frame {number}",
+            )
+            try:
+                self._container = self._open_container()
+                return
+            except SourceError as error:
+                if self._attempts >= self.reconnect:
+                    raise self._error(
+                        f"Expected to reopen {self._label} before frame {number} but {self.reconnect} attempt(s) "
+                        f"failed; last: {error}"
+                    ) from error
+                time.sleep(min(_RETRY_WAIT_S, self.timeout))
+
+    def _segment(
+        self, container: av.container.InputContainer, clock: FrameClock
+    ) -> Generator[tuple[DecodedFrame, str], None, BaseException | None]:
+        """Decode one opening of a container; return None at its orderly end, else the exception that ended it
+        (a :class:`_Stalled` for a stall)."""
+        stream = container.streams.video[0]
+        if self.threaded:
+            stream.thread_type = "AUTO"
+        clock.new_segment(stream_rate(stream))
+        ending: BaseException | None = None
+        try:
+            for timestamp, image in decode_packets(container, stream, clock, self._bad_packet):
+                yield self._numbered(timestamp, image)
+        except (_Stalled, av.error.ExitError, av.error.TimeoutError) as error:
+            ending = error if isinstance(error, _Stalled) else _Stalled(str(error))
+        except (av.error.FFmpegError, OSError) as error:
+            ending = error
+        if ending is not None:  # frames the decoder still holds were decoded before the end: keep them
+            for timestamp, image in flush_decoder(stream, clock):
+                yield self._numbered(timestamp, image)
+        return ending
+
+    def _bad_packet(self, message: str) -> None:
+        self.frames_read += 1
+        self._bad_frame(self._next_number, message)
+
+    def _numbered(self, timestamp: float, image: Image.Image) -> tuple[DecodedFrame, str]:
+        number = self._next_number
+        self._next_number += 1
+        self.frames_read += 1
+        return DecodedFrame(number, timestamp, image), self._key(number)
+
+    def _close_container(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            container.close()
+
+    def _release(self) -> None:
+        self.closed = True
+        self._close_container()
+        super()._release()
+
+
+class FileSource(_ContainerSource):
+    """A video file: exactly the keys, numbers, timestamps and pixels of
+    :func:`~arn_lightning.video.files.open_frames` (probed at open, opened when iterated)."""
+
+    kind = "file"
+    live = False
+    threaded = True
+
+    def _open(self) -> None:
+        try:
+            probe_video(self.spec)
+        except VideoError as error:
+            raise self._error(str(error)) from error
+
+    def _av_open(self) -> av.container.InputContainer:
+        return open_container(self.spec)
+
+    def _goes_on(self, ending: BaseException | None, number: int) -> bool:
+        if ending is not None:
+            raise self._error(
+                f"Expected a decodable video but decoding {self._label} failed after {number - 1} frame(s): {ending}"
+            ) from self._cause(ending)
+        return False
+
+
+class UrlSource(_ContainerSource):
+    """A network stream (``rtsp://`` over TCP, ``http://``, ...): a read error is a disconnect, an orderly end
+    the end of the stream; stalls and disconnects are reopened while attempts are left."""
+
+    kind = "url"
+    reopens = True
+
+    def _av_open(self) -> av.container.InputContainer:
+        options = {"rtsp_transport": "tcp"} if self.spec.lower().startswith(("rtsp:", "rtsps:")) else {}
+        return av.open(self.spec, mode="r", options=options, timeout=(self.timeout, self.timeout))
+
+    def _disconnected(self, ending: BaseException | None) -> bool:
+        return ending is not None
+
+    def _goes_on(self, ending: BaseException | None, number: int) -> bool:
+        if isinstance(ending, _Stalled):
+            return self._stall(number)  # raises when no reopen follows
+        if not self._disconnected(ending):
+            return False
+        reason = f" ({ending})" if ending is not None else " (end of input)"
+        self._event("disconnect", number, f"{self._label}: disconnected before frame {number}{reason}")
+        return self._reopen_allowed()
+
+
+class CameraSource(UrlSource):
+    """A V4L2 camera (``/dev/video<N>``): any end of its input is a disconnect (a camera has no end)."""
+
+    kind = "camera"
+    expected = "a camera device"
+
+    def _av_open(self) -> av.container.InputContainer:
+        return av.open(self.spec, mode="r", format="v4l2", timeout=(self.timeout, self.timeout))
+
+    def _disconnected(self, ending: BaseException | None) -> bool:
+        return True
+
+
+class StdinContainerSource(_ContainerSource):
+    """A streamable container on standard input (mpegts, matroska, nut, ...), never reopened: its end is the end,
+    a read error ends the pass with a SourceError."""
+
+    kind = "stdin-container"
+
+    def _open(self) -> None:
+        self._reader = _TimedReader(self._stdin_stream(), self.timeout)
+        super()._open()
+
+    def _av_open(self) -> av.container.InputContainer:
+        assert self._reader is not None
+        return av.open(self._reader, mode="r")
+
+    def _goes_on(self, ending: BaseException | None, number: int) -> bool:
+        if isinstance(ending, _Stalled):
+            return self._stall(number)  # standard input is never reopened: raises
+        if ending is not None:
+            raise self._error(
+                f"Expected a readable container on {self._label} but reading failed before frame {number}: {ending}"
+            ) from self._cause(ending)
+        return False
+
+
+#: The class of each ``kind``.
+SOURCE_CLASSES: dict[str, type[LiveSource]] = {
+    cls.kind: cls for cls in (FileSource, FolderSource, CameraSource, UrlSource, StdinRawSource, StdinContainerSource)
+}
+#: The ``kind`` of every source.
+SOURCE_KINDS = tuple(SOURCE_CLASSES)
+
+
+def _classify(spec: str, raw: bool) -> tuple[type[LiveSource], str]:
+    """The class and the name of a SOURCE string (``raw``: standard input holds raw frames)."""
     if spec == "-":
-        return "stdin", "stdin"
+        return (StdinRawSource if raw else StdinContainerSource), "stdin"
     match = _URL_PATTERN.match(spec)
     if match is not None:
         if match.group(1).lower() not in URL_SCHEMES:
             raise SourceError(
-                f"Expected SOURCE to be {SOURCE_HELP} but {_safe_display(spec)!r} has the unsupported scheme "
-                f"'{match.group(1)}://'"
+                f"Expected SOURCE to be {SOURCE_HELP} but {mask_url(spec)!r} has the unsupported scheme "
+                f"'{match.group(1)}://'",
+                spec,
             )
-        return "url", _url_name(spec)
+        return UrlSource, _url_name(spec)
     if CAMERA_PATTERN.match(spec):
         if not os.path.exists(spec):
             raise SourceError(f"Expected a camera device at {spec} but it does not exist (no such device)")
-        return "camera", Path(spec).name
+        return CameraSource, Path(spec).name
     path = Path(spec)
     if path.is_dir():
-        return "folder", path.name
+        return FolderSource, path.name
     if path.is_file():
-        return "file", path.name
-    raise SourceError(f"Expected SOURCE to be {SOURCE_HELP} but {spec!r} is none of these (no such file or folder)")
+        return FileSource, path.name
+    raise SourceError(
+        f"Expected SOURCE to be {SOURCE_HELP} but {spec!r} is none of these (no such file or folder)", spec
+    )
+
+
+def _checked_raw_size(raw_size: tuple[int, int], spec: str, cls: type[LiveSource]) -> tuple[int, int]:
+    if not issubclass(cls, StdinRawSource):
+        raise ValueError(f"Expected raw_size only with SOURCE '-' (standard input) but SOURCE is {mask_url(spec)!r}")
+    integers = len(raw_size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in raw_size)
+    if not integers or min(raw_size) < 1:
+        raise ValueError(f"Expected raw_size to be (width, height) in positive pixels but got {raw_size!r}")
+    return (int(raw_size[0]), int(raw_size[1]))
+
+
+def _checked_options(
+    fps: float | None,
+    frame_rate: float | None,
+    timeout: float,
+    reconnect: int,
+    on_bad_frame: str,
+    max_frames: int | None,
+    duration: float | None,
+) -> SourceOptions:
+    """The options of :func:`open_source`, checked (raises ValueError; see there); raw_size is set later."""
+    if fps is not None:
+        fps = check_fps(fps)
+    rate = check_fps(frame_rate) if frame_rate is not None else (fps if fps is not None else DEFAULT_FRAME_RATE)
+    timeout = _check_positive("timeout", timeout)
+    if duration is not None and not (isinstance(duration, (int, float)) and duration >= 0 and math.isfinite(duration)):
+        raise ValueError(f"Expected a duration of zero or more seconds but got {duration!r}")
+    if not isinstance(reconnect, int) or reconnect < 0:
+        raise ValueError(f"Expected reconnect to be a count of 0 or more attempts but got {reconnect!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"Expected max_frames to be a count of 1 or more frames but got {max_frames!r}")
+    if on_bad_frame not in BAD_FRAME_POLICIES:
+        raise ValueError(f"Expected on_bad_frame to be one of {BAD_FRAME_POLICIES} but got {on_bad_frame!r}")
+    return SourceOptions(
+        fps=fps,
+        frame_rate=rate,
+        timeout=timeout,
+        reconnect=reconnect,
+        on_bad_frame=on_bad_frame,
+        max_frames=max_frames,
+        duration=float(duration) if duration is not None else None,
+    )
 
 
 def open_source(
@@ -741,58 +861,23 @@ def open_source(
         stdin: the binary stream ``-`` reads (default ``sys.stdin.buffer``); never closed here.
 
     Returns:
-        The opened :class:`LiveSource` (iterate it once; close it, or use it as a context manager).
+        The opened :class:`LiveSource` of the SOURCE's kind (iterate it once; close it, or use it as a context
+        manager).
 
     Raises:
         SourceError: SOURCE is none of the kinds, a file is not a readable video, a folder holds no images, a camera
             device is missing, a URL's protocol is not compiled into PyAV's FFmpeg, a connection fails or times out,
-            or an input holds no video stream.
+            or an input holds no video stream. Its message never holds a URL's password or token.
         ValueError: an argument is out of range (``fps``, ``frame_rate``, ``timeout`` or ``duration`` not positive,
             ``reconnect`` negative, ``max_frames`` below 1, an unknown ``on_bad_frame``, a ``raw_size`` that is not
             two positive integers or is given for another SOURCE than ``-``).
     """
     text = os.fspath(spec)
-    if fps is not None:
-        fps = check_fps(fps)
-    rate = check_fps(frame_rate) if frame_rate is not None else (fps if fps is not None else DEFAULT_FRAME_RATE)
-    timeout = _check_positive("timeout", timeout)
-    if duration is not None and not (isinstance(duration, (int, float)) and duration >= 0 and math.isfinite(duration)):
-        raise ValueError(f"Expected a duration of zero or more seconds but got {duration!r}")
-    if not isinstance(reconnect, int) or reconnect < 0:
-        raise ValueError(f"Expected reconnect to be a count of 0 or more attempts but got {reconnect!r}")
-    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-        raise ValueError(f"Expected max_frames to be a count of 1 or more frames but got {max_frames!r}")
-    if on_bad_frame not in BAD_FRAME_POLICIES:
-        raise ValueError(f"Expected on_bad_frame to be one of {BAD_FRAME_POLICIES} but got {on_bad_frame!r}")
-    kind, name = _classify(text)
+    options = _checked_options(fps, frame_rate, timeout, reconnect, on_bad_frame, max_frames, duration)
+    cls, name = _classify(text, raw_size is not None)
     if raw_size is not None:
-        if kind != "stdin":
-            raise ValueError(f"Expected raw_size only with SOURCE '-' (standard input) but SOURCE is {text!r}")
-        if (
-            not (
-                len(raw_size) == 2 and all(isinstance(value, int) and not isinstance(value, bool) for value in raw_size)
-            )
-            or min(raw_size) < 1
-        ):
-            raise ValueError(f"Expected raw_size to be (width, height) in positive pixels but got {raw_size!r}")
-        raw_size = (int(raw_size[0]), int(raw_size[1]))
-    if kind == "stdin":
-        kind = "stdin-raw" if raw_size is not None else "stdin-container"
-    source = LiveSource(
-        text,
-        kind,
-        name,
-        fps=fps,
-        frame_rate=rate,
-        raw_size=raw_size,
-        timeout=timeout,
-        reconnect=reconnect,
-        on_bad_frame=on_bad_frame,
-        max_frames=max_frames,
-        duration=float(duration) if duration is not None else None,
-        on_event=on_event,
-        stdin=stdin,
-    )
+        options = dataclasses.replace(options, raw_size=_checked_raw_size(raw_size, text, cls))
+    source = cls(text, name, options, on_event, stdin)
     source._open()
     return source
 
@@ -802,10 +887,18 @@ __all__ = [
     "DEFAULT_FRAME_RATE",
     "DEFAULT_TIMEOUT",
     "EVENT_KINDS",
+    "SOURCE_CLASSES",
     "SOURCE_KINDS",
     "URL_SCHEMES",
+    "CameraSource",
+    "FileSource",
+    "FolderSource",
     "LiveSource",
     "SourceError",
     "SourceEvent",
+    "SourceOptions",
+    "StdinContainerSource",
+    "StdinRawSource",
+    "UrlSource",
     "open_source",
 ]

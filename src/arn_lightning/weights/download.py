@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from arn_lightning.atomic import atomic_path
+from arn_lightning.redact import mask_url, redact
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,11 @@ def hash_prefix(file_name: str) -> str | None:
 
 def _unavailable(what: str, path: Path, url: str, reason: str, hint: str) -> WeightsUnavailable:
     return WeightsUnavailable(
-        f"Expected {what} in {path} but the file is not there and {reason}. Download {url} on a machine with "
-        f"network and place it in the folder {path.parent} under the file name {path.name}{hint}."
+        redact(  # a mirror URL may hold a password or a token: masked (arn_lightning.redact)
+            f"Expected {what} in {path} but the file is not there and {reason}. Download {url} on a machine with "
+            f"network and place it in the folder {path.parent} under the file name {path.name}{hint}.",
+            url,
+        )
     )
 
 
@@ -160,11 +164,13 @@ def download_file(url: str, path: str | Path, timeout_s: float, sha256_prefix: s
                 digest.update(chunk)
                 received += len(chunk)
         if length is not None and received != int(length):
-            raise OSError(f"Expected {length} bytes from {url} but got {received} (connection closed early)")
+            raise OSError(redact(f"Expected {length} bytes from {url} but got {received} (connection closed early)"))
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix.lower()):
             raise ValueError(
-                f"Expected the sha256 of {url} to start with {sha256_prefix} (as its file name {path.name} says) "
-                f"but got {digest.hexdigest()}"
+                redact(
+                    f"Expected the sha256 of {url} to start with {sha256_prefix} (as its file name {path.name} says) "
+                    f"but got {digest.hexdigest()}"
+                )
             )
     return path
 
@@ -205,7 +211,7 @@ def fetch_weights(
     """
     file_name = file_name or os.path.basename(url.split("?", 1)[0])
     if not file_name:
-        raise ValueError(f"Expected a URL ending in a file name (or a file_name) but got {url!r}")
+        raise ValueError(redact(f"Expected a URL ending in a file name (or a file_name) but got {url!r}", url))
     path = Path(folder).expanduser() / file_name
     if path.is_file():
         return path
@@ -215,7 +221,7 @@ def fetch_weights(
         raise _unavailable(what, path, source, f"{reason} (no download attempted)", hint)
     timeout = download_timeout_s(timeout_s)
     expected = sha256_prefix or (hash_prefix(file_name) if check_hash else None)
-    log.info("downloading %s to %s (timeout %.1f s)", source, path, timeout)
+    log.info("downloading %s to %s (timeout %.1f s)", mask_url(source), path, timeout)
     try:
         return download_file(source, path, timeout, expected if check_hash else None)
     except (OSError, http.client.HTTPException, ValueError) as error:

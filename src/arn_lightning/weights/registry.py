@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arn_lightning.atomic import atomic_write_json
+from arn_lightning.redact import redact
 from arn_lightning.weights.download import (
     CHUNK_BYTES,
     WeightsUnavailable,
@@ -324,13 +325,14 @@ def _mismatch_advice(entry: WeightsEntry, path: Path) -> str:
 
 def by_hand_message(entry: WeightsEntry, path: Path, reason: str) -> str:
     """The message of a missing file: the file name, its checksum, the URL and the folder to place it in."""
-    urls = " or ".join(weights_url(url, entry.file_name) for url in entry.urls)
-    return (
+    sources = [weights_url(url, entry.file_name) for url in entry.urls]
+    return redact(  # a mirror URL may hold a password or a token: masked (arn_lightning.redact)
         f"Expected the weight file {entry.file_name} ({entry.name}, {entry.expected_text()}) in {path.parent} but it "
-        f"is not there and {reason}. Download {urls} on a machine with network (`arn-lightning weights fetch "
-        f"{entry.name}` does it and checks the hash), check that its sha256 {entry.expected_clause()}, and place it "
-        f"in the folder {path.parent} under the file name {entry.file_name} (or point --dir / {WEIGHTS_DIR_ENV} at "
-        f"a folder holding it)."
+        f"is not there and {reason}. Download {' or '.join(sources)} on a machine with network (`arn-lightning "
+        f"weights fetch {entry.name}` does it and checks the hash), check that its sha256 "
+        f"{entry.expected_clause()}, and place it in the folder {path.parent} under the file name {entry.file_name} "
+        f"(or point --dir / {WEIGHTS_DIR_ENV} at a folder holding it).",
+        *sources,
     )
 
 

@@ -529,12 +529,8 @@ def comparison_frame_image(comparison: Comparison, key: str, top_k: int, path: P
 def recall_chart(report: dict[str, Any], constraint: str, k: int, path: Path) -> Path:
     """The per-predicate recall chart of an ``evaluate`` report (head to tail by GT count), with both mR
     definitions, saved as a PNG."""
-    from arn_lightning.drawing.graph_plot import recall_figure, recall_rows
+    from arn_lightning.drawing.recall_chart import mean_recalls, recall_figure, report_recall_rows, save_recall_chart
 
-    means = {
-        f"mR@{k} (aggregated)": report[constraint][f"mR@{k}"],
-        f"mR_per_frame@{k}": report[constraint][f"mR_per_frame@{k}"],
-    }
+    means = mean_recalls(report[constraint], constraint, k)
     title = f"{constraint} constraint, R@{k} per predicate; R@{k} = {report[constraint][f'R@{k}']:.3f}"
-    figure_image(recall_figure(recall_rows(report, constraint, k), title, means)).save(path)
-    return path
+    return save_recall_chart(recall_figure(report_recall_rows(report, constraint, k), title, means), path)

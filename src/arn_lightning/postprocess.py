@@ -106,13 +106,6 @@ def scale_boxes(boxes_cxcywh: Tensor, orig_size: Tensor, clip: bool) -> Tensor:
     return boxes
 
 
-def to_jsonable(prediction: Mapping[str, Any]) -> dict[str, Any]:
-    """A prediction with tensors turned into (nested) Python lists, for one JSON line."""
-    return {
-        key: value.detach().cpu().tolist() if isinstance(value, Tensor) else value for key, value in prediction.items()
-    }
-
-
 class PostProcess(nn.Module):
     """Turns :class:`~arn_lightning.models.outputs.ARNOutput` into per-frame predictions (see the module doc).
 

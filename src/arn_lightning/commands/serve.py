@@ -63,6 +63,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--auth``, ``--auth-file`` and ``--allow-unauthenticated`` (:func:`arn_lightning.app.access.check_exposure`)."""
+    access = parser.add_argument_group("who may connect (docs/app.md, 'Exposing it safely')")
+    access.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="require Gradio's login with this user (repeatable; prefer --auth-file: a command line is visible to "
+        "other users of the machine)",
+    )
+    access.add_argument("--auth-file", type=Path, default=None, help="one USER:PASSWORD per line (# comments)")
+    access.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve beyond this machine (--host) without a login: anyone who reaches the port can use the app",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
@@ -101,21 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_UPLOADS_MB,
         help="total of the uploads kept; beyond it the oldest are removed first (default: %(default)s MB)",
     )
-    access = parser.add_argument_group("who may connect (docs/app.md, 'Exposing it safely')")
-    access.add_argument(
-        "--auth",
-        action="append",
-        default=[],
-        metavar="USER:PASSWORD",
-        help="require Gradio's login with this user (repeatable; prefer --auth-file: a command line is visible to "
-        "other users of the machine)",
-    )
-    access.add_argument("--auth-file", type=Path, default=None, help="one USER:PASSWORD per line (# comments)")
-    access.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        help="serve beyond this machine (--host) without a login: anyone who reaches the port can use the app",
-    )
+    _add_access_arguments(parser)
     return parser
 
 

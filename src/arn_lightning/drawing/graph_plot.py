@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -247,35 +247,7 @@ def scene_graph_figure(
         colors = [PERSON_COLOR if network.nodes[n]["person"] else OBJECT_COLOR for n in network.nodes]
         nx.draw_networkx_nodes(network, positions, ax=axes, node_size=NODE_SIZE, node_color=colors, edgecolors="#555")
         nx.draw_networkx_labels(network, positions, ax=axes, font_size=7)
-        seen: dict[tuple[str, str], int] = {}
-        for source, target, data in network.edges(data=True):
-            pair = (source, target) if source <= target else (target, source)
-            order = seen.get(pair, 0)
-            seen[pair] = order + 1
-            bend = EDGE_BEND_STEP * (order + 1) * (1 if (source, target) == pair else -1)
-            style = f"arc3,rad={bend:.3f}"
-            nx.draw_networkx_edges(
-                network,
-                positions,
-                edgelist=[(source, target)],
-                ax=axes,
-                edge_color=data["color"],
-                width=1.5 + 2.5 * data["score"],
-                arrows=True,
-                arrowsize=14,
-                node_size=NODE_SIZE,
-                connectionstyle=style,
-            )
-            nx.draw_networkx_edge_labels(
-                nx.DiGraph([(source, target)]),
-                positions,
-                edge_labels={(source, target): f"{data['predicate']} {data['score']:.2f}"},
-                ax=axes,
-                font_size=6,
-                font_color=data["color"],
-                connectionstyle=style,
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
-            )
+        _draw_edges(axes, network, positions)
         xs, ys = zip(*positions.values())
         margin = 0.35
         axes.set_xlim(min(min(xs), -1) - margin, max(max(xs), 1) + margin)
@@ -283,6 +255,40 @@ def scene_graph_figure(
     handles = [Line2D([0], [0], color=PREDICATE_TYPE_COLORS[kind], lw=3, label=kind) for kind in PREDICATE_TYPES]
     figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
     return figure
+
+
+def _draw_edges(axes: Any, network: nx.MultiDiGraph, positions: Mapping[str, tuple[float, float]]) -> None:
+    """Draw every edge of ``network`` with its label, coloured by type and as wide as its score; parallel edges of
+    one node pair bend apart (:data:`EDGE_BEND_STEP`)."""
+    seen: dict[tuple[str, str], int] = {}
+    for source, target, data in network.edges(data=True):
+        pair = (source, target) if source <= target else (target, source)
+        order = seen.get(pair, 0)
+        seen[pair] = order + 1
+        bend = EDGE_BEND_STEP * (order + 1) * (1 if (source, target) == pair else -1)
+        style = f"arc3,rad={bend:.3f}"
+        nx.draw_networkx_edges(
+            network,
+            positions,
+            edgelist=[(source, target)],
+            ax=axes,
+            edge_color=data["color"],
+            width=1.5 + 2.5 * data["score"],
+            arrows=True,
+            arrowsize=14,
+            node_size=NODE_SIZE,
+            connectionstyle=style,
+        )
+        nx.draw_networkx_edge_labels(
+            nx.DiGraph([(source, target)]),
+            positions,
+            edge_labels={(source, target): f"{data['predicate']} {data['score']:.2f}"},
+            ax=axes,
+            font_size=6,
+            font_color=data["color"],
+            connectionstyle=style,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
 
 
 def figure_image(figure: Figure) -> Image.Image:

@@ -1,8 +1,9 @@
 """Lightning callbacks of the project: scene-graph images and per-predicate recall reports for the loggers.
 
 Whatever the logger, the report also lands as files in the run directory (``reports/``): PNG frames with predicted
-vs ground-truth graphs, and per-predicate recall as CSV + a head-to-tail bar chart. On W&B the same go to the run
-as images, a ``wandb.Table`` and a bar chart; on TensorBoard as images.
+vs ground-truth graphs, and per-predicate recall as CSV + the head-to-tail bar chart of
+:mod:`arn_lightning.drawing.recall_chart` (the chart of the web app and the notebook, with both mean recalls). On W&B
+the same go to the run as images, a ``wandb.Table`` and that chart; on TensorBoard as images.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from torch import Tensor
 from arn_lightning.atomic import atomic_path, atomic_write_json
 from arn_lightning.data.ag import parse_frame_key
 from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from arn_lightning.drawing.annotate import annotate_frame
+from arn_lightning.drawing.annotate import prediction_and_truth
 from arn_lightning.drawing.recall_chart import mean_recalls, metric_recall_rows, save_recall_report
 from arn_lightning.metrics.predictions import prediction_from_ground_truth
 from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from arn_lightning.training.runs import run_folder
-from arn_lightning.vocab import CONSTRAINTS, PREDICATES
+from arn_lightning.vocab import CONSTRAINTS
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,7 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
     gt = prediction_from_ground_truth(target)
     pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
     number = parse_frame_key(target["frame"], "the validation batch")[1]
-    halves = [
-        annotate_frame(frame, FrameGraph(0, number, math.nan, p, rank_triplets(p, top_k=k, threshold=t)))
-        for p, k, t in ((pred, top_k, threshold), (gt, len(PREDICATES) * len(gt["pairs"]), 0.5))
-    ]
-    canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")
-    canvas.paste(halves[0], (0, 0))
-    canvas.paste(halves[1], (halves[0].width, 0))
-    return canvas
+    return prediction_and_truth(frame, number, pred, gt, top_k, threshold)
 
 
 def graph_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Image.Image:
@@ -205,7 +199,7 @@ class SceneGraphReport(L.Callback):
                 logger.experiment.log(
                     {
                         f"{title}/table": table,
-                        f"{title}/bar": wandb.plot.bar(table, "predicate", "recall", title=title),
+                        f"{title}/chart": wandb.Image(str(png)),  # the project's one chart, as in reports/
                         "trainer/global_step": trainer.global_step,
                     }
                 )

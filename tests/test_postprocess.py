@@ -289,3 +289,18 @@ def test_unused_padding_queries_are_not_checked_but_ground_truth_boxes_are():
         PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(two, targets)
     targets[1]["evaluate"] = False
     assert len(PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(two, targets, only_evaluated=True)) == 1
+
+
+def test_inference_builds_no_training_target():
+    """Inference predicts from keys and sizes (``PostProcess.detect``): no module of ``inference/`` names a batch's
+    ``targets`` or a target's ``evaluate`` flag, and each predictor calls ``detect``."""
+    from pathlib import Path
+
+    import arn_lightning.inference as inference
+
+    sources = {p.name: p.read_text() for p in Path(inference.__file__).parent.glob("*.py")}
+    assert len(sources) >= 8  # the walk saw the package
+    for name, text in sources.items():
+        assert '"targets"' not in text and '"evaluate"' not in text and "only_evaluated" not in text, name
+    for name in ("api.py", "streaming.py", "onnx_predictor.py"):
+        assert "postprocess.detect(" in sources[name], name

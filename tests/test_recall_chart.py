@@ -70,3 +70,22 @@ def test_the_report_writes_the_csv_and_the_chart_under_the_title_stem(tmp_path: 
         "val_per_predicate_no_R20.csv",
         png.name,
     ]
+
+
+def test_the_rows_and_the_chart_have_one_home() -> None:
+    """No module but ``drawing/recall_chart.py`` draws a bar chart or orders per-predicate rows head to tail."""
+    import ast
+
+    import arn_lightning
+
+    package = Path(arn_lightning.__file__).parent
+    homes = set()
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            bar = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "bar"
+            if bar and "wandb" not in ast.unparse(node.func):
+                homes.add(path.relative_to(package).as_posix())
+            if isinstance(node, ast.FunctionDef) and node.name.endswith(("recall_rows", "per_predicate_rows")):
+                homes.add(path.relative_to(package).as_posix())
+    assert homes == {"drawing/recall_chart.py"}

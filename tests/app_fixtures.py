@@ -27,14 +27,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def app_server(checkpoint: Path, root: Path, temp_root: Path, **settings: Any) -> Iterator[tuple[str, Any]]:
-    """The app on a free port of 127.0.0.1 (``ui.launch(block=False)``); yields (url, context), then stops the
-    server and removes its temporary root."""
+def app_server(
+    checkpoint: Path, root: Path, temp_root: Path, auth: list[tuple[str, str]] | None = None, **settings: Any
+) -> Iterator[tuple[str, Any]]:
+    """The app on a free port of 127.0.0.1 (``ui.launch(block=False)``, with Gradio's login when ``auth`` is given);
+    yields (url, context), then stops the server and removes its temporary root."""
     from arn_lightning.app.ui import AppSettings, build_app, launch
 
     demo, context = build_app(AppSettings(checkpoint=checkpoint, root=root, temp_root=temp_root, **settings))
     port = free_port()
-    launch(demo, context, "127.0.0.1", port, block=False)
+    launch(demo, context, "127.0.0.1", port, block=False, auth=auth)
     try:
         yield f"http://127.0.0.1:{port}/", context
     finally:

@@ -9,6 +9,8 @@ Screenshots of each tab go into a pytest temporary folder (printed); with ``ARN_
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -53,8 +55,12 @@ def ag_outputs(assets: InferAssets, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def server(assets: InferAssets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
-    with app_server(assets.checkpoint, assets.data_root, tmp_path_factory.mktemp("app") / "server") as running:
+def server(
+    assets: InferAssets, ag_outputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Any]]:
+    # started with the outputs' folder as --runs: the app reads only what it was started with
+    temp_root = tmp_path_factory.mktemp("app") / "server"
+    with app_server(assets.checkpoint, assets.data_root, temp_root, runs=ag_outputs[0].parent) as running:
         yield running
 
 
@@ -144,7 +150,11 @@ def test_open_an_inference_output_and_compare_with_ground_truth(
         what="the comparison loaded",
     )
     wait_until(lambda: browser.find_element("css selector", "#cmp-recall img"), what="the recall chart")
-    gt = wait_until(lambda: text_of(browser, "#cmp-gt-table"), what="the GT table")
+    marked = ("miss", "hit")  # the table's header is there before the frame's rows: wait for the rows' marks
+    gt = wait_until(
+        lambda: next((t for t in [text_of(browser, "#cmp-gt-table")] if any(m in t for m in marked)), None),
+        what="the GT table's rows",
+    )
     assert "miss" in gt or "hit" in gt
     assert "false positive" in text_of(browser, "#cmp-pred-table") or "hit" in text_of(browser, "#cmp-pred-table")
     screenshot(browser, tmp_path / "screenshots", "app_compare", SCREENSHOTS)
@@ -173,6 +183,89 @@ def test_two_api_clients_get_their_own_results(server: tuple[str, Any], assets: 
     sessions = [s for s in context.sessions.sessions() if (context.sessions.path(s) / "run_1").is_dir()]
     keys = {s: (context.sessions.path(s) / "run_1" / "scene_graphs.jsonl").read_text() for s in sessions}
     assert any("synthetic.mp4" in v for v in keys.values()) and any("sample_moving_box" in v for v in keys.values())
+
+
+@pytest.mark.slow
+def test_paths_outside_what_the_server_was_started_with_get_one_message(
+    server: tuple[str, Any], assets: InferAssets, ag_outputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from gradio_client import Client
+
+    from arn_lightning.app.access import REFUSED
+    from arn_lightning.app.ui import SAMPLE_NAME
+
+    url, context = server
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    copy = outside / "copy.ckpt"
+    copy.write_bytes(assets.checkpoint.read_bytes())  # a loadable checkpoint, but not the server's
+    shutil.copytree(ag_outputs[0], outside / "infer_out")  # a real infer output, but outside --runs and --root
+    for path in (copy, outside / "missing.ckpt", "/etc/passwd"):
+        answer = client.predict(None, SAMPLE_NAME, str(path), 5, 0.0, api_name="/run_video")
+        assert answer[0] == f"**Error:** {REFUSED}", answer[0]
+    assert Path(copy).resolve() not in context.predictors._models  # never loaded
+    for folder in (outside / "infer_out", outside / "missing", ag_outputs[0] / ".." / ".." / "elsewhere"):
+        assert client.predict(str(folder), api_name="/open_output")[0] == f"**Error:** {REFUSED}"
+    assert client.predict(str(ag_outputs[0]), api_name="/open_output")[0].startswith("**")  # under --runs: read
+    answer = client.predict(
+        str(outside), str(ag_outputs[1]), "sgdet", "test", "with", 20, "all", "all", api_name="/compare"
+    )
+    assert answer[0] == f"**Error:** {REFUSED}"
+
+
+@pytest.mark.slow
+def test_a_login_protects_the_app(assets: InferAssets, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from gradio_client import Client
+
+    with app_server(assets.checkpoint, assets.data_root, tmp_path / "server", auth=[("ana", "s3cret")]) as (url, _):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "config", timeout=30)
+        assert refused.value.code == 401
+        with pytest.raises(Exception, match="(?i)login|credentials|auth"):
+            Client(url, verbose=False, auth=("ana", "wrong"))
+        assert (
+            "/run_video"
+            in Client(url, verbose=False, auth=("ana", "s3cret")).view_api(return_format="dict")["named_endpoints"]
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_every_stop_of_a_real_server_removes_its_temporary_folders(
+    stop: signal.Signals, assets: InferAssets, tmp_path: Path
+) -> None:
+    from app_fixtures import free_port
+
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("arn-lightning")), "serve", "--checkpoint", str(assets.checkpoint)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert "temporary files in " in first, first
+        temp_root = Path(first.split("temporary files in ")[1].split(";")[0])
+        assert process.stdout.readline().strip() == "arn-lightning serve: no login (this machine only)"
+        wait_until(lambda: (temp_root / "samples").is_dir() and _listening(port), 120, "the server up")
+        process.send_signal(stop)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not temp_root.exists()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_serve_help_is_instant_and_imports_no_gradio() -> None:

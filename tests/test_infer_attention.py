@@ -53,7 +53,7 @@ def test_pairs_map_to_the_queries_whose_boxes_they_are(assets: InferAssets, pred
         predicted = predictor.predict_clips([job])
     assert len(predicted) == len(frames) == 2
     for i, (prepared, prediction) in enumerate(predicted):
-        size = prepared.target["orig_size"]
+        size = prepared.orig_size
         queries = pair_queries(recorder.outputs, i, prediction, size)
         assert sorted(queries.tolist()) == list(range(NUM_QUERIES))  # every query kept, each once
         for pair, query in enumerate(queries.tolist()):

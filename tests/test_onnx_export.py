@@ -125,9 +125,7 @@ def run_both(checkpoint: Path, model_path: Path, window: int) -> list[tuple[dict
     onnx_cache: list[np.ndarray] = []
     pairs = []
     for frame in frames():
-        prepared = predictor.prepare(frame)
-        batch = predictor.collate([[{"image": prepared.image, "target": {**prepared.target, "evaluate": True}}]])
-        image = batch["pixel_values"][0]
+        image = predictor.collate.pixels([[predictor.prepare(frame).image]])[0][0]
         grid = model.backbone.feature_size(*image.shape[-2:])
         reset = not torch_cache
         if reset:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from arn_lightning.boxes import invalid_box_mask
-from arn_lightning.metrics.predictions import write_predictions
+from arn_lightning.metrics.predictions import encode_prediction, prediction_to_json, write_predictions
 from arn_lightning.models.outputs import ARNOutput
-from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, scale_boxes, to_jsonable
+from arn_lightning.postprocess import PostProcess, PostProcessConfig, predicate_scores, scale_boxes
 from arn_lightning.triplets import TripletVocabulary
 from output_fixtures import class_logits
 
@@ -147,7 +147,7 @@ def test_only_evaluated_frames_and_json_conversion():
     post = PostProcess(PostProcessConfig(), TRIPLETS)
     assert [p["frame"] for p in post(both, targets, only_evaluated=True)] == ["a.mp4/000002.png"]
     assert len(post(both, targets)) == 2
-    line = json.loads(json.dumps(to_jsonable(post(both, targets)[1])))
+    line = json.loads(json.dumps(encode_prediction(post(both, targets)[1])))
     assert line["labels"] == [1, 1, 11, 8] and line["pairs"] == [[0, 2], [1, 3]]
     assert len(line["contacting"][0]) == 17 and line["frame"] == "a.mp4/000002.png"
     with pytest.raises(ValueError, match="one per frame"):
@@ -174,6 +174,41 @@ def two_frames(**changes):
     for field, (frame_index, query, value) in changes.items():
         values[field][frame_index, query] = value
     return ARNOutput(*(values[f] for f in FIELDS)), [frame("a.mp4/000001.png"), frame("a.mp4/000002.png")]
+
+
+def test_detect_takes_keys_and_sizes_and_gives_the_training_forwards_predictions():
+    outputs, targets = two_frames()
+    targets[1]["orig_size"] = torch.tensor([60, 90])  # frames of different sizes
+    keys, sizes = [t["frame"] for t in targets], torch.stack([t["orig_size"] for t in targets])
+    post = PostProcess(PostProcessConfig(top_k_pairs=1), TRIPLETS)
+    trained = post(outputs, targets)
+    for detected in (post.detect(outputs, keys, sizes), post.detect(outputs, keys, sizes, rows=[0, 1])):
+        assert [p["frame"] for p in detected] == keys
+        for got, expected in zip(detected, trained):
+            assert all(torch.equal(got[k], expected[k]) for k in expected if k != "frame")  # bit for bit
+    skipped = [{**targets[0], "evaluate": False}, targets[1]]
+    [only] = post.detect(outputs, keys, sizes, rows=[1])
+    [evaluated] = post(outputs, skipped, only_evaluated=True)
+    assert only["frame"] == "a.mp4/000002.png" and torch.equal(only["boxes"], evaluated["boxes"])
+    assert only["boxes"][:, 2].max().item() <= 90  # scaled by the second frame's own size
+    assert encode_prediction(only) == prediction_to_json(only)  # the JSON line, without the metric's validation
+
+
+def test_detect_refuses_what_it_cannot_predict():
+    outputs, targets = two_frames(obj_logits=(1, 0, float("nan")))
+    keys, sizes = [t["frame"] for t in targets], torch.stack([t["orig_size"] for t in targets])
+    post = PostProcess(PostProcessConfig(), TRIPLETS)
+    with pytest.raises(ValueError, match=r"Expected 2 frame keys and orig_sizes of shape \[2, 2\] \(h, w\) but got 1"):
+        post.detect(outputs, keys[:1], sizes)
+    with pytest.raises(ValueError, match=r"orig_sizes of shape \[2, 2\] .* shape \[2\]"):
+        post.detect(outputs, keys, sizes[0])
+    with pytest.raises(ValueError, match=r"Expected rows in 0..1 but got \[2\]"):
+        post.detect(outputs, keys, sizes, rows=[2])
+    with pytest.raises(ValueError, match="non-finite obj_logits"):
+        post.detect(outputs, keys, sizes)  # frame 1 is predicted: its NaN is found, naming it
+    assert [p["frame"] for p in post.detect(outputs, keys, sizes, rows=[0])] == ["a.mp4/000001.png"]
+    with pytest.raises(ValueError, match="Expected an SGDet model's outputs without a query mask but got task 'sgcls'"):
+        PostProcess(PostProcessConfig(), TRIPLETS, task="sgcls").detect(outputs, keys, sizes)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +289,18 @@ def test_unused_padding_queries_are_not_checked_but_ground_truth_boxes_are():
         PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(two, targets)
     targets[1]["evaluate"] = False
     assert len(PostProcess(PostProcessConfig(), TRIPLETS, task="predcls")(two, targets, only_evaluated=True)) == 1
+
+
+def test_inference_builds_no_training_target():
+    """Inference predicts from keys and sizes (``PostProcess.detect``): no module of ``inference/`` names a batch's
+    ``targets`` or a target's ``evaluate`` flag, and each predictor calls ``detect``."""
+    from pathlib import Path
+
+    import arn_lightning.inference as inference
+
+    sources = {p.name: p.read_text() for p in Path(inference.__file__).parent.glob("*.py")}
+    assert len(sources) >= 8  # the walk saw the package
+    for name, text in sources.items():
+        assert '"targets"' not in text and '"evaluate"' not in text and "only_evaluated" not in text, name
+    for name in ("api.py", "streaming.py", "onnx_predictor.py"):
+        assert "postprocess.detect(" in sources[name], name

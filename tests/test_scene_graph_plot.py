@@ -10,12 +10,14 @@ from arn_lightning.drawing.annotate import PREDICATE_TYPE_COLORS
 from arn_lightning.drawing.graph_plot import (
     figure_image,
     frame_edges,
+    frame_graph,
     frame_layout,
+    graph_boxes,
     node_names,
-    recall_figure,
     scene_graph_figure,
     video_layout,
 )
+from arn_lightning.drawing.recall_chart import recall_figure
 from arn_lightning.scene_graph import FrameGraph, Triplet
 from arn_lightning.vocab import PREDICATES
 
@@ -89,3 +91,43 @@ def test_recall_chart_names_both_mean_recalls() -> None:
     figure = recall_figure(rows, "with R@20", {"mR@20 (aggregated)": 0.25, "mR_per_frame@20": 0.2})
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert "mR@20 (aggregated) = 0.250" in labels and "mR_per_frame@20 = 0.200" in labels
+
+
+def test_boxes_of_one_entity_are_one_node() -> None:
+    # two pair queries whose person boxes overlap at IoU 0.8: [0, 0, 100, 100] and [0, 0, 100, 80]
+    boxes = [[0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 100.0, 80.0], [120.0, 40.0, 160.0, 80.0], [200.0, 0.0, 240.0, 40.0]]
+    triplets = [
+        _triplet(0, "holding", 2, ("person", "cup/glass/bottle"), 0.9),
+        _triplet(1, "holding", 3, ("person", "cup/glass/bottle"), 0.8),
+        _triplet(1, "looking_at", 2, ("person", "cup/glass/bottle"), 0.7),
+        _triplet(0, "holding", 2, ("person", "cup/glass/bottle"), 0.6),  # the same edge again: drawn once
+    ]
+    graph = _graph(0, boxes, triplets)
+    network = frame_graph(triplets, graph_boxes(graph))
+    assert sorted(network.nodes) == ["cup/glass/bottle", "cup/glass/bottle #2", "person"]
+    assert node_names(triplets, graph_boxes(graph)) == {
+        0: "person",
+        2: "cup/glass/bottle",
+        1: "person",
+        3: "cup/glass/bottle #2",
+    }
+    edges = frame_edges(triplets, graph_boxes(graph))
+    assert [(e.source, e.predicate, e.target, e.score) for e in edges] == [
+        ("person", "holding", "cup/glass/bottle", 0.9),
+        ("person", "holding", "cup/glass/bottle #2", 0.8),
+        ("person", "looking_at", "cup/glass/bottle", 0.7),
+    ]
+    assert set(video_layout([graph], image_size=(240, 100))) == {"person", "cup/glass/bottle", "cup/glass/bottle #2"}
+    labels = {t.get_text() for t in scene_graph_figure(graph).axes[0].texts}
+    assert {"person", "cup/glass/bottle", "cup/glass/bottle #2"} <= labels and "person #2" not in labels
+
+
+def test_boxes_below_the_matching_overlap_stay_two_nodes() -> None:
+    # IoU 0.4 < 0.5: [0, 0, 100, 100] and [0, 0, 100, 40]; and an equal box of another class is another entity
+    boxes = [[0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 100.0, 40.0], [120.0, 40.0, 160.0, 80.0], [120.0, 40.0, 160.0, 80.0]]
+    triplets = [
+        _triplet(0, "holding", 2, ("person", "cup/glass/bottle")),
+        _triplet(1, "holding", 3, ("person", "book")),
+    ]
+    names = node_names(triplets, graph_boxes(_graph(0, boxes, triplets)))
+    assert names == {0: "person", 2: "cup/glass/bottle", 1: "person #2", 3: "book"}

@@ -70,7 +70,7 @@ def test_postprocess_and_criterion_take_the_vocabulary_not_the_matcher_or_the_mo
     assert "arn_lightning.models.arn" not in _imports(PACKAGE / "criterion.py")
 
 
-@pytest.mark.parametrize("name", ["TASKS", "CONSTRAINTS", "IMAGENET_MEAN", "IMAGENET_STD"])
+@pytest.mark.parametrize("name", ["TASKS", "CONSTRAINTS", "IMAGENET_MEAN", "IMAGENET_STD", "PREDICATE_TYPE_COLORS"])
 def test_shared_names_are_defined_once(name):
     homes = [
         p.relative_to(PACKAGE).as_posix()

@@ -106,13 +106,6 @@ def scale_boxes(boxes_cxcywh: Tensor, orig_size: Tensor, clip: bool) -> Tensor:
     return boxes
 
 
-def to_jsonable(prediction: Mapping[str, Any]) -> dict[str, Any]:
-    """A prediction with tensors turned into (nested) Python lists, for one JSON line."""
-    return {
-        key: value.detach().cpu().tolist() if isinstance(value, Tensor) else value for key, value in prediction.items()
-    }
-
-
 class PostProcess(nn.Module):
     """Turns :class:`~arn_lightning.models.outputs.ARNOutput` into per-frame predictions (see the module doc).
 
@@ -198,7 +191,8 @@ class PostProcess(nn.Module):
     def forward(
         self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]], only_evaluated: bool = False
     ) -> list[dict[str, Any]]:
-        """Per-frame predictions.
+        """Per-frame predictions of a training / evaluation batch (the training path; inference calls
+        :meth:`detect`, the same core, with what it has).
 
         Args:
             outputs: model outputs for ``BT`` frames.
@@ -222,31 +216,74 @@ class PostProcess(nn.Module):
         if given and self.task == "sgdet":
             raise ValueError("Expected task sgcls or predcls for outputs with a query_mask but got sgdet")
         frames = [i for i, target in enumerate(targets) if target["evaluate"] or not only_evaluated]
-        boxes = None if given else self._batch_boxes(outputs, targets)
-        self._check_outputs(outputs, targets, frames, boxes)
-        predictions = []
-        for i in frames:
-            body = self._given_boxes(outputs, i, targets[i]) if boxes is None else self._detected(outputs, i, boxes)
-            predictions.append({"frame": targets[i]["frame"], **body})
-        return predictions
+        keys = [target.get("frame", i) for i, target in enumerate(targets)]
+        if given:
+            self._check_outputs(outputs, keys, frames, None)
+            self._check_given_boxes(targets, frames)
+            return [{"frame": targets[i]["frame"], **self._given_boxes(outputs, i, targets[i])} for i in frames]
+        sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets])  # [BT, 2]
+        return self._detect_frames(outputs, keys, sizes, frames)
 
-    def _batch_boxes(self, outputs: ARNOutput, targets: Sequence[Mapping[str, Any]]) -> tuple[Tensor, Tensor]:
-        """SGDet: the (subject, object) boxes of every query in original pixels, xyxy ``[BT, Q, 4]`` each."""
-        sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(outputs.sub_boxes.device)  # [BT, 2]
+    @torch.no_grad()
+    def detect(
+        self, outputs: ARNOutput, keys: Sequence[str], orig_sizes: Tensor, rows: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """SGDet predictions from what inference has: the model outputs, the frame keys and the original frame
+        sizes (no target, no ``evaluate`` flag; the values :meth:`forward` gives for the same frames).
+
+        The resized size is not needed: the model's boxes are normalised to the unpadded resized frame, which keeps
+        the original aspect ratio, so they scale to pixels by the original size alone.
+
+        Args:
+            outputs: model outputs for ``BT`` frames, without a query mask.
+            keys: ``BT`` frame keys (``"<video>/<NNNNNN>.png"``).
+            orig_sizes: ``[BT, 2]`` original ``(h, w)`` in pixels.
+            rows: the frames to predict, in order (e.g. the emitted frames of windowed clips); default all.
+
+        Returns:
+            Per frame of ``rows``, the prediction of :meth:`forward`.
+
+        Raises:
+            ValueError: a model of another task or outputs with a query mask, ``keys`` or ``orig_sizes`` of another
+                frame count, a row outside ``0..BT-1``, or a non-finite output / a box breaking the box rule of a
+                predicted frame (naming its key).
+        """
+        count = outputs.obj_logits.shape[0]
+        if self.task != "sgdet" or outputs.query_mask is not None:
+            raise ValueError(f"Expected an SGDet model's outputs without a query mask but got task {self.task!r}")
+        sizes = torch.as_tensor(orig_sizes)
+        if len(keys) != count or tuple(sizes.shape) != (count, 2):
+            raise ValueError(
+                f"Expected {count} frame keys and orig_sizes of shape [{count}, 2] (h, w) but got {len(keys)} keys "
+                f"and shape {list(sizes.shape)}"
+            )
+        frames = list(range(count)) if rows is None else [int(row) for row in rows]
+        if any(not 0 <= row < count for row in frames):
+            raise ValueError(f"Expected rows in 0..{count - 1} but got {frames}")
+        return self._detect_frames(outputs, list(keys), sizes, frames)
+
+    def _detect_frames(
+        self, outputs: ARNOutput, keys: Sequence[Any], sizes: Tensor, frames: list[int]
+    ) -> list[dict[str, Any]]:
+        """The SGDet core of :meth:`forward` and :meth:`detect`: ``frames`` of the batch, ``sizes`` ``[BT, 2]``."""
+        boxes = self._batch_boxes(outputs, sizes)
+        self._check_outputs(outputs, keys, frames, boxes)
+        return [{"frame": keys[i], **self._detected(outputs, i, boxes)} for i in frames]
+
+    def _batch_boxes(self, outputs: ARNOutput, sizes: Tensor) -> tuple[Tensor, Tensor]:
+        """SGDet: the (subject, object) boxes of every query in original pixels, xyxy ``[BT, Q, 4]`` each;
+        ``sizes`` ``[BT, 2]`` original ``(h, w)``."""
+        sizes = sizes.to(outputs.sub_boxes.device)
         return (
             scale_boxes(outputs.sub_boxes, sizes, self.config.clip_boxes),
             scale_boxes(outputs.obj_boxes, sizes, self.config.clip_boxes),
         )
 
     def _check_outputs(
-        self,
-        outputs: ARNOutput,
-        targets: Sequence[Mapping[str, Any]],
-        frames: list[int],
-        boxes: tuple[Tensor, Tensor] | None,
+        self, outputs: ARNOutput, keys: Sequence[Any], frames: list[int], boxes: tuple[Tensor, Tensor] | None
     ) -> None:
-        """Raise naming the first of ``frames`` whose used outputs are not finite, or whose boxes (SGDet: the
-        scaled model boxes; SGCls / PredCls: the targets' ``boxes``) break the box rule; one device sync."""
+        """Raise naming the first of ``frames`` whose used outputs are not finite, or whose SGDet boxes (the scaled
+        model boxes) break the box rule; one device sync."""
         used = outputs.query_mask  # [BT, Q] or None: every query is used
         checks = {"obj_logits": outputs.obj_logits, **{f"{k}_logits": v for k, v in outputs.predicate_logits().items()}}
         bad = {}
@@ -256,21 +293,18 @@ class PostProcess(nn.Module):
         if boxes is not None:
             for name, value in zip(("sub_boxes", "obj_boxes"), boxes):
                 bad[name] = invalid_box_mask(value).any(dim=-1)  # [BT]
-        selected = torch.zeros(len(targets), dtype=torch.bool, device=outputs.obj_logits.device)
+        selected = torch.zeros(len(keys), dtype=torch.bool, device=outputs.obj_logits.device)
         selected[frames] = True
         table = torch.stack(list(bad.values())) & selected  # [checks, BT]
         if bool(table.any()):
             frame = int(table.any(dim=0).nonzero()[0, 0])
             name = list(bad)[int(table[:, frame].nonzero()[0, 0])]
-            raise self._output_error(outputs, targets[frame], frame, name, boxes)
-        if boxes is None:
-            self._check_given_boxes(targets, frames)
+            raise self._output_error(outputs, keys[frame], frame, name, boxes)
 
     @staticmethod
     def _output_error(
-        outputs: ARNOutput, target: Mapping[str, Any], frame: int, name: str, boxes: tuple[Tensor, Tensor] | None
+        outputs: ARNOutput, key: Any, frame: int, name: str, boxes: tuple[Tensor, Tensor] | None
     ) -> ValueError:
-        key = target.get("frame", frame)
         if name.endswith("_logits"):
             return ValueError(
                 f"Expected finite model outputs for frame {key!r} but got non-finite {name} (a NaN or "

@@ -19,7 +19,7 @@ import torch
 
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.metrics.functional import RecallConfig, ranked_triplets
-from arn_lightning.metrics.predictions import prediction_to_json
+from arn_lightning.metrics.predictions import encode_prediction
 from arn_lightning.vocab import OBJECT_CLASSES, PREDICATES, predicate_type
 
 #: Digits kept for the timestamps and triplet scores written to JSON.
@@ -134,10 +134,12 @@ class FrameGraph:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: position, time, readable names and triplets, and the raw prediction-file fields.
 
-        The raw fields are those of :func:`arn_lightning.metrics.predictions.prediction_to_json` (validated,
-        lossless), so a ``scene_graphs.jsonl`` can be read back with ``read_predictions``.
+        The raw fields are those of the prediction file, produced directly from the prediction
+        (:func:`arn_lightning.metrics.predictions.encode_prediction`, lossless): a graph's prediction is a
+        postprocess output, which checked it, or one read back from a file, which validated it. So a
+        ``scene_graphs.jsonl`` can be read back with ``read_predictions``.
         """
-        raw = prediction_to_json(self.prediction, f"the prediction of frame {self.index}")
+        raw = encode_prediction(self.prediction)
         record: dict[str, Any] = {
             "index": self.index,
             "frame_index": self.source_index,

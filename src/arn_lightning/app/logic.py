@@ -8,7 +8,6 @@ removed when the session ends and, with the whole root, when the server stops.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import threading
@@ -23,7 +22,7 @@ from PIL import Image, ImageDraw
 from arn_lightning.drawing.graph_plot import figure_image, scene_graph_figure, video_layout
 from arn_lightning.inference.output import OUTPUT_FILES
 from arn_lightning.scene_graph import FrameGraph, Triplet
-from arn_lightning.vocab import NUM_PREDICATES, PREDICATES, predicate_type
+from arn_lightning.vocab import PREDICATES, predicate_type
 
 #: Defaults of the limits (``arn-lightning serve --max-upload-mb / --max-seconds``).
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -504,37 +503,24 @@ def comparison_frame_image(comparison: Comparison, key: str, top_k: int, path: P
     """Prediction (left, its ``top_k`` no-constraint triplets) and ground truth (right) drawn on the frame's PNG
     from the root's ``frames/``; None when the root has no frame image."""
     from arn_lightning.data.ag import parse_frame_key
-    from arn_lightning.drawing.annotate import annotate_frame
+    from arn_lightning.drawing.annotate import prediction_and_truth
     from arn_lightning.metrics.predictions import prediction_from_ground_truth
-    from arn_lightning.scene_graph import rank_triplets
 
     file = comparison.root / "frames" / key
     if not file.is_file():
         return None
     number = parse_frame_key(key, "the comparison")[1]
     image = Image.open(file).convert("RGB")
-    gt = prediction_from_ground_truth(comparison.targets[key])
-    pred = comparison.predictions[key]
-    halves = [
-        annotate_frame(image, FrameGraph(0, number, math.nan, p, rank_triplets(p, top_k=n, threshold=t)))
-        for p, n, t in ((pred, top_k, 0.0), (gt, NUM_PREDICATES * max(1, len(gt["pairs"])), 0.5))
-    ]
-    canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")
-    canvas.paste(halves[0], (0, 0))
-    canvas.paste(halves[1], (halves[0].width, 0))
-    canvas.save(path)
+    truth = prediction_from_ground_truth(comparison.targets[key])
+    prediction_and_truth(image, number, comparison.predictions[key], truth, top_k, 0.0).save(path)
     return path
 
 
 def recall_chart(report: dict[str, Any], constraint: str, k: int, path: Path) -> Path:
     """The per-predicate recall chart of an ``evaluate`` report (head to tail by GT count), with both mR
     definitions, saved as a PNG."""
-    from arn_lightning.drawing.graph_plot import recall_figure, recall_rows
+    from arn_lightning.drawing.recall_chart import mean_recalls, recall_figure, report_recall_rows, save_recall_chart
 
-    means = {
-        f"mR@{k} (aggregated)": report[constraint][f"mR@{k}"],
-        f"mR_per_frame@{k}": report[constraint][f"mR_per_frame@{k}"],
-    }
+    means = mean_recalls(report[constraint], constraint, k)
     title = f"{constraint} constraint, R@{k} per predicate; R@{k} = {report[constraint][f'R@{k}']:.3f}"
-    figure_image(recall_figure(recall_rows(report, constraint, k), title, means)).save(path)
-    return path
+    return save_recall_chart(recall_figure(report_recall_rows(report, constraint, k), title, means), path)

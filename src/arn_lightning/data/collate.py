@@ -130,18 +130,32 @@ class ClipCollator:
             BoolTensor [B, T, H, W] (True on real pixels), ``targets``: list (a :class:`BatchTargets`) of ``B*T``
             target dicts, frame-major (clip b frame t at ``b*T + t``).
         """
+        pixel_values, pixel_mask = self.pixels([[sample["image"] for sample in clip] for clip in clips])
+        return {
+            "pixel_values": pixel_values,  # [B, T, 3, H, W]
+            "pixel_mask": pixel_mask,  # [B, T, H, W]
+            "targets": BatchTargets(sample["target"] for clip in clips for sample in clip),
+        }
+
+    def pixels(self, clips: Sequence[Sequence[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pixels of a batch without targets (what inference has): ``B`` clips of ``T`` uint8 ``[3, h, w]``
+        images -> ``pixel_values`` FloatTensor [B, T, 3, H, W] (normalised, zero padded) and ``pixel_mask``
+        BoolTensor [B, T, H, W] (True on real pixels).
+
+        Raises:
+            ValueError: no clip, clips of different lengths, or an image that is not uint8 ``[3, h, w]``.
+        """
         if not clips:
             raise ValueError("Expected at least one clip but got an empty batch")
         clip_len = len(clips[0])
         if clip_len == 0 or any(len(clip) != clip_len for clip in clips):
             raise ValueError(f"Expected every clip to have {clip_len} > 0 frames but got {[len(c) for c in clips]}")
-        samples = [sample for clip in clips for sample in clip]
-        height = max(int(s["image"].shape[-2]) for s in samples)
-        width = max(int(s["image"].shape[-1]) for s in samples)
-        pixel_values = new_batch_tensor((len(samples), 3, height, width), torch.float32)  # [BT, 3, H, W]
-        pixel_mask = new_batch_tensor((len(samples), height, width), torch.bool)  # [BT, H, W]
-        for index, sample in enumerate(samples):
-            image = sample["image"]
+        images = [image for clip in clips for image in clip]
+        height = max(int(image.shape[-2]) for image in images)
+        width = max(int(image.shape[-1]) for image in images)
+        pixel_values = new_batch_tensor((len(images), 3, height, width), torch.float32)  # [BT, 3, H, W]
+        pixel_mask = new_batch_tensor((len(images), height, width), torch.bool)  # [BT, H, W]
+        for index, image in enumerate(images):
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(
                     f"Expected sample {index} to hold a uint8 [3, h, w] image but got "
@@ -156,11 +170,7 @@ class ClipCollator:
             pixel_mask[index, h:] = False
             pixel_mask[index, :h, w:] = False
         batch, frames = len(clips), clip_len
-        return {
-            "pixel_values": pixel_values.view(batch, frames, 3, height, width),  # [B, T, 3, H, W]
-            "pixel_mask": pixel_mask.view(batch, frames, height, width),  # [B, T, H, W]
-            "targets": BatchTargets(s["target"] for s in samples),
-        }
+        return pixel_values.view(batch, frames, 3, height, width), pixel_mask.view(batch, frames, height, width)
 
 
 def collate_clips(clips: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:

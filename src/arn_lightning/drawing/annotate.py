@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from arn_lightning.scene_graph import FrameGraph, Triplet, object_name
+from arn_lightning.scene_graph import FrameGraph, Triplet, object_name, rank_triplets
+from arn_lightning.vocab import NUM_PREDICATES
 
 #: Colour of each predicate type (matplotlib's tab10 blue, green, red), shared with the timeline.
 PREDICATE_TYPE_COLORS: dict[str, str] = {"attention": "#1f77b4", "spatial": "#2ca02c", "contacting": "#d62728"}
@@ -146,4 +148,38 @@ def annotate_frame(image: Image.Image, graph: FrameGraph) -> Image.Image:
     canvas = Image.new("RGB", (framed.width + panel_width(framed.height), framed.height))
     canvas.paste(framed, (0, 0))
     canvas.paste(draw_panel(framed.height, graph), (framed.width, 0))
+    return canvas
+
+
+def prediction_and_truth(
+    image: Image.Image,
+    number: int,
+    prediction: Mapping[str, Any],
+    truth: Mapping[str, Any],
+    top_k: int,
+    threshold: float,
+) -> Image.Image:
+    """One frame drawn twice, side by side: the prediction (left; its ``top_k`` best no-constraint triplets scoring
+    at least ``threshold``) and the ground truth (right; every GT triplet), each with its boxes and triplet panel.
+
+    Args:
+        image: the frame at its original size.
+        number: the frame's number (its key's ``NNNNNN``).
+        prediction: the frame's prediction (ARCHITECTURE.md section 4).
+        truth: the ground truth as a prediction with score 1
+            (:func:`~arn_lightning.metrics.predictions.prediction_from_ground_truth`).
+        top_k: predicted triplets drawn.
+        threshold: lowest predicted triplet score drawn.
+
+    Returns:
+        An RGB image ``(2 * (width + panel), height)``.
+    """
+    every_truth = NUM_PREDICATES * max(1, len(truth["pairs"]))
+    halves = [
+        annotate_frame(image, FrameGraph(0, number, math.nan, dict(p), rank_triplets(p, top_k=k, threshold=t)))
+        for p, k, t in ((prediction, top_k, threshold), (truth, every_truth, 0.5))
+    ]
+    canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")
+    canvas.paste(halves[0], (0, 0))
+    canvas.paste(halves[1], (halves[0].width, 0))
     return canvas

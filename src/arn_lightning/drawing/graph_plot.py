@@ -1,11 +1,13 @@
-"""Scene graphs drawn as graphs, and the per-predicate recall chart: networkx for the graph and its layout,
-matplotlib's object API (no pyplot state) for the figures.
+"""Scene graphs drawn as graphs: networkx for the graph and its layout, matplotlib's object API (no pyplot state)
+for the figure (the per-predicate recall chart is :mod:`arn_lightning.drawing.recall_chart`).
 
 Used by the web app (:mod:`arn_lightning.app`), the notebook and anything else that wants a picture of a frame's
 graph; this module imports neither gradio nor torch.
 
-Nodes are the boxes that take part in a frame's triplets: ``person`` and the object classes (a second box of the same
-class in a frame is ``cup/glass/bottle #2``, numbered in the order the frame's ranked triplets first name them).
+Nodes are the entities that take part in a frame's triplets: ``person`` and the object classes. Boxes of one class
+that overlap with IoU >= 0.5 (the metric's matching rule) are one entity, so the person box that every pair query
+predicts is one ``person`` node; a second entity of the same class in a frame is ``cup/glass/bottle #2``, numbered in
+the order the frame's ranked triplets first name them.
 Edges are the triplets in reading order (spatial triplets point from the object to the person, as
 :mod:`arn_lightning.scene_graph` reads them), coloured by predicate type with the colours of
 :mod:`arn_lightning.drawing.annotate`.
@@ -25,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 import numpy as np
 
+from arn_lightning.boxes import paired_iou
 from arn_lightning.drawing.annotate import PREDICATE_TYPE_COLORS
+from arn_lightning.metrics.functional import IOU_THRESHOLD
 from arn_lightning.scene_graph import FrameGraph, Triplet
 from arn_lightning.vocab import PREDICATE_TYPES
 
@@ -73,41 +77,71 @@ class GraphEdge:
     score: float
 
 
-def node_names(triplets: Sequence[Triplet]) -> dict[int, str]:
+def graph_boxes(graph: FrameGraph) -> np.ndarray | None:
+    """The frame's boxes as float64 ``[R, 4]`` xyxy pixels, or None when its prediction holds none."""
+    boxes = graph.prediction.get("boxes")
+    if boxes is None:
+        return None
+    return np.asarray(boxes.tolist() if hasattr(boxes, "tolist") else boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def node_names(triplets: Sequence[Triplet], boxes: np.ndarray | None = None) -> dict[int, str]:
     """Box row -> node name for the rows the triplets use (``person``, ``cup/glass/bottle``, ``... #2``).
 
-    A class's first row (in the order the triplets name rows) gets the plain class name, the next ones ``#2``,
-    ``#3``, so names are stable for a video whose boxes keep their ranking.
+    A class's first entity (in the order the triplets name rows) gets the plain class name, the next ones ``#2``,
+    ``#3``, so names are stable for a video whose boxes keep their ranking. With ``boxes`` (``[R, 4]`` xyxy), rows
+    that are the same entity share one name: a row of the same class as an entity already named, whose box
+    overlaps that entity's first box with IoU >= :data:`~arn_lightning.metrics.functional.IOU_THRESHOLD` (the
+    metric's matching rule, :func:`~arn_lightning.boxes.paired_iou`), joins it. So the person box that each pair
+    query predicts becomes one ``person`` node when the queries agree on where the person is.
     """
     names: dict[int, str] = {}
-    per_class: dict[str, int] = {}
+    entities: dict[str, list[tuple[int, str]]] = {}  # class -> (first row, node name) of each entity
     for triplet in triplets:
         for row, name in ((triplet.subject_row, triplet.subject), (triplet.object_row, triplet.object)):
             if row in names:
                 continue
-            per_class[name] = per_class.get(name, 0) + 1
-            names[row] = name if per_class[name] == 1 else f"{name} #{per_class[name]}"
+            same = _same_entity(row, entities.get(name, []), boxes)
+            if same is None:
+                entities.setdefault(name, [])
+                same = name if not entities[name] else f"{name} #{len(entities[name]) + 1}"
+                entities[name].append((row, same))
+            names[row] = same
     return names
 
 
-def frame_edges(triplets: Sequence[Triplet]) -> list[GraphEdge]:
-    """The edges of one frame, one per triplet, in the triplets' order (best first)."""
-    names = node_names(triplets)
-    return [
-        GraphEdge(
+def _same_entity(row: int, entities: Sequence[tuple[int, str]], boxes: np.ndarray | None) -> str | None:
+    """The name of the first of ``entities`` (first row, name) whose first box matches ``row``'s box, or None."""
+    candidates = [(first, name) for first, name in entities if boxes is not None and first < len(boxes)]
+    if boxes is None or row >= len(boxes) or not candidates:
+        return None
+    overlaps = paired_iou(boxes[[row] * len(candidates)], boxes[[first for first, _ in candidates]])
+    return next((name for (_, name), overlap in zip(candidates, overlaps) if overlap >= IOU_THRESHOLD), None)
+
+
+def frame_edges(triplets: Sequence[Triplet], boxes: np.ndarray | None = None) -> list[GraphEdge]:
+    """The edges of one frame, one per triplet, in the triplets' order (best first). With ``boxes`` the nodes
+    are entities (:func:`node_names`), and a triplet repeating an edge already drawn (same nodes and predicate,
+    from another pair query of the same entities) is left out: the first, best-scored one stays."""
+    names = node_names(triplets, boxes)
+    edges, seen = [], set()
+    for t in triplets:
+        edge = GraphEdge(
             names[t.subject_row], names[t.object_row], t.predicate_name, t.kind, PREDICATE_TYPE_COLORS[t.kind], t.score
         )
-        for t in triplets
-    ]
+        if (edge.source, edge.target, edge.predicate) not in seen:
+            seen.add((edge.source, edge.target, edge.predicate))
+            edges.append(edge)
+    return edges
 
 
-def frame_graph(triplets: Sequence[Triplet]) -> nx.MultiDiGraph:
+def frame_graph(triplets: Sequence[Triplet], boxes: np.ndarray | None = None) -> nx.MultiDiGraph:
     """The frame's scene graph as a networkx multigraph: nodes with ``person: bool``, edges with the fields of
-    :class:`GraphEdge`."""
+    :class:`GraphEdge` (``boxes``: merge the rows of one entity, :func:`node_names`)."""
     graph = nx.MultiDiGraph()
-    for name in node_names(triplets).values():
+    for name in node_names(triplets, boxes).values():
         graph.add_node(name, person=name.split(" #")[0] == "person")
-    for edge in frame_edges(triplets):
+    for edge in frame_edges(triplets, boxes):
         graph.add_edge(
             edge.source, edge.target, predicate=edge.predicate, kind=edge.kind, color=edge.color, score=edge.score
         )
@@ -115,19 +149,20 @@ def frame_graph(triplets: Sequence[Triplet]) -> nx.MultiDiGraph:
 
 
 def _box_centres(graph: FrameGraph) -> dict[str, tuple[float, float, float, float]]:
-    """Node name -> (centre x, centre y, image width, image height) from the frame's boxes (pixels)."""
-    boxes = graph.prediction.get("boxes")
-    if boxes is None:
-        return {}
-    rows = np.asarray(boxes.tolist() if hasattr(boxes, "tolist") else boxes, dtype=np.float64).reshape(-1, 4)
-    if rows.size == 0:
+    """Node name -> (centre x, centre y, image width, image height) from the frame's boxes (pixels); a node of
+    several rows (one entity) at the mean of their centres."""
+    rows = graph_boxes(graph)
+    if rows is None or rows.size == 0:
         return {}
     width, height = max(1.0, float(rows[:, 2].max())), max(1.0, float(rows[:, 3].max()))
-    centres = {}
-    for row, name in node_names(graph.triplets).items():
+    members: dict[str, list[int]] = {}
+    for row, name in node_names(graph.triplets, rows).items():
         if row < len(rows):
-            x1, y1, x2, y2 = rows[row]
-            centres[name] = ((x1 + x2) / 2, (y1 + y2) / 2, width, height)
+            members.setdefault(name, []).append(row)
+    centres = {}
+    for name, picked in members.items():
+        x1, y1, x2, y2 = rows[picked].mean(axis=0)
+        centres[name] = ((x1 + x2) / 2, (y1 + y2) / 2, width, height)
     return centres
 
 
@@ -150,7 +185,7 @@ def video_layout(
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for graph in graphs:
-        for edge in frame_edges(graph.triplets):
+        for edge in frame_edges(graph.triplets, graph_boxes(graph)):
             union.add_edge(edge.source, edge.target)
         for name, (x, y, width, height) in _box_centres(graph).items():
             if image_size is not None:
@@ -204,7 +239,7 @@ def scene_graph_figure(
         time = f"t = {graph.timestamp:.2f} s, " if np.isfinite(graph.timestamp) else ""
         title = f"{time}{graph.frame}"
     axes.set_title(title, fontsize=9, loc="left")
-    network = frame_graph(graph.triplets)
+    network = frame_graph(graph.triplets, graph_boxes(graph))
     positions = frame_layout(graph, layout)
     if network.number_of_nodes() == 0:
         axes.text(0.5, 0.5, "no triplet above the threshold", ha="center", va="center", transform=axes.transAxes)
@@ -212,35 +247,7 @@ def scene_graph_figure(
         colors = [PERSON_COLOR if network.nodes[n]["person"] else OBJECT_COLOR for n in network.nodes]
         nx.draw_networkx_nodes(network, positions, ax=axes, node_size=NODE_SIZE, node_color=colors, edgecolors="#555")
         nx.draw_networkx_labels(network, positions, ax=axes, font_size=7)
-        seen: dict[tuple[str, str], int] = {}
-        for source, target, data in network.edges(data=True):
-            pair = (source, target) if source <= target else (target, source)
-            order = seen.get(pair, 0)
-            seen[pair] = order + 1
-            bend = EDGE_BEND_STEP * (order + 1) * (1 if (source, target) == pair else -1)
-            style = f"arc3,rad={bend:.3f}"
-            nx.draw_networkx_edges(
-                network,
-                positions,
-                edgelist=[(source, target)],
-                ax=axes,
-                edge_color=data["color"],
-                width=1.5 + 2.5 * data["score"],
-                arrows=True,
-                arrowsize=14,
-                node_size=NODE_SIZE,
-                connectionstyle=style,
-            )
-            nx.draw_networkx_edge_labels(
-                nx.DiGraph([(source, target)]),
-                positions,
-                edge_labels={(source, target): f"{data['predicate']} {data['score']:.2f}"},
-                ax=axes,
-                font_size=6,
-                font_color=data["color"],
-                connectionstyle=style,
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
-            )
+        _draw_edges(axes, network, positions)
         xs, ys = zip(*positions.values())
         margin = 0.35
         axes.set_xlim(min(min(xs), -1) - margin, max(max(xs), 1) + margin)
@@ -250,60 +257,43 @@ def scene_graph_figure(
     return figure
 
 
+def _draw_edges(axes: Any, network: nx.MultiDiGraph, positions: Mapping[str, tuple[float, float]]) -> None:
+    """Draw every edge of ``network`` with its label, coloured by type and as wide as its score; parallel edges of
+    one node pair bend apart (:data:`EDGE_BEND_STEP`)."""
+    seen: dict[tuple[str, str], int] = {}
+    for source, target, data in network.edges(data=True):
+        pair = (source, target) if source <= target else (target, source)
+        order = seen.get(pair, 0)
+        seen[pair] = order + 1
+        bend = EDGE_BEND_STEP * (order + 1) * (1 if (source, target) == pair else -1)
+        style = f"arc3,rad={bend:.3f}"
+        nx.draw_networkx_edges(
+            network,
+            positions,
+            edgelist=[(source, target)],
+            ax=axes,
+            edge_color=data["color"],
+            width=1.5 + 2.5 * data["score"],
+            arrows=True,
+            arrowsize=14,
+            node_size=NODE_SIZE,
+            connectionstyle=style,
+        )
+        nx.draw_networkx_edge_labels(
+            nx.DiGraph([(source, target)]),
+            positions,
+            edge_labels={(source, target): f"{data['predicate']} {data['score']:.2f}"},
+            ax=axes,
+            font_size=6,
+            font_color=data["color"],
+            connectionstyle=style,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+
+
 def figure_image(figure: Figure) -> Image.Image:
     """A matplotlib figure rendered as an RGB PIL image (its size in pixels: inches x dpi)."""
     from PIL import Image
 
     figure.canvas.draw()
     return Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
-
-
-def recall_rows(report: Mapping[str, Any], constraint: str, k: int) -> list[dict[str, Any]]:
-    """Per-predicate rows of an ``evaluate`` report (:func:`arn_lightning.commands.evaluate.evaluate`), head to tail.
-
-    Returns:
-        ``[{"predicate", "type", "gt_count", "recall"}]`` sorted by descending ground-truth count, then predicate
-        index (the order of ``callbacks.per_predicate_rows``).
-    """
-    from arn_lightning.vocab import PREDICATES, predicate_type
-
-    rows = [
-        {
-            "predicate": name,
-            "type": predicate_type(index),
-            "gt_count": int(report["per_predicate"][name]["gt_triplets"]),
-            "recall": float(report["per_predicate"][name][constraint][f"R@{k}"]),
-        }
-        for index, name in enumerate(PREDICATES)
-    ]
-    return sorted(rows, key=lambda r: (-r["gt_count"], PREDICATES.index(r["predicate"])))
-
-
-def recall_figure(rows: Sequence[Mapping[str, Any]], title: str, means: Mapping[str, float] | None = None) -> Figure:
-    """The per-predicate recall bar chart, head to tail as ``rows`` come, bars coloured by predicate type.
-
-    Args:
-        rows: ``{"predicate", "type", "gt_count", "recall"}`` dicts (:func:`recall_rows`), recall in ``[0, 1]``.
-        title: the chart's title.
-        means: named means drawn as horizontal lines and written in the legend, e.g. ``{"mR@20 (aggregated)": 0.31,
-            "mR_per_frame@20": 0.28}``.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    figure = Figure(figsize=(11, 4), dpi=DPI)
-    FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.06, 0.32, 0.92, 0.58))
-    names = [f"{r['predicate']} ({r['gt_count']})" for r in rows]
-    axes.bar(range(len(rows)), [r["recall"] for r in rows], color=[PREDICATE_TYPE_COLORS[r["type"]] for r in rows])
-    axes.set_xticks(range(len(rows)), names, rotation=75, fontsize=7)
-    axes.set_xlim(-0.6, max(len(rows), 1) - 0.4)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("recall")
-    axes.set_title(f"{title} (head to tail; GT triplets in brackets)", fontsize=9, loc="left")
-    handles: list[Any] = [Patch(color=PREDICATE_TYPE_COLORS[kind], label=kind) for kind in PREDICATE_TYPES]
-    for (label, value), style in zip((means or {}).items(), ("--", ":", "-.")):
-        handles.append(axes.axhline(value, color="black", linestyle=style, lw=1, label=f"{label} = {value:.3f}"))
-    axes.legend(handles=handles, loc="upper right", fontsize=7, frameon=False)
-    return figure

@@ -67,14 +67,15 @@ class PreparedFrame:
     """A sampled frame ready for the model (built once, shared by every clip that uses it).
 
     Attributes:
-        frame: the sampled frame.
+        frame: the sampled frame (``frame.key`` names its prediction).
         image: ``uint8 [3, h, w]`` after the evaluation transform (resized, not normalised).
-        target: the frame's target for the postprocess: ``frame`` (key), ``orig_size`` and ``size`` ``(h, w)``.
+        orig_size: ``int64 [2]``, the frame's original ``(h, w)``: what the postprocess scales boxes by
+            (:meth:`~arn_lightning.postprocess.PostProcess.detect`).
     """
 
     frame: VideoFrame
     image: Tensor
-    target: dict[str, Any]
+    orig_size: Tensor
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -133,23 +134,19 @@ def resolve_window(window: int | None, num_frames: int, owner: str = "the model'
     return int(window)
 
 
-def frame_batch(transform: ClipTransform, collate: ClipCollator, frame: VideoFrame) -> dict[str, Any]:
-    """One frame as a batch of one clip of one frame (:func:`prepare_frame`, then the collate): ``pixel_values``
-    ``[1, 1, 3, H, W]`` unpadded, and its target marked ``evaluate``; the input of every streaming step."""
+def frame_pixels(transform: ClipTransform, collate: ClipCollator, frame: VideoFrame) -> tuple[PreparedFrame, Tensor]:
+    """One frame ready for a streaming step: :func:`prepare_frame`, and its normalised pixels ``[1, 3, h, w]``
+    (one frame: no padding; :meth:`~arn_lightning.data.collate.ClipCollator.pixels`)."""
     prepared = prepare_frame(transform, frame)
-    return collate([[{"image": prepared.image, "target": {**prepared.target, "evaluate": True}}]])
+    pixel_values, _ = collate.pixels([[prepared.image]])  # [1, 1, 3, h, w]
+    return prepared, pixel_values[0]
 
 
 def prepare_frame(transform: ClipTransform, frame: VideoFrame) -> PreparedFrame:
-    """One frame through the evaluation transform (resize, no flip), with its postprocess target (``frame``,
-    ``orig_size``, ``size``); the preprocessing of every predictor (PyTorch and ONNX)."""
+    """One frame through the evaluation transform (resize, no flip), with its original size; the preprocessing of
+    every predictor (PyTorch and ONNX)."""
     [image], _, _ = transform([pil_to_uint8(frame.image)], [torch.zeros(0, 4)], flip=False)
-    target = {
-        "frame": frame.key,
-        "orig_size": torch.tensor([frame.image.height, frame.image.width]),
-        "size": torch.tensor(image.shape[-2:]),
-    }
-    return PreparedFrame(frame, image, target)
+    return PreparedFrame(frame, image, torch.tensor([frame.image.height, frame.image.width]))
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -305,7 +302,7 @@ class SceneGraphPredictor:
         return self.window
 
     def prepare(self, frame: VideoFrame) -> PreparedFrame:
-        """Transform one frame as evaluation does (resize, no flip) and build its target."""
+        """Transform one frame as evaluation does (resize, no flip), keeping its original size."""
         return prepare_frame(self.transform, frame)
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -313,29 +310,24 @@ class SceneGraphPredictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _batch(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> dict[str, Any]:
-        """Collate clips; a frame's target says ``evaluate`` where its prediction is kept."""
-        clips = [
-            [{"image": p.image, "target": {**p.target, "evaluate": i in job.emit}} for i, p in enumerate(job.frames)]
-            for job in jobs
-        ]
-        return self.collate(clips)
-
     @torch.no_grad()
     def predict_clips(self, jobs: Sequence[ClipJob[PreparedFrame]]) -> list[tuple[PreparedFrame, dict[str, Any]]]:
         """Run a batch of clips; returns the emitted frames with their predictions (CPU tensors), in order."""
-        batch = self._batch(jobs)
-        pixel_values = batch["pixel_values"].to(self.device)
+        pixel_values, pixel_mask = self.collate.pixels([[p.image for p in job.frames] for job in jobs])
+        pixel_values = pixel_values.to(self.device)
         sizes = [tuple(p.image.shape[-2:]) for job in jobs for p in job.frames]
         with self._autocast():
             if len(set(sizes)) == 1:
-                outputs = self.model(pixel_values, batch["pixel_mask"].to(self.device))
+                outputs = self.model(pixel_values, pixel_mask.to(self.device))
             else:  # each frame at its own size (class docstring)
                 frames = [image[:, :h, :w] for image, (h, w) in zip(pixel_values.flatten(0, 1), sizes)]
                 outputs = self.model.decode(self.model.encode_frames(frames), len(jobs))
-        predictions = self.postprocess(outputs, batch["targets"], only_evaluated=True)
+        length = len(jobs[0].frames)
         emitted = [job.frames[i] for job in jobs for i in job.emit]
-        assert len(emitted) == len(predictions), "postprocess must return one prediction per emitted frame"
+        rows = [j * length + i for j, job in enumerate(jobs) for i in job.emit]  # the emitted frames, frame-major
+        every = [p for job in jobs for p in job.frames]
+        keys, sizes = [p.frame.key for p in every], torch.stack([p.orig_size for p in every])  # [BT], [BT, 2]
+        predictions = self.postprocess.detect(outputs, keys, sizes, rows)
         cpu = [{k: v.cpu() if isinstance(v, Tensor) else v for k, v in p.items()} for p in predictions]
         return list(zip(emitted, cpu))
 

@@ -169,7 +169,7 @@ def entity_attention(
             predicted = predictor.predict_clips([job])
         for i, (prepared, prediction) in zip(job.emit, predicted):
             assert recorder.weights is not None and recorder.mask is not None and recorder.outputs is not None
-            queries = pair_queries(recorder.outputs, i, prediction, prepared.target["orig_size"], clip_boxes)
+            queries = pair_queries(recorder.outputs, i, prediction, prepared.orig_size, clip_boxes)
             graph = FrameGraph(
                 prepared.frame.index,
                 prepared.frame.source_index,

@@ -33,7 +33,7 @@ from arn_lightning._types import PathLike
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import ClipTransform
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
-from arn_lightning.inference.api import frame_batch
+from arn_lightning.inference.api import frame_pixels
 from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INSTALL_HINT, read_settings
 from arn_lightning.inference.streaming import StreamPredictorBase, StreamState
 from arn_lightning.models.arn import place_on_grid
@@ -118,8 +118,7 @@ class OnnxStreamingPredictor(StreamPredictorBase):
 
     def predict_step(self, state: StreamState, frame: VideoFrame) -> dict[str, Any]:
         """Run the ONNX streaming step on one frame and update the stream's cache."""
-        batch = frame_batch(self.transform, self.collate, frame)
-        image = batch["pixel_values"][0]  # [1, 3, H, W], normalised, no padding (one frame)
+        prepared, image = frame_pixels(self.transform, self.collate, frame)  # [1, 3, H, W], normalised, no padding
         feeds: dict[str, np.ndarray] = {"pixel_values": image.float().numpy()}
         past = self.window - 1
         reset = state.starts
@@ -137,7 +136,7 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         if self.cache:
             state.remember(torch.from_numpy(results["next_maps"][-1].copy()), reset)  # the new frame's F_vi
         outputs = ARNOutput(**{name: torch.from_numpy(results[name]) for name in HEAD_OUTPUTS})
-        [prediction] = self.postprocess(outputs, batch["targets"], only_evaluated=True)
+        [prediction] = self.postprocess.detect(outputs, [frame.key], prepared.orig_size[None])
         return prediction
 
 

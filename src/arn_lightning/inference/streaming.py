@@ -41,7 +41,7 @@ from torch import Tensor
 
 from arn_lightning._types import PathLike
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
-from arn_lightning.inference.api import SceneGraphPredictor, frame_batch, load_model, resolve_window
+from arn_lightning.inference.api import SceneGraphPredictor, frame_pixels, load_model, resolve_window
 from arn_lightning.models.arn import place_on_grid
 from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from arn_lightning.video.decode import frame_file_name
@@ -258,8 +258,8 @@ class StreamingPredictor(StreamPredictorBase):
 
     def predict_step(self, state: StreamState, frame: VideoFrame) -> dict[str, Any]:
         """Run :meth:`~arn_lightning.models.arn.ARN.stream_step` on one frame and update the stream's cache."""
-        batch = frame_batch(self.predictor.transform, self.predictor.collate, frame)
-        image = batch["pixel_values"][0].to(self.device)  # [1, 3, H, W], normalised, no padding (one frame)
+        prepared, pixels = frame_pixels(self.predictor.transform, self.predictor.collate, frame)
+        image = pixels.to(self.device)  # [1, 3, H, W], normalised, no padding (one frame)
         grid = self.model.backbone.feature_size(*image.shape[-2:])
         past, reset = self.window - 1, state.starts
         if reset:  # ignored by stream_step, which puts the new frame in their place
@@ -273,7 +273,7 @@ class StreamingPredictor(StreamPredictorBase):
             )
         if past:
             state.remember(maps[-1], reset)  # the new frame's F_vi on its own grid (every cell inside it)
-        [prediction] = self.predictor.postprocess(outputs, batch["targets"], only_evaluated=True)
+        [prediction] = self.predictor.postprocess.detect(outputs, [frame.key], prepared.orig_size[None])
         return {k: v.cpu() if isinstance(v, Tensor) else v for k, v in prediction.items()}
 
 

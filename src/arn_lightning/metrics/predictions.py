@@ -230,17 +230,45 @@ def prediction_to_json(pred: Mapping[str, Any], where: str = "prediction") -> di
         >>> prediction_to_json(empty_prediction("a.mp4/000001.png"))["pairs"]
         []
     """
-    frame = _frame_key(pred, where)
     arrays = prediction_arrays(pred, where)
+    return _encode(_frame_key(pred, where), {key: getattr(arrays, key) for key in PREDICTION_FIELDS})
+
+
+def encode_prediction(pred: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object of one prediction that already follows the contract, e.g. the output of
+    :class:`~arn_lightning.postprocess.PostProcess` (which checks finiteness and the box rule) or a prediction read
+    back by :func:`prediction_from_json`: the fields of :func:`prediction_to_json`, equal to its result, without
+    validating again. Tensors may be on any device.
+
+    Example:
+        >>> encode_prediction(empty_prediction("a.mp4/000001.png"))["boxes"]
+        []
+    """
+    arrays = {}
+    for key, field in PREDICTION_FIELDS.items():
+        value = pred[key]
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            if field.kind == "float" and value.dtype not in (torch.float32, torch.float64):
+                value = value.float()  # bfloat16 / float16: exact in float32
+            value = value.numpy()
+        arrays[key] = np.asarray(value, dtype=np.int64 if field.kind == "int" else None)
+    return _encode(pred["frame"], arrays)
+
+
+def _encode(frame: str, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The JSON object of a prediction's arrays: integers as they are, floats as the shortest decimals of their
+    float32 values (one :func:`shortest_float32` call for all float fields)."""
     floats = [key for key, field in PREDICTION_FIELDS.items() if field.kind == "float"]
-    sizes = [getattr(arrays, key).size for key in floats]
+    sizes = [arrays[key].size for key in floats]
     short = np.split(
-        shortest_float32(np.concatenate([getattr(arrays, key).reshape(-1) for key in floats])), np.cumsum(sizes)[:-1]
-    )  # one call for all float fields
-    values = {key: part.reshape(getattr(arrays, key).shape).tolist() for key, part in zip(floats, short)}
+        shortest_float32(np.concatenate([np.asarray(arrays[key], dtype=np.float64).reshape(-1) for key in floats])),
+        np.cumsum(sizes)[:-1],
+    )
+    values = {key: part.reshape(arrays[key].shape).tolist() for key, part in zip(floats, short)}
     return {
         "frame": frame,
-        **{key: values[key] if key in values else getattr(arrays, key).tolist() for key in PREDICTION_FIELDS},
+        **{key: values[key] if key in values else arrays[key].tolist() for key in PREDICTION_FIELDS},
     }
 
 

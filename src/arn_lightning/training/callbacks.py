@@ -1,13 +1,13 @@
 """Lightning callbacks of the project: scene-graph images and per-predicate recall reports for the loggers.
 
 Whatever the logger, the report also lands as files in the run directory (``reports/``): PNG frames with predicted
-vs ground-truth graphs, and per-predicate recall as CSV + a head-to-tail bar chart. On W&B the same go to the run
-as images, a ``wandb.Table`` and a bar chart; on TensorBoard as images.
+vs ground-truth graphs, and per-predicate recall as CSV + the head-to-tail bar chart of
+:mod:`arn_lightning.drawing.recall_chart` (the chart of the web app and the notebook, with both mean recalls). On W&B
+the same go to the run as images, a ``wandb.Table`` and that chart; on TensorBoard as images.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -23,14 +23,15 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
-from arn_lightning.atomic import atomic_open, atomic_path, atomic_write_json
+from arn_lightning.atomic import atomic_path, atomic_write_json
 from arn_lightning.data.ag import parse_frame_key
 from arn_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from arn_lightning.drawing.annotate import annotate_frame
+from arn_lightning.drawing.annotate import prediction_and_truth
+from arn_lightning.drawing.recall_chart import mean_recalls, metric_recall_rows, save_recall_report
 from arn_lightning.metrics.predictions import prediction_from_ground_truth
 from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from arn_lightning.training.runs import run_folder
-from arn_lightning.vocab import CONSTRAINTS, PREDICATES, predicate_type
+from arn_lightning.vocab import CONSTRAINTS
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,7 @@ def comparison_image(example: Mapping[str, Any], top_k: int, threshold: float) -
     gt = prediction_from_ground_truth(target)
     pred = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in example["prediction"].items()}
     number = parse_frame_key(target["frame"], "the validation batch")[1]
-    halves = [
-        annotate_frame(frame, FrameGraph(0, number, math.nan, p, rank_triplets(p, top_k=k, threshold=t)))
-        for p, k, t in ((pred, top_k, threshold), (gt, len(PREDICATES) * len(gt["pairs"]), 0.5))
-    ]
-    canvas = Image.new("RGB", (halves[0].width + halves[1].width, max(h.height for h in halves)), "white")
-    canvas.paste(halves[0], (0, 0))
-    canvas.paste(halves[1], (halves[0].width, 0))
-    return canvas
+    return prediction_and_truth(frame, number, pred, gt, top_k, threshold)
 
 
 def graph_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Image.Image:
@@ -99,49 +93,6 @@ def graph_image(example: Mapping[str, Any], top_k: int, threshold: float) -> Ima
     number = parse_frame_key(example["target"]["frame"], "the validation batch")[1]
     graph = FrameGraph(0, number, math.nan, pred, rank_triplets(pred, top_k=top_k, threshold=threshold))
     return figure_image(scene_graph_figure(graph, title=f"predicted: {example['target']['frame']}"))
-
-
-def per_predicate_rows(metrics: Mapping[str, float], constraint: str, k: int) -> list[dict[str, Any]]:
-    """Per-predicate recall rows ordered head to tail (by ground-truth count, then index)."""
-    rows = []
-    for index, name in enumerate(PREDICATES):
-        rows.append(
-            {
-                "predicate": name,
-                "type": predicate_type(index),
-                "gt_count": int(metrics.get(f"per_predicate/count/{name}", 0)),
-                "recall": float(metrics.get(f"per_predicate/{constraint}/R@{k}/{name}", 0.0)),
-            }
-        )
-    return sorted(rows, key=lambda r: (-r["gt_count"], PREDICATES.index(r["predicate"])))
-
-
-def save_recall_report(rows: Sequence[Mapping[str, Any]], directory: Path, title: str) -> Path:
-    """Write ``rows`` as CSV and a bar chart PNG into ``directory``; returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = title.replace("/", "_").replace("@", "")
-    with atomic_open(directory / f"{stem}.csv", "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    colors = {"attention": "tab:blue", "spatial": "tab:orange", "contacting": "tab:green"}
-    ax.bar([r["predicate"] for r in rows], [r["recall"] for r in rows], color=[colors[r["type"]] for r in rows])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("recall")
-    ax.set_title(f"{title} (head to tail)")
-    ax.tick_params(axis="x", rotation=75, labelsize=7)
-    fig.tight_layout()
-    png = directory / f"{stem}.png"
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return png
 
 
 class SceneGraphReport(L.Callback):
@@ -236,9 +187,10 @@ class SceneGraphReport(L.Callback):
         metrics: Mapping[str, float] | None = getattr(pl_module, "last_metrics", None)
         if not metrics:
             return
-        rows = per_predicate_rows(metrics, self.recall_constraint, self.recall_k)
+        rows = metric_recall_rows(metrics, self.recall_constraint, self.recall_k)
         title = f"{stage}/per_predicate/{self.recall_constraint}/R@{self.recall_k}"
-        png = save_recall_report(rows, directory, title)
+        means = mean_recalls(metrics, self.recall_constraint, self.recall_k)
+        png = save_recall_report(rows, directory, title, means)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
@@ -247,7 +199,7 @@ class SceneGraphReport(L.Callback):
                 logger.experiment.log(
                     {
                         f"{title}/table": table,
-                        f"{title}/bar": wandb.plot.bar(table, "predicate", "recall", title=title),
+                        f"{title}/chart": wandb.Image(str(png)),  # the project's one chart, as in reports/
                         "trainer/global_step": trainer.global_step,
                     }
                 )

@@ -3,7 +3,7 @@
 :func:`evaluate_module` runs ``lightning.Trainer.test`` with the checkpoint's module and an
 :class:`~arn_lightning.data.datamodule.AGDataModule` built with the checkpoint's frame settings (clip length, task,
 resize), so the numbers are those ``arn-lightning test`` reports: R@K / mR@K for with / semi / no constraint and
-every predicate's recall (``arn_lightning.training.callbacks.per_predicate_rows`` orders those head to tail).
+every predicate's recall (``arn_lightning.drawing.recall_chart.metric_recall_rows`` orders those head to tail).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_the_comparison_is_said_once_with_both_machines_and_the_largest_differen
     reference = read_reference()
     same = {row: _fractions(reference["rows"][row]) for row in ("best", "last")}
     assert describe_reference(same, reference, "CPU X, 2 usable cores, torch 9") == [
-        "[demo] README table: measured on a 2-core Intel Xeon (x86_64, 24 GiB, no GPU), the development machine, "
+        "[demo] README table: measured on the development machine, a 2-core AMD EPYC (x86_64, 24 GiB, no GPU), "
         "torch 2.14.1, 2026-11-30; this run: CPU X, 2 usable cores, torch 9. This run reproduces all 48 cells."
     ]
     other = {**same["best"], "no/R@20": 0.797, "with/R@10": 0.680}

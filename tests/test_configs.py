@@ -142,3 +142,19 @@ def test_the_package_reads_no_file_of_the_checkout() -> None:
         if re.search(r"__file__|\.parents\[", p.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_arn_lightning_demo_is_the_demo_job_with_the_packaged_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``arn-lightning demo`` runs ``python -m arn_lightning.experiments.demo``'s parser and job from any folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["demo", "--help"])
+    assert stop.value.code == 0 and "--no-check" in capsys.readouterr().out
+    from arn_lightning.experiments import demo
+
+    assert cli.TOOLS["demo"][0] == demo.__name__
+    assert demo._parse([]).config == config_folder() / "synthetic_demo.yaml"
+    (tmp_path / "synthetic_demo.yaml").write_text("seed_everything: 1\n", encoding="utf-8")
+    assert demo._parse([]).config == Path("synthetic_demo.yaml")  # a local file of that name wins

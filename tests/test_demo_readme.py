@@ -69,10 +69,16 @@ def test_the_comparison_is_said_once_with_both_machines_and_the_largest_differen
     assert line.endswith("the largest: last semi/R@10 22.7 there, 50.0 here (+27.3 points).")
 
 
-def test_a_run_other_than_the_readme_demo_is_not_compared(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_other_than_the_readme_demo_is_not_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = demo._parse(["--videos", "16", "--seed", "3"])
     assert demo.compare_with_reference(args, {}) is None
     assert (
         capsys.readouterr().out
-        == "[demo] README table: not compared (--videos, --seed differ from the README's demo)\n"
+        == "[demo] README table: not compared (this run's --videos, --seed: not the README demo's)\n"
     )
+    (tmp_path / "synthetic_demo.yaml").write_text("seed_everything: 1\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # a local config of the demo's name is used, and it is not the README's
+    assert demo.compare_with_reference(demo._parse([]), {}) is None
+    assert "not compared (this run's --config: not" in capsys.readouterr().out

@@ -97,10 +97,9 @@ class Size:
     overrides: tuple[str, ...]
 
 
-#: ``demo``: the data and training of ``make demo`` (``python -m arn_lightning.experiments.demo``'s defaults: 240
-# videos of 8
-#: frames at 320x240, seed 0; ``configs/synthetic_demo.yaml`` unchanged: 4 epochs). ``tiny``: a seconds-long run
-#: for tests (a 16-video root, a 16-wide model, 3 training steps).
+#: ``demo``: the data and training of ``make demo`` (``arn-lightning demo``'s defaults: 240 videos of 8 frames at
+#: 320x240, seed 0; the packaged ``synthetic_demo`` config unchanged: 4 epochs). ``tiny``: a seconds-long run for
+#: tests and the wheel's smoke test (a 16-video root, a 16-wide model, 3 training steps).
 SIZES: dict[str, Size] = {
     "demo": Size(videos=240, frames=8, frame_size=(320, 240), data_seed=0, overrides=()),
     "tiny": Size(

@@ -7,7 +7,7 @@ DEMO_OUT ?= demo_output
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: install browser test test-fast lint format demo notebook clean
+.PHONY: install browser test test-fast lint format demo wheel-smoke notebook clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ format: install
 
 demo: install
 	$(PY) -m arn_lightning.experiments.demo --out $(DEMO_OUT)
+
+# The built wheel in a fresh venv, used from an empty folder: configs, synth, a tiny fit, test, evaluate, infer, the
+# demo job and one ablation table at tiny sizes (scripts/wheel_smoke.sh; about 2 minutes on 2 CPU cores).
+wheel-smoke: install
+	PYTHON=$(PY) scripts/wheel_smoke.sh
 
 # An executed copy of the notebook on the newest `make demo` run: notebooks/explore_checkpoint_executed.ipynb (no dot
 # in the --output name: nbclient replaces the last suffix, and "x.executed" would overwrite the notebook itself).

@@ -32,3 +32,15 @@ def test_relative_paths_are_read_from_the_repository_root(monkeypatch: pytest.Mo
     assert repository_root() == REPO
     assert resolve_from_repository("demo_output/data") == REPO / "demo_output" / "data"
     assert resolve_from_repository("/abs/path") == Path("/abs/path")
+
+
+def test_outside_a_checkout_relative_paths_are_read_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package used in any folder: nothing is read relative to the package's own files."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "another-project"\n', encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert repository_root() == work.resolve()
+    assert resolve_from_repository("demo_output/train") == work.resolve() / "demo_output" / "train"

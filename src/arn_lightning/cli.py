@@ -24,6 +24,8 @@ TOOLS: dict[str, tuple] = {
     "serve": ("arn_lightning.commands.serve", "a local web app: run a video, open an infer output, compare with GT"),
     "weights": ("arn_lightning.commands.weights", "pretrained weight files by name: list, fetch, verify, path"),
     "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as ONNX, with its settings"),
+    "configs": ("arn_lightning.commands.configs", "the packaged configs (--config NAME): list, show, copy"),
+    "demo": ("arn_lightning.experiments.demo", "the main job end to end on a synthetic AG (what `make demo` runs)"),
 }
 
 
@@ -32,8 +34,8 @@ TOOLS: dict[str, tuple] = {
 COMMON_OPTIONS = (
     (
         "--config PATH",
-        "a YAML config, repeatable, later ones win: configs/ag_sgdet.yaml, configs/synthetic_demo.yaml, "
-        "configs/trainer/*.yaml, or a run's own <run>/config.yaml",
+        "a YAML config, repeatable, later ones win: a file (a run's own <run>/config.yaml, your copy) or a "
+        "packaged config by name: ag_sgdet, synthetic_demo, trainer/gpu_bf16, ... (`arn-lightning configs list`)",
     ),
     (
         "--ckpt_path PATH",
@@ -47,7 +49,7 @@ COMMON_OPTIONS = (
     ("--data.on_bad_frame MODE", "error | skip: what an unreadable frame does (docs/runs.md)"),
     ("--trainer.max_epochs N", "epochs to train"),
     ("--trainer.accelerator NAME", "cpu | gpu | auto"),
-    ("--trainer.devices N", "devices (add --config configs/trainer/ddp.yaml for several GPUs)"),
+    ("--trainer.devices N", "devices (add --config trainer/ddp for several GPUs)"),
     ("--trainer.precision P", "32-true | bf16-mixed | 16-mixed"),
     ("--trainer.logger CLASS", "CSVLogger (default) | WandbLogger | TensorBoardLogger | false"),
     ("--trainer.default_root_dir DIR", "where runs go when the logger does not say"),

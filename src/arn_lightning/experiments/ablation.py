@@ -1,6 +1,7 @@
 """The ablation study of the paper's Tables 3 and 4 on the synthetic Action Genome (``arn-lightning ablate``).
 
-Each row of a table is a config of ``configs/ablation/`` layered on a base config (``configs/synthetic_demo.yaml``);
+Each row of a table is a packaged config ``ablation/<row>`` layered on the packaged base config ``synthetic_demo``
+(:mod:`arn_lightning.configs`: the files ship inside the package, so the study runs from any folder);
 each (row, seed) run trains through the LightningCLI and tests its best checkpoint exactly as ``make demo`` does
 (:func:`arn_lightning.experiments.demo.run_cli`, :func:`arn_lightning.experiments.demo.score_checkpoint`), in its own
 folder
@@ -32,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
+from arn_lightning.configs import packaged_config
 
-#: Repository root (the configs live under it).
-REPO = Path(__file__).resolve().parents[3]
-BASE_CONFIG = REPO / "configs" / "synthetic_demo.yaml"
-ABLATION_DIR = REPO / "configs" / "ablation"
+#: The packaged base config of every row (``make demo``'s).
+BASE_CONFIG_NAME = "synthetic_demo"
 
 #: Rows of each table, in the paper's order, with their titles.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -97,10 +97,9 @@ class Size:
     overrides: tuple[str, ...]
 
 
-#: ``demo``: the data and training of ``make demo`` (``python -m arn_lightning.experiments.demo``'s defaults: 240
-# videos of 8
-#: frames at 320x240, seed 0; ``configs/synthetic_demo.yaml`` unchanged: 4 epochs). ``tiny``: a seconds-long run
-#: for tests (a 16-video root, a 16-wide model, 3 training steps).
+#: ``demo``: the data and training of ``make demo`` (``arn-lightning demo``'s defaults: 240 videos of 8 frames at
+#: 320x240, seed 0; the packaged ``synthetic_demo`` config unchanged: 4 epochs). ``tiny``: a seconds-long run for
+#: tests and the wheel's smoke test (a 16-video root, a 16-wide model, 3 training steps).
 SIZES: dict[str, Size] = {
     "demo": Size(videos=240, frames=8, frame_size=(320, 240), data_seed=0, overrides=()),
     "tiny": Size(
@@ -158,9 +157,14 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def base_config() -> Path:
+    """The packaged base config file of every row (:data:`BASE_CONFIG_NAME`)."""
+    return packaged_config(BASE_CONFIG_NAME)
+
+
 def row_config(row: str) -> Path:
-    """The ablation config file of ``row`` (``configs/ablation/<row>.yaml``)."""
-    return ABLATION_DIR / f"{row}.yaml"
+    """The packaged ablation config file of ``row`` (``ablation/<row>``, in the package's ``configs/``)."""
+    return packaged_config(f"ablation/{row}")
 
 
 def study_settings(size: str, root: Path, association: float | None, accelerator: str) -> dict[str, Any]:
@@ -178,7 +182,7 @@ def study_settings(size: str, root: Path, association: float | None, accelerator
         "root": str(root),
         "association": association,
         "accelerator": accelerator,
-        "base_config_sha256": file_sha256(BASE_CONFIG),
+        "base_config_sha256": file_sha256(base_config()),
     }
 
 
@@ -337,7 +341,7 @@ def train_and_test(run: Path, root: Path, row: str, seed: int, size: Size, accel
             [
                 "fit",
                 "--config",
-                str(BASE_CONFIG),
+                str(base_config()),
                 "--config",
                 str(row_config(row)),
                 f"--data.root={root}",

@@ -32,6 +32,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
 from arn_lightning.checkpoint_file import is_local_path, load_checkpoint_file
+from arn_lightning.configs import resolve_config_args
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.training.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
@@ -100,6 +101,14 @@ class ARNLightningCLI(LightningCLI):
         parser.link_arguments("data.task", "model.arch.task")
         parser.link_arguments("data.triplet_categories", "model.triplet_categories", apply_on="instantiate")
         parser.link_arguments("data.transform_settings", "model.data_settings", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's parsing, with packaged configs found by name (``--config ag_sgdet``; a local file of that
+        name wins: :func:`arn_lightning.configs.resolve_config_args`)."""
+        if args is None:  # from the shell: the same arguments, parsed without LightningCLI's warning about args
+            self.config = parser.parse_args(resolve_config_args(sys.argv[1:]))
+            return
+        super().parse_arguments(parser, resolve_config_args(args) if isinstance(args, list) else args)
 
     def _parse_ckpt_path(self) -> None:
         """Verify the ``--ckpt_path`` file (its name in every failure), then let Lightning replace the model's

@@ -1,5 +1,5 @@
 """Runs on disk: one folder per run, the newest ``last.ckpt`` under a folder (what the notebook opens by default
-after ``make demo``), and paths given relative to the repository root.
+after ``make demo``), and paths given relative to the repository root (or, outside a checkout, the current folder).
 
 A run folder holds its ``config.yaml``, ``checkpoints/``, metrics and ``reports/``. With CSV and TensorBoard loggers
 it is the logger's version folder. With W&B it is ``<save_dir>/<project>/<run id>`` (where Lightning puts the
@@ -22,28 +22,22 @@ LAST_CHECKPOINT = "last.ckpt"
 
 
 def repository_root(start: PathLike | None = None) -> Path:
-    """The checkout this package runs from: the nearest folder at or above ``start`` (default: the current folder)
-    holding this project's ``pyproject.toml``, else the folder above the installed package's ``src/``.
-
-    Raises:
-        FileNotFoundError: neither exists (an installed, non-editable package outside a checkout).
-    """
+    """The folder that relative paths such as ``demo_output/...`` are read from: the nearest folder at or above
+    ``start`` (default: the current folder) holding this project's ``pyproject.toml`` (a checkout, where ``make demo``
+    writes), else ``start`` itself (an installed package used in any folder). Nothing is read through the package's
+    own location."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         project = folder / "pyproject.toml"
         if project.is_file() and 'name = "arn-lightning"' in project.read_text(encoding="utf-8"):
             return folder
-    package_checkout = Path(__file__).resolve().parents[3]
-    if (package_checkout / "pyproject.toml").is_file():
-        return package_checkout
-    raise FileNotFoundError(
-        f"Expected an arn-lightning checkout at or above {here} (a pyproject.toml of the project) but found none"
-    )
+    return here
 
 
 def resolve_from_repository(path: PathLike, start: PathLike | None = None) -> Path:
     """``path`` itself if absolute, else ``path`` relative to :func:`repository_root` (so that a notebook, which runs
-    in ``notebooks/``, reads ``demo_output/...`` as a user typing it at the repository root means it)."""
+    in ``notebooks/``, reads ``demo_output/...`` as a user typing it at the repository root means it; outside a
+    checkout, relative to the current folder)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else repository_root(start) / path
 

@@ -1,0 +1,151 @@
+"""A model folder you can share (``arn-lightning export --format safetensors``): what it holds, and that every place
+taking a checkpoint takes it with the same predictions (Python, streaming, the CLI's ``test``, the Hub offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from arn_lightning.build import load_inference_module, source_identity
+from arn_lightning.checkpoint_file import CheckpointError
+from arn_lightning.commands.export import main as export_main
+from arn_lightning.inference.api import SceneGraphPredictor, load_model
+from arn_lightning.inference.streaming import StreamingPredictor
+from arn_lightning.scene_graph import FrameGraph
+from arn_lightning.video.files import open_frames
+from arn_lightning.weights.folder import CARD_FILE, CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE
+from arn_lightning.weights.registry import sha256_file
+from infer_fixtures import TEST_DATA_SETTINGS, VIDEO_FPS, InferAssets
+from train_fixtures import run_cli, tiny_config, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.fixture(scope="module")
+def folder(assets: InferAssets, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shared") / "my-arn"
+    assert export_main(["--format", "safetensors", "--checkpoint", str(assets.checkpoint), "--out", str(out)]) == 0
+    return out
+
+
+def _graphs(predictor: SceneGraphPredictor, video: Path) -> list[FrameGraph]:
+    return [graph for _, graph in predictor.stream(open_frames(video, VIDEO_FPS / 2), top_k=5, threshold=0.0)]
+
+
+def _assert_same_graphs(ours: list[FrameGraph], reference: list[FrameGraph]) -> None:
+    assert len(ours) == len(reference) > 0
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert mine.prediction.keys() == theirs.prediction.keys()
+        for key, value in theirs.prediction.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, mine.prediction[key]), key
+            else:
+                assert value == mine.prediction[key], key
+        assert [(t.text(), t.score) for t in mine.triplets] == [(t.text(), t.score) for t in theirs.triplets]
+
+
+def test_the_folder_holds_safetensors_weights_settings_and_a_model_card(assets: InferAssets, folder: Path) -> None:
+    from safetensors import safe_open
+
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, CONFIG_FILE, WEIGHTS_FILE])
+    assert not list(folder.parent.glob(".my-arn*"))  # no staging folder left behind
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert (config["format"], config["format_version"]) == (FORMAT, FORMAT_VERSION)
+    assert config["checkpoint"]["sha256"] == sha256_file(assets.checkpoint)
+    assert config["checkpoint"]["name"] == "tiny.ckpt" and config["arch"]["hidden_dim"] == 16
+    assert config["transform"]["resize_shorter"] == TEST_DATA_SETTINGS["resize_shorter"]
+    assert len(config["vocabulary"]["predicates"]) == 26 and config["triplet_categories"]["attention"]
+    stored = torch.load(assets.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
+        assert set(weights.keys()) == set(stored)
+        assert all(torch.equal(weights.get_tensor(key), stored[key]) for key in stored)
+    card = (folder / CARD_FILE).read_text()
+    assert card.startswith("---\nlicense: apache-2.0")
+    for part in ("## Model", "## Training", "## Data", "## Results", "## Citation", "wang2025arn", "Apache-2.0"):
+        assert part in card, part
+    assert sha256_file(assets.checkpoint) in card
+
+
+def test_an_existing_folder_is_kept_unless_overwrite(assets: InferAssets, folder: Path, capsys) -> None:
+    before = (folder / CONFIG_FILE).read_bytes()
+    argv = ["--format", "safetensors", "--checkpoint", str(assets.checkpoint), "--out", str(folder)]
+    assert export_main(argv) == 1
+    assert "exists (pass --overwrite)" in capsys.readouterr().err
+    assert export_main([*argv, "--overwrite"]) == 0 and (folder / CONFIG_FILE).read_bytes() == before
+    with pytest.raises(SystemExit):
+        export_main([*argv, "--window", "2"])  # an ONNX option
+
+
+def test_load_model_and_streaming_predict_alike_from_folder_and_checkpoint(assets: InferAssets, folder: Path) -> None:
+    _assert_same_graphs(_graphs(load_model(folder), assets.video), _graphs(load_model(assets.checkpoint), assets.video))
+    frames = list(open_frames(assets.video, VIDEO_FPS / 2))
+    ours = StreamingPredictor(folder, top_k=5, threshold=0.0)
+    theirs = StreamingPredictor(assets.checkpoint, top_k=5, threshold=0.0)
+    for frame in frames:
+        mine, reference = ours.push(frame), theirs.push(frame)
+        assert [(t.text(), t.score) for t in mine.triplets] == [(t.text(), t.score) for t in reference.triplets]
+    assert source_identity(folder) == {"name": "my-arn", "sha256": sha256_file(assets.checkpoint)}
+
+
+def test_a_damaged_folder_is_named(folder: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / CONFIG_FILE).write_bytes((folder / CONFIG_FILE).read_bytes())
+    with pytest.raises(CheckpointError, match=rf"weights of the model folder {broken}"):
+        load_inference_module(broken)
+    (broken / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match=rf"{broken / WEIGHTS_FILE}: Expected safetensors weights"):
+        load_inference_module(broken)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    (broken / CONFIG_FILE).write_text(json.dumps({**config, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="Expected format version 1 but got 99; export the model again"):
+        load_inference_module(broken)
+    with pytest.raises(CheckpointError, match="is a directory without config.json"):
+        load_inference_module(tmp_path)
+
+
+def test_the_cli_tests_a_folder_as_it_tests_the_checkpoint(assets: InferAssets, folder: Path, tmp_path: Path) -> None:
+    config = write_config(tiny_config(assets.data_root, tmp_path), tmp_path / "config.yaml")
+    outputs = {}
+    for name, source in (("checkpoint", assets.checkpoint), ("folder", folder)):
+        out = tmp_path / name
+        run_cli(["test", "--config", str(config), f"--ckpt_path={source}", f"--model.predictions_dir={out}"])
+        outputs[name] = (out / "predictions_test.jsonl").read_text()
+    assert outputs["folder"] == outputs["checkpoint"] and outputs["folder"].count("\n") > 0
+    with pytest.raises(CheckpointError, match="holds no optimiser or trainer state"):
+        run_cli(["fit", "--config", str(config), f"--ckpt_path={folder}"])
+
+
+def test_a_hub_model_loads_offline_from_the_hugging_face_cache(
+    assets: InferAssets, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    # the cache layout snapshot_download reads: models--<owner>--<name>/{refs/main, snapshots/<commit>/<files>}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--my-arn"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reference = _graphs(load_model(assets.checkpoint), assets.video)
+    _assert_same_graphs(_graphs(load_model("hf://someone/my-arn"), assets.video), reference)
+    with pytest.raises(CheckpointError, match=r"hf://someone/absent .*HF_HUB_OFFLINE is set, so only the cache"):
+        load_model("hf://someone/absent")
+
+
+def test_pushing_offline_sends_nothing(folder: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from arn_lightning.weights.hub import push_model_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="Expected network access to push .* HF_HUB_OFFLINE is set"):
+        push_model_folder(folder, "someone/my-arn")
+    with pytest.raises(CheckpointError, match=r"lacks \['config.json', 'model.safetensors'\]"):
+        push_model_folder(folder.parent / "nothing", "someone/my-arn")

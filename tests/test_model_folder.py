@@ -149,3 +149,40 @@ def test_pushing_offline_sends_nothing(folder: Path, monkeypatch: pytest.MonkeyP
         push_model_folder(folder, "someone/my-arn")
     with pytest.raises(CheckpointError, match=r"lacks \['config.json', 'model.safetensors'\]"):
         push_model_folder(folder.parent / "nothing", "someone/my-arn")
+
+
+def test_the_model_card_tells_the_run(assets: InferAssets, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from arn_lightning.training.model_folder import export_model_folder
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": str(assets.data_root)}, "model": {}}))
+    checkpoint = Path(shutil.copy(assets.checkpoint, run / "checkpoints" / "last.ckpt"))
+    epochs = {
+        "best": {"epoch": 1, "step": 8, "metrics": {"with/R@20": 0.25, "no/R@20": 0.5, "no/mR@20": 0.125}},
+        "last": {"epoch": 3, "step": 16, "metrics": {"with/R@20": 0.2, "no/R@20": 0.4}},
+        "note": "validation runs on the test split",
+    }
+    (run / "fit_summary.json").write_text(json.dumps(epochs))
+    metrics = {
+        f"{c}/{name}@{k}": 0.0625 * k / 100
+        for c in ("with", "semi", "no")
+        for name in ("R", "mR")
+        for k in (10, 20, 50, 100)
+    }
+    metrics.update({"no/mR_per_frame@20": 0.75, "checkpoint": {"path": str(checkpoint)}})
+    (run / "test").mkdir()
+    (run / "test" / "metrics_test.json").write_text(json.dumps(metrics))
+    report = export_model_folder(checkpoint, tmp_path / "card")
+    assert (report.run, report.metrics, report.data_root) == (run, run / "test" / "metrics_test.json", assets.data_root)
+    card = (tmp_path / "card" / CARD_FILE).read_text()
+    assert "| with constraint | 0.0063 | 0.0125 | 0.0312 | 0.0625 | 0.0063 |" in card  # R@K then mR@K
+    assert "| no constraint |" in card and "| 0.7500 |" in card and "mR_per_frame@20" in card  # both mR definitions
+    assert "- best epoch 1 (step 8): validation with/R@20 0.2500, no/R@20 0.5000, no/mR@20 0.1250" in card
+    assert "- last epoch 3 (step 16): validation with/R@20 0.2000, no/R@20 0.4000" in card
+    assert "training time: about" in card and f"`{assets.data_root}` (task sgdet)" in card
+    assert "| train |" in card and "| test |" in card and "```yaml\ndata:\n  root:" in card

@@ -126,8 +126,10 @@ def _training_time(run: Path | None, checkpoint: Path) -> str:
 
 def _data_lines(data_root: Path | None, task: str) -> list[str]:
     """Per split the kept videos, frames and relationship labels of the data root (``arn-lightning stats``)."""
-    if data_root is None or not (data_root / "annotations").is_dir():
-        return [f"The data root ({data_root or 'not named in the run config'}) is not on this machine."]
+    if data_root is None:
+        return ["No data root is known: the checkpoint is not in a run folder with its config.yaml."]
+    if not (data_root / "annotations").is_dir():
+        return [f"The data root `{data_root}` of the run config is not on this machine."]
     from arn_lightning.data.ag import AnnotationError, load_annotations
     from arn_lightning.data.stats import dataset_stats
 
@@ -171,79 +173,80 @@ def _architecture_lines(config: dict[str, Any]) -> list[str]:
     return ["| setting | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows.items())]
 
 
-def model_card(config: dict[str, Any], run: Path | None, checkpoint: Path, metrics: Path | None) -> str:
-    """The ``README.md`` of a model folder (Markdown with the Hugging Face Hub's metadata header)."""
-    run_config, data_root = _run_config(run)
+#: The card's fixed text before the generated sections (``task``, ``name`` and ``version`` filled in).
+CARD_HEADER = """---
+license: apache-2.0
+library_name: arn-lightning
+tags: [scene-graph-generation, video, action-genome, arn]
+---
+# ARN scene graph model ({task}, {name})
+
+Dynamic scene graph generation with ARN (CVPR 2025), trained with
+[arn-lightning](https://pypi.org/project/arn-lightning/) and exported with its version {version}.
+
+## Use
+
+```bash
+arn-lightning infer --checkpoint THIS_FOLDER --input video.mp4 --out graphs
+```
+
+`THIS_FOLDER` is this folder's path, or `hf://owner/name` for a copy on the Hugging Face Hub; in Python
+`arn_lightning.inference.api.load_model(THIS_FOLDER)`. `model.safetensors` holds the weights (nothing runs on load),
+`config.json` the settings (format and version, architecture, triplet vocabulary, input transform, postprocess).
+
+"""
+#: The card's fixed text after the generated sections (``citation`` filled in).
+CARD_FOOTER = """## Licence
+
+Apache-2.0, as the arn-lightning code.
+
+## Citation
+
+```bibtex
+{citation}
+```
+"""
+
+
+def _training_lines(config: dict[str, Any], run: Path | None, checkpoint: Path) -> list[str]:
+    """The source checkpoint, the training time and the best / last epochs."""
     source = config["checkpoint"]
-    tested = _read_json(metrics)
-    results = results_table(tested) if tested else []
-    tested_on = (tested.get("checkpoint") or {}).get("path")
-    lines = [
-        "---",
-        "license: apache-2.0",
-        "library_name: arn-lightning",
-        "tags: [scene-graph-generation, video, action-genome, arn]",
-        "---",
-        f"# ARN scene graph model ({config['arch'].get('task')}, {checkpoint.name})",
-        "",
-        "Dynamic scene graph generation with ARN (CVPR 2025), trained with "
-        f"[arn-lightning](https://pypi.org/project/arn-lightning/) {__version__}.",
-        "",
-        "## Use",
-        "",
-        "```bash",
-        "arn-lightning infer --checkpoint THIS_FOLDER --input video.mp4 --out graphs",
-        "```",
-        "",
-        "`THIS_FOLDER` is this folder's path, or `hf://owner/name` for a copy on the Hugging Face Hub; in Python "
-        "`arn_lightning.inference.api.load_model(THIS_FOLDER)`. `model.safetensors` holds the weights (nothing runs "
-        "on load), `config.json` the settings (format and version, architecture, triplet vocabulary, input "
-        "transform, postprocess).",
-        "",
-        "## Model",
-        "",
-        *_architecture_lines(config),
-        "",
-        "## Training",
-        "",
+    return [
         f"- source checkpoint: `{source['name']}`, epoch {source.get('epoch')}, step {source.get('global_step')}, "
         f"SHA-256 `{source['sha256']}`",
         f"- training time: {_training_time(run, checkpoint)}",
         *_epochs_lines(_read_json(run / FIT_SUMMARY_FILE if run is not None else None)),
-        "",
-        "## Data",
-        "",
-        *_data_lines(data_root, str(config["arch"].get("task"))),
-        "",
-        "## Results",
-        "",
-        *(
-            [
-                f"Test split (`{metrics.name}`, checkpoint `{tested_on}`). mR@K: the mean over predicates of their "
-                "recall over the split; mR_per_frame@K: the mean over predicates of their per-frame recall.",
-                "",
-                *results,
-            ]
-            if results
-            else ["No `metrics_test.json` was found for this checkpoint (run `arn-lightning test` on it)."]
-        ),
-        "",
-        "## Run config",
-        "",
-        *(["```yaml", run_config.rstrip(), "```"] if run_config else ["Not found (no run folder)."]),
-        "",
-        "## Licence",
-        "",
-        "Apache-2.0, as the arn-lightning code.",
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
-        "",
     ]
-    return "\n".join(lines)
+
+
+def _results_lines(metrics: Path | None) -> list[str]:
+    """The test metrics' headline table, with the checkpoint they are of and what both mR definitions mean."""
+    tested = _read_json(metrics)
+    table = results_table(tested) if tested else []
+    if metrics is None or not table:
+        return ["No `metrics_test.json` was found for this checkpoint (run `arn-lightning test` on it)."]
+    tested_on = (tested.get("checkpoint") or {}).get("path")
+    return [
+        f"Test split (`{metrics.name}`, checkpoint `{tested_on}`). mR@K: the mean over predicates of their recall "
+        "over the split; mR_per_frame@K: the mean over predicates of their per-frame recall.",
+        "",
+        *table,
+    ]
+
+
+def model_card(config: dict[str, Any], run: Path | None, checkpoint: Path, metrics: Path | None) -> str:
+    """The ``README.md`` of a model folder (Markdown with the Hugging Face Hub's metadata header)."""
+    run_config, data_root = _run_config(run)
+    sections = {
+        "Model": _architecture_lines(config),
+        "Training": _training_lines(config, run, checkpoint),
+        "Data": _data_lines(data_root, str(config["arch"].get("task"))),
+        "Results": _results_lines(metrics),
+        "Run config": ["```yaml", run_config.rstrip(), "```"] if run_config else ["Not found (no run folder)."],
+    }
+    body = [line for title, lines in sections.items() for line in (f"## {title}", "", *lines, "")]
+    header = CARD_HEADER.format(task=config["arch"].get("task"), name=checkpoint.name, version=__version__)
+    return header + "\n".join(body) + "\n" + CARD_FOOTER.format(citation=CITATION)
 
 
 def _write_folder(staging: Path, module: InferenceModule, config: dict[str, Any], card: str) -> None:

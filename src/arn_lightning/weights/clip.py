@@ -164,9 +164,8 @@ def _download_from_hub(config: ClipConfig, hf_hub: str, endpoint: str) -> str:
 
 
 def download_tag(config: ClipConfig, tag_cfg: Mapping[str, Any]) -> str:
-    """Download the file of a pretrained tag of ``config`` (absent from the caches) and return its path: a
-    Hugging Face Hub entry with ``huggingface_hub`` into its cache (the layout open_clip reads), a URL with
-    :func:`~arn_lightning.weights.download.fetch_weights` into open_clip's URL cache (``weights_dir``).
+    """Download the file of a pretrained tag (absent from the caches) and return its path: a Hub entry into the
+    Hugging Face cache, a URL with :func:`~arn_lightning.weights.download.fetch_weights` into open_clip's URL cache.
 
     Raises:
         ClipWeightsUnavailable: offline, the host unreachable within ``network_timeout_s``, or a failed download.

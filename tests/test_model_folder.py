@@ -186,3 +186,38 @@ def test_the_model_card_tells_the_run(assets: InferAssets, tmp_path: Path) -> No
     assert "- last epoch 3 (step 16): validation with/R@20 0.2000, no/R@20 0.4000" in card
     assert "training time: about" in card and f"`{assets.data_root}` (task sgdet)" in card
     assert "| train |" in card and "| test |" in card and "```yaml\ndata:\n  root:" in card
+
+
+def test_pushing_uploads_the_folder_files_to_the_repository(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    calls: list[tuple[str, dict]] = []
+
+    class RecordingApi:  # stands for the Hub: records what would be sent
+        def __init__(self, token: str | None = None) -> None:
+            calls.append(("init", {"token": token}))
+
+        def create_repo(self, repo_id: str, **kwargs: object) -> None:
+            calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+        def upload_folder(self, **kwargs: object) -> str:
+            calls.append(("upload_folder", kwargs))
+            return "https://hub.example/commit/1"
+
+    from arn_lightning.weights.hub import push_model_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    assert push_model_folder(folder, "someone/my-arn", private=True, token="t") == "https://hub.example/commit/1"
+    assert calls == [
+        ("init", {"token": "t"}),
+        ("create_repo", {"repo_id": "someone/my-arn", "private": True, "exist_ok": True}),
+        (
+            "upload_folder",
+            {
+                "folder_path": str(folder),
+                "repo_id": "someone/my-arn",
+                "allow_patterns": [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE],
+            },
+        ),
+    ]

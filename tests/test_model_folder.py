@@ -221,3 +221,22 @@ def test_pushing_uploads_the_folder_files_to_the_repository(folder: Path, monkey
             },
         ),
     ]
+
+
+def test_onnx_export_takes_the_folder_as_it_takes_the_checkpoint(
+    assets: InferAssets, folder: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnx")
+    from arn_lightning.inference.onnx_export import export_onnx
+
+    reports = {
+        name: export_onnx(source, tmp_path / f"{name}.onnx")
+        for name, source in (("ckpt", assets.checkpoint), ("folder", folder))
+    }
+    settings = {name: json.loads(report.settings_path.read_text()) for name, report in reports.items()}
+    assert settings["folder"]["checkpoint"] == {"name": "my-arn", "sha256": sha256_file(assets.checkpoint)}
+    for value in settings.values():
+        value.pop("checkpoint")
+    assert settings["folder"] == settings["ckpt"]
+    assert reports["folder"].model_path.read_bytes() == reports["ckpt"].model_path.read_bytes()

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from arn_lightning.models.backbone import Backbone, imagenet_weights_file
+from arn_lightning.models.backbone import Backbone
 from arn_lightning.weights import download
 from arn_lightning.weights.download import (
     DEFAULT_TIMEOUT_S,
@@ -23,6 +23,7 @@ from arn_lightning.weights.download import (
     offline_reason,
     weights_url,
 )
+from arn_lightning.weights.resnet import imagenet_weights_file, load_backbone_weights
 from net_fixtures import PROXY_VARS, FileServer
 
 #: A hang would last minutes; failing within this bound proves there is none.
@@ -170,7 +171,7 @@ def test_imagenet_backbone_through_a_silent_mirror_fails_in_seconds(tmp_path, si
     monkeypatch.setenv("ARN_DOWNLOAD_TIMEOUT", "1")
     start = time.monotonic()
     with pytest.raises(WeightsUnavailable, match="the ImageNet weights of resnet18") as info:
-        Backbone("resnet18", "imagenet", 32, True, 2)
+        load_backbone_weights(Backbone("resnet18", 32, True, 2), "imagenet")
     assert time.monotonic() - start < NO_HANG_S
     assert silent.connections >= 1
     folder = tmp_path / "torch" / "hub" / "checkpoints"
@@ -184,7 +185,7 @@ def test_imagenet_backbone_behind_a_silent_proxy_fails_in_seconds(tmp_path, sile
     monkeypatch.setenv("ARN_DOWNLOAD_TIMEOUT", "1")
     start = time.monotonic()
     with pytest.raises(WeightsUnavailable, match="resnet18-f37072fd.pth gave no answer within 1 s"):
-        Backbone("resnet18", "imagenet", 32, True, 2)
+        load_backbone_weights(Backbone("resnet18", 32, True, 2), "imagenet")
     assert time.monotonic() - start < NO_HANG_S
     assert silent.connections >= 1
 
@@ -193,7 +194,7 @@ def test_imagenet_backbone_offline_makes_no_connection(tmp_path, silent, monkeyp
     monkeypatch.setenv("ARN_WEIGHTS_URL", silent.url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsUnavailable, match="HF_HUB_OFFLINE is set") as info:
-        Backbone("resnet50", "imagenet", 32, True, 2)
+        load_backbone_weights(Backbone("resnet50", 32, True, 2), "imagenet")
     assert silent.settle() == 0
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(info.value)
     assert "resnet50-0676ba61.pth" in str(info.value) and "backbone_weights" in str(info.value)
@@ -207,5 +208,5 @@ def test_imagenet_backbone_downloads_from_a_mirror_and_checks_the_hash(tmp_path,
     with FileServer(served) as server:
         monkeypatch.setenv("ARN_WEIGHTS_URL", server.url)
         with pytest.raises(WeightsUnavailable, match="to start with f37072fd"):
-            Backbone("resnet18", "imagenet", 32, True, 2)
+            load_backbone_weights(Backbone("resnet18", 32, True, 2), "imagenet")
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()

@@ -102,4 +102,4 @@ def test_evaluate_module_scores_the_test_split(
     assert 0.0 <= metrics["with/R@20"] <= 1.0 and 0.0 <= metrics["no/mR@50"] <= 1.0
     assert all(f"per_predicate/with/R@20/{name}" in metrics for name in PREDICATES)
     assert (tmp_path / "predictions_test.jsonl").is_file()
-    assert predictor.module.hparams.predictions_dir is None  # restored
+    assert predictor.module.hparams.get("predictions_dir") is None  # restored

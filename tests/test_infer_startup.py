@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
+from arn_lightning.build import InferenceModule
 from arn_lightning.inference.api import SceneGraphPredictor, load_model
-from arn_lightning.inference.loading import InferenceModule
 from arn_lightning.scene_graph import FrameGraph
 from arn_lightning.video.files import open_frames
 from infer_fixtures import VIDEO_FPS, InferAssets
@@ -119,8 +119,8 @@ def test_load_model_predicts_exactly_as_load_from_checkpoint(assets: InferAssets
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert predictor.settings == reference.settings
     _assert_identical(_graphs(predictor, assets.video), _graphs(reference, assets.video))
-    # the Lightning module, for evaluation, is built on demand around the same model
-    module = predictor.module
+    # the Lightning module, for evaluation, is built by training code around the same model
+    module = ARNLitModule.around(predictor.module)
     assert isinstance(module, ARNLitModule) and module.model is predictor.model and not module.training
     assert module.postprocess is predictor.postprocess
     assert module.hparams.data_settings == reference.module.hparams.data_settings
@@ -134,7 +134,8 @@ def _rewritten(checkpoint: Path, path: Path, change: Any) -> Path:
     return path
 
 
-def test_earlier_checkpoint_formats_load_alike(assets: InferAssets, tmp_path: Path) -> None:
+def test_earlier_checkpoint_formats_are_refused_with_one_error(assets: InferAssets, tmp_path: Path) -> None:
+    from arn_lightning.checkpoint_file import CheckpointError
     from arn_lightning.models.config import ARNConfig
 
     def retired(hparams: dict[str, Any]) -> None:  # the settings an earlier version stored
@@ -144,12 +145,15 @@ def test_earlier_checkpoint_formats_load_alike(assets: InferAssets, tmp_path: Pa
     def pickled(hparams: dict[str, Any]) -> None:  # a configuration dataclass instead of a plain dict
         hparams["arch"] = ARNConfig(**hparams["arch"])
 
-    reference = _graphs(_lightning_predictor(assets.checkpoint), assets.video)
-    for name, change in (("retired", retired), ("pickled", pickled)):
-        checkpoint = _rewritten(assets.checkpoint, tmp_path / f"{name}.ckpt", change)
-        _assert_identical(_graphs(load_model(checkpoint), assets.video), reference)
-        if name == "retired":  # Lightning's own loading drops them alike
-            _assert_identical(_graphs(_lightning_predictor(checkpoint), assets.video), reference)
+    checkpoint = _rewritten(assets.checkpoint, tmp_path / "retired.ckpt", retired)
+    message = rf"{checkpoint}: .*model\.arch\.fusion_layers is a setting of an older format.*retrain the model"
+    with pytest.raises(CheckpointError, match=message):
+        load_model(checkpoint)
+    with pytest.raises(CheckpointError, match=message):  # Lightning's own loading alike
+        _lightning_predictor(checkpoint)
+    checkpoint = _rewritten(assets.checkpoint, tmp_path / "pickled.ckpt", pickled)
+    with pytest.raises(CheckpointError, match=rf"{checkpoint}: .*pickled classes.*retrain the model"):
+        load_model(checkpoint)
 
 
 def test_bad_hyperparameters_and_weights_are_named(assets: InferAssets, tmp_path: Path) -> None:
@@ -159,7 +163,7 @@ def test_bad_hyperparameters_and_weights_are_named(assets: InferAssets, tmp_path
         hparams["arch"] = {**hparams["arch"], "wings": 2}
 
     checkpoint = _rewritten(assets.checkpoint, tmp_path / "unknown.ckpt", unknown)
-    with pytest.raises(CheckpointError, match=rf"ARNLitModule weights in {checkpoint} .* unknown \['wings'\]"):
+    with pytest.raises(CheckpointError, match=rf"{checkpoint}: .*model\.arch\.wings .*unknown settings: \['wings'\]"):
         load_model(checkpoint)
     content = torch.load(assets.checkpoint, map_location="cpu", weights_only=False)
     content["state_dict"].popitem()
@@ -168,14 +172,13 @@ def test_bad_hyperparameters_and_weights_are_named(assets: InferAssets, tmp_path
         load_model(tmp_path / "missing.ckpt")
 
 
-def test_inference_and_the_lightning_module_read_configs_with_the_same_rules() -> None:
-    from arn_lightning import hparams
+def test_inference_and_the_lightning_module_build_through_the_one_builder() -> None:
+    from arn_lightning import build
     from arn_lightning.training import lit_module
-    from arn_lightning.inference import loading
 
-    assert loading.as_config is lit_module.as_config is hparams.as_config
-    assert lit_module.RETIRED_HPARAMS is hparams.RETIRED_HPARAMS
-    assert {"arch", "post"} <= set(hparams.RETIRED_HPARAMS)  # what inference reads
+    assert lit_module.as_config is build.as_config and lit_module.build_model is build.build_model
+    package = Path(build.__file__).parent
+    assert not (package / "hparams.py").exists() and not (package / "inference" / "loading.py").exists()
 
 
 def test_startup_benchmark_times_the_first_frame_graph(assets: InferAssets) -> None:

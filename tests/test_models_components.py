@@ -21,6 +21,7 @@ from arn_lightning.models.transformer import (
     safe_padding_mask,
 )
 from arn_lightning.weights.download import WeightsUnavailable
+from arn_lightning.weights.resnet import load_backbone_weights
 
 
 # ---------------------------------------------------------------- position encoding
@@ -206,7 +207,7 @@ def test_cosine_classifier_logits_scale_and_text_loading():
 
 # ---------------------------------------------------------------- backbone
 def test_backbone_freezing_stride_and_mask():
-    net = Backbone("resnet18", None, 32, train_backbone=True, freeze_layers=2)
+    net = Backbone("resnet18", 32, train_backbone=True, freeze_layers=2)
     frozen = {n.split(".")[0] for n, p in net.body.named_parameters() if not p.requires_grad}
     assert frozen == {"conv1", "layer1"}
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # frozen BN only
@@ -215,7 +216,7 @@ def test_backbone_freezing_stride_and_mask():
     feats, small = net(torch.randn(2, 3, 64, 96), mask)
     assert feats.shape == (2, 512, 2, 3) and net.num_channels == 512
     assert small[0].all() and small[1].tolist() == [[True, True, False]] * 2
-    c4 = Backbone("resnet18", None, 16, train_backbone=False, freeze_layers=0)
+    c4 = Backbone("resnet18", 16, train_backbone=False, freeze_layers=0)
     assert c4(torch.randn(1, 3, 64, 64), torch.ones(1, 64, 64, dtype=torch.bool))[0].shape == (1, 256, 4, 4)
     assert c4.num_channels == 256 and not hasattr(c4.body, "layer4")
     assert not any(p.requires_grad for p in c4.parameters())
@@ -225,14 +226,18 @@ def test_backbone_local_weights(tmp_path):
     reference = torchvision.models.resnet18()
     path = tmp_path / "r18.pth"
     torch.save(reference.state_dict(), path)
-    net = Backbone("resnet18", str(path), 32, True, 2)
+    net = Backbone("resnet18", 32, True, 2)
+    load_backbone_weights(net, str(path))
     assert torch.equal(net.body.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
     assert torch.equal(net.body.bn1.running_var, reference.bn1.running_var)
+    c4 = Backbone("resnet18", 16, True, 2)  # layer4 of the file is ignored: the backbone stops at layer3
+    load_backbone_weights(c4, str(path))
+    assert torch.equal(c4.body.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="shape mismatches \\[.conv1.weight.\\]"):
-        Backbone("resnet18", str(tmp_path / "bad.pth"), 32, True, 2)
+        load_backbone_weights(Backbone("resnet18", 32, True, 2), str(tmp_path / "bad.pth"))
     with pytest.raises(FileNotFoundError, match="backbone_weights"):
-        Backbone("resnet18", str(tmp_path / "absent.pth"), 32, True, 2)
+        load_backbone_weights(Backbone("resnet18", 32, True, 2), str(tmp_path / "absent.pth"))
 
 
 @pytest.fixture
@@ -248,7 +253,8 @@ def test_backbone_imagenet_file_in_the_hub_cache_loads_without_network(torch_hom
     reference = torchvision.models.resnet18()  # random weights standing in for the ImageNet file
     torch_home.mkdir(parents=True)
     torch.save(reference.state_dict(), torch_home / "resnet18-f37072fd.pth")
-    net = Backbone("resnet18", "imagenet", 32, True, 2)
+    net = Backbone("resnet18", 32, True, 2)
+    load_backbone_weights(net, "imagenet")
     assert torch.equal(net.body.layer2[1].conv2.weight, reference.layer2[1].conv2.weight)
     assert torch.equal(net.body.bn1.running_mean, reference.bn1.running_mean)
 
@@ -256,7 +262,7 @@ def test_backbone_imagenet_file_in_the_hub_cache_loads_without_network(torch_hom
 def test_backbone_imagenet_offline_failure_names_the_file_and_folder(torch_home):
     start = time.monotonic()
     with pytest.raises(WeightsUnavailable) as info:
-        Backbone("resnet50", "imagenet", 32, True, 2)
+        load_backbone_weights(Backbone("resnet50", 32, True, 2), "imagenet")
     assert time.monotonic() - start < 30.0  # at once: no connection is attempted
     message = str(info.value)
     assert message.startswith(f"Expected the ImageNet weights of resnet50 in {torch_home / 'resnet50-0676ba61.pth'}")
@@ -272,11 +278,43 @@ def test_backbone_imagenet_file_that_is_not_a_torch_file_is_explained(torch_home
     with pytest.raises(
         ValueError, match="Expected a torchvision resnet18 state dict in .*resnet18-f37072fd.pth but it cannot be read"
     ):
-        Backbone("resnet18", "imagenet", 32, True, 2)
+        load_backbone_weights(Backbone("resnet18", 32, True, 2), "imagenet")
+
+
+def test_building_a_model_with_pretrained_settings_reads_no_file(torch_home, monkeypatch):
+    # offline, with no file in the hub cache: constructing opens nothing, the builder's loading fails afterwards
+    from arn_lightning.build import build_model, load_pretrained
+    from arn_lightning.models.config import ARNConfig
+
+    monkeypatch.setenv("ARN_OFFLINE", "1")
+    arch = ARNConfig(
+        backbone="resnet18",
+        backbone_weights="imagenet",
+        backbone_stride=16,
+        hidden_dim=16,
+        nheads=2,
+        ffn_dim=32,
+        enc_layers=1,
+        entity_layers=1,
+        predicate_layers=2,
+        num_queries=4,
+        num_frames=2,
+        clip_embed_dim=16,
+    )
+    categories = {"attention": [[0, 2]], "spatial": [[3, 2]], "contacting": [[9, 2]]}
+    torch.manual_seed(0)
+    built = build_model(arch, categories)
+    torch.manual_seed(0)
+    random = build_model({**vars(arch), "backbone_weights": None}, categories)  # the same draws
+    state = random.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in built.model.state_dict().items())
+    with pytest.raises(WeightsUnavailable, match="ARN_OFFLINE is set"):
+        load_pretrained(built.model)
+    assert load_pretrained(random.model) is None  # nothing named, nothing loaded
 
 
 def test_backbone_rejects_bad_arguments():
     with pytest.raises(ValueError, match="backbone in"):
-        Backbone("vgg16", None, 32, True, 2)
+        Backbone("vgg16", 32, True, 2)
     with pytest.raises(ValueError, match="stride"):
-        Backbone("resnet18", None, 8, True, 2)
+        Backbone("resnet18", 8, True, 2)

@@ -41,7 +41,7 @@ def tiny_module(**switches: bool) -> ARNLitModule:
 
 def test_channels_last_backbone_gives_the_same_features_and_keys() -> None:
     torch.manual_seed(0)
-    backbone = Backbone("resnet18", None, 32, True, 2).eval()
+    backbone = Backbone("resnet18", 32, True, 2).eval()
     images, mask = torch.randn(2, 3, 64, 96), torch.ones(2, 64, 96, dtype=torch.bool)
     with torch.no_grad():
         expected, expected_mask = backbone(images, mask)

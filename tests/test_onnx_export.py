@@ -29,7 +29,6 @@ from arn_lightning.inference.onnx_export import (  # noqa: E402
     FORMAT_VERSION,
     ExportReport,
     export_onnx,
-    file_sha256,
 )
 from arn_lightning.inference.onnx_predictor import OnnxStreamingPredictor  # noqa: E402
 from arn_lightning.inference.streaming import StreamingPredictor  # noqa: E402
@@ -37,6 +36,7 @@ from arn_lightning.models.arn import place_on_grid  # noqa: E402
 from arn_lightning.scene_graph import FrameGraph  # noqa: E402
 from arn_lightning.training.checkpoints import save_untrained_checkpoint  # noqa: E402
 from arn_lightning.video.files import VideoFrame  # noqa: E402
+from arn_lightning.weights.registry import sha256_file  # noqa: E402
 from infer_fixtures import TEST_DATA_SETTINGS, InferAssets, noisy_frames, tiny_module, torch_threads  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -275,7 +275,7 @@ def test_the_json_holds_the_checkpoints_settings(checkpoint: Path, window4: Expo
     }
     assert settings["inputs"] == ["pixel_values", "past_maps", "past_cells", "reset"]
     assert settings["outputs"] == [*HEADS[:1], "sub_boxes", "obj_boxes", *HEADS[1:], "next_maps", "next_cells"]
-    assert settings["checkpoint"] == {"name": "t4.ckpt", "sha256": file_sha256(checkpoint)}
+    assert settings["checkpoint"] == {"name": "t4.ckpt", "sha256": sha256_file(checkpoint)}
     assert settings["opset"] == window4.opset >= 18 and settings["torch_version"] == torch.__version__
     model = onnx.load(str(window4.model_path))
     onnx.checker.check_model(model)

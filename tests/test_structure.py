@@ -4,13 +4,14 @@ earlier checkpoints."""
 from __future__ import annotations
 
 import ast
-import math
 from pathlib import Path
 
 import pytest
 
-from arn_lightning.models.config import RETIRED_SETTINGS, ARNConfig, drop_retired_settings
-from arn_lightning.training.lit_module import ARNLitModule, drop_retired_hparams
+from arn_lightning.build import check_stored_settings
+from arn_lightning.checkpoint_file import CheckpointError
+from arn_lightning.models.config import ARNConfig
+from arn_lightning.training.lit_module import ARNLitModule
 from arn_lightning.triplets import TripletVocabulary
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "arn_lightning"
@@ -89,32 +90,26 @@ def test_shared_names_are_defined_once(name):
     assert len(homes) == 1, f"{name} is defined in {homes}"
 
 
-def test_retired_arch_settings_are_dropped_at_their_constant_and_refused_otherwise():
-    old = {**TINY_ARCH, **RETIRED_SETTINGS}
-    assert drop_retired_settings(old) == TINY_ARCH
-    assert drop_retired_settings({**TINY_ARCH, "logit_scale_init": math.log(1 / 0.07)}) == TINY_ARCH
-    with pytest.raises(ValueError, match=r"model\.arch\.box_mlp_layers=4 is no longer a setting.*box_mlp_layers=3"):
-        drop_retired_settings({**TINY_ARCH, "box_mlp_layers": 4})
-    with pytest.raises(ValueError, match=r"num_object_classes=True"):  # a bool is not the number 36
-        drop_retired_settings({**TINY_ARCH, "num_object_classes": True})
+def test_a_setting_of_an_older_format_is_refused_with_one_error_naming_file_and_setting():
+    stored = {"arch": {**TINY_ARCH, "box_mlp_layers": 3}, "optim": {"lr": 2e-4}}
+    with pytest.raises(
+        CheckpointError, match=r"old\.ckpt: .*model\.arch\.box_mlp_layers is a setting of an older format"
+    ):
+        check_stored_settings(stored, "old.ckpt", ARNLitModule.stored_configs())
+    with pytest.raises(CheckpointError, match=r"model\.optim\.betas .*retrain the model with this version"):
+        check_stored_settings({"optim": {"betas": [0.9, 0.999]}}, "old.ckpt", ARNLitModule.stored_configs())
+    check_stored_settings({"arch": TINY_ARCH, "post": {}}, "new.ckpt", ARNLitModule.stored_configs())  # this format
 
 
-def test_earlier_checkpoint_hyperparameters_build_the_same_module():
-    earlier = {
-        "arch": {**TINY_ARCH, **RETIRED_SETTINGS},
-        "loss": {"distill": True, "eos_coef": 0.2},  # loss.distill mirrored arch.distill
-        "post": {"task": None, "top_k_pairs": 3},
-        "optim": {"lr": 2e-4, "lr_drop_gamma": 0.1, "betas": [0.9, 0.999]},
-    }
-    cleaned = drop_retired_hparams(earlier)
-    assert cleaned["arch"] == TINY_ARCH and cleaned["loss"] == {"eos_coef": 0.2}
-    assert cleaned["post"] == {"top_k_pairs": 3} and cleaned["optim"] == {"lr": 2e-4}
-    module = ARNLitModule(**earlier, triplet_categories=CATEGORIES, init_text_classifiers=False)
-    assert module.arch_config == ARNConfig(**TINY_ARCH)
-    assert not module.criterion.distill and module.postprocess.task == "sgdet"
-    assert module.hparams["arch"] == TINY_ARCH and "distill" not in module.hparams["loss"]  # saved clean
-    with pytest.raises(ValueError, match=r"model\.optim\.betas"):
-        drop_retired_hparams({**earlier, "optim": {"betas": [0.8, 0.99]}})
+def test_retired_settings_are_gone():
+    import arn_lightning.models.config as model_config
+
+    assert not (PACKAGE / "hparams.py").exists()
+    assert not hasattr(model_config, "RETIRED_SETTINGS") and not hasattr(model_config, "drop_retired_settings")
+    with pytest.raises(ValueError, match=r"got unknown \['num_object_classes'\]"):
+        ARNLitModule(arch={**TINY_ARCH, "num_object_classes": 36}, triplet_categories=CATEGORIES)
+    module = ARNLitModule(arch=TINY_ARCH, triplet_categories=CATEGORIES, init_text_classifiers=False)
+    assert module.arch_config == ARNConfig(**TINY_ARCH) and module.hparams["arch"] == TINY_ARCH
 
 
 def test_one_vocabulary_is_shared_by_model_criterion_and_postprocess():
@@ -147,7 +142,9 @@ def _edges(name: str) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for alias in node.names:
                 target = f"{base}.{alias.name}"
                 found.add(target if target in MODULES else base)
@@ -167,7 +164,11 @@ def _area(module: str) -> str:
 
 def _crossings(source: str, target: str) -> list[str]:
     return sorted(
-        f"{name} -> {dep}" for name, deps in GRAPH.items() if _area(name) == source for dep in deps if _area(dep) == target
+        f"{name} -> {dep}"
+        for name, deps in GRAPH.items()
+        if _area(name) == source
+        for dep in deps
+        if _area(dep) == target
     )
 
 

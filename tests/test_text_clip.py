@@ -1,5 +1,5 @@
 """CLIP loading: the tiny tower, weights resolution from the local caches, offline failure and downloads that never
-hang (arn_lightning.text.clip)."""
+hang (arn_lightning.text.clip, arn_lightning.weights.clip)."""
 
 import time
 from pathlib import Path
@@ -8,15 +8,10 @@ import huggingface_hub.constants
 import open_clip
 import pytest
 
-from arn_lightning.text import clip as clip_mod
-from arn_lightning.text.clip import (
-    ClipWeightsUnavailable,
-    host_reachable,
-    register_tiny_clip,
-    resolve_weights,
-)
+from arn_lightning.text.clip import register_tiny_clip, resolve_weights
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.embeddings import text_embeddings
+from arn_lightning.weights.clip import ClipWeightsUnavailable, download_tag, host_reachable
 from arn_lightning.weights.download import WeightsUnavailable
 from clip_fixtures import CATEGORIES
 from net_fixtures import PROXY_VARS, FakeHub, FileServer, closed_port_url
@@ -114,11 +109,11 @@ def test_url_weights_are_downloaded_with_a_timeout(tmp_path, network, silent):
     (served / "tiny.pt").write_bytes(b"tiny weights")
     cfg = ClipConfig(weights_dir=str(tmp_path / "weights"), network_timeout_s=1.0)
     with FileServer(served) as server:
-        path = clip_mod._download(cfg, {"url": f"{server.url}/tiny.pt"})
+        path = download_tag(cfg, {"url": f"{server.url}/tiny.pt"})
     assert Path(path) == tmp_path / "weights" / "tiny.pt" and Path(path).read_bytes() == b"tiny weights"
     start = time.monotonic()
     with pytest.raises(ClipWeightsUnavailable, match="gave no answer within 1 s.*under the file name other.pt"):
-        clip_mod._download(cfg, {"url": f"{silent.url}/other.pt"})
+        download_tag(cfg, {"url": f"{silent.url}/other.pt"})
     assert time.monotonic() - start < NO_HANG_S
 
 

@@ -216,7 +216,7 @@ def test_the_cli_refuses_a_damaged_checkpoint_with_its_name(
 
 
 def test_load_from_checkpoint_and_infer_refuse_an_altered_checkpoint(train_root: Path, tmp_path: Path) -> None:
-    from arn_lightning.inference.api import load_module
+    from arn_lightning.inference.api import load_model
     from arn_lightning.training.lit_module import ARNLitModule
 
     run_cli(["fit", "--config", str(_config(train_root, tmp_path / "a", 2))])
@@ -224,7 +224,7 @@ def test_load_from_checkpoint_and_infer_refuse_an_altered_checkpoint(train_root:
     with pytest.raises(CheckpointError, match=r"altered\.ckpt: Expected an intact checkpoint"):
         ARNLitModule.load_from_checkpoint(str(altered), weights_only=True)
     with pytest.raises(CheckpointError, match=r"altered\.ckpt: Expected an intact checkpoint"):
-        load_module(altered)
+        load_model(altered)
     assert isinstance(ARNLitModule.load_from_checkpoint(str(_last(tmp_path / "a")), weights_only=True), ARNLitModule)
 
 

@@ -302,14 +302,16 @@ def test_backbone_and_clip_accept_registry_names(tmp_path):
     file.parent.mkdir()
     torch.save(resnet.state_dict(), file)
     from arn_lightning.models.backbone import Backbone
+    from arn_lightning.weights.resnet import load_backbone_weights
 
     with weights.registered(entry_for(file, name="r18-test", setting="backbone_weights", architecture="resnet18")):
-        backbone = Backbone("resnet18", "r18-test", 32, True, 2)
+        backbone = Backbone("resnet18", 32, True, 2)
+        load_backbone_weights(backbone, "r18-test")
         assert torch.equal(backbone.body.conv1.weight, resnet.conv1.weight)
         with pytest.raises(ValueError, match="ImageNet weights of resnet34"):
-            Backbone("resnet34", "r18-test", 32, True, 2)
+            load_backbone_weights(Backbone("resnet34", 32, True, 2), "r18-test")
     with pytest.raises(WeightsUnavailable, match="resnet50-0676ba61.pth"):
-        Backbone("resnet50", "resnet50-imagenet", 32, True, 2)
+        load_backbone_weights(Backbone("resnet50", 32, True, 2), "resnet50-imagenet")
     config = ClipConfig(clip_model="ViT-B-32", clip_pretrained="clip-vit-b32-openai")
     assert _weights_source(config) == ("registry", "clip-vit-b32-openai")
     assert model_identity(config)["weights"] == {

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         type=Path,
         required=True,
-        help="Lightning checkpoint of an ARNLitModule; with --stream also a model.onnx of `arn-lightning export`",
+        help="Lightning checkpoint of an ARNLitModule, a model folder of `arn-lightning export --format safetensors` "
+        "or hf://owner/name; with --stream also a model.onnx of `arn-lightning export`",
     )
     parser.add_argument(
         "--input",

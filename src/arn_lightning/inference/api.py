@@ -1,4 +1,4 @@
-"""Scene graphs for any video from Python: load a checkpoint, predict frame by frame.
+"""Scene graphs for any video from Python: load a checkpoint (or a model folder), predict frame by frame.
 
 Example::
 
@@ -15,20 +15,16 @@ shorter / longer side, no flip) with :class:`~arn_lightning.data.transforms.Clip
 ``T`` frames (see :mod:`arn_lightning.inference.clips` for the windowed and causal schedules), and the checkpoint's
 :class:`~arn_lightning.postprocess.PostProcess`. The model runs under ``torch.no_grad`` and, on a GPU, bf16 autocast.
 
-Only load checkpoints you trust: besides tensors, a Lightning checkpoint holds the module's hyperparameters,
-which are unpickled (restricted to the project's configuration classes).
+Only load checkpoints you trust: besides tensors, a Lightning checkpoint holds the module's hyperparameters, which are
+unpickled (restricted to tensors and plain containers); a model folder's ``model.safetensors`` runs nothing on load.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
-import pickle
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,28 +34,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from arn_lightning._types import PathLike
-from arn_lightning.checkpoint_file import CheckpointError, load_checkpoint_file
+from arn_lightning.build import load_inference_module, transform_settings
+from arn_lightning.checkpoint_file import CheckpointError
 from arn_lightning.data.collate import ClipCollator
-from arn_lightning.data.transforms import DEFAULT_LONGER, DEFAULT_SHORTER, IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from arn_lightning.data.transforms import ClipTransform
 from arn_lightning.defaults import DEFAULT_FPS, DEFAULT_THRESHOLD, DEFAULT_TOP_K, PRECISIONS
 from arn_lightning.inference.clips import ClipJob, batched, schedule_clips
-from arn_lightning.inference.loading import InferenceModule
 from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from arn_lightning.video.files import VideoFrame, open_frames
-
-#: Key that ``ARNLitModule.on_save_checkpoint`` writes into every checkpoint of this project.
-CHECKPOINT_MARKER = "arn_lightning"
-#: Keys of every Lightning checkpoint.
-LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
-#: The data module's transform settings replayed at inference, with the data layer's defaults.
-TRANSFORM_DEFAULTS: dict[str, Any] = {
-    "resize_shorter": DEFAULT_SHORTER,
-    "resize_longer": DEFAULT_LONGER,
-    "mean": IMAGENET_MEAN,
-    "std": IMAGENET_STD,
-}
-#: Settings a stored ``data_settings`` must hold.
-REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
 
 
 @dataclass
@@ -98,24 +80,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
-def transform_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The frame settings to replay: the checkpoint's ``data_settings`` (the data module's ``resize_shorter``,
-    ``resize_longer`` and optionally ``mean`` / ``std``), or the data layer's defaults when it stores none (a
-    module built in Python without the CLI, which the data module then fed with those defaults).
-
-    Raises:
-        CheckpointError: ``data_settings`` is stored but lacks the resize sizes.
-    """
-    if settings is None:
-        return dict(TRANSFORM_DEFAULTS)
-    missing = [key for key in REQUIRED_SETTINGS if key not in settings]
-    if missing:
-        raise CheckpointError(
-            f"Expected data_settings with {list(REQUIRED_SETTINGS)} but {missing} are missing (got {sorted(settings)})"
-        )
-    return {key: settings.get(key, default) for key, default in TRANSFORM_DEFAULTS.items()}
-
-
 def pil_to_uint8(image: Image.Image) -> Tensor:
     """An RGB PIL image as ``uint8 [3, H, W]`` (the layout the data layer decodes frames to)."""
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
@@ -149,113 +113,15 @@ def prepare_frame(transform: ClipTransform, frame: VideoFrame) -> PreparedFrame:
     return PreparedFrame(frame, image, torch.tensor([frame.image.height, frame.image.width]))
 
 
-# ----------------------------------------------------------------------------------------------- checkpoints
-def _hparam_classes() -> list[type]:
-    """The configuration dataclasses that ``ARNLitModule`` keeps in its hyperparameters (safe to unpickle)."""
-    from lightning.fabric.utilities.data import AttributeDict
-
-    from arn_lightning.training.lit_module import ARNLitModule
-
-    parameters = inspect.signature(ARNLitModule.__init__).parameters.values()
-    return [AttributeDict, *(type(p.default) for p in parameters if dataclasses.is_dataclass(p.default))]
-
-
-def check_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Load ``path`` (tensors memory-mapped) and check that it is an ARN Lightning checkpoint.
-
-    Returns:
-        The checkpoint dict.
-
-    Raises:
-        CheckpointError: the path is not a file, not a PyTorch file, not a Lightning checkpoint, or a Lightning
-            checkpoint of another model.
-    """
-    path = Path(path)
-    # verified (missing, truncated or altered files are refused with their name), then unpickled restricted to
-    # tensors, containers and the project's hparam classes; the tensors are memory-mapped, not read. A checkpoint of
-    # this version holds plain containers only: the hparam classes (whose listing imports Lightning) are allowed on a
-    # second try, for a checkpoint that needs them.
-    try:
-        checkpoint = load_checkpoint_file(path, mmap=True)
-    except CheckpointError as error:
-        if not isinstance(error.__cause__, pickle.UnpicklingError):
-            raise
-        with torch.serialization.safe_globals(_hparam_classes()):
-            checkpoint = load_checkpoint_file(path, mmap=True)
-    missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(
-            f"Expected a Lightning checkpoint in {path} but it lacks {missing} "
-            f"(keys: {sorted(map(str, checkpoint))[:8]})"
-        )
-    if CHECKPOINT_MARKER not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise CheckpointError(
-            f"Expected a Lightning checkpoint of ARNLitModule but {path} is one of another model "
-            f"(no {CHECKPOINT_MARKER!r} entry; hyperparameters: {sorted(checkpoint.get('hyper_parameters', {}))[:8]})"
-        )
-    return checkpoint
-
-
-def _offline_overrides(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """Constructor overrides so that rebuilding the module loads no pretrained backbone weights (the checkpoint's
-    weights replace them anyway, and they may not be available on this machine)."""
-    arch = hparams.get("arch")
-    if dataclasses.is_dataclass(arch) and getattr(arch, "backbone_weights", None) is not None:
-        return {"arch": dataclasses.replace(arch, backbone_weights=None)}
-    if isinstance(arch, Mapping) and arch.get("backbone_weights") is not None:
-        return {"arch": {**arch, "backbone_weights": None}}
-    return {}
-
-
-def load_module(path: PathLike) -> ARNLitModule:  # noqa: F821 - imported lazily
-    """``ARNLitModule.load_from_checkpoint`` on the CPU, after :func:`check_checkpoint`, in eval mode.
-
-    Raises:
-        CheckpointError: see :func:`check_checkpoint`; also when the weights do not fit the stored
-            hyperparameters.
-    """
-    from arn_lightning.training.lit_module import ARNLitModule
-
-    checkpoint = check_checkpoint(path)
-    overrides = _offline_overrides(checkpoint["hyper_parameters"])
-    del checkpoint
-    try:
-        with torch.serialization.safe_globals(_hparam_classes()):
-            module = ARNLitModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **overrides)
-    except (RuntimeError, TypeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"Expected ARNLitModule weights in {path} but loading failed: {error}") from error
-    return module.eval()
-
-
-def load_inference_module(path: PathLike) -> InferenceModule:
-    """The model and postprocess of an ARN Lightning checkpoint on the CPU, in eval mode, without Lightning: the
-    :class:`~arn_lightning.inference.loading.InferenceModule` of the checkpoint's hyperparameters (no pretrained
-    backbone weights are loaded, see :func:`_offline_overrides`) with its weights; the same predictions as
-    :func:`load_module`, in a fraction of the start-up time.
-
-    Raises:
-        CheckpointError: see :func:`check_checkpoint`; also when the weights do not fit the stored
-            hyperparameters.
-    """
-    checkpoint = check_checkpoint(path)
-    hparams = checkpoint["hyper_parameters"]
-    try:
-        module = InferenceModule({**hparams, **_offline_overrides(hparams)})
-        module.load_lightning_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, TypeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"Expected ARNLitModule weights in {path} but loading failed: {error}") from error
-    return module.eval()
-
-
 # ----------------------------------------------------------------------------------------------- prediction
 class SceneGraphPredictor:
     """An ARN model ready for inference on frames: preprocessing, clip scheduling, model, postprocess, ranking.
 
-    Build it with :func:`load_model` (from a checkpoint) or directly from an ``ARNLitModule``.
+    Build it with :func:`load_model` (from a checkpoint or a model folder) or directly from an ``ARNLitModule``.
 
     Args:
-        module: the Lightning module, or the :class:`~arn_lightning.inference.loading.InferenceModule` of a
-            checkpoint (its ``model``, ``postprocess`` and ``hparams.data_settings`` are used).
+        module: the Lightning module, or the :class:`~arn_lightning.build.InferenceModule` of a checkpoint (its
+            ``model``, ``postprocess`` and ``hparams.data_settings`` are used).
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         precision: ``"auto"`` (bf16 autocast on GPU, float32 on CPU), ``"fp32"`` or ``"bf16"``.
         window: frames per clip (``1..T``); default the model's ``T`` (``num_frames``).
@@ -289,11 +155,9 @@ class SceneGraphPredictor:
 
     @property
     def module(self) -> Any:
-        """The ``ARNLitModule`` (e.g. for :func:`~arn_lightning.training.evaluation.evaluate_module`): the one given,
-        or, for a predictor of :func:`load_model`, one built on first use around the predictor's ``model`` and
-        ``postprocess`` (this imports Lightning)."""
-        if isinstance(self._module, InferenceModule):
-            self._module = self._module.to_lightning()
+        """The module given: an ``ARNLitModule``, or for a predictor of :func:`load_model` the
+        :class:`~arn_lightning.build.InferenceModule` (:func:`~arn_lightning.training.evaluation.evaluate_module`
+        takes either)."""
         return self._module
 
     @property
@@ -359,10 +223,12 @@ class SceneGraphPredictor:
 def load_model(
     checkpoint: PathLike, device: str | torch.device = "cpu", precision: str = "auto", window: int | None = None
 ) -> SceneGraphPredictor:
-    """A :class:`SceneGraphPredictor` from an ARN Lightning checkpoint.
+    """A :class:`SceneGraphPredictor` from an ARN Lightning checkpoint, a model folder of ``arn-lightning export
+    --format safetensors`` or a Hub model ``hf://owner/name`` (:func:`~arn_lightning.build.load_inference_module`).
 
     Raises:
-        CheckpointError: the checkpoint is missing, not a Lightning checkpoint, of another model, or not SGDet.
+        CheckpointError: the checkpoint or folder is missing, unreadable, of another model or an older format, or
+            not SGDet.
         ValueError: an unavailable device, an unknown precision or a window outside ``1..T``.
     """
     device = resolve_device(device)

@@ -65,7 +65,6 @@ place); an existing file is replaced only with ``overwrite``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -81,8 +80,9 @@ from torch import Tensor, nn
 
 from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_save, atomic_write_json
+from arn_lightning.build import load_inference_module, source_identity, transform_settings
 from arn_lightning.checkpoint_file import CheckpointError
-from arn_lightning.inference.api import load_inference_module, resolve_window, transform_settings
+from arn_lightning.inference.api import resolve_window
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.outputs import BRANCHES
 
@@ -157,15 +157,6 @@ def import_onnx() -> Any:
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(f"Exporting to ONNX needs the onnxscript package: {INSTALL_HINT}") from error
     return onnx
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def trunk_grid(size: Any, stride: int) -> Any:
@@ -290,7 +281,7 @@ def _jsonable_categories(categories: Any) -> dict[str, list[list[int]]] | None:
     return {str(kind): [[int(v) for v in pair] for pair in pairs] for kind, pairs in dict(categories).items()}
 
 
-def _settings(module: Any, graph: StreamStepGraph, checkpoint: Path, opset: int, digest: str) -> dict[str, Any]:
+def _settings(module: Any, graph: StreamStepGraph, opset: int, source: dict[str, str]) -> dict[str, Any]:
     """The sidecar JSON's contents."""
     config = module.model.config
     transform = transform_settings(module.hparams.get("data_settings"))
@@ -314,7 +305,7 @@ def _settings(module: Any, graph: StreamStepGraph, checkpoint: Path, opset: int,
         "post": asdict(module.post_config),
         "inputs": list(graph.input_names),
         "outputs": list(graph.output_names),
-        "checkpoint": {"name": checkpoint.name, "sha256": digest},
+        "checkpoint": source,
         "opset": opset,
         "torch_version": torch.__version__,
     }
@@ -330,7 +321,8 @@ def export_onnx(
     """Export the streaming step of an SGDet checkpoint to ONNX, with its settings beside it.
 
     Args:
-        checkpoint: an ARN Lightning checkpoint (only trusted files: see :mod:`arn_lightning.inference.api`).
+        checkpoint: an ARN Lightning checkpoint (only trusted files: see :mod:`arn_lightning.inference.api`), a
+            model folder of ``arn-lightning export --format safetensors`` or ``hf://owner/name``.
         out: the ONNX file to write (e.g. ``model.onnx``); the settings go to the same name with ``.json``.
         window: frames of temporal context including the new one, ``1..T``; default the model's ``T``.
         opset: ONNX opset of the default domain; default torch's.
@@ -395,7 +387,7 @@ def export_onnx(
             f"Expected a valid ONNX model from {checkpoint} but onnx.checker refuses it: {error}"
         ) from error
     used_opset = next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    settings = _settings(module, graph, checkpoint, used_opset, file_sha256(checkpoint))
+    settings = _settings(module, graph, used_opset, source_identity(checkpoint))
     atomic_save(lambda tmp: onnx.save_model(proto, str(tmp)), out)
     atomic_write_json(settings_path, settings)
     return ExportReport(

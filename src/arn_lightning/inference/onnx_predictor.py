@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from arn_lightning._types import PathLike
+from arn_lightning.build import build_postprocess, build_vocabulary
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import ClipTransform
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
@@ -38,8 +39,6 @@ from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INST
 from arn_lightning.inference.streaming import StreamPredictorBase, StreamState
 from arn_lightning.models.arn import place_on_grid
 from arn_lightning.models.outputs import ARNOutput
-from arn_lightning.postprocess import PostProcess, PostProcessConfig
-from arn_lightning.triplets import TripletVocabulary
 from arn_lightning.video.files import VideoFrame
 
 
@@ -100,11 +99,8 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         transform = self.settings["transform"]
         self.transform = ClipTransform(transform["resize_shorter"], transform["resize_longer"], 0.0)
         self.collate = ClipCollator(transform["mean"], transform["std"])
-        vocabulary = TripletVocabulary.from_categories(
-            self.settings["triplet_categories"], bool(self.settings["clip_triplets"])
-        )
-        post = PostProcessConfig(**self.settings["post"])
-        self.postprocess = PostProcess(post, vocabulary, task=self.settings["task"]).eval()
+        vocabulary = build_vocabulary(self.settings["triplet_categories"], self.settings["clip_triplets"])
+        self.postprocess = build_postprocess(self.settings["post"], vocabulary, self.settings["task"]).eval()
 
     @property
     def device(self) -> torch.device:

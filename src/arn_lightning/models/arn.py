@@ -95,7 +95,6 @@ class ARN(nn.Module):
         layer = dict(d_model=d, nhead=config.nheads, dim_feedforward=config.ffn_dim, dropout=config.dropout)
         self.backbone = Backbone(
             config.backbone,
-            config.backbone_weights,
             config.backbone_stride,
             config.train_backbone,
             config.freeze_backbone_layers,

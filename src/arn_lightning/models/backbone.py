@@ -15,20 +15,12 @@ The module is named ``body`` so that the parameter names equal DETR's ``backbone
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
-
-from arn_lightning.weights.download import fetch_weights
-
-log = logging.getLogger(__name__)
 
 #: Supported torchvision ResNets.
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -40,134 +32,13 @@ STRIDE_STAGES: dict[int, str] = {32: "layer4", 16: "layer3"}
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
-def imagenet_weights_file(name: str) -> tuple[str, Path]:
-    """``(url, local path)`` of torchvision's ``IMAGENET1K_V1`` weights of ``name``.
-
-    The local path is where torchvision itself caches them, ``torch.hub.get_dir()/checkpoints/<file name>``
-    (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), e.g. ``resnet50-0676ba61.pth``
-    for ``resnet50``. A file placed there by hand is used without any network access.
-    """
-    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def _load_imagenet_state(name: str, timeout_s: float | None = None) -> dict[str, Tensor]:
-    """torchvision's ImageNet weights of ``name``: the hub-cache file, downloaded first if absent.
-
-    The download honours ``ARN_OFFLINE`` / ``HF_HUB_OFFLINE``, ``ARN_DOWNLOAD_TIMEOUT`` and ``ARN_WEIGHTS_URL``
-    (:func:`arn_lightning.weights.download.fetch_weights`) and checks the sha256 prefix of the file name.
-
-    Raises:
-        WeightsUnavailable: the file is absent and cannot be downloaded (offline, no answer in time, bad hash).
-        ValueError: the file on disk is not a readable torch file.
-    """
-    url, path = imagenet_weights_file(name)
-    file = fetch_weights(
-        url,
-        path.parent,
-        path.name,
-        what=f"the ImageNet weights of {name}",
-        timeout_s=timeout_s,
-        hint=", or set backbone_weights to a local torchvision state-dict file",
-    )
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file under the expected name
-        raise ValueError(
-            f"Expected a torchvision {name} state dict in {file} but it cannot be read ({type(err).__name__}: "
-            f"{err}); delete it to download it again, or replace it with the file from {url}"
-        ) from err
-
-
-def _registered_file(name: str, weights: str) -> Path:
-    """The verified file of the registry name ``weights`` (:mod:`arn_lightning.weights.registry`) for the ResNet
-    ``name``.
-
-    Raises:
-        ValueError: the name is registered for another setting or another architecture.
-        WeightsUnavailable: the file is absent and cannot be downloaded, or mismatches its hash.
-    """
-    from arn_lightning.weights import registry
-
-    entry = registry.get_entry(weights)
-    if entry.setting != "backbone_weights" or entry.architecture != name:
-        raise ValueError(
-            f"Expected backbone_weights to name ImageNet weights of {name} but got {weights!r}, which are weights "
-            f"of {entry.architecture} for {entry.setting}"
-        )
-    return registry.resolve(weights)
-
-
-def _load_local_state(path: str | Path) -> dict[str, Tensor]:
-    """A torchvision-layout ResNet state dict saved with ``torch.save`` (optionally under a ``state_dict`` key)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        from arn_lightning.weights import registry
-
-        names = [e.name for e in registry.list_entries() if e.setting == "backbone_weights"]
-        raise FileNotFoundError(
-            f"Expected backbone_weights to be None, 'imagenet', a registered name ({', '.join(names)}) or an "
-            f"existing file but got {path}"
-        )
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"Expected a state dict in {path} but got {type(state).__name__}")
-    return state
-
-
-def _is_registered(value: str) -> bool:
-    from arn_lightning.weights import registry
-
-    return registry.is_registered(value)
-
-
-def load_resnet_weights(resnet: nn.Module, name: str, weights: str | None) -> None:
-    """Load ``weights`` (None: keep random, ``"imagenet"``, a registry name such as ``"resnet50-imagenet"``, or a
-    local ``.pth``) into a torchvision ResNet.
-
-    ``"imagenet"`` uses the hub-cache file as torchvision does (a file placed there is trusted); a registry name
-    (:mod:`arn_lightning.weights.registry`) uses the weights folder and checks the file against its published hash.
-
-    The classifier (``fc.*``) is ignored; any other missing, unexpected or mis-shaped key is an error.
-
-    Raises:
-        WeightsUnavailable: ``"imagenet"`` whose file (:func:`imagenet_weights_file`) is absent and cannot be
-            downloaded; the message names the file and the folder to place it in.
-        FileNotFoundError: a local path that does not exist.
-        ValueError: a file that is not a state dict of ``name`` (missing / unexpected / mis-shaped keys).
-    """
-    if weights is None:
-        return
-    if weights == "imagenet":
-        state = _load_imagenet_state(name)
-    elif _is_registered(weights) and not Path(weights).expanduser().is_file():
-        state = _load_local_state(_registered_file(name, weights))
-    else:
-        state = _load_local_state(weights)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
-    own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"Expected a torchvision {name} state dict in {weights} but got missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]} and shape mismatches {mismatched[:5]}"
-        )
-    resnet.load_state_dict(state, strict=False)  # strict apart from the ignored fc.*
-    log.info("loaded %s weights from %s", name, weights)
-
-
 class Backbone(nn.Module):
-    """ResNet trunk returning one feature map and the downsampled pixel mask.
+    """ResNet trunk returning one feature map and the downsampled pixel mask, with random weights: pretrained ones
+    are loaded afterwards by the builder (:func:`arn_lightning.weights.resnet.load_backbone_weights`), so that
+    building a model reads no file and opens no connection.
 
     Args:
         name: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
-        weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1`` from torch's hub cache, downloaded
-            there when absent and online: see :func:`imagenet_weights_file`, ``docs/weights.md``), a registry name
-            (``"resnet50-imagenet"``: the same file, checked against its hash) or a local state-dict path.
         stride: output stride, 32 (``layer4``) or 16 (``layer3``).
         train_backbone: False freezes every backbone parameter.
         freeze_layers: number of leading stages of :data:`STAGES` frozen (2 = stem + ``layer1``, as DETR).
@@ -179,7 +50,6 @@ class Backbone(nn.Module):
     def __init__(
         self,
         name: str,
-        weights: str | None,
         stride: int,
         train_backbone: bool,
         freeze_layers: int,
@@ -195,7 +65,7 @@ class Backbone(nn.Module):
         if norm not in NORMS:
             raise ValueError(f"Expected backbone norm in {tuple(NORMS)} but got {norm!r}")
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=NORMS[norm])
-        load_resnet_weights(resnet, name, weights)
+        self.name = name
         last = STRIDE_STAGES[stride]
         # The channel count of the last kept stage: fc reads layer4; layer3 has half of it.
         self.num_channels = resnet.fc.in_features // (1 if last == "layer4" else 2)

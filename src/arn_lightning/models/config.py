@@ -2,32 +2,17 @@
 them without a circle.
 
 Settings that no config ever changed are module constants of the module that uses them (``docs/model.md``
-section 6 lists them); :data:`RETIRED_SETTINGS` names them, with the one value earlier checkpoints may hold.
+section 6 lists them); a checkpoint that still stores one is of an older format and is refused
+(:func:`arn_lightning.build.check_stored_settings`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from arn_lightning.models.association import FUSION_MODES
 from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGES
-from arn_lightning.vocab import NUM_OBJECT_CLASSES, TASKS
-
-#: Marks a retired setting that may hold any value (it only mirrored another setting).
-ANY_VALUE = object()
-#: Former ``ARNConfig`` fields, now constants (the value every earlier checkpoint holds; another value is refused).
-RETIRED_SETTINGS: dict[str, Any] = {
-    "num_object_classes": NUM_OBJECT_CLASSES,  # the Action Genome vocabulary (arn_lightning.vocab)
-    "box_mlp_layers": 3,  # models.entity.BOX_MLP_LAYERS
-    "gt_embed_layers": 2,  # models.entity.GT_EMBED_LAYERS
-    "fusion_layers": 2,  # models.association.FUSION_LAYERS
-    "position_temperature": 10000.0,  # models.position.TEMPERATURE
-    "logit_scale_init": math.log(1 / 0.07),  # models.heads.LOGIT_SCALE_INIT
-    "logit_scale_max": 100.0,  # models.heads.LOGIT_SCALE_MAX
-}
+from arn_lightning.vocab import TASKS
 
 
 @dataclass
@@ -37,7 +22,9 @@ class ARNConfig:
     Attributes:
         backbone: torchvision ResNet, ``"resnet50"`` | ``"resnet34"`` | ``"resnet18"``.
         backbone_weights: None (random), ``"imagenet"`` (torchvision ``IMAGENET1K_V1``; fails with a clear message
-            when it can be neither found in torch's hub cache nor downloaded) or a local state-dict path.
+            when it can be neither found in torch's hub cache nor downloaded), a registry name or a local state-dict
+            path; loaded after the model is built, at the start of a fresh ``fit``
+            (:func:`arn_lightning.build.load_pretrained`), never by the model itself.
         backbone_stride: 32 (``layer4``, the paper) or 16 (``layer3`` output; for tiny inputs).
         train_backbone: False freezes the whole backbone.
         backbone_norm: ``"frozen"`` BatchNorm (DETR, the paper: pretrained trunks) or ``"batch"`` (trainable, for a
@@ -143,42 +130,3 @@ class ARNConfig:
                 f"Expected hidden_dim to be a multiple of 4 and of {divisor} (nheads={self.nheads}, pap={self.pap}) "
                 f"but got {self.hidden_dim}"
             )
-
-
-def drop_retired_settings(
-    values: Mapping[str, Any], retired: Mapping[str, Any] = RETIRED_SETTINGS, where: str = "model.arch"
-) -> dict[str, Any]:
-    """``values`` (a config as a mapping, e.g. from a checkpoint's hyperparameters) without the ``retired`` keys,
-    which an earlier version stored; by default :data:`RETIRED_SETTINGS` of ``ARNConfig``.
-
-    Args:
-        values: the stored settings.
-        retired: retired key -> the one value it may hold (numbers compared to 1e-12, sequences element-wise), or
-            :data:`ANY_VALUE` for a key that only mirrored another setting.
-        where: the settings' name in messages, e.g. ``model.arch``.
-
-    Raises:
-        ValueError: a retired key holds another value than its constant (a model this version cannot build); the
-            message names ``where``, the key and both values.
-    """
-    kept = dict(values)
-    for key, value in retired.items():
-        if key in kept:
-            held = kept.pop(key)
-            if value is not ANY_VALUE and not _same(held, value):
-                raise ValueError(
-                    f"{where}.{key}={held!r} is no longer a setting: this version always uses {key}={value!r}"
-                )
-    return kept
-
-
-def _same(held: Any, value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return isinstance(held, (list, tuple)) and len(held) == len(value) and all(map(_same, held, value))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (
-            isinstance(held, (int, float))
-            and not isinstance(held, bool)
-            and math.isclose(float(held), float(value), rel_tol=1e-12)
-        )
-    return held == value

@@ -209,7 +209,7 @@ def text_embeddings(
         ValueError: a prompt longer than the text tower's context, two classes of one family with identical tokens
             (the message names the template setting), bad categories or templates.
         ClipWeightsUnavailable: a cache miss whose pretrained weights are not cached and cannot be downloaded
-            (:class:`arn_lightning.text.clip.ClipWeightsUnavailable`).
+            (:class:`arn_lightning.weights.clip.ClipWeightsUnavailable`).
     """
     prompt_cfg = prompt_cfg or PromptConfig()
     if clip_triplets and triplet_categories is None:

@@ -13,8 +13,9 @@ from typing import Any
 import lightning as L
 
 from arn_lightning._types import PathLike
+from arn_lightning.build import transform_settings
 from arn_lightning.data.datamodule import AGDataModule
-from arn_lightning.inference.api import transform_settings
+from arn_lightning.training.lit_module import ARNLitModule
 
 
 def evaluate_module(
@@ -28,7 +29,9 @@ def evaluate_module(
     """R@K / mR@K and per-predicate recall of ``module`` on the test split of an AG-format root.
 
     Args:
-        module: an ``ARNLitModule`` (e.g. ``load_model(ckpt).module``).
+        module: an ``ARNLitModule``, or the :class:`~arn_lightning.build.InferenceModule` of a predictor
+            (``load_model(ckpt).module``), around whose model and postprocess one is built
+            (:meth:`~arn_lightning.training.lit_module.ARNLitModule.around`).
         data_root: the AG root (``annotations/``, ``frames/``).
         workdir: where the test run writes its prediction file (instead of the module's ``predictions_dir``).
         batch_size: clips per batch.
@@ -38,6 +41,8 @@ def evaluate_module(
     Returns:
         The metric dict of ``SceneGraphRecall`` as floats (``"with/R@20"``, ``"per_predicate/with/R@20/holding"``).
     """
+    if not isinstance(module, ARNLitModule):
+        module = ARNLitModule.around(module)
     settings = transform_settings(module.hparams.get("data_settings"))
     data = AGDataModule(
         root=str(data_root),

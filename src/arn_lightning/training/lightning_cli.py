@@ -31,12 +31,13 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
-from arn_lightning.checkpoint_file import is_local_path, load_checkpoint_file
+from arn_lightning.build import is_hub_source, read_checkpoint, read_model_source
+from arn_lightning.checkpoint_file import is_local_path
 from arn_lightning.configs import resolve_config_args
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.training.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
-from arn_lightning.training.lit_module import ARNLitModule, drop_retired_hparams
+from arn_lightning.training.lit_module import ARNLitModule
 from arn_lightning.training.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
@@ -116,13 +117,16 @@ class ARNLightningCLI(LightningCLI):
         (:data:`RUNTIME_MODEL_KEYS`: where predictions go and how they are scored), which are not part of what the
         checkpoint trained."""
         self.checkpoint_hparams: dict[str, Any] | None = None
+        self.folder_state: Mapping[str, Any] | None = None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
-        if ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
+        if ckpt_path and (Path(ckpt_path).is_dir() or is_hub_source(ckpt_path)):
+            self._read_model_folder(subcommand, ckpt_path)
+        elif ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
             # verified: torch never meets a damaged file unnamed; memory-mapped: only the hyperparameters are read
-            checkpoint = load_checkpoint_file(ckpt_path, mmap=True)
+            checkpoint = read_checkpoint(ckpt_path, ARNLitModule.stored_configs())
             self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
             del checkpoint
         kept = {key: copy.deepcopy(self.config.get(f"{subcommand}.model.{key}")) for key in RUNTIME_MODEL_KEYS}
@@ -130,18 +134,28 @@ class ARNLightningCLI(LightningCLI):
         for key, value in kept.items():
             self.config[f"{subcommand}.model.{key}"] = value
 
+    def _read_model_folder(self, subcommand: str, ckpt_path: str) -> None:
+        """A model folder of ``arn-lightning export`` (or ``hf://owner/name``) as ``--ckpt_path`` of ``validate`` /
+        ``test`` / ``predict``: its hyperparameters and weights make the model (:meth:`instantiate_classes`), and
+        Lightning gets no checkpoint to restore (a folder holds no trainer state, so ``fit`` cannot resume from one).
+
+        Raises:
+            CheckpointError: ``fit``, or an unreadable or older-format folder (named).
+        """
+        if subcommand == "fit":
+            raise CheckpointError(
+                f"{ckpt_path}: Expected a checkpoint file to resume fit from but got a model folder, which holds no "
+                "optimiser or trainer state; give it to validate / test / predict, or resume from a .ckpt"
+            )
+        hparams, self.folder_state = read_model_source(ckpt_path, ARNLitModule.stored_configs())
+        self.checkpoint_hparams = dict(hparams)
+
     def _apply_checkpoint_hparams(self, subcommand: str, ckpt_path: str) -> None:
-        """Lightning's own ``_parse_ckpt_path`` on the hyperparameters read above (the file is not loaded twice),
-        without the settings an earlier version stored and this one fixes
-        (:func:`~arn_lightning.hparams.drop_retired_hparams`)."""
+        """Lightning's own ``_parse_ckpt_path`` on the hyperparameters read above (the file is not loaded twice)."""
         hparams = dict(self.checkpoint_hparams or {})
         hparams.pop("_instantiator", None)
         if not hparams:
             return
-        try:
-            hparams = drop_retired_hparams(hparams)
-        except ValueError as error:
-            raise CheckpointError(f"{ckpt_path}: {error}") from error
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:
@@ -188,6 +202,9 @@ class ARNLightningCLI(LightningCLI):
             raise ConfigError(f"{error}") from error
         if self.checkpoint_hparams and "triplet_categories" in self.checkpoint_hparams:
             self.model = self._checkpoint_model(self.checkpoint_hparams)
+        if self.folder_state is not None:  # a model folder: its weights now, no checkpoint for Lightning
+            self.model.load_state_dict(self.folder_state)
+            self.config_init[self.subcommand]["ckpt_path"] = None
 
     def _check_settings(self) -> None:
         """Check the model's setting groups (``model.arch``, ``model.optim``, ...) and the data options before

@@ -10,6 +10,7 @@ postprocess and metrics are plain modules.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import warnings
@@ -22,22 +23,26 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from arn_lightning.checkpoint_file import load_checkpoint_file
-from arn_lightning.criterion import LossConfig, SetCriterion
-from arn_lightning.hparams import ADAMW_BETAS, LR_DROP_GAMMA, RETIRED_HPARAMS, as_config, drop_retired_hparams
+from arn_lightning.build import (
+    STORED_CONFIGS,
+    as_config,
+    build_model,
+    load_pretrained,
+    read_model_source,
+    require_categories,
+)
+from arn_lightning.criterion import LossConfig
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
-from arn_lightning.models.arn import ARN
-from arn_lightning.models.config import ARNConfig, drop_retired_settings
-from arn_lightning.postprocess import PostProcess, PostProcessConfig
+from arn_lightning.models.config import ARNConfig
+from arn_lightning.postprocess import PostProcessConfig
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.embeddings import text_embeddings
 from arn_lightning.text.image_tower import FrozenClipImageEncoder
 from arn_lightning.text.prompts import PromptConfig
 from arn_lightning.training.prediction_writer import PredictionWriter
 from arn_lightning.training.rng import RandomStateCheckpoint
-from arn_lightning.triplets import TripletVocabulary
 from arn_lightning.vocab import PREDICATES
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,10 @@ HEADLINE_METRICS = ("with/R@20", "no/R@20")
 COMPILE_OPTIONS: dict[str, Any] = {}
 #: Constructor arguments that are configuration dataclasses (kept as plain dicts in the hyperparameters).
 CONFIG_ARGS = ("arch", "loss", "clip", "prompts", "optim", "evaluation", "post")
+#: AdamW's betas (torch's and DETR's defaults).
+ADAMW_BETAS = (0.9, 0.999)
+#: Factor of the step decay of every learning rate after ``optim.lr_drop_epoch`` (DETR's).
+LR_DROP_GAMMA = 0.1
 
 
 @dataclass
@@ -167,12 +176,7 @@ class ARNLitModule(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if triplet_categories is None:
-            raise ValueError(
-                "Expected triplet_categories (per predicate type the (predicate, object) pairs of the training split) "
-                "but got None; the CLI links them from the data module, in Python pass "
-                "AGDataModule(...).triplet_categories"
-            )
+        require_categories(triplet_categories)
         # The LightningCLI and load_from_checkpoint may hand the configs over as dicts: one typed copy of each.
         self.arch_config: ARNConfig = as_config(ARNConfig, arch, "arch")
         self.loss_config: LossConfig = as_config(LossConfig, loss, "loss")
@@ -185,14 +189,11 @@ class ARNLitModule(L.LightningModule):
         for name in CONFIG_ARGS:  # plain dicts in the checkpoint: loadable with weights_only=True, no pickled classes
             if is_dataclass(self.hparams[name]):
                 self.hparams[name] = asdict(self.hparams[name])
-            elif name in RETIRED_HPARAMS and isinstance(self.hparams[name], Mapping):  # an earlier checkpoint's
-                self.hparams[name] = drop_retired_settings(self.hparams[name], RETIRED_HPARAMS[name], name)
-        # One vocabulary of triplet classes for the model, the criterion and the postprocess.
-        vocabulary = TripletVocabulary.from_categories(triplet_categories, self.arch_config.clip_triplets)
-        self.model = ARN(self.arch_config, vocabulary)
-        # arch.distill and arch.task are the one switch of the distillation and the one task of the module.
-        self.criterion = SetCriterion(self.loss_config, vocabulary, distill=self.arch_config.distill)
-        self.postprocess = PostProcess(self.post_config, vocabulary, task=self.arch_config.task)
+            elif isinstance(self.hparams[name], Mapping):
+                self.hparams[name] = dict(self.hparams[name])
+        # One vocabulary of triplet classes for the model, the criterion and the postprocess (the one builder).
+        built = build_model(self.arch_config, triplet_categories, self.post_config, self.loss_config)
+        self.model, self.criterion, self.postprocess = built.model, built.criterion, built.postprocess
         evaluation = self.eval_config
         # Frozen, eval-only and absent from checkpoints; built lazily on the first training step that needs it.
         self._clip_image: FrozenClipImageEncoder | None = None
@@ -209,23 +210,50 @@ class ARNLitModule(L.LightningModule):
         self._unreadable: list[dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
 
     @classmethod
+    def stored_configs(cls) -> dict[str, type]:
+        """The configuration dataclasses of the hyperparameters, by name (what a stored checkpoint is checked
+        against: :func:`~arn_lightning.build.check_stored_settings`)."""
+        return {**STORED_CONFIGS, "optim": OptimConfig, "evaluation": EvalConfig}
+
+    @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ARNLitModule:
-        """Lightning's ``load_from_checkpoint``, after :func:`~arn_lightning.checkpoint_file.load_checkpoint_file`
-        of a local file (a truncated or altered checkpoint is refused with its name). The configs of a checkpoint of
-        an earlier version are passed on without their retired settings (:func:`drop_retired_hparams`): Lightning
-        re-instantiates a CLI-trained module from its stored hyperparameters, which would otherwise refuse them.
+        """Lightning's ``load_from_checkpoint``, after :func:`~arn_lightning.build.read_checkpoint` of a local file
+        (a truncated, altered or older-format checkpoint is refused with its name); a model folder of ``arn-lightning
+        export`` (:mod:`arn_lightning.weights.folder`) or ``hf://owner/name`` is built by :meth:`from_model_folder`.
 
         Raises:
-            CheckpointError: the file is missing, truncated or altered.
-            ValueError: a retired setting holds a value this version cannot build (named).
+            CheckpointError: the file is missing, truncated, altered or of an older format.
         """
         if isinstance(checkpoint_path, (str, Path)):
-            stored = load_checkpoint_file(checkpoint_path, mmap=True).get("hyper_parameters") or {}
-            cleaned = drop_retired_hparams(stored)
-            for name in RETIRED_HPARAMS:
-                if name not in kwargs and cleaned.get(name) != stored.get(name):
-                    kwargs[name] = cleaned[name]
+            if Path(checkpoint_path).is_dir() or str(checkpoint_path).startswith("hf:/"):
+                return cls.from_model_folder(checkpoint_path, **kwargs)
+            read_model_source(checkpoint_path, cls.stored_configs())
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    @classmethod
+    def from_model_folder(cls, source: Any, **overrides: Any) -> ARNLitModule:
+        """The module of a model folder (or ``hf://owner/name``) with its weights, in eval mode on the CPU;
+        ``overrides`` replace stored hyperparameters (e.g. ``predictions_dir``).
+
+        Raises:
+            CheckpointError: an unreadable or older-format folder; ``RuntimeError``: weights that do not fit.
+        """
+        hparams, state = read_model_source(source, cls.stored_configs())
+        names = inspect.signature(cls.__init__).parameters
+        module = cls(**{key: value for key, value in {**hparams, **overrides}.items() if key in names})
+        module.load_state_dict(state)  # the model and the postprocess (the other sub-modules hold no weights)
+        return module.eval()
+
+    @classmethod
+    def around(cls, module: Any) -> ARNLitModule:
+        """The module of ``module.hparams`` (e.g. an :class:`~arn_lightning.build.InferenceModule`) around its
+        ``model`` and ``postprocess`` (the same objects, so the same weights), in its train / eval mode and on its
+        device."""
+        names = inspect.signature(cls.__init__).parameters
+        lit = cls(**{key: value for key, value in module.hparams.items() if key in names})
+        lit.model, lit.postprocess = module.model, module.postprocess
+        device = next(module.model.parameters()).device
+        return lit.to(device).train(module.training)
 
     # ------------------------------------------------------------------ setup
     def configure_model(self) -> None:
@@ -244,16 +272,19 @@ class ARNLitModule(L.LightningModule):
             self.model.compile(**COMPILE_OPTIONS)
 
     def setup(self, stage: str) -> None:
-        """Initialise from CLIP text embeddings and DETR weights at the start of a fresh ``fit``."""
+        """At the start of a fresh ``fit``: the pretrained weights (:func:`~arn_lightning.build.load_pretrained`:
+        ``arch.backbone_weights``, then ``detr_checkpoint``) and the classifiers from CLIP text embeddings."""
         if stage != "fit" or getattr(self.trainer, "ckpt_path", None):
             return
         hp = self.hparams
-        if hp.detr_checkpoint:  # a registered name (arn-lightning weights list) or a path
+        # backbone_weights, then detr_checkpoint: a registered name (arn-lightning weights list) or a path
+        report = load_pretrained(self.model, hp.detr_checkpoint)
+        if report is not None:
             from lightning.pytorch.utilities import rank_zero_info
 
-            from arn_lightning.weights.detr import format_detr_report, load_detr_checkpoint
+            from arn_lightning.weights.detr import format_detr_report
 
-            rank_zero_info(format_detr_report(load_detr_checkpoint(self.model, hp.detr_checkpoint)))
+            rank_zero_info(format_detr_report(report))
         if hp.init_text_classifiers and self.arch_config.clip_triplets:
             embeds = text_embeddings(self.clip_config, self.prompt_config, hp.triplet_categories)
             self.model.init_text_classifiers(embeds)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.metrics.predictions import read_predictions
@@ -78,3 +79,28 @@ def test_two_process_ddp_fit_and_test_score_every_frame_once(train_root: Path, t
         for name in ("R@20", "mR@50", "R@100"):
             assert metrics[f"{constraint}/{name}"] == pytest.approx(report[constraint][name], abs=1e-12)
     assert "test/no/R@20" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_test_a_split_smaller_than_the_world_with_single_process_results(
+    train_root: Path, tmp_path: Path
+) -> None:
+    """One evaluation frame on two processes: the process without a frame takes part with an unscored padding item
+    (it used to get an empty loader, Lightning skipped its hooks and the other process died in the metric sync)."""
+    outputs = {}
+    for devices in (1, 2):
+        config = tiny_config(train_root, tmp_path, strategy="ddp" if devices == 2 else "auto", devices=devices)
+        config["data"]["max_eval_frames"] = 1
+        path = write_config(config, tmp_path / f"one_frame_{devices}.yaml")
+        out = tmp_path / f"predictions_{devices}"
+        _run(["test", "--config", str(path), f"--model.predictions_dir={out}", "--trainer.logger=false"], tmp_path)
+        outputs[devices] = out
+    metrics = [json.loads((outputs[d] / "metrics_test.json").read_text()) for d in (1, 2)]
+    assert metrics[0]["frames/predicted"] == metrics[1]["frames/predicted"] == 1.0
+    for key in ("with/R@20", "semi/R@50", "no/mR@100"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-12)
+    single, double = (list(read_predictions(outputs[d] / "predictions_test.jsonl")) for d in (1, 2))
+    assert [p["frame"] for p in double] == [p["frame"] for p in single] and len(single) == 1
+    for key in ("scores", "labels", "boxes", "pairs"):
+        torch.testing.assert_close(double[0][key], single[0][key], atol=1e-6, rtol=0)
+    assert not list(outputs[2].glob("*.rank*.jsonl"))

@@ -36,7 +36,18 @@ from arn_lightning.data.datamodule import AGDataModule, validate_data_options
 from arn_lightning.training.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
 from arn_lightning.training.lit_module import ARNLitModule, drop_retired_hparams
-from arn_lightning.training.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
+from arn_lightning.training.runs import (
+    CHECKPOINT_ALIASES,
+    LAST_CHECKPOINT,
+    STAGE_FOLDERS,
+    WANDB_LINK_FILE,
+    checkpoint_run,
+    latest_checkpoint,
+    next_free_folder,
+    resolve_checkpoint_alias,
+    run_folder,
+    run_of_config,
+)
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
 RUNTIME_MODEL_KEYS = ("predictions_dir", "evaluation")
@@ -111,7 +122,10 @@ class ARNLightningCLI(LightningCLI):
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
-        if ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
+        if ckpt_path in CHECKPOINT_ALIASES:
+            ckpt_path = str(self._resolve_checkpoint_alias(subcommand, ckpt_path))
+            self.config[subcommand]["ckpt_path"] = ckpt_path
+        if ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("hpc", "registry"):
             # verified: torch never meets a damaged file unnamed; memory-mapped: only the hyperparameters are read
             checkpoint = load_checkpoint_file(ckpt_path, mmap=True)
             self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
@@ -120,6 +134,41 @@ class ARNLightningCLI(LightningCLI):
         self._apply_checkpoint_hparams(subcommand, ckpt_path)
         for key, value in kept.items():
             self.config[f"{subcommand}.model.{key}"] = value
+
+    def _resolve_checkpoint_alias(self, subcommand: str, alias: str) -> Path:
+        """The file ``--ckpt_path last`` / ``best`` names (Lightning's meaning: the run's latest checkpoint, the best
+        one on :data:`MONITOR`), looked up in the run's ``checkpoints/`` folder: ``checkpoint.dirpath`` when set,
+        else the run of a ``--config <run>/config.yaml``, else the newest run of the configured logger. Lightning
+        itself looks in the new run's empty folder, then trains from scratch or scores an untrained model.
+
+        Raises:
+            ConfigError: no run is found, or the run lacks the checkpoint (the message names where it looked).
+        """
+        config = self.config[subcommand]
+        folders = [Path(str(config.get(f"{name}.dirpath"))) for name in ("checkpoint", "last_checkpoint")]
+        folders = [folder for folder in folders if str(folder) != "None"]
+        for config_file in config.get("config") or []:
+            run = run_of_config(getattr(config_file, "absolute", None) or str(config_file))
+            folders += [run / "checkpoints"] if run is not None else []
+        searched = _logger_run_roots(config)
+        for root in searched if not folders else []:
+            try:
+                folders.append(latest_checkpoint(root).parent)
+                break
+            except FileNotFoundError:
+                continue
+        if not folders:
+            raise ConfigError(
+                f"Expected --ckpt_path {alias} to name a checkpoint of a run but found no run: no checkpoint.dirpath, "
+                f"no --config <run>/config.yaml and no {LAST_CHECKPOINT} under {', '.join(map(str, searched))}; pass "
+                f"--config <run>/config.yaml or the checkpoint's path"
+            )
+        try:
+            path = resolve_checkpoint_alias(alias, folders[0], MONITOR)
+        except (FileNotFoundError, CheckpointError) as error:
+            raise ConfigError(f"--ckpt_path {alias}: {error}") from error
+        print(f"arn-lightning: --ckpt_path {alias} is {path}", file=sys.stderr)
+        return path
 
     def _apply_checkpoint_hparams(self, subcommand: str, ckpt_path: str) -> None:
         """Lightning's own ``_parse_ckpt_path`` on the hyperparameters read above (the file is not loaded twice),
@@ -346,6 +395,22 @@ def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
     return plugins
+
+
+def _logger_run_roots(config: Any) -> list[Path]:
+    """The folders holding the runs of a subcommand's config: ``<save_dir>/<name>`` of its CSV / TensorBoard
+    loggers, else Lightning's default ``<default_root_dir>/lightning_logs``."""
+    logger = config.get("trainer.logger")
+    root = Path(str(config.get("trainer.default_root_dir") or Path.cwd()))
+    roots = []
+    for item in logger if isinstance(logger, list) else [logger]:
+        class_path = str(getattr(item, "class_path", "") or "")
+        if class_path.endswith(("CSVLogger", "TensorBoardLogger")):
+            args = item.init_args
+            roots.append(Path(str(args.get("save_dir") or root)) / str(args.get("name") or "lightning_logs"))
+    if logger in (None, True):
+        roots.append(root / "lightning_logs")
+    return roots
 
 
 def _count(categories: Mapping[str, Any]) -> str:

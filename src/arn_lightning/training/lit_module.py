@@ -167,6 +167,8 @@ class ARNLitModule(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        # An evaluation split smaller than the world size leaves some processes without a batch (docs/runs.md).
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         if triplet_categories is None:
             raise ValueError(
                 "Expected triplet_categories (per predicate type the (predicate, object) pairs of the training split) "

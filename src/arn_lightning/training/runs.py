@@ -81,6 +81,75 @@ def checkpoint_run(ckpt_path: PathLike) -> Path | None:
     return None
 
 
+#: ``--ckpt_path`` values that name a checkpoint of a run rather than a file (Lightning's spelling).
+CHECKPOINT_ALIASES = ("last", "best")
+
+
+def run_of_config(config_file: PathLike) -> Path | None:
+    """The run folder a ``--config`` file belongs to: its own folder (``<run>/config.yaml``) or the one above it
+    (``<run>/test/config.yaml``), whichever holds a ``config.yaml`` and a ``checkpoints/`` folder; else None."""
+    folder = Path(config_file).resolve().parent
+    for candidate in (folder, folder.parent):
+        if (candidate / "config.yaml").is_file() and (candidate / "checkpoints").is_dir():
+            return candidate
+    return None
+
+
+def best_checkpoint(checkpoints: PathLike, monitor: str) -> Path:
+    """The best checkpoint of a run's ``checkpoints/`` folder on ``monitor``: the ``best_model_path`` that the
+    ``ModelCheckpoint`` state of its ``last.ckpt`` records (Lightning's own bookkeeping), looked up by name in
+    ``checkpoints`` when the run folder was moved since.
+
+    Raises:
+        FileNotFoundError: no ``last.ckpt``, no best checkpoint recorded on ``monitor``, or its file is gone.
+        CheckpointError: ``last.ckpt`` cannot be read (names the file).
+    """
+    from arn_lightning.checkpoint_file import load_checkpoint_file
+
+    checkpoints = Path(checkpoints)
+    last = checkpoints / LAST_CHECKPOINT
+    if not last.is_file():
+        raise FileNotFoundError(f"Expected {last}, whose state records the best checkpoint, but there is no such file")
+    states = load_checkpoint_file(last, mmap=True).get("callbacks") or {}
+    recorded = [
+        str(state.get("best_model_path") or "")
+        for state in states.values()
+        if isinstance(state, dict) and state.get("monitor") == monitor
+    ]
+    recorded = [path for path in recorded if path]
+    if not recorded:
+        raise FileNotFoundError(
+            f"Expected {last} to record a best checkpoint on {monitor} but it records none (a run that never "
+            f"validated has no best checkpoint); use --ckpt_path last or a checkpoint's path"
+        )
+    path = Path(recorded[0])
+    for candidate in (path, checkpoints / path.name):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"Expected the best checkpoint {path.name} (recorded in {last}) in {checkpoints} but there is no such file"
+    )
+
+
+def resolve_checkpoint_alias(alias: str, checkpoints: PathLike, monitor: str) -> Path:
+    """The file ``--ckpt_path last`` / ``best`` names in a run's ``checkpoints/`` folder: ``last.ckpt``, or
+    :func:`best_checkpoint` on ``monitor``.
+
+    Raises:
+        ValueError: ``alias`` is neither ``last`` nor ``best``.
+        FileNotFoundError: the checkpoint it names is not there (the message names the file).
+    """
+    checkpoints = Path(checkpoints)
+    if alias == "best":
+        return best_checkpoint(checkpoints, monitor)
+    if alias != "last":
+        raise ValueError(f"Expected --ckpt_path to be one of {list(CHECKPOINT_ALIASES)} or a file but got {alias!r}")
+    last = checkpoints / LAST_CHECKPOINT
+    if not last.is_file():
+        raise FileNotFoundError(f"Expected the run's latest checkpoint {last} but there is no such file")
+    return last
+
+
 def next_free_folder(parent: PathLike, stem: str) -> Path:
     """``parent/stem`` if it does not exist, else the first free ``parent/stem-1``, ``stem-2``, ... (an earlier
     output is never reused)."""
@@ -111,14 +180,18 @@ def run_folder(trainer: Any) -> Path:
 
 
 __all__ = [
+    "CHECKPOINT_ALIASES",
     "DEMO_RUNS",
     "LAST_CHECKPOINT",
     "STAGE_FOLDERS",
     "WANDB_LINK_FILE",
+    "best_checkpoint",
     "checkpoint_run",
     "latest_checkpoint",
     "next_free_folder",
     "repository_root",
+    "resolve_checkpoint_alias",
     "resolve_from_repository",
     "run_folder",
+    "run_of_config",
 ]

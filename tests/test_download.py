@@ -218,7 +218,7 @@ def test_imagenet_backbone_downloads_from_a_mirror_and_checks_the_hash(tmp_path,
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
 
 
-# ------------------------------------------------------------------------------------------------ deadline, temporary files
+# ----------------------------------------------------------------------------------- deadline, temporary files
 def test_download_deadline_argument_then_environment_then_default():
     assert download_deadline_s(3.0, {"ARN_DOWNLOAD_DEADLINE": "7"}) == 3.0
     assert download_deadline_s(None, {"ARN_DOWNLOAD_DEADLINE": "7"}) == 7.0

@@ -439,8 +439,9 @@ def test_an_export_that_onnxruntime_cannot_run_is_not_written(opset23: dict) -> 
     import onnxruntime
 
     out = opset23["out"]
-    assert f"Expected {out} (opset 23) to run in onnxruntime {onnxruntime.__version__} but it fails on a frame" in (
-        opset23["error"]
+    assert (
+        f"Expected {out} (opset 23) to run in onnxruntime {onnxruntime.__version__} but it fails on a frame"
+        in (opset23["error"])
     )
     assert "nothing was written" in opset23["error"] and "opset in 18..22" in opset23["error"]
     assert sorted(p.name for p in out.parent.iterdir()) == []  # no model, no JSON, no temporary file
@@ -456,5 +457,6 @@ def test_infer_stream_names_the_model_and_its_opset_when_onnxruntime_fails(opset
     code = infer.main(["--checkpoint", str(opset23["kept"]), "--stream", "--input", str(folder), "--quiet"])
     err = capsys.readouterr().err
     assert code == infer.EXIT_ERROR
-    assert f"Expected {opset23['kept']} (opset 23, exported with torch {torch.__version__}) to run in onnxruntime" in err
+    model = opset23["kept"]
+    assert f"Expected {model} (opset 23, exported with torch {torch.__version__}) to run in onnxruntime" in err
     assert "arn-lightning export --opset 22" in err and "Traceback" not in err

@@ -104,8 +104,8 @@ IMAGE_DIM_RANGE = (2, 16384)
 GRID_DIM_RANGE = (1, 4096)
 #: Opsets of the default domain (lowest, highest) that an export may use: torch's dynamo exporter needs 18 or more,
 #: and from 23 on it writes the opset-23 ``Attention`` node, which passes ``onnx.checker`` but fails on every frame in
-#: onnxruntime's CPU provider. Measured with torch 2.9 and onnxruntime 1.23 by exporting the streaming step at each
-#: opset and running frames through it (docs/inference.md); every export is checked in onnxruntime anyway.
+#: onnxruntime's CPU provider. Measured with torch 2.14 and onnxruntime 1.32 by exporting the streaming step at each
+#: opset and running frames through it; every export is checked in onnxruntime anyway.
 OPSET_RANGE = (18, 22)
 #: Largest difference allowed between onnxruntime's and PyTorch's head outputs on the check frame (float32).
 CHECK_TOLERANCE = 1e-3

@@ -60,6 +60,24 @@ def _fit(image: Tensor, size: tuple[int, int], mode: str, fill: Tensor | None = 
     return resized[:, top : top + size[0], left : left + size[1]].clamp(0.0, 1.0)  # [3, *size]
 
 
+def _read_entry(path: Path) -> Tensor | None:
+    """The cached embedding in ``path``; None when absent, or unreadable (a damaged file is warned about, naming it,
+    and computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on a damaged file
+        log.warning(
+            "%s: Expected a cached CLIP image embedding but it cannot be read (%s); computing it again", path, error
+        )
+        return None
+    if not isinstance(entry, Tensor) or entry.dim() != 1:
+        log.warning("%s: Expected a cached CLIP image embedding [E] but got %s; computing it again", path, type(entry))
+        return None
+    return entry
+
+
 class FrozenClipImageEncoder(nn.Module):
     """The CLIP image tower, frozen, for the distillation target (``docs/model.md`` section 4).
 
@@ -172,7 +190,7 @@ class FrozenClipImageEncoder(nn.Module):
         if not self.config.image_cache:
             return self(pixel_values, pixel_mask)
         files = [self._frame_file(pixels, mask) for pixels, mask in zip(pixel_values, pixel_mask)]
-        found = {i: torch.load(f, map_location="cpu", weights_only=True) for i, f in enumerate(files) if f.is_file()}
+        found = {i: entry for i, f in enumerate(files) if (entry := _read_entry(f)) is not None}
         missing = [i for i in range(len(files)) if i not in found]
         if missing:
             fresh = self(pixel_values[missing], pixel_mask[missing]).cpu()  # [M, E]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_two_processes_test_a_split_smaller_than_the_world_with_single_process_r
 ) -> None:
     """One evaluation frame on two processes: the process without a frame takes part with an unscored padding item
     (it used to get an empty loader, Lightning skipped its hooks and the other process died in the metric sync)."""
-    outputs = {}
+    outputs, val_losses = {}, {}
     for devices in (1, 2):
         config = tiny_config(train_root, tmp_path, strategy="ddp" if devices == 2 else "auto", devices=devices)
         config["data"]["max_eval_frames"] = 1
@@ -95,6 +96,10 @@ def test_two_processes_test_a_split_smaller_than_the_world_with_single_process_r
         out = tmp_path / f"predictions_{devices}"
         _run(["test", "--config", str(path), f"--model.predictions_dir={out}", "--trainer.logger=false"], tmp_path)
         outputs[devices] = out
+        # validate too: the padding clip's loss is logged with weight 0, so val/loss is the single process's
+        printed = _run(["validate", "--config", str(path), "--trainer.logger=false"], tmp_path).stdout
+        val_losses[devices] = float(re.search(r"val/loss\s*\W\s*([-+0-9.eE]+)", printed).group(1))
+    assert val_losses[2] == pytest.approx(val_losses[1], rel=1e-5)
     metrics = [json.loads((outputs[d] / "metrics_test.json").read_text()) for d in (1, 2)]
     assert metrics[0]["frames/predicted"] == metrics[1]["frames/predicted"] == 1.0
     for key in ("with/R@20", "semi/R@50", "no/mR@100"):

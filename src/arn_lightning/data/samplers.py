@@ -121,8 +121,8 @@ class UnpaddedSampler(DistributedSampler):
 class UnscoredPadding(Dataset):
     """An evaluation dataset (items: lists of frame samples ``{"image", "target"}``) that also serves the padding
     indices of :class:`UnpaddedSampler`: index ``len(dataset) + k`` is item ``k % len(dataset)`` with every slot's
-    ``evaluate`` flag off and no ``unreadable`` record, so it is fed through the model but never scored nor written
-    to a prediction file."""
+    ``evaluate`` flag off, ``padding`` on and no ``unreadable`` record, so it is fed through the model but never
+    scored nor written to a prediction file (and its validation loss is logged with weight 0)."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -142,6 +142,7 @@ class UnscoredPadding(Dataset):
         samples = self.dataset[(index - size) % size]
         for sample in samples:
             sample["target"]["evaluate"] = False
+            sample["target"]["padding"] = True
             sample["target"].pop("unreadable", None)
         return samples
 

@@ -158,9 +158,10 @@ class ARNLightningCLI(LightningCLI):
             except FileNotFoundError:
                 continue
         if not folders:
+            where = ", ".join(map(str, searched)) or "the logger's folder (trainer.logger is off)"
             raise ConfigError(
                 f"Expected --ckpt_path {alias} to name a checkpoint of a run but found no run: no checkpoint.dirpath, "
-                f"no --config <run>/config.yaml and no {LAST_CHECKPOINT} under {', '.join(map(str, searched))}; pass "
+                f"no --config <run>/config.yaml and no {LAST_CHECKPOINT} under {where}; pass "
                 f"--config <run>/config.yaml or the checkpoint's path"
             )
         try:

@@ -319,7 +319,8 @@ class ARNLitModule(L.LightningModule):
         """Scores the batch; returns the per-frame predictions of its evaluated frames, in batch order (the
         report callback draws some of them from ``on_validation_batch_end``)."""
         preds, outputs = self._evaluate(batch, self.val_metrics)
-        self._log_losses("val", self._losses(batch, outputs), batch["pixel_values"].shape[0])
+        padding = all(target.get("padding") for target in batch["targets"])  # data.samplers.UnscoredPadding
+        self._log_losses("val", self._losses(batch, outputs), 0 if padding else batch["pixel_values"].shape[0])
         return preds
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

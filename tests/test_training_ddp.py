@@ -24,7 +24,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(args, cwd: Path) -> subprocess.CompletedProcess:
+def _run(args, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).with_name("arn-lightning")), *args]
     env = {
         **os.environ,
@@ -35,7 +35,9 @@ def _run(args, cwd: Path) -> subprocess.CompletedProcess:
         "WANDB_MODE": "disabled",
     }
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == expect, (
+        f"{' '.join(command)} gave {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
     return result
 
 
@@ -109,3 +111,17 @@ def test_two_processes_test_a_split_smaller_than_the_world_with_single_process_r
     for key in ("scores", "labels", "boxes", "pairs"):
         torch.testing.assert_close(double[0][key], single[0][key], atol=1e-6, rtol=0)
     assert not list(outputs[2].glob("*.rank*.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumed_on_two_processes_is_refused(train_root: Path, tmp_path: Path) -> None:
+    """The example: stopped mid-epoch on one process, resumed on two, the run skipped clips 6-11 of the epoch."""
+    config = tiny_config(train_root, tmp_path, max_steps=2, max_epochs=3, limit_val_batches=0)
+    path = write_config(config, tmp_path / "one.yaml")
+    _run(["fit", "--config", str(path)], tmp_path)
+    run = tmp_path / "logs" / "tiny" / "version_0"
+    resume = ["fit", "--config", str(run / "config.yaml"), "--ckpt_path", "last", "--trainer.max_steps=4"]
+    result = _run([*resume, "--trainer.devices=2", "--trainer.strategy=ddp"], tmp_path, expect=2)
+    assert "Expected to resume epoch 0 on the checkpoint's 1 process(es) but this run has 2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2  # untouched

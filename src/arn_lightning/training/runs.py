@@ -97,37 +97,37 @@ def run_of_config(config_file: PathLike) -> Path | None:
 
 def best_checkpoint(checkpoints: PathLike, monitor: str) -> Path:
     """The best checkpoint of a run's ``checkpoints/`` folder on ``monitor``: the ``best_model_path`` that the
-    ``ModelCheckpoint`` state of its ``last.ckpt`` records (Lightning's own bookkeeping), looked up by name in
-    ``checkpoints`` when the run folder was moved since.
+    ``ModelCheckpoint`` state records (Lightning's own bookkeeping), taken from the checkpoint of the folder with the
+    highest ``global_step`` that records one (``last.ckpt`` of a resumed run may record none: the resume does not
+    always carry it over), and looked up by name in ``checkpoints`` when the run folder was moved since.
 
     Raises:
-        FileNotFoundError: no ``last.ckpt``, no best checkpoint recorded on ``monitor``, or its file is gone.
-        CheckpointError: ``last.ckpt`` cannot be read (names the file).
+        FileNotFoundError: no checkpoint records a best one on ``monitor`` (a run that never validated), or the
+            file it records is gone.
+        CheckpointError: a checkpoint of the folder cannot be read (names the file).
     """
     from arn_lightning.checkpoint_file import load_checkpoint_file
 
     checkpoints = Path(checkpoints)
-    last = checkpoints / LAST_CHECKPOINT
-    if not last.is_file():
-        raise FileNotFoundError(f"Expected {last}, whose state records the best checkpoint, but there is no such file")
-    states = load_checkpoint_file(last, mmap=True).get("callbacks") or {}
-    recorded = [
-        str(state.get("best_model_path") or "")
-        for state in states.values()
-        if isinstance(state, dict) and state.get("monitor") == monitor
-    ]
-    recorded = [path for path in recorded if path]
-    if not recorded:
+    records = []
+    for path in sorted(checkpoints.glob("*.ckpt")):
+        checkpoint = load_checkpoint_file(path, mmap=True)
+        for state in (checkpoint.get("callbacks") or {}).values():
+            if isinstance(state, dict) and state.get("monitor") == monitor and state.get("best_model_path"):
+                records.append((int(checkpoint.get("global_step", -1)), str(state["best_model_path"])))
+        del checkpoint
+    if not records:
         raise FileNotFoundError(
-            f"Expected {last} to record a best checkpoint on {monitor} but it records none (a run that never "
-            f"validated has no best checkpoint); use --ckpt_path last or a checkpoint's path"
+            f"Expected a checkpoint in {checkpoints} to record a best checkpoint on {monitor} but none does (a run "
+            f"that never validated has no best checkpoint); use --ckpt_path last or a checkpoint's path"
         )
-    path = Path(recorded[0])
+    path = Path(max(records)[1])
     for candidate in (path, checkpoints / path.name):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"Expected the best checkpoint {path.name} (recorded in {last}) in {checkpoints} but there is no such file"
+        f"Expected the best checkpoint {path.name} (recorded in {checkpoints}) in {checkpoints} but there is no such "
+        f"file"
     )
 
 

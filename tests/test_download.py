@@ -289,3 +289,26 @@ def test_the_temporary_file_of_a_sigkilled_download_is_swept_by_the_next_one(tmp
         assert fetch_weights(f"{server.url}/{name}", cache).read_bytes() == payload
     assert sorted(p.name for p in cache.iterdir()) == sorted([name, running.name])
     assert sweep_stale_downloads(cache) == []
+
+
+def test_the_signal_clean_up_replaces_only_default_handlers(tmp_path):
+    """A handler the program installed (a training run's SIGTERM) stays in place during a download; the default one
+    is replaced for the download and restored after it."""
+    target = tmp_path / "w.pth"
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with download._temporary_download(target) as tmp:
+            assert callable(signal.getsignal(signal.SIGTERM)) and tmp.is_file()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        tmp.unlink()  # a clean exit leaves it to the caller, who commits it
+
+        def own(signum, frame):
+            return None
+
+        signal.signal(signal.SIGTERM, own)
+        with download._temporary_download(target):
+            assert signal.getsignal(signal.SIGTERM) is own
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -14,7 +14,7 @@ fetch from a plain URL) goes through :func:`fetch_weights`:
    deadline (within one read timeout after it).
 
 No temporary file outlives its process: it is removed on an error, on Ctrl-C and on SIGTERM (a handler removes it,
-then hands the signal on to the handler it replaced, so the process still ends as it would have); a process killed
+then lets the signal end the process as it would have); a process killed
 by SIGKILL cannot clean up, so its temporary file, which carries its process id (``.<name>.pid<N>.<random>.tmp``),
 is removed by the next download into that folder once process N is gone (:func:`sweep_stale_downloads`).
 
@@ -208,7 +208,9 @@ def _process_alive(pid: int) -> bool:
 @contextlib.contextmanager
 def _temporary_download(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` named after this process, removed on an exception (Ctrl-C included) and on
-    SIGTERM / SIGHUP: the handler removes it and hands the signal on to the handler it replaced."""
+    SIGTERM / SIGHUP where those would end the process at once (their default action): the handler removes it, then
+    restores the default and raises the signal again. A handler the program installed itself (a training run's) is
+    left in place: the process goes on, and the download ends through the exception path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -222,9 +224,8 @@ def _temporary_download(path: Path) -> Iterator[Path]:
 
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            previous = signal.getsignal(signum)
-            if previous is not signal.SIG_IGN and previous is not None:
-                replaced[signum] = previous
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                replaced[signum] = signal.SIG_DFL
                 signal.signal(signum, remove_then_pass_on)
     try:
         yield tmp

@@ -3,7 +3,7 @@
 
 Covered here: UTF-8 text (class files, frame-key lists, prediction files), JSON (the ablation's metrics), the CLIP
 image-embedding cache (a damaged entry is computed again). Elsewhere: pickles (test_data_ag), images and videos
-(test_data_frames, test_video), checkpoints (test_training_callbacks / checkpoint_file), exported ONNX models
+(test_data_frames, test_video), checkpoints (test_training_resume, test_infer), exported ONNX models
 (test_onnx_export).
 """
 
@@ -84,3 +84,20 @@ def test_a_damaged_image_cache_entry_is_computed_again(tiny_clip: ClipConfig, ca
     torch.testing.assert_close(again, first)
     assert f"{entry}: Expected a cached CLIP image embedding but it cannot be read" in caplog.text
     assert torch.equal(torch.load(entry, weights_only=True), first[0])  # written again
+
+
+def test_a_config_file_in_another_encoding_or_not_yaml_names_the_file(tmp_path: Path, capsys) -> None:
+    """jsonargparse ended a non-UTF-8 --config in a traceback and named a YAML error's place "<unicode string>"."""
+    from arn_lightning.training.lightning_cli import run_lightning_cli
+
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"trainer:\n  max_steps: 1\nmodel:\n  x: " + LATIN1 + b"\n")
+    assert run_lightning_cli(["fit", "--config", str(latin)]) == 2
+    assert f"--config {latin} line 4, column 9: Expected UTF-8 text but got the byte 0xe9" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_steps: [1\n")
+    assert run_lightning_cli(["fit", f"--config={broken}"]) == 2
+    assert (
+        f"--config {broken}: Expected a YAML config but got a syntax error: while parsing a flow sequence at line 2, "
+        "column 14" in capsys.readouterr().err
+    )

@@ -1,8 +1,8 @@
 """The frozen CLIP image tower, the distillation target (``docs/model.md`` section 4).
 
 :class:`FrozenClipImageEncoder` embeds the frames of a batch for the distillation loss; it is invisible to
-``state_dict()``, ``parameters()`` and the optimizer, stays in eval mode, and can cache one embedding per frame key on
-disk (``ClipConfig.image_cache``), keyed by what determines it: the frame's values as fed (so an image changed under
+``state_dict()``, ``parameters()`` and the optimizer, stays in eval mode, and can cache the frames' embeddings on
+disk (``ClipConfig.image_cache``), keyed by what determines them: the frame's values as fed (so an image changed under
 the same frame key, or another view of it, gets its own entry), the preprocessing and the CLIP model and weights
 (:func:`arn_lightning.text.clip.model_identity`).
 """

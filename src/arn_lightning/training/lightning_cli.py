@@ -33,6 +33,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from arn_lightning.atomic import atomic_write_json, atomic_write_text
 from arn_lightning.checkpoint_file import is_local_path, load_checkpoint_file
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
+from arn_lightning.reading import TextDecodeError, read_text
 from arn_lightning.training.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
 from arn_lightning.training.lit_module import ARNLitModule, drop_retired_hparams
@@ -443,6 +444,43 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
+def check_config_files(args: list[str]) -> None:
+    """Read every ``--config`` / ``-c`` file of ``args`` as UTF-8 YAML first: jsonargparse reports a non-UTF-8 file
+    with a traceback, and a YAML error at a line of ``"<unicode string>"``, naming no file.
+
+    Raises:
+        ConfigError: a file that is not UTF-8 or not YAML (naming the file, the line and the column).
+    """
+    import yaml
+
+    files = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    files += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # jsonargparse's own message names it
+        try:
+            yaml.safe_load(read_text(path))
+        except TextDecodeError as error:
+            raise ConfigError(f"--config {error}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                f"--config {path}: Expected a YAML config but got a syntax error: {_yaml_problem(error)}"
+            ) from None
+
+
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's problem with 1-based lines and columns, without its ``"<unicode string>"`` placeholders."""
+    parts = []
+    for text, mark in (
+        (getattr(error, "context", None), getattr(error, "context_mark", None)),
+        (getattr(error, "problem", None), getattr(error, "problem_mark", None)),
+    ):
+        if text:
+            parts.append(f"{text} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else text)
+    return "; ".join(parts) or str(error)
+
+
 def run_lightning_cli(args: list[str]) -> int:
     """Entry point used by ``arn-lightning fit|validate|test|predict``.
 
@@ -451,6 +489,7 @@ def run_lightning_cli(args: list[str]) -> int:
         ``last.ckpt`` (130 for SIGINT, 143 for SIGTERM).
     """
     try:
+        check_config_files(args)
         # From the shell the arguments are sys.argv itself: let LightningCLI read them (it warns when given both).
         build_cli(None if list(args) == sys.argv[1:] else args)
     except SystemExit as stop:

@@ -151,3 +151,25 @@ def test_ckpt_path_best_of_a_run_that_never_validated_is_refused(
     assert f"--ckpt_path best: Expected a checkpoint in {checkpoints} to record a best checkpoint on val/with/R@20" in (
         capsys.readouterr().err
     )
+
+
+def test_ckpt_path_best_is_the_best_score_recorded_by_any_checkpoint(tmp_path: Path) -> None:
+    """The record of last.ckpt alone misses the epoch it ends (saved before that epoch's validation), and a resume
+    restarts the bookkeeping from it: the best score over every record wins."""
+    from arn_lightning.training.runs import best_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    key = "ModelCheckpoint{'monitor': 'val/with/R@20', 'mode': 'max'}"
+
+    def save(name: str, best: str | None, score: float | None) -> None:
+        state = {"monitor": "val/with/R@20", "best_model_path": best and str(folder / best), "best_model_score": score}
+        torch.save({"global_step": 0, "callbacks": {key: state}}, folder / name)
+
+    save("epoch000.ckpt", "epoch000.ckpt", 0.5)  # the best, saved before a resume
+    save("epoch002.ckpt", "epoch002.ckpt", 0.3)  # a resumed run's first "best" (its bookkeeping started empty)
+    save("last.ckpt", "epoch002.ckpt", 0.3)
+    save("gone.ckpt", "deleted.ckpt", 0.9)  # a record whose file top-k deleted
+    assert best_checkpoint(folder, "val/with/R@20") == folder / "epoch000.ckpt"
+    with pytest.raises(FileNotFoundError, match="to record a best checkpoint on val/no/R@20 that is still there"):
+        best_checkpoint(folder, "val/no/R@20")

@@ -96,39 +96,39 @@ def run_of_config(config_file: PathLike) -> Path | None:
 
 
 def best_checkpoint(checkpoints: PathLike, monitor: str) -> Path:
-    """The best checkpoint of a run's ``checkpoints/`` folder on ``monitor``: the ``best_model_path`` that the
-    ``ModelCheckpoint`` state records (Lightning's own bookkeeping), taken from the checkpoint of the folder with the
-    highest ``global_step`` that records one (``last.ckpt`` of a resumed run may record none: the resume does not
-    always carry it over), and looked up by name in ``checkpoints`` when the run folder was moved since.
+    """The best checkpoint of a run's ``checkpoints/`` folder on ``monitor``, from Lightning's own bookkeeping: every
+    checkpoint of the folder records the ``ModelCheckpoint``'s best file and score when it was saved; of the
+    recorded files still there (looked up by name when the run folder was moved), the one with the best score (the
+    callback's ``mode``). Not only ``last.ckpt``'s record: it is saved at the epoch's last batch, before that epoch's
+    validation, so it records the best of the epochs before, and a resumed fit restarts from that record.
 
     Raises:
-        FileNotFoundError: no checkpoint records a best one on ``monitor`` (a run that never validated), or the
-            file it records is gone.
+        FileNotFoundError: no recorded best checkpoint is in the folder (a run that never validated).
         CheckpointError: a checkpoint of the folder cannot be read (names the file).
     """
     from arn_lightning.checkpoint_file import load_checkpoint_file
 
     checkpoints = Path(checkpoints)
-    records = []
+    scores: dict[Path, float] = {}
+    sign = 1.0
     for path in sorted(checkpoints.glob("*.ckpt")):
         checkpoint = load_checkpoint_file(path, mmap=True)
-        for state in (checkpoint.get("callbacks") or {}).values():
-            if isinstance(state, dict) and state.get("monitor") == monitor and state.get("best_model_path"):
-                records.append((int(checkpoint.get("global_step", -1)), str(state["best_model_path"])))
+        for key, state in (checkpoint.get("callbacks") or {}).items():
+            if not isinstance(state, dict) or state.get("monitor") != monitor or state.get("best_model_score") is None:
+                continue
+            sign = -1.0 if "'mode': 'min'" in str(key) else 1.0
+            recorded = Path(str(state.get("best_model_path") or ""))
+            found = next((p for p in (recorded, checkpoints / recorded.name) if recorded.name and p.is_file()), None)
+            if found is not None:
+                scores[found] = float(state["best_model_score"])
         del checkpoint
-    if not records:
+    if not scores:
         raise FileNotFoundError(
-            f"Expected a checkpoint in {checkpoints} to record a best checkpoint on {monitor} but none does (a run "
-            f"that never validated has no best checkpoint); use --ckpt_path last or a checkpoint's path"
+            f"Expected a checkpoint in {checkpoints} to record a best checkpoint on {monitor} that is still there but "
+            f"none does (a run that never validated has no best checkpoint); use --ckpt_path last or a checkpoint's "
+            f"path"
         )
-    path = Path(max(records)[1])
-    for candidate in (path, checkpoints / path.name):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"Expected the best checkpoint {path.name} (recorded in {checkpoints}) in {checkpoints} but there is no such "
-        f"file"
-    )
+    return max(scores, key=lambda path: (sign * scores[path], path.stat().st_mtime_ns))
 
 
 def resolve_checkpoint_alias(alias: str, checkpoints: PathLike, monitor: str) -> Path:

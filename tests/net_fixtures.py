@@ -144,6 +144,46 @@ class FakeHub(FileServer):
         self._thread.start()
 
 
+class TrickleServer(FileServer):
+    """An HTTP server on 127.0.0.1 that answers every GET with a ``size``-byte body announced in full but sends it one
+    byte every ``interval_s`` seconds (a transfer no read timeout ever stops); ``started`` is set at the first byte."""
+
+    def __init__(self, size: int = 10**6, interval_s: float = 0.5, lifetime_s: float = 120.0) -> None:
+        server = self
+        self.started = threading.Event()
+        self._stop = threading.Event()
+        deadline = time.monotonic() + lifetime_s
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                for _ in range(size):
+                    if server._stop.is_set() or time.monotonic() > deadline:
+                        return
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:  # the client went away
+                        return
+                    server.started.set()
+                    time.sleep(interval_s)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        super().stop()
+
+
 def closed_port_url() -> str:
     """A ``http://127.0.0.1:<port>`` URL where nothing listens (connections are refused at once)."""
     with socket.socket() as probe:

@@ -52,8 +52,10 @@ def test_epoch_sampler_splits_draws_across_replicas_with_equal_lengths() -> None
 @pytest.mark.parametrize("size,world", [(10, 3), (2, 4), (9, 3), (1, 1)])
 def test_unpadded_sampler_scores_every_item_exactly_once(size: int, world: int) -> None:
     parts = [list(UnpaddedSampler(size, num_replicas=world, rank=r)) for r in range(world)]
-    assert sorted(i for part in parts for i in part) == list(range(size))
+    assert sorted(i for part in parts for i in part if i < size) == list(range(size))
     assert [len(UnpaddedSampler(size, num_replicas=world, rank=r)) for r in range(world)] == [len(p) for p in parts]
+    # A process without an item of its own takes one padding index (served unscored), never zero batches.
+    assert [p for p in parts if p[0] >= size] == [[size + r] for r in range(size, world)]
 
 
 class _Items(Dataset):
@@ -72,7 +74,7 @@ def test_resumable_loader_state_is_the_training_loop_position() -> None:
     order = [int(x) for batch in loader for x in batch]
     done["batches"] = 2
     state = loader.state_dict()
-    assert state == {"epoch": 0, "batches_done": 2, "batch_size": 2}
+    assert state == {"epoch": 0, "batches_done": 2, "batch_size": 2, "world_size": 1}
     fresh = ResumableLoader(_Items(), batch_size=2, sampler=EpochSampler(6, seed=0))
     fresh.load_state_dict(state)
     assert [int(x) for batch in fresh for x in batch] == order[4:]
@@ -91,3 +93,29 @@ def test_flip_drawn_from_a_seed_is_reproducible_and_follows_the_probability() ->
     assert flips == [transform.draw_flip(seed) for seed in range(400)]
     assert 150 < sum(flips) < 250
     assert not any(ClipTransform(32, 32, flip_prob=0.0).draw_flip(seed) for seed in range(20))
+
+
+def test_resuming_mid_epoch_on_another_world_size_is_refused_naming_both_sizes() -> None:
+    """The example: a 1-process checkpoint after 3 batches of 2 (clips 0-5 of the epoch's order done) resumed on 2
+    processes took batches_done=3 per process, 12 draws, and never trained the order's clips 6-11."""
+    state = {"epoch": 0, "batches_done": 3, "batch_size": 2, "world_size": 1}
+    single = ResumableLoader(_Items12(), batch_size=2, sampler=EpochSampler(12, seed=0))
+    order = [int(x) for batch in single for x in batch]
+    single.load_state_dict(state)
+    assert [int(x) for batch in single for x in batch] == order[6:]  # the same world size: the epoch's rest
+    for rank in (0, 1):
+        two = ResumableLoader(_Items12(), batch_size=2, sampler=EpochSampler(12, num_replicas=2, rank=rank, seed=0))
+        with pytest.raises(ValueError, match=r"epoch 0 on the checkpoint's 1 process\(es\) but this run has 2"):
+            two.load_state_dict(state)
+    # 2 processes saved after 2 of their 3 batches, resumed on 1: refused too.
+    one = ResumableLoader(_Items12(), batch_size=2, sampler=EpochSampler(12, seed=0))
+    with pytest.raises(ValueError, match=r"checkpoint's 2 process\(es\) but this run has 1"):
+        one.load_state_dict({**state, "batches_done": 2, "world_size": 2})
+    # Even at an epoch's end: Lightning's loop position counts the batches of one process.
+    with pytest.raises(ValueError, match=r"checkpoint's 1 process\(es\) but this run has 2"):
+        two.load_state_dict({**state, "batches_done": 6})
+
+
+class _Items12(_Items):
+    def __len__(self) -> int:
+        return 12

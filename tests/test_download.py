@@ -5,6 +5,10 @@ times measured are generous bounds that prove the absence of a hang, not perform
 """
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,16 +19,19 @@ import torchvision
 from arn_lightning.models.backbone import Backbone
 from arn_lightning.weights import download
 from arn_lightning.weights.download import (
+    DEFAULT_DEADLINE_S,
     DEFAULT_TIMEOUT_S,
     WeightsUnavailable,
+    download_deadline_s,
     download_timeout_s,
     fetch_weights,
     hash_prefix,
     offline_reason,
+    sweep_stale_downloads,
     weights_url,
 )
 from arn_lightning.weights.resnet import imagenet_weights_file, load_backbone_weights
-from net_fixtures import PROXY_VARS, FileServer
+from net_fixtures import PROXY_VARS, FileServer, TrickleServer
 
 #: A hang would last minutes; failing within this bound proves there is none.
 NO_HANG_S = 30.0
@@ -33,7 +40,7 @@ NO_HANG_S = 30.0
 @pytest.fixture(autouse=True)
 def online(monkeypatch, tmp_path):
     """Downloads allowed (conftest sets HF_HUB_OFFLINE=1), no proxy, no mirror, torch hub cache in tmp_path."""
-    for name in PROXY_VARS + ("ARN_OFFLINE", "ARN_WEIGHTS_URL", "ARN_DOWNLOAD_TIMEOUT"):
+    for name in PROXY_VARS + ("ARN_OFFLINE", "ARN_WEIGHTS_URL", "ARN_DOWNLOAD_TIMEOUT", "ARN_DOWNLOAD_DEADLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -210,3 +217,99 @@ def test_imagenet_backbone_downloads_from_a_mirror_and_checks_the_hash(tmp_path,
         with pytest.raises(WeightsUnavailable, match="to start with f37072fd"):
             load_backbone_weights(Backbone("resnet18", 32, True, 2), "imagenet")
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
+
+
+# ----------------------------------------------------------------------------------- deadline, temporary files
+def test_download_deadline_argument_then_environment_then_default():
+    assert download_deadline_s(3.0, {"ARN_DOWNLOAD_DEADLINE": "7"}) == 3.0
+    assert download_deadline_s(None, {"ARN_DOWNLOAD_DEADLINE": "7"}) == 7.0
+    assert download_deadline_s(None, {}) == DEFAULT_DEADLINE_S == 1800.0
+    with pytest.raises(ValueError, match="Expected ARN_DOWNLOAD_DEADLINE to be a finite number of seconds > 0"):
+        download_deadline_s(None, {"ARN_DOWNLOAD_DEADLINE": "-1"})
+
+
+def test_a_server_sending_one_byte_every_half_second_fails_at_the_deadline(tmp_path, monkeypatch):
+    """Each read gets a byte within the 5 s read timeout, so only the deadline stops the transfer."""
+    monkeypatch.setenv("ARN_DOWNLOAD_DEADLINE", "2")
+    cache = tmp_path / "cache"
+    with TrickleServer(interval_s=0.5) as server:
+        start = time.monotonic()
+        with pytest.raises(WeightsUnavailable, match=r"within the deadline of 2 s \(ARN_DOWNLOAD_DEADLINE\)") as info:
+            fetch_weights(f"{server.url}/slow-0123abcd.pth", cache, timeout_s=5.0)
+        elapsed = time.monotonic() - start
+    assert 2.0 <= elapsed < 2.0 + 5.0  # the deadline, plus at most one read
+    assert "of 1000000 bytes by then" in str(info.value)
+    assert f"in the folder {cache} under the file name slow-0123abcd.pth" in str(info.value)
+    assert list(cache.iterdir()) == []
+
+
+def _download_in_a_subprocess(url: str, cache: Path) -> subprocess.Popen:
+    code = f"from arn_lightning.weights.download import fetch_weights; fetch_weights({url!r}, {str(cache)!r})"
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "ARN_DOWNLOAD_DEADLINE": "120"})
+
+
+def _wait_for_temporary(cache: Path, process: subprocess.Popen) -> Path:
+    for _ in range(600):
+        found = list(cache.glob(".*.tmp")) if cache.is_dir() else []
+        if found:
+            return found[0]
+        assert process.poll() is None, "the download ended before its temporary file appeared"
+        time.sleep(0.05)
+    raise AssertionError(f"no temporary file appeared in {cache}")
+
+
+def test_a_download_killed_by_sigterm_leaves_no_temporary_file(tmp_path):
+    cache = tmp_path / "cache"
+    with TrickleServer() as server:
+        process = _download_in_a_subprocess(f"{server.url}/big-0123abcd.pth", cache)
+        try:
+            tmp = _wait_for_temporary(cache, process)
+            assert f".pid{process.pid}." in tmp.name
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == -signal.SIGTERM  # ends as SIGTERM ends it, after the clean-up
+        finally:
+            process.kill()
+    assert list(cache.iterdir()) == []
+
+
+def test_the_temporary_file_of_a_sigkilled_download_is_swept_by_the_next_one(tmp_path):
+    cache = tmp_path / "cache"
+    with TrickleServer() as server:
+        process = _download_in_a_subprocess(f"{server.url}/big-0123abcd.pth", cache)
+        try:
+            stale = _wait_for_temporary(cache, process)
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+    assert stale.is_file()  # SIGKILL: no handler runs
+    running = cache / f".other-0123abcd.pth.pid{os.getpid()}.abc.tmp"  # a download of a live process
+    running.write_bytes(b"partial")
+    payload = b"weights" * 100
+    name = _hashed_file(tmp_path / "served", "tiny", payload)
+    with FileServer(tmp_path / "served") as server:
+        assert fetch_weights(f"{server.url}/{name}", cache).read_bytes() == payload
+    assert sorted(p.name for p in cache.iterdir()) == sorted([name, running.name])
+    assert sweep_stale_downloads(cache) == []
+
+
+def test_the_signal_clean_up_replaces_only_default_handlers(tmp_path):
+    """A handler the program installed (a training run's SIGTERM) stays in place during a download; the default one
+    is replaced for the download and restored after it."""
+    target = tmp_path / "w.pth"
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with download._temporary_download(target) as tmp:
+            assert callable(signal.getsignal(signal.SIGTERM)) and tmp.is_file()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        tmp.unlink()  # a clean exit leaves it to the caller, who commits it
+
+        def own(signum, frame):
+            return None
+
+        signal.signal(signal.SIGTERM, own)
+        with download._temporary_download(target):
+            assert signal.getsignal(signal.SIGTERM) is own
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -395,3 +395,76 @@ def test_the_readme_python_examples_run(checkpoint: Path, window4: ExportReport,
             assert len(lines) == 4 and lines[0].startswith("  0.0 s [")  # a 2 s video sampled at 2 frames/s
     finally:
         os.chdir(previous)
+
+
+def test_an_opset_outside_the_working_range_is_refused_at_the_start(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """`--opset 23` / `24` passed onnx.checker and then failed on every frame in onnxruntime; 17 cannot be exported."""
+    for opset in ("17", "23", "24"):
+        out = tmp_path / f"m{opset}.onnx"
+        assert export_main(["--checkpoint", str(checkpoint), "--out", str(out), "--opset", opset]) == 2
+        assert "Expected an opset in 18..22 (18: torch's dynamo exporter; above 22: onnxruntime fails on the " in (
+            capsys.readouterr().err
+        )
+        assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def opset23(checkpoint: Path, folder: Path, window4: ExportReport) -> dict:
+    """An export at opset 23 with the range check lifted: the onnxruntime check refuses it (nothing is written), and
+    a copy of the refused model, with window4's JSON, is kept to feed `infer --stream`."""
+    from arn_lightning.inference import onnx_export
+
+    out = folder / "o23" / "model.onnx"
+    kept = folder / "o23_kept" / "model.onnx"
+    kept.parent.mkdir()
+    real_check = onnx_export.check_in_onnxruntime
+
+    def keep_then_check(path, *args):
+        kept.write_bytes(Path(path).read_bytes())
+        return real_check(path, *args)
+
+    with pytest.MonkeyPatch.context() as patch, torch_threads(1):
+        patch.setattr(onnx_export, "OPSET_RANGE", (18, 24))
+        patch.setattr(onnx_export, "check_in_onnxruntime", keep_then_check)
+        with pytest.raises(RuntimeError) as error:
+            export_onnx(checkpoint, out, opset=23)
+    settings = json.loads(window4.settings_path.read_text())
+    kept.with_suffix(".json").write_text(json.dumps({**settings, "opset": 23}))
+    return {"error": str(error.value), "out": out, "kept": kept}
+
+
+def test_an_export_that_onnxruntime_cannot_run_is_not_written(opset23: dict) -> None:
+    import onnxruntime
+
+    out = opset23["out"]
+    assert (
+        f"Expected {out} (opset 23) to run in onnxruntime {onnxruntime.__version__} but it fails on a frame"
+        in (opset23["error"])
+    )
+    assert "nothing was written" in opset23["error"] and "Attention" in opset23["error"]
+    assert sorted(p.name for p in out.parent.iterdir()) == []  # no model, no JSON, no temporary file
+    assert opset23["kept"].stat().st_size > 0  # the model passed onnx.checker: it was the runtime that refused it
+
+
+def test_infer_stream_names_the_model_and_its_opset_when_onnxruntime_fails(opset23: dict, tmp_path: Path, capsys):
+    from arn_lightning.commands import infer
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames()[0].image.save(folder / "000001.png")
+    code = infer.main(["--checkpoint", str(opset23["kept"]), "--stream", "--input", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == infer.EXIT_ERROR
+    model = opset23["kept"]
+    assert f"Expected {model} (opset 23, exported with torch {torch.__version__}) to run in onnxruntime" in err
+    assert "arn-lightning export --opset 22" in err and "Traceback" not in err
+
+
+def test_a_model_file_onnxruntime_cannot_load_is_named_with_its_opset(window4: ExportReport, tmp_path: Path) -> None:
+    from arn_lightning.inference.onnx_predictor import OnnxRunError
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not an onnx model")
+    model.with_suffix(".json").write_text(window4.settings_path.read_text())
+    with pytest.raises(OnnxRunError, match=rf"^Expected {model} \(opset {window4.opset}, exported with torch "):
+        OnnxStreamingPredictor(model)

@@ -244,3 +244,26 @@ def test_atomic_save_leaves_the_old_file_when_a_write_fails(tmp_path):
         atomic_save({"f": lambda: None}, path)  # a lambda cannot be pickled: torch.save fails half way
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert sorted(p.name for p in path.parent.iterdir()) == ["value.pt"]  # no temporary file left
+
+
+def test_the_text_cache_key_changes_with_each_input_once(tiny_clip, tmp_path):
+    """Every input that determines the embeddings names its own cache file; the same inputs name the same file."""
+    prompts = {"objects": ["a person"], "attention": ["looking at a cup"]}
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"w" * 10)
+    base = ClipConfig(tiny_clip.clip_model, str(checkpoint), cache_dir=tiny_clip.cache_dir)
+
+    def path(clip=base, templates=PromptConfig(), rendered=prompts):
+        return text_cache_path(clip, templates, rendered)
+
+    changed = [
+        path(clip=ClipConfig(**{**vars(base), "quick_gelu": True})),
+        path(clip=ClipConfig(tiny_clip.clip_model, None, cache_dir=tiny_clip.cache_dir)),  # random weights
+        path(templates=PromptConfig(spatial="The {object} is {predicate} someone")),
+        path(rendered={**prompts, "objects": ["a chair"]}),
+    ]
+    same = path()
+    checkpoint.write_bytes(b"w" * 11)  # other weights in the same file
+    changed.append(path())
+    assert len({same, *changed}) == 1 + len(changed)
+    assert path() == changed[-1] and path().parent == tmp_path / "cache" / "text"

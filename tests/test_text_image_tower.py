@@ -92,15 +92,39 @@ def test_forward_gives_unit_embeddings_independent_of_padding(tiny_clip):
         encoder(padded, mask[:, :10])
 
 
-def test_embed_uses_the_per_frame_cache(tiny_clip):
+def test_embed_uses_the_per_frame_cache_keyed_by_content(tiny_clip):
+    """The cache was keyed by frame key only: a data root whose images changed under the same keys got the old
+    images' embeddings (a fit on it added 0 entries)."""
     encoder = FrozenClipImageEncoder(ClipConfig(**{**vars(tiny_clip), "image_cache": True}))
     first_pixels = torch.randn(2, 3, 32, 32)
     mask = torch.ones(2, 32, 32, dtype=torch.bool)
     first = encoder.embed(first_pixels, mask, ["a.mp4/000001.png", "a.mp4/000002.png"])
     assert len(list(encoder.cache_path.rglob("*.pt"))) == 2
-    second = encoder.embed(torch.randn(2, 3, 32, 32), mask, ["a.mp4/000002.png", "b.mp4/000001.png"])
-    torch.testing.assert_close(second[0], first[1])  # cached: the new pixels are ignored
-    assert not torch.allclose(second[1], first[1])
-    assert len(list(encoder.cache_path.rglob("*.pt"))) == 3
+    again = encoder.embed(first_pixels.flip(0), mask, ["a.mp4/000002.png", "a.mp4/000001.png"])
+    torch.testing.assert_close(again, first.flip(0), rtol=0, atol=0)  # read back, no new entry
+    assert len(list(encoder.cache_path.rglob("*.pt"))) == 2
+    changed = torch.randn(2, 3, 32, 32)  # other images under the same keys
+    second = encoder.embed(changed, mask, ["a.mp4/000001.png", "a.mp4/000002.png"])
+    torch.testing.assert_close(second, encoder(changed, mask))
+    assert not torch.allclose(second[0], first[0])
+    assert len(list(encoder.cache_path.rglob("*.pt"))) == 4
+    # Padding outside the valid region does not change the entry; the region's size does.
+    padded, padded_mask = torch.zeros(1, 3, 40, 40), torch.zeros(1, 40, 40, dtype=torch.bool)
+    padded[0, :, :32, :32], padded_mask[0, :32, :32] = first_pixels[0], True
+    torch.testing.assert_close(encoder.embed(padded, padded_mask, ["x"]), first[:1], rtol=0, atol=0)
+    assert len(list(encoder.cache_path.rglob("*.pt"))) == 4
+    cropped_mask = padded_mask.clone()
+    cropped_mask[0, 31] = False
+    encoder.embed(padded, cropped_mask, ["x"])
+    assert len(list(encoder.cache_path.rglob("*.pt"))) == 5
     with pytest.raises(ValueError, match="frame keys"):
         encoder.embed(first_pixels, mask, ["only-one"])
+
+
+def test_the_image_cache_folder_names_the_model_weights_and_preprocessing(tiny_clip):
+    base = FrozenClipImageEncoder(tiny_clip).cache_path
+    seeded = FrozenClipImageEncoder(ClipConfig(**{**vars(tiny_clip), "random_init_seed": 5})).cache_path
+    resized = FrozenClipImageEncoder(ClipConfig(**{**vars(tiny_clip), "image_resize": "squash"})).cache_path
+    normalised = FrozenClipImageEncoder(tiny_clip, input_mean=(0.5, 0.5, 0.5)).cache_path
+    assert len({base, seeded, resized, normalised}) == 4
+    assert FrozenClipImageEncoder(tiny_clip).cache_path == base

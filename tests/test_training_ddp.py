@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.metrics.predictions import read_predictions
@@ -22,7 +24,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(args, cwd: Path) -> subprocess.CompletedProcess:
+def _run(args, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).with_name("arn-lightning")), *args]
     env = {
         **os.environ,
@@ -33,7 +35,9 @@ def _run(args, cwd: Path) -> subprocess.CompletedProcess:
         "WANDB_MODE": "disabled",
     }
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == expect, (
+        f"{' '.join(command)} gave {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
     return result
 
 
@@ -78,3 +82,46 @@ def test_two_process_ddp_fit_and_test_score_every_frame_once(train_root: Path, t
         for name in ("R@20", "mR@50", "R@100"):
             assert metrics[f"{constraint}/{name}"] == pytest.approx(report[constraint][name], abs=1e-12)
     assert "test/no/R@20" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_test_a_split_smaller_than_the_world_with_single_process_results(
+    train_root: Path, tmp_path: Path
+) -> None:
+    """One evaluation frame on two processes: the process without a frame takes part with an unscored padding item
+    (it used to get an empty loader, Lightning skipped its hooks and the other process died in the metric sync)."""
+    outputs, val_losses = {}, {}
+    for devices in (1, 2):
+        config = tiny_config(train_root, tmp_path, strategy="ddp" if devices == 2 else "auto", devices=devices)
+        config["data"]["max_eval_frames"] = 1
+        path = write_config(config, tmp_path / f"one_frame_{devices}.yaml")
+        out = tmp_path / f"predictions_{devices}"
+        _run(["test", "--config", str(path), f"--model.predictions_dir={out}", "--trainer.logger=false"], tmp_path)
+        outputs[devices] = out
+        # validate too: the padding clip's loss is logged with weight 0, so val/loss is the single process's
+        printed = _run(["validate", "--config", str(path), "--trainer.logger=false"], tmp_path).stdout
+        val_losses[devices] = float(re.search(r"val/loss\s*\W\s*([-+0-9.eE]+)", printed).group(1))
+    assert val_losses[2] == pytest.approx(val_losses[1], rel=1e-5)
+    metrics = [json.loads((outputs[d] / "metrics_test.json").read_text()) for d in (1, 2)]
+    assert metrics[0]["frames/predicted"] == metrics[1]["frames/predicted"] == 1.0
+    for key in ("with/R@20", "semi/R@50", "no/mR@100"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-12)
+    single, double = (list(read_predictions(outputs[d] / "predictions_test.jsonl")) for d in (1, 2))
+    assert [p["frame"] for p in double] == [p["frame"] for p in single] and len(single) == 1
+    for key in ("scores", "labels", "boxes", "pairs"):
+        torch.testing.assert_close(double[0][key], single[0][key], atol=1e-6, rtol=0)
+    assert not list(outputs[2].glob("*.rank*.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumed_on_two_processes_is_refused(train_root: Path, tmp_path: Path) -> None:
+    """The example: stopped mid-epoch on one process, resumed on two, the run skipped clips 6-11 of the epoch."""
+    config = tiny_config(train_root, tmp_path, max_steps=2, max_epochs=3, limit_val_batches=0)
+    path = write_config(config, tmp_path / "one.yaml")
+    _run(["fit", "--config", str(path)], tmp_path)
+    run = tmp_path / "logs" / "tiny" / "version_0"
+    resume = ["fit", "--config", str(run / "config.yaml"), "--ckpt_path", "last", "--trainer.max_steps=4"]
+    result = _run([*resume, "--trainer.devices=2", "--trainer.strategy=ddp"], tmp_path, expect=2)
+    assert "Expected to resume epoch 0 on the checkpoint's 1 process(es) but this run has 2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2  # untouched

@@ -381,3 +381,19 @@ def test_cli_fetch_honours_hf_hub_offline(tmp_path, monkeypatch, capsys):
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
     assert weights_command.main(["verify"]) == 0
     assert "no registered weight file is present" in capsys.readouterr().out
+
+
+def test_cli_fetch_from_a_trickling_server_fails_at_the_deadline(tmp_path, monkeypatch, capsys):
+    """`weights fetch` from a server that sends one byte every half second never timed out."""
+    from net_fixtures import TrickleServer
+
+    monkeypatch.setenv("ARN_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("ARN_DOWNLOAD_DEADLINE", "2")
+    with TrickleServer(interval_s=0.5) as server:
+        monkeypatch.setenv("ARN_WEIGHTS_URL", server.url)
+        start = time.monotonic()
+        assert weights_command.main(["fetch", "detr-r50-coco"]) == 1
+        assert time.monotonic() - start < 2.0 + 10.0  # the deadline, plus at most one read timeout
+    assert "within the deadline of 2 s (ARN_DOWNLOAD_DEADLINE)" in capsys.readouterr().err
+    assert list((tmp_path / "weights").iterdir()) == []  # no temporary file left

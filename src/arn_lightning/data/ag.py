@@ -43,6 +43,7 @@ import numpy as np
 from arn_lightning import vocab
 from arn_lightning._types import PathLike
 from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
+from arn_lightning.reading import TextDecodeError, read_text
 from arn_lightning.vocab import TASKS
 
 SPLITS = ("train", "test")
@@ -289,7 +290,10 @@ def read_class_file(path: Path, expected: Sequence[str], raw_to_name: Mapping[st
     """
     if not path.is_file():
         raise AnnotationError(f"Expected the class file {path} but it does not exist")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        lines = [line.strip() for line in read_text(path).splitlines()]
+    except TextDecodeError as error:
+        raise AnnotationError(str(error)) from None
     lines = [line for line in lines if line]
     if len(lines) != len(expected):
         raise AnnotationError(f"{path}: Expected {len(expected)} non-empty lines but got {len(lines)}")

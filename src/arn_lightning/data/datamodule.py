@@ -27,7 +27,7 @@ from arn_lightning.data.clips import (
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.dataset import BAD_FRAME_MODES, AGClipDataset
 from arn_lightning.data.frames import FrameError, find_missing_frames
-from arn_lightning.data.samplers import EpochSampler, ResumableLoader, UnpaddedSampler
+from arn_lightning.data.samplers import EpochSampler, ResumableLoader, UnpaddedSampler, UnscoredPadding
 from arn_lightning.data.transforms import ClipTransform, resized_hw
 
 log = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ class AGDataModule(L.LightningDataModule):
         # a loader without one draws its worker seed from the global RNG, so validating would shift the training's
         # random streams (dropout), and a run's weights would depend on the validation schedule and resume point.
         return DataLoader(
-            dataset,
+            UnscoredPadding(dataset),  # a process without a frame to score still takes part (samplers.py)
             batch_size=hp.eval_batch_size,
             shuffle=False,
             sampler=UnpaddedSampler(len(dataset), num_replicas=world, rank=rank),

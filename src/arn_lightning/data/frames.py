@@ -32,6 +32,7 @@ from tqdm import tqdm
 from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_path
 from arn_lightning.data import ag
+from arn_lightning.reading import read_text
 from arn_lightning.video.decode import (
     FIRST_FRAME_NUMBER,
     FRAME_NUMBER_DIGITS,
@@ -165,7 +166,7 @@ def load_annotated_frames(root: PathLike, keys_file: PathLike | None = None) -> 
     if not path.is_file():
         raise FileNotFoundError(f"Expected frame keys in {path} (or {person_file}) but neither exists")
     keys = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
             ag.parse_frame_key(line.strip(), f"{path} line {number}")
             keys.append(line.strip())

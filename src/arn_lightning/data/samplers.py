@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 #: One training draw: ``(clip index, augmentation seed)``.
 Draw = tuple[int, int]
@@ -93,22 +93,58 @@ class EpochSampler(DistributedSampler):
 class UnpaddedSampler(DistributedSampler):
     """Evaluation order split across processes without padding: process ``r`` takes items ``r, r + W, ...``.
 
-    Every item is seen exactly once over all processes (``DistributedSampler`` would repeat some to even the
+    Every item is scored exactly once over all processes (``DistributedSampler`` would repeat some to even the
     processes out, which double-counts frames in a recall metric). Processes may take one step more than others;
-    the metrics reduce sums, so this is harmless.
+    the metrics reduce sums, so this is harmless. A process left without an item (fewer items than processes) takes
+    the index ``size + r``, which :class:`UnscoredPadding` serves as a copy of an item with no frame scored:
+    Lightning skips the evaluation hooks of a process with no batch, and the others would then wait for it forever
+    in the metric's reduction.
     """
 
     def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(_Length(size), num_replicas=num_replicas, rank=rank, shuffle=False)
         self.size = size
-        self.num_samples = len(range(rank, size, num_replicas))
+        self.num_samples = max(1, len(range(rank, size, num_replicas)))
         self.total_size = size
 
+    def indices(self) -> list[int]:
+        """This process's items (``[size + rank]``, an unscored padding item, when it has none)."""
+        return list(range(self.rank, self.size, self.num_replicas)) or [self.size + self.rank]
+
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.size, self.num_replicas))
+        return iter(self.indices())
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class UnscoredPadding(Dataset):
+    """An evaluation dataset (items: lists of frame samples ``{"image", "target"}``) that also serves the padding
+    indices of :class:`UnpaddedSampler`: index ``len(dataset) + k`` is item ``k % len(dataset)`` with every slot's
+    ``evaluate`` flag off, ``padding`` on and no ``unreadable`` record, so it is fed through the model but never
+    scored nor written to a prediction file (and its validation loss is logged with weight 0)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped dataset's attributes (frames, bad_frames, ...)
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Any:
+        size = len(self.dataset)
+        if index < size:
+            return self.dataset[index]
+        samples = self.dataset[(index - size) % size]
+        for sample in samples:
+            sample["target"]["evaluate"] = False
+            sample["target"]["padding"] = True
+            sample["target"].pop("unreadable", None)
+        return samples
 
 
 class ResumableLoader(DataLoader):
@@ -137,19 +173,44 @@ class ResumableLoader(DataLoader):
         self.sampler.epoch_source = current_epoch
 
     def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "batches_done", "batch_size"}`` of the training loop's position."""
+        """``{"epoch", "batches_done", "batch_size", "world_size"}`` of the training loop's position (batches done
+        by each of ``world_size`` processes)."""
         done = int(self.batches_done()) if self.batches_done is not None else 0
         epoch = self.sampler.epoch_source() if self.sampler.epoch_source is not None else self.sampler.epoch
-        return {"epoch": int(epoch), "batches_done": done, "batch_size": int(self.batch_size or 1)}
+        return {
+            "epoch": int(epoch),
+            "batches_done": done,
+            "batch_size": int(self.batch_size or 1),
+            "world_size": int(self.sampler.num_replicas),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue after the saved position (the next epoch when the saved one was finished)."""
+        """Continue after the saved position (the next epoch when the saved one was finished).
+
+        Raises:
+            KeyError: the state lacks ``epoch``, ``batches_done`` or ``batch_size``.
+            CheckpointError: another batch size, or another world size (naming both): the processes split an
+                epoch's draws by stride, and Lightning's own loop position counts batches per process, so neither
+                can be carried over to another number of processes. A state without ``world_size`` (written before
+                it was saved) counts as one of this world size.
+        """
+        from arn_lightning.checkpoint_file import CheckpointError
+
         missing = {"epoch", "batches_done", "batch_size"} - set(state)
         if missing:
             raise KeyError(f"Expected a training loader state with {sorted(missing)} but got {sorted(state)}")
         if int(state["batch_size"]) != self.batch_size:
-            raise ValueError(
+            raise CheckpointError(
                 f"Expected to resume with the checkpoint's batch size {state['batch_size']} but the data module "
                 f"has batch_size={self.batch_size}; resuming exactly needs the same batch size"
             )
-        self.sampler.resume(int(state["epoch"]), int(state["batches_done"]) * int(state["batch_size"]))
+        saved_world, world = int(state.get("world_size", self.sampler.num_replicas)), self.sampler.num_replicas
+        if saved_world != world:
+            raise CheckpointError(
+                f"Expected to resume epoch {state['epoch']} on the checkpoint's {saved_world} process(es) but this "
+                f"run has {world}: each process resumes its own share of the epoch's draws, which another number of "
+                f"processes splits differently (draws would be skipped or repeated); resume on {saved_world} "
+                f"process(es)"
+            )
+        draws_done = int(state["batches_done"]) * int(state["batch_size"])
+        self.sampler.resume(int(state["epoch"]), draws_done)

@@ -365,7 +365,10 @@ def read_metrics(run: Path) -> dict[str, Any] | None:
     path = run / METRICS_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise AblationError(f"{path}: Expected the JSON test metrics of a finished run but got: {error}", 2) from error
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:

@@ -59,7 +59,10 @@ project's :class:`~arn_lightning.postprocess.PostProcess` and
 runner reads; the checkpoint is not needed.
 
 The model is exported in float32 from the CPU. Both files are written atomically (a temporary file renamed into
-place); an existing file is replaced only with ``overwrite``.
+place); an existing file is replaced only with ``overwrite``. Before the model is renamed into place it is loaded in
+onnxruntime and a frame is run through it (:func:`check_in_onnxruntime`): a graph that passes ``onnx.checker`` but
+that onnxruntime cannot run (the opset-23 ``Attention`` node) is never reported as written. Opsets outside
+:data:`OPSET_RANGE` are refused before anything is exported.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ import torch
 from torch import Tensor, nn
 
 from arn_lightning._types import PathLike
-from arn_lightning.atomic import atomic_save, atomic_write_json
+from arn_lightning.atomic import atomic_write_json, commit, temporary_path
 from arn_lightning.build import load_inference_module, source_identity, transform_settings
 from arn_lightning.checkpoint_file import CheckpointError
 from arn_lightning.inference.api import resolve_window
@@ -99,6 +102,13 @@ CACHE_OUTPUTS = ("next_maps", "next_cells")
 #: Range of the dynamic image dims (pixels) and of the dynamic cache grid dims (cells) given to ``torch.export``.
 IMAGE_DIM_RANGE = (2, 16384)
 GRID_DIM_RANGE = (1, 4096)
+#: Opsets of the default domain (lowest, highest) that an export may use: torch's dynamo exporter needs 18 or more,
+#: and from 23 on it writes the opset-23 ``Attention`` node, which passes ``onnx.checker`` but fails on every frame in
+#: onnxruntime's CPU provider. Measured with torch 2.14 and onnxruntime 1.32 by exporting the streaming step at each
+#: opset and running frames through it; every export is checked in onnxruntime anyway.
+OPSET_RANGE = (18, 22)
+#: Largest difference allowed between onnxruntime's and PyTorch's head outputs on the check frame (float32).
+CHECK_TOLERANCE = 1e-3
 #: Hint printed when the ONNX packages are missing.
 INSTALL_HINT = "pip install 'arn-lightning[onnx]'"
 
@@ -333,10 +343,12 @@ def export_onnx(
 
     Raises:
         CheckpointError: an unreadable checkpoint or one of another model, or a model not trained for SGDet.
-        ExportArgumentError: a window outside ``1..T``, an opset below 18, or an ``out`` ending in ``.json``.
+        ExportArgumentError: a window outside ``1..T``, an opset outside :data:`OPSET_RANGE`, or an ``out`` ending
+            in ``.json``.
         FileExistsError: ``out`` or its JSON exists and ``overwrite`` is False.
-        ModuleNotFoundError: ``onnx`` or ``onnxscript`` is not installed.
-        RuntimeError: the exporter failed, or ``onnx.checker`` rejects the result (nothing is written then).
+        ModuleNotFoundError: ``onnx``, ``onnxscript`` or ``onnxruntime`` is not installed.
+        RuntimeError: the exporter failed, ``onnx.checker`` rejects the result, or the model does not run in
+            onnxruntime as in PyTorch (:func:`check_in_onnxruntime`); nothing is written then.
     """
     onnx = import_onnx()
     started = time.perf_counter()
@@ -344,8 +356,11 @@ def export_onnx(
     settings_path = settings_path_for(out)
     if settings_path == out:
         raise ExportArgumentError(f"Expected an ONNX file name such as model.onnx but got {out} (its settings file)")
-    if opset is not None and opset < 18:
-        raise ExportArgumentError(f"Expected an opset of at least 18 (torch's dynamo exporter) but got {opset}")
+    if opset is not None and not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ExportArgumentError(
+            f"Expected an opset in {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (18: torch's dynamo exporter; above "
+            f"{OPSET_RANGE[1]}: onnxruntime fails on the opset-23 Attention node) but got {opset}"
+        )
     if not overwrite:
         for path in (out, settings_path):
             if path.exists():
@@ -388,7 +403,14 @@ def export_onnx(
         ) from error
     used_opset = next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     settings = _settings(module, graph, used_opset, source_identity(checkpoint))
-    atomic_save(lambda tmp: onnx.save_model(proto, str(tmp)), out)
+    tmp = temporary_path(out)  # checked in onnxruntime under its temporary name, renamed only once it runs
+    try:
+        onnx.save_model(proto, str(tmp))
+        check_in_onnxruntime(tmp, graph, inputs, f"{out} (opset {used_opset})")
+        commit(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     atomic_write_json(settings_path, settings)
     return ExportReport(
         model_path=out,
@@ -402,6 +424,40 @@ def export_onnx(
         opset=used_opset,
         seconds=time.perf_counter() - started,
     )
+
+
+def check_in_onnxruntime(path: PathLike, graph: StreamStepGraph, inputs: tuple[Tensor, ...], name: str) -> None:
+    """Run the example frame ``inputs`` (an image of the export's example size, with a cache when the graph has
+    one) through an onnxruntime CPU session of ``path`` and compare its head outputs with PyTorch's.
+
+    Raises:
+        ModuleNotFoundError: onnxruntime is not installed.
+        RuntimeError: onnxruntime cannot load or run the model, or its outputs differ from PyTorch's by more than
+            :data:`CHECK_TOLERANCE` or in shape (the message names ``name`` and onnxruntime's version).
+    """
+    from arn_lightning.inference.onnx_predictor import import_onnxruntime
+
+    ort = import_onnxruntime()
+    where = f"Expected {name} to run in onnxruntime {ort.__version__}"
+    feeds = {key: value.numpy() for key, value in zip(graph.input_names, inputs, strict=True)}
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        results = session.run(list(HEAD_OUTPUTS), feeds)
+    except Exception as error:  # onnxruntime's errors derive from Exception only
+        raise RuntimeError(
+            f"{where} but it fails on a frame ({type(error).__name__}: {error}); nothing was written. Export with "
+            f"an opset in {OPSET_RANGE[0]}..{OPSET_RANGE[1]}"
+        ) from error
+    with torch.no_grad():
+        expected = graph(*inputs)[: len(HEAD_OUTPUTS)]
+    for output, got, want in zip(HEAD_OUTPUTS, results, expected, strict=True):
+        want = want.numpy()
+        gap = float(abs(got - want).max()) if got.shape == want.shape and got.size else 0.0
+        if got.shape != want.shape or not gap <= CHECK_TOLERANCE:
+            raise RuntimeError(
+                f"{where} as in PyTorch but its {output} differs on the check frame (shape {got.shape} vs "
+                f"{want.shape}, largest difference {gap:.3g} > {CHECK_TOLERANCE:g}); nothing was written"
+            )
 
 
 def read_settings(model_path: PathLike) -> dict[str, Any]:
@@ -447,9 +503,11 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "HEAD_OUTPUTS",
+    "OPSET_RANGE",
     "ExportArgumentError",
     "ExportReport",
     "StreamStepGraph",
+    "check_in_onnxruntime",
     "export_onnx",
     "read_settings",
     "settings_path_for",

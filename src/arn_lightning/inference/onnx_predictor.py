@@ -35,7 +35,7 @@ from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import ClipTransform
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.api import frame_pixels
-from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INSTALL_HINT, read_settings
+from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INSTALL_HINT, OPSET_RANGE, read_settings
 from arn_lightning.inference.streaming import StreamPredictorBase, StreamState
 from arn_lightning.models.arn import place_on_grid
 from arn_lightning.models.outputs import ARNOutput
@@ -55,6 +55,11 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
+class OnnxRunError(ValueError):
+    """onnxruntime cannot load or run an exported model; the message names the file, its opset and onnxruntime's
+    version (a ``ValueError``, so that ``arn-lightning infer`` reports it without a traceback)."""
+
+
 class OnnxStreamingPredictor(StreamPredictorBase):
     """Scene graphs of live video streams from an exported ONNX model, one frame at a time (module docstring).
 
@@ -70,6 +75,7 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         ValueError: a JSON of another format or format version, a negative ``top_k``, or a graph whose inputs and
             outputs are not those the JSON names (each names the file).
         ModuleNotFoundError: onnxruntime is not installed.
+        OnnxRunError: onnxruntime cannot load the model (and, from :meth:`push`, cannot run it on a frame).
     """
 
     def __init__(
@@ -85,9 +91,12 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         super().__init__(int(self.settings["window"]), top_k, threshold)
         self.cache = bool(self.settings["cache"])
         self.hidden_dim = int(self.settings["hidden_dim"])
-        self.session = ort.InferenceSession(
-            str(self.model_path), providers=list(providers) if providers else ["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(self.model_path), providers=list(providers) if providers else ["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime's errors derive from Exception only
+            raise OnnxRunError(self._failure("cannot be loaded", error)) from error
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         expected = (["pixel_values", *CACHE_INPUTS] if self.cache else ["pixel_values"], list(self.settings["outputs"]))
@@ -101,6 +110,19 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         self.collate = ClipCollator(transform["mean"], transform["std"])
         vocabulary = build_vocabulary(self.settings["triplet_categories"], self.settings["clip_triplets"])
         self.postprocess = build_postprocess(self.settings["post"], vocabulary, self.settings["task"]).eval()
+
+    def _failure(self, what: str, error: Exception) -> str:
+        """The message of an onnxruntime failure: the file, its opset and exporter, onnxruntime's version and what
+        would work."""
+        import onnxruntime
+
+        opset = self.settings.get("opset", "unknown")
+        low, high = OPSET_RANGE
+        return (
+            f"Expected {self.model_path} (opset {opset}, exported with torch {self.settings.get('torch_version')}) to "
+            f"run in onnxruntime {onnxruntime.__version__} but it {what}: {type(error).__name__}: {error}. Export it "
+            f"again with arn-lightning export --opset {high} (opsets {low}..{high} run in onnxruntime)"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -128,7 +150,10 @@ class OnnxStreamingPredictor(StreamPredictorBase):
                 past_maps=past_maps.float().numpy(), past_cells=past_cells.numpy(), reset=np.array(reset, dtype=bool)
             )
         names = [o.name for o in self.session.get_outputs()]
-        results = dict(zip(names, self.session.run(None, feeds), strict=True))
+        try:
+            results = dict(zip(names, self.session.run(None, feeds), strict=True))
+        except Exception as error:  # onnxruntime's errors derive from Exception only
+            raise OnnxRunError(self._failure(f"fails on frame {frame.index} ({frame.key})", error)) from error
         if self.cache:
             state.remember(torch.from_numpy(results["next_maps"][-1].copy()), reset)  # the new frame's F_vi
         outputs = ARNOutput(**{name: torch.from_numpy(results[name]) for name in HEAD_OUTPUTS})
@@ -136,4 +161,4 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         return prediction
 
 
-__all__ = ["OnnxStreamingPredictor", "import_onnxruntime"]
+__all__ = ["OnnxRunError", "OnnxStreamingPredictor", "import_onnxruntime"]

@@ -52,6 +52,7 @@ from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_open
 from arn_lightning.boxes import InvalidBoxError
 from arn_lightning.metrics.batching import Field, check_range, first_invalid_row, frame_of_row, stack_frames
+from arn_lightning.reading import TextDecodeError, decode_line
 
 #: Significant decimal digits that always identify a float32.
 FLOAT32_DIGITS = 9
@@ -361,8 +362,12 @@ def iter_predictions(path: PathLike) -> Iterator[tuple[int, str, PredictionBatch
         PredictionFileError: naming the file and the 1-based line number of the first bad line.
     """
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = decode_line(path, raw, number)
+            except TextDecodeError as error:
+                raise PredictionFileError(path, number, str(error).removeprefix(f"{path} line {number}, ")) from None
             if not line.strip():
                 continue
             try:

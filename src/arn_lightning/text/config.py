@@ -26,8 +26,9 @@ class ClipConfig:
         quick_gelu: force QuickGELU activations; ``None`` takes the pretrained tag's setting (OpenAI weights need
             QuickGELU: set it to true when ``clip_pretrained`` is a local OpenAI checkpoint file).
         random_init_seed: seed of the random weights when ``clip_pretrained`` is ``None``.
-        image_cache: cache per-frame CLIP image embeddings on disk, keyed by frame key (the first view of a frame
-            seen in training is kept: flips and rescaling barely move a whole-frame CLIP embedding).
+        image_cache: cache per-frame CLIP image embeddings on disk, keyed by the frame's values as fed to the
+            tower (a flipped view is an entry of its own; an image changed under the same key is never served the
+            old embedding), the preprocessing, and the CLIP model and weights.
         image_resize: fit of a frame's valid region to the tower's input: ``"center_crop"`` (CLIP's own
             preprocessing: shorter side to the input size, then a centre crop, which drops 44 % of a 16:9 frame),
             ``"letterbox"`` (the whole frame, aspect kept, longer side to the input size, the rest CLIP's mean

@@ -1,13 +1,16 @@
 """The frozen CLIP image tower, the distillation target (``docs/model.md`` section 4).
 
 :class:`FrozenClipImageEncoder` embeds the frames of a batch for the distillation loss; it is invisible to
-``state_dict()``, ``parameters()`` and the optimizer, stays in eval mode, and can cache one embedding per frame key on
-disk (``ClipConfig.image_cache``).
+``state_dict()``, ``parameters()`` and the optimizer, stays in eval mode, and can cache the frames' embeddings on
+disk (``ClipConfig.image_cache``), keyed by what determines them: the frame's values as fed (so an image changed under
+the same frame key, or another view of it, gets its own entry), the preprocessing and the CLIP model and weights
+(:func:`arn_lightning.text.clip.model_identity`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from torch import Tensor, nn
 from arn_lightning.text.cache import atomic_save, cache_root, stable_hash
 from arn_lightning.text.clip import create_clip, model_identity
 from arn_lightning.text.config import ClipConfig
+
+log = logging.getLogger(__name__)
 
 
 def _valid_extent(mask: Tensor) -> tuple[int, int, int, int]:
@@ -53,6 +58,24 @@ def _fit(image: Tensor, size: tuple[int, int], mode: str, fill: Tensor | None = 
         return canvas.clamp(0.0, 1.0)  # [3, *size]
     top, left = (target[0] - size[0]) // 2, (target[1] - size[1]) // 2
     return resized[:, top : top + size[0], left : left + size[1]].clamp(0.0, 1.0)  # [3, *size]
+
+
+def _read_entry(path: Path) -> Tensor | None:
+    """The cached embedding in ``path``; None when absent, or unreadable (a damaged file is warned about, naming it,
+    and computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on a damaged file
+        log.warning(
+            "%s: Expected a cached CLIP image embedding but it cannot be read (%s); computing it again", path, error
+        )
+        return None
+    if not isinstance(entry, Tensor) or entry.dim() != 1:
+        log.warning("%s: Expected a cached CLIP image embedding [E] but got %s; computing it again", path, type(entry))
+        return None
+    return entry
 
 
 class FrozenClipImageEncoder(nn.Module):
@@ -88,7 +111,13 @@ class FrozenClipImageEncoder(nn.Module):
         self.register_buffer("input_std", torch.tensor(input_std).view(3, 1, 1), persistent=False)
         self.register_buffer("clip_mean", torch.tensor(preprocess["mean"]).view(3, 1, 1), persistent=False)
         self.register_buffer("clip_std", torch.tensor(preprocess["std"]).view(3, 1, 1), persistent=False)
-        identity = {"clip": model_identity(config), "resize": config.image_resize, "size": self.image_size}
+        identity = {
+            "clip": model_identity(config),
+            "resize": config.image_resize,
+            "size": self.image_size,
+            "input_mean": [float(v) for v in input_mean],  # how pixel_values map back to the image
+            "input_std": [float(v) for v in input_std],
+        }
         self.cache_path = cache_root(config, cache_dir) / "image" / stable_hash(identity)
 
     @property
@@ -134,8 +163,13 @@ class FrozenClipImageEncoder(nn.Module):
         features = self._tower(images.to(dtype))  # [BT, E]
         return F.normalize(features.float(), dim=-1)
 
-    def _frame_file(self, key: str) -> Path:
-        digest = hashlib.sha1(key.encode()).hexdigest()
+    def _frame_file(self, pixels: Tensor, mask: Tensor) -> Path:
+        """The cache file of one frame ``[3, H, W]`` / ``[H, W]``: named by the SHA-256 of its valid region's
+        values and size (what the tower is fed, flips and resizing included) in a folder named by the CLIP model,
+        its weights and the preprocessing (:attr:`cache_path`)."""
+        top, bottom, left, right = _valid_extent(mask)
+        crop = pixels[:, top:bottom, left:right].detach().to("cpu", torch.float32).contiguous()
+        digest = hashlib.sha256(str(tuple(crop.shape)).encode() + crop.numpy().tobytes()).hexdigest()
         return self.cache_path / digest[:2] / f"{digest}.pt"
 
     @torch.no_grad()
@@ -145,7 +179,8 @@ class FrozenClipImageEncoder(nn.Module):
         Args:
             pixel_values: ``[BT, 3, H, W]``.
             pixel_mask: ``[BT, H, W]``.
-            frame_keys: ``BT`` frame keys (``"<VID>.mp4/<NNNNNN>.png"``) naming the cache entries.
+            frame_keys: ``BT`` frame keys (``"<VID>.mp4/<NNNNNN>.png"``), named in the log when entries are added.
+                The cache is keyed by content, not by key: an image changed under the same key gets a new entry.
 
         Returns:
             ``[BT, E]`` float32 embeddings on ``pixel_values``' device.
@@ -154,12 +189,13 @@ class FrozenClipImageEncoder(nn.Module):
             raise ValueError(f"Expected {pixel_values.shape[0]} frame keys but got {len(frame_keys)}")
         if not self.config.image_cache:
             return self(pixel_values, pixel_mask)
-        files = [self._frame_file(key) for key in frame_keys]
-        found = {i: torch.load(f, map_location="cpu", weights_only=True) for i, f in enumerate(files) if f.is_file()}
+        files = [self._frame_file(pixels, mask) for pixels, mask in zip(pixel_values, pixel_mask)]
+        found = {i: entry for i, f in enumerate(files) if (entry := _read_entry(f)) is not None}
         missing = [i for i in range(len(files)) if i not in found]
         if missing:
             fresh = self(pixel_values[missing], pixel_mask[missing]).cpu()  # [M, E]
             for i, embedding in zip(missing, fresh):
                 atomic_save(embedding.clone(), files[i])
                 found[i] = embedding
+            log.debug("cached the CLIP image embeddings of %s", [frame_keys[i] for i in missing])
         return torch.stack([found[i] for i in range(len(files))]).to(pixel_values.device)

@@ -35,10 +35,22 @@ from arn_lightning.build import is_hub_source, read_checkpoint, read_model_sourc
 from arn_lightning.checkpoint_file import is_local_path
 from arn_lightning.configs import resolve_config_args
 from arn_lightning.data.datamodule import AGDataModule, validate_data_options
+from arn_lightning.reading import TextDecodeError, read_text
 from arn_lightning.training.callbacks import RunSummary, SceneGraphReport
 from arn_lightning.training.checkpoints import AtomicCheckpointIO, CheckpointError, LastCheckpoint, exit_code
 from arn_lightning.training.lit_module import ARNLitModule
-from arn_lightning.training.runs import STAGE_FOLDERS, WANDB_LINK_FILE, checkpoint_run, next_free_folder, run_folder
+from arn_lightning.training.runs import (
+    CHECKPOINT_ALIASES,
+    LAST_CHECKPOINT,
+    STAGE_FOLDERS,
+    WANDB_LINK_FILE,
+    checkpoint_run,
+    latest_checkpoint,
+    next_free_folder,
+    resolve_checkpoint_alias,
+    run_folder,
+    run_of_config,
+)
 
 #: Model arguments that belong to the run, not to the trained weights: a ``--ckpt_path`` run keeps its own values.
 RUNTIME_MODEL_KEYS = ("predictions_dir", "evaluation")
@@ -122,9 +134,12 @@ class ARNLightningCLI(LightningCLI):
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path in CHECKPOINT_ALIASES:
+            ckpt_path = str(self._resolve_checkpoint_alias(subcommand, ckpt_path))
+            self.config[subcommand]["ckpt_path"] = ckpt_path
         if ckpt_path and (Path(ckpt_path).is_dir() or is_hub_source(ckpt_path)):
             self._read_model_folder(subcommand, ckpt_path)
-        elif ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("last", "best", "hpc", "registry"):
+        elif ckpt_path and is_local_path(ckpt_path) and ckpt_path not in ("hpc", "registry"):
             # verified: torch never meets a damaged file unnamed; memory-mapped: only the hyperparameters are read
             checkpoint = read_checkpoint(ckpt_path, ARNLitModule.stored_configs())
             self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
@@ -149,6 +164,42 @@ class ARNLightningCLI(LightningCLI):
             )
         hparams, self.folder_state = read_model_source(ckpt_path, ARNLitModule.stored_configs())
         self.checkpoint_hparams = dict(hparams)
+
+    def _resolve_checkpoint_alias(self, subcommand: str, alias: str) -> Path:
+        """The file ``--ckpt_path last`` / ``best`` names (Lightning's meaning: the run's latest checkpoint, the best
+        one on :data:`MONITOR`), looked up in the run's ``checkpoints/`` folder: ``checkpoint.dirpath`` when set,
+        else the run of a ``--config <run>/config.yaml``, else the newest run of the configured logger. Lightning
+        itself looks in the new run's empty folder, then trains from scratch or scores an untrained model.
+
+        Raises:
+            ConfigError: no run is found, or the run lacks the checkpoint (the message names where it looked).
+        """
+        config = self.config[subcommand]
+        folders = [Path(str(config.get(f"{name}.dirpath"))) for name in ("checkpoint", "last_checkpoint")]
+        folders = [folder for folder in folders if str(folder) != "None"]
+        for config_file in config.get("config") or []:
+            run = run_of_config(getattr(config_file, "absolute", None) or str(config_file))
+            folders += [run / "checkpoints"] if run is not None else []
+        searched = _logger_run_roots(config)
+        for root in searched if not folders else []:
+            try:
+                folders.append(latest_checkpoint(root).parent)
+                break
+            except FileNotFoundError:
+                continue
+        if not folders:
+            where = ", ".join(map(str, searched)) or "the logger's folder (trainer.logger is off)"
+            raise ConfigError(
+                f"Expected --ckpt_path {alias} to name a checkpoint of a run but found no run: no checkpoint.dirpath, "
+                f"no --config <run>/config.yaml and no {LAST_CHECKPOINT} under {where}; pass "
+                f"--config <run>/config.yaml or the checkpoint's path"
+            )
+        try:
+            path = resolve_checkpoint_alias(alias, folders[0], MONITOR)
+        except (FileNotFoundError, CheckpointError) as error:
+            raise ConfigError(f"--ckpt_path {alias}: {error}") from error
+        print(f"arn-lightning: --ckpt_path {alias} is {path}", file=sys.stderr)
+        return path
 
     def _apply_checkpoint_hparams(self, subcommand: str, ckpt_path: str) -> None:
         """Lightning's own ``_parse_ckpt_path`` on the hyperparameters read above (the file is not loaded twice)."""
@@ -374,6 +425,22 @@ def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     return plugins
 
 
+def _logger_run_roots(config: Any) -> list[Path]:
+    """The folders holding the runs of a subcommand's config: ``<save_dir>/<name>`` of its CSV / TensorBoard
+    loggers, else Lightning's default ``<default_root_dir>/lightning_logs``."""
+    logger = config.get("trainer.logger")
+    root = Path(str(config.get("trainer.default_root_dir") or Path.cwd()))
+    roots = []
+    for item in logger if isinstance(logger, list) else [logger]:
+        class_path = str(getattr(item, "class_path", "") or "")
+        if class_path.endswith(("CSVLogger", "TensorBoardLogger")):
+            args = item.init_args
+            roots.append(Path(str(args.get("save_dir") or root)) / str(args.get("name") or "lightning_logs"))
+    if logger in (None, True):
+        roots.append(root / "lightning_logs")
+    return roots
+
+
 def _count(categories: Mapping[str, Any]) -> str:
     return ", ".join(f"{kind} {len(pairs)}" for kind, pairs in categories.items())
 
@@ -403,6 +470,43 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
+def check_config_files(args: list[str]) -> None:
+    """Read every ``--config`` / ``-c`` file of ``args`` as UTF-8 YAML first: jsonargparse reports a non-UTF-8 file
+    with a traceback, and a YAML error at a line of ``"<unicode string>"``, naming no file.
+
+    Raises:
+        ConfigError: a file that is not UTF-8 or not YAML (naming the file, the line and the column).
+    """
+    import yaml
+
+    files = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    files += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # jsonargparse's own message names it
+        try:
+            yaml.safe_load(read_text(path))
+        except TextDecodeError as error:
+            raise ConfigError(f"--config {error}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                f"--config {path}: Expected a YAML config but got a syntax error: {_yaml_problem(error)}"
+            ) from None
+
+
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's problem with 1-based lines and columns, without its ``"<unicode string>"`` placeholders."""
+    parts = []
+    for text, mark in (
+        (getattr(error, "context", None), getattr(error, "context_mark", None)),
+        (getattr(error, "problem", None), getattr(error, "problem_mark", None)),
+    ):
+        if text:
+            parts.append(f"{text} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else text)
+    return "; ".join(parts) or str(error)
+
+
 def run_lightning_cli(args: list[str]) -> int:
     """Entry point used by ``arn-lightning fit|validate|test|predict``.
 
@@ -411,6 +515,7 @@ def run_lightning_cli(args: list[str]) -> int:
         ``last.ckpt`` (130 for SIGINT, 143 for SIGTERM).
     """
     try:
+        check_config_files(args)
         # From the shell the arguments are sys.argv itself: let LightningCLI read them (it warns when given both).
         build_cli(None if list(args) == sys.argv[1:] else args)
     except SystemExit as stop:

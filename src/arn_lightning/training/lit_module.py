@@ -176,6 +176,8 @@ class ARNLitModule(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        # An evaluation split smaller than the world size leaves some processes without a batch (docs/runs.md).
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         require_categories(triplet_categories)
         # The LightningCLI and load_from_checkpoint may hand the configs over as dicts: one typed copy of each.
         self.arch_config: ARNConfig = as_config(ARNConfig, arch, "arch")
@@ -310,7 +312,7 @@ class ARNLitModule(L.LightningModule):
         losses["loss"] = self.criterion.weighted_total(losses)
         return losses
 
-    def _log_losses(self, stage: str, losses: dict[str, Tensor], batch_size: int) -> None:
+    def _log_losses(self, stage: str, losses: dict[str, Tensor], batch_size: float) -> None:
         main_terms = {k: v for k, v in losses.items() if not k[-1].isdigit()}  # aux terms (`_0`, `_1`) stay out
         on_step = stage == "train"
         for name, value in main_terms.items():
@@ -348,7 +350,10 @@ class ARNLitModule(L.LightningModule):
         """Scores the batch; returns the per-frame predictions of its evaluated frames, in batch order (the
         report callback draws some of them from ``on_validation_batch_end``)."""
         preds, outputs = self._evaluate(batch, self.val_metrics)
-        self._log_losses("val", self._losses(batch, outputs), batch["pixel_values"].shape[0])
+        # A padding clip (data.samplers.UnscoredPadding) weighs 0. The weight is a float: Lightning averages the
+        # summed weights over the processes in place, and an integer average of (1, 0) is 0 (an infinite loss).
+        padding = all(target.get("padding") for target in batch["targets"])
+        self._log_losses("val", self._losses(batch, outputs), 0.0 if padding else float(batch["pixel_values"].shape[0]))
         return preds
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

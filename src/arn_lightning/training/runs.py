@@ -75,6 +75,75 @@ def checkpoint_run(ckpt_path: PathLike) -> Path | None:
     return None
 
 
+#: ``--ckpt_path`` values that name a checkpoint of a run rather than a file (Lightning's spelling).
+CHECKPOINT_ALIASES = ("last", "best")
+
+
+def run_of_config(config_file: PathLike) -> Path | None:
+    """The run folder a ``--config`` file belongs to: its own folder (``<run>/config.yaml``) or the one above it
+    (``<run>/test/config.yaml``), whichever holds a ``config.yaml`` and a ``checkpoints/`` folder; else None."""
+    folder = Path(config_file).resolve().parent
+    for candidate in (folder, folder.parent):
+        if (candidate / "config.yaml").is_file() and (candidate / "checkpoints").is_dir():
+            return candidate
+    return None
+
+
+def best_checkpoint(checkpoints: PathLike, monitor: str) -> Path:
+    """The best checkpoint of a run's ``checkpoints/`` folder on ``monitor``, from Lightning's own bookkeeping: every
+    checkpoint of the folder records the ``ModelCheckpoint``'s best file and score when it was saved; of the
+    recorded files still there (looked up by name when the run folder was moved), the one with the best score (the
+    callback's ``mode``). Not only ``last.ckpt``'s record: it is saved at the epoch's last batch, before that epoch's
+    validation, so it records the best of the epochs before, and a resumed fit restarts from that record.
+
+    Raises:
+        FileNotFoundError: no recorded best checkpoint is in the folder (a run that never validated).
+        CheckpointError: a checkpoint of the folder cannot be read (names the file).
+    """
+    from arn_lightning.checkpoint_file import load_checkpoint_file
+
+    checkpoints = Path(checkpoints)
+    scores: dict[Path, float] = {}
+    sign = 1.0
+    for path in sorted(checkpoints.glob("*.ckpt")):
+        checkpoint = load_checkpoint_file(path, mmap=True)
+        for key, state in (checkpoint.get("callbacks") or {}).items():
+            if not isinstance(state, dict) or state.get("monitor") != monitor or state.get("best_model_score") is None:
+                continue
+            sign = -1.0 if "'mode': 'min'" in str(key) else 1.0
+            recorded = Path(str(state.get("best_model_path") or ""))
+            found = next((p for p in (recorded, checkpoints / recorded.name) if recorded.name and p.is_file()), None)
+            if found is not None:
+                scores[found] = float(state["best_model_score"])
+        del checkpoint
+    if not scores:
+        raise FileNotFoundError(
+            f"Expected a checkpoint in {checkpoints} to record a best checkpoint on {monitor} that is still there but "
+            f"none does (a run that never validated has no best checkpoint); use --ckpt_path last or a checkpoint's "
+            f"path"
+        )
+    return max(scores, key=lambda path: (sign * scores[path], path.stat().st_mtime_ns))
+
+
+def resolve_checkpoint_alias(alias: str, checkpoints: PathLike, monitor: str) -> Path:
+    """The file ``--ckpt_path last`` / ``best`` names in a run's ``checkpoints/`` folder: ``last.ckpt``, or
+    :func:`best_checkpoint` on ``monitor``.
+
+    Raises:
+        ValueError: ``alias`` is neither ``last`` nor ``best``.
+        FileNotFoundError: the checkpoint it names is not there (the message names the file).
+    """
+    checkpoints = Path(checkpoints)
+    if alias == "best":
+        return best_checkpoint(checkpoints, monitor)
+    if alias != "last":
+        raise ValueError(f"Expected --ckpt_path to be one of {list(CHECKPOINT_ALIASES)} or a file but got {alias!r}")
+    last = checkpoints / LAST_CHECKPOINT
+    if not last.is_file():
+        raise FileNotFoundError(f"Expected the run's latest checkpoint {last} but there is no such file")
+    return last
+
+
 def next_free_folder(parent: PathLike, stem: str) -> Path:
     """``parent/stem`` if it does not exist, else the first free ``parent/stem-1``, ``stem-2``, ... (an earlier
     output is never reused)."""
@@ -105,14 +174,18 @@ def run_folder(trainer: Any) -> Path:
 
 
 __all__ = [
+    "CHECKPOINT_ALIASES",
     "DEMO_RUNS",
     "LAST_CHECKPOINT",
     "STAGE_FOLDERS",
     "WANDB_LINK_FILE",
+    "best_checkpoint",
     "checkpoint_run",
     "latest_checkpoint",
     "next_free_folder",
     "repository_root",
+    "resolve_checkpoint_alias",
     "resolve_from_repository",
     "run_folder",
+    "run_of_config",
 ]

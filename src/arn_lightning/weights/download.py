@@ -7,36 +7,50 @@ fetch from a plain URL) goes through :func:`fetch_weights`:
    works the same as a downloaded one).
 2. Offline (``ARN_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``): :class:`WeightsUnavailable` at once, before any connection.
 3. Otherwise the file is streamed from its URL (or from the mirror ``$ARN_WEIGHTS_URL/<file name>``) with a timeout
-   on the connection and on every read (``ARN_DOWNLOAD_TIMEOUT`` seconds, default 10), into a temporary file beside
-   the destination that is renamed only once complete and verified (:mod:`arn_lightning.atomic`); a server that
-   accepts and never answers fails after one timeout.
+   on the connection and on every read (``ARN_DOWNLOAD_TIMEOUT`` seconds, default 10) and a deadline on the whole
+   transfer (``ARN_DOWNLOAD_DEADLINE`` seconds, default 1800), into a temporary file beside the destination that is
+   renamed only once complete and verified (:func:`arn_lightning.atomic.commit`). A server that accepts and never
+   answers fails after one timeout; one that sends a byte now and then, which no read timeout catches, fails at the
+   deadline (within one read timeout after it).
+
+No temporary file outlives its process: it is removed on an error, on Ctrl-C and on SIGTERM (a handler removes it,
+then lets the signal end the process as it would have); a process killed
+by SIGKILL cannot clean up, so its temporary file, which carries its process id (``.<name>.pid<N>.<random>.tmp``),
+is removed by the next download into that folder once process N is gone (:func:`sweep_stale_downloads`).
 
 Every failure is a :class:`WeightsUnavailable` naming the file, the folder to place it in by hand and the URL.
 
 Environment (read at call time):
 
-=======================  ===========================================================================================
-``ARN_OFFLINE``          ``1`` / ``true`` / ``yes`` / ``on``: no download at all; ``0`` / ``false`` / empty: allowed
-``HF_HUB_OFFLINE``       Hugging Face's switch; a true value is honoured the same way
-``ARN_DOWNLOAD_TIMEOUT`` seconds without an answer (connect or any read) before a download fails (default 10)
-``ARN_WEIGHTS_URL``      base URL of a mirror: ``<base>/<file name>`` replaces the official URL
-=======================  ===========================================================================================
+=========================  ===========================================================================================
+``ARN_OFFLINE``            ``1`` / ``true`` / ``yes`` / ``on``: no download at all; ``0`` / ``false`` / empty: allowed
+``HF_HUB_OFFLINE``         Hugging Face's switch; a true value is honoured the same way
+``ARN_DOWNLOAD_TIMEOUT``   seconds without an answer (connect or any read) before a download fails (default 10)
+``ARN_DOWNLOAD_DEADLINE``  seconds a whole download may take before it fails (default 1800: 30 minutes)
+``ARN_WEIGHTS_URL``        base URL of a mirror: ``<base>/<file name>`` replaces the official URL
+=========================  ===========================================================================================
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
 import math
 import os
 import re
+import signal
+import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from arn_lightning.atomic import atomic_path
+from arn_lightning.atomic import commit
 from arn_lightning.redact import mask_url, redact
 
 log = logging.getLogger(__name__)
@@ -51,6 +65,13 @@ TIMEOUT_ENV = "ARN_DOWNLOAD_TIMEOUT"
 MIRROR_ENV = "ARN_WEIGHTS_URL"
 #: Timeout when neither an argument nor ``ARN_DOWNLOAD_TIMEOUT`` gives one (seconds).
 DEFAULT_TIMEOUT_S = 10.0
+#: Seconds a whole download may take.
+DEADLINE_ENV = "ARN_DOWNLOAD_DEADLINE"
+#: Deadline when neither an argument nor ``ARN_DOWNLOAD_DEADLINE`` gives one (seconds): the largest weight file, CLIP
+#: ViT-B/32's 350 MB, at 0.2 MB/s.
+DEFAULT_DEADLINE_S = 1800.0
+#: Name of a download's temporary file: ``.<file name>.pid<process id>.<random>.tmp``.
+TEMPORARY_REGEX = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]+\.tmp$")
 #: Bytes read per chunk while streaming a download.
 CHUNK_BYTES = 1 << 20
 #: torch.hub's file-name convention ``name-<sha256 prefix>.ext`` (``resnet50-0676ba61.pth`` -> ``0676ba61``), with
@@ -62,6 +83,10 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 class WeightsUnavailable(FileNotFoundError):
     """A weight file is not on disk and cannot be downloaded (offline, no answer in time, HTTP error, bad hash)."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """A download still running at its deadline (``ARN_DOWNLOAD_DEADLINE``)."""
 
 
 def offline_reason(environ: Mapping[str, str] | None = None) -> str | None:
@@ -92,24 +117,46 @@ def is_offline(environ: Mapping[str, str] | None = None) -> bool:
     return offline_reason(environ) is not None
 
 
+def _seconds(
+    value: float | None, argument: str, variable: str, default: float, environ: Mapping[str, str] | None
+) -> float:
+    """``value`` (the function argument named ``argument``) if given, else the environment variable ``variable``,
+    else ``default``; a finite number > 0.
+
+    Raises:
+        ValueError: the value is not a finite number > 0 (naming ``argument`` or ``variable``, where it came from).
+    """
+    env = os.environ if environ is None else environ
+    source = argument
+    if value is None and env.get(variable, "").strip():
+        source, raw = variable, env[variable]
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"Expected {variable} to be a number of seconds but got {raw!r}") from None
+    seconds = default if value is None else float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"Expected {source} to be a finite number of seconds > 0 but got {value!r}")
+    return seconds
+
+
 def download_timeout_s(timeout_s: float | None = None, environ: Mapping[str, str] | None = None) -> float:
     """The download timeout in seconds: ``timeout_s`` if given, else ``ARN_DOWNLOAD_TIMEOUT``, else 10.
 
     Raises:
         ValueError: the value is not a finite number > 0 (naming ``ARN_DOWNLOAD_TIMEOUT`` when it came from there).
     """
-    env = os.environ if environ is None else environ
-    source = "timeout_s"
-    if timeout_s is None and env.get(TIMEOUT_ENV, "").strip():
-        source, raw = TIMEOUT_ENV, env[TIMEOUT_ENV]
-        try:
-            timeout_s = float(raw)
-        except ValueError:
-            raise ValueError(f"Expected {TIMEOUT_ENV} to be a number of seconds but got {raw!r}") from None
-    value = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"Expected {source} to be a finite number of seconds > 0 but got {timeout_s!r}")
-    return value
+    return _seconds(timeout_s, "timeout_s", TIMEOUT_ENV, DEFAULT_TIMEOUT_S, environ)
+
+
+def download_deadline_s(deadline_s: float | None = None, environ: Mapping[str, str] | None = None) -> float:
+    """The time a whole download may take in seconds: ``deadline_s`` if given, else ``ARN_DOWNLOAD_DEADLINE``, else
+    1800.
+
+    Raises:
+        ValueError: the value is not a finite number > 0 (naming ``ARN_DOWNLOAD_DEADLINE`` when it came from there).
+    """
+    return _seconds(deadline_s, "deadline_s", DEADLINE_ENV, DEFAULT_DEADLINE_S, environ)
 
 
 def weights_url(url: str, file_name: str, environ: Mapping[str, str] | None = None) -> str:
@@ -135,34 +182,108 @@ def _unavailable(what: str, path: Path, url: str, reason: str, hint: str) -> Wei
     )
 
 
-def download_file(url: str, path: str | Path, timeout_s: float, sha256_prefix: str | None = None) -> Path:
-    """Stream ``url`` into ``path`` atomically; no partial file is ever left under ``path``.
+def sweep_stale_downloads(folder: str | Path) -> list[Path]:
+    """Remove the temporary files of downloads into ``folder`` whose process is gone (killed by SIGKILL, which no
+    handler sees); those of running processes are kept.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.pid*.tmp") if Path(folder).is_dir() else []:
+        match = TEMPORARY_REGEX.match(tmp.name)
+        if match and not _process_alive(int(match["pid"])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+            log.info("removed %s, the temporary file of an interrupted download", tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _temporary_download(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` named after this process, removed on an exception (Ctrl-C included) and on
+    SIGTERM / SIGHUP where those would end the process at once (their default action): the handler removes it, then
+    restores the default and raises the signal again. A handler the program installed itself (a training run's) is
+    left in place: the process goes on, and the download ends through the exception path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    replaced: dict[int, Any] = {}
+
+    def remove_then_pass_on(signum: int, frame: Any) -> None:
+        tmp.unlink(missing_ok=True)
+        signal.signal(signum, replaced.pop(signum))
+        signal.raise_signal(signum)
+
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                replaced[signum] = signal.SIG_DFL
+                signal.signal(signum, remove_then_pass_on)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        for signum, previous in replaced.items():
+            signal.signal(signum, previous)
+
+
+def download_file(
+    url: str, path: str | Path, timeout_s: float, sha256_prefix: str | None = None, deadline_s: float | None = None
+) -> Path:
+    """Stream ``url`` into ``path`` atomically; no partial file is ever left under ``path``, and no temporary file
+    outlives the process (module docstring).
 
     Args:
         url: http(s) URL (the proxy variables of the environment at call time apply, as for ``urllib``).
         path: destination file; its folder is created.
         timeout_s: seconds allowed for the connection and for every read (a stalled transfer fails after that).
         sha256_prefix: leading hex digits the file's sha256 must have (``None``: not checked).
+        deadline_s: seconds the whole transfer may take (``None``: :func:`download_deadline_s`); checked after every
+            read, so a download fails at most ``timeout_s`` after it.
 
     Returns:
         ``path``.
 
     Raises:
-        OSError: no connection, no answer within ``timeout_s`` (``TimeoutError``), an HTTP error status, a short body.
+        OSError: no connection, no answer within ``timeout_s`` (``TimeoutError``), past the deadline
+            (:class:`DeadlineExceeded`), an HTTP error status, a short body.
         http.client.HTTPException: a malformed answer.
         ValueError: the sha256 of the received bytes does not start with ``sha256_prefix``.
     """
     path = Path(path)
+    deadline_s = download_deadline_s(deadline_s)
+    deadline = time.monotonic() + deadline_s
     digest = hashlib.sha256()
     received = 0
     opener = urllib.request.build_opener()  # reads the proxy variables now (urlopen's opener keeps the first ones)
-    with opener.open(url, timeout=timeout_s) as response, atomic_path(path) as tmp:
+    with opener.open(url, timeout=timeout_s) as response, _temporary_download(path) as tmp:
         length = response.headers.get("Content-Length")
         with open(tmp, "wb") as handle:
-            while chunk := response.read(CHUNK_BYTES):
+            while chunk := response.read1(CHUNK_BYTES):  # one socket read at most: returns what has arrived
                 handle.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(
+                        redact(
+                            f"Expected {url} within the deadline of {deadline_s:g} s ({DEADLINE_ENV}) but got only "
+                            f"{received} of {length or 'unknown'} bytes by then"
+                        )
+                    )
         if length is not None and received != int(length):
             raise OSError(redact(f"Expected {length} bytes from {url} but got {received} (connection closed early)"))
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix.lower()):
@@ -172,6 +293,7 @@ def download_file(url: str, path: str | Path, timeout_s: float, sha256_prefix: s
                     f"but got {digest.hexdigest()}"
                 )
             )
+        commit(tmp, path)
     return path
 
 
@@ -185,6 +307,7 @@ def fetch_weights(
     sha256_prefix: str | None = None,
     check_hash: bool = True,
     hint: str = "",
+    deadline_s: float | None = None,
 ) -> Path:
     """The local path of a weight file: ``<folder>/<file_name>`` if present, else downloaded there first.
 
@@ -199,15 +322,16 @@ def fetch_weights(
         check_hash: verify a download against ``sha256_prefix`` / the file name's hash. A file already on disk is
             used as it is (as torch.hub does), so a file placed by hand need not match.
         hint: appended to the error message (another way to provide the weights).
+        deadline_s: seconds the whole download may take (``None``: ``ARN_DOWNLOAD_DEADLINE``, else 1800).
 
     Returns:
         The path of the file on disk.
 
     Raises:
         WeightsUnavailable: the file is absent and offline mode is on (no connection is attempted), or the download
-            failed (no answer within the timeout, connection or HTTP error, hash mismatch); the message names the
-            file, the folder to place it in and the URL.
-        ValueError: a bad ``ARN_OFFLINE`` / ``ARN_DOWNLOAD_TIMEOUT`` value.
+            failed (no answer within the timeout, past the deadline, connection or HTTP error, hash mismatch); the
+            message names the file, the folder to place it in and the URL.
+        ValueError: a bad ``ARN_OFFLINE`` / ``ARN_DOWNLOAD_TIMEOUT`` / ``ARN_DOWNLOAD_DEADLINE`` value.
     """
     file_name = file_name or os.path.basename(url.split("?", 1)[0])
     if not file_name:
@@ -219,13 +343,16 @@ def fetch_weights(
     reason = offline_reason()
     if reason:
         raise _unavailable(what, path, source, f"{reason} (no download attempted)", hint)
-    timeout = download_timeout_s(timeout_s)
+    timeout, deadline = download_timeout_s(timeout_s), download_deadline_s(deadline_s)
     expected = sha256_prefix or (hash_prefix(file_name) if check_hash else None)
     log.info("downloading %s to %s (timeout %.1f s)", mask_url(source), path, timeout)
+    sweep_stale_downloads(path.parent)
     try:
-        return download_file(source, path, timeout, expected if check_hash else None)
+        return download_file(source, path, timeout, expected if check_hash else None, deadline)
     except (OSError, http.client.HTTPException, ValueError) as error:
         cause = error.reason if isinstance(error, urllib.error.URLError) else error  # a connect timeout is wrapped
+        if isinstance(cause, DeadlineExceeded):
+            raise _unavailable(what, path, source, f"{cause}", hint) from error
         if isinstance(cause, TimeoutError):
             raise _unavailable(what, path, source, f"{source} gave no answer within {timeout:g} s", hint) from error
         raise _unavailable(
@@ -234,17 +361,22 @@ def fetch_weights(
 
 
 __all__ = [
+    "DEADLINE_ENV",
+    "DEFAULT_DEADLINE_S",
     "DEFAULT_TIMEOUT_S",
+    "DeadlineExceeded",
     "HF_OFFLINE_ENV",
     "MIRROR_ENV",
     "OFFLINE_ENV",
     "TIMEOUT_ENV",
     "WeightsUnavailable",
+    "download_deadline_s",
     "download_file",
     "download_timeout_s",
     "fetch_weights",
     "hash_prefix",
     "is_offline",
     "offline_reason",
+    "sweep_stale_downloads",
     "weights_url",
 ]

@@ -259,7 +259,7 @@ def figure_image(figure: Figure) -> Image.Image:
 
 
 def recall_rows(report: Mapping[str, Any], constraint: str, k: int) -> list[dict[str, Any]]:
-    """Per-predicate rows of an ``evaluate`` report (:func:`arn_lightning.commands.evaluate.evaluate`), head to tail.
+    """Per-predicate rows of an ``evaluate`` report (:func:`arn_lightning.metrics.scoring.evaluate`), head to tail.
 
     Returns:
         ``[{"predicate", "type", "gt_count", "recall"}]`` sorted by descending ground-truth count, then predicate

@@ -1,0 +1,149 @@
+"""Scoring of a saved prediction file (R@K / mR@K) against the annotations of an AG root (``arn-lightning evaluate``).
+
+The ground truth is read with the task's standard filtering (:func:`arn_lightning.data.ag.load_annotations`).
+Every line of the prediction file must be a frame of the chosen split, once; a frame of the split without a line
+scores recall 0 and is reported under ``missing_frames``. Any malformed line is an error naming its line number
+(exit code 2, message on stderr), a box that breaks the box rule of ``docs/boxes.md`` (non-finite, ``x2 < x1`` or
+``y2 < y1``) included; a ground-truth box breaking it stops the annotation loader, naming the pickle, the frame key and
+the object. Degenerate boxes (zero width or height) are valid and match themselves (IoU 1) under both conventions.
+
+Output: a table in percent (rows with / semi / no, columns R@K and mR@K), or with ``--json`` one object with
+fractions in ``[0, 1]``::
+
+    {"task": "sgdet", "split": "test", "iou": "continuous", "frames": N,
+     "missing_frames": {"count": n, "first": [key, ...]},
+     "with": {"R@10": r, ..., "mR@10": r, ..., "mR_per_frame@10": r, ..., "hmean@10": r, ...},
+     "semi": {...}, "no": {...},
+     "per_predicate": {"looking_at": {"gt_triplets": n, "with": {"R@10": r, ...}, "semi": {...}, "no": {...}}, ...}}
+
+The file (``.jsonl``, or ``.jsonl.gz``) is streamed: parsed with orjson, validated and scored
+:data:`CHUNK_FRAMES` frames at a time, so memory does not grow with the file's size (it holds the split's
+annotations, one chunk and the set of frame keys seen).
+
+Example:
+    >>> report = evaluate("data/ag", "outputs/predictions_test.jsonl", task="sgdet")   # doctest: +SKIP
+    >>> report["with"]["R@20"]                                                        # doctest: +SKIP
+    0.3125
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arn_lightning import vocab
+from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, FrameAnnotation, load_annotations
+from arn_lightning.metrics.functional import CONSTRAINTS, K_VALUES
+from arn_lightning.metrics.predictions import (
+    PredictionBatch,
+    PredictionFileError,
+    empty_prediction,
+    iter_prediction_batches,
+)
+from arn_lightning.metrics.recall import SceneGraphRecall
+
+#: Frames scored per metric update (and validated together when the file is read).
+CHUNK_FRAMES = 256
+#: Missing frame keys listed in the report.
+MISSING_SHOWN = 5
+
+
+def _scored_chunks(
+    path: Path, targets: Mapping[str, FrameAnnotation], split: str, task: str
+) -> Iterator[tuple[list[str], PredictionBatch, list[dict[str, Any]]]]:
+    """(frames, predictions, targets) chunks of the file, each line checked against the split."""
+    for numbers, frames, batch in iter_prediction_batches(path, CHUNK_FRAMES):
+        for number, frame in zip(numbers, frames):
+            if frame not in targets:
+                raise PredictionFileError(
+                    path, number, f"Expected a frame of the {split} split ({task} filtering) but got {frame!r}"
+                )
+        yield frames, batch, [targets[frame].eval_target() for frame in frames]
+
+
+def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> dict[str, Any]:
+    """The flat metric results as the report's nested sections (floats)."""
+    report: dict[str, Any] = {constraint: {} for constraint in CONSTRAINTS}
+    per_predicate: dict[str, Any] = {
+        name: {"gt_triplets": int(count), **{c: {} for c in CONSTRAINTS}}
+        for name, count in zip(vocab.PREDICATES, gt_counts)
+    }
+    for key, value in results.items():
+        parts = key.split("/")
+        if parts[0] == "per_predicate":  # per_predicate/<constraint>/R@K/<predicate>
+            per_predicate[parts[3]][parts[1]][parts[2]] = value.item()
+        else:  # <constraint>/<name>@K
+            report[parts[0]][parts[1]] = value.item()
+    report["per_predicate"] = per_predicate
+    return report
+
+
+def evaluate(
+    root: str,
+    predictions: str,
+    split: str = "test",
+    task: str = "sgdet",
+    iou: str = "continuous",
+    min_frames: int = DEFAULT_MIN_FRAMES,
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Score ``predictions`` against the ``split`` frames of ``root``; returns the JSON report (module docstring).
+
+    Args:
+        root: the AG root (``annotations/``).
+        predictions: the prediction file, ``.jsonl`` or ``.jsonl.gz``.
+        split: ``"train"`` or ``"test"``.
+        task: the filtering of the ground truth (``"sgdet"``, ``"sgcls"``, ``"predcls"``).
+        iou: ``"continuous"`` or ``"legacy"`` (docs/boxes.md).
+        min_frames: minimum kept frames per video (rule 4 of the filtering).
+        iou_threshold: IoU needed on both boxes.
+
+    Raises:
+        PredictionFileError: a malformed line (a box breaking the box rule included), a frame outside the split or a
+            repeated frame (with line number).
+        AnnotationError: unreadable annotations (a pickle referencing code, a used box breaking the box rule).
+    """
+    frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
+    targets = {frame.key: frame for frame in frames}
+    metric = SceneGraphRecall(iou_convention=iou, iou_threshold=iou_threshold)
+    seen: set[str] = set()
+    for keys, batch, chunk_targets in _scored_chunks(Path(predictions), targets, split, task):
+        metric.update(batch, chunk_targets)
+        seen.update(keys)
+    missing = [frame.key for frame in frames if frame.key not in seen]
+    for start in range(0, len(missing), CHUNK_FRAMES):
+        keys = missing[start : start + CHUNK_FRAMES]
+        metric.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
+    report: dict[str, Any] = {
+        "task": task,
+        "split": split,
+        "iou": iou,
+        "iou_threshold": iou_threshold,
+        "frames": len(frames),
+        "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]},
+    }
+    report.update(_nest(metric.compute(), metric.gt_counts.tolist()))
+    return report
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The report as text tables in percent, like the papers (rows with / semi / no)."""
+    missing = report["missing_frames"]
+    lines = [
+        f"{report['task']} / {report['split']}: {report['frames']} frames, {missing['count']} without "
+        f"prediction (scored 0), IoU {report['iou']} >= {report.get('iou_threshold', 0.5)}"
+    ]
+    if missing["count"]:
+        lines.append(
+            "  missing: " + ", ".join(missing["first"]) + (" ..." if missing["count"] > len(missing["first"]) else "")
+        )
+    tables = ((("R", "mR"), "R@K and mR@K (aggregated mR), %"), (("mR_per_frame",), "mR@K, per-frame definition, %"))
+    for names, title in tables:
+        columns = [(f"{name}@{k}", f"{name.replace('_per_frame', '')}@{k}") for name in names for k in K_VALUES]
+        lines += ["", title, f"{'':<6}" + "".join(f"{label:>8}" for _, label in columns)]
+        for constraint in CONSTRAINTS:
+            lines.append(f"{constraint:<6}" + "".join(f"{100.0 * report[constraint][key]:>8.2f}" for key, _ in columns))
+    return "\n".join(lines)

@@ -32,18 +32,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from arn_lightning import vocab
 from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, FrameAnnotation, load_annotations
-from arn_lightning.metrics.functional import CONSTRAINTS, K_VALUES
+from arn_lightning.metrics.functional import (
+    CONSTRAINTS,
+    K_VALUES,
+    RecallConfig,
+    frame_hits,
+    recall_from_state,
+    state_increment,
+    state_shapes,
+)
 from arn_lightning.metrics.predictions import (
     PredictionBatch,
     PredictionFileError,
     empty_prediction,
     iter_prediction_batches,
 )
-from arn_lightning.metrics.recall import SceneGraphRecall
 
 #: Frames scored per metric update (and validated together when the file is read).
 CHUNK_FRAMES = 256
@@ -62,6 +70,22 @@ def _scored_chunks(
                     path, number, f"Expected a frame of the {split} split ({task} filtering) but got {frame!r}"
                 )
         yield frames, batch, [targets[frame].eval_target() for frame in frames]
+
+
+class _State:
+    """The integer state of :class:`~arn_lightning.metrics.recall.SceneGraphRecall` (exact sums, so the results are
+    the class's), accumulated with numpy: scoring a file needs neither torchmetrics nor its import time."""
+
+    def __init__(self, config: RecallConfig) -> None:
+        self.config = config
+        self.sums = {name: np.zeros(shape, dtype=np.int64) for name, shape in state_shapes(config).items()}
+
+    def update(self, preds: Any, targets: Sequence[Mapping[str, Any]]) -> None:
+        for name, value in state_increment(frame_hits(preds, targets, self.config)).items():
+            self.sums[name] += np.asarray(value, dtype=np.int64)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return recall_from_state({name: torch.from_numpy(value) for name, value in self.sums.items()}, self.config)
 
 
 def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> dict[str, Any]:
@@ -108,15 +132,15 @@ def evaluate(
     """
     frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
     targets = {frame.key: frame for frame in frames}
-    metric = SceneGraphRecall(iou_convention=iou, iou_threshold=iou_threshold)
+    state = _State(RecallConfig(iou_threshold=iou_threshold, iou_convention=iou))
     seen: set[str] = set()
     for keys, batch, chunk_targets in _scored_chunks(Path(predictions), targets, split, task):
-        metric.update(batch, chunk_targets)
+        state.update(batch, chunk_targets)
         seen.update(keys)
     missing = [frame.key for frame in frames if frame.key not in seen]
     for start in range(0, len(missing), CHUNK_FRAMES):
         keys = missing[start : start + CHUNK_FRAMES]
-        metric.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
+        state.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
     report: dict[str, Any] = {
         "task": task,
         "split": split,
@@ -125,7 +149,7 @@ def evaluate(
         "frames": len(frames),
         "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]},
     }
-    report.update(_nest(metric.compute(), metric.gt_counts.tolist()))
+    report.update(_nest(state.compute(), state.sums["gt_counts"].tolist()))
     return report
 
 

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -174,24 +174,36 @@ def run_step(step: str, root: Path, predictions: Path) -> None:
         raise ValueError(f"Expected a step in load, stats, write, evaluate, compare but got {step!r}")
 
 
+#: Runs its arguments as one child and prints that child's figures: the child is forked from this small process, as
+#: Linux counts the memory of the process a child is forked from in the child's peak (``ru_maxrss``).
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+wall = time.perf_counter() - start
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"code": code, "seconds": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss": usage.ru_maxrss}))
+"""
+
+
 def measure(args: Sequence[str], env: dict[str, str]) -> dict[str, float]:
-    """Run ``args`` as a child process; its wall seconds, CPU seconds and peak resident memory (MB).
+    """Run ``args`` as a child process; its wall seconds, CPU seconds and peak resident memory (MB), from
+    ``resource.getrusage(RUSAGE_CHILDREN)`` of a small launcher process whose only child it is.
 
     Raises:
         RuntimeError: the child failed (its stderr's end in the message).
     """
     with tempfile.TemporaryFile() as errors:
-        start = time.perf_counter()
-        child = subprocess.Popen(list(args), env=env, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
+        done = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, *args], env=env or None, stdout=subprocess.PIPE, stderr=errors
+        )
+        figures = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else {"code": -1}
+        if figures["code"]:
             errors.seek(0)
             tail = errors.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"Expected {' '.join(args)} to succeed but it exited {child.returncode}: {tail}")
-    peak_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20  # KiB on Linux
-    return {"seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_mb": peak_mb}
+            raise RuntimeError(f"Expected {' '.join(args)} to succeed but it exited {figures['code']}: {tail}")
+    per_mb = 2**20 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"seconds": figures["seconds"], "cpu_seconds": figures["cpu"], "peak_mb": figures["maxrss"] / per_mb}
 
 
 def run_fraction(fraction: float, folder: Path) -> dict[str, Any]:

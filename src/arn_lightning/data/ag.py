@@ -29,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import importlib
 import json
@@ -933,8 +935,27 @@ def _read_cache(path: Path) -> tuple[dict[str, FrameColumns], FilterReport] | No
         return None
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (restored after). Unpickling and parsing build about
+    ten objects a frame, none of them in a cycle, and each collection would scan them all again: it halves the time
+    of a cold load."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _parse_and_filter(root: PathLike, task: str, min_frames: int, min_side: float) -> AGAnnotations:
     """Read the pickles of ``root`` and apply the filtering (the slow path, without the cache)."""
+    with _gc_paused():
+        return _parse_and_filter_all(root, task, min_frames, min_side)
+
+
+def _parse_and_filter_all(root: PathLike, task: str, min_frames: int, min_side: float) -> AGAnnotations:
     report = FilterReport(task=task, min_frames=min_frames, filter_small=min_side)
     candidates: dict[str, dict[str, list[FrameAnnotation]]] = defaultdict(lambda: defaultdict(list))
     videos_seen: dict[str, set] = defaultdict(set)

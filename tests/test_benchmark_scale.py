@@ -69,3 +69,20 @@ def test_markdown_table_has_a_row_per_fraction() -> None:
 def test_fractions_are_checked() -> None:
     with pytest.raises(SystemExit):
         scale.main(["--fractions", "0"])
+
+
+def test_suite_row_reads_the_evaluate_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arn_lightning.benchmarks import suite
+
+    steps = {name: {"seconds": 3.0, "cpu_seconds": 2.0, "peak_mb": 700.0} for name in scale.STEPS}
+    steps["evaluate"] = {"seconds": 9.0, "cpu_seconds": 5.5, "peak_mb": 690.0}
+    row = {"fraction": 0.1, "test_frames": 5223, "prediction_file_mb": 211.0, "steps": steps}
+    monkeypatch.setattr(suite.scale_bench, "run", lambda fractions: {"rows": [row]} if fractions == [0.1] else None)
+    figures, raw = suite.Figures(), {}
+    suite.scale_figures(figures, raw)
+    [figure] = figures.rows
+    assert figure["figure"] == "evaluate at 0.1 of AG" and figure["value"] == 5.5 and figure["met"] is True
+    assert "5,223 frames x 100 pairs" in figure["note"] and "peak 690 MB" in figure["note"] and raw["scale"] is row
+    steps["evaluate"]["peak_mb"] = 1200.0
+    suite.scale_figures(figures, raw)
+    assert figures.rows[-1]["met"] is False

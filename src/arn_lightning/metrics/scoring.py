@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from arn_lightning import vocab
-from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, FrameAnnotation, load_annotations
+from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, FrameAnnotation, FrameList, load_annotations
 from arn_lightning.metrics.functional import (
     CONSTRAINTS,
     K_VALUES,
@@ -60,16 +60,17 @@ MISSING_SHOWN = 5
 
 
 def _scored_chunks(
-    path: Path, targets: Mapping[str, FrameAnnotation], split: str, task: str
+    path: Path, frames: Sequence[FrameAnnotation], position: Mapping[str, int], split: str, task: str
 ) -> Iterator[tuple[list[str], PredictionBatch, list[dict[str, Any]]]]:
-    """(frames, predictions, targets) chunks of the file, each line checked against the split."""
-    for numbers, frames, batch in iter_prediction_batches(path, CHUNK_FRAMES):
-        for number, frame in zip(numbers, frames):
-            if frame not in targets:
+    """(frames, predictions, targets) chunks of the file, each line checked against the split (``position``: frame
+    key -> index in ``frames``; a frame is built only when its chunk is scored)."""
+    for numbers, keys, batch in iter_prediction_batches(path, CHUNK_FRAMES):
+        for number, key in zip(numbers, keys):
+            if key not in position:
                 raise PredictionFileError(
-                    path, number, f"Expected a frame of the {split} split ({task} filtering) but got {frame!r}"
+                    path, number, f"Expected a frame of the {split} split ({task} filtering) but got {key!r}"
                 )
-        yield frames, batch, [targets[frame].eval_target() for frame in frames]
+        yield keys, batch, [frames[position[key]].eval_target() for key in keys]
 
 
 class _State:
@@ -131,16 +132,17 @@ def evaluate(
         AnnotationError: unreadable annotations (a pickle referencing code, a used box breaking the box rule).
     """
     frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
-    targets = {frame.key: frame for frame in frames}
+    all_keys = frames.keys if isinstance(frames, FrameList) else [frame.key for frame in frames]
+    position = {key: index for index, key in enumerate(all_keys)}
     state = _State(RecallConfig(iou_threshold=iou_threshold, iou_convention=iou))
     seen: set[str] = set()
-    for keys, batch, chunk_targets in _scored_chunks(Path(predictions), targets, split, task):
+    for keys, batch, chunk_targets in _scored_chunks(Path(predictions), frames, position, split, task):
         state.update(batch, chunk_targets)
         seen.update(keys)
-    missing = [frame.key for frame in frames if frame.key not in seen]
+    missing = [key for key in all_keys if key not in seen]
     for start in range(0, len(missing), CHUNK_FRAMES):
         keys = missing[start : start + CHUNK_FRAMES]
-        state.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
+        state.update([empty_prediction(key) for key in keys], [frames[position[key]].eval_target() for key in keys])
     report: dict[str, Any] = {
         "task": task,
         "split": split,

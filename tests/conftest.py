@@ -40,12 +40,20 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# The parsed-annotation cache (arn_lightning.data.ag) of this session: a temporary folder, not the user's cache.
+_ANNOTATION_CACHE = tempfile.mkdtemp(prefix="arn-annotation-cache-")
+os.environ.setdefault("ARN_ANNOTATION_CACHE", _ANNOTATION_CACHE)
+atexit.register(shutil.rmtree, _ANNOTATION_CACHE, True)
 
 if TYPE_CHECKING:
     from arn_lightning.inference.api import SceneGraphPredictor

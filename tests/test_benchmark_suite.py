@@ -33,6 +33,7 @@ EXPECTED = [
     "projected AG test pass",
     "data pipeline frames/s per core, 600/1000",
     "evaluator frames/s (one core)",
+    "evaluate at 0.1 of AG",
     "infer time to first frame graph",
     "infer --stream time to first frame graph",
     "streaming latency p50",

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from arn_lightning.commands.evaluate import evaluate
+from arn_lightning.metrics.scoring import evaluate
 from arn_lightning.training.lit_module import ARNLitModule
 from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.metrics.predictions import read_predictions
+from arn_lightning.metrics.scoring import evaluate
 from train_fixtures import tiny_config, write_config
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from arn_lightning.commands.evaluate import evaluate
 from arn_lightning.data.ag import load_annotations
 from arn_lightning.data.datamodule import AGDataModule
+from arn_lightning.metrics.scoring import evaluate
 from arn_lightning.training.lightning_cli import run_lightning_cli
 from train_fixtures import run_cli, tiny_config, write_config
 

@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,14 +361,15 @@ class Comparison:
     Attributes:
         root: the AG root.
         frames: the keys of the split's frames that have a prediction, in order.
-        predictions: frame key -> prediction (tensors).
+        predictions: frame key -> prediction (tensors), read from the file on access
+            (:class:`~arn_lightning.metrics.prediction_files.PredictionIndex`).
         targets: frame key -> metric ground truth (:meth:`FrameAnnotation.eval_target`).
-        report: the ``evaluate`` report of the whole file (:func:`arn_lightning.commands.evaluate.evaluate`).
+        report: the ``evaluate`` report of the whole file (:func:`arn_lightning.metrics.scoring.evaluate`).
     """
 
     root: Path
     frames: list[str]
-    predictions: dict[str, dict[str, Any]]
+    predictions: Mapping[str, dict[str, Any]]
     targets: dict[str, dict[str, Any]]
     report: dict[str, Any]
 
@@ -379,9 +380,9 @@ def load_comparison(root: str | Path, predictions: str | Path, task: str = "sgde
     Raises:
         AppInputError: unreadable annotations or prediction file, or a prediction of a frame outside the split.
     """
-    from arn_lightning.commands.evaluate import evaluate
     from arn_lightning.data.ag import AnnotationError, load_annotations
-    from arn_lightning.metrics.predictions import read_predictions
+    from arn_lightning.metrics.prediction_files import PredictionIndex
+    from arn_lightning.metrics.scoring import evaluate
 
     root, predictions = Path(str(root).strip()).expanduser(), Path(str(predictions).strip()).expanduser()
     if predictions.is_dir():  # an infer output folder
@@ -389,7 +390,7 @@ def load_comparison(root: str | Path, predictions: str | Path, task: str = "sgde
     try:
         frames = load_annotations(root, task=task).frames(split)
         report = evaluate(str(root), str(predictions), split=split, task=task)
-        preds = {p["frame"]: p for p in read_predictions(predictions)}
+        preds = PredictionIndex(predictions)
     except (AnnotationError, OSError, ValueError) as error:
         raise AppInputError(f"Expected an AG root and a prediction file of its {split} split but: {error}") from None
     targets = {f.key: f.eval_target() for f in frames if f.key in preds}

@@ -36,6 +36,7 @@ from arn_lightning.atomic import atomic_write_json, atomic_write_text
 from arn_lightning.benchmarks import data as data_bench
 from arn_lightning.benchmarks import infer as infer_bench
 from arn_lightning.benchmarks import metrics as metrics_bench
+from arn_lightning.benchmarks import scale as scale_bench
 from arn_lightning.benchmarks import streaming as stream_bench
 from arn_lightning.benchmarks import train as train_bench
 from arn_lightning.benchmarks.detector import detector_forward
@@ -47,8 +48,13 @@ from arn_lightning.models.config import ARNConfig
 PROG = "arn-lightning benchmark suite"
 #: Annotated frames of Action Genome after the standard SGDet filtering (``AGReport.summary`` in data/ag.py shows
 #: 166785 train frames; 54,371 test frames), used for the projected epoch and test-pass times.
-AG_TRAIN_FRAMES = 166_785
-AG_TEST_FRAMES = 54_371
+AG_TRAIN_FRAMES = scale_bench.AG_TRAIN_FRAMES
+AG_TEST_FRAMES = scale_bench.AG_TEST_FRAMES
+#: Issue 25: ``evaluate`` of a full-size prediction file within this many CPU seconds and this peak memory.
+GOAL_EVALUATE_FULL_S = 60.0
+GOAL_EVALUATE_MB = 1000.0
+#: The fraction of AG that the suite's scale row measures.
+SCALE_FRACTION = 0.1
 #: Goals of issue 11.
 GOAL_EVALUATOR_FPS = 10_000.0
 GOAL_DATA_FPS_PER_CORE = 150.0
@@ -429,6 +435,27 @@ def metric_figures(figures: Figures, settings: Settings, raw: dict[str, Any]) ->
     )
 
 
+def scale_figures(figures: Figures, raw: dict[str, Any]) -> None:
+    """``evaluate`` of a paper-shaped prediction file at 0.1 of AG's size (``benchmark scale``), CPU seconds against
+    a tenth of the full-size goal, with peak memory and the other steps in the note."""
+    row = scale_bench.run([SCALE_FRACTION])["rows"][0]
+    raw["scale"] = row
+    steps = row["steps"]
+    cpu, peak = steps["evaluate"]["cpu_seconds"], steps["evaluate"]["peak_mb"]
+    goal = GOAL_EVALUATE_FULL_S * SCALE_FRACTION
+    others = ", ".join(f"{name} {steps[name]['cpu_seconds']:.1f} s" for name in ("load (cached)", "write", "compare"))
+    figures.add(
+        f"evaluate at {SCALE_FRACTION:g} of AG",
+        cpu,
+        "CPU s",
+        f"<= {goal:g} and < {GOAL_EVALUATE_MB:,.0f} MB",
+        cpu <= goal and peak < GOAL_EVALUATE_MB,
+        f"{row['test_frames']:,} frames x {scale_bench.PAIRS} pairs, {row['prediction_file_mb']:,.0f} MB file, peak "
+        f"{peak:,.0f} MB, wall {steps['evaluate']['seconds']:.1f} s; "
+        f"CPU s of {others}",
+    )
+
+
 def infer_figures(figures: Figures, settings: Settings, device: torch.device, raw: dict[str, Any]) -> None:
     """``arn-lightning infer`` start-up, with and without ``--stream`` (``benchmark infer``'s ``measure_startup`` on a
     one-clip video and a checkpoint of the mode's model), end-to-end frames/s (its ``measure``) and the streaming
@@ -591,6 +618,8 @@ def run(device: torch.device, quick: bool) -> dict[str, Any]:
     sections["data"], clock = time.perf_counter() - clock, time.perf_counter()
     metric_figures(figures, settings, raw)
     sections["metrics"], clock = time.perf_counter() - clock, time.perf_counter()
+    scale_figures(figures, raw)
+    sections["scale"], clock = time.perf_counter() - clock, time.perf_counter()
     infer_figures(figures, settings, device, raw)
     sections["infer"], clock = time.perf_counter() - clock, time.perf_counter()
     model_figures(figures, settings, device, raw, compiled=True, deadline=start + COMPILE_START_DEADLINE_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("data", "model", "metrics", "train", "infer", "streaming", "suite")
+BENCHMARKS = ("data", "model", "metrics", "train", "infer", "streaming", "scale", "suite")
 
 
 def main(argv: list[str]) -> int:

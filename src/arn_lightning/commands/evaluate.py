@@ -1,6 +1,7 @@
 """``arn-lightning evaluate``: score a saved prediction file (R@K / mR@K) against the annotations of an AG root.
 
-The ground truth is read with the task's standard filtering (:func:`arn_lightning.data.ag.load_annotations`).
+The scoring is :func:`arn_lightning.metrics.scoring.evaluate` (this command parses the arguments and prints its
+report). The ground truth is read with the task's standard filtering (:func:`arn_lightning.data.ag.load_annotations`).
 Every line of the prediction file must be a frame of the chosen split, once; a frame of the split without a line
 scores recall 0 and is reported under ``missing_frames``. Any malformed line is an error naming its line number
 (exit code 2, message on stderr), a box that breaks the box rule of ``docs/boxes.md`` (non-finite, ``x2 < x1`` or
@@ -25,22 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-import torch
-
-from arn_lightning import vocab
-from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, SPLITS, TASKS, AnnotationError, FrameAnnotation, load_annotations
-from arn_lightning.metrics.functional import CONSTRAINTS, IOU_CONVENTIONS, K_VALUES
-from arn_lightning.metrics.predictions import PREDICTION_FIELDS, PredictionFileError, empty_prediction, iter_predictions
-from arn_lightning.metrics.recall import SceneGraphRecall
-
-#: Frames scored per metric update.
-CHUNK_FRAMES = 256
-#: Missing frame keys listed in the report.
-MISSING_SHOWN = 5
+from arn_lightning.data.ag import DEFAULT_MIN_FRAMES, SPLITS, TASKS, AnnotationError
+from arn_lightning.metrics.functional import IOU_CONVENTIONS
+from arn_lightning.metrics.predictions import PredictionFileError
+from arn_lightning.metrics.scoring import evaluate, format_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an Action Genome root: R@K and mR@K for with / semi / no constraint.",
     )
     parser.add_argument("--root", required=True, help="dataset root (with annotations/)")
-    parser.add_argument("--predictions", required=True, help="prediction file (.jsonl), one frame a line")
+    parser.add_argument("--predictions", required=True, help="prediction file (.jsonl or .jsonl.gz), one frame a line")
     parser.add_argument("--split", choices=SPLITS, default="test", help="split to score (default: test)")
     parser.add_argument("--task", choices=TASKS, default="sgdet", help="task filtering (default: sgdet)")
     parser.add_argument(
@@ -75,100 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object (fractions) instead of a table")
     return parser
-
-
-def _scored_chunks(
-    path: Path, targets: Mapping[str, FrameAnnotation], split: str, task: str
-) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """(predictions, targets) chunks of the file's frames, each line checked against the split."""
-    preds: list[dict[str, Any]] = []
-    for line, frame, arrays in iter_predictions(path):
-        if frame not in targets:
-            raise PredictionFileError(
-                path, line, f"Expected a frame of the {split} split ({task} filtering) but got {frame!r}"
-            )
-        preds.append({"frame": frame, **{key: torch.from_numpy(getattr(arrays, key)) for key in PREDICTION_FIELDS}})
-        if len(preds) == CHUNK_FRAMES:
-            yield preds, [targets[p["frame"]].eval_target() for p in preds]
-            preds = []
-    if preds:
-        yield preds, [targets[p["frame"]].eval_target() for p in preds]
-
-
-def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> dict[str, Any]:
-    """The flat metric results as the report's nested sections (floats)."""
-    report: dict[str, Any] = {constraint: {} for constraint in CONSTRAINTS}
-    per_predicate: dict[str, Any] = {
-        name: {"gt_triplets": int(count), **{c: {} for c in CONSTRAINTS}}
-        for name, count in zip(vocab.PREDICATES, gt_counts)
-    }
-    for key, value in results.items():
-        parts = key.split("/")
-        if parts[0] == "per_predicate":  # per_predicate/<constraint>/R@K/<predicate>
-            per_predicate[parts[3]][parts[1]][parts[2]] = value.item()
-        else:  # <constraint>/<name>@K
-            report[parts[0]][parts[1]] = value.item()
-    report["per_predicate"] = per_predicate
-    return report
-
-
-def evaluate(
-    root: str,
-    predictions: str,
-    split: str = "test",
-    task: str = "sgdet",
-    iou: str = "continuous",
-    min_frames: int = DEFAULT_MIN_FRAMES,
-    iou_threshold: float = 0.5,
-) -> dict[str, Any]:
-    """Score ``predictions`` against the ``split`` frames of ``root``; returns the JSON report (module docstring).
-
-    Raises:
-        PredictionFileError: a malformed line (a box breaking the box rule included), a frame outside the split or a
-            repeated frame (with line number).
-        AnnotationError: unreadable annotations (a pickle referencing code, a used box breaking the box rule).
-    """
-    frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
-    targets = {frame.key: frame for frame in frames}
-    metric = SceneGraphRecall(iou_convention=iou, iou_threshold=iou_threshold)
-    seen = set()
-    for preds, chunk_targets in _scored_chunks(Path(predictions), targets, split, task):
-        metric.update(preds, chunk_targets)
-        seen.update(p["frame"] for p in preds)
-    missing = [frame.key for frame in frames if frame.key not in seen]
-    for start in range(0, len(missing), CHUNK_FRAMES):
-        keys = missing[start : start + CHUNK_FRAMES]
-        metric.update([empty_prediction(key) for key in keys], [targets[key].eval_target() for key in keys])
-    report: dict[str, Any] = {
-        "task": task,
-        "split": split,
-        "iou": iou,
-        "iou_threshold": iou_threshold,
-        "frames": len(frames),
-        "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]},
-    }
-    report.update(_nest(metric.compute(), metric.gt_counts.tolist()))
-    return report
-
-
-def format_table(report: Mapping[str, Any]) -> str:
-    """The report as text tables in percent, like the papers (rows with / semi / no)."""
-    missing = report["missing_frames"]
-    lines = [
-        f"{report['task']} / {report['split']}: {report['frames']} frames, {missing['count']} without "
-        f"prediction (scored 0), IoU {report['iou']} >= {report.get('iou_threshold', 0.5)}"
-    ]
-    if missing["count"]:
-        lines.append(
-            "  missing: " + ", ".join(missing["first"]) + (" ..." if missing["count"] > len(missing["first"]) else "")
-        )
-    tables = ((("R", "mR"), "R@K and mR@K (aggregated mR), %"), (("mR_per_frame",), "mR@K, per-frame definition, %"))
-    for names, title in tables:
-        columns = [(f"{name}@{k}", f"{name.replace('_per_frame', '')}@{k}") for name in names for k in K_VALUES]
-        lines += ["", title, f"{'':<6}" + "".join(f"{label:>8}" for _, label in columns)]
-        for constraint in CONSTRAINTS:
-            lines.append(f"{constraint:<6}" + "".join(f"{100.0 * report[constraint][key]:>8.2f}" for key, _ in columns))
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:

@@ -29,22 +29,31 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
 import importlib
+import json
+import logging
+import os
 import pickle
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from arn_lightning import vocab
 from arn_lightning._types import PathLike
+from arn_lightning.atomic import atomic_open
 from arn_lightning.boxes import BOX_RULE, box_violation, invalid_box_mask
 from arn_lightning.reading import TextDecodeError, read_text
 from arn_lightning.vocab import TASKS
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 #: Split of a frame whose object list is empty and whose video has no other entry (report only).
@@ -620,8 +629,142 @@ def _filter_videos(
     return kept
 
 
+_COUNT_KINDS = vocab.PREDICATE_TYPES
+#: The columns of :class:`FrameColumns`, as stored in a cache file (``<split>/<name>``).
+_COLUMN_NAMES = ("keys", "videos", "video_index", "numbers", "widths", "heights", "object_offsets", "boxes", "labels")
+
+
+class FrameColumns:
+    """The kept frames of one split as arrays (columnar), the storage behind :class:`FrameList`.
+
+    Frame ``i`` owns objects ``object_offsets[i]:object_offsets[i+1]`` of the concatenated per-object arrays
+    (``attention``, ``spatial``, ``contacting``) and box rows ``object_offsets[i] + i`` to ``object_offsets[i+1] + i``
+    (inclusive: the person row first) of ``boxes`` and ``labels``. A handful of numpy arrays and no per-frame Python
+    object: forked loader workers and DDP processes share the pages instead of copying them as reference counts
+    change (PyTorch's "memory grows with workers" trap). Arrays are read-only.
+
+    Attributes:
+        split: the split name.
+        keys: ``str [F]`` frame keys; ``videos`` ``str [V]``; ``video_index`` ``int32 [F]`` into ``videos``.
+        numbers: ``int64 [F]``; ``widths`` / ``heights`` ``int32 [F]`` original pixels.
+        object_offsets: ``int64 [F+1]``.
+        boxes: ``float32 [sum(N+1), 4]`` xyxy original pixels; ``labels`` ``uint8 [sum(N+1)]`` AG object index.
+        counts: predicate type -> ``uint8 / int64 [sum N, K]`` label counts.
+    """
+
+    def __init__(self, split: str, arrays: Mapping[str, np.ndarray]) -> None:
+        self.split = split
+        for name in (*_COLUMN_NAMES, *_COUNT_KINDS):
+            array = np.asarray(arrays[name])
+            array.flags.writeable = False
+            setattr(self, name, array)
+        self.counts = {kind: getattr(self, kind) for kind in _COUNT_KINDS}
+
+    @classmethod
+    def from_frames(cls, split: str, frames: Sequence[FrameAnnotation]) -> FrameColumns:
+        """The columns of ``frames`` (sorted as given)."""
+        videos = sorted({f.video for f in frames})
+        where = {video: i for i, video in enumerate(videos)}
+        sizes = np.array([f.num_objects for f in frames], dtype=np.int64)
+        labels = np.concatenate([f.labels for f in frames]) if frames else np.zeros(0, np.int64)
+        arrays: dict[str, Any] = {
+            "keys": np.array([f.key for f in frames], dtype=str),
+            "videos": np.array(videos, dtype=str),
+            "video_index": np.array([where[f.video] for f in frames], dtype=np.int32),
+            "numbers": np.array([f.number for f in frames], dtype=np.int64),
+            "widths": np.array([f.width for f in frames], dtype=np.int32),
+            "heights": np.array([f.height for f in frames], dtype=np.int32),
+            "object_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            "boxes": np.concatenate([f.boxes_xyxy for f in frames]) if frames else np.zeros((0, 4), np.float32),
+            "labels": labels.astype(np.uint8),
+        }
+        for kind in _COUNT_KINDS:
+            width = vocab.TYPE_SIZES[kind]
+            counts = np.concatenate([getattr(f, kind) for f in frames]) if frames else np.zeros((0, width), np.int64)
+            small = counts.size == 0 or (counts.min() >= 0 and counts.max() < 256)
+            arrays[kind] = counts.astype(np.uint8) if small else counts
+        return cls(split, arrays)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def frame(self, index: int) -> FrameAnnotation:
+        """Frame ``index`` as a :class:`FrameAnnotation` (built now, its arrays copies: float32 boxes, int64 rest)."""
+        start, end = int(self.object_offsets[index]), int(self.object_offsets[index + 1])
+        rows = slice(start + index, end + index + 1)
+        return FrameAnnotation(
+            key=str(self.keys[index]),
+            video=str(self.videos[self.video_index[index]]),
+            number=int(self.numbers[index]),
+            split=self.split,
+            width=int(self.widths[index]),
+            height=int(self.heights[index]),
+            boxes_xyxy=self.boxes[rows].copy(),
+            labels=self.labels[rows].astype(np.int64),
+            **{kind: self.counts[kind][start:end].astype(np.int64) for kind in _COUNT_KINDS},
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The columns by name (what :meth:`__init__` takes)."""
+        return {name: getattr(self, name) for name in (*_COLUMN_NAMES, *_COUNT_KINDS)}
+
+
+class FrameList(Sequence[FrameAnnotation]):
+    """A sequence of frames of one :class:`FrameColumns` (positions ``index``), each built on access.
+
+    Slicing and :meth:`take` give another :class:`FrameList` (no frame built); :attr:`keys` reads the keys only.
+    """
+
+    def __init__(self, columns: FrameColumns, index: np.ndarray | None = None) -> None:
+        self.columns = columns
+        self.index = np.arange(len(columns), dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @overload
+    def __getitem__(self, position: int) -> FrameAnnotation: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> FrameList: ...
+
+    def __getitem__(self, position: int | slice) -> FrameAnnotation | FrameList:
+        if isinstance(position, slice):
+            return FrameList(self.columns, self.index[position])
+        return self.columns.frame(int(self.index[position]))
+
+    def __iter__(self) -> Iterator[FrameAnnotation]:
+        frame = self.columns.frame
+        return (frame(i) for i in self.index.tolist())
+
+    @property
+    def keys(self) -> list[str]:
+        """The frame keys, in order."""
+        return self.columns.keys[self.index].tolist()
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> FrameList:
+        """The frames at ``positions`` of this list."""
+        return FrameList(self.columns, self.index[np.asarray(positions, dtype=np.int64)])
+
+    @staticmethod
+    def concat(parts: Sequence[FrameList]) -> Sequence[FrameAnnotation]:
+        """The frames of ``parts`` one after another (parts of one :class:`FrameColumns`); ``[]`` for no part.
+
+        Raises:
+            ValueError: parts of different splits.
+        """
+        if not parts:
+            return []
+        if any(part.columns is not parts[0].columns for part in parts):
+            raise ValueError("Expected frame lists of one split but got several")
+        return FrameList(parts[0].columns, np.concatenate([part.index for part in parts]))
+
+
 class AGAnnotations:
     """The filtered ground truth of an AG root (ARCHITECTURE.md section 6); build it with :func:`load_annotations`.
+
+    The frames are stored as arrays (:class:`FrameColumns`, one per split); :meth:`frames` and :meth:`videos` give
+    :class:`FrameList` sequences whose :class:`FrameAnnotation` items are built on access.
 
     Attributes:
         root: the dataset root.
@@ -629,29 +772,37 @@ class AGAnnotations:
         report: the :class:`FilterReport` of the filtering.
     """
 
-    def __init__(
-        self, root: Path, task: str, frames_by_split: dict[str, list[FrameAnnotation]], report: FilterReport
-    ) -> None:
+    def __init__(self, root: Path, task: str, columns_by_split: dict[str, FrameColumns], report: FilterReport) -> None:
         self.root = root
         self.task = task
         self.report = report
-        self._frames = frames_by_split
+        self._columns = columns_by_split
 
     @property
     def splits(self) -> list[str]:
         """Names of the splits that have kept frames, sorted."""
-        return sorted(name for name, frames in self._frames.items() if frames)
+        return sorted(name for name, columns in self._columns.items() if len(columns))
 
-    def frames(self, split: str) -> list[FrameAnnotation]:
+    def columns(self, split: str) -> FrameColumns | None:
+        """The arrays of ``split`` (None for an unknown split)."""
+        return self._columns.get(split)
+
+    def frames(self, split: str) -> FrameList | list[FrameAnnotation]:
         """Kept frames of ``split``, sorted by video then frame number (empty for an unknown split)."""
-        return list(self._frames.get(split, []))
+        columns = self._columns.get(split)
+        return FrameList(columns) if columns is not None else []
 
-    def videos(self, split: str) -> dict[str, list[FrameAnnotation]]:
+    def videos(self, split: str) -> dict[str, FrameList]:
         """``video -> its kept frames sorted by number`` for ``split``, videos in sorted order."""
-        grouped: dict[str, list[FrameAnnotation]] = {}
-        for frame in self._frames.get(split, []):
-            grouped.setdefault(frame.video, []).append(frame)
-        return grouped
+        columns = self._columns.get(split)
+        if columns is None or not len(columns):
+            return {}
+        starts = np.flatnonzero(np.diff(columns.video_index, prepend=-1))  # frames are grouped by video
+        ends = [*starts[1:].tolist(), len(columns)]
+        return {
+            str(columns.videos[columns.video_index[start]]): FrameList(columns, np.arange(start, end))
+            for start, end in zip(starts.tolist(), ends)
+        }
 
     def triplet_categories(self, split: str = "train") -> dict[str, list[list[int]]]:
         """Sorted unique ``[global predicate index, AG object index]`` pairs per predicate type (section 3).
@@ -659,13 +810,17 @@ class AGAnnotations:
         Returns:
             ``{"attention": [[p, o], ...], "spatial": [...], "contacting": [...]}``, from ``split`` (train).
         """
-        found: dict[str, set] = {kind: set() for kind in vocab.PREDICATE_TYPES}
-        for frame in self._frames.get(split, []):
-            for kind in vocab.PREDICATE_TYPES:
-                rows, cols = np.nonzero(getattr(frame, kind))
-                offset = vocab.TYPE_OFFSETS[kind]
-                found[kind].update((int(c) + offset, int(frame.labels[r + 1])) for r, c in zip(rows, cols))
-        return {kind: [list(pair) for pair in sorted(pairs)] for kind, pairs in found.items()}
+        columns = self._columns.get(split)
+        if columns is None:
+            return {kind: [] for kind in vocab.PREDICATE_TYPES}
+        sizes = np.diff(columns.object_offsets)
+        box_row = np.arange(int(columns.object_offsets[-1])) + np.repeat(np.arange(len(sizes)), sizes) + 1
+        found = {}
+        for kind in vocab.PREDICATE_TYPES:
+            rows, cols = np.nonzero(columns.counts[kind])
+            pairs = np.stack([cols + vocab.TYPE_OFFSETS[kind], columns.labels[box_row[rows]].astype(np.int64)], 1)
+            found[kind] = np.unique(pairs.reshape(-1, 2), axis=0).tolist()
+        return found
 
 
 def default_filter_small(task: str) -> float:
@@ -698,27 +853,113 @@ def _read_raw_frames(root: PathLike) -> list[_RawFrame]:
     return frames
 
 
-def load_annotations(
-    root: PathLike, task: str = "sgdet", min_frames: int = DEFAULT_MIN_FRAMES, filter_small: float | None = None
-) -> AGAnnotations:
-    """Read an AG root and apply the standard filtering of the task.
+#: Bumped whenever the parsing, the filtering or the cache layout changes, so that an old cache file is never read.
+CACHE_VERSION = 1
+#: Environment variable naming the annotation cache folder (``off``: no cache).
+CACHE_ENV = "ARN_ANNOTATION_CACHE"
+#: The annotation cache folder when :data:`CACHE_ENV` is unset.
+DEFAULT_CACHE_DIR = "~/.cache/arn_lightning/annotations"
 
-    Args:
-        root: dataset root containing ``annotations/`` (see docs/action_genome.md section 1).
-        task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
-        min_frames: keep a video only if at least this many frames survive (rule 4).
-        filter_small: minimum short side of object boxes in pixels; None -> the task default (16, PredCls 0).
 
-    Returns:
-        The filtered annotations, frames sorted by video then frame number.
+def annotation_cache_dir() -> Path | None:
+    """The folder of the parsed-annotation cache: ``$ARN_ANNOTATION_CACHE``, else :data:`DEFAULT_CACHE_DIR`; None
+    when the variable is ``off``."""
+    folder = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
+    return None if folder.strip().lower() == "off" else Path(folder).expanduser()
 
-    Raises:
-        AnnotationError: missing or malformed annotation files, naming the file and the key (and the object index);
-            a pickle referencing anything but plain data (:func:`load_pickle`); a used box breaking the box rule
-            (module docstring).
-        ValueError: invalid options.
-    """
-    min_side = _validate_options(task, min_frames, filter_small)
+
+def _file_digest(path: Path) -> str:
+    """BLAKE2b of a file's bytes (read in 8 MiB blocks)."""
+    digest = hashlib.blake2b(digest_size=20)
+    with path.open("rb") as handle:
+        while block := handle.read(8 * 2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_key(root: PathLike, task: str, min_frames: int, min_side: float) -> str:
+    """The cache file name of a root's filtered index: the pickles' content and the filtering settings."""
+    annotations = Path(root) / ANNOTATION_DIR
+    payload = {
+        "version": CACHE_VERSION,
+        "pickles": [_file_digest(annotations / name) for name in (PERSON_FILE, OBJECT_FILE)],
+        "task": task,
+        "min_frames": min_frames,
+        "filter_small": min_side,
+    }
+    return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=20).hexdigest()
+
+
+def _report_from_dict(data: Mapping[str, Any]) -> FilterReport:
+    """The :class:`FilterReport` of :meth:`FilterReport.to_dict`."""
+    report = FilterReport(task=data["task"], min_frames=data["min_frames"], filter_small=data["filter_small"])
+    for name, split in data["splits"].items():
+        objects = split["objects"]
+        report.splits[name] = SplitReport(
+            videos_total=split["videos"]["total"],
+            videos_kept=split["videos"]["kept"],
+            videos_dropped=dict(split["videos"]["dropped"]),
+            frames_total=split["frames"]["total"],
+            frames_kept=split["frames"]["kept"],
+            frames_dropped=dict(split["frames"]["dropped"]),
+            objects_total=objects["total"],
+            objects_invisible=objects["invisible"],
+            objects_small=objects["small"],
+            objects_kept=objects["kept"],
+            boxes_invalid_ignored=split["boxes"]["invalid_ignored"],
+        )
+    return report
+
+
+def _write_cache(path: Path, columns: Mapping[str, FrameColumns], report: FilterReport) -> None:
+    """The filtered index as one uncompressed ``.npz`` (no pickled object), written atomically."""
+    arrays = {f"{split}/{name}": array for split, cols in columns.items() for name, array in cols.arrays().items()}
+    meta = {"version": CACHE_VERSION, "splits": list(columns), "report": report.to_dict()}
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _read_cache(path: Path) -> tuple[dict[str, FrameColumns], FilterReport] | None:
+    """The cached index, or None when the file is missing or unreadable (then rebuilt)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("version") != CACHE_VERSION:
+                return None
+            columns = {
+                split: FrameColumns(split, {name: data[f"{split}/{name}"] for name in (*_COLUMN_NAMES, *_COUNT_KINDS)})
+                for split in meta["splits"]
+            }
+            return columns, _report_from_dict(meta["report"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        if path.exists():
+            log.warning("ignoring the unreadable annotation cache %s (%s)", path, error)
+        return None
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (restored after). Unpickling and parsing build about
+    ten objects a frame, none of them in a cycle, and each collection would scan them all again: it halves the time
+    of a cold load."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_and_filter(root: PathLike, task: str, min_frames: int, min_side: float) -> AGAnnotations:
+    """Read the pickles of ``root`` and apply the filtering (the slow path, without the cache)."""
+    with _gc_paused():
+        return _parse_and_filter_all(root, task, min_frames, min_side)
+
+
+def _parse_and_filter_all(root: PathLike, task: str, min_frames: int, min_side: float) -> AGAnnotations:
     report = FilterReport(task=task, min_frames=min_frames, filter_small=min_side)
     candidates: dict[str, dict[str, list[FrameAnnotation]]] = defaultdict(lambda: defaultdict(list))
     videos_seen: dict[str, set] = defaultdict(set)
@@ -732,9 +973,61 @@ def load_annotations(
         videos_seen[split].add(raw.video)
         frame = _filter_frame(raw, min_side, rep)
         candidates[split][raw.video] += [frame] if frame is not None else []
-    frames_by_split = {}
+    columns = {}
     for split, videos in sorted(videos_seen.items()):
         rep = report.split(split)
         rep.videos_total = len(videos)
-        frames_by_split[split] = _filter_videos({v: candidates[split][v] for v in videos}, min_frames, rep)
-    return AGAnnotations(Path(root), task, frames_by_split, report)
+        kept = _filter_videos({v: candidates[split][v] for v in videos}, min_frames, rep)
+        columns[split] = FrameColumns.from_frames(split, kept)
+    return AGAnnotations(Path(root), task, columns, report)
+
+
+def load_annotations(
+    root: PathLike,
+    task: str = "sgdet",
+    min_frames: int = DEFAULT_MIN_FRAMES,
+    filter_small: float | None = None,
+    cache: bool = True,
+) -> AGAnnotations:
+    """Read an AG root and apply the standard filtering of the task.
+
+    The parsed, filtered index is cached (:func:`annotation_cache_dir`, one ``.npz`` per key): the key hashes the
+    two pickles' bytes, the filtering settings and :data:`CACHE_VERSION`, so a changed pickle or setting never reads
+    a stale entry. The class files are checked on every load; a root that fails to load is never cached.
+
+    Args:
+        root: dataset root containing ``annotations/`` (see docs/action_genome.md section 1).
+        task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
+        min_frames: keep a video only if at least this many frames survive (rule 4).
+        filter_small: minimum short side of object boxes in pixels; None -> the task default (16, PredCls 0).
+        cache: read and write the cache (off: always parse the pickles).
+
+    Returns:
+        The filtered annotations, frames sorted by video then frame number.
+
+    Raises:
+        AnnotationError: missing or malformed annotation files, naming the file and the key (and the object index);
+            a pickle referencing anything but plain data (:func:`load_pickle`); a used box breaking the box rule
+            (module docstring).
+        ValueError: invalid options.
+    """
+    min_side = _validate_options(task, min_frames, filter_small)
+    folder = annotation_cache_dir() if cache else None
+    if folder is None:
+        return _parse_and_filter(root, task, min_frames, min_side)
+    annotations = Path(root) / ANNOTATION_DIR
+    read_class_file(annotations / OBJECT_CLASSES_FILE, vocab.OBJECT_CLASSES, vocab.RAW_OBJECT_NAMES)
+    read_class_file(annotations / RELATIONSHIP_CLASSES_FILE, vocab.PREDICATES, vocab.RAW_PREDICATE_NAMES)
+    for name in (PERSON_FILE, OBJECT_FILE):
+        if not (annotations / name).is_file():
+            raise AnnotationError(f"Expected the annotation file {annotations / name} but it does not exist")
+    path = folder / f"{_cache_key(root, task, min_frames, min_side)}.npz"
+    cached = _read_cache(path)
+    if cached is not None:
+        return AGAnnotations(Path(root), task, *cached)
+    loaded = _parse_and_filter(root, task, min_frames, min_side)
+    try:
+        _write_cache(path, loaded._columns, loaded.report)
+    except OSError as error:  # a read-only or full cache folder: work without the cache
+        log.warning("could not write the annotation cache %s (%s)", path, error)
+    return loaded

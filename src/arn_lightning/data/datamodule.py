@@ -6,6 +6,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from arn_lightning import vocab
 from arn_lightning.data import ag
-from arn_lightning.data.ag import AGAnnotations, FrameAnnotation, load_annotations
+from arn_lightning.data.ag import AGAnnotations, FrameAnnotation, FrameList, load_annotations
 from arn_lightning.data.clips import (
     EVAL_SCHEMES,
     WINDOWS,
@@ -107,7 +108,7 @@ class AGDataModule(L.LightningDataModule):
         self.root = Path(root)
         self.frames_dir = Path(frames_dir) if frames_dir is not None else self.root / ag.FRAMES_DIR
         self._annotations: AGAnnotations | None = None
-        self._videos: dict[str, dict[str, list[FrameAnnotation]]] = {}
+        self._videos: dict[str, dict[str, FrameList]] = {}
         self.datasets: dict[str, AGClipDataset] = {}
         #: split -> frame keys left out because their image is missing (``on_bad_frame="skip"``).
         self.skipped_frames: dict[str, list[str]] = {}
@@ -186,7 +187,7 @@ class AGDataModule(L.LightningDataModule):
         """Annotation split of a dataloader split (``val`` / ``predict`` map to the configured splits)."""
         return {"val": self.hparams.val_split, "predict": self.hparams.predict_split}.get(split, split)
 
-    def _usable_videos(self, split: str) -> dict[str, list[FrameAnnotation]]:
+    def _usable_videos(self, split: str) -> dict[str, FrameList]:
         """Videos of an annotation split whose frame images exist (missing ones raise or are skipped)."""
         if split not in self._videos:
             if split not in self.annotations.splits:
@@ -198,12 +199,14 @@ class AGDataModule(L.LightningDataModule):
                     f"data.predict_split, and `arn-lightning stats --root {self.root}`"
                 )
             videos = self.annotations.videos(split)
-            keys = [f.key for frames in videos.values() for f in frames]
-            missing = set(find_missing_frames(self.frames_dir, keys))
+            keys = {v: fs.keys for v, fs in videos.items()}
+            missing = set(find_missing_frames(self.frames_dir, [k for ks in keys.values() for k in ks]))
             if missing:
                 self._report_missing(split, sorted(missing))
-            self._videos[split] = {v: [f for f in fs if f.key not in missing] for v, fs in videos.items()}
-            self._videos[split] = {v: fs for v, fs in self._videos[split].items() if fs}
+                videos = {
+                    v: fs.take([i for i, k in enumerate(keys[v]) if k not in missing]) for v, fs in videos.items()
+                }
+            self._videos[split] = {v: fs for v, fs in videos.items() if len(fs)}
         return self._videos[split]
 
     def _report_missing(self, split: str, missing: list[str]) -> None:
@@ -218,7 +221,7 @@ class AGDataModule(L.LightningDataModule):
         warnings.warn(f"Skipping {message}", RuntimeWarning, stacklevel=3)
         self.skipped_frames[split] = missing
 
-    def _eval_videos(self, split: str) -> dict[str, list[FrameAnnotation]]:
+    def _eval_videos(self, split: str) -> dict[str, FrameList]:
         """The videos (possibly subsampled by ``max_eval_frames``) evaluated for a dataloader split.
 
         With ``on_bad_frame="skip"`` a frame whose image is missing stays in the split: it is scored as a frame with
@@ -229,12 +232,12 @@ class AGDataModule(L.LightningDataModule):
         picked = subsample_videos(
             {v: list(range(len(fs))) for v, fs in videos.items()}, self.hparams.max_eval_frames, self.hparams.seed
         )
-        return {v: [videos[v][i] for i in idx] for v, idx in picked.items()}
+        return {v: videos[v].take(idx) for v, idx in picked.items()}
 
-    def ground_truth(self, split: str) -> list[FrameAnnotation]:
+    def ground_truth(self, split: str) -> Sequence[FrameAnnotation]:
         """The frames scored in ``split`` (``val``, ``test``, ``predict`` or an annotation split name), in
-        dataloader order: after the frame-image check and ``max_eval_frames``."""
-        return [f for frames in self._eval_videos(split).values() for f in frames]
+        dataloader order: after the frame-image check and ``max_eval_frames`` (each built on access)."""
+        return FrameList.concat(list(self._eval_videos(split).values()))
 
     # ---------------------------------------------------------------------------------------------- datasets
     def prepare_data(self) -> None:
@@ -250,7 +253,7 @@ class AGDataModule(L.LightningDataModule):
         """The dataset of a dataloader split: ``train`` (key-frame clips) or an evaluation split (tiled)."""
         hp = self.hparams
         videos = self._usable_videos("train") if split == "train" else self._eval_videos(split)
-        frames = [f for fs in videos.values() for f in fs]
+        frames = FrameList.concat(list(videos.values()))  # arrays: forked workers share them, no per-frame object
         groups, start = [], 0
         for fs in videos.values():
             groups.append(list(range(start, start + len(fs))))

@@ -7,13 +7,14 @@ The JSON layout is documented in ``docs/stats.md``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from itertools import permutations
 from typing import Any
 
 import numpy as np
 
 from arn_lightning import vocab
-from arn_lightning.data.ag import AGAnnotations, FrameAnnotation
+from arn_lightning.data.ag import AGAnnotations, FrameAnnotation, FrameList
 
 #: Rows of the objects / predicates tables in the text output.
 TEXT_ROWS = 40
@@ -54,7 +55,27 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def association_stats(frames: list[FrameAnnotation]) -> dict[str, Any]:
+def object_rows(frames: Sequence[FrameAnnotation]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every kept object of ``frames`` in frame order: its AG label ``int64 [M]`` and, per predicate type, its label
+    counts ``[M, K]`` (read from the arrays of a :class:`~arn_lightning.data.ag.FrameList`, without building frames).
+    """
+    if isinstance(frames, FrameList):
+        columns = frames.columns
+        starts, ends = columns.object_offsets[frames.index], columns.object_offsets[frames.index + 1]
+        sizes = ends - starts
+        objects = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+        box_rows = objects + np.repeat(frames.index, sizes) + 1  # the person row of each frame comes first
+        labels = columns.labels[box_rows].astype(np.int64)
+        return labels, {kind: columns.counts[kind][objects].astype(np.int64) for kind in vocab.PREDICATE_TYPES}
+    labels = np.concatenate([f.labels[1:] for f in frames] or [np.zeros(0, np.int64)])
+    counts = {
+        kind: np.concatenate([getattr(f, kind) for f in frames] or [np.zeros((0, vocab.TYPE_SIZES[kind]), np.int64)])
+        for kind in vocab.PREDICATE_TYPES
+    }
+    return labels, counts
+
+
+def association_stats(frames: Sequence[FrameAnnotation]) -> dict[str, Any]:
     """How predictable each predicate type is from the object class and from the other types (``docs/stats.md``).
 
     Each kept object contributes one observation: its class and, per type, the set of its labels of that type (a
@@ -68,34 +89,27 @@ def association_stats(frames: list[FrameAnnotation]) -> dict[str, Any]:
         ``{"objects": N, "object_to_predicate": {type: U, "mean": U}, "predicate_to_predicate":
         {"<given>-><predicted>": U, "mean": U}}`` with ``U`` = :func:`uncertainty_coefficient` (None: undefined).
     """
-    rows: list[tuple[int, dict[str, tuple[int, ...]]]] = []
-    for frame in frames:
-        for j, label in enumerate(frame.labels[1:]):
-            sets = {kind: tuple(np.flatnonzero(getattr(frame, kind)[j]).tolist()) for kind in vocab.PREDICATE_TYPES}
-            rows.append((int(label), sets))
-    objects = {
-        kind: uncertainty_coefficient([(label, sets[kind]) for label, sets in rows]) for kind in vocab.PREDICATE_TYPES
-    }
+    labels, counts = object_rows(frames)
+    # a label set as the bit mask of its columns: one category per set, in the order objects are met
+    sets = {kind: ((counts[kind] > 0) << np.arange(counts[kind].shape[1])).sum(axis=1).tolist() for kind in counts}
+    label_list = labels.tolist()
+    objects = {kind: uncertainty_coefficient(list(zip(label_list, sets[kind]))) for kind in vocab.PREDICATE_TYPES}
     predicates = {
-        f"{given}->{predicted}": uncertainty_coefficient([(sets[given], sets[predicted]) for _, sets in rows])
+        f"{given}->{predicted}": uncertainty_coefficient(list(zip(sets[given], sets[predicted])))
         for given, predicted in permutations(vocab.PREDICATE_TYPES, 2)
     }
     return {
-        "objects": len(rows),
+        "objects": len(label_list),
         "object_to_predicate": {**objects, "mean": _mean(list(objects.values()))},
         "predicate_to_predicate": {**predicates, "mean": _mean(list(predicates.values()))},
     }
 
 
-def _split_stats(frames: list[FrameAnnotation]) -> dict[str, Any]:
+def _split_stats(frames: Sequence[FrameAnnotation]) -> dict[str, Any]:
     """Objects per class and predicates per class (head to tail) of the kept frames of one split."""
-    object_counts = np.zeros(vocab.NUM_OBJECT_CLASSES + 1, dtype=np.int64)  # index = AG object index
-    predicate_counts = np.zeros(vocab.NUM_PREDICATES, dtype=np.int64)  # index = global predicate index
-    for frame in frames:
-        object_counts += np.bincount(frame.labels[1:], minlength=object_counts.size)
-        for kind in vocab.PREDICATE_TYPES:
-            offset = vocab.TYPE_OFFSETS[kind]
-            predicate_counts[offset : offset + vocab.TYPE_SIZES[kind]] += getattr(frame, kind).sum(axis=0)
+    labels, counts = object_rows(frames)
+    object_counts = np.bincount(labels, minlength=vocab.NUM_OBJECT_CLASSES + 1)  # index = AG object index
+    predicate_counts = np.concatenate([counts[kind].sum(axis=0) for kind in vocab.PREDICATE_TYPES])  # global index
     objects = [
         {"name": name, "count": int(object_counts[i + 1])}
         for i, name in enumerate(vocab.OBJECT_CLASSES)

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     trained_last = score_checkpoint(saved_config, root, out / "last", last, [])
     predictions = out / "predictions_test.jsonl"
 
-    from arn_lightning.commands.evaluate import evaluate
+    from arn_lightning.metrics.scoring import evaluate
 
     offline = evaluate(str(root), str(predictions), split="test", task="sgdet")
     frames = _render_frames(root, predictions, out / "frames")

@@ -582,8 +582,12 @@ def _count_hits(first: np.ndarray, gt: GroundTruthBatch, index: _Index, config: 
 
 
 def _stack_inputs(
-    preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]], validate_args: bool
+    preds: Sequence[Mapping[str, Any]] | PredictionBatch, targets: Sequence[Mapping[str, Any]], validate_args: bool
 ) -> tuple[PredictionBatch, GroundTruthBatch]:
+    if isinstance(preds, PredictionBatch):  # already validated (a prediction file's batch): no frame keys to compare
+        if len(preds.num_rows) != len(targets):
+            raise ValueError(f"Expected as many targets as preds ({len(preds.num_rows)}) but got {len(targets)}")
+        return preds, stack_ground_truth(targets, "targets[{}]".format, check_values=validate_args)
     if len(preds) != len(targets):
         raise ValueError(f"Expected as many targets as preds ({len(preds)}) but got {len(targets)}")
     pred = stack_predictions(preds, "preds[{}]".format, check_values=validate_args)
@@ -597,7 +601,7 @@ def _stack_inputs(
 
 
 def frame_hits(
-    preds: Sequence[Mapping[str, Any]],
+    preds: Sequence[Mapping[str, Any]] | PredictionBatch,
     targets: Sequence[Mapping[str, Any]],
     config: RecallConfig | None = None,
     validate_args: bool = True,
@@ -610,7 +614,8 @@ def frame_hits(
     top ``max(K)``.
 
     Args:
-        preds: per-frame predictions (module docstring).
+        preds: per-frame predictions (module docstring), or a validated
+            :class:`~arn_lightning.metrics.predictions.PredictionBatch` of them (used as it is).
         targets: per-frame metric ground truth, same length and order.
         config: protocol options, default :class:`RecallConfig`.
         validate_args: also check values (finite, ranges, NaN, pair rows), not only keys, dtypes and shapes.

@@ -40,11 +40,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
+import orjson
 import torch
 
 from arn_lightning import vocab
@@ -351,39 +354,177 @@ def prediction_from_json(obj: Any, where: str = "prediction") -> dict[str, Any]:
     return _tensors(_frame_key(obj, where), prediction_arrays(obj, where))
 
 
-def iter_predictions(path: PathLike) -> Iterator[tuple[int, str, PredictionBatch]]:
-    """Read a prediction file lazily, yielding ``(line number, frame, arrays)`` per non-blank line (float fields
-    as float32, the file's precision).
+#: Frames validated together when a prediction file is read (one array operation per key per batch).
+READ_BATCH_FRAMES = 256
+#: The suffix of a gzip-compressed prediction file (``.jsonl.gz``), read and written transparently.
+GZIP_SUFFIX = ".gz"
 
-    Every line is validated (JSON, keys, lengths, pair rows, value ranges, NaN, the box rule) and frames must be
-    unique.
+
+def is_gzip_path(path: PathLike) -> bool:
+    """Whether ``path`` names a gzip-compressed prediction file (by its suffix, ``.gz``)."""
+    return str(path).endswith(GZIP_SUFFIX)
+
+
+def open_prediction_file(path: PathLike) -> IO[bytes]:
+    """``path`` opened for binary reading, decompressed on the fly when it ends with ``.gz``.
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    return gzip.open(path, "rb") if is_gzip_path(path) else open(path, "rb")  # noqa: SIM115 (the caller closes)
+
+
+@contextlib.contextmanager
+def atomic_prediction_file(path: PathLike) -> Iterator[IO[bytes]]:
+    """A binary handle whose bytes become ``path`` atomically (:func:`arn_lightning.atomic.atomic_open`),
+    gzip-compressed when ``path`` ends with ``.gz`` (no name and mtime 0 in the header: equal content gives an
+    equal file)."""
+    with atomic_open(path, "wb") as raw:
+        if not is_gzip_path(path):
+            yield raw
+            return
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+            yield packed  # type: ignore[misc]
+
+
+def decode_line(raw: bytes) -> Any:
+    """One JSON line decoded with orjson; a line orjson refuses (the ``NaN`` token, invalid UTF-8, ...) goes
+    through the standard library, whose result or error message is then the one reported.
+
+    Raises:
+        ValueError: not JSON (``json.JSONDecodeError`` or ``UnicodeDecodeError``).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw.decode("utf-8"))
+
+
+def _line_object(raw: bytes) -> tuple[str, dict[str, Any]]:
+    obj = decode_line(raw)
+    if not isinstance(obj, dict):
+        raise ValueError(f"Expected a JSON object but got {type(obj).__name__}")
+    return _frame_key(obj, "the line"), obj
+
+
+def _as_arrays(obj: dict[str, Any]) -> dict[str, Any]:
+    """The line's values of :data:`PREDICTION_FIELDS` as numpy arrays, converted at once so that the decoded lists
+    die with the line: a batch of live lists (about 700 a frame) makes Python's cyclic garbage collector scan them
+    again and again, which cost more than parsing. The conversion is the ``np.asarray`` that validation applies
+    anyway; a value it refuses is kept as it is, for validation to report."""
+    for key in PREDICTION_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, list):
+            try:
+                obj[key] = np.asarray(value)
+            except (ValueError, TypeError):
+                pass
+    return obj
+
+
+def _checked_batches(
+    path: PathLike, numbers: list[int], frames: list[str], objs: list[dict[str, Any]]
+) -> Iterator[tuple[list[int], list[str], PredictionBatch]]:
+    """The float32 :class:`PredictionBatch` of decoded lines, validated together; on an error each line is validated
+    alone, the lines before the first bad one are yielded, and the bad one is reported with its message and number."""
+    try:
+        batch = _float32_batch(stack_predictions(objs, lambda _: "the line"))
+    except ValueError:
+        for index, (number, obj) in enumerate(zip(numbers, objs)):
+            try:
+                _float32_batch(prediction_arrays(obj, "the line"))
+            except ValueError as error:
+                if index:
+                    yield from _checked_batches(path, numbers[:index], frames[:index], objs[:index])
+                raise PredictionFileError(path, number, str(error)) from None
+        raise
+    yield numbers, frames, batch
+
+
+def iter_prediction_batches(
+    path: PathLike, batch_frames: int = READ_BATCH_FRAMES
+) -> Iterator[tuple[list[int], list[str], PredictionBatch]]:
+    """Stream a prediction file (``.jsonl``, or ``.jsonl.gz``) in batches of up to ``batch_frames`` frames:
+    ``(line numbers, frames, arrays)``, the arrays float32 (the file's precision) and concatenated over the batch.
+
+    Lines are parsed with orjson and validated a batch at a time (JSON, keys, lengths, pair rows, value ranges,
+    NaN, the box rule); frames must be unique. Memory holds one batch, whatever the file's size. Every line before
+    a bad one is yielded before the error.
 
     Raises:
         PredictionFileError: naming the file and the 1-based line number of the first bad line.
     """
     seen: dict[str, int] = {}
-    with open(path, "rb") as handle:
+    numbers: list[int] = []
+    frames: list[str] = []
+    objs: list[dict[str, Any]] = []
+    with open_prediction_file(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                line = decode_line(path, raw, number)
-            except TextDecodeError as error:
-                raise PredictionFileError(path, number, str(error).removeprefix(f"{path} line {number}, ")) from None
-            if not line.strip():
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"Expected a JSON object but got {type(obj).__name__}")
-                frame = _frame_key(obj, "the line")
-                arrays = _float32_batch(prediction_arrays(obj, "the line"))
-            except ValueError as error:  # json.JSONDecodeError is a ValueError
-                raise PredictionFileError(path, number, str(error)) from None
-            if frame in seen:
-                raise PredictionFileError(
-                    path, number, f"Expected one line per frame but {frame!r} already appeared on line {seen[frame]}"
-                )
+                frame, obj = _line_object(raw)
+                if frame in seen:  # the line's own errors come first, as when each line is checked alone
+                    _float32_batch(prediction_arrays(obj, "the line"))
+                    first = seen[frame]
+                    raise ValueError(f"Expected one line per frame but {frame!r} already appeared on line {first}")
+            except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+                yield from _checked_batches(path, numbers, frames, objs) if objs else ()
+                raise PredictionFileError(path, number, _line_error(path, raw, number, error)) from None
             seen[frame] = number
-            yield number, frame, arrays
+            numbers.append(number)
+            frames.append(frame)
+            objs.append(_as_arrays(obj))
+            if len(objs) == batch_frames:
+                yield from _checked_batches(path, numbers, frames, objs)
+                numbers, frames, objs = [], [], []
+    if objs:
+        yield from _checked_batches(path, numbers, frames, objs)
+
+
+def _line_error(path: PathLike, raw: bytes, number: int, error: ValueError) -> str:
+    """What is wrong with line ``number``: where its bytes stop being UTF-8 (column and byte), else ``error``."""
+    try:
+        decode_line(path, raw, number)
+    except TextDecodeError as decode_error:
+        return str(decode_error).removeprefix(f"{path} line {number}, ")
+    return str(error)
+
+
+def split_batch(batch: PredictionBatch) -> list[PredictionBatch]:
+    """The frames of a batch, each as a :class:`PredictionBatch` of one frame (views, no copy).
+
+    Example:
+        >>> both = stack_predictions([empty_prediction("a"), empty_prediction("b")])
+        >>> [part.num_rows.tolist() for part in split_batch(both)]
+        [[0], [0]]
+    """
+    row_ends = np.cumsum(batch.num_rows).tolist()
+    pair_ends = np.cumsum(batch.num_pairs).tolist()
+    parts = []
+    for index, (row_end, pair_end) in enumerate(zip(row_ends, pair_ends)):
+        rows = slice(row_end - int(batch.num_rows[index]), row_end)
+        pairs = slice(pair_end - int(batch.num_pairs[index]), pair_end)
+        values = {
+            key: getattr(batch, key)[rows if field.dim == "R" else pairs] for key, field in PREDICTION_FIELDS.items()
+        }
+        one = slice(index, index + 1)
+        parts.append(PredictionBatch(**values, num_rows=batch.num_rows[one], num_pairs=batch.num_pairs[one]))
+    return parts
+
+
+def iter_predictions(path: PathLike) -> Iterator[tuple[int, str, PredictionBatch]]:
+    """Read a prediction file lazily, yielding ``(line number, frame, arrays)`` per non-blank line (float fields
+    as float32, the file's precision); a ``.jsonl.gz`` file is decompressed on the fly.
+
+    Every line is validated (JSON, keys, lengths, pair rows, value ranges, NaN, the box rule) and frames must be
+    unique (:func:`iter_prediction_batches`, whose batches this splits).
+
+    Raises:
+        PredictionFileError: naming the file and the 1-based line number of the first bad line.
+    """
+    for numbers, frames, batch in iter_prediction_batches(path):
+        yield from zip(numbers, frames, split_batch(batch))
 
 
 def read_predictions(path: PathLike) -> Iterator[dict[str, Any]]:
@@ -396,20 +537,22 @@ def read_predictions(path: PathLike) -> Iterator[dict[str, Any]]:
         yield _tensors(frame, arrays)
 
 
-def _json_line(obj: dict[str, Any]) -> str:
+def json_line(obj: dict[str, Any]) -> bytes:
+    """One line of a prediction file: the compact JSON of ``obj`` (:func:`prediction_to_json`) and a newline."""
     # allow_nan=False: validation already rejected NaN, this keeps the file strict JSON regardless
-    return json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n"
+    return (json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def write_predictions(path: PathLike, preds: Iterable[Mapping[str, Any]]) -> int:
     """Write predictions as JSON Lines, atomically: the file appears complete or not at all.
 
     Each prediction is validated first (:func:`prediction_arrays`); on any error the target is left untouched.
-    Floats are written with float32 precision, each as its shortest decimal (:func:`shortest_float32`).
+    Floats are written with float32 precision, each as its shortest decimal (:func:`shortest_float32`). The
+    predictions are consumed one at a time (memory holds one frame and the set of frame keys).
 
     Args:
-        path: the ``.jsonl`` file; its folder is created if needed. Written through
-            :func:`arn_lightning.atomic.atomic_open` (flushed to disk, then renamed over ``path``).
+        path: the ``.jsonl`` file, or ``.jsonl.gz`` for a gzip-compressed one; its folder is created if needed.
+            Written through :func:`atomic_prediction_file` (flushed to disk, then renamed over ``path``).
         preds: per-frame predictions (module docstring), each with a unique ``frame``.
 
     Returns:
@@ -419,13 +562,13 @@ def write_predictions(path: PathLike, preds: Iterable[Mapping[str, Any]]) -> int
         ValueError: a prediction that is invalid (naming its index) or a repeated frame.
     """
     count, seen = 0, set()
-    with atomic_open(path, "w") as out:  # fsync, the mode of open(path, "w"), rename; removed on an error
+    with atomic_prediction_file(path) as out:  # fsync, rename; removed on an error
         for index, pred in enumerate(preds):
             obj = prediction_to_json(pred, f"preds[{index}]")
             if obj["frame"] in seen:
                 raise ValueError(f"Expected one prediction per frame but preds[{index}] repeats {obj['frame']!r}")
             seen.add(obj["frame"])
-            out.write(_json_line(obj))
+            out.write(json_line(obj))
             count += 1
     return count
 
@@ -435,14 +578,21 @@ __all__ = [
     "PREDICTION_KEYS",
     "PredictionBatch",
     "PredictionFileError",
+    "atomic_prediction_file",
+    "decode_line",
     "empty_prediction",
+    "is_gzip_path",
+    "iter_prediction_batches",
     "iter_predictions",
+    "json_line",
+    "open_prediction_file",
     "prediction_arrays",
     "prediction_from_ground_truth",
     "prediction_from_json",
     "prediction_to_json",
     "read_predictions",
     "shortest_float32",
+    "split_batch",
     "stack_predictions",
     "write_predictions",
 ]

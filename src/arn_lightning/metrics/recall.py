@@ -21,6 +21,7 @@ from arn_lightning.metrics.functional import (
     state_increment,
     state_shapes,
 )
+from arn_lightning.metrics.predictions import PredictionBatch
 
 
 class SceneGraphRecall(Metric):
@@ -103,8 +104,9 @@ class SceneGraphRecall(Metric):
         for name, shape in state_shapes(self.config).items():
             self.add_state(name, default=torch.zeros(shape, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, preds: Sequence[Mapping[str, Any]], target: Sequence[Mapping[str, Any]]) -> None:
-        """Match a batch of frames and add their counts to the state (input contract in the class docstring)."""
+    def update(self, preds: Sequence[Mapping[str, Any]] | PredictionBatch, target: Sequence[Mapping[str, Any]]) -> None:
+        """Match a batch of frames and add their counts to the state (input contract in the class docstring; a
+        validated :class:`~arn_lightning.metrics.predictions.PredictionBatch` is accepted as ``preds`` too)."""
         increment = state_increment(frame_hits(preds, target, self.config, self.validate_args))
         for name, value in increment.items():
             state: Tensor = getattr(self, name)

@@ -2,9 +2,12 @@
 
 :class:`PredictionWriter` is a Lightning :class:`~lightning.pytorch.callbacks.BasePredictionWriter`: the module's
 ``test_step`` / ``predict_step`` return the per-frame predictions of their batch (ARCHITECTURE.md section 4), the
-writer collects them from the batch-end hooks and writes them when the stage ends, one shard per process merged by
-rank 0 (frames sorted by key). ``ARNLitModule.configure_callbacks`` attaches it, so the files are written with the
-CLI and with a plain ``lightning.Trainer`` alike; a writer the user passes to the trainer is used instead.
+writer encodes them in the batch-end hooks into a
+:class:`~arn_lightning.metrics.prediction_files.SortedPredictionSpool` (bounded memory: sorted runs spilled to
+temporary files) and writes them when the stage ends, one shard per process k-way merged by rank 0 (frames sorted by
+key, one line of each shard in memory at a time). ``ARNLitModule.configure_callbacks`` attaches it, so the files are
+written with the CLI and with a plain ``lightning.Trainer`` alike; a writer the user passes to the trainer is used
+instead.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from arn_lightning.atomic import atomic_write_json
-from arn_lightning.metrics.predictions import read_predictions, write_predictions
+from arn_lightning.metrics.prediction_files import SortedPredictionSpool, merge_prediction_files
 from arn_lightning.training.runs import run_folder
 
 log = logging.getLogger(__name__)
@@ -46,14 +49,14 @@ class PredictionWriter(BasePredictionWriter):
 
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
-        self._predictions: list[dict[str, Any]] = []
+        self._spool = SortedPredictionSpool()
 
     # ------------------------------------------------------------------ collecting
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._predictions = []
+        self._spool.discard()
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._predictions = []
+        self._spool.discard()
 
     def write_on_batch_end(
         self,
@@ -65,9 +68,11 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        """Keep the batch's per-frame predictions (``prediction``: the list the step returned) until the stage ends."""
+        """Validate and encode the batch's per-frame predictions (``prediction``: the list the step returned) into the
+        spool, written when the stage ends."""
         if pl_module.eval_config.save_predictions:
-            self._predictions.extend(prediction)
+            for pred in prediction:
+                self._spool.add(pred)
 
     def on_test_batch_end(
         self,
@@ -115,8 +120,7 @@ class PredictionWriter(BasePredictionWriter):
         rank, world = trainer.global_rank, trainer.world_size
         shard = path.with_name(f"{path.stem}.rank{rank}{path.suffix}") if world > 1 else path
         shard.parent.mkdir(parents=True, exist_ok=True)
-        write_predictions(shard, sorted(self._predictions, key=lambda p: p["frame"]))
-        self._predictions = []
+        self._spool.write(shard)
         if world == 1:
             log.info("wrote %s", path)
             return
@@ -127,17 +131,15 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def merge_shards(path: Path, world: int) -> None:
-    """Merge the per-rank prediction shards ``<stem>.rank<r><suffix>`` (r < ``world``) into ``path`` (sorted by
-    frame key) and delete the shards.
+    """Merge the per-rank prediction shards ``<stem>.rank<r><suffix>`` (r < ``world``, each sorted by frame key)
+    into ``path`` (sorted by frame key) by a k-way merge that holds one line per shard, and delete the shards.
 
     Raises:
         FileNotFoundError: a shard is missing.
-        PredictionFileError: a shard holds a bad line or a frame twice (see ``read_predictions``).
+        PredictionFileError: a shard line without a frame key, or a shard out of order.
+        ValueError: a frame in two shards.
     """
     shards = [path.with_name(f"{path.stem}.rank{r}{path.suffix}") for r in range(world)]
-    merged: list[dict[str, Any]] = []
-    for shard in shards:
-        merged.extend(read_predictions(shard))
-    write_predictions(path, sorted(merged, key=lambda p: p["frame"]))
+    merge_prediction_files(path, shards)
     for shard in shards:
         shard.unlink()

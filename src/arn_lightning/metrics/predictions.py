@@ -55,7 +55,8 @@ from arn_lightning._types import PathLike
 from arn_lightning.atomic import atomic_open
 from arn_lightning.boxes import InvalidBoxError
 from arn_lightning.metrics.batching import Field, check_range, first_invalid_row, frame_of_row, stack_frames
-from arn_lightning.reading import TextDecodeError, decode_line
+from arn_lightning.reading import TextDecodeError
+from arn_lightning.reading import decode_line as decode_text_line
 
 #: Significant decimal digits that always identify a float32.
 FLOAT32_DIGITS = 9
@@ -485,7 +486,7 @@ def iter_prediction_batches(
 def _line_error(path: PathLike, raw: bytes, number: int, error: ValueError) -> str:
     """What is wrong with line ``number``: where its bytes stop being UTF-8 (column and byte), else ``error``."""
     try:
-        decode_line(path, raw, number)
+        decode_text_line(path, raw, number)
     except TextDecodeError as decode_error:
         return str(decode_error).removeprefix(f"{path} line {number}, ")
     return str(error)

@@ -24,6 +24,7 @@ TOOLS: dict[str, tuple] = {
     "serve": ("arn_lightning.commands.serve", "a local web app: run a video, open an infer output, compare with GT"),
     "weights": ("arn_lightning.commands.weights", "pretrained weight files by name: list, fetch, verify, path"),
     "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as ONNX, with its settings"),
+    "robustness": ("arn_lightning.commands.robustness", "a checkpoint's recall under image and video corruptions"),
 }
 
 

@@ -3,12 +3,19 @@ errors, the runner's files and resumability, and a 2-process DDP run equal to a 
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from arn_lightning.data.corruptions import (
     CORRUPTIONS,
@@ -20,7 +27,9 @@ from arn_lightning.data.corruptions import (
     delivered_slots,
     frame_seed,
 )
+from arn_lightning.experiments import robustness
 from arn_lightning.experiments.robustness import RobustnessError, parse_corruptions, parse_severities
+from train_fixtures import run_cli, tiny_config, write_config
 
 pytest.importorskip("albumentations")
 
@@ -172,3 +181,96 @@ def test_data_module_corrupts_evaluation_clips_only(train_root: Path) -> None:
     assert clean_val[0]["target"]["frame"] == corrupted_val[0]["target"]["frame"]
     assert corrupted_val[0]["image"].float().mean() > clean_val[0]["image"].float().mean() + 10  # brighter
     assert torch.equal(clean_val[0]["target"]["obj_boxes"], corrupted_val[0]["target"]["obj_boxes"])
+
+
+# ----------------------------------------------------------------------------------------------- the benchmark
+@pytest.fixture(scope="module")
+def tiny_run(train_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny fitted run: its saved ``config.yaml`` and ``last.ckpt``."""
+    workdir = tmp_path_factory.mktemp("robustness_run")
+    config = tiny_config(train_root, workdir, max_steps=2, limit_val_batches=1)
+    run_cli(["fit", "--config", str(write_config(config, workdir / "tiny.yaml"))])
+    run = workdir / "logs" / "tiny" / "version_0"
+    return run / "config.yaml", run / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_benchmark_writes_its_files_rescoreable_and_resumes(tiny_run, train_root, monkeypatch) -> None:
+    from arn_lightning.commands.evaluate import evaluate
+
+    config, ckpt = tiny_run
+    out = config.parent / "robustness"
+    report = robustness.run_robustness(config, ckpt, ["brightness", "frame_drop"], [1, 5], num_workers=0)
+    tags = ["clean", "brightness_s1", "brightness_s5", "frame_drop_s1", "frame_drop_s5"]
+    for tag in tags:
+        assert (out / f"predictions_test_{tag}.jsonl").is_file() and (out / f"metrics_test_{tag}.json").is_file()
+    for name in ("robustness.md", "robustness.csv", "robustness.json", "robustness.png", "settings.json"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "examples" / "brightness.png").is_file() and (out / "examples" / "frame_drop.png").is_file()
+    assert not (out / "work").exists()
+    # `evaluate` rescores a corrupted prediction file to the metric of the same test.
+    metrics = json.loads((out / "metrics_test_brightness_s5.json").read_text())
+    offline = evaluate(str(train_root), str(out / "predictions_test_brightness_s5.jsonl"), split="test", task="sgdet")
+    for constraint in ("with", "semi", "no"):
+        assert metrics[f"{constraint}/R@20"] == pytest.approx(offline[constraint]["R@20"], abs=1e-9)
+        assert metrics[f"{constraint}/mR@50"] == pytest.approx(offline[constraint]["mR@50"], abs=1e-9)
+    # The table: 4 entries, then a mean per severity and over all; drops relative to clean.
+    rows = report["rows"]
+    assert [(r["corruption"], r["severity"]) for r in rows][-3:] == [("mean", 1), ("mean", 5), ("mean", "all")]
+    clean = report["clean"]["no/R@20"]
+    entry = next(r for r in rows if (r["corruption"], r["severity"]) == ("brightness", 5))
+    assert entry["values"]["no/R@20"] == metrics["no/R@20"]
+    if clean > 0:
+        assert entry["drop"]["no/R@20"] == pytest.approx((clean - metrics["no/R@20"]) / clean)
+    mean_s5 = next(r for r in rows if (r["corruption"], r["severity"]) == ("mean", 5))
+    expected = np.mean([r["values"]["no/mR@20"] for r in rows if r["severity"] == 5 and r["corruption"] != "mean"])
+    assert mean_s5["values"]["no/mR@20"] == pytest.approx(expected)
+    assert "| brightness | 5 |" in (out / "robustness.md").read_text()
+    assert (out / "robustness.csv").read_text().splitlines()[0] == "corruption,severity,metric,value,relative_drop"
+    # Resumable: a rerun tests only the entry whose result is gone.
+    (out / "metrics_test_frame_drop_s5.json").unlink()
+    tested = []
+    real = robustness.score_entry
+    monkeypatch.setattr(robustness, "score_entry", lambda *a: tested.append(a[4:6]) or real(*a))
+    robustness.run_robustness(config, ckpt, ["brightness", "frame_drop"], [1, 5], num_workers=0)
+    assert tested == [("frame_drop", 5)]
+    assert json.loads((out / "metrics_test_frame_drop_s5.json").read_text())["no/R@20"] == pytest.approx(
+        next(r for r in rows if (r["corruption"], r["severity"]) == ("frame_drop", 5))["values"]["no/R@20"]
+    )
+    # Another checkpoint in the same folder is refused.
+    other = ckpt.with_name("other.ckpt")
+    shutil.copyfile(ckpt, other)
+    with open(other, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(RobustnessError, match="checkpoint"):
+        robustness.run_robustness(config, other, ["brightness"], [1])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_equals_one_process(tiny_run, tmp_path: Path) -> None:
+    config, ckpt = tiny_run
+    saved = yaml.safe_load(config.read_text())
+    saved["trainer"].update(strategy="ddp", devices=2)
+    ddp_config = write_config(saved, tmp_path / "ddp" / "config.yaml")
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    args = ["--ckpt_path", str(ckpt), "--corruptions", "gaussian_noise,frozen_frame", "--severities", "4"]
+    command = [str(Path(sys.executable).with_name("arn-lightning")), "robustness", "--config", str(ddp_config), *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = robustness.run_robustness(
+        config, ckpt, ["gaussian_noise", "frozen_frame"], [4], out=tmp_path / "single", num_workers=0
+    )
+    ddp = json.loads((tmp_path / "ddp" / "robustness" / "robustness.json").read_text())
+    assert ddp["rows"] == single["rows"] and ddp["clean"] == single["clean"]
+    # The tiny model's recall may be 0: the prediction files (every score and box of every frame) are compared too.
+    for tag in ("clean", "gaussian_noise_s4", "frozen_frame_s4"):
+        a = (tmp_path / "ddp" / "robustness" / f"predictions_test_{tag}.jsonl").read_text()
+        assert a == (tmp_path / "single" / f"predictions_test_{tag}.jsonl").read_text(), tag
+    corrupted = (tmp_path / "single" / "predictions_test_gaussian_noise_s4.jsonl").read_text()
+    assert corrupted != (tmp_path / "single" / "predictions_test_clean.jsonl").read_text()

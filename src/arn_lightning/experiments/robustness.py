@@ -1,7 +1,7 @@
 """The corruption robustness benchmark of a checkpoint (``arn-lightning robustness``, docs/robustness.md).
 
 Each (corruption, severity) is a ``test`` of the checkpoint through the LightningCLI from the run's ``config.yaml``
-(:func:`arn_lightning.experiments.demo.score_checkpoint`, the path ``arn-lightning test`` takes) with the data
+(:func:`arn_lightning.experiments.demo.test_args`, the path ``arn-lightning test`` takes) with the data
 module's ``corruption`` / ``corruption_severity`` set, so every frame of the test split is corrupted in the loader
 workers (:mod:`arn_lightning.data.corruptions`) and scored by the project's metric. The results go to
 ``<run>/robustness/``:
@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,8 @@ def score_entry(config: Path, root: str, ckpt: Path, out: Path, name: str, sever
     The test writes into ``out/work/<tag>/`` (removed after); its prediction file is moved first, its metrics file
     last, so a finished entry has both.
     """
-    from arn_lightning.experiments.demo import score_checkpoint
+    from arn_lightning.experiments.demo import test_args
+    from arn_lightning.training.lightning_cli import build_cli
 
     work = out / "work" / entry_name(name, severity)
     if is_rank_zero():
@@ -176,7 +178,10 @@ def score_entry(config: Path, root: str, ckpt: Path, out: Path, name: str, sever
     args = [*extra]
     if name != CLEAN:
         args += [f"--data.corruption={name}", f"--data.corruption_severity={severity}"]
-    score_checkpoint(config, Path(root), work, ckpt, args)
+    # sys.argv stays the command's own: under DDP, Lightning starts the other processes by rerunning it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        build_cli(test_args(config, Path(root), work, ckpt, args))
     if not is_rank_zero():
         return
     predictions, metrics = entry_files(out, name, severity)

@@ -419,7 +419,8 @@ def run_robustness(
     }
     check_settings(out, settings)
     extra = [] if num_workers is None else [f"--data.num_workers={num_workers}"]
-    entries = [(CLEAN, 0)] + [(name, severity) for name in corruptions for severity in severities]
+    # Severity by severity (every corruption at the first severity, then the next), so a usable table exists early.
+    entries = [(CLEAN, 0)] + [(name, severity) for severity in severities for name in corruptions]
     for name, severity in entries:
         if read_entry(out, name, severity) is not None:
             log(f"[robustness] {entry_name(name, severity)}: finished earlier, skipped")

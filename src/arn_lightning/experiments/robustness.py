@@ -39,6 +39,7 @@ from arn_lightning.data.corruptions import (
     CORRUPTIONS,
     IMAGE_CORRUPTIONS,
     SEVERITIES,
+    VIDEO_CORRUPTIONS,
     check_corruption,
     require_albumentations,
 )
@@ -291,10 +292,11 @@ def format_csv(report: dict[str, Any]) -> str:
 
 def save_plot(report: dict[str, Any], path: Path, key: str = PLOT_KEY) -> None:
     """``robustness.png``: ``key`` in % against severity, one line per corruption (severity 0: clean), atomically."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 5))
+    figure = Figure(figsize=(10, 5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     lines: dict[str, list[tuple[int, float]]] = {}
@@ -302,15 +304,18 @@ def save_plot(report: dict[str, Any], path: Path, key: str = PLOT_KEY) -> None:
         if row["severity"] != "all":
             points = lines.setdefault(row["corruption"], [(0, report["clean"][key])])
             points.append((row["severity"], row["values"][key]))
-    for name, points in lines.items():
+    colours = matplotlib.colormaps["tab20"]
+    for index, (name, points) in enumerate(lines.items()):
         xs, ys = zip(*sorted(points))
-        style = {"color": "black", "linewidth": 3} if name == "mean" else {"linewidth": 1}
+        style = {"color": colours(index % 20), "linewidth": 1, "linestyle": "--" if name in VIDEO_CORRUPTIONS else "-"}
+        if name == "mean":
+            style = {"color": "black", "linewidth": 3}
         axes.plot(xs, [100 * y for y in ys], marker="o", label=name, **style)
     axes.set_xlabel("severity (0: clean)")
     axes.set_ylabel(f"{key} (%)")
     axes.set_xticks(range(0, 6))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=6, ncol=2, loc="best")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)

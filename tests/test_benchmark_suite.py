@@ -32,6 +32,7 @@ EXPECTED = [
     "projected AG training epoch",
     "projected AG test pass",
     "data pipeline frames/s per core, 600/1000",
+    "evaluation pipeline frames/s per core, gaussian_noise s3",
     "evaluator frames/s (one core)",
     "evaluate at 0.1 of AG",
     "infer time to first frame graph",

@@ -23,9 +23,13 @@ TOOLS: dict[str, tuple] = {
     "ablate": ("arn_lightning.commands.ablate", "the paper's ablation Tables 3 and 4 on the synthetic AG (resumable)"),
     "serve": ("arn_lightning.commands.serve", "a local web app: run a video, open an infer output, compare with GT"),
     "weights": ("arn_lightning.commands.weights", "pretrained weight files by name: list, fetch, verify, path"),
-    "export": ("arn_lightning.commands.export", "the streaming step of a checkpoint as ONNX, with its settings"),
+    "export": (
+        "arn_lightning.commands.export",
+        "a checkpoint as ONNX (the streaming step) or as a shareable safetensors model folder",
+    ),
     "configs": ("arn_lightning.commands.configs", "the packaged configs (--config NAME): list, show, copy"),
     "demo": ("arn_lightning.experiments.demo", "the main job end to end on a synthetic AG (what `make demo` runs)"),
+    "robustness": ("arn_lightning.commands.robustness", "a checkpoint's recall under image and video corruptions"),
 }
 
 

@@ -137,6 +137,30 @@ def measure(root: Path, shorter: int, longer: int, args: argparse.Namespace) -> 
     }
 
 
+def measure_eval(
+    root: Path, shorter: int, longer: int, corruption: str | None, severity: int = 3, passes: int = 3
+) -> dict[str, Any]:
+    """CPU seconds of ``passes`` passes over the test DataLoader (main process, batch 2, clips of 3), with
+    ``corruption`` at ``severity`` applied to every frame (:mod:`arn_lightning.data.corruptions`) or none: the
+    robustness benchmark's input cost."""
+    dm = AGDataModule(
+        str(root),
+        clip_len=3,
+        resize_shorter=shorter,
+        resize_longer=longer,
+        eval_batch_size=2,
+        corruption=corruption,
+        corruption_severity=severity,
+    )
+    dm.setup("test")
+    next(iter(dm.test_dataloader()))  # warm-up: the first batch builds the corruption's transform
+    frames, start = 0, time.process_time()
+    for _ in range(passes):
+        for batch in dm.test_dataloader():
+            frames += len(batch["targets"])
+    return {"corruption": corruption, "severity": severity, "frames": frames, "cpu_s": time.process_time() - start}
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmark and print a table (or JSON)."""
     args = build_parser().parse_args(argv)

@@ -419,6 +419,32 @@ def data_figures(figures: Figures, settings: Settings, raw: dict[str, Any]) -> N
     )
 
 
+def corruption_figures(figures: Figures, settings: Settings, raw: dict[str, Any]) -> None:
+    """Evaluation input pipeline frames per CPU second with an image corruption (``arn-lightning robustness``) and
+    its ratio to the clean pipeline, at 600/1000 on one core (docs/robustness.md)."""
+    name = "evaluation pipeline frames/s per core, gaussian_noise s3"
+    try:
+        from arn_lightning.data.corruptions import require_albumentations
+
+        require_albumentations()
+    except ImportError:
+        figures.add(name, None, "frames/s", note="n/a (albumentations not installed: the robustness extra)")
+        return
+    with tempfile.TemporaryDirectory(prefix="arn_suite_corrupt_") as tmp, torch_threads(1):
+        root = Path(tmp) / "ag"
+        generate(root, videos=settings.data_videos, frames=8, size=data_bench.DEFAULT_SIZE, seed=0)
+        rows = [data_bench.measure_eval(root, 600, 1000, c) for c in (None, "gaussian_noise")]
+    raw["corruption"] = rows
+    clean, corrupted = (row["frames"] / row["cpu_s"] for row in rows)
+    figures.add(
+        name,
+        corrupted,
+        "frames/s",
+        note=f"480x270 PNG, test loader, 1 thread, per CPU second; clean {clean:.1f} "
+        f"({corrupted / clean:.2f}x); {rows[1]['frames']} frames",
+    )
+
+
 def metric_figures(figures: Figures, settings: Settings, raw: dict[str, Any]) -> None:
     """Evaluator frames per CPU second on one core, 100 pairs per frame, with / semi / no together."""
     with torch_threads(1):
@@ -615,6 +641,7 @@ def run(device: torch.device, quick: bool) -> dict[str, Any]:
     test_fps = settings.clip_len * max(settings.batches) / statistics.median(raw["model"][test_label]["arn_s"])
     projection_figures(figures, settings, device, train_fps, test_fps)
     data_figures(figures, settings, raw)
+    corruption_figures(figures, settings, raw)
     sections["data"], clock = time.perf_counter() - clock, time.perf_counter()
     metric_figures(figures, settings, raw)
     sections["metrics"], clock = time.perf_counter() - clock, time.perf_counter()

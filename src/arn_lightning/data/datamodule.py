@@ -67,6 +67,10 @@ class AGDataModule(L.LightningDataModule):
         synthetic: if ``root`` has no annotations, generate the synthetic AG there first.
         synthetic_videos: videos of the generated synthetic AG.
         synthetic_frames: frames per video of the generated synthetic AG.
+        corruption: corrupt every evaluation frame (``val``, ``test``, ``predict``) with this corruption of
+            :mod:`arn_lightning.data.corruptions` (docs/robustness.md), its draws seeded by ``seed`` and the frame
+            key; None (default): frames unchanged.
+        corruption_severity: the corruption's severity, 1..5.
     """
 
     def __init__(
@@ -96,8 +100,14 @@ class AGDataModule(L.LightningDataModule):
         synthetic: bool = False,
         synthetic_videos: int = 200,
         synthetic_frames: int = 8,
+        corruption: str | None = None,
+        corruption_severity: int = 3,
     ) -> None:
         super().__init__()
+        if corruption is not None:
+            from arn_lightning.data.corruptions import check_corruption
+
+            check_corruption(corruption, corruption_severity)
         validate_data_options(
             task, clip_len, window, eval_scheme, on_bad_frame, batch_size, eval_batch_size, num_workers
         )
@@ -270,7 +280,13 @@ class AGDataModule(L.LightningDataModule):
                 f"data.root={self.root} but got none: no frame image of the split is under "
                 f"{self.frames_dir} (run `arn-lightning dump-frames`)"
             )
-        return AGClipDataset(frames, clips, self.frames_dir, transform, hp.on_bad_frame, train=split == "train")
+        corrupt = None
+        if hp.corruption is not None and split != "train":
+            from arn_lightning.data.corruptions import ClipCorruption
+
+            corrupt = ClipCorruption(hp.corruption, hp.corruption_severity, hp.seed)
+        train = split == "train"
+        return AGClipDataset(frames, clips, self.frames_dir, transform, hp.on_bad_frame, train=train, corrupt=corrupt)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict``; None: all)."""

@@ -15,7 +15,7 @@ of the annotated size, every slot unscored.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class AGClipDataset(Dataset):
             :attr:`bad_frames` (of this process) and handles it as the module docstring says.
         train: a training split (a clip with no readable frame is replaced by another clip instead of being fed as
             black frames).
+        corrupt: applied to the decoded ``uint8 [3, H, W]`` frames of every clip with their frame keys, before the
+            transform (the robustness benchmark, :class:`arn_lightning.data.corruptions.ClipCorruption`); None: off.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class AGClipDataset(Dataset):
         transform: ClipTransform,
         on_bad_frame: str = "error",
         train: bool = False,
+        corrupt: Callable[[list[Tensor], list[str]], list[Tensor]] | None = None,
     ) -> None:
         if on_bad_frame not in BAD_FRAME_MODES:
             raise ValueError(f"Expected on_bad_frame in {list(BAD_FRAME_MODES)} but got {on_bad_frame!r}")
@@ -106,6 +109,7 @@ class AGClipDataset(Dataset):
         self.transform = transform
         self.on_bad_frame = on_bad_frame
         self.train = train
+        self.corrupt = corrupt
         self.bad_frames: list[str] = []
         self._reasons: dict[int, str] = {}
 
@@ -178,6 +182,8 @@ class AGClipDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         images, indices, flags, unreadable, key = self._readable_clip(index)
         boxes = [torch.from_numpy(self.frames[i].boxes_xyxy.copy()) for i in indices]
+        if self.corrupt is not None:
+            images = self.corrupt(images, [self.frames[i].key for i in indices])
         images, boxes, flipped = self.transform(images, boxes, flip=self.transform.draw_flip(seed))
         samples = [
             {"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}

@@ -64,8 +64,8 @@ def run_cli(args: list[str]):
         sys.argv = argv
 
 
-def score_checkpoint(config: Path, root: Path, out: Path, ckpt: Path | None, extra: list[str]) -> dict[str, float]:
-    """Run ``test`` through the CLI; returns the metric values (``no/R@20``, ...) and leaves the prediction file."""
+def test_args(config: Path, root: Path, out: Path, ckpt: Path | None, extra: list[str]) -> list[str]:
+    """The LightningCLI arguments of a ``test`` of ``ckpt`` (None: the untrained model) writing into ``out``."""
     args = [
         "test",
         "--config",
@@ -78,7 +78,12 @@ def score_checkpoint(config: Path, root: Path, out: Path, ckpt: Path | None, ext
     ]
     if ckpt is not None:
         args.append(f"--ckpt_path={ckpt}")
-    cli = run_cli(args)
+    return args
+
+
+def score_checkpoint(config: Path, root: Path, out: Path, ckpt: Path | None, extra: list[str]) -> dict[str, float]:
+    """Run ``test`` through the CLI; returns the metric values (``no/R@20``, ...) and leaves the prediction file."""
+    cli = run_cli(test_args(config, root, out, ckpt, extra))
     return dict(cli.model.last_metrics)
 
 

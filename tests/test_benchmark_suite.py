@@ -102,7 +102,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, ca
 def test_detector_path_is_the_first_stages_of_the_model(one_thread: None) -> None:
     torch.manual_seed(0)
     settings = suite.settings_for(True, torch.device("cpu"))
-    model = suite.build_model(settings, torch.device("cpu"))
+    model = suite.benchmark_model(settings, torch.device("cpu"))
     pixels, mask = torch.randn(1, 2, 3, 64, 64), torch.ones(1, 2, 64, 64, dtype=torch.bool)
     with torch.no_grad():
         full, entity = model(pixels, mask), detector_forward(model, pixels, mask)

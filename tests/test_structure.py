@@ -205,7 +205,8 @@ FORBIDDEN = {
     "video": {"data", "training", "inference", "models", "app"},
     "drawing": {"training", "inference", "models", "app", "data"},
     "data": {"training", "inference", "models", "app", "weights"},
-    "metrics": {"training", "inference", "models", "app", "data", "weights", "video", "drawing"},
+    # scoring.py reads the AG ground truth (data/ag.py) that a prediction file is scored against
+    "metrics": {"training", "inference", "models", "app", "weights", "video", "drawing"},
     "text": {"training", "inference", "app", "data"},
 }
 
@@ -261,3 +262,44 @@ def test_the_module_map_of_the_architecture_page_is_the_tree():
     assert len(named) > 50
     assert not files - named, f"source files missing from docs/ARCHITECTURE.md's module map: {sorted(files - named)}"
     assert not named - files, f"the module map names files that do not exist: {sorted(named - files)}"
+
+
+# --- One home per concept (docs/ARCHITECTURE.md, "Layers"; the builder's row is tests/test_build.py, the decode
+# loop's tests/test_video.py, the recall chart's tests/test_recall_chart.py) -----------------------------------------
+
+#: Names whose use means a connection to the outside: only weights/ downloads (registry files, CLIP, the Hub).
+NETWORK_NAMES = {"urlopen", "build_opener", "HTTPConnection", "HTTPSConnection", "hf_hub_download", "snapshot_download"}
+NETWORK_MODULES = {"requests", "httpx", "huggingface_hub", "urllib.request", "http.client", "torch.hub"}
+
+
+def _network_use(path: Path) -> set[str]:
+    used = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in NETWORK_NAMES | {"load_state_dict_from_url"}:
+            used.add(node.attr)
+        elif isinstance(node, ast.Name) and node.id in NETWORK_NAMES:
+            used.add(node.id)
+        elif isinstance(node, ast.ImportFrom) and node.module in NETWORK_MODULES:
+            used.add(node.module)
+        elif isinstance(node, ast.Import):
+            used.update(alias.name for alias in node.names if alias.name in NETWORK_MODULES)
+    return used
+
+
+def test_only_the_weights_package_goes_on_the_network():
+    users = {name: _network_use(path) for name, path in MODULES.items()}
+    outside = sorted(f"{name}: {sorted(used)}" for name, used in users.items() if used and _area(name) != "weights")
+    assert not outside, f"network access outside weights/ (one downloader): {outside}"
+    assert _network_use(MODULES["arn_lightning.weights.download"]), "the walk saw the downloader"
+
+
+def test_a_prediction_file_is_scored_in_metrics_and_the_command_only_parses():
+    homes = sorted(
+        name
+        for name, path in MODULES.items()
+        if any(isinstance(n, ast.FunctionDef) and n.name == "evaluate" for n in ast.parse(path.read_text()).body)
+    )
+    assert homes == ["arn_lightning.metrics.scoring"]
+    command = ast.parse(MODULES["arn_lightning.commands.evaluate"].read_text())
+    defined = sorted(n.name for n in command.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+    assert set(defined) <= {"build_parser", "main"}, f"library code in commands/evaluate.py: {defined}"

@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from arn_lightning.build import build_model
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.config import ARNConfig
 from arn_lightning.vocab import NUM_OBJECT_CLASSES, PERSON_LABEL, PREDICATE_TYPES, TYPE_OFFSETS, TYPE_SIZES
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = replace(CONFIGS[args.config], backbone_weights=None)
-    model = ARN(config, all_triplet_categories())
+    model = build_model(config, all_triplet_categories()).model
     _print_parameters(model, args.config)
     print(
         f"CPU forward of one clip (T={config.num_frames}), median of {args.runs} after {args.warmup} warm-up, "

@@ -145,14 +145,9 @@ def run_step(step: str, root: Path, predictions: Path) -> None:
     if step == "load":
         ag.load_annotations(root, "sgdet")
     elif step == "stats":
-        from arn_lightning.commands.stats import main as stats_main
+        from arn_lightning.data.stats import dataset_stats
 
-        with open(os.devnull, "w") as sink:
-            stdout, sys.stdout = sys.stdout, sink
-            try:
-                stats_main(["--root", str(root), "--json"])
-            finally:
-                sys.stdout = stdout
+        json.dumps(dataset_stats(ag.load_annotations(root, "sgdet")))  # what `arn-lightning stats --json` does
     elif step == "write":
         from arn_lightning.metrics.prediction_files import SortedPredictionSpool
 

@@ -41,6 +41,7 @@ from arn_lightning.benchmarks import streaming as stream_bench
 from arn_lightning.benchmarks import train as train_bench
 from arn_lightning.benchmarks.detector import detector_forward
 from arn_lightning.benchmarks.model import all_triplet_categories
+from arn_lightning.build import build_model
 from arn_lightning.data.synth import generate
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.config import ARNConfig
@@ -235,10 +236,10 @@ def time_pair(
     return arn_s, det_s
 
 
-def build_model(settings: Settings, device: torch.device) -> ARN:
+def benchmark_model(settings: Settings, device: torch.device) -> ARN:
     """A randomly initialised SGDet ARN of the mode's architecture, all triplet classes, eval mode, on ``device``."""
     config = ARNConfig(**dict(settings.arch, num_frames=settings.clip_len), backbone_weights=None)
-    return ARN(config, all_triplet_categories()).to(device).eval()
+    return build_model(config, all_triplet_categories()).model.to(device).eval()
 
 
 def model_figures(
@@ -253,7 +254,7 @@ def model_figures(
 
     ``deadline``: ``time.perf_counter()`` value after which no compiled measurement starts.
     """
-    model = build_model(settings, device)
+    model = benchmark_model(settings, device)
     t, h, w = settings.clip_len, settings.height, settings.width
     default_precision = "bf16" if device.type == "cuda" else "fp32"
     raw.setdefault("model", {})

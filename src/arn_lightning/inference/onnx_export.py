@@ -147,6 +147,19 @@ class ExportReport:
     seconds: float
 
 
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` package.
+
+    Raises:
+        ModuleNotFoundError: it is not installed (the message names the extra that installs it).
+    """
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(f"Running an exported ONNX model needs onnxruntime: {INSTALL_HINT}") from error
+    return onnxruntime
+
+
 def settings_path_for(model_path: PathLike) -> Path:
     """The sidecar JSON of an ONNX file: ``model.onnx`` -> ``model.json`` (same folder)."""
     return Path(model_path).with_suffix(".json")
@@ -435,7 +448,6 @@ def check_in_onnxruntime(path: PathLike, graph: StreamStepGraph, inputs: tuple[T
         RuntimeError: onnxruntime cannot load or run the model, or its outputs differ from PyTorch's by more than
             :data:`CHECK_TOLERANCE` or in shape (the message names ``name`` and onnxruntime's version).
     """
-    from arn_lightning.inference.onnx_predictor import import_onnxruntime
 
     ort = import_onnxruntime()
     where = f"Expected {name} to run in onnxruntime {ort.__version__}"

@@ -35,24 +35,17 @@ from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.transforms import ClipTransform
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.api import frame_pixels
-from arn_lightning.inference.onnx_export import CACHE_INPUTS, HEAD_OUTPUTS, INSTALL_HINT, OPSET_RANGE, read_settings
+from arn_lightning.inference.onnx_export import (
+    CACHE_INPUTS,
+    HEAD_OUTPUTS,
+    OPSET_RANGE,
+    import_onnxruntime,
+    read_settings,
+)
 from arn_lightning.inference.streaming import StreamPredictorBase, StreamState
 from arn_lightning.models.arn import place_on_grid
 from arn_lightning.models.outputs import ARNOutput
 from arn_lightning.video.files import VideoFrame
-
-
-def import_onnxruntime() -> Any:
-    """The ``onnxruntime`` package.
-
-    Raises:
-        ModuleNotFoundError: it is not installed (the message names the extra that installs it).
-    """
-    try:
-        import onnxruntime
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(f"Running an exported ONNX model needs onnxruntime: {INSTALL_HINT}") from error
-    return onnxruntime
 
 
 class OnnxRunError(ValueError):
@@ -161,4 +154,4 @@ class OnnxStreamingPredictor(StreamPredictorBase):
         return prediction
 
 
-__all__ = ["OnnxRunError", "OnnxStreamingPredictor", "import_onnxruntime"]
+__all__ = ["OnnxRunError", "OnnxStreamingPredictor"]

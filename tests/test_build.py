@@ -12,7 +12,14 @@ import arn_lightning
 
 PACKAGE = Path(arn_lightning.__file__).resolve().parent
 #: Calls that make a model's parts or load pretrained weights into it: the builder's alone.
-BUILDER_CALLS = ("ARN", "PostProcess", "SetCriterion", "load_backbone_weights", "load_detr_checkpoint", "read_model_folder")
+BUILDER_CALLS = (
+    "ARN",
+    "PostProcess",
+    "SetCriterion",
+    "load_backbone_weights",
+    "load_detr_checkpoint",
+    "read_model_folder",
+)
 
 
 def _calls(path: Path) -> set[str]:

@@ -184,6 +184,12 @@ def main(argv: list[str]) -> int:
             )
         )
         return 0
+    _print_table(rows, args)
+    return 0
+
+
+def _print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """Print :func:`main`'s table: one row per resize, judged against :data:`TARGET_FPS_PER_CORE`."""
     print(
         f"Training input pipeline on {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} PNGs (decode + transform + collate), "
         f"clip_len {args.clip_len}, batch {args.batch_size}, workers {args.workers}, 1 torch thread per worker"
@@ -201,4 +207,3 @@ def main(argv: list[str]) -> int:
             f"{r['resize']:>10} {r['output_hw'][0]:>4}x{r['output_hw'][1]:<5} {r['frames_per_s_per_worker']:>16.1f} "
             f"{cpu} {r['decode_ms']:>10.2f} {r['transform_ms']:>15.2f} {r['collate_ms']:>11.2f}  {ok}"
         )
-    return 0

@@ -36,7 +36,7 @@ from arn_lightning.inference.api import SceneGraphPredictor
 from arn_lightning.inference.clips import ClipScheduler
 from arn_lightning.inference.streaming import StreamingPredictor
 from arn_lightning.scene_graph import rank_triplets
-from arn_lightning.video.files import open_frames
+from arn_lightning.video.files import VideoFrame, open_frames
 
 #: Goal of the streaming cost per frame, as a multiple of one frame's forward.
 GOAL_STREAM_OVER_ONE_FRAME = 1.2
@@ -68,28 +68,45 @@ def measure_streaming(predictor: SceneGraphPredictor, video: Path, fps: float) -
     one_frame = SceneGraphPredictor(predictor._module, device=predictor.device, precision="auto", window=1)
     one_frame.autocast_dtype = predictor.autocast_dtype
     causal = ClipScheduler(window, causal=True)
-    device = predictor.device
     times: dict[str, list[float]] = {"stream": [], "causal": [], "one_frame": []}
     for i, frame in enumerate(open_frames(video, fps)):
-        start = _clock(device)
-        streaming.push(frame)
-        stream_s = _clock(device) - start
-
-        start = _clock(device)
-        [job] = causal.push(predictor.prepare(frame))
-        [(_, prediction)] = predictor.predict_clips([job])
-        rank_triplets(prediction)
-        causal_s = _clock(device) - start
-
-        start = _clock(device)
-        [(_, prediction)] = one_frame.predict_clips([ClipScheduler(1, causal=True).push(one_frame.prepare(frame))[0]])
-        rank_triplets(prediction)
-        one_s = _clock(device) - start
+        seconds = _time_three_ways(frame, streaming, causal, predictor, one_frame)
         if i >= WARMUP_FRAMES:
-            for name, seconds in (("stream", stream_s), ("causal", causal_s), ("one_frame", one_s)):
-                times[name].append(seconds * 1000.0)
+            for name, s in zip(("stream", "causal", "one_frame"), seconds, strict=True):
+                times[name].append(s * 1000.0)
     if not times["stream"]:
         raise ValueError(f"Expected more than {WARMUP_FRAMES} frames in {video} to time but got too few")
+    return _summary(window, times)
+
+
+def _time_three_ways(
+    frame: VideoFrame,
+    streaming: StreamingPredictor,
+    causal: ClipScheduler,
+    predictor: SceneGraphPredictor,
+    one_frame: SceneGraphPredictor,
+) -> tuple[float, float, float]:
+    """Seconds to predict ``frame`` by streaming, by a causal clip and as a one-frame clip, in that order."""
+    device = predictor.device
+    start = _clock(device)
+    streaming.push(frame)
+    stream_s = _clock(device) - start
+
+    start = _clock(device)
+    [job] = causal.push(predictor.prepare(frame))
+    [(_, prediction)] = predictor.predict_clips([job])
+    rank_triplets(prediction)
+    causal_s = _clock(device) - start
+
+    start = _clock(device)
+    [(_, prediction)] = one_frame.predict_clips([ClipScheduler(1, causal=True).push(one_frame.prepare(frame))[0]])
+    rank_triplets(prediction)
+    one_s = _clock(device) - start
+    return stream_s, causal_s, one_s
+
+
+def _summary(window: int, times: dict[str, list[float]]) -> dict[str, Any]:
+    """:func:`measure_streaming`'s result from the per-frame milliseconds of each way."""
     result: dict[str, Any] = {"window": window, "frames": len(times["stream"])}
     for name, values in times.items():
         result[f"{name}_ms"] = values

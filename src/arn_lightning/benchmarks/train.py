@@ -18,12 +18,15 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 
 from arn_lightning.atomic import atomic_write_json
+
+if TYPE_CHECKING:
+    from arn_lightning.data.datamodule import AGDataModule
 
 #: Real Action Genome frames are 480x270 (Charades 480p).
 AG_FRAME_SIZE = (480, 270)
@@ -159,46 +162,71 @@ def _peak_memory_gib(device: str) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time ``args.steps`` training steps after ``args.warmup``; returns the figures."""
-    from arn_lightning.data.datamodule import AGDataModule
-    from arn_lightning.data.synth import generate
-
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     batch_size = args.batch_size or preset["batch_size"]
     steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="arn_bench_train_") as tmp:
-        videos = max(4, (batch_size * steps) // 6 + 2)
-        generate(Path(tmp) / "ag", videos=videos, frames=8, size=AG_FRAME_SIZE, seed=0, test_fraction=0.2)
-        shorter, longer = getattr(args, "resize", None) or preset["resize"]
-        data = AGDataModule(
-            str(Path(tmp) / "ag"),
-            clip_len=preset["clip_len"],
-            resize_shorter=shorter,
-            resize_longer=longer,
-            batch_size=batch_size,
-            num_workers=args.workers,
-        )
+        resize = getattr(args, "resize", None) or preset["resize"]
+        data = _synthetic_data(Path(tmp), args, preset, batch_size, steps, resize)
         module = _module(args, preset, data.triplet_categories)
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         timer = StepTimer()
-        trainer = L.Trainer(
-            accelerator=args.device,
-            devices=1,
-            precision=args.precision,
-            max_steps=steps,
-            limit_val_batches=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            gradient_clip_val=0.1,
-            callbacks=[timer],
-            default_root_dir=tmp,
-        )
-        trainer.fit(module, datamodule=data)
-    timed = timer.times[args.warmup :]
+        _trainer(args, steps, timer, tmp).fit(module, datamodule=data)
+    return _figures(args, preset, batch_size, resize, module, timer.times[args.warmup :])
+
+
+def _synthetic_data(
+    tmp: Path, args: argparse.Namespace, preset: dict[str, Any], batch_size: int, steps: int, resize: tuple[int, int]
+) -> AGDataModule:
+    """An :class:`~arn_lightning.data.datamodule.AGDataModule` on a synthetic AG generated under ``tmp`` with
+    enough videos for ``steps`` batches of ``batch_size`` clips at the real AG frame size."""
+    from arn_lightning.data.datamodule import AGDataModule
+    from arn_lightning.data.synth import generate
+
+    videos = max(4, (batch_size * steps) // 6 + 2)
+    generate(tmp / "ag", videos=videos, frames=8, size=AG_FRAME_SIZE, seed=0, test_fraction=0.2)
+    shorter, longer = resize
+    return AGDataModule(
+        str(tmp / "ag"),
+        clip_len=preset["clip_len"],
+        resize_shorter=shorter,
+        resize_longer=longer,
+        batch_size=batch_size,
+        num_workers=args.workers,
+    )
+
+
+def _trainer(args: argparse.Namespace, steps: int, timer: StepTimer, root: str) -> L.Trainer:
+    """The benchmark's ``lightning.Trainer``: ``steps`` steps, no validation, logging or checkpoints, ``timer``."""
+    return L.Trainer(
+        accelerator=args.device,
+        devices=1,
+        precision=args.precision,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=0.1,
+        callbacks=[timer],
+        default_root_dir=root,
+    )
+
+
+def _figures(
+    args: argparse.Namespace,
+    preset: dict[str, Any],
+    batch_size: int,
+    resize: tuple[int, int],
+    module: L.LightningModule,
+    timed: list[float],
+) -> dict[str, Any]:
+    """The result of :func:`run` from the timed step durations ``timed`` (seconds)."""
+    shorter, longer = resize
     step_s = statistics.median(timed)
     frames = batch_size * preset["clip_len"]
     return {

@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TEST_FRACTION,
         help=f"fraction of videos in the test split (default {DEFAULT_TEST_FRACTION})",
     )
+    _add_association_options(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
+    return parser
+
+
+def _add_association_options(parser: argparse.ArgumentParser) -> None:
+    """``--association`` and ``--predicate-association`` (the learnable rules of :mod:`arn_lightning.data.synth`)."""
     parser.add_argument(
         "--association",
         type=parse_strength,
@@ -69,8 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="probability in [0, 1] of the predicate -> predicate rule (each contacting predicate its preferred "
         "attention and spatial predicate; default: --association)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
-    return parser
 
 
 def main(argv: list[str]) -> int:

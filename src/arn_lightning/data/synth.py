@@ -394,6 +394,26 @@ def _move_into_place(tmp: Path, root: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{exc} (pass overwrite=True to replace it)") from exc
 
 
+def _check_root(root: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``root`` (``FileExistsError``) unless ``overwrite`` and it is an earlier synthetic root."""
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True) but it is not")
+        if not (root / MARKER_FILE).is_file():
+            raise FileExistsError(
+                f"Expected overwrite to replace an earlier synthetic root (holding {MARKER_FILE}) "
+                f"but {root} is something else; it is left as it is"
+            )
+
+
+def _write_marker(tmp: Path, strengths: tuple[float, float], result: SynthResult) -> None:
+    """Write :data:`MARKER_FILE` into ``tmp``, with the measured association when a strength is set."""
+    marker = "synthetic Action Genome written by arn-lightning synth\n"
+    if any(strengths):  # recorded only when set: at 0 the root stays bit-identical to the plain generator's
+        marker += ASSOCIATION_LINE + json.dumps(result.association) + "\n"
+    (tmp / MARKER_FILE).write_text(marker, encoding="utf-8")
+
+
 def generate(
     root: PathLike,
     videos: int = DEFAULT_VIDEOS,
@@ -432,23 +452,13 @@ def generate(
     strengths = (float(association), float(association if predicate_association is None else predicate_association))
     _check_args(videos, frames, size, test_fraction, strengths)
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"Expected {root} to be absent or empty (pass overwrite=True) but it is not")
-        if not (root / MARKER_FILE).is_file():
-            raise FileExistsError(
-                f"Expected overwrite to replace an earlier synthetic root (holding {MARKER_FILE}) "
-                f"but {root} is something else; it is left as it is"
-            )
+    _check_root(root, overwrite)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     tmp.chmod(FOLDER_MODE)
     try:
         result = _write_dataset(tmp, videos, frames, tuple(size), seed, test_fraction, strengths)
-        marker = "synthetic Action Genome written by arn-lightning synth\n"
-        if any(strengths):  # recorded only when set: at 0 the root stays bit-identical to the plain generator's
-            marker += ASSOCIATION_LINE + json.dumps(result.association) + "\n"
-        (tmp / MARKER_FILE).write_text(marker, encoding="utf-8")
+        _write_marker(tmp, strengths, result)
         _move_into_place(tmp, root, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -320,44 +320,58 @@ def train_and_test(run: Path, root: Path, row: str, seed: int, size: Size, accel
     Returns:
         The test metrics (also in ``<run>/metrics_test.json``).
     """
-    from arn_lightning.experiments.demo import run_cli, score_checkpoint
+    from arn_lightning.experiments.demo import score_checkpoint
 
     previous = _fit_run_folder(run)
     if previous is not None:
-        print(f"[ablate] resuming {row} seed {seed} from {previous / 'checkpoints' / 'last.ckpt'}")
-        fit = run_cli(
-            [
-                "fit",
-                "--config",
-                str(previous / "config.yaml"),
-                f"--ckpt_path={previous / 'checkpoints' / 'last.ckpt'}",
-            ]
-        )
-        fit_folder = previous
+        fit, fit_folder = _resume_fit(previous, row, seed)
     else:
-        shutil.rmtree(run / "train", ignore_errors=True)  # a fit stopped before its first checkpoint: start again
-        print(f"[ablate] training {row} seed {seed}")
-        fit = run_cli(
-            [
-                "fit",
-                "--config",
-                str(base_config()),
-                "--config",
-                str(row_config(row)),
-                f"--data.root={root}",
-                f"--trainer.default_root_dir={run / 'train'}",
-                f"--trainer.logger.init_args.save_dir={run / 'train'}",
-                f"--trainer.accelerator={accelerator}",
-                f"--seed_everything={seed}",
-                f"--data.seed={seed}",
-                *size.overrides,
-            ]
-        )
-        fit_folder = Path(fit.trainer.log_dir)
+        fit, fit_folder = _fresh_fit(run, root, row, seed, size, accelerator)
     best_path = fit.trainer.checkpoint_callback.best_model_path
     best = Path(best_path) if best_path else fit_folder / "checkpoints" / "last.ckpt"
     print(f"[ablate] testing {row} seed {seed}: {best.name}")
     return score_checkpoint(fit_folder / "config.yaml", root, run, best, [])
+
+
+def _resume_fit(previous: Path, row: str, seed: int) -> tuple[Any, Path]:
+    """Continue the fit of run folder ``previous`` from its ``last.ckpt``: ``(the finished CLI, previous)``."""
+    from arn_lightning.experiments.demo import run_cli
+
+    print(f"[ablate] resuming {row} seed {seed} from {previous / 'checkpoints' / 'last.ckpt'}")
+    fit = run_cli(
+        [
+            "fit",
+            "--config",
+            str(previous / "config.yaml"),
+            f"--ckpt_path={previous / 'checkpoints' / 'last.ckpt'}",
+        ]
+    )
+    return fit, previous
+
+
+def _fresh_fit(run: Path, root: Path, row: str, seed: int, size: Size, accelerator: str) -> tuple[Any, Path]:
+    """Fit row ``row`` at ``seed`` from scratch under ``<run>/train``: ``(the finished CLI, its run folder)``."""
+    from arn_lightning.experiments.demo import run_cli
+
+    shutil.rmtree(run / "train", ignore_errors=True)  # a fit stopped before its first checkpoint: start again
+    print(f"[ablate] training {row} seed {seed}")
+    fit = run_cli(
+        [
+            "fit",
+            "--config",
+            str(base_config()),
+            "--config",
+            str(row_config(row)),
+            f"--data.root={root}",
+            f"--trainer.default_root_dir={run / 'train'}",
+            f"--trainer.logger.init_args.save_dir={run / 'train'}",
+            f"--trainer.accelerator={accelerator}",
+            f"--seed_everything={seed}",
+            f"--data.seed={seed}",
+            *size.overrides,
+        ]
+    )
+    return fit, Path(fit.trainer.log_dir)
 
 
 def read_metrics(run: Path) -> dict[str, Any] | None:
@@ -441,8 +455,16 @@ def format_markdown(report: dict[str, Any]) -> str:
         "definition (docs/metrics.md). `paper` is the paper's figure on Action Genome, for reference only.",
         "",
     ]
+    lines += _markdown_tables(report["tables"])
+    lines += _markdown_association(report["association_measured"])
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_tables(tables: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One Markdown table per paper table (:func:`build_table`'s rows), each followed by an empty line."""
+    lines: list[str] = []
     names = {"R@10": "R@10", "R@50": "R@50", "mR@10": "mR@10", "mR@50": "mR@50"}
-    for table, rows in report["tables"].items():
+    for table, rows in tables.items():
         lines += [f"## Table {table[1:]}", ""]
         head = ["row", "seeds"] + [f"{n} (paper)" for n in names] + ["mRpf@10", "mRpf@50"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -452,7 +474,12 @@ def format_markdown(report: dict[str, Any]) -> str:
             cells += [_cell(row["summary"], column) for column in COLUMNS[len(PAPER_COLUMNS) :]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [
+    return lines
+
+
+def _markdown_association(association: dict[str, Any]) -> list[str]:
+    """The section on the association measured in the root (split -> ``arn-lightning stats`` coefficients)."""
+    lines = [
         "## Association present in the root",
         "",
         "Uncertainty coefficient U(Y|X) (0: X tells nothing about Y, 1: X determines Y), as `arn-lightning stats`.",
@@ -461,13 +488,13 @@ def format_markdown(report: dict[str, Any]) -> str:
         "predicate mean |",
         "|---|---|---|---|---|---|---|",
     ]
-    for split, stats in report["association_measured"].items():
+    for split, stats in association.items():
         objects = stats["object_to_predicate"]
         lines.append(
             f"| {split} | {stats['objects']} | {_uc(objects['attention'])} | {_uc(objects['spatial'])} | "
             f"{_uc(objects['contacting'])} | {_uc(objects['mean'])} | {_uc(stats['predicate_to_predicate']['mean'])} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_report(out: Path, settings: dict[str, Any], association: dict[str, Any], rows: list[str], seeds: int) -> dict:
@@ -519,35 +546,64 @@ def run_ablation(
             root that is not AG format (exit 1).
     """
     names = rows_of(rows)
+    _check_study_args(seeds, size, association)
+    out = Path(out).resolve()
+    settings, resolved = _prepare_study(out, root, size, association, accelerator)
+    association_found = measured_association(resolved)
+    report = write_report(out, settings, association_found, names, seeds)
+    for seed in range(seeds):
+        for row in names:
+            start = _run_once(run_folder(out, row, seed), resolved, row, seed, settings, accelerator, log)
+            if start is None:
+                continue
+            report = write_report(out, settings, association_found, names, seeds)
+            log(f"[ablate] {row} seed {seed}: done in {time.time() - start:.0f} s")
+    log(f"[ablate] tables in {out / 'ablation.md'} and {out / 'ablation.json'}")
+    return report
+
+
+def _check_study_args(seeds: int, size: str, association: float) -> None:
+    """Refuse (exit 2) fewer than one seed, an unknown size or an association outside [0, 1]."""
     if seeds < 1:
         raise AblationError(f"--seeds: Expected at least 1 but got {seeds}", exit_code=2)
     if size not in SIZES:
         raise AblationError(f"--size: Expected one of {', '.join(SIZES)} but got {size!r}", exit_code=2)
     if not 0.0 <= association <= 1.0 or math.isnan(association):
         raise AblationError(f"--association: Expected a number in [0, 1] but got {association}", exit_code=2)
-    out = Path(out).resolve()
+
+
+def _prepare_study(
+    out: Path, root: Path | None, size: str, association: float, accelerator: str
+) -> tuple[dict[str, Any], Path]:
+    """Check ``out``'s settings, prepare the root and record the settings: ``(settings, resolved root)``."""
     prepare_out(out)
     generated = association if root is None else None
     settings = study_settings(size, (out / "data" if root is None else Path(root)).resolve(), generated, accelerator)
     check_settings(out / OUT_SETTINGS_FILE, settings)  # before anything is generated or trained
     resolved, _ = prepare_root(root, out, SIZES[size], association)
     atomic_write_json(out / OUT_SETTINGS_FILE, settings, indent=2, sort_keys=False)
-    association_found = measured_association(resolved)
-    report = write_report(out, settings, association_found, names, seeds)
-    for seed in range(seeds):
-        for row in names:
-            run = run_folder(out, row, seed)
-            run_settings = {**settings, "row": row, "seed": seed, "row_config_sha256": file_sha256(row_config(row))}
-            check_settings(run / SETTINGS_FILE, run_settings)
-            if read_metrics(run) is not None:
-                log(f"[ablate] {row} seed {seed}: finished earlier, skipped")
-                continue
-            run.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run / SETTINGS_FILE, run_settings, indent=2, sort_keys=False)
-            start = time.time()
-            train_and_test(run, resolved, row, seed, SIZES[size], accelerator)
-            atomic_write_json(run / "run.json", {"wall_s": round(time.time() - start, 1)}, indent=2)
-            report = write_report(out, settings, association_found, names, seeds)
-            log(f"[ablate] {row} seed {seed}: done in {time.time() - start:.0f} s")
-    log(f"[ablate] tables in {out / 'ablation.md'} and {out / 'ablation.json'}")
-    return report
+    return settings, resolved
+
+
+def _run_once(
+    run: Path,
+    root: Path,
+    row: str,
+    seed: int,
+    settings: dict[str, Any],
+    accelerator: str,
+    log: Callable[[str], None],
+) -> float | None:
+    """Train and test one (row, seed) run unless it finished earlier; returns its ``time.time()`` start (None:
+    skipped). Raises :class:`AblationError` when the run folder holds other settings."""
+    run_settings = {**settings, "row": row, "seed": seed, "row_config_sha256": file_sha256(row_config(row))}
+    check_settings(run / SETTINGS_FILE, run_settings)
+    if read_metrics(run) is not None:
+        log(f"[ablate] {row} seed {seed}: finished earlier, skipped")
+        return None
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / SETTINGS_FILE, run_settings, indent=2, sort_keys=False)
+    start = time.time()
+    train_and_test(run, root, row, seed, SIZES[settings["size"]], accelerator)
+    atomic_write_json(run / "run.json", {"wall_s": round(time.time() - start, 1)}, indent=2)
+    return start

@@ -209,36 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     out: Path = args.out.resolve()
     root = out / "data"
-    from arn_lightning.data.synth import generate
-
-    if not (root / "annotations" / "object_bbox_and_relationship.pkl").exists():
-        print(f"[demo] generating the synthetic Action Genome into {root}")
-        generate(root, videos=args.videos, frames=args.frames, seed=args.seed)
-
-    print("[demo] scoring the untrained model")
-    untrained = score_checkpoint(args.config, root, out / "untrained", None, [])
-    print("[demo] training (LightningCLI fit)")
-    fit = run_cli(
-        [
-            "fit",
-            "--config",
-            str(args.config),
-            f"--data.root={root}",
-            f"--trainer.default_root_dir={out}/train",
-            f"--trainer.logger.init_args.save_dir={out}/train",
-        ]
-    )
-    best = Path(fit.trainer.checkpoint_callback.best_model_path)
-    last = next(
-        Path(c.best_model_path)
-        for c in fit.trainer.checkpoint_callbacks
-        if getattr(c, "monitor", None) is None and getattr(c, "best_model_path", "")
-    )
-    saved_config = Path(fit.trainer.log_dir) / "config.yaml"
-    print(f"[demo] testing {best.name} (LightningCLI test from {saved_config})")
-    trained = score_checkpoint(saved_config, root, out, best, [])
-    print(f"[demo] testing {last.name}, the last epoch (the best one is chosen on the test split)")
-    trained_last = score_checkpoint(saved_config, root, out / "last", last, [])
+    _ensure_root(root, args)
+    untrained, trained, trained_last, best, last = _train_and_score(args, root, out)
     predictions = out / "predictions_test.jsonl"
 
     from arn_lightning.metrics.scoring import evaluate
@@ -266,16 +238,64 @@ def main(argv: list[str] | None = None) -> int:
         "last_metrics": trained_last,
     }
     atomic_write_json(out / "summary.json", summary, indent=2, sort_keys=False)
-    passed = trained[CHECK_KEY] >= TRAINED_MIN and untrained[CHECK_KEY] <= UNTRAINED_MAX and agree
+    return _verdict(summary, wall, out, args.no_check)
+
+
+def _ensure_root(root: Path, args: argparse.Namespace) -> None:
+    """Generate the synthetic Action Genome at ``root`` unless its annotations are there."""
+    from arn_lightning.data.synth import generate
+
+    if not (root / "annotations" / "object_bbox_and_relationship.pkl").exists():
+        print(f"[demo] generating the synthetic Action Genome into {root}")
+        generate(root, videos=args.videos, frames=args.frames, seed=args.seed)
+
+
+def _train_and_score(args: argparse.Namespace, root: Path, out: Path) -> tuple[dict, dict, dict, Path, Path]:
+    """Score the untrained model, fit (LightningCLI) and score the best and the last checkpoints on the test split:
+    ``(untrained, best metrics, last metrics, best checkpoint, last checkpoint)``."""
+    print("[demo] scoring the untrained model")
+    untrained = score_checkpoint(args.config, root, out / "untrained", None, [])
+    print("[demo] training (LightningCLI fit)")
+    fit = run_cli(
+        [
+            "fit",
+            "--config",
+            str(args.config),
+            f"--data.root={root}",
+            f"--trainer.default_root_dir={out}/train",
+            f"--trainer.logger.init_args.save_dir={out}/train",
+        ]
+    )
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+    last = next(
+        Path(c.best_model_path)
+        for c in fit.trainer.checkpoint_callbacks
+        if getattr(c, "monitor", None) is None and getattr(c, "best_model_path", "")
+    )
+    saved_config = Path(fit.trainer.log_dir) / "config.yaml"
+    print(f"[demo] testing {best.name} (LightningCLI test from {saved_config})")
+    trained = score_checkpoint(saved_config, root, out, best, [])
+    print(f"[demo] testing {last.name}, the last epoch (the best one is chosen on the test split)")
+    trained_last = score_checkpoint(saved_config, root, out / "last", last, [])
+    return untrained, trained, trained_last, best, last
+
+
+def _verdict(summary: dict[str, Any], wall: float, out: Path, no_check: bool) -> int:
+    """Print the learning check of ``summary`` (``summary.json``'s content; ``wall`` in seconds) and return the exit
+    code: 0 when it passes or with ``no_check``."""
+    untrained, trained = summary["untrained_" + CHECK_KEY], summary["trained_" + CHECK_KEY]
+    agree = summary["offline_evaluate_agrees"]
+    passed = trained >= TRAINED_MIN and untrained <= UNTRAINED_MAX and agree
     print(
-        f"\n[demo] SGDet no-constraint R@20: untrained {untrained[CHECK_KEY]:.3f} (must be <= {UNTRAINED_MAX}), "
-        f"trained {trained[CHECK_KEY]:.3f} (must be >= {TRAINED_MIN}); offline evaluate agrees: {agree}"
+        f"\n[demo] SGDet no-constraint R@20: untrained {untrained:.3f} (must be <= {UNTRAINED_MAX}), "
+        f"trained {trained:.3f} (must be >= {TRAINED_MIN}); offline evaluate agrees: {agree}"
     )
     print(
-        f"[demo] {'PASS' if passed else 'FAIL'} in {wall / 60:.1f} min; outputs in {out}: checkpoint {best}, "
-        f"predictions {predictions}, frames {out / 'frames'}, summary {out / 'summary.json'}"
+        f"[demo] {'PASS' if passed else 'FAIL'} in {wall / 60:.1f} min; outputs in {out}: checkpoint "
+        f"{summary['checkpoint']}, predictions {summary['predictions']}, frames {out / 'frames'}, summary "
+        f"{out / 'summary.json'}"
     )
-    return 0 if passed or args.no_check else 1
+    return 0 if passed or no_check else 1
 
 
 if __name__ == "__main__":

@@ -64,6 +64,17 @@ def place_on_grid(maps: Sequence[Tensor], grid: tuple[int, int] | None = None) -
     return features, cells
 
 
+def _stream_window(
+    maps: Tensor, cells: Tensor, past_maps: Tensor, past_cells: Tensor, reset: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The streaming window ``([W, h, w, D], [W, h, w])``: the cache (or, on ``reset``, the new frame repeated)
+    followed by the new frame's ``maps`` ``[1, h, w, D]`` / ``cells`` ``[1, h, w]``."""
+    past_maps = torch.where(reset, maps.expand_as(past_maps), past_maps.to(maps.dtype))
+    # logic, not torch.where, on bool: an exported bool Where has no onnxruntime CPU kernel
+    past_cells = (reset & cells.expand_as(past_cells)) | (~reset & past_cells)
+    return torch.cat((past_maps, maps)), torch.cat((past_cells, cells))
+
+
 class ARN(nn.Module):
     """End-to-end dynamic scene graph generation model (see the module docstring for the pipeline).
 
@@ -317,21 +328,17 @@ class ARN(nn.Module):
             ValueError: a task other than SGDet (streaming has no ground truth), a batch of more than one frame, or a
                 window longer than ``num_frames``.
         """
-        if self.config.task != "sgdet":
-            raise ValueError(f"Expected an SGDet model to stream (no ground truth given) but got {self.config.task!r}")
-        if image.dim() != 4 or image.shape[0] != 1:
-            raise ValueError(f"Expected one frame [1, 3, H, W] but got {tuple(image.shape)}")
-        window = past_maps.shape[0] + 1
-        if window > self.config.num_frames:
-            raise ValueError(f"Expected a window of at most {self.config.num_frames} frames but got {window}")
+        self._check_stream_inputs(image, past_maps)
         full = torch.ones(image.shape[0], *image.shape[-2:], dtype=torch.bool, device=image.device)
         memory, cells = self.encode(image, full)  # [1, hw, D], [1, h, w]
         maps = memory.features.unflatten(1, cells.shape[-2:])  # [1, h, w, D]
-        past_maps = torch.where(reset, maps.expand_as(past_maps), past_maps.to(maps.dtype))
-        # logic, not torch.where, on bool: an exported bool Where has no onnxruntime CPU kernel
-        past_cells = (reset & cells.expand_as(past_cells)) | (~reset & past_cells)
-        window_maps = torch.cat((past_maps, maps))  # [W, h, w, D]
-        window_cells = torch.cat((past_cells, cells))  # [W, h, w]
+        window_maps, window_cells = _stream_window(maps, cells, past_maps, past_cells, reset)
+        outputs = self._decode_newest(memory, window_maps, window_cells)
+        return outputs, window_maps[1:], window_cells[1:]
+
+    def _decode_newest(self, memory: Memory, window_maps: Tensor, window_cells: Tensor) -> ARNOutput:
+        """The newest frame's last-layer outputs from its encoder ``memory`` (``[1, hw, D]``) and the window's
+        maps ``[W, h, w, D]`` / cells ``[W, h, w]`` (the temporal encoder updates the newest frame only)."""
         entity = self.entity(memory, None)
         features = memory.features
         if self.temporal is not None:
@@ -342,8 +349,17 @@ class ARN(nn.Module):
             entities=(entity.sub_feats, entity.obj_feats),
         )
         n_entity, n_predicate = len(entity.obj_logits), self.config.predicate_layers
-        outputs = self._layer_output(entity, predicate, n_entity - 1, n_predicate - 1)
-        return outputs, window_maps[1:], window_cells[1:]
+        return self._layer_output(entity, predicate, n_entity - 1, n_predicate - 1)
+
+    def _check_stream_inputs(self, image: Tensor, past_maps: Tensor) -> None:
+        """Validate :meth:`stream_step`'s task, frame ``[1, 3, H, W]`` and window (cache ``[W-1, h, w, D]`` + 1)."""
+        if self.config.task != "sgdet":
+            raise ValueError(f"Expected an SGDet model to stream (no ground truth given) but got {self.config.task!r}")
+        if image.dim() != 4 or image.shape[0] != 1:
+            raise ValueError(f"Expected one frame [1, 3, H, W] but got {tuple(image.shape)}")
+        window = past_maps.shape[0] + 1
+        if window > self.config.num_frames:
+            raise ValueError(f"Expected a window of at most {self.config.num_frames} frames but got {window}")
 
     def _check_inputs(self, pixel_values: Tensor, pixel_mask: Tensor) -> int:
         """Validate the batch tensors; returns the number of clips ``B``."""

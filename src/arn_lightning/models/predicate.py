@@ -87,14 +87,27 @@ class PredicateDecoder(nn.Module):
         if entities is None:
             raise ValueError("Expected the entity features (F^s, F^o) for PAP but got None")
         for kind in BRANCHES:
-            assoc = self.association[kind](
-                last[kind],
-                [last[other] for other in BRANCHES if other != kind],
-                assoc_pos=self.assoc_embeds[kind].weight[:width],
-                pair_pos=pair_pos,
-                entities=entities,
-                memory=memory,
-                query_padding=query_padding,
-            )
-            outputs[kind].append(self.decoders[kind].norm(assoc))
+            outputs[kind].append(self._associate(kind, last, pair_pos, memory, entities, query_padding))
         return outputs
+
+    def _associate(
+        self,
+        kind: str,
+        last: dict[str, Tensor],
+        pair_pos: Tensor,
+        memory: Memory,
+        entities: Sequence[Tensor],
+        query_padding: Tensor | None,
+    ) -> Tensor:
+        """Branch ``kind``'s PAP (+ HA) layer on the raw last outputs ``[N, Q, D]``: ``[N, Q, D]`` normalised."""
+        width = pair_pos.shape[1]
+        assoc = self.association[kind](
+            last[kind],
+            [last[other] for other in BRANCHES if other != kind],
+            assoc_pos=self.assoc_embeds[kind].weight[:width],
+            pair_pos=pair_pos,
+            entities=entities,
+            memory=memory,
+            query_padding=query_padding,
+        )
+        return self.decoders[kind].norm(assoc)

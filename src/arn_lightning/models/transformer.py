@@ -108,6 +108,26 @@ class Attention(nn.MultiheadAttention):
                 average_attn_weights=average_attn_weights,
                 is_causal=is_causal,
             )
+        return self._sdpa(query, key, value, key_padding_mask, attn_mask), None
+
+    def _sdpa(
+        self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None, attn_mask: Tensor | None
+    ) -> Tensor:
+        """The weight-free path of :meth:`forward`: ``[N, L, D]`` attended with SDPA and projected out."""
+        n, length, d = query.shape
+        q, k, v = self._project(query, key, value)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=_allowed(key_padding_mask, attn_mask, n, self.num_heads),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # [N, H, L, D/H]
+        out = out.transpose(1, 2).reshape(n, length, d)  # [N, L, D]
+        return self.out_proj(out)
+
+    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries ``[N, H, L, D/H]``, keys and values ``[N, H, S, D/H]`` by the slices of ``in_proj_weight``."""
         n, length, d = query.shape
         heads = self.num_heads
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
@@ -122,15 +142,7 @@ class Attention(nn.MultiheadAttention):
         q = q.view(n, length, heads, -1).transpose(1, 2)  # [N, H, L, D/H]
         k = k.view(n, k.shape[1], heads, -1).transpose(1, 2)  # [N, H, S, D/H]
         v = v.view(n, v.shape[1], heads, -1).transpose(1, 2)  # [N, H, S, D/H]
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=_allowed(key_padding_mask, attn_mask, n, heads),
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # [N, H, L, D/H]
-        out = out.transpose(1, 2).reshape(n, length, d)  # [N, L, D]
-        return self.out_proj(out), None
+        return q, k, v
 
 
 def _allowed(key_padding_mask: Tensor | None, attn_mask: Tensor | None, n: int, heads: int) -> Tensor | None:
@@ -240,31 +252,48 @@ class TransformerLayer(nn.Module):
             ``[N, L, D]`` updated queries.
         """
         if self.has_self_attention:
-            q = _with_pos(tgt, query_pos)
-            k = q if context is None else _with_pos(context, context_pos)
-            update = self.self_attn(
-                q,
-                k,
-                tgt if context is None else context,
-                attn_mask=self_attn_mask,
-                key_padding_mask=safe_padding_mask(tgt_padding_mask),
-                need_weights=False,
-            )[0]
+            update = self._self_attention(tgt, query_pos, self_attn_mask, tgt_padding_mask, context, context_pos)
             tgt = self._residual("self", tgt, update)
         if self.has_cross_attention:
-            if memory is None:
-                raise ValueError("Expected a memory for the cross-attention layer but got None")
-            key = memory.features if memory_key is None else memory_key
-            update = self.multihead_attn(
-                _with_pos(tgt, query_pos),
-                _with_pos(key, memory.pos),
-                memory.features,
-                key_padding_mask=safe_padding_mask(memory.padding_mask),
-                need_weights=False,
-            )[0]
-            tgt = self._residual("cross", tgt, update)
+            tgt = self._residual("cross", tgt, self._cross_attention(tgt, query_pos, memory, memory_key))
         update = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self._residual("ffn", tgt, update)
+
+    def _self_attention(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor | None,
+        self_attn_mask: Tensor | None,
+        tgt_padding_mask: Tensor | None,
+        context: Tensor | None,
+        context_pos: Tensor | None,
+    ) -> Tensor:
+        """The self-attention update ``[N, L, D]`` of :meth:`forward` (before its residual and norm)."""
+        q = _with_pos(tgt, query_pos)
+        k = q if context is None else _with_pos(context, context_pos)
+        return self.self_attn(
+            q,
+            k,
+            tgt if context is None else context,
+            attn_mask=self_attn_mask,
+            key_padding_mask=safe_padding_mask(tgt_padding_mask),
+            need_weights=False,
+        )[0]
+
+    def _cross_attention(
+        self, tgt: Tensor, query_pos: Tensor | None, memory: Memory | None, memory_key: Tensor | None
+    ) -> Tensor:
+        """The cross-attention update ``[N, L, D]`` of :meth:`forward` (before its residual and norm)."""
+        if memory is None:
+            raise ValueError("Expected a memory for the cross-attention layer but got None")
+        key = memory.features if memory_key is None else memory_key
+        return self.multihead_attn(
+            _with_pos(tgt, query_pos),
+            _with_pos(key, memory.pos),
+            memory.features,
+            key_padding_mask=safe_padding_mask(memory.padding_mask),
+            need_weights=False,
+        )[0]
 
 
 class TransformerEncoder(nn.Module):

@@ -217,28 +217,56 @@ def check_prompts(
     """
     if context_length < 1:
         raise ValueError(f"Expected a text-tower context_length >= 1 but got {context_length}")
-    tokens: dict[str, list[tuple]] = {}
+    tokens = {
+        kind: _fitting_tokens(config, kind, prompts, classes, token_ids, context_length, clip_triplets)
+        for kind in PROMPT_KINDS
+    }
     for kind in PROMPT_KINDS:
-        texts, names = list(prompts.get(kind, [])), list(classes.get(kind, []))
-        if len(texts) != len(names):
-            raise ValueError(f"Expected one class name per {kind} prompt ({len(texts)}) but got {len(names)}")
-        tokens[kind] = [tuple(int(t) for t in token_ids(text)) for text in texts]
-        for text, name, ids in zip(texts, names, tokens[kind]):
-            if len(ids) > context_length:
-                raise ValueError(
-                    f"Expected every prompt of {prompt_setting(config, kind, clip_triplets)} to fit the text "
-                    f"tower's context of {context_length} tokens (start and end tokens included) but got "
-                    f"{len(ids)} tokens for {name}: {text!r} (the tokenizer would cut its end silently; shorten the "
-                    f"template)"
-                )
-    for kind in PROMPT_KINDS:
-        first: dict[tuple, int] = {}
-        setting = prompt_setting(config, kind, clip_triplets)
-        for i, ids in enumerate(tokens[kind]):
-            j = first.setdefault(ids, i)
-            if j != i:
-                raise ValueError(
-                    f"Expected distinct prompts for the {kind} classes of {setting} but got identical tokens for "
-                    f"{classes[kind][j]} ({prompts[kind][j]!r}) and {classes[kind][i]} "
-                    f"({prompts[kind][i]!r}): the classifier could not tell them apart"
-                )
+        _check_distinct(config, kind, prompts, classes, tokens[kind], clip_triplets)
+
+
+def _fitting_tokens(
+    config: PromptConfig,
+    kind: str,
+    prompts: Mapping[str, Sequence[str]],
+    classes: Mapping[str, Sequence[str]],
+    token_ids: Callable[[str], Sequence[int]],
+    context_length: int,
+    clip_triplets: bool,
+) -> list[tuple]:
+    """The token ids of the ``kind`` prompts; raises ``ValueError`` on a missing class name or a prompt longer than
+    ``context_length`` (:func:`check_prompts`)."""
+    texts, names = list(prompts.get(kind, [])), list(classes.get(kind, []))
+    if len(texts) != len(names):
+        raise ValueError(f"Expected one class name per {kind} prompt ({len(texts)}) but got {len(names)}")
+    tokens = [tuple(int(t) for t in token_ids(text)) for text in texts]
+    for text, name, ids in zip(texts, names, tokens):
+        if len(ids) > context_length:
+            raise ValueError(
+                f"Expected every prompt of {prompt_setting(config, kind, clip_triplets)} to fit the text "
+                f"tower's context of {context_length} tokens (start and end tokens included) but got "
+                f"{len(ids)} tokens for {name}: {text!r} (the tokenizer would cut its end silently; shorten the "
+                f"template)"
+            )
+    return tokens
+
+
+def _check_distinct(
+    config: PromptConfig,
+    kind: str,
+    prompts: Mapping[str, Sequence[str]],
+    classes: Mapping[str, Sequence[str]],
+    tokens: list[tuple],
+    clip_triplets: bool,
+) -> None:
+    """Raise ``ValueError`` when two ``kind`` classes have the same token ids ``tokens`` (:func:`check_prompts`)."""
+    first: dict[tuple, int] = {}
+    setting = prompt_setting(config, kind, clip_triplets)
+    for i, ids in enumerate(tokens):
+        j = first.setdefault(ids, i)
+        if j != i:
+            raise ValueError(
+                f"Expected distinct prompts for the {kind} classes of {setting} but got identical tokens for "
+                f"{classes[kind][j]} ({prompts[kind][j]!r}) and {classes[kind][i]} "
+                f"({prompts[kind][i]!r}): the classifier could not tell them apart"
+            )

@@ -22,6 +22,8 @@ from arn_lightning.metrics.predictions import PredictionFileError, read_predicti
 from arn_lightning.reading import TextDecodeError, read_text
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.image_tower import FrozenClipImageEncoder
+from arn_lightning.weights.detr import read_detr_state_dict
+from arn_lightning.weights.resnet import load_backbone_weights
 
 LATIN1 = "caf\xe9".encode("latin-1")  # "café" saved as Latin-1: the byte 0xe9 is not UTF-8
 
@@ -101,3 +103,17 @@ def test_a_config_file_in_another_encoding_or_not_yaml_names_the_file(tmp_path: 
         f"--config {broken}: Expected a YAML config but got a syntax error: while parsing a flow sequence at line 2, "
         "column 14" in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a torch file", b"PK\x03\x04 truncated zip"], ids=["empty", "text", "zip"]
+)
+def test_a_weights_file_torch_cannot_read_is_named(tmp_path: Path, content: bytes) -> None:
+    from arn_lightning.models.backbone import Backbone
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"Expected a ResNet state dict .* in {path} \(backbone_weights\)"):
+        load_backbone_weights(Backbone("resnet18", 32, True, 2), str(path))
+    with pytest.raises(ValueError, match=rf"Expected a DETR checkpoint .* in {path} \(detr_checkpoint\)"):
+        read_detr_state_dict(path)

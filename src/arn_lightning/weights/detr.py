@@ -129,8 +129,14 @@ def read_detr_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"(the weights folder, downloaded there when online: `arn-lightning weights fetch {DETR_R50_NAME}`)"
         )
     # Training checkpoints of the DETR repository also pickle their argparse Namespace.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
+        raise ValueError(
+            f"Expected a DETR checkpoint saved with torch.save in {file} (detr_checkpoint) but it cannot be read "
+            f"({type(err).__name__}: {err}); the official file is {DETR_R50_FILE} from {DETR_R50_URL}"
+        ) from err
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not any(detr_target_keys(k) for k in state):
         raise ValueError(f"Expected a DETR checkpoint (keys like 'transformer.encoder.layers.0.*') in {file}")

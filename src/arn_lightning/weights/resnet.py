@@ -87,7 +87,13 @@ def _load_local_state(path: str | Path) -> dict[str, Tensor]:
             f"Expected backbone_weights to be None, 'imagenet', a registered name ({', '.join(names)}) or an "
             f"existing file but got {path}"
         )
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
+        raise ValueError(
+            f"Expected a ResNet state dict saved with torch.save in {file} (backbone_weights) but it cannot be read "
+            f"({type(err).__name__}: {err})"
+        ) from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

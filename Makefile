@@ -47,7 +47,7 @@ demo: install
 	$(PY) -m arn_lightning.experiments.demo --out $(DEMO_OUT)
 
 # The built wheel in a fresh venv, used from an empty folder: configs, synth, a tiny fit, test, evaluate, infer, the
-# demo job and one ablation table at tiny sizes (scripts/wheel_smoke.sh; about 2 minutes on 2 CPU cores).
+# demo job and one ablation table at tiny sizes (scripts/wheel_smoke.sh; about 3 to 5 minutes on 2 CPU cores).
 wheel-smoke: install
 	PYTHON=$(PY) scripts/wheel_smoke.sh
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
 
 #: Figure size of the chart, inches, and its resolution.
-CHART_FIGSIZE = (11.0, 4.0)
+CHART_FIGSIZE = (11.0, 4.6)
 CHART_DPI = 100
 
 
@@ -97,7 +97,7 @@ def recall_figure(rows: Sequence[Mapping[str, Any]], title: str, means: Mapping[
 
     figure = Figure(figsize=CHART_FIGSIZE, dpi=CHART_DPI)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.06, 0.32, 0.92, 0.58))
+    axes = figure.add_axes((0.06, 0.38, 0.92, 0.54))  # room below for the longest rotated name
     names = [f"{r['predicate']} ({r['gt_count']})" for r in rows]
     axes.bar(range(len(rows)), [r["recall"] for r in rows], color=[PREDICATE_TYPE_COLORS[r["type"]] for r in rows])
     axes.set_xticks(range(len(rows)), names, rotation=75, fontsize=7)

@@ -136,13 +136,14 @@ def credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP stop the server as Ctrl-C does (Gradio's wait loop ends on KeyboardInterrupt, then the
-    ``finally`` blocks remove the temporary root)."""
+    """SIGINT, SIGTERM and SIGHUP stop the server as Ctrl-C does (Gradio's wait loop ends on KeyboardInterrupt, then
+    the ``finally`` blocks remove the temporary root). SIGINT is set too: a process started in the background of a
+    non-interactive shell (``cmd &`` in a script) inherits SIGINT ignored, and Python then keeps it ignored."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)
 
 

@@ -1,21 +1,9 @@
 """``arn-lightning evaluate``: score a saved prediction file (R@K / mR@K) against the annotations of an AG root.
 
-The scoring is :func:`arn_lightning.metrics.scoring.evaluate` (this command parses the arguments and prints its
-report). The ground truth is read with the task's standard filtering (:func:`arn_lightning.data.ag.load_annotations`).
-Every line of the prediction file must be a frame of the chosen split, once; a frame of the split without a line
-scores recall 0 and is reported under ``missing_frames``. Any malformed line is an error naming its line number
-(exit code 2, message on stderr), a box that breaks the box rule of ``docs/boxes.md`` (non-finite, ``x2 < x1`` or
-``y2 < y1``) included; a ground-truth box breaking it stops the annotation loader, naming the pickle, the frame key and
-the object. Degenerate boxes (zero width or height) are valid and match themselves (IoU 1) under both conventions.
-
-Output: a table in percent (rows with / semi / no, columns R@K and mR@K), or with ``--json`` one object with
-fractions in ``[0, 1]``::
-
-    {"task": "sgdet", "split": "test", "iou": "continuous", "frames": N,
-     "missing_frames": {"count": n, "first": [key, ...]},
-     "with": {"R@10": r, ..., "mR@10": r, ..., "mR_per_frame@10": r, ..., "hmean@10": r, ...},
-     "semi": {...}, "no": {...},
-     "per_predicate": {"looking_at": {"gt_triplets": n, "with": {"R@10": r, ...}, "semi": {...}, "no": {...}}, ...}}
+The scoring, its rules (missing frames, malformed lines, the box rule, both IoU conventions) and the report's keys
+are :mod:`arn_lightning.metrics.scoring`; this command parses the arguments and prints the report: a table in
+percent (rows with / semi / no, columns R@K and mR@K), or with ``--json`` the report with fractions in ``[0, 1]``.
+A malformed line exits with code 2, naming its line number on stderr.
 
 Example:
     arn-lightning evaluate --root data/ag --predictions outputs/test_predictions.jsonl --task sgdet --json

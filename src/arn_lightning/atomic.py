@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -35,11 +36,46 @@ def _umask() -> int:
     return mask
 
 
+#: The temporary files this module makes: ``.<name>.pid<process id>.<random>.tmp`` beside the file they become.
+TEMPORARY_REGEX = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's process counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: PathLike, name: str | None = None) -> list[Path]:
+    """Remove this module's temporary files in ``folder`` (of the file ``name`` only, when given) whose process is
+    gone: a SIGKILL, a power cut or a signal without a handler ends a process before it removes its temporary file.
+    Files of running processes, and files not named by :data:`TEMPORARY_REGEX`, are never touched.
+
+    Returns:
+        The files removed.
+    """
+    folder, removed = Path(folder), []
+    for tmp in sorted(folder.glob(".*.pid*.tmp")) if folder.is_dir() else []:
+        match = TEMPORARY_REGEX.match(tmp.name)
+        if match and (name is None or match["name"] == name) and not process_alive(int(match["pid"])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def temporary_path(path: PathLike) -> Path:
-    """A new, empty temporary file beside ``path`` (hidden, ``.<name>.<random>.tmp``); the caller renames it."""
+    """A new, empty temporary file beside ``path`` (hidden, ``.<name>.pid<pid>.<random>.tmp``); the caller renames
+    it. Temporary files of ``path`` left by processes that are gone are removed first
+    (:func:`sweep_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale_temporaries(path.parent, path.name)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     return Path(name)
 

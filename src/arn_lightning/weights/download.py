@@ -41,7 +41,6 @@ import math
 import os
 import re
 import signal
-import tempfile
 import threading
 import time
 import urllib.error
@@ -50,7 +49,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from arn_lightning.atomic import commit
+from arn_lightning.atomic import commit, sweep_stale_temporaries, temporary_path
 from arn_lightning.redact import mask_url, redact
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,6 @@ DEADLINE_ENV = "ARN_DOWNLOAD_DEADLINE"
 #: Deadline when neither an argument nor ``ARN_DOWNLOAD_DEADLINE`` gives one (seconds): the largest weight file, CLIP
 #: ViT-B/32's 350 MB, at 0.2 MB/s.
 DEFAULT_DEADLINE_S = 1800.0
-#: Name of a download's temporary file: ``.<file name>.pid<process id>.<random>.tmp``.
-TEMPORARY_REGEX = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]+\.tmp$")
 #: Bytes read per chunk while streaming a download.
 CHUNK_BYTES = 1 << 20
 #: torch.hub's file-name convention ``name-<sha256 prefix>.ext`` (``resnet50-0676ba61.pth`` -> ``0676ba61``), with
@@ -184,29 +181,15 @@ def _unavailable(what: str, path: Path, url: str, reason: str, hint: str) -> Wei
 
 def sweep_stale_downloads(folder: str | Path) -> list[Path]:
     """Remove the temporary files of downloads into ``folder`` whose process is gone (killed by SIGKILL, which no
-    handler sees); those of running processes are kept.
+    handler sees); those of running processes are kept (:func:`arn_lightning.atomic.sweep_stale_temporaries`).
 
     Returns:
         The files removed.
     """
-    removed = []
-    for tmp in Path(folder).glob(".*.pid*.tmp") if Path(folder).is_dir() else []:
-        match = TEMPORARY_REGEX.match(tmp.name)
-        if match and not _process_alive(int(match["pid"])):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-            log.info("removed %s, the temporary file of an interrupted download", tmp)
+    removed = sweep_stale_temporaries(folder)
+    for tmp in removed:
+        log.info("removed %s, the temporary file of an interrupted download", tmp)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -215,10 +198,7 @@ def _temporary_download(path: Path) -> Iterator[Path]:
     SIGTERM / SIGHUP where those would end the process at once (their default action): the handler removes it, then
     restores the default and raises the signal again. A handler the program installed itself (a training run's) is
     left in place: the process goes on, and the download ends through the exception path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(name)
+    tmp = temporary_path(path)
     replaced: dict[int, Any] = {}
 
     def remove_then_pass_on(signum: int, frame: Any) -> None:

@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from arn_lightning.weights import registry
+
 log = logging.getLogger(__name__)
 
 #: The official DETR-R50 COCO checkpoint (paper Sec. 4.1), registered as ``detr-r50-coco`` (``docs/weights.md``).
@@ -129,14 +131,13 @@ def read_detr_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"(the weights folder, downloaded there when online: `arn-lightning weights fetch {DETR_R50_NAME}`)"
         )
     # Training checkpoints of the DETR repository also pickle their argparse Namespace.
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
-        raise ValueError(
-            f"Expected a DETR checkpoint saved with torch.save in {file} (detr_checkpoint) but it cannot be read "
-            f"({type(err).__name__}: {err}); the official file is {DETR_R50_FILE} from {DETR_R50_URL}"
-        ) from err
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = registry.load_torch_file(
+            file,
+            "a DETR checkpoint saved with torch.save",
+            "detr_checkpoint",
+            f"; the official file is {DETR_R50_FILE} from {DETR_R50_URL}",
+        )
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not any(detr_target_keys(k) for k in state):
         raise ValueError(f"Expected a DETR checkpoint (keys like 'transformer.encoder.layers.0.*') in {file}")
@@ -180,27 +181,25 @@ def resolve_detr_checkpoint(value: str | os.PathLike[str], setting: str = SETTIN
         WeightsUnavailable: a registered name whose file is absent and cannot be downloaded (offline, timeout), or
             present with another hash (:class:`~arn_lightning.weights.registry.WeightsMismatch`).
     """
-    from arn_lightning.weights import registry as weights
-
     if not isinstance(value, str):
         return Path(value).expanduser()
     path = Path(value).expanduser()
     if path.is_file() or "/" in value or os.sep in value or path.suffix in PATH_SUFFIXES:
         return path
-    candidates = [e.name for e in weights.list_entries() if e.setting == SETTING]
-    if not weights.is_registered(value):
+    candidates = [e.name for e in registry.list_entries() if e.setting == SETTING]
+    if not registry.is_registered(value):
         raise ValueError(
             f"Expected {setting} to be a path to a DETR .pth file or a registered weights name "
             f"({', '.join(candidates)}; `arn-lightning weights list`) but got {value!r}, which is neither an "
             f"existing file nor a name"
         )
-    entry = weights.get_entry(value)
+    entry = registry.get_entry(value)
     if entry.setting != SETTING:
         raise ValueError(
             f"Expected {setting} to name DETR weights ({', '.join(candidates)}) but got {value!r}, which are "
             f"weights for {entry.setting}"
         )
-    return weights.resolve(value)
+    return registry.resolve(value)
 
 
 def _group_keys(keys: list[str]) -> str:

@@ -33,6 +33,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from arn_lightning.atomic import atomic_write_json
 from arn_lightning.redact import redact
@@ -240,6 +241,29 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def load_torch_file(file: str | os.PathLike[str], what: str, setting: str | None = None, hint: str = "") -> Any:
+    """``torch.load(file, map_location="cpu", weights_only=True)`` of a weights file; one torch cannot read
+    (truncated, foreign, another format) is an error naming the file and what was expected.
+
+    Args:
+        what: what the file should hold, e.g. ``"a DETR checkpoint"``.
+        setting: the setting that named the file, shown after it (``"detr_checkpoint"``).
+        hint: appended to the message, e.g. where the right file comes from.
+
+    Raises:
+        ValueError: ``Expected <what> in <file> (<setting>) but it cannot be read (<torch's error>)<hint>``.
+    """
+    import torch  # only a weights load needs it; the registry's commands stay light
+
+    where = f"{file} ({setting})" if setting else str(file)
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
+        raise ValueError(
+            f"Expected {what} in {where} but it cannot be read ({type(err).__name__}: {err}){hint}"
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------- verify cache
@@ -458,6 +482,7 @@ __all__ = [
     "get_entry",
     "is_registered",
     "list_entries",
+    "load_torch_file",
     "names",
     "register",
     "registered",

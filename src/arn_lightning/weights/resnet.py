@@ -52,13 +52,8 @@ def _load_imagenet_state(name: str, timeout_s: float | None = None) -> dict[str,
         timeout_s=timeout_s,
         hint=", or set backbone_weights to a local torchvision state-dict file",
     )
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file under the expected name
-        raise ValueError(
-            f"Expected a torchvision {name} state dict in {file} but it cannot be read ({type(err).__name__}: "
-            f"{err}); delete it to download it again, or replace it with the file from {url}"
-        ) from err
+    hint = f"; delete it to download it again, or replace it with the file from {url}"
+    return registry.load_torch_file(file, f"a torchvision {name} state dict", hint=hint)
 
 
 def _registered_file(name: str, weights: str) -> Path:
@@ -87,13 +82,7 @@ def _load_local_state(path: str | Path) -> dict[str, Tensor]:
             f"Expected backbone_weights to be None, 'imagenet', a registered name ({', '.join(names)}) or an "
             f"existing file but got {path}"
         )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
-        raise ValueError(
-            f"Expected a ResNet state dict saved with torch.save in {file} (backbone_weights) but it cannot be read "
-            f"({type(err).__name__}: {err})"
-        ) from err
+    state = registry.load_torch_file(file, "a ResNet state dict saved with torch.save", "backbone_weights")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

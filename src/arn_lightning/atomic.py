@@ -68,13 +68,32 @@ def sweep_stale_temporaries(folder: PathLike, name: str | None = None) -> list[P
     return removed
 
 
+#: Per folder, per file name: the temporary files of processes that were gone when this process first wrote into
+#: the folder. One directory listing a folder a process, so that writing n files into one folder stays O(n).
+_STALE: dict[Path, dict[str, list[Path]]] = {}
+
+
+def _stale_in(folder: Path) -> dict[str, list[Path]]:
+    """This module's temporary files in ``folder`` whose process is gone, by the name of the file they were for
+    (listed at this process's first write into ``folder``)."""
+    if folder not in _STALE:
+        found: dict[str, list[Path]] = {}
+        for tmp in folder.glob(".*.pid*.tmp"):
+            match = TEMPORARY_REGEX.match(tmp.name)
+            if match and not process_alive(int(match["pid"])):
+                found.setdefault(match["name"], []).append(tmp)
+        _STALE[folder] = found
+    return _STALE[folder]
+
+
 def temporary_path(path: PathLike) -> Path:
     """A new, empty temporary file beside ``path`` (hidden, ``.<name>.pid<pid>.<random>.tmp``); the caller renames
-    it. Temporary files of ``path`` left by processes that are gone are removed first
-    (:func:`sweep_stale_temporaries`)."""
+    it. Temporary files of ``path`` left by processes that were gone when this process first wrote into the folder
+    are removed first (a SIGKILLed writer's; :func:`sweep_stale_temporaries` looks again at any time)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(path.parent, path.name)
+    for stale in _stale_in(path.parent).pop(path.name, []):
+        stale.unlink(missing_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     return Path(name)

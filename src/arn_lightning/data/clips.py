@@ -6,8 +6,11 @@ Positions are indices into a video's annotated frames sorted by frame number.
   the ``T-1`` previous annotated frames; near the video start the first frame is repeated in front); ``centred``
   windows put the key frame in the middle (slot ``(T-1)//2``), shifted to stay inside the video at its edges.
 * Evaluation, ``tiled`` (default): non-overlapping windows, the last one shifted to end at the video end, so every
-  frame is scored exactly once with few forward passes; ``keyframe``: the training windows, one clip per frame,
-  only the key frame scored (exact causal context, ``T`` times the compute).
+  frame is scored exactly once with few forward passes; ``causal``: every frame is the last frame of its own causal
+  window, as a causal key frame is trained and as streaming inference sees it, at the cost of one frame per frame
+  (one clip per frame, run through the model's streaming step with a cache of the previous frames' features,
+  many videos side by side: :func:`stream_steps`); ``keyframe``: the training windows (causal or centred), one
+  clip per frame, only the key frame scored, each window recomputed (``T`` times the compute).
 
 A video shorter than ``T`` repeats its first frame in front. ``evaluate`` is True on exactly one occurrence of each
 frame of a clip (the last one, which has the most context) and, in tiled evaluation, only in the window that
@@ -22,17 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOWS = ("causal", "centred")
-EVAL_SCHEMES = ("tiled", "keyframe")
+EVAL_SCHEMES = ("tiled", "causal", "keyframe")
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One clip: ``frames`` are indices into the dataset's frame list, ``evaluate`` flags the slots to score, and
-    ``key`` is the slot of a training clip's key frame (the frame the clip was made for; None in evaluation)."""
+    """One clip: ``frames`` are indices into the dataset's frame list, ``evaluate`` flags the slots to score,
+    ``key`` is the slot of a training clip's key frame (the frame the clip was made for; None in evaluation), and
+    ``stream`` is ``(video, window)`` for a frame of causal evaluation (its video's number among the split's videos
+    and the temporal window ``T``; None otherwise)."""
 
     frames: tuple[int, ...]
     evaluate: tuple[bool, ...]
     key: int | None = None
+    stream: tuple[int, int] | None = None
 
 
 def _check(clip_len: int, window: str = "causal") -> None:
@@ -119,12 +125,16 @@ def evaluation_clips(
         videos: per video, the dataset indices of its frames sorted by frame number.
         clip_len: frames per clip ``T``.
         window: window of the ``keyframe`` scheme.
-        scheme: ``"tiled"`` or ``"keyframe"``.
+        scheme: ``"tiled"``, ``"causal"`` (one single-frame clip per frame, in video order, ``stream`` set; batch
+            them with :func:`stream_steps`) or ``"keyframe"``.
     """
     if scheme not in EVAL_SCHEMES:
         raise ValueError(f"Expected scheme in {list(EVAL_SCHEMES)} but got {scheme!r}")
     clips = []
-    for frames in videos:
+    for number, frames in enumerate(videos):
+        if scheme == "causal":
+            clips += [Clip((index,), (True,), stream=(number, clip_len)) for index in frames]
+            continue
         if scheme == "tiled":
             clips += [Clip(tuple(frames[p] for p in pos), flags) for pos, flags in tiled_windows(len(frames), clip_len)]
             continue
@@ -132,6 +142,59 @@ def evaluation_clips(
             positions, slot = keyframe_window(len(frames), key, clip_len, window)
             clips.append(Clip(tuple(frames[p] for p in positions), tuple(i == slot for i in range(clip_len))))
     return clips
+
+
+def stream_steps(videos: Sequence[Sequence[int]], lanes: int) -> list[list[int]]:
+    """The batches of causal evaluation: ``lanes`` videos side by side, one frame of each per step, in time order.
+
+    Each lane plays its videos one after the other; a video goes to the lane with the fewest frames so far, longest
+    videos first (LPT scheduling, Graham 1969), so the lanes end close together and the batches stay full. A video's
+    frames are in consecutive steps, in order, so a step's model call can read the previous frames' cached features.
+
+    Args:
+        videos: per video, its items (e.g. the indices of its causal clips) in time order.
+        lanes: videos side by side (the evaluation batch size, ``>= 1``).
+
+    Returns:
+        Per step, the items of that step (at most ``lanes``, at most one per video); every item exactly once.
+
+    Example: videos of 3, 1 and 2 items, 2 lanes -> lane 0 plays video 0, lane 1 videos 2 then 1:
+    ``[[a0, c0], [a1, c1], [a2, b0]]``.
+    """
+    if lanes < 1:
+        raise ValueError(f"Expected at least 1 lane (data.eval_batch_size) but got {lanes}")
+    order = sorted(range(len(videos)), key=lambda v: (-len(videos[v]), v))
+    plays: list[list[int]] = [[] for _ in range(min(lanes, len(videos)))]
+    for video in order:
+        min(plays, key=len).extend(videos[video])  # the first of the least-loaded lanes
+    return [[lane[step] for lane in plays if step < len(lane)] for step in range(max(map(len, plays), default=0))]
+
+
+def geometry_mismatch(loss_frames: str, window: str, scheme: str) -> str | None:
+    """Why evaluation would score frames where training never supervised them, or None when the two agree.
+
+    A loss on every slot (``loss.frames: all``) supervises every position of a window, so any evaluation scheme
+    scores a trained geometry. A key-frame loss supervises one slot: the last one of a causal window (scored by the
+    ``causal`` and ``keyframe`` schemes) or the middle of a centred one (scored by ``keyframe`` only); ``tiled``
+    windows score most frames at other slots, with future frames as context.
+
+    Args:
+        loss_frames: ``loss.frames`` (``all`` or ``key``).
+        window: ``data.window`` (``causal`` or ``centred``).
+        scheme: ``data.eval_scheme``.
+
+    Returns:
+        One sentence naming the settings and the fix, or None.
+    """
+    if loss_frames != "key" or scheme == "keyframe" or (scheme == "causal" and window == "causal"):
+        return None
+    slot = "the last slot of a causal window" if window == "causal" else "the middle slot of a centred window"
+    fix = "causal" if window == "causal" else "keyframe"
+    return (
+        f"loss.frames=key trains each clip's key frame at {slot} (data.window={window}), but "
+        f"data.eval_scheme={scheme} scores frames at other slots, with other context: the recalls are not those of "
+        f"the trained geometry (set data.eval_scheme: {fix} to evaluate what was trained; docs/streaming.md)"
+    )
 
 
 def subsample_videos(videos: dict[str, list[int]], max_frames: int | None, seed: int = 0) -> dict[str, list[int]]:

@@ -21,6 +21,7 @@ from arn_lightning.data.clips import (
     EVAL_SCHEMES,
     WINDOWS,
     evaluation_clips,
+    stream_steps,
     subsample_clips,
     subsample_videos,
     training_clips,
@@ -28,7 +29,13 @@ from arn_lightning.data.clips import (
 from arn_lightning.data.collate import ClipCollator
 from arn_lightning.data.dataset import BAD_FRAME_MODES, AGClipDataset
 from arn_lightning.data.frames import FrameError, find_missing_frames
-from arn_lightning.data.samplers import EpochSampler, ResumableLoader, UnpaddedSampler, UnscoredPadding
+from arn_lightning.data.samplers import (
+    EpochSampler,
+    ResumableLoader,
+    StreamBatches,
+    UnpaddedSampler,
+    UnscoredPadding,
+)
 from arn_lightning.data.transforms import ClipTransform, resized_hw
 
 log = logging.getLogger(__name__)
@@ -45,8 +52,11 @@ class AGDataModule(L.LightningDataModule):
         task: ``sgdet``, ``sgcls`` or ``predcls`` (sets the "filter small" default).
         clip_len: frames per clip ``T``.
         window: ``causal`` (key frame last) or ``centred`` (key frame in the middle) training windows.
-        eval_scheme: ``tiled`` (non-overlapping windows, each frame scored once) or ``keyframe`` (one clip per
-            frame with the training window, only the key frame scored).
+        eval_scheme: ``tiled`` (non-overlapping windows, each frame scored once), ``causal`` (every frame the last
+            of its own causal window, through the model's streaming step: ``eval_batch_size`` videos side by side,
+            one frame of each per batch; the geometry of ``window: causal`` with ``loss.frames: key``) or
+            ``keyframe`` (one clip per frame with the training window, only the key frame scored, each window
+            recomputed).
         min_frames: keep a video only if at least this many frames survive the filtering.
         filter_small: drop object boxes with a short side below this (pixels); None: 16 for SGDet/SGCls, 0 PredCls.
         resize_shorter: shorter image side after resizing.
@@ -342,6 +352,8 @@ class AGDataModule(L.LightningDataModule):
                 generator_seed=hp.seed,
                 **common,
             )
+        if hp.eval_scheme == "causal":
+            return self._stream_loader(dataset, rank, world, common)
         # Evaluation: every frame exactly once over the processes (no DistributedSampler padding). Its own generator:
         # a loader without one draws its worker seed from the global RNG, so validating would shift the training's
         # random streams (dropout), and a run's weights would depend on the validation schedule and resume point.
@@ -353,6 +365,20 @@ class AGDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(hp.seed),
             **common,
         )
+
+    def _stream_loader(self, dataset: AGClipDataset, rank: int, world: int, common: dict[str, Any]) -> DataLoader:
+        """Causal evaluation: this process's videos (every ``world``-th, from ``rank``), ``eval_batch_size`` of them
+        side by side, one batch per step of :func:`~arn_lightning.data.clips.stream_steps`, in order."""
+        videos: dict[int, list[int]] = {}
+        for index, clip in enumerate(dataset.clips):
+            videos.setdefault(clip.stream[0], []).append(index)
+        mine = [videos[number] for number in sorted(videos)[rank::world]]
+        steps = stream_steps(mine, self.hparams.eval_batch_size) or [[len(dataset) + rank]]  # padding: see samplers
+        batches = StreamBatches(UnscoredPadding(dataset), steps)
+        # A DistributedSampler over this process's own steps: Lightning keeps it under DDP instead of replacing it.
+        sampler = UnpaddedSampler(len(batches))
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(batches, batch_size=None, sampler=sampler, generator=generator, **common)
 
     def train_dataloader(self) -> DataLoader:
         """Key-frame clips of the train split in a ``(seed, epoch)``-seeded order (resumable, see

@@ -189,6 +189,9 @@ class AGClipDataset(Dataset):
             {"image": image, "target": build_target(self.frames[i], box, image.shape[-2:], flipped, flag)}
             for image, box, i, flag in zip(images, boxes, indices, flags)
         ]
+        stream = self.clips[index].stream
+        if stream is not None:  # causal evaluation: the frame's video and window (the model's streaming cache)
+            samples[0]["target"]["stream"] = stream
         if key is not None:  # a training clip: its key frame (the loss may be restricted to it, loss.frames: key)
             for slot, sample in enumerate(samples):
                 sample["target"]["key"] = slot == key

@@ -147,6 +147,38 @@ class UnscoredPadding(Dataset):
         return samples
 
 
+class StreamBatches(Dataset):
+    """The batches of causal evaluation as items (``data.eval_scheme: causal``): item ``s`` is step ``s`` of
+    :func:`~arn_lightning.data.clips.stream_steps`, the list of its clips (each a list of one frame sample), for a
+    DataLoader with ``batch_size=None`` whose ``collate_fn`` batches a list of clips.
+
+    The steps of one process must reach the model in order (the model caches each video's previous frames), which
+    a DataLoader keeps with any number of workers. Indices past the wrapped dataset's end are its padding items
+    (:class:`UnscoredPadding`).
+
+    Args:
+        dataset: an :class:`UnscoredPadding` evaluation dataset of single-frame clips.
+        steps: per step, the dataset indices of its clips.
+    """
+
+    def __init__(self, dataset: Any, steps: list[list[int]]) -> None:
+        if not steps or any(not step for step in steps):
+            raise ValueError(f"Expected at least one step and no empty step but got {len(steps)} steps")
+        self.dataset = dataset
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped dataset's attributes (frames, bad_frames, ...)
+        if name in ("dataset", "steps"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> list[Any]:
+        return [self.dataset[i] for i in self.steps[index]]
+
+
 class ResumableLoader(DataLoader):
     """The training ``DataLoader`` whose position is saved in Lightning checkpoints.
 

@@ -29,9 +29,8 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from arn_lightning._types import PathLike
 from arn_lightning.defaults import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from arn_lightning.inference.api import SceneGraphPredictor, frame_pixels, load_model, resolve_window
 from arn_lightning.models.arn import place_on_grid
+from arn_lightning.models.cache import FeatureCache
 from arn_lightning.scene_graph import FrameGraph, rank_triplets
 from arn_lightning.video.decode import frame_file_name
 from arn_lightning.video.files import VideoFrame
@@ -52,8 +52,8 @@ DEFAULT_STREAM = "stream"
 
 
 @dataclass
-class StreamState:
-    """The cache and counters of one stream.
+class StreamState(FeatureCache):
+    """The cache and counters of one stream (:class:`~arn_lightning.models.cache.FeatureCache` and its numbering).
 
     Attributes:
         window: frames of temporal context including the new one.
@@ -63,28 +63,8 @@ class StreamState:
         started: monotonic clock of the first frame (the timestamps of frames pushed without one).
     """
 
-    window: int
-    cache: deque[Tensor] = field(init=False)
     frames: int = 0
     started: float | None = None
-
-    def __post_init__(self) -> None:
-        self.cache = deque(maxlen=max(self.window - 1, 0))
-
-    @property
-    def starts(self) -> bool:
-        """Whether the next frame starts the temporal context (nothing cached: a new stream or a reset)."""
-        return len(self.cache) == 0
-
-    def remember(self, maps: Tensor, reset: bool) -> None:
-        """Cache the new frame's ``F_vi`` ``[h, w, D]``; after a ``reset`` it also stands for the frames before the
-        stream (a causal clip that starts before the stream repeats its first frame)."""
-        if self.cache.maxlen == 0:
-            return
-        if reset:
-            self.cache.extend([maps] * self.cache.maxlen)
-        else:
-            self.cache.append(maps)
 
 
 def as_video_frame(

@@ -275,6 +275,31 @@ class ARN(nn.Module):
             ``F_vi`` of the ``N`` frames on the grid ``(max h'_i, max w'_i)``: ``features`` / ``pos`` ``[N, HW, D]``,
             ``padding_mask`` ``[N, HW]``.
         """
+        return self._grid_memory(self.encode_maps(images))[0]
+
+    def _grid_memory(self, maps: Sequence[Tensor]) -> tuple[Memory, tuple[int, int]]:
+        """Feature maps ``[h_i, w_i, D]`` placed top-left on the largest grid ``(H, W)``, as ``F_vi`` (``[N, HW, D]``
+        features and positions, padding masked) and that grid."""
+        features, cells = place_on_grid(maps)  # [N, H, W, D], [N, H, W]
+        memory = Memory(
+            features.flatten(1, 2),
+            self.position(cells).flatten(1, 2).to(features.dtype),
+            ~cells.flatten(1),
+        )
+        return memory, (int(cells.shape[1]), int(cells.shape[2]))
+
+    def encode_maps(self, images: Sequence[Tensor]) -> list[Tensor]:
+        """``F_vi`` of frames of any sizes, each encoded at its own size, in groups of equal size, without padding.
+
+        Args:
+            images: ``N`` normalised frames ``[3, h_i, w_i]`` (unpadded).
+
+        Returns:
+            ``N`` feature maps ``[h'_i, w'_i, D]`` on each frame's own feature grid (``h_i / stride`` rounded up).
+
+        Raises:
+            ValueError: no frame.
+        """
         if not images:
             raise ValueError("Expected at least one frame to encode but got none")
         groups: dict[tuple[int, int], list[int]] = {}
@@ -288,12 +313,7 @@ class ARN(nn.Module):
             grid = memory.features.unflatten(1, cells.shape[-2:])  # [n, h', w', D]
             for row, i in enumerate(members):
                 maps[i] = grid[row]
-        features, cells = place_on_grid(maps)  # [N, H', W', D], [N, H', W']
-        return Memory(
-            features.flatten(1, 2),
-            self.position(cells).flatten(1, 2).to(features.dtype),
-            ~cells.flatten(1),
-        )
+        return maps  # type: ignore[return-value]
 
     def stream_step(
         self,
@@ -336,17 +356,73 @@ class ARN(nn.Module):
         outputs = self._decode_newest(memory, window_maps, window_cells)
         return outputs, window_maps[1:], window_cells[1:]
 
-    def _decode_newest(self, memory: Memory, window_maps: Tensor, window_cells: Tensor) -> ARNOutput:
-        """The newest frame's last-layer outputs from its encoder ``memory`` (``[1, hw, D]``) and the window's
-        maps ``[W, h, w, D]`` / cells ``[W, h, w]`` (the temporal encoder updates the newest frame only)."""
-        entity = self.entity(memory, None)
+    def stream_frames(
+        self,
+        images: Sequence[Tensor],
+        caches: Sequence[Sequence[Tensor]],
+        window: int,
+        targets: Sequence[dict[str, Any]] | None = None,
+    ) -> tuple[ARNOutput, list[Tensor]]:
+        """One streaming step of ``B`` independent streams at once: each new frame's outputs at the cost of one frame
+        (causal evaluation, ``docs/streaming.md`` section 6).
+
+        Frame ``b``'s outputs equal :meth:`stream_step`'s for the same frame and cache (within float rounding: the
+        frames are decoded side by side on one token grid, the padding masked): the temporal encoder reads the
+        ``window - 1`` cached maps of its stream, oldest first, then the new frame; a stream without a cache
+        starts, and its new frame stands for the frames before it (a causal clip at a video's start repeats its
+        first frame). Frames of equal size are encoded together without padding (:meth:`encode_maps`).
+
+        Args:
+            images: ``B`` normalised frames ``[3, h_b, w_b]`` (unpadded), one per stream.
+            caches: per frame, the ``F_vi`` maps ``[h, w, D]`` of its stream's previous frames (at most
+                ``window - 1``, oldest first, each on its own frame's grid); empty for a frame that starts its stream.
+            window: frames of temporal context including the new one (``1..num_frames``).
+            targets: ``B`` frame targets (contract section 2) for SGCls / PredCls, whose entities come from the
+                ground truth; ignored in SGDet.
+
+        Returns:
+            ``(outputs, maps)``: the new frames' :class:`~arn_lightning.models.outputs.ARNOutput` (``BT = B``, last
+            decoder layers, no ``aux_outputs``) and each new frame's ``F_vi`` ``[h'_b, w'_b, D]`` (to cache).
+
+        Raises:
+            ValueError: a window outside ``1..num_frames``, a cache longer than ``window - 1``, or mismatched counts.
+        """
+        if not 1 <= window <= self.config.num_frames:
+            raise ValueError(f"Expected a window in [1, {self.config.num_frames}] frames but got {window}")
+        if len(caches) != len(images) or (targets is not None and len(targets) != len(images)):
+            raise ValueError(f"Expected one cache (and target) per frame of {len(images)} but got {len(caches)}")
+        maps = self.encode_maps(images)
+        memory, grid = self._grid_memory(maps)  # the batch's token grid: the largest new frame's
+        history = []
+        for new, cache in zip(maps, caches):
+            if len(cache) > window - 1:
+                raise ValueError(f"Expected at most {window - 1} cached frames but got {len(cache)}")
+            past = list(cache) if cache else [new] * (window - 1)
+            history += [past[0]] * (window - 1 - len(past)) + past + [new]
+        window_maps, window_cells = place_on_grid(history, grid)  # [B*W, H', W', D], clip-major
+        outputs = self._decode_newest(memory, window_maps, window_cells, len(maps), targets)
+        return outputs, maps
+
+    def _decode_newest(
+        self,
+        memory: Memory,
+        window_maps: Tensor,
+        window_cells: Tensor,
+        num_clips: int = 1,
+        targets: Sequence[dict[str, Any]] | None = None,
+    ) -> ARNOutput:
+        """The newest frames' last-layer outputs from their encoder ``memory`` (``[B, hw, D]``) and the windows'
+        maps ``[B*W, h, w, D]`` / cells ``[B*W, h, w]``, clip-major (the temporal encoder updates the newest frame
+        of each window only); SGCls / PredCls read the newest frames' ``targets``."""
+        entity = self.entity(memory, targets if self.config.task != "sgdet" else None)
         features = memory.features
         if self.temporal is not None:
-            features = self.temporal(window_maps.flatten(1, 2), ~window_cells.flatten(1), 1, last_only=True)
+            features = self.temporal(window_maps.flatten(1, 2), ~window_cells.flatten(1), num_clips, last_only=True)
         predicate = self.predicate(
             entity.pair_pos,
             Memory(features, memory.pos, memory.padding_mask),
-            entities=(entity.sub_feats, entity.obj_feats),
+            entities=None if entity.sub_feats is None else (entity.sub_feats, entity.obj_feats),
+            query_padding=None if entity.query_mask is None else ~entity.query_mask,
         )
         n_entity, n_predicate = len(entity.obj_logits), self.config.predicate_layers
         return self._layer_output(entity, predicate, n_entity - 1, n_predicate - 1)

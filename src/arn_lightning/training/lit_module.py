@@ -32,9 +32,11 @@ from arn_lightning.build import (
     require_categories,
 )
 from arn_lightning.criterion import LossConfig
+from arn_lightning.data.clips import geometry_mismatch
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
+from arn_lightning.models.cache import FeatureCache
 from arn_lightning.models.config import ARNConfig
 from arn_lightning.postprocess import PostProcessConfig
 from arn_lightning.text.config import ClipConfig
@@ -210,6 +212,7 @@ class ARNLitModule(L.LightningModule):
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
         self._unreadable: list[dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
+        self._stream_caches: dict[int, FeatureCache] = {}  # causal evaluation: video -> its previous frames' F_vi
 
     @classmethod
     def stored_configs(cls) -> dict[str, type]:
@@ -274,8 +277,11 @@ class ARNLitModule(L.LightningModule):
             self.model.compile(**COMPILE_OPTIONS)
 
     def setup(self, stage: str) -> None:
-        """At the start of a fresh ``fit``: the pretrained weights (:func:`~arn_lightning.build.load_pretrained`:
-        ``arch.backbone_weights``, then ``detr_checkpoint``) and the classifiers from CLIP text embeddings."""
+        """Every stage: one log line when the data module evaluates another geometry than the loss trains
+        (:func:`~arn_lightning.data.clips.geometry_mismatch`). At the start of a fresh ``fit``: the pretrained
+        weights (:func:`~arn_lightning.build.load_pretrained`: ``arch.backbone_weights``, then ``detr_checkpoint``)
+        and the classifiers from CLIP text embeddings."""
+        self._check_geometry(stage)
         if stage != "fit" or getattr(self.trainer, "ckpt_path", None):
             return
         hp = self.hparams
@@ -290,6 +296,19 @@ class ARNLitModule(L.LightningModule):
         if hp.init_text_classifiers and self.arch_config.clip_triplets:
             embeds = text_embeddings(self.clip_config, self.prompt_config, hp.triplet_categories)
             self.model.init_text_classifiers(embeds)
+
+    def _check_geometry(self, stage: str) -> None:
+        """Warn (once per process and stage) when the attached data module's evaluation scheme scores frames at
+        window slots that ``loss.frames: key`` never supervised."""
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        settings = getattr(data, "hparams", {})
+        if stage == "predict" or not {"window", "eval_scheme"} <= set(settings):
+            return
+        message = geometry_mismatch(self.loss_config.frames, settings["window"], settings["eval_scheme"])
+        if message is not None:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(message)
 
     def _clip_image_embeds(self, batch: dict[str, Any]) -> Tensor | None:
         """CLIP image embeddings ``[BT, E]`` of the batch's frames, or None when distillation is off."""
@@ -332,8 +351,39 @@ class ARNLitModule(L.LightningModule):
         self._log_losses("train", losses, batch["pixel_values"].shape[0])
         return losses["loss"]
 
+    def _outputs(self, batch: dict[str, Any]):
+        """Raw outputs of an evaluation batch: :meth:`forward`, or, for a batch of causal evaluation (targets with
+        ``stream``, ``data.eval_scheme: causal``), :meth:`_stream_outputs`."""
+        return self._stream_outputs(batch) if "stream" in batch["targets"][0] else self(batch)
+
+    def _stream_outputs(self, batch: dict[str, Any]):
+        """The streaming step (:meth:`~arn_lightning.models.arn.ARN.stream_frames`) of a batch of single frames,
+        each the next frame of its video, with the cached features of each video's previous frames.
+
+        A video missing from a batch has ended (:func:`~arn_lightning.data.clips.stream_steps` keeps a video's
+        frames in consecutive batches), so its cache is dropped; an unreadable or padding frame is fed through the
+        model but not cached, so the next frame's context skips it.
+        """
+        targets = batch["targets"]
+        window = int(targets[0]["stream"][1])
+        images, states = [], []
+        for b, target in enumerate(targets):
+            height, width = (int(v) for v in target["size"])
+            images.append(batch["pixel_values"][b, 0, :, :height, :width])  # the frame unpadded
+            video = target["stream"][0]
+            states.append((video, self._stream_caches.get(video) or FeatureCache(window)))
+        caches = [list(state.cache) for _, state in states]
+        outputs, maps = self.model.stream_frames(images, caches, window, targets)
+        kept: dict[int, FeatureCache] = {}
+        for (video, state), new, target in zip(states, maps, targets):
+            if not target.get("padding") and "unreadable" not in target:
+                state.remember(new.detach(), reset=state.starts)
+            kept[video] = state
+        self._stream_caches = kept
+        return outputs
+
     def _evaluate(self, batch: dict[str, Any], metric: SceneGraphRecall) -> tuple[list[dict[str, Any]], Any]:
-        outputs = self(batch)
+        outputs = self._outputs(batch)
         preds = self.postprocess(outputs, batch["targets"], only_evaluated=True)
         gts = [t for t in batch["targets"] if t["evaluate"]]
         # A frame that should be scored but could not be read counts with recall 0, as in `arn-lightning evaluate`.
@@ -363,7 +413,7 @@ class ARNLitModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """The per-frame predictions of the batch's evaluated frames (for the prediction file)."""
-        return self.postprocess(self(batch), batch["targets"], only_evaluated=True)
+        return self.postprocess(self._outputs(batch), batch["targets"], only_evaluated=True)
 
     # ------------------------------------------------------------------ epoch ends
     def _log_metrics(self, stage: str, metric: SceneGraphRecall) -> dict[str, Tensor]:
@@ -400,11 +450,25 @@ class ARNLitModule(L.LightningModule):
             )
         return {"frames/predicted": float(predicted), "frames/unreadable": float(len(unreadable))}
 
+    def on_validation_epoch_start(self) -> None:
+        self._stream_caches = {}  # causal evaluation starts every video afresh
+
+    def on_test_epoch_start(self) -> None:
+        self._stream_caches = {}
+
+    def on_predict_epoch_start(self) -> None:
+        self._stream_caches = {}
+
     def on_validation_epoch_end(self) -> None:
+        self._stream_caches = {}
         self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
+        self._stream_caches = {}
         self._log_metrics("test", self.test_metrics)  # the PredictionWriter writes them in on_test_end
+
+    def on_predict_epoch_end(self) -> None:
+        self._stream_caches = {}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -40,6 +40,8 @@ EXPECTED = [
     "streaming latency p50",
     "streaming / one-frame forward",
     "--causal / streaming",
+    "causal evaluation / one-frame forward",
+    "causal / tiled evaluation",
     "infer end-to-end frames/s",
     "ARN frames/s, fp32, batch 1, compiled",
     "ARN frames/s, fp32, batch 32, compiled",
@@ -75,6 +77,14 @@ def test_quick_suite_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureF
         streaming["stream_p50_ms"] / streaming["one_frame_p50_ms"]
     )
     assert streaming["window"] == 2 and len(streaming["stream_ms"]) == streaming["frames"] == 3
+    evaluation = report["raw"]["causal_evaluation"]  # likewise one interleaved run of the three evaluations
+    assert evaluation["lanes"] == suite.EVAL_LANES and len(evaluation["causal_ms"]) == evaluation["steps"]
+    assert rows["causal evaluation / one-frame forward"]["value"] == pytest.approx(
+        evaluation["causal_p50_ms"] / evaluation["one_frame_p50_ms"]
+    )
+    assert rows["causal / tiled evaluation"]["value"] == pytest.approx(
+        evaluation["causal_p50_ms"] / evaluation["tiled_p50_ms"]
+    )
     assert rows["infer --stream time to first frame graph"]["value"] > 0
     assert rows["projected AG test pass"]["value"] == pytest.approx(
         suite.AG_TEST_FRAMES / 60 / (64 / sorted(report["raw"]["model"]["fp32, batch 32"]["arn_s"])[0])
@@ -114,13 +124,17 @@ def test_detector_path_is_the_first_stages_of_the_model(one_thread: None) -> Non
 def test_streaming_benchmark_times_three_ways_per_frame(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "streaming.json"
     argv = ["benchmark", "streaming", "--size", "tiny", "--frames", "5", "--width", "64", "--height", "48"]
-    assert cli_main([*argv, "--threads", "1", "--out", str(out)]) == 0
+    assert cli_main([*argv, "--threads", "1", "--lanes", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
+    evaluation = result["evaluation"]
+    assert evaluation["lanes"] == 3 and evaluation["window"] == result["window"]
+    for way in ("causal", "one_frame", "tiled"):
+        assert len(evaluation[f"{way}_ms"]) == evaluation["steps"] and evaluation[f"{way}_p50_ms"] > 0
     assert result["frames"] == 3 and result["window"] >= 1  # 5 frames, 2 of them warm-up
     for way in ("stream", "causal", "one_frame"):
         assert len(result[f"{way}_ms"]) == 3 and 0 < result[f"{way}_p50_ms"] <= result[f"{way}_p95_ms"]
     assert result["causal_over_stream"] == pytest.approx(result["causal_p50_ms"] / result["stream_p50_ms"])
     printed = capsys.readouterr().out
-    assert "streaming / one frame" in printed and "causal / streaming" in printed
+    assert "streaming / one frame" in printed and "causal / streaming" in printed and "causal / tiled" in printed
     with pytest.raises(SystemExit):
         cli_main(["benchmark", "streaming", "--frames", "2"])  # no frame left after the warm-up

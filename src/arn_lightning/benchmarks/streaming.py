@@ -14,6 +14,12 @@ decoding. The three are interleaved frame by frame (streaming, causal, one frame
 of load on a shared machine hits all three alike; latencies are reported as p50 / p95 over the frames after a
 warm-up, with the ratios of the medians. The goal: streaming <= 1.2 x one frame, i.e. about ``T`` times faster than
 causal. The model is random (weights do not change the time), the paper's architecture by default.
+
+``--lanes B`` also times evaluation per frame, model only, on batches of ``B`` frames (``B`` videos side by side),
+interleaved step by step: **causal** evaluation (``data.eval_scheme: causal``: ``ARN.stream_frames`` with each
+video's cache of ``T - 1`` maps), **one frame** (a batch of ``B`` one-frame clips) and **tiled** evaluation (``B``
+clips of ``T`` frames, each frame scored once: per frame, a ``T``-th of the forward). The goal: causal <= 1.2 x one
+frame.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ import torch
 from arn_lightning.atomic import atomic_write_json
 from arn_lightning.benchmarks.infer import build_predictor, write_video
 from arn_lightning.benchmarks.model import CONFIGS
+from arn_lightning.data.transforms import resized_hw
 from arn_lightning.inference.api import SceneGraphPredictor
 from arn_lightning.inference.clips import ClipScheduler
 from arn_lightning.inference.streaming import StreamingPredictor
+from arn_lightning.models.arn import ARN
 from arn_lightning.scene_graph import rank_triplets
 from arn_lightning.video.files import VideoFrame, open_frames
 
@@ -118,6 +126,55 @@ def _summary(window: int, times: dict[str, list[float]]) -> dict[str, Any]:
     return result
 
 
+def measure_causal_evaluation(
+    model: ARN, lanes: int, height: int, width: int, steps: int = 6, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Per-frame milliseconds of causal, one-frame and tiled evaluation of ``lanes`` videos side by side.
+
+    Args:
+        model: the model, in eval mode on ``device`` (its ``num_frames`` is the window ``T``).
+        lanes: videos side by side (``data.eval_batch_size``).
+        height, width: the frames' size (already resized, as the model sees them).
+        steps: timed steps of each way after :data:`WARMUP_FRAMES` warm-up steps, interleaved.
+        device: where the model runs.
+
+    Returns:
+        ``{"lanes", "window", "steps", "<way>_ms": [per frame, per step], "<way>_p50_ms"}`` for the ways ``causal``,
+        ``one_frame`` and ``tiled``, and ``"causal_over_one_frame"``, ``"causal_over_tiled"`` (ratios of medians).
+    """
+    device = torch.device(device)
+    window = model.config.num_frames
+    images = [torch.randn(3, height, width, device=device) for _ in range(lanes)]
+    clip = torch.stack(images)[:, None]  # [B, 1, 3, H, W]
+    masks = torch.ones(lanes, 1, height, width, dtype=torch.bool, device=device)
+    caches: list[list[torch.Tensor]] = [[] for _ in range(lanes)]
+    times: dict[str, list[float]] = {"causal": [], "one_frame": [], "tiled": []}
+    with torch.no_grad():
+        for step in range(WARMUP_FRAMES + steps):
+            start = _clock(device)
+            _, maps = model.stream_frames(images, caches, window)
+            causal = (_clock(device) - start) / lanes
+            caches = [
+                (cache or [new] * (window - 1))[1:] + [new] if window > 1 else [] for cache, new in zip(caches, maps)
+            ]
+            start = _clock(device)
+            model(clip, masks)
+            one = (_clock(device) - start) / lanes
+            start = _clock(device)
+            model(clip.expand(-1, window, -1, -1, -1), masks.expand(-1, window, -1, -1))
+            tiled = (_clock(device) - start) / (lanes * window)
+            if step >= WARMUP_FRAMES:
+                for name, seconds in zip(("causal", "one_frame", "tiled"), (causal, one, tiled), strict=True):
+                    times[name].append(seconds * 1000.0)
+    result: dict[str, Any] = {"lanes": lanes, "window": window, "steps": steps}
+    for name, values in times.items():
+        result[f"{name}_ms"] = values
+        result[f"{name}_p50_ms"] = statistics.median(values)
+    result["causal_over_one_frame"] = result["causal_p50_ms"] / result["one_frame_p50_ms"]
+    result["causal_over_tiled"] = result["causal_p50_ms"] / result["tiled_p50_ms"]
+    return result
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="arn-lightning benchmark streaming", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(CONFIGS), default="paper", help="model configuration")
@@ -127,8 +184,17 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=0,
+        help="also time evaluation per frame on batches of this many "
+        "videos: causal (streaming step) against one frame and tiled (0: skip)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(list(argv))
+    if args.lanes < 0:
+        parser.error(f"--lanes: expected 0 or more videos side by side but got {args.lanes}")
     if args.frames <= WARMUP_FRAMES:
         parser.error(f"--frames: expected more than {WARMUP_FRAMES} frames (the warm-up) but got {args.frames}")
     return args
@@ -157,6 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"streaming / one frame {result['stream_over_one_frame']:.2f} (goal <= {GOAL_STREAM_OVER_ONE_FRAME}); "
         f"causal / streaming {result['causal_over_stream']:.2f} (T = {result['window']})"
     )
+    if args.lanes:
+        model = predictor.model.eval()
+        transform = predictor.transform
+        size = resized_hw(args.height, args.width, transform.shorter, transform.longer)
+        result["evaluation"] = evaluation = measure_causal_evaluation(model, args.lanes, *size, device=predictor.device)
+        print(
+            f"evaluation per frame (model only), {args.lanes} videos side by side, median of {evaluation['steps']} "
+            f"steps: causal {evaluation['causal_p50_ms']:.1f} ms, one frame {evaluation['one_frame_p50_ms']:.1f} ms, "
+            f"tiled {evaluation['tiled_p50_ms']:.1f} ms; causal / one frame {evaluation['causal_over_one_frame']:.2f} "
+            f"(goal <= {GOAL_STREAM_OVER_ONE_FRAME}), causal / tiled {evaluation['causal_over_tiled']:.2f}"
+        )
     if args.out is not None:
         atomic_write_json(args.out, {"settings": vars(args) | {"out": str(args.out)}, **result}, indent=2)
     return 0

@@ -43,6 +43,7 @@ from arn_lightning.benchmarks.detector import detector_forward
 from arn_lightning.benchmarks.model import all_triplet_categories
 from arn_lightning.build import build_model
 from arn_lightning.data.synth import generate
+from arn_lightning.data.transforms import resized_hw
 from arn_lightning.models.arn import ARN
 from arn_lightning.models.config import ARNConfig
 
@@ -63,6 +64,8 @@ SCALE_FRACTION = 0.1
 GOAL_EVALUATOR_FPS = 10_000.0
 GOAL_DATA_FPS_PER_CORE = 150.0
 GOAL_INFER_FIRST_GRAPH_S = 4.0
+#: Videos side by side in the causal-evaluation figures (the paper configs' eval_batch_size).
+EVAL_LANES = 8
 GOAL_GPU_BF16_B32_RATIO = 0.8
 GOAL_GPU_LATENCY_MS = 5.0
 GOAL_GPU_TRAIN_RATIO = 0.7
@@ -570,9 +573,13 @@ def infer_figures(figures: Figures, settings: Settings, device: torch.device, ra
         rates = infer_bench.measure(predictor, video, batch_size=1, repeats=1 if settings.name == "quick" else 2)
         stream_video = infer_bench.write_video(folder / "stream.mp4", settings.stream_frames, width, height)
         streaming = stream_bench.measure_streaming(predictor, stream_video, fps=1000.0)
+        size = resized_hw(height, width, settings.height, settings.width)
+        evaluation = stream_bench.measure_causal_evaluation(predictor.model.eval(), EVAL_LANES, *size, device=device)
     raw["infer"] = {"startup": startup, "stream_startup": stream_startup, **rates}
     raw["streaming"] = streaming
+    raw["causal_evaluation"] = evaluation
     _streaming_figures(figures, settings, streaming)
+    _causal_evaluation_figures(figures, evaluation, size)
     figures.add(
         "infer end-to-end frames/s",
         rates["end_to_end_fps"],
@@ -655,6 +662,30 @@ def _streaming_figures(figures: Figures, settings: Settings, streaming: dict[str
         streaming["causal_over_stream"],
         "ratio",
         note=f"p50 per frame; the causal schedule runs T={window} frames per frame, so about T is the ideal",
+    )
+
+
+def _causal_evaluation_figures(figures: Figures, evaluation: dict[str, Any], size: tuple[int, int]) -> None:
+    """Causal evaluation per frame (``data.eval_scheme: causal``) against one frame's forward (its goal) and
+    against tiled evaluation, model only, interleaved in one run (``measure_causal_evaluation``)."""
+    ratio = evaluation["causal_over_one_frame"]
+    lanes, window, steps = evaluation["lanes"], evaluation["window"], evaluation["steps"]
+    figures.add(
+        "causal evaluation / one-frame forward",
+        ratio,
+        "ratio",
+        f"<= {stream_bench.GOAL_STREAM_OVER_ONE_FRAME:g}",
+        ratio <= stream_bench.GOAL_STREAM_OVER_ONE_FRAME,
+        f"model only, {lanes} videos side by side at {size[1]}x{size[0]}, window T={window}, median of {steps} "
+        f"interleaved steps: causal {evaluation['causal_p50_ms']:.1f} ms/frame, one frame "
+        f"{evaluation['one_frame_p50_ms']:.1f} ms/frame",
+    )
+    figures.add(
+        "causal / tiled evaluation",
+        evaluation["causal_over_tiled"],
+        "ratio",
+        note=f"per frame, same run; tiled {evaluation['tiled_p50_ms']:.1f} ms/frame (a {window}-frame clip's forward "
+        f"/ {window}: the temporal context of tiled windows is shared, a causal frame's is its own)",
     )
 
 

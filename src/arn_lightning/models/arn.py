@@ -55,6 +55,8 @@ def place_on_grid(maps: Sequence[Tensor], grid: tuple[int, int] | None = None) -
         grid = (max(m.shape[0] for m in maps), max(m.shape[1] for m in maps))
     height, width = grid
     first = maps[0]
+    if all(tuple(m.shape[:2]) == (height, width) for m in maps):  # one size: nothing to place
+        return torch.stack(list(maps)), torch.ones(len(maps), height, width, dtype=torch.bool, device=first.device)
     features = first.new_zeros(len(maps), height, width, first.shape[-1])
     cells = torch.zeros(len(maps), height, width, dtype=torch.bool, device=first.device)
     for i, m in enumerate(maps):

@@ -22,10 +22,12 @@ predicate branch's layers before its PAP + HA layer); layer names are identical 
 ==========================================  ==================================================================
 
 DETR's 6 decoder layers form a chain, so the first ``E`` of them (not the last) go to the entity decoder: layer i
-keeps receiving what it was trained on. The predicate branches continue the chain, as the interaction decoders of
-CDN and GEN-VLKT continue DETR's (with the paper's 3 / 3 layers: DETR layers 3 and 4 initialise every branch's two
-standard layers; the PAP + HA layer has no DETR counterpart and starts fresh). The rules depend on the depths, so
-they are built per model (:func:`detr_key_rules`). For the paper configs the load gives 523 tensors: backbone 265,
+keeps receiving what it was trained on. The predicate branches continue the chain, so that every DETR layer but the
+last finds a place (with the paper's 3 / 3 layers: DETR layers 3 and 4 initialise every branch's two standard
+layers; the PAP + HA layer has no DETR counterpart and starts fresh). This is our reading: GEN-VLKT's conversion
+script (reused by HOICLIP) copies DETR's decoder layer i into layer i of both its decoders instead, and CDN's
+copies into a name its model does not have. The rules depend on the depths, so they are built per model
+(:func:`detr_key_rules`). For the paper configs the load gives 523 tensors: backbone 265,
 input projection 2, encoder 72, entity decoder 56, positions 2, box heads 12, predicate branches 114.
 ``query_embed`` (DETR's object-query positions) initialises both the subject and the object positions: pair n starts
 from DETR slot n's spatial prior, and the distinct content queries ``Q^s``, ``Q^o`` break the symmetry (DETR's own
@@ -100,8 +102,8 @@ def detr_key_rules(config: ARNConfig) -> tuple[Rule, ...]:
     """The mapping rules for a model of ``config``'s depth: :data:`DETR_KEY_RULES` plus DETR's decoder chain.
 
     DETR decoder layer ``i < entity_layers`` -> entity decoder layer ``i``; layer ``entity_layers + j`` -> layer
-    ``j`` of every predicate branch (``j < standard_predicate_layers``; the PAP + HA layer has no counterpart), as
-    GEN-VLKT / CDN continue DETR's chain into their interaction decoder. DETR layers past both stay unmapped.
+    ``j`` of every predicate branch (``j < standard_predicate_layers``; the PAP + HA layer has no counterpart): the
+    branches continue DETR's chain after the entity decoder. DETR layers past both stay unmapped.
     """
     layer = r"transformer\.decoder\.layers\.{}\.(.+)"
     entity = tuple((layer.format(i), (f"entity.decoder.layers.{i}.{{0}}",)) for i in range(config.entity_layers))

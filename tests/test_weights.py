@@ -80,6 +80,9 @@ def detr_state(model: ARN) -> dict[str, torch.Tensor]:
         for ours, theirs in INVERSE_PREFIXES.items():
             if key.startswith(ours):
                 state[theirs + key[len(ours) :]] = value.clone() + 1.0
+    layer0 = {k: v for k, v in state.items() if k.startswith("transformer.decoder.layers.0.")}
+    for i in range(1, 6):  # DETR's 6 decoder layers: the ones after the entity decoder's go to the predicate branches
+        state.update({k.replace("layers.0.", f"layers.{i}."): v + i for k, v in layer0.items()})
     state["class_embed.weight"], state["class_embed.bias"] = torch.randn(92, 32), torch.randn(92)
     return state
 

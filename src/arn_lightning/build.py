@@ -20,6 +20,7 @@ file and the setting (:func:`check_stored_settings`).
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
@@ -38,6 +39,8 @@ from arn_lightning.postprocess import PostProcess, PostProcessConfig
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.prompts import PromptConfig
 from arn_lightning.triplets import TripletVocabulary
+
+log = logging.getLogger(__name__)
 
 #: Key that ``ARNLitModule.on_save_checkpoint`` writes into every checkpoint of this project.
 CHECKPOINT_MARKER = "arn_lightning"
@@ -207,7 +210,8 @@ def load_pretrained(model: ARN, detr_checkpoint: str | None = None) -> Any:
     """Load the pretrained weights the settings name into a built model: the backbone's
     (``arch.backbone_weights``, :func:`arn_lightning.weights.resnet.load_backbone_weights`), then DETR's
     (``detr_checkpoint``, :func:`arn_lightning.weights.detr.load_detr_checkpoint`, which overrides the backbone).
-    Draws no random number.
+    Draws no random number. A DETR prior loaded into a model whose ``arch.content_queries`` is ``"normal"`` logs one
+    warning: DETR's decoder layers were trained on zero content queries (``docs/model.md`` section 6).
 
     Returns:
         The :class:`~arn_lightning.weights.detr.DetrLoadReport` when a DETR checkpoint was loaded, else None.
@@ -223,7 +227,14 @@ def load_pretrained(model: ARN, detr_checkpoint: str | None = None) -> Any:
         return None
     from arn_lightning.weights.detr import load_detr_checkpoint
 
-    return load_detr_checkpoint(model, detr_checkpoint)
+    report = load_detr_checkpoint(model, detr_checkpoint)
+    if model.config.content_queries == "normal":
+        log.warning(
+            "model.arch.content_queries is 'normal': the content queries start as N(0, 1) noise, although the DETR "
+            "decoder layers just loaded (model.detr_checkpoint) were trained with zero content queries; set "
+            "model.arch.content_queries: zeros to start them in that regime (docs/model.md section 6)"
+        )
+    return report
 
 
 class InferenceModule(nn.Module):

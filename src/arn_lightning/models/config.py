@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from arn_lightning.models.association import FUSION_MODES
 from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGES
+from arn_lightning.models.transformer import CONTENT_QUERIES
 from arn_lightning.vocab import TASKS
 
 
@@ -38,6 +39,10 @@ class ARNConfig:
         entity_layers: entity decoder layers.
         predicate_layers: predicate decoder layers per branch (the last one is PAP + HA when ``pap``).
         num_queries: pair queries ``Q`` (also the largest number of GT pairs per frame in SGCls / PredCls).
+        content_queries: initial value of every learned content query set (subject ``Q^s``, object ``Q^o``, each
+            predicate branch's ``Q^{pred_i}``): ``"normal"`` (``nn.Embedding``'s N(0, 1) draws) or ``"zeros"``
+            (the regime DETR's decoder was trained in, ``tgt = 0``; the draws are made all the same, then zeroed, so
+            every other parameter gets the same random values). The queries stay learnable either way.
         num_frames: largest clip length ``T`` (rows of the frame encoding ``p_t``); shorter clips are accepted.
         temporal_causal: frame t attends only to frames ``<= t`` in the temporal self-attention.
         temporal_layers: temporal self-attention layers (0: ``F_vit = F_vi``).
@@ -69,6 +74,7 @@ class ARNConfig:
     entity_layers: int = 3
     predicate_layers: int = 3
     num_queries: int = 100
+    content_queries: str = "normal"
     num_frames: int = 3
     temporal_causal: bool = False
     temporal_layers: int = 1
@@ -92,6 +98,11 @@ class ARNConfig:
         if self.triplet_prior is not None and not 0.0 < self.triplet_prior < 1.0:
             raise ValueError(f"Expected triplet_prior in (0, 1) or None but got {self.triplet_prior}")
 
+    @property
+    def standard_predicate_layers(self) -> int:
+        """Standard decoder layers of each predicate branch: ``predicate_layers``, less the PAP layer when ``pap``."""
+        return self.predicate_layers - (1 if self.pap else 0)
+
     def _check_choices(self) -> None:
         choices = {
             "backbone": BACKBONES,
@@ -99,6 +110,7 @@ class ARNConfig:
             "entity_fusion": FUSION_MODES,
             "backbone_norm": tuple(NORMS),
             "backbone_stride": tuple(STRIDE_STAGES),
+            "content_queries": CONTENT_QUERIES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from arn_lightning.models.config import ARNConfig
 from arn_lightning.models.heads import MLP, CosineClassifier
-from arn_lightning.models.transformer import Memory, TransformerDecoder
+from arn_lightning.models.transformer import Memory, TransformerDecoder, content_query_embedding
 from arn_lightning.vocab import NUM_OBJECT_CLASSES
 
 #: Normalised cxcywh box written into padded pair rows (the whole image: finite IoU / GIoU).
@@ -158,8 +158,8 @@ class EntityDecoder(nn.Module):
             self.label_embed = nn.Embedding(NUM_OBJECT_CLASSES + 1, d)  # row 0: padding
         self.decoder: TransformerDecoder | None = None
         if config.task != "predcls" or config.pap:
-            self.subject_queries = nn.Embedding(q, d)  # Q^s
-            self.object_queries = nn.Embedding(q, d)  # Q^o
+            self.subject_queries = content_query_embedding(q, d, config.content_queries)  # Q^s
+            self.object_queries = content_query_embedding(q, d, config.content_queries)  # Q^o
             self.decoder = TransformerDecoder(config.entity_layers, d, config.nheads, config.ffn_dim, config.dropout)
         self.classifier: nn.Module | None = None
         if config.task != "predcls":

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from arn_lightning.models.association import FUSION_LAYERS, AssociationLayer
 from arn_lightning.models.config import ARNConfig
 from arn_lightning.models.outputs import BRANCHES
-from arn_lightning.models.transformer import Memory, TransformerDecoder
+from arn_lightning.models.transformer import Memory, TransformerDecoder, content_query_embedding
 
 
 class PredicateDecoder(nn.Module):
@@ -31,8 +31,10 @@ class PredicateDecoder(nn.Module):
     def __init__(self, config: ARNConfig) -> None:
         super().__init__()
         d, q = config.hidden_dim, config.num_queries
-        standard_layers = config.predicate_layers - (1 if config.pap else 0)
-        self.queries = nn.ModuleDict({kind: nn.Embedding(q, d) for kind in BRANCHES})  # Q^{pred_i}
+        standard_layers = config.standard_predicate_layers
+        self.queries = nn.ModuleDict(
+            {kind: content_query_embedding(q, d, config.content_queries) for kind in BRANCHES}
+        )  # Q^{pred_i}
         self.assoc_embeds = nn.ModuleDict({kind: nn.Embedding(q, d) for kind in BRANCHES})  # e^{pred_i}
         self.decoders = nn.ModuleDict(
             {

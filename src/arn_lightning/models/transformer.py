@@ -4,7 +4,7 @@
 once and reused by the encoder, the entity decoder, the predicate-decoder branches, the temporal encoder and the
 hierarchical attention of :mod:`arn_lightning.models.association`. Its parameters carry DETR's names
 (``self_attn``, ``multihead_attn``, ``linear1``, ``linear2``, ``norm1..3``, ``torch.nn.MultiheadAttention``'s
-``in_proj_weight``) so that a DETR checkpoint maps onto it key for key (see :mod:`.detr_checkpoint`).
+``in_proj_weight``) so that a DETR checkpoint maps onto it key for key (see :mod:`arn_lightning.weights.detr`).
 The attention pattern (positions added to queries and keys, not to values, at every layer) is DETR's.
 
 Masks follow ``torch.nn.MultiheadAttention``: a key padding mask is True on padding, an attention mask is True where
@@ -53,6 +53,8 @@ def safe_padding_mask(padding_mask: Tensor | None) -> Tensor | None:
 #: Largest absolute difference allowed in float32 between :class:`Attention`'s SDPA path and torch's explicit math
 #: (``nn.MultiheadAttention`` with the same weights), checked by ``tests/test_models_attention.py``.
 SDPA_TOLERANCE = 1e-5
+#: Initial values of the learned content queries (``ARNConfig.content_queries``, :func:`content_query_embedding`).
+CONTENT_QUERIES = ("normal", "zeros")
 
 
 class Attention(nn.MultiheadAttention):
@@ -358,6 +360,29 @@ class TransformerDecoder(nn.Module):
             tgt = layer(tgt, query_pos=query_pos, memory=memory, tgt_padding_mask=tgt_padding_mask)
             outputs.append(self.norm(tgt))
         return outputs, tgt
+
+
+def content_query_embedding(num_queries: int, d_model: int, init: str) -> nn.Embedding:
+    """A learned content query set ``[num_queries, d_model]`` (``Q^s``, ``Q^o``, ``Q^{pred_i}``).
+
+    ``nn.Embedding`` draws its N(0, 1) values in both cases, so the random numbers of every later parameter do not
+    depend on ``init``; ``"zeros"`` then zeroes them in place (DETR's decoder is trained with ``tgt = 0``).
+
+    Args:
+        num_queries: rows ``Q``.
+        d_model: width ``D``.
+        init: one of :data:`CONTENT_QUERIES`.
+
+    Raises:
+        ValueError: ``init`` is not one of :data:`CONTENT_QUERIES` (the message names ``content_queries``).
+    """
+    if init not in CONTENT_QUERIES:
+        raise ValueError(f"Expected content_queries in {CONTENT_QUERIES} but got {init!r}")
+    embedding = nn.Embedding(num_queries, d_model)
+    if init == "zeros":
+        with torch.no_grad():
+            embedding.weight.zero_()
+    return embedding
 
 
 class TemporalEncoder(nn.Module):

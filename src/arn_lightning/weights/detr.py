@@ -2,30 +2,40 @@
 
 ``detr_checkpoint`` is either a path (an existing file, or a value with a path separator or a ``.pth`` / ``.pt``
 suffix) or a name of :mod:`arn_lightning.weights.registry` (``detr-r50-coco``: the official ``detr-r50-e632da11.pth``,
-found
-in the weights folder and checked against its published hash, downloaded there when absent and online); anything
+found in the weights folder and checked against its published hash, downloaded there when absent and online); anything
 else is an error naming the setting and the registered names (:func:`resolve_detr_checkpoint`).
 
-Key mapping (DETR -> ARN); layer names are identical below the prefixes because
+Key mapping (DETR -> ARN), with ``E`` = ``entity_layers`` and ``P`` = ``standard_predicate_layers`` (the
+predicate branch's layers before its PAP + HA layer); layer names are identical below the prefixes because
 :class:`~arn_lightning.models.transformer.TransformerLayer` uses DETR's names:
 
-==========================================  ==============================================================
+==========================================  ==================================================================
 ``backbone.0.body.*``                        ``backbone.body.*`` (ResNet with frozen-BN buffers)
 ``input_proj.*``                             ``input_proj.*``
 ``transformer.encoder.layers.{i}.*``         ``encoder.layers.{i}.*`` (i < enc_layers)
-``transformer.decoder.layers.{i}.*``         ``entity.decoder.layers.{i}.*`` (the first entity_layers layers)
-``transformer.decoder.norm.*``               ``entity.decoder.norm.*``
+``transformer.decoder.layers.{i}.*``         ``entity.decoder.layers.{i}.*`` (i < E)
+``transformer.decoder.layers.{E+j}.*``       ``predicate.decoders.{branch}.layers.{j}.*`` for each of the three
+                                             branches (j < P)
+``transformer.decoder.norm.*``               ``entity.decoder.norm.*`` and ``predicate.decoders.{branch}.norm.*``
 ``query_embed.weight``                       ``entity.subject_pos.weight`` and ``entity.object_pos.weight``
 ``bbox_embed.layers.{i}.*``                  ``entity.sub_box_head.layers.{i}.*`` and ``entity.obj_box_head.*``
-==========================================  ==============================================================
+==========================================  ==================================================================
 
-DETR's 6 decoder layers form a chain, so the first ``entity_layers`` of them (not the last) are kept: layer i keeps
-receiving what it was trained on. ``query_embed`` (DETR's object-query positions) initialises both the subject and
-the object positions: pair n starts from DETR slot n's spatial prior, and the distinct content queries ``Q^s``,
-``Q^o`` break the symmetry. ``class_embed`` (91 COCO classes + no-object, linear) has no counterpart in the cosine
-classifiers and is reported as unexpected, like every key whose target does not exist in the model at hand (e.g.
-DETR's decoder layers 3-5, or the box heads in SGCls / PredCls). Shape mismatches (another ResNet,
-``backbone_stride`` 16, another ``hidden_dim`` or ``num_queries``) are skipped and reported.
+DETR's 6 decoder layers form a chain, so the first ``E`` of them (not the last) go to the entity decoder: layer i
+keeps receiving what it was trained on. The predicate branches continue the chain, so that every DETR layer but the
+last finds a place (with the paper's 3 / 3 layers: DETR layers 3 and 4 initialise every branch's two standard
+layers; the PAP + HA layer has no DETR counterpart and starts fresh). This is our reading: GEN-VLKT's conversion
+script (reused by HOICLIP) copies DETR's decoder layer i into layer i of both its decoders instead, and CDN's
+copies into a name its model does not have. The rules depend on the depths, so they are built per model
+(:func:`detr_key_rules`). For the paper configs the load gives 523 tensors: backbone 265,
+input projection 2, encoder 72, entity decoder 56, positions 2, box heads 12, predicate branches 114.
+``query_embed`` (DETR's object-query positions) initialises both the subject and the object positions: pair n starts
+from DETR slot n's spatial prior, and the distinct content queries ``Q^s``, ``Q^o`` break the symmetry (DETR's own
+content queries are zeros, ``ARNConfig.content_queries``). ``class_embed`` (91 COCO classes + no-object, linear) has
+no counterpart in the cosine classifiers and is reported as unexpected, like every key whose target does not exist
+in the model at hand (e.g. DETR's decoder layer 5 with 3 / 3 layers, or the box heads in SGCls / PredCls). Shape
+mismatches (another ResNet, ``backbone_stride`` 16, another ``hidden_dim`` or ``num_queries``) are skipped and
+reported.
 """
 
 from __future__ import annotations
@@ -37,11 +47,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from arn_lightning.models.config import ARNConfig
+from arn_lightning.models.outputs import BRANCHES
 from arn_lightning.weights import registry
+
+if TYPE_CHECKING:
+    from arn_lightning.models.arn import ARN
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +70,17 @@ DETR_R50_NAME = "detr-r50-coco"
 SETTING = "detr_checkpoint"
 #: Suffixes that make a ``detr_checkpoint`` value a path even when the file does not exist.
 PATH_SUFFIXES = (".pth", ".pt")
-#: (DETR key pattern, ARN key templates filled with the pattern's groups).
-DETR_KEY_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+#: A mapping rule: (DETR key pattern, ARN key templates filled with the pattern's groups).
+Rule = tuple[str, tuple[str, ...]]
+#: The rules that do not depend on the model's depth; :func:`detr_key_rules` adds the decoder layers'.
+DETR_KEY_RULES: tuple[Rule, ...] = (
     (r"backbone\.0\.body\.(.+)", ("backbone.body.{0}",)),
     (r"input_proj\.(.+)", ("input_proj.{0}",)),
     (r"transformer\.encoder\.layers\.(\d+)\.(.+)", ("encoder.layers.{0}.{1}",)),
-    (r"transformer\.decoder\.layers\.(\d+)\.(.+)", ("entity.decoder.layers.{0}.{1}",)),
-    (r"transformer\.decoder\.norm\.(.+)", ("entity.decoder.norm.{0}",)),
+    (
+        r"transformer\.decoder\.norm\.(.+)",
+        ("entity.decoder.norm.{0}", *(f"predicate.decoders.{kind}.norm.{{0}}" for kind in BRANCHES)),
+    ),
     (r"query_embed\.weight", ("entity.subject_pos.weight", "entity.object_pos.weight")),
     (r"bbox_embed\.layers\.(\d+)\.(.+)", ("entity.sub_box_head.layers.{0}.{1}", "entity.obj_box_head.layers.{0}.{1}")),
 )
@@ -74,12 +94,33 @@ MAPPED_PREFIXES = (
     "entity.object_pos.",
     "entity.sub_box_head.",
     "entity.obj_box_head.",
+    "predicate.decoders.",
 )
 
 
-def detr_target_keys(detr_key: str) -> list[str]:
-    """The ARN state-dict keys that a DETR key initialises (empty when the key has no counterpart)."""
-    for pattern, templates in DETR_KEY_RULES:
+def detr_key_rules(config: ARNConfig) -> tuple[Rule, ...]:
+    """The mapping rules for a model of ``config``'s depth: :data:`DETR_KEY_RULES` plus DETR's decoder chain.
+
+    DETR decoder layer ``i < entity_layers`` -> entity decoder layer ``i``; layer ``entity_layers + j`` -> layer
+    ``j`` of every predicate branch (``j < standard_predicate_layers``; the PAP + HA layer has no counterpart): the
+    branches continue DETR's chain after the entity decoder. DETR layers past both stay unmapped.
+    """
+    layer = r"transformer\.decoder\.layers\.{}\.(.+)"
+    entity = tuple((layer.format(i), (f"entity.decoder.layers.{i}.{{0}}",)) for i in range(config.entity_layers))
+    predicate = tuple(
+        (
+            layer.format(config.entity_layers + j),
+            tuple(f"predicate.decoders.{kind}.layers.{j}.{{0}}" for kind in BRANCHES),
+        )
+        for j in range(config.standard_predicate_layers)
+    )
+    return DETR_KEY_RULES + entity + predicate
+
+
+def detr_target_keys(detr_key: str, config: ARNConfig | None = None) -> list[str]:
+    """The ARN state-dict keys that a DETR key initialises in a model of ``config`` (None: the paper's
+    :class:`~arn_lightning.models.config.ARNConfig`); empty when the key has no counterpart."""
+    for pattern, templates in detr_key_rules(ARNConfig() if config is None else config):
         match = re.fullmatch(pattern, detr_key)
         if match:
             return [template.format(*match.groups()) for template in templates]
@@ -144,13 +185,14 @@ def read_detr_state_dict(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def map_detr_state_dict(model: nn.Module, detr_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], DetrLoadReport]:
-    """Translate a DETR state dict into ``model``'s keys; returns the loadable part and the report."""
+def map_detr_state_dict(model: ARN, detr_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], DetrLoadReport]:
+    """Translate a DETR state dict into the keys of ``model`` (an ARN: its ``config`` sets the decoder mapping,
+    :func:`detr_key_rules`); returns the loadable part and the report."""
     own = model.state_dict()
     mapped: dict[str, Tensor] = {}
     report = DetrLoadReport()
     for key, value in detr_state.items():
-        targets = [t for t in detr_target_keys(key) if t in own]
+        targets = [t for t in detr_target_keys(key, model.config) if t in own]
         if not targets:
             report.unexpected.append(key)
         for target in targets:
@@ -230,12 +272,13 @@ def format_detr_report(report: DetrLoadReport) -> str:
     """A few readable lines for the start of training: what was loaded from where, what was skipped and why.
 
     Keys are counted per module (decoder layers merged into ranges) instead of listed one by one; ``str(report)``
-    keeps the complete list. Example::
+    keeps the complete list. Example (the paper's SGDet config)::
 
-        DETR weights from /cache/detr-r50-e632da11.pth: 434 tensors loaded (backbone.body 265, encoder 96, ...)
-          not in this model, skipped (2 + 78): class_embed.* (2), transformer.decoder.layers.3-5.* (78)
-          kept their own initialisation: none
-          shape mismatch, skipped: none
+        DETR weights from /cache/detr-r50-e632da11.pth: 523 tensors loaded (backbone.body 265, encoder 72, ...,
+        predicate.decoders 114)
+          not in this model, skipped (20): transformer.decoder.layers.5.* (18), class_embed.* (2)
+          kept their own initialisation (0): none
+          shape mismatch, skipped (0): none
     """
     loaded: Counter[str] = Counter()
     for key in report.loaded:
@@ -254,7 +297,7 @@ def format_detr_report(report: DetrLoadReport) -> str:
     )
 
 
-def load_detr_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> DetrLoadReport:
+def load_detr_checkpoint(model: ARN, path: str | os.PathLike[str]) -> DetrLoadReport:
     """Load a DETR checkpoint into ``model`` (an :class:`~arn_lightning.models.arn.ARN`) and log the report.
 
     Args:

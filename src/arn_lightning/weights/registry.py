@@ -427,7 +427,7 @@ DETR_R50_COCO = register(
         description="official DETR with a ResNet-50 trained on COCO 2017 (facebookresearch/detr, 500 epochs; "
         "about 159 MB)",
         setting="detr_checkpoint",
-        used_by="model.detr_checkpoint (configs/ag_sgdet|sgcls|predcls.yaml): backbone, encoder, entity decoder",
+        used_by="model.detr_checkpoint (configs/ag_sgdet|sgcls|predcls.yaml): backbone, encoder, both decoders",
         hash_source="torch.hub file-name prefix of the official file name (DETR's hubconf loads it with "
         "check_hash=True); no full sha256 is published",
         architecture="resnet50",

@@ -86,16 +86,18 @@ def test_our_names_are_detr_names(checkpoint):
         assert key in state and tuple(state[key].shape) == shape, key
     assert detr_target_keys("query_embed.weight") == ["entity.subject_pos.weight", "entity.object_pos.weight"]
     assert detr_target_keys("transformer.decoder.layers.2.linear2.bias") == ["entity.decoder.layers.2.linear2.bias"]
-    # the paper's 3 entity / 3 predicate layers: DETR layer 3 + j -> standard layer j of every predicate branch
-    assert detr_target_keys("transformer.decoder.layers.4.linear2.bias") == [
+    # the paper's 3 entity / 3 predicate layers: DETR layer j -> entity layer j and standard layer j of every predicate
+    # branch (j < 2), by the same index as GEN-VLKT's conversion; DETR layers 3-5 have no place
+    assert detr_target_keys("transformer.decoder.layers.1.linear2.bias") == ["entity.decoder.layers.1.linear2.bias"] + [
         f"predicate.decoders.{kind}.layers.1.linear2.bias" for kind in BRANCHES
     ]
-    assert detr_target_keys("transformer.decoder.layers.5.linear2.bias") == []  # the PAP + HA layer's place
-    deeper = ARNConfig(entity_layers=2, predicate_layers=5)
-    assert detr_target_keys("transformer.decoder.layers.5.norm1.weight", deeper) == [
+    assert detr_target_keys("transformer.decoder.layers.4.linear2.bias") == []
+    assert detr_target_keys("transformer.decoder.layers.5.linear2.bias") == []
+    deeper = ARNConfig(entity_layers=2, predicate_layers=5)  # 4 standard predicate layers, 2 entity layers
+    assert detr_target_keys("transformer.decoder.layers.3.norm1.weight", deeper) == [
         f"predicate.decoders.{kind}.layers.3.norm1.weight" for kind in BRANCHES
     ]
-    assert detr_target_keys("transformer.decoder.layers.2.norm1.weight", deeper)[0].startswith("predicate.decoders.")
+    assert detr_target_keys("transformer.decoder.layers.4.norm1.weight", deeper) == []
     assert detr_target_keys("class_embed.weight") == []
 
 
@@ -107,14 +109,14 @@ def test_load_reports_and_copies(checkpoint):
     own = model.state_dict()
     assert report.missing == [] and report.mismatched == []
     assert report.loaded == sorted(k for k in own if k.startswith(MAPPED_PREFIXES))
-    # predicate_layers 1 without PAP: one standard layer per branch, DETR layer 3; layers 4-5 have no target
+    # predicate_layers 1 without PAP: one standard layer per branch, DETR layer 0; layers 3-5 have no target
     assert sorted(report.unexpected) == sorted(
         ["class_embed.weight", "class_embed.bias"]
-        + [k for k in state if k.startswith(tuple(f"transformer.decoder.layers.{i}." for i in range(4, 6)))]
+        + [k for k in state if k.startswith(tuple(f"transformer.decoder.layers.{i}." for i in range(3, 6)))]
     )
     for kind in BRANCHES:
         layer = f"predicate.decoders.{kind}.layers.0.linear1.weight"
-        assert torch.equal(own[layer], state["transformer.decoder.layers.3.linear1.weight"])
+        assert torch.equal(own[layer], state["transformer.decoder.layers.0.linear1.weight"])
     assert torch.equal(
         own["encoder.layers.5.self_attn.in_proj_weight"], state["transformer.encoder.layers.5.self_attn.in_proj_weight"]
     )
@@ -260,16 +262,17 @@ def test_paper_config_loads_the_whole_detr_prior(paper_load):
     assert len(report.loaded) == PAPER_LOADED == 523
     assert report.missing == [] and report.mismatched == []
     assert sorted(report.unexpected) == sorted(
-        ["class_embed.weight", "class_embed.bias"] + [k for k in state if k.startswith("transformer.decoder.layers.5.")]
+        ["class_embed.weight", "class_embed.bias"]
+        + [k for k in state if k.startswith(tuple(f"transformer.decoder.layers.{i}." for i in (3, 4, 5)))]
     )
-    assert len(report.unexpected) == 20
+    assert len(report.unexpected) == 56  # class_embed and DETR decoder layers 3-5 (GEN-VLKT's same-index copy)
     own = model.state_dict()
     for key, value in state.items():
         for i in range(config.entity_layers):  # the entity decoder keeps DETR layers 0-2
             if key.startswith(f"transformer.decoder.layers.{i}."):
                 assert torch.equal(own[key.replace("transformer.decoder.", "entity.decoder.")], value), key
-        for j in range(config.standard_predicate_layers):
-            prefix = f"transformer.decoder.layers.{config.entity_layers + j}."
+        for j in range(config.standard_predicate_layers):  # and each branch DETR layers 0-1, by the same index
+            prefix = f"transformer.decoder.layers.{j}."
             if key.startswith(prefix):
                 for kind in BRANCHES:
                     target = f"predicate.decoders.{kind}.layers.{j}.{key[len(prefix) :]}"
@@ -291,7 +294,7 @@ def test_ground_truth_paper_configs_load_all_but_the_detection_heads(paper_load,
     arch = {**config["model"]["arch"], "backbone_weights": None, "task": config["data"]["task"]}
     mapped, report = map_detr_state_dict(build.build_model(arch, CATEGORIES).model, state)
     assert len(report.loaded) == PAPER_LOADED - 2 - 12 == 509 and len(mapped) == 509
-    assert report.missing == [] and report.mismatched == [] and len(report.unexpected) == 27
+    assert report.missing == [] and report.mismatched == [] and len(report.unexpected) == 63
     assert sum(k.startswith("predicate.decoders.") for k in report.loaded) == 114
 
 
@@ -302,7 +305,7 @@ def test_fit_start_report_gives_the_new_counts(paper_load):
         "523 tensors loaded (backbone.body 265, encoder 72, entity.decoder 56, entity.obj_box_head 6, "
         "entity.object_pos 1, entity.sub_box_head 6, entity.subject_pos 1, input_proj 2, predicate.decoders 114)"
     )
-    assert skipped == "  not in this model, skipped (20): transformer.decoder.layers.5.* (18), class_embed.* (2)"
+    assert skipped == "  not in this model, skipped (56): transformer.decoder.layers.3-5.* (54), class_embed.* (2)"
     assert kept == "  kept their own initialisation (0): none"
     assert mismatched == "  shape mismatch, skipped (0): none"
 

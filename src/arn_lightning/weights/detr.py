@@ -13,27 +13,27 @@ predicate branch's layers before its PAP + HA layer); layer names are identical 
 ``backbone.0.body.*``                        ``backbone.body.*`` (ResNet with frozen-BN buffers)
 ``input_proj.*``                             ``input_proj.*``
 ``transformer.encoder.layers.{i}.*``         ``encoder.layers.{i}.*`` (i < enc_layers)
-``transformer.decoder.layers.{i}.*``         ``entity.decoder.layers.{i}.*`` (i < E)
-``transformer.decoder.layers.{E+j}.*``       ``predicate.decoders.{branch}.layers.{j}.*`` for each of the three
-                                             branches (j < P)
+``transformer.decoder.layers.{i}.*``         ``entity.decoder.layers.{i}.*`` (i < E) and
+                                             ``predicate.decoders.{branch}.layers.{i}.*`` for each of the three
+                                             branches (i < P)
 ``transformer.decoder.norm.*``               ``entity.decoder.norm.*`` and ``predicate.decoders.{branch}.norm.*``
 ``query_embed.weight``                       ``entity.subject_pos.weight`` and ``entity.object_pos.weight``
 ``bbox_embed.layers.{i}.*``                  ``entity.sub_box_head.layers.{i}.*`` and ``entity.obj_box_head.*``
 ==========================================  ==================================================================
 
-DETR's 6 decoder layers form a chain, so the first ``E`` of them (not the last) go to the entity decoder: layer i
-keeps receiving what it was trained on. The predicate branches continue the chain, so that every DETR layer but the
-last finds a place (with the paper's 3 / 3 layers: DETR layers 3 and 4 initialise every branch's two standard
-layers; the PAP + HA layer has no DETR counterpart and starts fresh). This is our reading: GEN-VLKT's conversion
-script (reused by HOICLIP) copies DETR's decoder layer i into layer i of both its decoders instead, and CDN's
-copies into a name its model does not have. The rules depend on the depths, so they are built per model
+Both decoders start from the bottom of DETR's decoder, by the same index (GEN-VLKT's conversion script, which
+HOICLIP reuses): DETR's layer 0 was trained on zero content queries, which is where every content query starts under
+``content_queries: zeros``, and layer i keeps receiving what layer i - 1 of its own stack gives it. With the paper's
+3 / 3 layers, DETR layers 0-2 initialise the entity decoder and layers 0-1 every branch's two standard layers; the
+PAP + HA layer has no DETR counterpart and starts fresh, and DETR layers 3-5 are unused (unexpected). The rules
+depend on the depths, so they are built per model
 (:func:`detr_key_rules`). For the paper configs the load gives 523 tensors: backbone 265,
 input projection 2, encoder 72, entity decoder 56, positions 2, box heads 12, predicate branches 114.
 ``query_embed`` (DETR's object-query positions) initialises both the subject and the object positions: pair n starts
 from DETR slot n's spatial prior, and the distinct content queries ``Q^s``, ``Q^o`` break the symmetry (DETR's own
 content queries are zeros, ``ARNConfig.content_queries``). ``class_embed`` (91 COCO classes + no-object, linear) has
 no counterpart in the cosine classifiers and is reported as unexpected, like every key whose target does not exist
-in the model at hand (e.g. DETR's decoder layer 5 with 3 / 3 layers, or the box heads in SGCls / PredCls). Shape
+in the model at hand (e.g. DETR's decoder layers 3-5 with 3 / 3 layers, or the box heads in SGCls / PredCls). Shape
 mismatches (another ResNet, ``backbone_stride`` 16, another ``hidden_dim`` or ``num_queries``) are skipped and
 reported.
 """
@@ -99,22 +99,22 @@ MAPPED_PREFIXES = (
 
 
 def detr_key_rules(config: ARNConfig) -> tuple[Rule, ...]:
-    """The mapping rules for a model of ``config``'s depth: :data:`DETR_KEY_RULES` plus DETR's decoder chain.
+    """The mapping rules for a model of ``config``'s depth: :data:`DETR_KEY_RULES` plus DETR's decoder layers.
 
-    DETR decoder layer ``i < entity_layers`` -> entity decoder layer ``i``; layer ``entity_layers + j`` -> layer
-    ``j`` of every predicate branch (``j < standard_predicate_layers``; the PAP + HA layer has no counterpart): the
-    branches continue DETR's chain after the entity decoder. DETR layers past both stay unmapped.
+    DETR decoder layer ``i`` -> entity decoder layer ``i`` (``i < entity_layers``) and layer ``i`` of every predicate
+    branch (``i < standard_predicate_layers``; the PAP + HA layer has no counterpart). Both decoders start from the
+    bottom of DETR's decoder, whose first layer was trained on zero content queries, the regime every content query
+    starts in under ``content_queries: zeros`` (GEN-VLKT's ``convert_parameters.py`` copies DETR's decoder into both
+    of its decoders by the same index). DETR layers past both stay unmapped (reported as unexpected).
     """
     layer = r"transformer\.decoder\.layers\.{}\.(.+)"
-    entity = tuple((layer.format(i), (f"entity.decoder.layers.{i}.{{0}}",)) for i in range(config.entity_layers))
-    predicate = tuple(
-        (
-            layer.format(config.entity_layers + j),
-            tuple(f"predicate.decoders.{kind}.layers.{j}.{{0}}" for kind in BRANCHES),
-        )
-        for j in range(config.standard_predicate_layers)
-    )
-    return DETR_KEY_RULES + entity + predicate
+    rules = []
+    for i in range(max(config.entity_layers, config.standard_predicate_layers)):
+        targets = (f"entity.decoder.layers.{i}.{{0}}",) if i < config.entity_layers else ()
+        if i < config.standard_predicate_layers:
+            targets += tuple(f"predicate.decoders.{kind}.layers.{i}.{{0}}" for kind in BRANCHES)
+        rules.append((layer.format(i), targets))
+    return DETR_KEY_RULES + tuple(rules)
 
 
 def detr_target_keys(detr_key: str, config: ARNConfig | None = None) -> list[str]:

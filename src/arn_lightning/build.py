@@ -15,7 +15,9 @@ this module, so that a model is built one way with one set of checks:
   :mod:`arn_lightning.weights.hub`) into an :class:`InferenceModule` (model + postprocess + hyperparameters).
 
 A checkpoint written before 0.1.0 whose settings this version no longer has is refused with one error naming the
-file and the setting (:func:`check_stored_settings`).
+file and the setting (:func:`check_stored_settings`); one that lacks a setting added since is read with the value
+that rebuilds its model (:data:`STORED_DEFAULTS`, :func:`complete_stored_config`, wherever stored settings become a
+configuration: :func:`as_config`, :func:`read_checkpoint`, :func:`read_model_source`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ TRANSFORM_DEFAULTS: dict[str, Any] = {
     "mean": IMAGENET_MEAN,
     "std": IMAGENET_STD,
 }
+#: Per configuration dataclass, the settings added after a first checkpoint format whose default builds another model
+#: than the version before: the value that rebuilds that version's model. A complete stored mapping (every other
+#: field present) that lacks them was written before they existed and gets these values
+#: (:func:`complete_stored_config`); ``distill_features``: the separate distillation projection of the earlier versions.
+STORED_DEFAULTS: dict[type, dict[str, Any]] = {ARNConfig: {"distill_features": "projection"}}
 #: Settings a stored ``data_settings`` must hold.
 REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
 #: Prefix of a model folder on the Hugging Face Hub (``hf://owner/name``; ``pathlib`` folds it to ``hf:/``).
@@ -97,6 +104,7 @@ def as_config(cls: type, value: Any, name: str) -> Any:
     if isinstance(value, cls):
         return value
     if isinstance(value, Mapping):
+        value = complete_stored_config(cls, value)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:
@@ -106,6 +114,32 @@ def as_config(cls: type, value: Any, name: str) -> Any:
         except (ValueError, TypeError) as error:  # name the setting: the message itself names the field
             raise ValueError(f"model.{name}: {error}") from error
     raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")
+
+
+def complete_stored_config(cls: type, value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``value`` with :data:`STORED_DEFAULTS` filled in when it is a stored ``cls`` of an earlier version: it holds
+    every other field of ``cls`` and lacks some of these (a checkpoint stores every field). Any other mapping, e.g. a
+    partial one that leaves settings to this version's defaults, is returned as it is.
+
+    Example: an ``arch`` stored with ``distill: true`` before ``distill_features`` existed was trained with the
+    separate projection (``distill_proj``, whose weights it holds), so it is read as ``distill_features:
+    projection``, not as the new default.
+    """
+    defaults = STORED_DEFAULTS.get(cls, {})
+    missing = {f.name for f in fields(cls)} - set(value)
+    if not missing or not missing <= set(defaults):
+        return value
+    return {**value, **{name: defaults[name] for name in sorted(missing)}}
+
+
+def complete_stored_settings(hparams: Mapping[str, Any], configs: Mapping[str, type]) -> dict[str, Any]:
+    """Stored hyperparameters with every configuration mapping completed by :func:`complete_stored_config`: what a
+    reader of a checkpoint or model folder hands on (:func:`read_checkpoint`, :func:`read_model_source`), so that the
+    CLI, which merges them over the command's config, rebuilds the stored model too."""
+    return {
+        key: complete_stored_config(configs[key], value) if key in configs and isinstance(value, Mapping) else value
+        for key, value in hparams.items()
+    }
 
 
 def check_stored_settings(hparams: Mapping[str, Any], source: PathLike, configs: Mapping[str, type]) -> None:
@@ -309,6 +343,7 @@ def read_checkpoint(path: PathLike, configs: Mapping[str, type] = STORED_CONFIGS
             f"(no {CHECKPOINT_MARKER!r} entry; hyperparameters: {sorted(checkpoint.get('hyper_parameters', {}))[:8]})"
         )
     check_stored_settings(checkpoint["hyper_parameters"], path, configs)
+    checkpoint["hyper_parameters"] = complete_stored_settings(checkpoint["hyper_parameters"], configs)
     return checkpoint
 
 
@@ -330,7 +365,7 @@ def read_model_source(source: PathLike, configs: Mapping[str, type] = STORED_CON
     if path.is_dir():
         hparams, state = folder.read_model_folder(path)
         check_stored_settings(hparams, path / folder.CONFIG_FILE, configs)
-        return hparams, state
+        return complete_stored_settings(hparams, configs), state
     checkpoint = read_checkpoint(path, configs)
     return checkpoint["hyper_parameters"], checkpoint["state_dict"]
 
@@ -369,6 +404,7 @@ def load_inference_module(source: PathLike) -> InferenceModule:
 __all__ = [
     "CHECKPOINT_MARKER",
     "STORED_CONFIGS",
+    "STORED_DEFAULTS",
     "TRAINING_PREFIXES",
     "BuiltModel",
     "InferenceModule",
@@ -377,6 +413,8 @@ __all__ = [
     "build_postprocess",
     "build_vocabulary",
     "check_stored_settings",
+    "complete_stored_config",
+    "complete_stored_settings",
     "is_hub_source",
     "load_inference_module",
     "load_pretrained",

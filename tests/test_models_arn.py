@@ -425,6 +425,7 @@ def test_distill_projection_form_draws_and_computes_as_before():
 
 def test_a_checkpoint_stored_before_distill_features_loads_with_its_projection(tmp_path):
     from arn_lightning.build import InferenceModule, as_config, load_inference_module, read_model_source
+    from arn_lightning.training.lit_module import ARNLitModule
 
     arch = dataclasses.asdict(tiny_config(distill_features="projection"))
     old = {k: v for k, v in arch.items() if k != "distill_features"}  # what a checkpoint of before stores
@@ -443,7 +444,10 @@ def test_a_checkpoint_stored_before_distill_features_loads_with_its_projection(t
     loaded = load_inference_module(path)
     assert loaded.arch_config.distill_features == "projection"
     assert torch.equal(loaded.model.distill_proj.weight, checkpoint["state_dict"]["model.distill_proj.weight"])
-    # Lightning's load_from_checkpoint hands the stored mapping to the module: as_config reads it alike.
+    # Lightning's load_from_checkpoint hands the stored mapping to the module, whose as_config reads it alike.
+    lit = ARNLitModule.load_from_checkpoint(path)
+    assert lit.arch_config.distill_features == "projection"
+    assert torch.equal(lit.model.distill_proj.weight, loaded.model.distill_proj.weight)
     assert as_config(ARNConfig, old, "arch").distill_features == "projection"
     assert as_config(ARNConfig, {**old, "clip_triplets": False}, "arch").distill_features == "projection"
     assert as_config(ARNConfig, {"distill": True}, "arch").distill_features == "classifier"  # partial: defaults

@@ -16,8 +16,9 @@ this module, so that a model is built one way with one set of checks:
 
 A checkpoint written before 0.1.0 whose settings this version no longer has is refused with one error naming the
 file and the setting (:func:`check_stored_settings`); one that lacks a setting added since is read with the value
-that rebuilds its model (:data:`STORED_DEFAULTS`, :func:`complete_stored_config`, wherever stored settings become a
-configuration: :func:`as_config`, :func:`read_checkpoint`, :func:`read_model_source`).
+that rebuilds its model (:data:`STORED_DEFAULTS`, :func:`complete_stored_config`), in :func:`as_config`, where every
+path from stored settings to a model passes: the inference module, ``ARNLitModule`` (``load_from_checkpoint``, a
+model folder) and the CLI, which hands a ``--ckpt_path``'s stored ``arch`` mapping to the module as it is.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ TRANSFORM_DEFAULTS: dict[str, Any] = {
 #: Per configuration dataclass, the settings added after a first checkpoint format whose default builds another model
 #: than the version before: the value that rebuilds that version's model. A complete stored mapping (every other
 #: field present) that lacks them was written before they existed and gets these values
-#: (:func:`complete_stored_config`); ``distill_features``: the separate distillation projection of the earlier versions.
+#: (:func:`complete_stored_config`, in :func:`as_config`); ``distill_features``: the separate distillation projection
+#: of the earlier versions.
 STORED_DEFAULTS: dict[type, dict[str, Any]] = {ARNConfig: {"distill_features": "projection"}}
 #: Settings a stored ``data_settings`` must hold.
 REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
@@ -94,7 +96,8 @@ def require_categories(categories: Any) -> Any:
 
 
 def as_config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping.
+    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (a stored mapping of an earlier
+    version completed first: :func:`complete_stored_config`).
 
     Raises:
         ValueError: a mapping with unknown keys, or a value the dataclass refuses (the message names
@@ -130,16 +133,6 @@ def complete_stored_config(cls: type, value: Mapping[str, Any]) -> Mapping[str, 
     if not missing or not missing <= set(defaults):
         return value
     return {**value, **{name: defaults[name] for name in sorted(missing)}}
-
-
-def complete_stored_settings(hparams: Mapping[str, Any], configs: Mapping[str, type]) -> dict[str, Any]:
-    """Stored hyperparameters with every configuration mapping completed by :func:`complete_stored_config`: what a
-    reader of a checkpoint or model folder hands on (:func:`read_checkpoint`, :func:`read_model_source`), so that the
-    CLI, which merges them over the command's config, rebuilds the stored model too."""
-    return {
-        key: complete_stored_config(configs[key], value) if key in configs and isinstance(value, Mapping) else value
-        for key, value in hparams.items()
-    }
 
 
 def check_stored_settings(hparams: Mapping[str, Any], source: PathLike, configs: Mapping[str, type]) -> None:
@@ -343,7 +336,6 @@ def read_checkpoint(path: PathLike, configs: Mapping[str, type] = STORED_CONFIGS
             f"(no {CHECKPOINT_MARKER!r} entry; hyperparameters: {sorted(checkpoint.get('hyper_parameters', {}))[:8]})"
         )
     check_stored_settings(checkpoint["hyper_parameters"], path, configs)
-    checkpoint["hyper_parameters"] = complete_stored_settings(checkpoint["hyper_parameters"], configs)
     return checkpoint
 
 
@@ -365,7 +357,7 @@ def read_model_source(source: PathLike, configs: Mapping[str, type] = STORED_CON
     if path.is_dir():
         hparams, state = folder.read_model_folder(path)
         check_stored_settings(hparams, path / folder.CONFIG_FILE, configs)
-        return complete_stored_settings(hparams, configs), state
+        return hparams, state
     checkpoint = read_checkpoint(path, configs)
     return checkpoint["hyper_parameters"], checkpoint["state_dict"]
 
@@ -414,7 +406,6 @@ __all__ = [
     "build_vocabulary",
     "check_stored_settings",
     "complete_stored_config",
-    "complete_stored_settings",
     "is_hub_source",
     "load_inference_module",
     "load_pretrained",

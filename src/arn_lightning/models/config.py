@@ -61,7 +61,7 @@ class ARNConfig:
             cosine classifiers compare with the text embeddings, as GEN-VLKT's mimic loss; needs ``clip_triplets``)
             or ``"projection"`` (a separate Linear ``D -> E``, ``distill_proj``, of the mean predicate feature; the
             form of the versions before this setting, which a stored ``arch`` without it is read as:
-            :func:`arn_lightning.build.upgrade_stored_settings`). Read only when ``distill`` is on.
+            :func:`arn_lightning.build.complete_stored_config`). Read only when ``distill`` is on.
         task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
         aux_loss: return the outputs of the earlier decoder layers.
         triplet_prior: when set, the triplet classifiers get a learnable logit bias initialised so that every class

@@ -428,7 +428,9 @@ def test_a_checkpoint_stored_before_distill_features_loads_with_its_projection(t
     from arn_lightning.training.lit_module import ARNLitModule
 
     arch = dataclasses.asdict(tiny_config(distill_features="projection"))
-    old = {k: v for k, v in arch.items() if k != "distill_features"}  # what a checkpoint of before stores
+    # What a checkpoint stores from before distill_features, and from before content_queries too.
+    old = {k: v for k, v in arch.items() if k != "distill_features"}
+    older = {k: v for k, v in old.items() if k != "content_queries"}
     trained = InferenceModule({"arch": arch, "triplet_categories": CATEGORIES})
     checkpoint = {
         "state_dict": {
@@ -448,6 +450,7 @@ def test_a_checkpoint_stored_before_distill_features_loads_with_its_projection(t
     assert lit.arch_config.distill_features == "projection"
     assert torch.equal(lit.model.distill_proj.weight, loaded.model.distill_proj.weight)
     assert as_config(ARNConfig, old, "arch").distill_features == "projection"
+    assert as_config(ARNConfig, older, "arch") == as_config(ARNConfig, arch, "arch")
     assert as_config(ARNConfig, {**old, "clip_triplets": False}, "arch").distill_features == "projection"
     assert as_config(ARNConfig, {"distill": True}, "arch").distill_features == "classifier"  # partial: defaults
     assert as_config(ARNConfig, {**arch, "distill_features": "classifier"}, "arch").distill_features == "classifier"

@@ -70,9 +70,12 @@ TRANSFORM_DEFAULTS: dict[str, Any] = {
 #: Per configuration dataclass, the settings added after a first checkpoint format whose default builds another model
 #: than the version before: the value that rebuilds that version's model. A complete stored mapping (every other
 #: field present) that lacks them was written before they existed and gets these values
-#: (:func:`complete_stored_config`, in :func:`as_config`); ``distill_features``: the separate distillation projection
-#: of the earlier versions.
-STORED_DEFAULTS: dict[type, dict[str, Any]] = {ARNConfig: {"distill_features": "projection"}}
+#: (:func:`complete_stored_config`, in :func:`as_config`). Every ``ARNConfig`` field added since is listed, even where
+#: its default is the old behaviour, so that a stored ``arch`` of any earlier version is recognised: ``content_queries``
+#: the N(0, 1) content queries, ``distill_features`` the separate distillation projection of the earlier versions.
+STORED_DEFAULTS: dict[type, dict[str, Any]] = {
+    ARNConfig: {"content_queries": "normal", "distill_features": "projection"},
+}
 #: Settings a stored ``data_settings`` must hold.
 REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
 #: Prefix of a model folder on the Hugging Face Hub (``hf://owner/name``; ``pathlib`` folds it to ``hf:/``).

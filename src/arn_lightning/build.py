@@ -67,12 +67,12 @@ TRANSFORM_DEFAULTS: dict[str, Any] = {
     "mean": IMAGENET_MEAN,
     "std": IMAGENET_STD,
 }
-#: Per configuration dataclass, the settings added after a first checkpoint format whose default builds another model
-#: than the version before: the value that rebuilds that version's model. A complete stored mapping (every other
-#: field present) that lacks them was written before they existed and gets these values
-#: (:func:`complete_stored_config`, in :func:`as_config`). Every ``ARNConfig`` field added since is listed, even where
-#: its default is the old behaviour, so that a stored ``arch`` of any earlier version is recognised: ``content_queries``
-#: the N(0, 1) content queries, ``distill_features`` the separate distillation projection of the earlier versions.
+#: Per configuration dataclass, the settings added since checkpoints store it, each with the value that rebuilds the
+#: model of the versions before it. A complete stored mapping (every other field present) that lacks some of them
+#: was written before they existed and gets these values (:func:`complete_stored_config`, in :func:`as_config`).
+#: Every field added since is listed, even where its default is the old behaviour, so that a stored mapping of any
+#: earlier version is recognised: ``content_queries`` the N(0, 1) content queries, ``distill_features`` the separate
+#: distillation projection of the earlier versions (its default, ``classifier``, would build another model).
 STORED_DEFAULTS: dict[type, dict[str, Any]] = {
     ARNConfig: {"content_queries": "normal", "distill_features": "projection"},
 }

@@ -131,7 +131,8 @@ def test_input_validation():
         dict(ha=False),
         dict(entity_fusion="add"),
         dict(entity_fusion="mlp"),
-        dict(clip_triplets=False),
+        dict(clip_triplets=False, distill_features="projection"),
+        dict(distill_features="projection"),
         dict(temporal_causal=True),
         dict(backbone_stride=16),
         dict(distill=False),
@@ -144,6 +145,7 @@ def test_input_validation():
         "fusion-add",
         "fusion-mlp",
         "no-clip",
+        "distill-projection",
         "causal",
         "stride16",
         "no-distill",
@@ -173,7 +175,7 @@ def test_switches_build_the_documented_modules():
 
 
 def test_clip_triplets_off_gives_linear_predicate_classifiers():
-    model = ARN(tiny_config(clip_triplets=False), None)
+    model = ARN(tiny_config(clip_triplets=False, distill=False), None)
     out = model(*clip_batch(b=1, t=1))
     assert [out.predicate_logits()[k].shape[-1] for k in BRANCHES] == [3, 6, 17]
     assert model.triplet_objects["spatial"].tolist() == [-1] * 6
@@ -255,6 +257,8 @@ def test_ground_truth_tasks_validate_targets():
         (dict(dropout=1.0), "dropout"),
         (dict(num_queries=0), "num_queries"),
         (dict(backbone_stride=8), "backbone_stride"),
+        (dict(distill_features="image"), "distill_features in"),
+        (dict(clip_triplets=False), "clip_triplets=True with distill=True and distill_features='classifier'"),
     ],
 )
 def test_config_validation(overrides, message):
@@ -337,3 +341,118 @@ def test_param_groups_partition_trainable_parameters():
     assert all(p.requires_grad for p in groups["backbone"])
     assert {id(p) for p in groups["backbone"]} <= {id(p) for p in model.backbone.parameters()}
     assert id(model.entity.classifier.extra_embeds) in {id(p) for p in groups["rest"]}
+
+
+# ---------------------------------------------------------------- distillation
+def capture_classifier_inputs(model: ARN) -> dict[str, list[torch.Tensor]]:
+    """Per branch, the features ``[BT, Q, D]`` each classifier call gets (output sets in order, the last one last)."""
+    captured: dict[str, list[torch.Tensor]] = {kind: [] for kind in BRANCHES}
+    for kind in BRANCHES:
+        model.classifiers[kind].register_forward_hook(lambda m, args, out, kind=kind: captured[kind].append(args[0]))
+    return captured
+
+
+def real_query_mean(x: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
+    """``[BT, Q, C]`` -> ``[BT, C]``: per frame the mean over its real queries (zeros for none), by hand."""
+    rows = []
+    for i in range(x.shape[0]):
+        real = x[i] if query_mask is None else x[i][query_mask[i]]
+        rows.append(real.mean(dim=0) if len(real) else torch.zeros(x.shape[-1]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("task", ["sgdet", "sgcls", "predcls"])
+def test_distill_classifier_form_is_the_mean_of_the_classifiers_own_projections(task):
+    model = ARN(tiny_config(task=task), CATEGORIES).eval()
+    assert model.config.distill_features == "classifier" and model.distill_proj is None
+    assert not [name for name, _ in model.named_parameters() if "distill" in name]
+    captured = capture_classifier_inputs(model)
+    targets = None if task == "sgdet" else gt_targets([2, 0, 3, 1])
+    out = model(*clip_batch(b=2, t=2), targets=targets)
+    assert (out.query_mask is None) == (task == "sgdet")
+    for layer, got in zip([*out.aux_outputs, out], range(len(out.aux_outputs) + 1)):
+        projected = []
+        for kind in BRANCHES:
+            linear, norm = model.classifiers[kind].proj
+            x = captured[kind][got] @ linear.weight.t() + linear.bias
+            projected.append(torch.nn.functional.layer_norm(x, (E,), norm.weight, norm.bias, norm.eps))
+        expected = real_query_mean(sum(projected) / 3, out.query_mask)  # [BT, E]
+        assert layer.predicate_embeds.shape == (4, E)
+        torch.testing.assert_close(layer.predicate_embeds, expected, rtol=1e-5, atol=1e-5)
+    if task != "sgdet":  # the frame without pairs distils nothing but zeros
+        assert not out.predicate_embeds[1].any()
+
+
+def test_distill_loss_reaches_the_classifiers_projections_and_nothing_of_the_text():
+    from arn_lightning.criterion import LossConfig, SetCriterion
+
+    model = ARN(tiny_config(), CATEGORIES)
+    out = model(*clip_batch(b=1, t=2))
+    criterion = SetCriterion(LossConfig(), model.vocabulary, distill=True)
+    clip = torch.nn.functional.normalize(torch.randn(2, E), dim=-1)
+    loss = sum(criterion.loss_distill(layer, clip)["loss_distill"] for layer in all_outputs(out))
+    model.zero_grad()
+    loss.backward()
+    for kind in BRANCHES:
+        classifier = model.classifiers[kind]
+        assert classifier.proj[0].weight.grad.abs().sum() > 0 and classifier.proj[1].weight.grad.abs().sum() > 0
+        assert classifier.class_embeds.grad is None and classifier.logit_scale.grad is None
+    assert (
+        model.distill_proj is None
+        and model.predicate.decoders["attention"].layers[0].linear1.weight.grad.abs().sum() > 0
+    )
+
+
+def test_distill_projection_form_draws_and_computes_as_before():
+    torch.manual_seed(0)
+    projection = ARN(tiny_config(distill_features="projection"), CATEGORIES).eval()
+    torch.manual_seed(0)
+    plain = ARN(tiny_config(distill=False), CATEGORIES).eval()
+    later = torch.nn.Linear(32, E)  # distill_proj is built last, as it always was: the next draws
+    torch.manual_seed(0)
+    classifier = ARN(tiny_config(), CATEGORIES)
+    kept = {k: v for k, v in projection.state_dict().items() if not k.startswith("distill_proj.")}
+    assert kept.keys() == plain.state_dict().keys() == classifier.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in kept.items())
+    assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in kept.items())
+    assert torch.equal(projection.distill_proj.weight, later.weight)
+    assert plain(*clip_batch(b=1, t=1)).predicate_embeds is None
+    captured = capture_classifier_inputs(projection)
+    out = projection(*clip_batch(b=1, t=2))
+    mean = real_query_mean(sum(captured[kind][-1] for kind in BRANCHES) / 3, None)  # [BT, D]
+    torch.testing.assert_close(out.predicate_embeds, projection.distill_proj(mean), rtol=1e-5, atol=1e-5)
+
+
+def test_a_checkpoint_stored_before_distill_features_loads_with_its_projection(tmp_path):
+    from arn_lightning.build import InferenceModule, as_config, load_inference_module
+    from arn_lightning.training.lit_module import ARNLitModule
+
+    arch = dataclasses.asdict(tiny_config(distill_features="projection"))
+    # What a checkpoint stores from before distill_features, and from before content_queries too.
+    old = {k: v for k, v in arch.items() if k != "distill_features"}
+    older = {k: v for k, v in old.items() if k != "content_queries"}
+    trained = InferenceModule({"arch": arch, "triplet_categories": CATEGORIES})
+    checkpoint = {
+        "state_dict": {
+            k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in trained.state_dict().items()
+        },
+        "pytorch-lightning_version": "2.5.0",
+        "arn_lightning": {"format": 1},
+        "hyper_parameters": {"arch": old, "triplet_categories": CATEGORIES},
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save(checkpoint, path)
+    loaded = load_inference_module(path)
+    assert loaded.arch_config.distill_features == "projection"
+    assert torch.equal(loaded.model.distill_proj.weight, checkpoint["state_dict"]["model.distill_proj.weight"])
+    # Lightning's load_from_checkpoint hands the stored mapping to the module, whose as_config reads it alike.
+    lit = ARNLitModule.load_from_checkpoint(path)
+    assert lit.arch_config.distill_features == "projection"
+    assert torch.equal(lit.model.distill_proj.weight, loaded.model.distill_proj.weight)
+    assert as_config(ARNConfig, old, "arch").distill_features == "projection"
+    assert as_config(ARNConfig, older, "arch") == as_config(ARNConfig, arch, "arch")
+    assert as_config(ARNConfig, {**old, "clip_triplets": False}, "arch").distill_features == "projection"
+    assert as_config(ARNConfig, {"distill": True}, "arch").distill_features == "classifier"  # partial: defaults
+    assert as_config(ARNConfig, {**arch, "distill_features": "classifier"}, "arch").distill_features == "classifier"
+    with pytest.raises(ValueError, match="model.arch: Expected distill_features in"):
+        as_config(ARNConfig, {**arch, "distill_features": "mean"}, "arch")

@@ -457,3 +457,29 @@ def test_a_checkpoint_of_an_older_format_is_refused_with_one_error(fitted: dict[
     with pytest.raises(CheckpointError, match=message):  # in Python too
         ARNLitModule.load_from_checkpoint(str(earlier), map_location="cpu", weights_only=True)
     assert not (tmp_path / "predictions_test.jsonl").exists()
+
+
+def test_a_checkpoint_stored_before_distill_features_is_tested_with_its_projection(
+    train_root: Path, tmp_path: Path
+) -> None:
+    # A run of a version before arch.distill_features: its checkpoint and config name distill only, and its model
+    # has distill_proj. The CLI merges the stored settings over the config, whose default is now "classifier".
+    config = tiny_config(train_root, tmp_path, max_steps=1, limit_val_batches=1)
+    config["model"]["arch"].update(distill=True, distill_features="projection")
+    fit = run_cli(["fit", "--config", str(write_config(config, tmp_path / "fit.yaml"))])
+    saved = torch.load(Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    del saved["hyper_parameters"]["arch"]["distill_features"]
+    torch.save(saved, tmp_path / "old.ckpt")
+    del config["model"]["arch"]["distill_features"]
+    cli = run_cli(
+        [
+            "test",
+            "--config",
+            str(write_config(config, tmp_path / "old.yaml")),
+            f"--ckpt_path={tmp_path / 'old.ckpt'}",
+            f"--model.predictions_dir={tmp_path / 'test'}",
+            "--trainer.logger=false",
+        ]
+    )
+    assert cli.model.arch_config.distill_features == "projection"
+    assert torch.equal(cli.model.model.distill_proj.weight, saved["state_dict"]["model.distill_proj.weight"])

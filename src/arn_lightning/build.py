@@ -15,7 +15,10 @@ this module, so that a model is built one way with one set of checks:
   :mod:`arn_lightning.weights.hub`) into an :class:`InferenceModule` (model + postprocess + hyperparameters).
 
 A checkpoint written before 0.1.0 whose settings this version no longer has is refused with one error naming the
-file and the setting (:func:`check_stored_settings`).
+file and the setting (:func:`check_stored_settings`); one that lacks a setting added since is read with the value
+that rebuilds its model (:data:`STORED_DEFAULTS`, :func:`complete_stored_config`), in :func:`as_config`, where every
+path from stored settings to a model passes: the inference module, ``ARNLitModule`` (``load_from_checkpoint``, a
+model folder) and the CLI, which hands a ``--ckpt_path``'s stored ``arch`` mapping to the module as it is.
 """
 
 from __future__ import annotations
@@ -64,6 +67,15 @@ TRANSFORM_DEFAULTS: dict[str, Any] = {
     "mean": IMAGENET_MEAN,
     "std": IMAGENET_STD,
 }
+#: Per configuration dataclass, the settings added since checkpoints store it, each with the value that rebuilds the
+#: model of the versions before it. A complete stored mapping (every other field present) that lacks some of them
+#: was written before they existed and gets these values (:func:`complete_stored_config`, in :func:`as_config`).
+#: Every field added since is listed, even where its default is the old behaviour, so that a stored mapping of any
+#: earlier version is recognised: ``content_queries`` the N(0, 1) content queries, ``distill_features`` the separate
+#: distillation projection of the earlier versions (its default, ``classifier``, would build another model).
+STORED_DEFAULTS: dict[type, dict[str, Any]] = {
+    ARNConfig: {"content_queries": "normal", "distill_features": "projection"},
+}
 #: Settings a stored ``data_settings`` must hold.
 REQUIRED_SETTINGS = ("resize_shorter", "resize_longer")
 #: Prefix of a model folder on the Hugging Face Hub (``hf://owner/name``; ``pathlib`` folds it to ``hf:/``).
@@ -87,7 +99,8 @@ def require_categories(categories: Any) -> Any:
 
 
 def as_config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping.
+    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (a stored mapping of an earlier
+    version completed first: :func:`complete_stored_config`).
 
     Raises:
         ValueError: a mapping with unknown keys, or a value the dataclass refuses (the message names
@@ -97,6 +110,7 @@ def as_config(cls: type, value: Any, name: str) -> Any:
     if isinstance(value, cls):
         return value
     if isinstance(value, Mapping):
+        value = complete_stored_config(cls, value)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:
@@ -106,6 +120,22 @@ def as_config(cls: type, value: Any, name: str) -> Any:
         except (ValueError, TypeError) as error:  # name the setting: the message itself names the field
             raise ValueError(f"model.{name}: {error}") from error
     raise TypeError(f"Expected {name} as a {cls.__name__} or a mapping but got {type(value).__name__}")
+
+
+def complete_stored_config(cls: type, value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``value`` with :data:`STORED_DEFAULTS` filled in when it is a stored ``cls`` of an earlier version: it holds
+    every other field of ``cls`` and lacks some of these (a checkpoint stores every field). Any other mapping, e.g. a
+    partial one that leaves settings to this version's defaults, is returned as it is.
+
+    Example: an ``arch`` stored with ``distill: true`` before ``distill_features`` existed was trained with the
+    separate projection (``distill_proj``, whose weights it holds), so it is read as ``distill_features:
+    projection``, not as the new default.
+    """
+    defaults = STORED_DEFAULTS.get(cls, {})
+    missing = {f.name for f in fields(cls)} - set(value)
+    if not missing or not missing <= set(defaults):
+        return value
+    return {**value, **{name: defaults[name] for name in sorted(missing)}}
 
 
 def check_stored_settings(hparams: Mapping[str, Any], source: PathLike, configs: Mapping[str, type]) -> None:
@@ -369,6 +399,7 @@ def load_inference_module(source: PathLike) -> InferenceModule:
 __all__ = [
     "CHECKPOINT_MARKER",
     "STORED_CONFIGS",
+    "STORED_DEFAULTS",
     "TRAINING_PREFIXES",
     "BuiltModel",
     "InferenceModule",
@@ -377,6 +408,7 @@ __all__ = [
     "build_postprocess",
     "build_vocabulary",
     "check_stored_settings",
+    "complete_stored_config",
     "is_hub_source",
     "load_inference_module",
     "load_pretrained",

@@ -3,7 +3,7 @@
 The detector path of an :class:`~arn_lightning.models.arn.ARN` is backbone + input projection + position encoding
 + spatial encoder + entity decoder with its heads (object classes, subject / object boxes): a plain DETR-R50 with
 paired subject / object queries, built from the very modules of the ARN instance. What ARN adds on top of it (the
-temporal encoder, the predicate decoder with PAP and HA, the triplet classifiers, the distillation projection and
+temporal encoder, the predicate decoder with PAP and HA, the triplet classifiers, the distillation embedding and
 their losses) is what a ratio ``ARN / detector path`` below 1 costs.
 
 - :func:`detector_forward`: the detector path's forward (SGDet only: the other tasks take their boxes from the

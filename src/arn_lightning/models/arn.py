@@ -127,7 +127,9 @@ class ARN(nn.Module):
             self.register_buffer(f"triplet_predicates_{kind}", vocabulary.triplet_predicates[kind].clone())
             self.register_buffer(f"triplet_objects_{kind}", vocabulary.triplet_objects[kind].clone())
         self.classifiers = nn.ModuleDict({kind: self._branch_classifier(kind) for kind in BRANCHES})
-        self.distill_proj = nn.Linear(d, config.clip_embed_dim) if config.distill else None
+        # The projection form only: the classifier form distils the classifiers' own projections (no extra module).
+        projection = config.distill and config.distill_features == "projection"
+        self.distill_proj = nn.Linear(d, config.clip_embed_dim) if projection else None
 
     def _branch_classifier(self, kind: str) -> nn.Module:
         c = self.config
@@ -482,15 +484,24 @@ class ARN(nn.Module):
         )
 
     def _predicate_embeds(self, feats: Mapping[str, Tensor], query_mask: Tensor | None) -> Tensor | None:
-        """``[BT, E]`` mean over branches and (real) queries of the predicate features, projected to E.
+        """``[BT, E]`` the embedding distilled towards the CLIP image embedding, None when ``distill`` is off: the mean
+        over the three branches and over the real queries (``query_mask`` ``[BT, Q]`` in SGCls / PredCls; every query
+        in SGDet, where it is None) of (``ARNConfig.distill_features``, ``docs/model.md`` section 6)
 
-        The projection is linear, so projecting the mean equals the mean of the projected features.
+        - ``"classifier"``: each branch classifier's projected features (:meth:`CosineClassifier.project`, before
+          its L2 normalisation), the space the classifier compares with the text embeddings (GEN-VLKT's mimic loss);
+        - ``"projection"``: the predicate features ``[BT, Q, D]``, then ``distill_proj`` (linear, so projecting the
+          mean equals the mean of the projected features).
         """
-        if self.distill_proj is None:
+        if not self.config.distill:
             return None
-        mean = torch.stack(list(feats.values())).mean(dim=0)  # [BT, Q, D]
+        if self.distill_proj is None:  # "classifier"
+            mean = torch.stack([self.classifiers[kind].project(feats[kind]) for kind in BRANCHES]).mean(dim=0)
+        else:
+            mean = torch.stack(list(feats.values())).mean(dim=0)  # [BT, Q, D]
         if query_mask is None:
-            return self.distill_proj(mean.mean(dim=1))
-        weight = query_mask.to(mean.dtype).unsqueeze(-1)  # [BT, Q, 1]
-        pooled = (mean * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)  # [BT, D]
-        return self.distill_proj(pooled)
+            pooled = mean.mean(dim=1)
+        else:
+            weight = query_mask.to(mean.dtype).unsqueeze(-1)  # [BT, Q, 1]
+            pooled = (mean * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)  # [BT, D or E]
+        return pooled if self.distill_proj is None else self.distill_proj(pooled)

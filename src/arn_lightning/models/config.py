@@ -15,6 +15,9 @@ from arn_lightning.models.backbone import BACKBONES, NORMS, STAGES, STRIDE_STAGE
 from arn_lightning.models.transformer import CONTENT_QUERIES
 from arn_lightning.vocab import TASKS
 
+#: Values of :attr:`ARNConfig.distill_features`.
+DISTILL_FEATURES = ("classifier", "projection")
+
 
 @dataclass
 class ARNConfig:
@@ -53,6 +56,12 @@ class ARNConfig:
             classifiers (the DETR baseline).
         clip_embed_dim: CLIP embedding width ``E``.
         distill: output ``predicate_embeds`` for the CLIP image-embedding distillation.
+        distill_features: what ``predicate_embeds`` distils (``docs/model.md`` section 6): ``"classifier"`` (the
+            mean over branches and real queries of each branch classifier's own projected features, the space the
+            cosine classifiers compare with the text embeddings, as GEN-VLKT's mimic loss; needs ``clip_triplets``)
+            or ``"projection"`` (a separate Linear ``D -> E``, ``distill_proj``, of the mean predicate feature; the
+            form of the versions before this setting, which a stored ``arch`` without it is read as:
+            :func:`arn_lightning.build.complete_stored_config`). Read only when ``distill`` is on.
         task: ``"sgdet"``, ``"sgcls"`` or ``"predcls"``.
         aux_loss: return the outputs of the earlier decoder layers.
         triplet_prior: when set, the triplet classifiers get a learnable logit bias initialised so that every class
@@ -84,6 +93,7 @@ class ARNConfig:
     clip_triplets: bool = True
     clip_embed_dim: int = 512
     distill: bool = True
+    distill_features: str = "classifier"
     task: str = "sgdet"
     aux_loss: bool = True
     triplet_prior: float | None = None
@@ -91,6 +101,7 @@ class ARNConfig:
     def __post_init__(self) -> None:
         self._check_choices()
         self._check_sizes()
+        self._check_distillation()
         if self.ha and not self.pap:
             raise ValueError("Expected pap=True with ha=True (HA runs inside the PAP layer) but got pap=False")
         if not 0.0 <= self.dropout < 1.0:
@@ -115,6 +126,16 @@ class ARNConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Expected {name} in {allowed} but got {getattr(self, name)!r}")
+
+    def _check_distillation(self) -> None:
+        if self.distill_features not in DISTILL_FEATURES:
+            raise ValueError(f"Expected distill_features in {DISTILL_FEATURES} but got {self.distill_features!r}")
+        if self.distill and self.distill_features == "classifier" and not self.clip_triplets:
+            raise ValueError(
+                "Expected clip_triplets=True with distill=True and distill_features='classifier' (the plain linear "
+                "classifiers of clip_triplets=False have no projected features to distil) but got "
+                "clip_triplets=False; set distill=False, or distill_features='projection'"
+            )
 
     def _check_sizes(self) -> None:
         minimum = {

@@ -95,9 +95,15 @@ class CosineClassifier(nn.Module):
         rows = self.class_embeds if self.extra_embeds is None else torch.cat((self.class_embeds, self.extra_embeds))
         return F.normalize(rows, dim=-1)
 
+    def project(self, x: Tensor) -> Tensor:
+        """``x`` ``[..., D]`` -> the projected features ``[..., E]`` (``LayerNorm(Linear(x))``) before their L2
+        normalisation: what :meth:`forward` compares with the class embeddings, and what the CLIP image-embedding
+        distillation pulls towards CLIP's space (``ARNConfig.distill_features``, ``docs/model.md`` section 6)."""
+        return self.proj(x)
+
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``[..., D]`` -> logits ``[..., K + num_extra]``."""
-        feats = F.normalize(self.proj(x), dim=-1)  # [..., E]
+        feats = F.normalize(self.project(x), dim=-1)  # [..., E]
         scale = self.logit_scale.clamp(max=self.log_scale_max).exp()
         logits = scale * feats @ self.embeddings().t()
         return logits if self.bias is None else logits + self.bias

@@ -22,8 +22,9 @@ class ARNOutput:
             with ``clip_triplets`` off).
         spatial_logits: ``[BT, Q, K_S]`` likewise for the spatial branch (``[.., 6]`` with ``clip_triplets`` off).
         contacting_logits: ``[BT, Q, K_C]`` likewise for the contacting branch (``[.., 17]``).
-        predicate_embeds: ``[BT, E]`` mean predicate feature of a frame projected to the CLIP width, for the
-            image-embedding distillation loss; ``None`` when distillation is disabled.
+        predicate_embeds: ``[BT, E]`` mean predicate feature of a frame in the CLIP width (the classifiers' own
+            projection, or ``distill_proj``'s: ``ARNConfig.distill_features``), for the image-embedding distillation
+            loss; ``None`` when distillation is disabled.
         query_mask: ``[BT, Q]`` True for real queries; set in SGCls/PredCls where query n is GT pair n and frames
             with fewer pairs are padded, ``None`` in SGDet (all queries real).
         aux_outputs: outputs of the earlier decoder layers (each without ``aux_outputs`` of its own).

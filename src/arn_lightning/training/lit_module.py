@@ -36,14 +36,14 @@ from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
 from arn_lightning.models.config import ARNConfig
-from arn_lightning.postprocess import PostProcessConfig
+from arn_lightning.postprocess import PostProcessConfig, triplet_nms
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.embeddings import text_embeddings
 from arn_lightning.text.image_tower import FrozenClipImageEncoder
 from arn_lightning.text.prompts import PromptConfig
 from arn_lightning.training.prediction_writer import PredictionWriter
 from arn_lightning.training.rng import RandomStateCheckpoint
-from arn_lightning.vocab import PREDICATES
+from arn_lightning.vocab import CONSTRAINTS, PREDICATES
 
 log = logging.getLogger(__name__)
 # The epoch metrics are logged after the metric itself reduced its sum states over the processes.
@@ -208,6 +208,8 @@ class ARNLitModule(L.LightningModule):
         )
         self.val_metrics = SceneGraphRecall(**metric_kwargs)
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
+        # post.triplet_nms: test also scores the predictions after the triplet NMS, one metric per constraint
+        self.test_nms_metrics = self._triplet_nms_metrics(metric_kwargs)
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
         self._unreadable: list[dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
 
@@ -359,6 +361,8 @@ class ARNLitModule(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Scores the batch; returns the per-frame predictions of its evaluated frames (for the prediction file)."""
         preds, _ = self._evaluate(batch, self.test_metrics)
+        if self.test_nms_metrics is not None:
+            self._update_triplet_nms_metrics(batch, preds)
         return preds
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
@@ -405,6 +409,50 @@ class ARNLitModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)  # the PredictionWriter writes them in on_test_end
+        if self.test_nms_metrics is not None:
+            self.last_metrics.update(self._triplet_nms_results())
+
+    # ------------------------------------------------------------------ triplet NMS (post.triplet_nms)
+    def _triplet_nms_metrics(self, metric_kwargs: dict[str, Any]) -> torch.nn.ModuleDict | None:
+        """One :class:`SceneGraphRecall` per constraint for the predictions after the triplet NMS (the filtered
+        prediction depends on the constraint), or None when ``post.triplet_nms`` is off."""
+        if self.post_config.triplet_nms is None:
+            return None
+        return torch.nn.ModuleDict(
+            {name: SceneGraphRecall(constraints=(name,), **metric_kwargs) for name in CONSTRAINTS}
+        )
+
+    def _update_triplet_nms_metrics(self, batch: dict[str, Any], preds: list[dict[str, Any]]) -> None:
+        """Score the batch's predictions after the triplet NMS of each constraint (the frames and ground truth of
+        :meth:`_evaluate`: unreadable frames count with recall 0)."""
+        post, evaluation = self.post_config, self.eval_config
+        gts = [t for t in batch["targets"] if t["evaluate"]]
+        unreadable = [t["unreadable"]["ground_truth"] for t in batch["targets"] if "unreadable" in t]
+        empty = [empty_prediction(truth["frame"]) for truth in unreadable]
+        settings = dict(alpha=post.triplet_nms_alpha, beta=post.triplet_nms_beta, iou_convention=evaluation.iou)
+        for constraint, metric in self.test_nms_metrics.items():
+            filtered = [
+                triplet_nms(pred, constraint, post.triplet_nms, semi_threshold=evaluation.semi_threshold, **settings)
+                for pred in preds
+            ]
+            metric.update(filtered + empty, gts + unreadable)
+
+    def _triplet_nms_results(self) -> dict[str, float]:
+        """The metrics after the triplet NMS, every key prefixed ``triplet_nms/`` (``triplet_nms/with/R@20``, ...;
+        the scalars also logged as ``test/triplet_nms/...``), and the NMS settings; resets the metrics."""
+        post = self.post_config
+        results = {
+            "triplet_nms/threshold": float(post.triplet_nms),
+            "triplet_nms/alpha": float(post.triplet_nms_alpha),
+            "triplet_nms/beta": float(post.triplet_nms_beta),
+        }
+        for metric in self.test_nms_metrics.values():
+            values = {f"triplet_nms/{key}": float(value) for key, value in metric.compute().items()}
+            metric.reset()
+            scalars = {f"test/{key}": value for key, value in values.items() if "/per_predicate/" not in key}
+            self.log_dict(scalars, sync_dist=False)  # the metric already reduced its sum states
+            results.update(values)
+        return results
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -437,12 +437,14 @@ def test_triplet_nms_takes_file_lists_and_frames_without_pairs() -> None:
 
 
 def test_triplet_nms_is_off_by_default_and_its_settings_are_checked() -> None:
-    assert PostProcessConfig().triplet_nms is None
+    from arn_lightning.training.lit_module import EvalConfig
+
+    assert EvalConfig().triplet_nms is None
     for bad in (0.0, 1.5, float("nan"), "0.5"):
-        with pytest.raises(ValueError, match=r"post\.triplet_nms in \(0, 1\]"):
-            PostProcessConfig(triplet_nms=bad)
+        with pytest.raises(ValueError, match=r"evaluation\.triplet_nms in \(0, 1\]"):
+            EvalConfig(triplet_nms=bad)
     for name in ("triplet_nms_alpha", "triplet_nms_beta"):
-        with pytest.raises(ValueError, match=rf"post\.{name} to be a finite number > 0"):
-            PostProcessConfig(triplet_nms=0.7, **{name: 0.0})
+        with pytest.raises(ValueError, match=rf"evaluation\.{name} to be a finite number > 0"):
+            EvalConfig(triplet_nms=0.7, **{name: 0.0})
     with pytest.raises(ValueError, match="Expected a constraint in"):
         triplet_nms(nms_frame(), "any", 0.7)

@@ -26,14 +26,14 @@ SGCls / PredCls (``outputs.query_mask`` set): query n is GT pair n, so the rows 
 (row 0 the person, row n + 1 the object of pair n; original pixels), pairs ``(0, n + 1)``; PredCls also takes the
 ground-truth labels with score 1, SGCls the predicted object classes. All pairs are kept.
 
-Triplet NMS (``triplet_nms``, off by default; ``docs/model.md`` section 6): :func:`triplet_nms` filters one frame's
-prediction for one metric constraint. It is not part of :meth:`PostProcess.forward`: its result depends on the
-constraint, and the prediction file holds the plain predictions; ``test`` scores both (``metrics_test.json``).
+Triplet NMS (``docs/model.md`` section 6): :func:`triplet_nms` filters one frame's prediction for one metric
+constraint. It is not part of :meth:`PostProcess.forward`: its result depends on the constraint, and the prediction
+file holds the plain predictions. ``evaluation.triplet_nms`` (off by default) makes ``test`` score both
+(``metrics_test.json``); a scoring setting, it applies to a checkpoint's test like the other ``evaluation`` ones.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,11 +63,6 @@ class PostProcessConfig:
             all categories of the predicate, as the paper writes it).
         normalize_attention: divide the 3 attention scores by their sum.
         clip_boxes: clip SGDet boxes to the original frame.
-        triplet_nms: overlap threshold of the test-time triplet NMS (:func:`triplet_nms`), in ``(0, 1]``; ``None``
-            (the default, as ARN ran): off. OED's evaluation uses 0.9. When set, ``test`` reports the metrics of the
-            plain predictions and, under ``triplet_nms/``, those after the NMS.
-        triplet_nms_alpha: exponent of the subject-box IoU in the overlap (OED: 1).
-        triplet_nms_beta: exponent of the object-box IoU in the overlap (OED: 1; CDN's HOI default: 0.5).
 
     The task is the model's (``ARNConfig.task``), handed to :class:`PostProcess`.
     """
@@ -76,20 +71,10 @@ class PostProcessConfig:
     restrict_to_object_class: bool = False
     normalize_attention: bool = True
     clip_boxes: bool = True
-    triplet_nms: float | None = None
-    triplet_nms_alpha: float = 1.0
-    triplet_nms_beta: float = 1.0
 
     def __post_init__(self) -> None:
         if self.top_k_pairs is not None and self.top_k_pairs < 1:
             raise ValueError(f"Expected top_k_pairs >= 1 or None but got {self.top_k_pairs}")
-        nms = self.triplet_nms
-        if nms is not None and not (isinstance(nms, (int, float)) and 0.0 < nms <= 1.0):
-            raise ValueError(f"Expected post.triplet_nms in (0, 1] or None (off) but got {nms!r}")
-        for name in ("triplet_nms_alpha", "triplet_nms_beta"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"Expected post.{name} to be a finite number > 0 but got {value!r}")
 
 
 def predicate_scores(
@@ -145,25 +130,26 @@ def _candidate_mask(values: Tensor, kind: str, constraint: str, semi_threshold: 
 
 
 def _greedy_keep(scores: Tensor, candidate: Tensor, conflict: Tensor) -> Tensor:
-    """Greedy NMS of every predicate column at once: bool ``[P, S]``, the candidates not suppressed.
+    """Greedy NMS of every predicate column at once: bool ``[P, C]``, the candidates not suppressed.
 
-    In each column the candidates are visited by descending ``scores`` ``[P, S]`` (ties: lower pair first, the
+    In column ``c`` the candidates are visited by descending ``scores`` ``[P, C]`` (ties: lower pair first, the
     metric's order); one is suppressed when a kept, earlier one of the column conflicts with it (``conflict``
-    ``[P, P]``, symmetric). The greedy result is the unique fixed point of "kept = candidate and not conflicting with
-    an earlier kept one" (a strictly triangular recursion), reached by iterating from "all kept" in at most ``P``
-    steps, usually two or three."""
+    ``[C, P, P]``, symmetric per column). The greedy result is the unique fixed point of "kept = candidate and not
+    conflicting with an earlier kept one" (a recursion over the visiting order), reached by iterating from "all
+    kept" in at most ``P`` steps, usually two or three: one batched product a step."""
     num = scores.shape[0]
-    order = torch.argsort(-scores, dim=0, stable=True).T  # [S, P] pairs of each column, best first
-    chosen = candidate.T.gather(1, order)  # [S, P] in that order
-    earlier = torch.ones(num, num, dtype=torch.bool, device=scores.device).triu(diagonal=1)  # [i, j]: i before j
-    blocks = conflict[order[:, :, None], order[:, None, :]] & earlier & chosen[:, :, None] & chosen[:, None, :]
-    kept = chosen
+    order = torch.argsort(-scores, dim=0, stable=True)  # [P, C] pairs of each column, best first
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(num, device=order.device)[:, None].expand_as(order))
+    columns = candidate.T  # [C, P]
+    earlier = rank.T[:, :, None] < rank.T[:, None, :]  # [C, i, j]: i visited before j
+    blocks = (conflict & earlier & columns[:, :, None] & columns[:, None, :]).to(scores)  # [C, P, P]
+    kept = columns
     for _ in range(num):
-        update = chosen & ~(kept[:, :, None] & blocks).any(dim=1)
+        update = columns & (torch.bmm(kept[:, None, :].to(scores), blocks)[:, 0] == 0)
         if torch.equal(update, kept):
             break
         kept = update
-    return torch.zeros_like(candidate.T).scatter(1, order, kept).T
+    return kept.T
 
 
 def triplet_nms(
@@ -223,15 +209,17 @@ def triplet_nms(
     sub_iou, obj_iou = _self_iou(boxes[pairs[:, 0]]), _self_iou(boxes[pairs[:, 1]])
     scores = torch.as_tensor(pred["scores"], device=device).double()
     pair_scores = scores[pairs[:, 0]] * scores[pairs[:, 1]]  # [P] float64, as the metric
-    for kind in PREDICATE_TYPES:
-        values = out[kind]  # [P, S]
-        first, second = (obj_iou, sub_iou) if kind == "spatial" else (sub_iou, obj_iou)
-        conflict = same & (first.pow(alpha) * second.pow(beta) > threshold)
-        candidate = _candidate_mask(values, kind, constraint, semi_threshold)
-        suppressed = candidate & ~_greedy_keep(pair_scores[:, None] * values.double(), candidate, conflict)
+    overlaps = torch.stack((sub_iou.pow(alpha) * obj_iou.pow(beta), obj_iou.pow(alpha) * sub_iou.pow(beta)))
+    values = {kind: out[kind] for kind in PREDICATE_TYPES}  # [P, S] each
+    reverse = torch.cat([torch.full((v.shape[1],), int(k == "spatial"), device=device) for k, v in values.items()])
+    conflict = same & (overlaps > threshold)[reverse]  # [26, P, P]; spatial candidates are reversed pairs
+    candidate = torch.cat([_candidate_mask(v, k, constraint, semi_threshold) for k, v in values.items()], dim=1)
+    table = torch.cat(list(values.values()), dim=1).double() * pair_scores[:, None]  # [P, 26] triplet scores
+    suppressed = (candidate & ~_greedy_keep(table, candidate, conflict)).split([v.shape[1] for v in values.values()], 1)
+    for (kind, value), gone in zip(values.items(), suppressed):
         if constraint == "with" or (constraint == "semi" and kind == "attention"):
-            suppressed = suppressed.any(dim=1, keepdim=True).expand_as(suppressed)
-        out[kind] = values.masked_fill(suppressed, 0.0)
+            gone = gone.any(dim=1, keepdim=True).expand_as(gone)
+        out[kind] = value.masked_fill(gone, 0.0)
     return out
 
 

@@ -114,6 +114,12 @@ class EvalConfig:
         semi_threshold: score above which "semi" keeps a spatial / contacting predicate.
         no_constraint_top: candidates kept per frame under "no constraint".
         save_predictions: write the prediction file in ``test`` / ``predict``.
+        triplet_nms: overlap threshold of the test-time triplet NMS
+            (:func:`~arn_lightning.postprocess.triplet_nms`), in ``(0, 1]``; ``None`` (the default, as ARN ran): off.
+            OED's evaluation uses 0.9. When set, ``test`` reports the metrics of the plain predictions (the headline
+            keys; the prediction file holds these) and, prefixed ``triplet_nms/``, those after the NMS.
+        triplet_nms_alpha: exponent of the subject-box IoU in the NMS overlap (OED: 1).
+        triplet_nms_beta: exponent of the object-box IoU in the NMS overlap (OED: 1; CDN's HOI default: 0.5).
     """
 
     ks: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
@@ -122,8 +128,18 @@ class EvalConfig:
     semi_threshold: float = 0.9
     no_constraint_top: int = 100
     save_predictions: bool = True
+    triplet_nms: float | None = None
+    triplet_nms_alpha: float = 1.0
+    triplet_nms_beta: float = 1.0
 
     def __post_init__(self) -> None:
+        nms = self.triplet_nms
+        if nms is not None and not (isinstance(nms, (int, float)) and 0.0 < nms <= 1.0):
+            raise ValueError(f"Expected evaluation.triplet_nms in (0, 1] or None (off) but got {nms!r}")
+        for name in ("triplet_nms_alpha", "triplet_nms_beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Expected evaluation.{name} to be a finite number > 0 but got {value!r}")
         if not self.ks or list(self.ks) != sorted(set(self.ks)) or self.ks[0] < 1:
             raise ValueError(f"Expected ks to be strictly increasing positive ints (the K of R@K) but got {self.ks!r}")
         # The metric's own settings object checks iou, the thresholds and no_constraint_top.
@@ -208,7 +224,7 @@ class ARNLitModule(L.LightningModule):
         )
         self.val_metrics = SceneGraphRecall(**metric_kwargs)
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
-        # post.triplet_nms: test also scores the predictions after the triplet NMS, one metric per constraint
+        # evaluation.triplet_nms: test also scores the predictions after the triplet NMS, one metric per constraint
         self.test_nms_metrics = self._triplet_nms_metrics(metric_kwargs)
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
         self._unreadable: list[dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
@@ -412,11 +428,11 @@ class ARNLitModule(L.LightningModule):
         if self.test_nms_metrics is not None:
             self.last_metrics.update(self._triplet_nms_results())
 
-    # ------------------------------------------------------------------ triplet NMS (post.triplet_nms)
+    # ------------------------------------------------------------------ triplet NMS (evaluation.triplet_nms)
     def _triplet_nms_metrics(self, metric_kwargs: dict[str, Any]) -> torch.nn.ModuleDict | None:
         """One :class:`SceneGraphRecall` per constraint for the predictions after the triplet NMS (the filtered
-        prediction depends on the constraint), or None when ``post.triplet_nms`` is off."""
-        if self.post_config.triplet_nms is None:
+        prediction depends on the constraint), or None when ``evaluation.triplet_nms`` is off."""
+        if self.eval_config.triplet_nms is None:
             return None
         return torch.nn.ModuleDict(
             {name: SceneGraphRecall(constraints=(name,), **metric_kwargs) for name in CONSTRAINTS}
@@ -425,14 +441,18 @@ class ARNLitModule(L.LightningModule):
     def _update_triplet_nms_metrics(self, batch: dict[str, Any], preds: list[dict[str, Any]]) -> None:
         """Score the batch's predictions after the triplet NMS of each constraint (the frames and ground truth of
         :meth:`_evaluate`: unreadable frames count with recall 0)."""
-        post, evaluation = self.post_config, self.eval_config
+        evaluation = self.eval_config
         gts = [t for t in batch["targets"] if t["evaluate"]]
         unreadable = [t["unreadable"]["ground_truth"] for t in batch["targets"] if "unreadable" in t]
         empty = [empty_prediction(truth["frame"]) for truth in unreadable]
-        settings = dict(alpha=post.triplet_nms_alpha, beta=post.triplet_nms_beta, iou_convention=evaluation.iou)
+        settings = dict(
+            alpha=evaluation.triplet_nms_alpha, beta=evaluation.triplet_nms_beta, iou_convention=evaluation.iou
+        )
         for constraint, metric in self.test_nms_metrics.items():
             filtered = [
-                triplet_nms(pred, constraint, post.triplet_nms, semi_threshold=evaluation.semi_threshold, **settings)
+                triplet_nms(
+                    pred, constraint, evaluation.triplet_nms, semi_threshold=evaluation.semi_threshold, **settings
+                )
                 for pred in preds
             ]
             metric.update(filtered + empty, gts + unreadable)
@@ -440,11 +460,11 @@ class ARNLitModule(L.LightningModule):
     def _triplet_nms_results(self) -> dict[str, float]:
         """The metrics after the triplet NMS, every key prefixed ``triplet_nms/`` (``triplet_nms/with/R@20``, ...;
         the scalars also logged as ``test/triplet_nms/...``), and the NMS settings; resets the metrics."""
-        post = self.post_config
+        evaluation = self.eval_config
         results = {
-            "triplet_nms/threshold": float(post.triplet_nms),
-            "triplet_nms/alpha": float(post.triplet_nms_alpha),
-            "triplet_nms/beta": float(post.triplet_nms_beta),
+            "triplet_nms/threshold": float(evaluation.triplet_nms),
+            "triplet_nms/alpha": float(evaluation.triplet_nms_alpha),
+            "triplet_nms/beta": float(evaluation.triplet_nms_beta),
         }
         for metric in self.test_nms_metrics.values():
             values = {f"triplet_nms/{key}": float(value) for key, value in metric.compute().items()}

@@ -21,7 +21,7 @@ from arn_lightning.data.ag import load_annotations
 from arn_lightning.metrics.functional import RecallConfig, scene_graph_recall
 from arn_lightning.metrics.predictions import read_predictions
 from arn_lightning.metrics.scoring import evaluate
-from arn_lightning.postprocess import triplet_nms
+from arn_lightning.metrics.triplet_nms import triplet_nms
 from arn_lightning.training.lit_module import ARNLitModule
 from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 

@@ -35,8 +35,10 @@ from arn_lightning.criterion import LossConfig
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
+from arn_lightning.metrics.triplet_nms import check_settings as check_triplet_nms
+from arn_lightning.metrics.triplet_nms import triplet_nms
 from arn_lightning.models.config import ARNConfig
-from arn_lightning.postprocess import PostProcessConfig, triplet_nms
+from arn_lightning.postprocess import PostProcessConfig
 from arn_lightning.text.config import ClipConfig
 from arn_lightning.text.embeddings import text_embeddings
 from arn_lightning.text.image_tower import FrozenClipImageEncoder
@@ -114,10 +116,10 @@ class EvalConfig:
         semi_threshold: score above which "semi" keeps a spatial / contacting predicate.
         no_constraint_top: candidates kept per frame under "no constraint".
         save_predictions: write the prediction file in ``test`` / ``predict``.
-        triplet_nms: overlap threshold of the test-time triplet NMS
-            (:func:`~arn_lightning.postprocess.triplet_nms`), in ``(0, 1]``; ``None`` (the default, as ARN ran): off.
-            OED's evaluation uses 0.9. When set, ``test`` reports the metrics of the plain predictions (the headline
-            keys; the prediction file holds these) and, prefixed ``triplet_nms/``, those after the NMS.
+        triplet_nms: overlap threshold of the test-time triplet NMS (:mod:`arn_lightning.metrics.triplet_nms`), in
+            ``(0, 1]``; ``None`` (the default, as ARN ran): off. OED's evaluation uses 0.9. When set, ``test`` reports
+            the metrics of the plain predictions (the headline keys; the prediction file holds these) and, prefixed
+            ``triplet_nms/``, those after the NMS.
         triplet_nms_alpha: exponent of the subject-box IoU in the NMS overlap (OED: 1).
         triplet_nms_beta: exponent of the object-box IoU in the NMS overlap (OED: 1; CDN's HOI default: 0.5).
     """
@@ -133,13 +135,8 @@ class EvalConfig:
     triplet_nms_beta: float = 1.0
 
     def __post_init__(self) -> None:
-        nms = self.triplet_nms
-        if nms is not None and not (isinstance(nms, (int, float)) and 0.0 < nms <= 1.0):
-            raise ValueError(f"Expected evaluation.triplet_nms in (0, 1] or None (off) but got {nms!r}")
-        for name in ("triplet_nms_alpha", "triplet_nms_beta"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"Expected evaluation.{name} to be a finite number > 0 but got {value!r}")
+        names = [f"evaluation.{name}" for name in ("triplet_nms", "triplet_nms_alpha", "triplet_nms_beta")]
+        check_triplet_nms(self.triplet_nms, self.triplet_nms_alpha, self.triplet_nms_beta, names)
         if not self.ks or list(self.ks) != sorted(set(self.ks)) or self.ks[0] < 1:
             raise ValueError(f"Expected ks to be strictly increasing positive ints (the K of R@K) but got {self.ks!r}")
         # The metric's own settings object checks iou, the thresholds and no_constraint_top.

@@ -443,15 +443,14 @@ class ARNLitModule(L.LightningModule):
         unreadable = [t["unreadable"]["ground_truth"] for t in batch["targets"] if "unreadable" in t]
         empty = [empty_prediction(truth["frame"]) for truth in unreadable]
         settings = dict(
-            alpha=evaluation.triplet_nms_alpha, beta=evaluation.triplet_nms_beta, iou_convention=evaluation.iou
+            threshold=evaluation.triplet_nms,
+            alpha=evaluation.triplet_nms_alpha,
+            beta=evaluation.triplet_nms_beta,
+            semi_threshold=evaluation.semi_threshold,
+            iou_convention=evaluation.iou,
         )
         for constraint, metric in self.test_nms_metrics.items():
-            filtered = [
-                triplet_nms(
-                    pred, constraint, evaluation.triplet_nms, semi_threshold=evaluation.semi_threshold, **settings
-                )
-                for pred in preds
-            ]
+            filtered = [triplet_nms(pred, constraint, **settings) for pred in preds]
             metric.update(filtered + empty, gts + unreadable)
 
     def _triplet_nms_results(self) -> dict[str, float]:

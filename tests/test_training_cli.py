@@ -17,7 +17,11 @@ import pytest
 import torch
 import yaml
 
+from arn_lightning.data.ag import load_annotations
+from arn_lightning.metrics.functional import RecallConfig, scene_graph_recall
+from arn_lightning.metrics.predictions import read_predictions
 from arn_lightning.metrics.scoring import evaluate
+from arn_lightning.metrics.triplet_nms import triplet_nms
 from arn_lightning.training.lit_module import ARNLitModule
 from train_fixtures import REPO, assert_same_state, model_state, run_cli, tiny_config, write_config
 
@@ -101,8 +105,88 @@ def test_test_from_saved_config_writes_predictions_that_evaluate_rescores_identi
     saved = torch.load(fitted["best"], map_location="cpu", weights_only=False)
     assert tested == {"path": str(fitted["best"]), "epoch": saved["epoch"], "global_step": saved["global_step"]}
     assert written == pytest.approx(metrics)
+    assert not any(key.startswith("triplet_nms/") for key in written)  # post.triplet_nms is off by default
     report = evaluate(str(train_root), str(tmp_path / "predictions_test.jsonl"), split="test", task="sgdet")
     _assert_same_scores(metrics, report)
+
+
+def test_test_with_triplet_nms_reports_the_plain_and_the_filtered_metrics(
+    fitted: dict[str, Any], train_root: Path, tmp_path: Path
+) -> None:
+    cli = run_cli(
+        [
+            "test",
+            "--config",
+            str(fitted["log_dir"] / "config.yaml"),
+            f"--ckpt_path={fitted['best']}",
+            f"--model.predictions_dir={tmp_path}",
+            "--model.evaluation.triplet_nms=0.5",
+            "--model.evaluation.triplet_nms_beta=0.5",
+            "--trainer.logger=false",
+        ]
+    )
+    metrics = cli.model.last_metrics
+    written = json.loads((tmp_path / "metrics_test.json").read_text())
+    assert {key: written[key] for key in metrics} == pytest.approx(metrics)
+    assert (written["triplet_nms/threshold"], written["triplet_nms/alpha"], written["triplet_nms/beta"]) == (
+        0.5,
+        1,
+        0.5,
+    )
+    assert cli.trainer.callback_metrics["test/triplet_nms/no/R@20"] == pytest.approx(metrics["triplet_nms/no/R@20"])
+    # the prediction file holds the plain predictions: evaluate rescores the headline (unprefixed) keys
+    report = evaluate(str(train_root), str(tmp_path / "predictions_test.jsonl"), split="test", task="sgdet")
+    _assert_same_scores(metrics, report)
+    # the triplet_nms/ block is the recall of the file's predictions after triplet_nms, constraint by constraint
+    preds = {pred["frame"]: pred for pred in read_predictions(tmp_path / "predictions_test.jsonl")}
+    frames = load_annotations(train_root, task="sgdet").frames("test")
+    targets = [frame.eval_target() for frame in frames]
+    for constraint in CONSTRAINTS:
+        filtered = [triplet_nms(preds[t["frame"]], constraint, 0.5, beta=0.5) for t in targets]
+        expected = scene_graph_recall(filtered, targets, RecallConfig(constraints=(constraint,)))
+        for key, value in expected.items():
+            assert metrics[f"triplet_nms/{key}"] == pytest.approx(float(value), abs=1e-12), key
+
+
+def test_test_epoch_end_adds_the_triplet_nms_block_with_its_settings() -> None:
+    # the tiny fit predicts no two objects of one class (nothing to suppress): a hand-made frame where the NMS
+    # matters. GT: the person looks at two cups; a near-duplicate of the cup-1 triplet ranks second.
+    categories = {"attention": [[0, 11]], "spatial": [[3, 11]], "contacting": [[9, 11]]}
+    arch = dict(backbone="resnet18", backbone_stride=16, hidden_dim=16, nheads=2, ffn_dim=32, enc_layers=1)
+    arch.update(entity_layers=1, predicate_layers=1, num_queries=3, clip_embed_dim=16, distill=False)
+    evaluation = {"ks": [2, 3], "triplet_nms": 0.7, "triplet_nms_beta": 0.5}
+    module = ARNLitModule(arch=arch, triplet_categories=categories, init_text_classifiers=False, evaluation=evaluation)
+    key = "v.mp4/000001.png"
+    truth = {
+        "frame": key,
+        "evaluate": True,
+        "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [10, 10, 30, 30], [60, 60, 90, 90]]),
+        "labels": torch.tensor([1, 11, 11]),
+        "attention": torch.tensor([[1, 0, 0], [1, 0, 0]]),
+        "spatial": torch.zeros(2, 6, dtype=torch.long),
+        "contacting": torch.zeros(2, 17, dtype=torch.long),
+    }
+    pred = {
+        "frame": key,
+        "boxes": torch.tensor([[0.0, 0, 100, 100], [10, 10, 30, 30], [10, 10, 30, 29.9], [60, 60, 90, 90]]),
+        "labels": torch.tensor([1, 11, 11, 11]),
+        "scores": torch.tensor([1.0, 0.9, 0.8, 0.7]),
+        "pairs": torch.tensor([[0, 1], [0, 2], [0, 3]]),
+        "attention": torch.tensor([[0.9, 0.0, 0.0]] * 3),
+        "spatial": torch.zeros(3, 6),
+        "contacting": torch.zeros(3, 17),
+    }
+    module.test_metrics.update([pred], [truth])
+    module._update_triplet_nms_metrics({"targets": [truth]}, [pred])
+    with pytest.warns(UserWarning, match="self.log"):  # no trainer here
+        module.on_test_epoch_end()
+    metrics = module.last_metrics
+    assert metrics["no/R@2"] == 0.5 and metrics["triplet_nms/no/R@2"] == 1.0  # the duplicate went
+    assert metrics["with/R@2"] == 0.5 and metrics["triplet_nms/with/R@2"] == 1.0
+    assert metrics["no/R@3"] == metrics["triplet_nms/no/R@3"] == 1.0
+    assert metrics["triplet_nms/per_predicate/no/R@2/looking_at"] == 1.0
+    assert [metrics[f"triplet_nms/{name}"] for name in ("threshold", "alpha", "beta")] == [0.7, 1.0, 0.5]
+    assert ARNLitModule(arch=arch, triplet_categories=categories, init_text_classifiers=False).test_nms_metrics is None
 
 
 def test_predcls_fit_test_evaluate_agree_on_non_zero_recall(train_root: Path, tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ score), in descending order.
 SGCls / PredCls (``outputs.query_mask`` set): query n is GT pair n, so the rows are the frame's ground-truth boxes
 (row 0 the person, row n + 1 the object of pair n; original pixels), pairs ``(0, n + 1)``; PredCls also takes the
 ground-truth labels with score 1, SGCls the predicted object classes. All pairs are kept.
+
+The test-time triplet NMS is no part of the postprocess: it filters a prediction for one metric constraint
+(:mod:`arn_lightning.metrics.triplet_nms`), and the prediction file holds the plain predictions.
 """
 
 from __future__ import annotations

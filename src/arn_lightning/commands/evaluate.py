@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MIN_FRAMES,
         help=f"minimum kept frames per video (default: {DEFAULT_MIN_FRAMES})",
     )
+    parser.add_argument(
+        "--triplet-nms",
+        type=float,
+        default=None,
+        metavar="THRESHOLD",
+        help="also score after the test-time triplet NMS of this overlap threshold in (0, 1] (OED's: 0.9; default: "
+        "off): a lower triplet of the same classes and predicate goes when IoU(sub)^alpha * IoU(obj)^beta > THRESHOLD",
+    )
+    parser.add_argument("--triplet-nms-alpha", type=float, default=1.0, help="NMS exponent of the subject IoU (1)")
+    parser.add_argument("--triplet-nms-beta", type=float, default=1.0, help="NMS exponent of the object IoU (1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (fractions) instead of a table")
     return parser
 
@@ -60,7 +70,16 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = evaluate(
-            args.root, args.predictions, args.split, args.task, args.iou, args.min_frames, args.iou_threshold
+            args.root,
+            args.predictions,
+            args.split,
+            args.task,
+            args.iou,
+            args.min_frames,
+            args.iou_threshold,
+            args.triplet_nms,
+            args.triplet_nms_alpha,
+            args.triplet_nms_beta,
         )
     except (PredictionFileError, AnnotationError, OSError, ValueError) as error:
         print(f"arn-lightning evaluate: error: {error}", file=sys.stderr)

@@ -16,6 +16,10 @@ fractions in ``[0, 1]``::
      "semi": {...}, "no": {...},
      "per_predicate": {"looking_at": {"gt_triplets": n, "with": {"R@10": r, ...}, "semi": {...}, "no": {...}}, ...}}
 
+With ``triplet_nms`` (``--triplet-nms``, off by default) the report also holds ``"triplet_nms": {"threshold": t,
+"alpha": a, "beta": b, "with": {...}, "semi": {...}, "no": {...}, "per_predicate": {...}}``: the same scores after the
+test-time triplet NMS of each constraint (:mod:`arn_lightning.metrics.triplet_nms`); the plain ones stay the headline.
+
 The file (``.jsonl``, or ``.jsonl.gz``) is streamed: parsed with orjson, validated and scored
 :data:`CHUNK_FRAMES` frames at a time, so memory does not grow with the file's size (it holds the split's
 annotations, one chunk and the set of frame keys seen).
@@ -47,11 +51,15 @@ from arn_lightning.metrics.functional import (
     state_shapes,
 )
 from arn_lightning.metrics.predictions import (
+    PREDICTION_FIELDS,
     PredictionBatch,
     PredictionFileError,
     empty_prediction,
     iter_prediction_batches,
+    split_batch,
+    stack_predictions,
 )
+from arn_lightning.metrics.triplet_nms import check_settings, triplet_nms
 
 #: Frames scored per metric update (and validated together when the file is read).
 CHUNK_FRAMES = 256
@@ -89,6 +97,34 @@ class _State:
         return recall_from_state({name: torch.from_numpy(value) for name, value in self.sums.items()}, self.config)
 
 
+class _NMSStates:
+    """One :class:`_State` per constraint for the predictions after the triplet NMS (none when it is off)."""
+
+    def __init__(self, threshold: float | None, alpha: float, beta: float, iou: str, iou_threshold: float) -> None:
+        check_settings(threshold, alpha, beta, ("--triplet-nms", "--triplet-nms-alpha", "--triplet-nms-beta"))
+        self.settings = {"threshold": threshold, "alpha": alpha, "beta": beta}
+        self.iou = iou
+        self.states = {}
+        if threshold is not None:
+            self.states = {
+                c: _State(RecallConfig(constraints=(c,), iou_threshold=iou_threshold, iou_convention=iou))
+                for c in CONSTRAINTS
+            }
+
+    def update(self, batch: PredictionBatch, targets: Sequence[Mapping[str, Any]]) -> None:
+        if not self.states:
+            return
+        preds = [{key: getattr(part, key) for key in PREDICTION_FIELDS} for part in split_batch(batch)]
+        for constraint, state in self.states.items():
+            filtered = [triplet_nms(pred, constraint, iou_convention=self.iou, **self.settings) for pred in preds]
+            state.update(filtered, targets)
+
+    def report(self) -> dict[str, Any]:
+        results = {key: value for state in self.states.values() for key, value in state.compute().items()}
+        counts = next(iter(self.states.values())).sums["gt_counts"].tolist()
+        return {**self.settings, **_nest(results, counts)}
+
+
 def _nest(results: Mapping[str, torch.Tensor], gt_counts: Sequence[int]) -> dict[str, Any]:
     """The flat metric results as the report's nested sections (floats)."""
     report: dict[str, Any] = {constraint: {} for constraint in CONSTRAINTS}
@@ -114,6 +150,9 @@ def evaluate(
     iou: str = "continuous",
     min_frames: int = DEFAULT_MIN_FRAMES,
     iou_threshold: float = 0.5,
+    triplet_nms: float | None = None,
+    triplet_nms_alpha: float = 1.0,
+    triplet_nms_beta: float = 1.0,
 ) -> dict[str, Any]:
     """Score ``predictions`` against the ``split`` frames of ``root``; returns the JSON report (module docstring).
 
@@ -125,12 +164,16 @@ def evaluate(
         iou: ``"continuous"`` or ``"legacy"`` (docs/boxes.md).
         min_frames: minimum kept frames per video (rule 4 of the filtering).
         iou_threshold: IoU needed on both boxes.
+        triplet_nms, triplet_nms_alpha, triplet_nms_beta: also score the predictions after the triplet NMS of this
+            overlap threshold (None: off) and exponents (the report's ``triplet_nms`` section).
 
     Raises:
         PredictionFileError: a malformed line (a box breaking the box rule included), a frame outside the split or a
             repeated frame (with line number).
         AnnotationError: unreadable annotations (a pickle referencing code, a used box breaking the box rule).
+        ValueError: NMS settings out of range.
     """
+    nms = _NMSStates(triplet_nms, triplet_nms_alpha, triplet_nms_beta, iou, iou_threshold)
     frames = load_annotations(root, task=task, min_frames=min_frames).frames(split)
     all_keys = frames.keys if isinstance(frames, FrameList) else [frame.key for frame in frames]
     position = {key: index for index, key in enumerate(all_keys)}
@@ -138,11 +181,14 @@ def evaluate(
     seen: set[str] = set()
     for keys, batch, chunk_targets in _scored_chunks(Path(predictions), frames, position, split, task):
         state.update(batch, chunk_targets)
+        nms.update(batch, chunk_targets)
         seen.update(keys)
     missing = [key for key in all_keys if key not in seen]
     for start in range(0, len(missing), CHUNK_FRAMES):
         keys = missing[start : start + CHUNK_FRAMES]
-        state.update([empty_prediction(key) for key in keys], [frames[position[key]].eval_target() for key in keys])
+        empty, targets = [empty_prediction(key) for key in keys], [frames[position[key]].eval_target() for key in keys]
+        state.update(empty, targets)
+        nms.update(stack_predictions(empty), targets)
     report: dict[str, Any] = {
         "task": task,
         "split": split,
@@ -152,6 +198,8 @@ def evaluate(
         "missing_frames": {"count": len(missing), "first": missing[:MISSING_SHOWN]},
     }
     report.update(_nest(state.compute(), state.sums["gt_counts"].tolist()))
+    if nms.states:
+        report["triplet_nms"] = nms.report()
     return report
 
 
@@ -172,4 +220,14 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines += ["", title, f"{'':<6}" + "".join(f"{label:>8}" for _, label in columns)]
         for constraint in CONSTRAINTS:
             lines.append(f"{constraint:<6}" + "".join(f"{100.0 * report[constraint][key]:>8.2f}" for key, _ in columns))
+    nms = report.get("triplet_nms")
+    if nms:
+        lines += [
+            "",
+            f"after the triplet NMS (threshold {nms['threshold']}, alpha {nms['alpha']}, beta {nms['beta']}), %",
+        ]
+        columns = [(f"{name}@{k}", f"{name}@{k}") for name in ("R", "mR") for k in K_VALUES]
+        lines.append(f"{'':<6}" + "".join(f"{label:>8}" for _, label in columns))
+        for constraint in CONSTRAINTS:
+            lines.append(f"{constraint:<6}" + "".join(f"{100.0 * nms[constraint][key]:>8.2f}" for key, _ in columns))
     return "\n".join(lines)

@@ -36,6 +36,8 @@ from arn_lightning.data.clips import geometry_mismatch
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
+from arn_lightning.metrics.triplet_nms import check_settings as check_triplet_nms
+from arn_lightning.metrics.triplet_nms import triplet_nms
 from arn_lightning.models.cache import FeatureCache
 from arn_lightning.models.config import ARNConfig
 from arn_lightning.postprocess import PostProcessConfig
@@ -45,7 +47,7 @@ from arn_lightning.text.image_tower import FrozenClipImageEncoder
 from arn_lightning.text.prompts import PromptConfig
 from arn_lightning.training.prediction_writer import PredictionWriter
 from arn_lightning.training.rng import RandomStateCheckpoint
-from arn_lightning.vocab import PREDICATES
+from arn_lightning.vocab import CONSTRAINTS, PREDICATES
 
 log = logging.getLogger(__name__)
 # The epoch metrics are logged after the metric itself reduced its sum states over the processes.
@@ -116,6 +118,12 @@ class EvalConfig:
         semi_threshold: score above which "semi" keeps a spatial / contacting predicate.
         no_constraint_top: candidates kept per frame under "no constraint".
         save_predictions: write the prediction file in ``test`` / ``predict``.
+        triplet_nms: overlap threshold of the test-time triplet NMS (:mod:`arn_lightning.metrics.triplet_nms`), in
+            ``(0, 1]``; ``None`` (the default, as ARN ran): off. OED's evaluation uses 0.9. When set, ``test`` reports
+            the metrics of the plain predictions (the headline keys; the prediction file holds these) and, prefixed
+            ``triplet_nms/``, those after the NMS.
+        triplet_nms_alpha: exponent of the subject-box IoU in the NMS overlap (OED: 1).
+        triplet_nms_beta: exponent of the object-box IoU in the NMS overlap (OED: 1; CDN's HOI default: 0.5).
     """
 
     ks: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
@@ -124,8 +132,13 @@ class EvalConfig:
     semi_threshold: float = 0.9
     no_constraint_top: int = 100
     save_predictions: bool = True
+    triplet_nms: float | None = None
+    triplet_nms_alpha: float = 1.0
+    triplet_nms_beta: float = 1.0
 
     def __post_init__(self) -> None:
+        names = [f"evaluation.{name}" for name in ("triplet_nms", "triplet_nms_alpha", "triplet_nms_beta")]
+        check_triplet_nms(self.triplet_nms, self.triplet_nms_alpha, self.triplet_nms_beta, names)
         if not self.ks or list(self.ks) != sorted(set(self.ks)) or self.ks[0] < 1:
             raise ValueError(f"Expected ks to be strictly increasing positive ints (the K of R@K) but got {self.ks!r}")
         # The metric's own settings object checks iou, the thresholds and no_constraint_top.
@@ -210,6 +223,8 @@ class ARNLitModule(L.LightningModule):
         )
         self.val_metrics = SceneGraphRecall(**metric_kwargs)
         self.test_metrics = SceneGraphRecall(**metric_kwargs)
+        # evaluation.triplet_nms: test also scores the predictions after the triplet NMS, one metric per constraint
+        self.test_nms_metrics = self._triplet_nms_metrics(metric_kwargs)
         self._frames_scored = 0  # evaluated frames with a prediction, this process, this evaluation
         self._unreadable: list[dict[str, str]] = []  # evaluated frames that could not be read (scored as recall 0)
         self._stream_caches: dict[int, FeatureCache] = {}  # causal evaluation: video -> its previous frames' F_vi
@@ -409,6 +424,8 @@ class ARNLitModule(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Scores the batch; returns the per-frame predictions of its evaluated frames (for the prediction file)."""
         preds, _ = self._evaluate(batch, self.test_metrics)
+        if self.test_nms_metrics is not None:
+            self._update_triplet_nms_metrics(batch, preds)
         return preds
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
@@ -466,6 +483,53 @@ class ARNLitModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._stream_caches = {}
         self._log_metrics("test", self.test_metrics)  # the PredictionWriter writes them in on_test_end
+        if self.test_nms_metrics is not None:
+            self.last_metrics.update(self._triplet_nms_results())
+
+    # ------------------------------------------------------------------ triplet NMS (evaluation.triplet_nms)
+    def _triplet_nms_metrics(self, metric_kwargs: dict[str, Any]) -> torch.nn.ModuleDict | None:
+        """One :class:`SceneGraphRecall` per constraint for the predictions after the triplet NMS (the filtered
+        prediction depends on the constraint), or None when ``evaluation.triplet_nms`` is off."""
+        if self.eval_config.triplet_nms is None:
+            return None
+        return torch.nn.ModuleDict(
+            {name: SceneGraphRecall(constraints=(name,), **metric_kwargs) for name in CONSTRAINTS}
+        )
+
+    def _update_triplet_nms_metrics(self, batch: dict[str, Any], preds: list[dict[str, Any]]) -> None:
+        """Score the batch's predictions after the triplet NMS of each constraint (the frames and ground truth of
+        :meth:`_evaluate`: unreadable frames count with recall 0)."""
+        evaluation = self.eval_config
+        gts = [t for t in batch["targets"] if t["evaluate"]]
+        unreadable = [t["unreadable"]["ground_truth"] for t in batch["targets"] if "unreadable" in t]
+        empty = [empty_prediction(truth["frame"]) for truth in unreadable]
+        settings = dict(
+            threshold=evaluation.triplet_nms,
+            alpha=evaluation.triplet_nms_alpha,
+            beta=evaluation.triplet_nms_beta,
+            semi_threshold=evaluation.semi_threshold,
+            iou_convention=evaluation.iou,
+        )
+        for constraint, metric in self.test_nms_metrics.items():
+            filtered = [triplet_nms(pred, constraint, **settings) for pred in preds]
+            metric.update(filtered + empty, gts + unreadable)
+
+    def _triplet_nms_results(self) -> dict[str, float]:
+        """The metrics after the triplet NMS, every key prefixed ``triplet_nms/`` (``triplet_nms/with/R@20``, ...;
+        the scalars also logged as ``test/triplet_nms/...``), and the NMS settings; resets the metrics."""
+        evaluation = self.eval_config
+        results = {
+            "triplet_nms/threshold": float(evaluation.triplet_nms),
+            "triplet_nms/alpha": float(evaluation.triplet_nms_alpha),
+            "triplet_nms/beta": float(evaluation.triplet_nms_beta),
+        }
+        for metric in self.test_nms_metrics.values():
+            values = {f"triplet_nms/{key}": float(value) for key, value in metric.compute().items()}
+            metric.reset()
+            scalars = {f"test/{key}": value for key, value in values.items() if "/per_predicate/" not in key}
+            self.log_dict(scalars, sync_dist=False)  # the metric already reduced its sum states
+            results.update(values)
+        return results
 
     def on_predict_epoch_end(self) -> None:
         self._stream_caches = {}

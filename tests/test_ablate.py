@@ -14,14 +14,21 @@ from arn_lightning.experiments import ablation
 from arn_lightning.experiments.ablation import COLUMNS, OUT_SETTINGS_FILE, PAPER, TABLES, run_folder, study_settings
 
 
-def test_a_bad_rows_value_is_named(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        ablate.main(["--rows", "t5", "--size", "tiny"])
-    assert exc.value.code == 2
-    assert "--rows: invalid choice: 't5'" in capsys.readouterr().err
-    with pytest.raises(ablation.AblationError, match="--rows: Expected one of t3, t4, all but got 'row1'") as info:
-        ablation.rows_of("row1")
+def test_a_bad_rows_value_is_named(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert ablate.main(["--rows", "t5", "--size", "tiny", "--out", str(tmp_path / "out")]) == 2
+    assert "--rows: Expected one of t3, t4, all or comma-separated row names of t3_row1_baseline_ce" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    with pytest.raises(ablation.AblationError, match="but got 't3_row3_clip,row1'") as info:
+        ablation.rows_of("t3_row3_clip,row1")
     assert info.value.exit_code == 2
+
+
+def test_rows_are_tables_or_named_rows_in_the_papers_order() -> None:
+    assert ablation.rows_of("t4") == ["t4_model1_add", "t4_model2_mlp", "t4_ours_conditional"]
+    assert len(ablation.rows_of("all")) == 8
+    assert ablation.rows_of("t3_row5_full, t3_row3_clip,t3_row4_pap") == ["t3_row3_clip", "t3_row4_pap", "t3_row5_full"]
 
 
 def test_an_unwritable_out_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
         "folder per (row, seed); resumable: finished runs are skipped, an interrupted one resumes from its "
         "last.ckpt. Writes ablation.json and ablation.md (docs/ablation.md).",
     )
-    parser.add_argument("--rows", required=True, choices=ROW_CHOICES, help="the table(s) to run")
+    parser.add_argument(
+        "--rows",
+        required=True,
+        help=f"the table(s) to run: {', '.join(ROW_CHOICES)}, or comma-separated row names (e.g. t3_row5_full)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per row, 0..N-1 (default 3)")
     parser.add_argument(
         "--size",

@@ -275,3 +275,36 @@ def test_processes_share_the_videos_and_an_idle_process_gets_an_unscored_step(ca
             if not [t for t in targets if t["evaluate"]]:
                 assert len(batches) == 1 and all(t.get("padding") for t in targets)
         assert sorted(scored) == sorted(frames)
+
+
+@pytest.mark.parametrize("task", ["sgdet", "sgcls", "predcls"])
+def test_causal_evaluation_equals_recomputed_causal_windows(causal_root: Path, tmp_path: Path, task: str) -> None:
+    """Every task: the streaming step gives each frame what the full model gives its causal window recomputed
+    (``eval_scheme: keyframe`` with causal windows, ``T`` frames per frame); SGCls / PredCls read the ground truth
+    of the new frames."""
+    categories = load_annotations(causal_root, task).triplet_categories("train")
+    torch.manual_seed(11)
+    module = tiny_module(categories, num_frames=3, task=task, temporal_layers=2).eval()
+    runs = {}
+    for scheme in ("causal", "keyframe"):
+        data = causal_data(causal_root, 2, task=task) if scheme == "causal" else None
+        if data is None:
+            data = AGDataModule(
+                root=causal_root,
+                task=task,
+                clip_len=3,
+                eval_scheme="keyframe",
+                eval_batch_size=2,
+                predict_split="test",
+                **TEST_DATA_SETTINGS,
+            )
+        batches = trainer(tmp_path).predict(module, data)
+        runs[scheme] = {p["frame"]: p for batch in batches for p in batch}
+    assert runs["causal"].keys() == runs["keyframe"].keys() and len(runs["causal"]) > 4
+    for key, want in runs["keyframe"].items():
+        for field in FIELDS:
+            a, b = runs["causal"][key][field], want[field]
+            if a.is_floating_point():
+                assert (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item()), (key, field)
+            else:
+                assert torch.equal(a, b), (key, field)

@@ -50,6 +50,7 @@ COMMON_OPTIONS = (
     ("--data.task NAME", "sgdet | sgcls | predcls"),
     ("--data.batch_size N", "training clips per batch and device"),
     ("--data.clip_len T", "frames per clip"),
+    ("--data.eval_scheme NAME", "tiled | causal | keyframe: where an evaluated frame sits in its window"),
     ("--data.on_bad_frame MODE", "error | skip: what an unreadable frame does (docs/runs.md)"),
     ("--trainer.max_epochs N", "epochs to train"),
     ("--trainer.accelerator NAME", "cpu | gpu | auto"),
@@ -60,6 +61,7 @@ COMMON_OPTIONS = (
     ("--model.arch.backbone NAME", "resnet18 | resnet34 | resnet50"),
     ("--model.optim.lr LR", "learning rate of the transformer and heads"),
     ("--model.predictions_dir DIR", "test / predict: where the prediction file and metrics_test.json go"),
+    ("--model.evaluation.triplet_nms T", "test: also score after OED's triplet NMS at IoU threshold T"),
     ("--seed_everything N", "the run's seed"),
     ("--print_config", "print the complete config of this command line and exit (it reruns the experiment)"),
 )

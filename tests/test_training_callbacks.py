@@ -112,6 +112,27 @@ def test_a_plain_trainer_trains_on_uint8_batches_exactly_as_on_float_batches(
     assert any(not torch.equal(state[key], initial[key]) for key in state)  # the two steps did train
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true", "32-true"])
+def test_device_normalisation_follows_the_trainers_precision(train_root: Path, tmp_path: Path, precision: str) -> None:
+    """Lightning converts a batch's float tensors for a ``*-true`` precision before the transfer hooks; the uint8
+    pixels, normalised after the transfer, get the same conversion, bit for bit."""
+    from arn_lightning.data.collate import ClipCollator
+
+    module, data = _module_and_data(train_root, tmp_path)
+    data.setup("fit")
+    clips = [data.datasets["train"][index] for index in range(2)]
+    floats = ClipCollator()(clips)
+    alone = module.on_after_batch_transfer(ClipCollator(normalize=False)(clips), 0)  # no trainer: float32
+    assert torch.equal(alone["pixel_values"], floats["pixel_values"])
+    trainer = _trainer(tmp_path, precision=precision)
+    module.trainer = trainer
+    expected = trainer.precision_plugin.convert_input(floats)["pixel_values"]
+    got = module.on_after_batch_transfer(ClipCollator(normalize=False)(clips), 0)["pixel_values"]
+    dtype = {"bf16-true": torch.bfloat16, "64-true": torch.float64}.get(precision, torch.float32)
+    assert got.dtype == expected.dtype == dtype
+    assert torch.equal(got, expected) and torch.equal(got.signbit(), expected.signbit())
+
+
 # ------------------------------------------------------------------------------------------------- prediction files
 @pytest.mark.slow
 def test_a_plain_trainer_writes_the_files_through_one_writer(train_root: Path, tmp_path: Path) -> None:

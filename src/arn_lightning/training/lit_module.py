@@ -428,8 +428,14 @@ class ARNLitModule(L.LightningModule):
         of the bytes of ``float32`` (docs/ARCHITECTURE.md section 2), and
         :func:`~arn_lightning.data.collate.normalize_batch` makes them the ImageNet-normalised
         ``float32 [B, T, 3, H, W]`` batch (padding 0.0) that ``ClipCollator()`` builds, bit for bit. A batch already
-        normalised passes unchanged."""
-        return normalize_batch(batch)
+        normalised passes unchanged. Lightning converts a batch's float tensors for the trainer's precision before
+        the transfer (``bf16-true``: to bfloat16), which the uint8 pixels escaped: they get the same conversion here,
+        so the step sees what a float batch would have given it."""
+        normalised = normalize_batch(batch)
+        trainer = self._trainer
+        if normalised is batch or trainer is None:
+            return normalised
+        return {**normalised, "pixel_values": trainer.precision_plugin.convert_input(normalised["pixel_values"])}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}

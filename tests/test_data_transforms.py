@@ -220,6 +220,7 @@ def test_uint8_batches_normalised_later_equal_the_float_batch_bit_for_bit(monkey
     floats = ClipCollator(**stats)(clips)
     raw = ClipCollator(**stats, normalize=False)(clips)
     assert raw["pixel_values"].dtype == torch.uint8 and raw["pixel_values"].is_shared() == in_worker
+    assert raw["pixel_values"].permute(0, 1, 3, 4, 2).is_contiguous()  # channels-last in memory, as decoded
     assert torch.equal(raw["pixel_mask"], floats["pixel_mask"]) and raw["targets"] == floats["targets"]
     padding = ~raw["pixel_mask"].unsqueeze(2).expand_as(raw["pixel_values"])
     assert int(padding.sum()) > 0 and not raw["pixel_values"][padding].any()  # uint8 padding: zeros
@@ -229,6 +230,17 @@ def test_uint8_batches_normalised_later_equal_the_float_batch_bit_for_bit(monkey
     assert torch.equal(_bits(normalised["pixel_values"][padding]), torch.zeros(int(padding.sum()), dtype=torch.int32))
     black = normalised["pixel_values"][2, 1, :, :2, :5]  # a real black pixel is the normalised 0, not 0.0
     assert (black != 0).all() and raw["pixel_values"].dtype == torch.uint8  # the input batch is left as it was
+
+
+def test_uint8_batches_from_a_loader_worker_normalise_to_the_float_batch():
+    """Through a real worker process (shared memory, pickling with the channels-last strides)."""
+    from torch.utils.data import DataLoader
+
+    clips = _random_clips(4)
+    loader = DataLoader(clips, batch_size=len(clips), collate_fn=ClipCollator(normalize=False), num_workers=1)
+    (raw,) = list(loader)
+    assert raw["pixel_values"].dtype == torch.uint8 and raw["pixel_values"].permute(0, 1, 3, 4, 2).is_contiguous()
+    assert torch.equal(_bits(normalize_batch(raw)["pixel_values"]), _bits(collate_clips(clips)["pixel_values"]))
 
 
 def test_normalize_batch_passes_float_batches_and_rejects_a_bad_mask():

@@ -156,6 +156,11 @@ class ClipCollator:
         images -> ``pixel_values`` [B, T, 3, H, W] (FloatTensor normalised, or with ``normalize=False`` the ByteTensor
         of the images; zero padded) and ``pixel_mask`` BoolTensor [B, T, H, W] (True on real pixels).
 
+        The float pixels are contiguous. The ``uint8`` pixels are laid out channels-last in memory (strides
+        ``(..., 1, 3W, 3)``), the layout the images are decoded and resized in, so that each image row is one
+        contiguous copy (a channels-first batch made the copy a transposition, twice the CPU time);
+        :func:`normalize_batch` writes contiguous floats, so the model's input is the same.
+
         Raises:
             ValueError: no clip, clips of different lengths, or an image that is not uint8 ``[3, h, w]``.
         """
@@ -167,8 +172,10 @@ class ClipCollator:
         images = [image for clip in clips for image in clip]
         height = max(int(image.shape[-2]) for image in images)
         width = max(int(image.shape[-1]) for image in images)
-        dtype = torch.float32 if self.normalize else torch.uint8
-        pixel_values = new_batch_tensor((len(images), 3, height, width), dtype)  # [BT, 3, H, W]
+        if self.normalize:
+            pixel_values = new_batch_tensor((len(images), 3, height, width), torch.float32)  # [BT, 3, H, W]
+        else:  # [BT, H, W, 3] in memory, seen as [BT, 3, H, W]
+            pixel_values = new_batch_tensor((len(images), height, width, 3), torch.uint8).permute(0, 3, 1, 2)
         pixel_mask = new_batch_tensor((len(images), height, width), torch.bool)  # [BT, H, W]
         for index, image in enumerate(images):
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
@@ -176,19 +183,23 @@ class ClipCollator:
                     f"Expected sample {index} to hold a uint8 [3, h, w] image but got "
                     f"{image.dtype} {tuple(image.shape)}"
                 )
-            h, w = image.shape[-2:]
-            # Each pixel is written once: the image region (normalised or copied), the padding strips zeroed.
-            if self.normalize:
-                normalize_into(pixel_values[index, :, :h, :w], image, self.mean, self.std)
-            else:
-                pixel_values[index, :, :h, :w].copy_(image)
-            pixel_values[index, :, h:].zero_()
-            pixel_values[index, :, :h, w:].zero_()
-            pixel_mask[index, :h, :w] = True
-            pixel_mask[index, h:] = False
-            pixel_mask[index, :h, w:] = False
+            self._write_frame(pixel_values[index], pixel_mask[index], image)
         batch, frames = len(clips), clip_len
         return pixel_values.view(batch, frames, 3, height, width), pixel_mask.view(batch, frames, height, width)
+
+    def _write_frame(self, values: torch.Tensor, mask: torch.Tensor, image: torch.Tensor) -> None:
+        """Write one ``uint8 [3, h, w]`` image into its batch slot: ``values [3, H, W]`` and ``mask [H, W]``."""
+        h, w = image.shape[-2:]
+        # Each pixel is written once: the image region (normalised or copied), the padding strips zeroed.
+        if self.normalize:
+            normalize_into(values[:, :h, :w], image, self.mean, self.std)
+        else:
+            values[:, :h, :w].copy_(image)
+        values[:, h:].zero_()
+        values[:, :h, w:].zero_()
+        mask[:h, :w] = True
+        mask[h:] = False
+        mask[:h, w:] = False
 
 
 def normalize_batch(

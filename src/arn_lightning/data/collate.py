@@ -232,7 +232,10 @@ def normalize_batch(
         raise ValueError(
             f"Expected a pixel_mask of shape [..., H, W] for pixel_values {tuple(pixels.shape)} but got {shape}"
         )
-    values = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)  # [..., 3, H, W]
+    if pixels.device.type == "cpu":  # training on the CPU: huge-page memory, as the collate's (new_batch_tensor)
+        values = new_batch_tensor(tuple(pixels.shape), torch.float32)  # [..., 3, H, W]
+    else:
+        values = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
     normalize_into(values, pixels, mean, std)
     values.masked_fill_(~mask.unsqueeze(-3), 0.0)  # the padding: 0.0 after normalising, as the collate writes it
     return {**batch, PIXELS: values}

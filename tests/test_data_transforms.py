@@ -243,6 +243,15 @@ def test_uint8_batches_from_a_loader_worker_normalise_to_the_float_batch():
     assert torch.equal(_bits(normalize_batch(raw)["pixel_values"]), _bits(collate_clips(clips)["pixel_values"]))
 
 
+def test_uint8_batches_without_padding_normalise_to_the_float_batch():
+    """No padding (every frame the same size): the CPU skips the padding pass, the values are still the same."""
+    rng = torch.Generator().manual_seed(5)
+    clips = [[{"image": torch.randint(0, 256, (3, 4, 6), dtype=torch.uint8, generator=rng), "target": {}}] * 2] * 2
+    raw = ClipCollator(normalize=False)(clips)
+    assert raw["pixel_mask"].all()
+    assert torch.equal(_bits(normalize_batch(raw)["pixel_values"]), _bits(collate_clips(clips)["pixel_values"]))
+
+
 def test_normalize_batch_passes_float_batches_and_rejects_a_bad_mask():
     floats = collate_clips(_random_clips(2))
     assert normalize_batch(floats) is floats

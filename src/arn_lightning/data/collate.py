@@ -232,12 +232,16 @@ def normalize_batch(
         raise ValueError(
             f"Expected a pixel_mask of shape [..., H, W] for pixel_values {tuple(pixels.shape)} but got {shape}"
         )
-    if pixels.device.type == "cpu":  # training on the CPU: huge-page memory, as the collate's (new_batch_tensor)
+    on_cpu = pixels.device.type == "cpu"
+    if on_cpu:  # training on the CPU: huge-page memory, as the collate's (new_batch_tensor)
         values = new_batch_tensor(tuple(pixels.shape), torch.float32)  # [..., 3, H, W]
     else:
         values = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
     normalize_into(values, pixels, mean, std)
-    values.masked_fill_(~mask.unsqueeze(-3), 0.0)  # the padding: 0.0 after normalising, as the collate writes it
+    # The padding: 0.0 after normalising, as the collate writes it. A CPU skips the pass when there is no padding
+    # (asking would make a GPU wait for the batch).
+    if not on_cpu or not bool(mask.all()):
+        values.masked_fill_(~mask.unsqueeze(-3), 0.0)
     return {**batch, PIXELS: values}
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ag_fixtures import EXPECTED_SGDET_TRAIN_KEYS, EXPECTED_SGDET_TRIPLETS
+from arn_lightning.data.collate import normalize_batch
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.data.frames import FrameError
 
@@ -42,14 +43,15 @@ def test_training_batches_follow_the_contract(standard_root_with_frames):
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 3  # one clip per kept train frame
     batch = next(iter(dm.train_dataloader()))
-    assert batch["pixel_values"].shape == (2, 3, 3, 24, 32)
+    assert batch["pixel_values"].shape == (2, 3, 3, 24, 32) and batch["pixel_values"].dtype == torch.uint8
     assert batch["pixel_mask"].shape == (2, 3, 24, 32) and batch["pixel_mask"].all()
     assert len(batch["targets"]) == 6
     keys = {t["frame"] for t in batch["targets"]}
     assert keys <= set(EXPECTED_SGDET_TRAIN_KEYS)
     for index, target in enumerate(batch["targets"]):  # the red channel encodes the frame number
         number = int(target["frame"].split("/")[1][:6])
-        red = batch["pixel_values"].view(6, 3, 24, 32)[index, 0]
+        assert (batch["pixel_values"].view(6, 3, 24, 32)[index, 0] == number).all()  # uint8, normalised on the device
+        red = normalize_batch(batch)["pixel_values"].view(6, 3, 24, 32)[index, 0]
         torch.testing.assert_close(red, torch.full_like(red, (number / 255 - 0.485) / 0.229), atol=1e-4, rtol=0)
         assert target["size"].tolist() == [24, 32] and target["orig_size"].tolist() == [48, 64]
     # each training clip marks its key frame (causal windows: the last slot), for loss.frames: key

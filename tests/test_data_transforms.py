@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from arn_lightning.data.ag import FrameAnnotation
-from arn_lightning.data.collate import ClipCollator, collate_clips
+from arn_lightning.data.collate import ClipCollator, collate_clips, normalize_batch
 from arn_lightning.data.dataset import build_target
 from arn_lightning.data.transforms import ClipTransform, flip_boxes_xyxy, normalize_into, resized_hw
 
@@ -191,3 +191,80 @@ def test_batch_targets_copy_is_shallow():
     targets = collate_clips([[_sample(2, 2, 0, "a"), _sample(2, 2, 0, "b")]])["targets"]
     clone = copy.copy(targets)
     assert clone == targets and clone is not targets and all(a is b for a, b in zip(clone, targets, strict=True))
+
+
+def _bits(values: torch.Tensor) -> torch.Tensor:
+    """The float32 values' bit patterns (``torch.equal`` alone would take -0.0 for 0.0)."""
+    return values.contiguous().view(torch.int32)
+
+
+def _random_clips(seed: int) -> list[list[dict]]:
+    rng = torch.Generator().manual_seed(seed)
+    sizes = [(5, 7), (6, 4), (3, 3), (6, 7)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=rng) for h, w in sizes]
+    images.append(images[0].permute(1, 2, 0).contiguous().permute(2, 0, 1))  # channels-last, as decoded / resized
+    images.append(torch.full((3, 2, 5), 0, dtype=torch.uint8))  # black: its normalised pixels are not 0.0
+    return [[{"image": image, "target": {"frame": str(i)}} for image in images[i : i + 2]] for i in (0, 2, 4)]
+
+
+@pytest.mark.parametrize("in_worker", [False, True])
+@pytest.mark.parametrize("stats", [{}, {"mean": (0.5, 0.25, 0.125), "std": (0.3, 0.7, 0.11)}])
+def test_uint8_batches_normalised_later_equal_the_float_batch_bit_for_bit(monkeypatch, in_worker, stats):
+    """The data module's uint8 batch + ``normalize_batch`` (the training module's device step) == the float batch
+    the collate builds itself (what inference uses), bit for bit, padding included (exactly +0.0)."""
+    import arn_lightning.data.collate as collate_module
+
+    if in_worker:  # a DataLoader worker's collate writes into shared memory
+        monkeypatch.setattr(collate_module, "get_worker_info", lambda: object())
+    clips = _random_clips(1)
+    floats = ClipCollator(**stats)(clips)
+    raw = ClipCollator(**stats, normalize=False)(clips)
+    assert raw["pixel_values"].dtype == torch.uint8 and raw["pixel_values"].is_shared() == in_worker
+    assert raw["pixel_values"].permute(0, 1, 3, 4, 2).is_contiguous()  # channels-last in memory, as decoded
+    assert torch.equal(raw["pixel_mask"], floats["pixel_mask"]) and raw["targets"] == floats["targets"]
+    padding = ~raw["pixel_mask"].unsqueeze(2).expand_as(raw["pixel_values"])
+    assert int(padding.sum()) > 0 and not raw["pixel_values"][padding].any()  # uint8 padding: zeros
+    normalised = normalize_batch(raw, **stats)
+    assert normalised["pixel_values"].dtype == torch.float32 and normalised["targets"] is raw["targets"]
+    assert torch.equal(_bits(normalised["pixel_values"]), _bits(floats["pixel_values"]))
+    assert torch.equal(_bits(normalised["pixel_values"][padding]), torch.zeros(int(padding.sum()), dtype=torch.int32))
+    black = normalised["pixel_values"][2, 1, :, :2, :5]  # a real black pixel is the normalised 0, not 0.0
+    assert (black != 0).all() and raw["pixel_values"].dtype == torch.uint8  # the input batch is left as it was
+
+
+def test_uint8_batches_from_a_loader_worker_normalise_to_the_float_batch():
+    """Through a real worker process (shared memory, pickling with the channels-last strides)."""
+    from torch.utils.data import DataLoader
+
+    clips = _random_clips(4)
+    loader = DataLoader(clips, batch_size=len(clips), collate_fn=ClipCollator(normalize=False), num_workers=1)
+    (raw,) = list(loader)
+    assert raw["pixel_values"].dtype == torch.uint8 and raw["pixel_values"].permute(0, 1, 3, 4, 2).is_contiguous()
+    assert torch.equal(_bits(normalize_batch(raw)["pixel_values"]), _bits(collate_clips(clips)["pixel_values"]))
+
+
+def test_uint8_batches_without_padding_normalise_to_the_float_batch():
+    """No padding (every frame the same size): the CPU skips the padding pass, the values are still the same."""
+    rng = torch.Generator().manual_seed(5)
+    clips = [[{"image": torch.randint(0, 256, (3, 4, 6), dtype=torch.uint8, generator=rng), "target": {}}] * 2] * 2
+    raw = ClipCollator(normalize=False)(clips)
+    assert raw["pixel_mask"].all()
+    assert torch.equal(_bits(normalize_batch(raw)["pixel_values"]), _bits(collate_clips(clips)["pixel_values"]))
+
+
+def test_normalize_batch_passes_float_batches_and_rejects_a_bad_mask():
+    floats = collate_clips(_random_clips(2))
+    assert normalize_batch(floats) is floats
+    raw = ClipCollator(normalize=False)(_random_clips(2))
+    with pytest.raises(ValueError, match=r"Expected a pixel_mask of shape \[..., H, W\] for pixel_values"):
+        normalize_batch({**raw, "pixel_mask": raw["pixel_mask"][..., :-1]})
+    with pytest.raises(ValueError, match="but got None"):
+        normalize_batch({"pixel_values": raw["pixel_values"]})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_normalising_on_the_gpu_equals_the_cpu_collate_bit_for_bit():
+    clips = _random_clips(3)
+    raw = ClipCollator(normalize=False)(clips)
+    on_gpu = normalize_batch({key: raw[key].cuda() for key in ("pixel_values", "pixel_mask")})
+    assert torch.equal(_bits(on_gpu["pixel_values"].cpu()), _bits(collate_clips(clips)["pixel_values"]))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from arn_lightning import cli
 from arn_lightning.commands.infer import main as infer_main
+from arn_lightning.data.collate import normalize_batch
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.drawing.annotate import panel_width
 from arn_lightning.drawing.timeline import MAX_ROWS, timeline_size
@@ -215,7 +216,8 @@ def test_preprocessing_matches_the_evaluation_batches(assets: InferAssets, predi
     folder = assets.data_root / "frames" / keys[0].split("/")[0]
     frames = {f.key: f for f in open_frames(folder)}
     ours = predictor.collate([[{"image": predictor.prepare(frames[k]).image, "target": {}} for k in keys]])
-    assert torch.equal(ours["pixel_values"], batch["pixel_values"])
+    assert batch["pixel_values"].dtype == torch.uint8  # the loader's batch, normalised on the device in training
+    assert torch.equal(ours["pixel_values"], normalize_batch(batch)["pixel_values"])
     assert torch.equal(ours["pixel_mask"], batch["pixel_mask"])
 
 

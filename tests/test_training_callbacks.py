@@ -21,7 +21,7 @@ from arn_lightning.training.callbacks import SceneGraphReport, validation_exampl
 from arn_lightning.training.prediction_writer import METRICS_FILE, PREDICTIONS_FILE, PredictionWriter, merge_shards
 from arn_lightning.training.rng import CHECKPOINT_KEY, RandomStateCheckpoint, collect_rng_states
 from arn_lightning.vocab import CONSTRAINTS
-from train_fixtures import tiny_config
+from train_fixtures import assert_same_state, model_state, tiny_config
 
 
 def _module_and_data(root: Path, work: Path, **module_args: Any) -> tuple[L.LightningModule, L.LightningDataModule]:
@@ -60,6 +60,77 @@ def _trainer(work: Path, **settings: Any) -> L.Trainer:
 
 def _of_kind(trainer: L.Trainer, kind: type) -> list[L.Callback]:
     return [callback for callback in trainer.callbacks if isinstance(callback, kind)]
+
+
+# ------------------------------------------------------------------------------------------------- uint8 batches
+class _SeenPixels(L.Callback):
+    """Keeps the pixels the module's steps receive (after ``on_after_batch_transfer``)."""
+
+    def __init__(self) -> None:
+        self.train: list[torch.Tensor] = []
+        self.val: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *args: Any) -> None:
+        self.train.append(batch["pixel_values"].clone())
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        self.val.append(validation_examples(batch, outputs, limit=1)[0]["image"])
+
+
+def _fit_tiny(root: Path, work: Path) -> tuple[dict[str, torch.Tensor], _SeenPixels]:
+    L.seed_everything(0)
+    module, data = _module_and_data(root, work)
+    seen = _SeenPixels()
+    trainer = _trainer(
+        work, max_steps=2, limit_val_batches=1, val_check_interval=2, num_sanity_val_steps=0, callbacks=[seen]
+    )
+    trainer.fit(module, datamodule=data)
+    return model_state(module), seen
+
+
+@pytest.mark.slow
+def test_a_plain_trainer_trains_on_uint8_batches_exactly_as_on_float_batches(
+    train_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loaders send uint8 pixels and the module normalises them after the transfer (a LightningModule hook, so
+    without the CLI too): the steps, the validation frames and the trained weights equal those of float batches."""
+    import arn_lightning.data.datamodule as datamodule
+    from arn_lightning.data.collate import ClipCollator
+
+    state, seen = _fit_tiny(train_root, tmp_path / "uint8")
+    monkeypatch.setattr(datamodule, "ClipCollator", lambda normalize: ClipCollator())  # the float batches of before
+    float_state, float_seen = _fit_tiny(train_root, tmp_path / "float")
+    assert len(seen.train) == 2 and len(seen.val) == 1
+    for ours, theirs in zip(seen.train + seen.val, float_seen.train + float_seen.val, strict=True):
+        assert ours.dtype == theirs.dtype == torch.float32
+        assert torch.equal(ours.view(torch.int32), theirs.view(torch.int32))  # bit for bit, signed zeros too
+    assert_same_state(state, float_state)
+    L.seed_everything(0)
+    initial = model_state(_module_and_data(train_root, tmp_path / "initial")[0])
+    assert any(not torch.equal(state[key], initial[key]) for key in state)  # the two steps did train
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true", "32-true"])
+def test_device_normalisation_follows_the_trainers_precision(train_root: Path, tmp_path: Path, precision: str) -> None:
+    """Lightning converts a batch's float tensors for a ``*-true`` precision before the transfer hooks; the uint8
+    pixels, normalised after the transfer, get the same conversion, bit for bit."""
+    from arn_lightning.data.collate import ClipCollator
+
+    module, data = _module_and_data(train_root, tmp_path)
+    data.setup("fit")
+    clips = [data.datasets["train"][index] for index in range(2)]
+    floats = ClipCollator()(clips)
+    alone = module.on_after_batch_transfer(ClipCollator(normalize=False)(clips), 0)  # no trainer: float32
+    assert torch.equal(alone["pixel_values"], floats["pixel_values"])
+    trainer = _trainer(tmp_path, precision=precision)
+    module.trainer = trainer
+    expected = trainer.precision_plugin.convert_input(floats)["pixel_values"]
+    got = module.on_after_batch_transfer(ClipCollator(normalize=False)(clips), 0)["pixel_values"]
+    dtype = {"bf16-true": torch.bfloat16, "64-true": torch.float64}.get(precision, torch.float32)
+    assert got.dtype == expected.dtype == dtype
+    assert torch.equal(got, expected) and torch.equal(got.signbit(), expected.signbit())
 
 
 # ------------------------------------------------------------------------------------------------- prediction files

@@ -3,9 +3,11 @@
 Generates a synthetic AG with 480x270 PNG frames (Charades' usual size) in a temporary folder, then iterates the
 training DataLoader of :class:`AGDataModule` for each resize setting and reports frames per second per worker
 (one torch thread per worker, so the figure is per CPU core), with the time split into decoding, resizing / flipping
-and padding / normalising. Wall-clock figures drop when other processes share the cores; the CPU-time figure
-(frames per CPU second of the main process and its loader workers together) does not, and is the one to size a
-machine with (docs/ARCHITECTURE.md, "Input pipeline throughput").
+and padding. The loader's batches are ``uint8``: normalising them is the training module's step on the device
+(``ARNLitModule.on_after_batch_transfer``), outside this figure; its CPU cost is reported apart (``normalize_ms``,
+what training on a CPU pays in the main process). Wall-clock figures drop when other processes share the cores; the
+CPU-time figure (frames per CPU second of the main process and its loader workers together) does not, and is the one
+to size a machine with (docs/ARCHITECTURE.md, "Input pipeline throughput").
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from arn_lightning.data.collate import ClipCollator
+from arn_lightning.data.collate import normalize_batch
 from arn_lightning.data.datamodule import AGDataModule
 from arn_lightning.data.frames import frame_path, read_frame
 from arn_lightning.data.synth import generate
@@ -78,11 +80,13 @@ def _cpu_seconds(loader_iter: Any) -> float | None:
 
 
 def _stage_times(dm: AGDataModule, clips: int) -> dict[str, float]:
-    """CPU milliseconds per frame of decoding, transforming and collating (main process), on ``clips`` clips."""
+    """CPU milliseconds per frame of decoding, transforming and collating (main process, the training loader's
+    collate: ``uint8`` batches), on ``clips`` clips; and of normalising the batch (``normalize_batch``, which
+    ``ARNLitModule`` runs on the training device: on a GPU it costs the loader's CPUs nothing)."""
     dataset = dm.datasets["train"]
-    decode = transform = collate = 0.0
+    decode = transform = collate = normalize = 0.0
     frames = 0
-    collator = ClipCollator()
+    collator = dm.train_dataloader().collate_fn
     for clip in dataset.clips[:clips]:
         start = time.process_time()
         images = [read_frame(frame_path(dataset.frames_dir, dataset.frames[i].key)) for i in clip.frames]
@@ -90,13 +94,17 @@ def _stage_times(dm: AGDataModule, clips: int) -> dict[str, float]:
         boxes = [torch.from_numpy(dataset.frames[i].boxes_xyxy) for i in clip.frames]
         images, _, _ = dataset.transform(images, boxes)
         end = time.process_time()
-        collator([[{"image": image, "target": {}} for image in images]])
-        decode, transform, collate = decode + mid - start, transform + end - mid, collate + time.process_time() - end
+        batch = collator([[{"image": image, "target": {}} for image in images]])
+        collated = time.process_time()
+        normalize_batch(batch)
+        normalize += time.process_time() - collated
+        decode, transform, collate = decode + mid - start, transform + end - mid, collate + collated - end
         frames += len(clip.frames)
     return {
         "decode_ms": 1e3 * decode / frames,
         "transform_ms": 1e3 * transform / frames,
         "collate_ms": 1e3 * collate / frames,
+        "normalize_ms": 1e3 * normalize / frames,
     }
 
 
@@ -191,12 +199,12 @@ def main(argv: list[str]) -> int:
 def _print_table(rows: list[dict], args: argparse.Namespace) -> None:
     """Print :func:`main`'s table: one row per resize, judged against :data:`TARGET_FPS_PER_CORE`."""
     print(
-        f"Training input pipeline on {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} PNGs (decode + transform + collate), "
+        f"Training input pipeline on {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} PNGs (decode + transform + uint8 collate), "
         f"clip_len {args.clip_len}, batch {args.batch_size}, workers {args.workers}, 1 torch thread per worker"
     )
     print(
         f"{'resize':>10} {'output':>10} {'frames/s/worker':>16} {'CPU frames/s/core':>18} {'decode ms':>10} "
-        f"{'resize+flip ms':>15} {'collate ms':>11}  target {TARGET_FPS_PER_CORE:g}/core"
+        f"{'resize+flip ms':>15} {'collate ms':>11} {'normalise ms':>13}  target {TARGET_FPS_PER_CORE:g}/core"
     )
     for r in rows:
         per_core = r["cpu_frames_per_s_per_core"]
@@ -205,5 +213,6 @@ def _print_table(rows: list[dict], args: argparse.Namespace) -> None:
         cpu = f"{per_core:>18.1f}" if per_core is not None else f"{'n/a':>18}"
         print(
             f"{r['resize']:>10} {r['output_hw'][0]:>4}x{r['output_hw'][1]:<5} {r['frames_per_s_per_worker']:>16.1f} "
-            f"{cpu} {r['decode_ms']:>10.2f} {r['transform_ms']:>15.2f} {r['collate_ms']:>11.2f}  {ok}"
+            f"{cpu} {r['decode_ms']:>10.2f} {r['transform_ms']:>15.2f} {r['collate_ms']:>11.2f} "
+            f"{r['normalize_ms']:>13.2f}  {ok}"
         )

@@ -186,7 +186,8 @@ class AGDataModule(L.LightningDataModule):
         """The frame settings a model trained on this data module must replay at inference (stored in checkpoints).
 
         ``resize_shorter`` / ``resize_longer`` of the evaluation transform and the clip shape (``clip_len``,
-        ``window``); the normalisation is the collate's ImageNet mean / std.
+        ``window``); the normalisation is ImageNet's mean / std (the loaders send ``uint8`` batches,
+        ``collate.normalize_batch`` normalises them on the device: ``ARNLitModule.on_after_batch_transfer``).
         """
         hp = self.hparams
         return {
@@ -339,7 +340,7 @@ class AGDataModule(L.LightningDataModule):
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            collate_fn=ClipCollator(),
+            collate_fn=ClipCollator(normalize=False),  # uint8: ARNLitModule normalises on the device
         )
         if split == "train":
             sampler = EpochSampler(len(dataset), num_replicas=world, rank=rank, seed=hp.seed, shuffle=shuffle)

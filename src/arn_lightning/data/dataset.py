@@ -1,7 +1,8 @@
 """The clip dataset: reads the frames of a clip, transforms them, and builds the per-frame targets.
 
 An item is a list of ``T`` frame samples ``{"image": uint8 [3, h, w], "target": dict}``; the collate
-(:mod:`arn_lightning.data.collate`) pads and normalises them into the batch of ARCHITECTURE.md section 2.
+(:mod:`arn_lightning.data.collate`) pads them into the batch of ARCHITECTURE.md section 2 (``uint8`` from the data
+module's loaders, normalised on the device).
 
 Unreadable frames with ``on_bad_frame="skip"`` (docs/runs.md): a slot whose frame cannot be read borrows the
 nearest readable frame of its clip, is not trained on as itself and is not scored as itself. A training clip with no

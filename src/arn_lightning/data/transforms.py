@@ -107,13 +107,20 @@ def normalize_into(
 ) -> None:
     """Write ``(image / 255 - mean) / std`` into ``dst`` in place (two passes, no temporary).
 
+    The only home of the normalisation arithmetic: the collate runs it per image on the CPU, and
+    :func:`arn_lightning.data.collate.normalize_batch` on a whole uint8 batch on its device. The two per-channel
+    constants are computed on the CPU and copied to ``dst``'s device, so every device does the same three float ops
+    (convert, subtract, multiply; each exactly rounded) and the result is bit-identical everywhere.
+
     Args:
-        dst: ``float [3, h, w]`` destination (typically a view into a padded batch).
-        image: ``uint8 [3, h, w]``.
+        dst: ``float [..., 3, h, w]`` destination (typically a view into a padded batch), on any device.
+        image: ``uint8 [..., 3, h, w]`` on ``dst``'s device.
         mean: per-channel mean of [0, 1] images.
         std: per-channel standard deviation of [0, 1] images.
     """
     shift = torch.tensor(mean, dtype=dst.dtype).mul_(UINT8_MAX).view(-1, 1, 1)  # [3, 1, 1]
     scale = torch.tensor(std, dtype=dst.dtype).mul_(UINT8_MAX).reciprocal_().view(-1, 1, 1)  # [3, 1, 1]
+    if dst.device.type != "cpu":
+        shift, scale = shift.to(dst.device), scale.to(dst.device)
     dst.copy_(image)
     dst.sub_(shift).mul_(scale)

@@ -33,6 +33,7 @@ from arn_lightning.build import (
 )
 from arn_lightning.criterion import LossConfig
 from arn_lightning.data.clips import geometry_mismatch
+from arn_lightning.data.collate import normalize_batch
 from arn_lightning.metrics.functional import RecallConfig
 from arn_lightning.metrics.predictions import empty_prediction
 from arn_lightning.metrics.recall import SceneGraphRecall
@@ -64,6 +65,10 @@ class _DropAdvertisement(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
 # Lightning 2.6's own use of a torch API that torch 2.14 deprecated: fixed upstream, nothing to act on here.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+# on_after_batch_transfer normalises the data module's uint8 batches: the module's hook with a data module is intended.
+warnings.filterwarnings(
+    "ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`", category=Warning
+)
 
 #: The recalls shown on the progress bar after each validation (and named in the end-of-fit summary).
 HEADLINE_METRICS = ("with/R@20", "no/R@20")
@@ -544,6 +549,21 @@ class ARNLitModule(L.LightningModule):
         optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay, betas=ADAMW_BETAS)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_drop_epoch, gamma=LR_DROP_GAMMA)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise a batch's ``uint8`` pixels on the device (Lightning calls this hook after moving every batch,
+        with the CLI or a plain ``lightning.Trainer``): the data module's loaders send ``uint8`` batches, a quarter
+        of the bytes of ``float32`` (docs/ARCHITECTURE.md section 2), and
+        :func:`~arn_lightning.data.collate.normalize_batch` makes them the ImageNet-normalised
+        ``float32 [B, T, 3, H, W]`` batch (padding 0.0) that ``ClipCollator()`` builds, bit for bit. A batch already
+        normalised passes unchanged. Lightning converts a batch's float tensors for the trainer's precision before
+        the transfer (``bf16-true``: to bfloat16), which the uint8 pixels escaped: they get the same conversion here,
+        so the step sees what a float batch would have given it."""
+        normalised = normalize_batch(batch)
+        trainer = self._trainer
+        if normalised is batch or trainer is None:
+            return normalised
+        return {**normalised, "pixel_values": trainer.precision_plugin.convert_input(normalised["pixel_values"])}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["arn_lightning"] = {"format": 1, "hparams_keys": sorted(self.hparams.keys())}

@@ -45,3 +45,23 @@ def test_the_models_read_no_weight_file() -> None:
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not any(name.startswith("arn_lightning.weights") for name in imported), path.name
         assert not {"load", "fetch_weights", "hf_hub_download"} & _calls(path), path.name  # torch.load, downloads
+
+
+def test_a_modules_settings_are_its_own_copy() -> None:
+    """A default argument's dataclass instance is shared by every call: a setting changed on one module (e.g. a
+    test that switches ``loss.frames``) must not reach the modules built after it (found when a later in-process
+    training no longer matched the same training in a fresh process)."""
+    from arn_lightning.criterion import LossConfig
+    from arn_lightning.models.config import ARNConfig
+    from arn_lightning.training.lit_module import ARNLitModule, EvalConfig
+
+    categories = {"attention": [[0, 11]], "spatial": [[3, 11]], "contacting": [[9, 11]]}
+    arch = ARNConfig(backbone="resnet18", hidden_dim=16, nheads=2, ffn_dim=32, enc_layers=1, num_queries=2)
+    arch.entity_layers = arch.predicate_layers = 1
+    first = ARNLitModule(arch=arch, triplet_categories=categories, init_text_classifiers=False)
+    first.loss_config.frames = "key"
+    first.eval_config.ks.append(500)
+    first.arch_config.num_queries = 7
+    second = ARNLitModule(arch=arch, triplet_categories=categories, init_text_classifiers=False)
+    assert second.loss_config == LossConfig() and second.eval_config == EvalConfig()
+    assert second.arch_config == arch and arch.num_queries == 2

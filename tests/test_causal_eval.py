@@ -220,7 +220,8 @@ def test_causal_test_scores_every_frame_once_and_caches_one_map_per_playing_vide
 def test_a_key_frame_loss_with_tiled_evaluation_is_logged(assets: InferAssets, tmp_path: Path) -> None:
     categories = load_annotations(assets.data_root, "sgdet").triplet_categories("train")
     module = tiny_module(categories, num_frames=2, distill=False)  # validation computes the losses: no CLIP tower
-    module.loss_config.frames = "key"
+    module.loss_config.frames = "key"  # this module's own copy: ARNLitModule's default LossConfig stays as it is
+    assert tiny_module(categories, num_frames=2).loss_config.frames == "all"
     data = AGDataModule(root=assets.data_root, clip_len=2, eval_scheme="tiled", **TEST_DATA_SETTINGS)
     with pytest.warns(UserWarning, match=r"loss.frames=key .* data.eval_scheme=tiled"):
         trainer(tmp_path).validate(module, data)

@@ -23,6 +23,7 @@ model folder) and the CLI, which hands a ``--ckpt_path``'s stored ``arch`` mappi
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 from collections.abc import Mapping
@@ -99,8 +100,9 @@ def require_categories(categories: Any) -> Any:
 
 
 def as_config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass: kept if it is one, built from a mapping (a stored mapping of an earlier
-    version completed first: :func:`complete_stored_config`).
+    """``value`` as a ``cls`` dataclass of its own: a copy if it is one (a default argument's instance is shared by
+    every call: settings changed on one module must not leak into the next), built from a mapping (a stored mapping
+    of an earlier version completed first: :func:`complete_stored_config`).
 
     Raises:
         ValueError: a mapping with unknown keys, or a value the dataclass refuses (the message names
@@ -108,7 +110,7 @@ def as_config(cls: type, value: Any, name: str) -> Any:
         TypeError: neither a ``cls`` nor a mapping.
     """
     if isinstance(value, cls):
-        return value
+        return copy.deepcopy(value)
     if isinstance(value, Mapping):
         value = complete_stored_config(cls, value)
         known = {f.name for f in fields(cls)}

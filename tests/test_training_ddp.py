@@ -114,6 +114,26 @@ def test_two_processes_test_a_split_smaller_than_the_world_with_single_process_r
 
 
 @pytest.mark.slow
+def test_causal_evaluation_on_two_processes_scores_as_one(train_root: Path, tmp_path: Path) -> None:
+    """``data.eval_scheme: causal`` under DDP: each process plays every second video through the streaming step
+    with its own caches; the merged prediction file holds every frame once, with one process's predictions."""
+    predictions = {}
+    for devices in (1, 2):
+        config = tiny_config(train_root, tmp_path, strategy="ddp" if devices == 2 else "auto", devices=devices)
+        config["data"].update(eval_scheme="causal", eval_batch_size=2)
+        path = write_config(config, tmp_path / f"causal_{devices}.yaml")
+        out = tmp_path / f"causal_{devices}"
+        _run(["test", "--config", str(path), f"--model.predictions_dir={out}", "--trainer.logger=false"], tmp_path)
+        predictions[devices] = {p["frame"]: p for p in read_predictions(out / "predictions_test.jsonl")}
+        assert not list(out.glob("*.rank*.jsonl"))
+    report = evaluate(str(train_root), str(tmp_path / "causal_2" / "predictions_test.jsonl"), split="test")
+    assert sorted(predictions[2]) == sorted(predictions[1]) and report["missing_frames"]["count"] == 0
+    for frame, single in predictions[1].items():
+        for key in ("scores", "labels", "boxes", "pairs", "attention", "contacting"):
+            torch.testing.assert_close(predictions[2][frame][key], single[key], atol=1e-5, rtol=1e-5)  # pixels: ulps
+
+
+@pytest.mark.slow
 def test_a_one_process_checkpoint_resumed_on_two_processes_is_refused(train_root: Path, tmp_path: Path) -> None:
     """The example: stopped mid-epoch on one process, resumed on two, the run skipped clips 6-11 of the epoch."""
     config = tiny_config(train_root, tmp_path, max_steps=2, max_epochs=3, limit_val_batches=0)

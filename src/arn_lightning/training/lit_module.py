@@ -402,16 +402,20 @@ class ARNLitModule(L.LightningModule):
         self._stream_caches = kept
         return outputs
 
+    @staticmethod
+    def _scored(batch: dict[str, Any], preds: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+        """``(predictions, ground truths)`` that a metric scores for a batch: the evaluated frames' ``preds`` and
+        targets, then every frame that should be scored but could not be read, with an empty prediction (recall 0,
+        as in `arn-lightning evaluate`)."""
+        unreadable = [t["unreadable"]["ground_truth"] for t in batch["targets"] if "unreadable" in t]
+        gts = [t for t in batch["targets"] if t["evaluate"]]
+        return preds + [empty_prediction(truth["frame"]) for truth in unreadable], gts + unreadable
+
     def _evaluate(self, batch: dict[str, Any], metric: SceneGraphRecall) -> tuple[list[dict[str, Any]], Any]:
         outputs = self._outputs(batch)
         preds = self.postprocess(outputs, batch["targets"], only_evaluated=True)
-        gts = [t for t in batch["targets"] if t["evaluate"]]
-        # A frame that should be scored but could not be read counts with recall 0, as in `arn-lightning evaluate`.
+        metric.update(*self._scored(batch, preds))
         unreadable = [t["unreadable"] for t in batch["targets"] if "unreadable" in t]
-        metric.update(
-            preds + [empty_prediction(u["ground_truth"]["frame"]) for u in unreadable],
-            gts + [u["ground_truth"] for u in unreadable],
-        )
         self._frames_scored += len(preds)
         self._unreadable.extend({"frame": u["ground_truth"]["frame"], "reason": u["reason"]} for u in unreadable)
         return preds, outputs
@@ -503,11 +507,8 @@ class ARNLitModule(L.LightningModule):
 
     def _update_triplet_nms_metrics(self, batch: dict[str, Any], preds: list[dict[str, Any]]) -> None:
         """Score the batch's predictions after the triplet NMS of each constraint (the frames and ground truth of
-        :meth:`_evaluate`: unreadable frames count with recall 0)."""
+        :meth:`_evaluate`, :meth:`_scored`: unreadable frames count with recall 0)."""
         evaluation = self.eval_config
-        gts = [t for t in batch["targets"] if t["evaluate"]]
-        unreadable = [t["unreadable"]["ground_truth"] for t in batch["targets"] if "unreadable" in t]
-        empty = [empty_prediction(truth["frame"]) for truth in unreadable]
         settings = dict(
             threshold=evaluation.triplet_nms,
             alpha=evaluation.triplet_nms_alpha,
@@ -516,8 +517,7 @@ class ARNLitModule(L.LightningModule):
             iou_convention=evaluation.iou,
         )
         for constraint, metric in self.test_nms_metrics.items():
-            filtered = [triplet_nms(pred, constraint, **settings) for pred in preds]
-            metric.update(filtered + empty, gts + unreadable)
+            metric.update(*self._scored(batch, [triplet_nms(pred, constraint, **settings) for pred in preds]))
 
     def _triplet_nms_results(self) -> dict[str, float]:
         """The metrics after the triplet NMS, every key prefixed ``triplet_nms/`` (``triplet_nms/with/R@20``, ...;

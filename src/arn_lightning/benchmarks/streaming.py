@@ -43,6 +43,7 @@ from arn_lightning.inference.api import SceneGraphPredictor
 from arn_lightning.inference.clips import ClipScheduler
 from arn_lightning.inference.streaming import StreamingPredictor
 from arn_lightning.models.arn import ARN
+from arn_lightning.models.cache import FeatureCache
 from arn_lightning.scene_graph import rank_triplets
 from arn_lightning.video.files import VideoFrame, open_frames
 
@@ -147,16 +148,15 @@ def measure_causal_evaluation(
     images = [torch.randn(3, height, width, device=device) for _ in range(lanes)]
     clip = torch.stack(images)[:, None]  # [B, 1, 3, H, W]
     masks = torch.ones(lanes, 1, height, width, dtype=torch.bool, device=device)
-    caches: list[list[torch.Tensor]] = [[] for _ in range(lanes)]
+    caches = [FeatureCache(window) for _ in range(lanes)]  # what causal evaluation keeps per video
     times: dict[str, list[float]] = {"causal": [], "one_frame": [], "tiled": []}
     with torch.no_grad():
         for step in range(WARMUP_FRAMES + steps):
             start = _clock(device)
-            _, maps = model.stream_frames(images, caches, window)
+            _, maps = model.stream_frames(images, [list(cache.cache) for cache in caches], window)
             causal = (_clock(device) - start) / lanes
-            caches = [
-                (cache or [new] * (window - 1))[1:] + [new] if window > 1 else [] for cache, new in zip(caches, maps)
-            ]
+            for cache, new in zip(caches, maps):
+                cache.remember(new, reset=cache.starts)
             start = _clock(device)
             model(clip, masks)
             one = (_clock(device) - start) / lanes

@@ -149,11 +149,12 @@ def t3_checkpoint(causal_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
-def causal_data(root: Path, lanes: int, **settings) -> AGDataModule:
+def causal_data(root: Path, lanes: int, scheme: str = "causal", **settings) -> AGDataModule:
+    """The test split of ``root`` as the predict split, ``T`` = 3, evaluated with ``scheme``."""
     return AGDataModule(
         root=root,
         clip_len=3,
-        eval_scheme="causal",
+        eval_scheme=scheme,
         eval_batch_size=lanes,
         predict_split="test",
         **TEST_DATA_SETTINGS,
@@ -288,17 +289,7 @@ def test_causal_evaluation_equals_recomputed_causal_windows(causal_root: Path, t
     module = tiny_module(categories, num_frames=3, task=task, temporal_layers=2).eval()
     runs = {}
     for scheme in ("causal", "keyframe"):
-        data = causal_data(causal_root, 2, task=task) if scheme == "causal" else None
-        if data is None:
-            data = AGDataModule(
-                root=causal_root,
-                task=task,
-                clip_len=3,
-                eval_scheme="keyframe",
-                eval_batch_size=2,
-                predict_split="test",
-                **TEST_DATA_SETTINGS,
-            )
+        data = causal_data(causal_root, 2, scheme, task=task)
         batches = trainer(tmp_path).predict(module, data)
         runs[scheme] = {p["frame"]: p for batch in batches for p in batch}
     assert runs["causal"].keys() == runs["keyframe"].keys() and len(runs["causal"]) > 4

@@ -105,7 +105,7 @@ def test_test_from_saved_config_writes_predictions_that_evaluate_rescores_identi
     saved = torch.load(fitted["best"], map_location="cpu", weights_only=False)
     assert tested == {"path": str(fitted["best"]), "epoch": saved["epoch"], "global_step": saved["global_step"]}
     assert written == pytest.approx(metrics)
-    assert not any(key.startswith("triplet_nms/") for key in written)  # post.triplet_nms is off by default
+    assert not any(key.startswith("triplet_nms/") for key in written)  # evaluation.triplet_nms is off by default
     report = evaluate(str(train_root), str(tmp_path / "predictions_test.jsonl"), split="test", task="sgdet")
     _assert_same_scores(metrics, report)
 
